@@ -1,0 +1,154 @@
+//! Metric points, exact in a serverless world.
+//!
+//! Every metric series is a record in the store (partition `metric`) holding its cumulative
+//! state: a counter's total, or a histogram's bucket counts, count and sum. A delivery that
+//! finishes spans updates the series it touches in the same transaction that records the
+//! delivery, so a redelivery changes nothing, and concurrent Lambdas conflict and retry instead of
+//! colliding. Each update exports the series' new cumulative value with the series' fixed start
+//! time and a sample time that strictly increases with the value, so a backend that receives
+//! points out of order (or twice) still sees one monotonic series and the latest point is the
+//! exact total. The catalogue of every metric is [`CATALOGUE`], documented in docs/metrics.md.
+
+use crate::model::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+/// One entry of the metric catalogue.
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// UCUM unit: `s` for durations, `{deployment}` style annotations for counts.
+    pub unit: &'static str,
+    pub description: &'static str,
+}
+
+pub const ISSUE_DURATION: &str = "valuestream.issue.duration";
+pub const CHANGE_DURATION: &str = "valuestream.change.duration";
+pub const RUN_DURATION: &str = "cicd.pipeline.run.duration";
+pub const TASK_DURATION: &str = "valuestream.task.duration";
+pub const DEPLOYMENT_DURATION: &str = "valuestream.deployment.duration";
+pub const INCIDENT_DURATION: &str = "valuestream.incident.duration";
+pub const DEPLOYMENTS: &str = "valuestream.deployments";
+pub const LEAD_TIME: &str = "valuestream.change.lead_time";
+pub const CHANGE_FAILURES: &str = "valuestream.change_failures";
+pub const TIME_TO_RESTORE: &str = "valuestream.time_to_restore";
+pub const RECOVERY_TIME: &str = "valuestream.deployment.recovery_time";
+
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef { name: ISSUE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Time from an issue's creation to its closing." },
+    MetricDef { name: CHANGE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Time from a change's (PR/MR) opening to its merge or close." },
+    MetricDef { name: RUN_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a pipeline run, from start to completion." },
+    MetricDef { name: TASK_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a task (job) in a pipeline run." },
+    MetricDef { name: DEPLOYMENT_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a deployment, from creation to its final status." },
+    MetricDef { name: INCIDENT_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of an incident, from trigger to resolution." },
+    MetricDef { name: DEPLOYMENTS, kind: MetricKind::Counter, unit: "{deployment}", description: "Finished deployments, by environment and result." },
+    MetricDef { name: LEAD_TIME, kind: MetricKind::Histogram, unit: "s", description: "Lead time for changes: production deployment finish minus the change's first commit (or PR creation), one point per change." },
+    MetricDef { name: CHANGE_FAILURES, kind: MetricKind::Counter, unit: "{deployment}", description: "Production deployments that led to a failure (failed, or followed by an incident), counted once per deployment." },
+    MetricDef { name: TIME_TO_RESTORE, kind: MetricKind::Histogram, unit: "s", description: "Time to restore service: incident resolved minus incident triggered." },
+    MetricDef { name: RECOVERY_TIME, kind: MetricKind::Histogram, unit: "s", description: "Failed deployment recovery time: first failed deployment to the next successful deployment of the same repository and environment." },
+];
+
+/// Histogram bucket upper bounds, in seconds: from a second (jobs) to a year (issues).
+pub const BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 86400.0, 172800.0, 345600.0, 604800.0, 1209600.0, 2592000.0, 5184000.0, 7776000.0,
+    15552000.0, 31536000.0,
+];
+
+pub fn def(name: &str) -> &'static MetricDef {
+    CATALOGUE
+        .iter()
+        .find(|d| d.name == name)
+        .expect("every metric name is in the catalogue")
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A change to one series, produced by the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delta {
+    pub name: &'static str,
+    pub labels: Labels,
+    /// A counter's increment, or a histogram's observation.
+    pub value: f64,
+}
+
+/// The stored cumulative state of one series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub name: String,
+    pub kind: MetricKind,
+    pub labels: Labels,
+    /// When the series was created (OTLP start time), epoch nanoseconds.
+    pub start_ns: u64,
+    /// The last sample time, epoch nanoseconds; strictly increases with every update.
+    pub time_ns: u64,
+    /// Counter total, or histogram observation count.
+    pub count: u64,
+    /// Histogram sum.
+    #[serde(default)]
+    pub sum: f64,
+    /// Histogram bucket counts (not cumulative), one per bound plus the overflow bucket.
+    #[serde(default)]
+    pub buckets: Vec<u64>,
+}
+
+/// The store sort key of a series: name and labels, stable across processes.
+pub fn series_id(name: &str, labels: &Labels) -> String {
+    let mut s = String::from(name);
+    s.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push('=');
+        s.push_str(&v.replace('\\', "\\\\").replace(',', "\\,"));
+    }
+    s.push('}');
+    s
+}
+
+impl Series {
+    pub fn new(name: &str, labels: Labels, now_ns: u64) -> Self {
+        let kind = def(name).kind;
+        Series {
+            name: name.to_string(),
+            kind,
+            labels,
+            start_ns: now_ns,
+            time_ns: now_ns,
+            count: 0,
+            sum: 0.0,
+            buckets: if kind == MetricKind::Histogram { vec![0; BUCKETS.len() + 1] } else { Vec::new() },
+        }
+    }
+
+    /// Applies one delta at `now_ns`.
+    pub fn apply(&mut self, value: f64, now_ns: u64) {
+        match self.kind {
+            MetricKind::Counter => self.count += value.max(0.0).round() as u64,
+            MetricKind::Histogram => {
+                self.count += 1;
+                self.sum += value;
+                let i = BUCKETS.iter().position(|b| value <= *b).unwrap_or(BUCKETS.len());
+                if self.buckets.len() != BUCKETS.len() + 1 {
+                    self.buckets.resize(BUCKETS.len() + 1, 0);
+                }
+                self.buckets[i] += 1;
+            }
+        }
+        self.time_ns = now_ns.max(self.time_ns + 1);
+    }
+}
+
+pub fn time_ns(t: Time) -> u64 {
+    t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
+}

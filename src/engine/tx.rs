@@ -1,0 +1,123 @@
+//! One attempt at applying a delivery: a read cache and a write set over the [`Store`], with
+//! optimistic concurrency. Every put or delete of a key that was read is conditioned on the
+//! version read (or on absence), so a concurrent writer makes the commit fail with a conflict
+//! and the engine starts the attempt again.
+
+use crate::store::{now_epoch, Cond, Key, Order, Record, Store, StoreResult, Write};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+pub struct Tx<'s> {
+    store: &'s dyn Store,
+    read: HashMap<Key, Option<Record>>,
+    writes: BTreeMap<Key, Write>,
+    pub requests: u32,
+}
+
+impl<'s> Tx<'s> {
+    pub fn new(store: &'s dyn Store) -> Self {
+        Tx {
+            store,
+            read: HashMap::new(),
+            writes: BTreeMap::new(),
+            requests: 0,
+        }
+    }
+
+    /// Reads every key not read yet, in one request.
+    pub async fn load(&mut self, keys: impl IntoIterator<Item = Key>) -> StoreResult<()> {
+        let mut missing: Vec<Key> = Vec::new();
+        for k in keys {
+            if !self.read.contains_key(&k) && !missing.contains(&k) {
+                missing.push(k);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.requests += 1;
+        let got = self.store.get_many(&missing).await?;
+        for (k, r) in missing.into_iter().zip(got) {
+            self.read.insert(k, r);
+        }
+        Ok(())
+    }
+
+    /// A record as this attempt sees it: its own pending writes first, then what it read.
+    pub fn get(&self, key: &Key) -> Option<&Record> {
+        match self.writes.get(key) {
+            Some(Write::Put { record, .. }) => Some(record),
+            Some(Write::Delete { .. }) => None,
+            None => self.read.get(key).and_then(Option::as_ref),
+        }
+    }
+
+    /// The record's data, decoded; `None` when absent or not of that shape.
+    pub fn data<T: DeserializeOwned>(&self, key: &Key) -> Option<T> {
+        self.get(key)
+            .and_then(|r| serde_json::from_value(r.data.clone()).ok())
+    }
+
+    fn cond(&self, key: &Key) -> (Cond, u64) {
+        if let Some(w) = self.writes.get(key) {
+            let cond = match w {
+                Write::Put { cond, .. } | Write::Delete { cond, .. } => *cond,
+            };
+            let v = match w {
+                Write::Put { record, .. } => record.version,
+                Write::Delete { .. } => 0,
+            };
+            return (cond, v);
+        }
+        match self.read.get(key) {
+            Some(Some(r)) => (Cond::Version(r.version), r.version),
+            Some(None) => (Cond::Absent, 0),
+            None => (Cond::Any, 0),
+        }
+    }
+
+    /// Writes `value` at `key`, living `ttl_secs` from now.
+    pub fn put<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64) {
+        let (cond, version) = self.cond(&key);
+        let record = Record {
+            key: key.clone(),
+            version: version + 1,
+            expires_at: now_epoch() + ttl_secs,
+            data: serde_json::to_value(value).expect("engine state serializes"),
+        };
+        self.writes.insert(key, Write::Put { record, cond });
+    }
+
+    pub fn delete(&mut self, key: Key) {
+        let (cond, _) = self.cond(&key);
+        self.writes.insert(key.clone(), Write::Delete { key, cond });
+    }
+
+    pub async fn query(
+        &mut self,
+        pk: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+        order: Order,
+    ) -> StoreResult<Vec<Record>> {
+        self.requests += 1;
+        self.store.query(pk, from, to, limit, order).await
+    }
+
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    /// Applies the write set atomically.
+    pub async fn commit(mut self) -> StoreResult<u32> {
+        if self.writes.is_empty() {
+            return Ok(self.requests);
+        }
+        self.requests += 1;
+        let writes: Vec<Write> = std::mem::take(&mut self.writes).into_values().collect();
+        self.store.commit(writes).await?;
+        Ok(self.requests)
+    }
+}

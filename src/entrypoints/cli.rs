@@ -1,0 +1,269 @@
+//! The command line: `serve` (the router on a local port), `replay` (recorded deliveries through
+//! the same router, in process or to a running instance) and `create-table` (DynamoDB).
+
+use super::open_store;
+use crate::config::{Config, ENV_VARS};
+use crate::engine::outbox::Pipeline;
+use crate::engine::Engine;
+use crate::export::{self, console};
+use crate::http::{router, AppState};
+use crate::replay;
+use crate::sources;
+use anyhow::Context;
+use axum::body::Body;
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tower::ServiceExt;
+
+static ENV_HELP: LazyLock<String> = LazyLock::new(|| {
+    let mut s = String::from("Environment variables:\n");
+    for (name, what) in ENV_VARS {
+        s.push_str(&format!("  {name}\n      {what}\n"));
+    }
+    s.push_str("\nIn AWS Lambda (AWS_LAMBDA_RUNTIME_API set) the binary serves API Gateway HTTP API requests instead.");
+    s
+});
+
+#[derive(Parser)]
+#[command(name = "valuestream", version, about = "Software-delivery webhooks in, OpenTelemetry traces and DORA metrics out.", after_help = ENV_HELP.as_str())]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the webhook routes on a local port (POST /webhooks/{source}, GET /healthz, GET /metrics).
+    ///
+    /// State lives in the embedded store under --data-dir (it survives a restart), or in DynamoDB
+    /// when VALUESTREAM_TABLE is set. Without OTEL_EXPORTER_OTLP_ENDPOINT, each finished span is
+    /// printed as one line on stdout.
+    #[command(after_help = ENV_HELP.as_str())]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// Directory of the embedded store.
+        #[arg(long, default_value = ".valuestream")]
+        data_dir: PathBuf,
+    },
+    /// Feed recorded deliveries through the pipeline: the README demo and the backfill tool.
+    ///
+    /// Reads recorded deliveries ({"source", "headers", "body"}) and API Gateway HTTP API v2 event
+    /// files (events/); a directory replays in file-name order. Deliveries without a signature
+    /// are signed with the configured secret. In process (the default) the deliveries go through
+    /// the same router as `serve`, and the resulting traces are printed at the end.
+    #[command(after_help = ENV_HELP.as_str())]
+    Replay {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Post to a running instance (e.g. http://127.0.0.1:3000) instead of processing in process.
+        #[arg(long)]
+        to: Option<String>,
+        /// Keep in-process state in this directory (default: memory, fresh each run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create the DynamoDB table (VALUESTREAM_TABLE) with TTL enabled, for local and self-hosted use.
+    #[command(after_help = ENV_HELP.as_str())]
+    CreateTable {
+        /// Table name (default: VALUESTREAM_TABLE).
+        #[arg(long)]
+        table: Option<String>,
+    },
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { addr, data_dir } => serve(addr, data_dir).await,
+        Command::Replay { paths, to, data_dir } => replay_cmd(paths, to, data_dir).await,
+        Command::CreateTable { table } => {
+            super::init_logging(false);
+            let config = Config::from_env()?;
+            let table = table.or(config.table).context("name the table with --table or VALUESTREAM_TABLE")?;
+            crate::store::dynamodb::create_table(&table).await?;
+            println!("table {table} is ready (TTL on attribute ttl)");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
+    super::init_logging(false);
+    let config = Arc::new(Config::from_env()?);
+    if config.allow_unsigned {
+        tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
+    }
+    let store = open_store(&config, Some(&data_dir)).await?;
+    let exporter = export::from_env(Box::new(console::Console))?;
+    let pipeline = Arc::new(Pipeline::new(Engine::new(store.clone(), config.clone()), Arc::from(exporter)));
+    // Retry pending exports in the background; sweep expired state from the embedded store.
+    let drainer = pipeline.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(drain_interval_secs()));
+        loop {
+            tick.tick().await;
+            match drainer.drain().await {
+                Ok(d) if d.exported > 0 => tracing::info!(exported = d.exported, "pending exports sent"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "draining the outbox failed"),
+            }
+        }
+    });
+    let sweeper = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper.sweep().await {
+                tracing::warn!(error = %e, "sweeping expired state failed");
+            }
+        }
+    });
+    let app = router(AppState { pipeline, config, metrics_endpoint: true });
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "valuestream serving: POST /webhooks/{{source}}, GET /healthz, GET /metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Seconds between background outbox drains (`VALUESTREAM_RETRY_SECS`, default 30).
+fn drain_interval_secs() -> u64 {
+    std::env::var("VALUESTREAM_RETRY_SECS").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(30)
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    finished: Vec<Finished>,
+}
+
+#[derive(serde::Deserialize, Clone)]
+struct Finished {
+    source: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: Option<String>,
+    start: String,
+    end: String,
+}
+
+async fn replay_cmd(paths: Vec<PathBuf>, to: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = replay::collect(&paths)?;
+    anyhow::ensure!(!files.is_empty(), "no .json files under {paths:?}");
+    let config = Config::from_env()?;
+    let mut failures = 0;
+    let mut finished: Vec<Finished> = Vec::new();
+    let app = match &to {
+        Some(_) => None,
+        None => {
+            let mut local = config.clone();
+            // In process, the files are the user's own: unsigned ones are accepted when no secret
+            // is configured to sign them with.
+            local.allow_unsigned = true;
+            let local = Arc::new(local);
+            let store = open_store(&local, data_dir.as_deref()).await?;
+            let exporter = export::from_env(Box::new(console::Console))?;
+            let pipeline = Arc::new(Pipeline::new(Engine::new(store, local.clone()), Arc::from(exporter)));
+            Some(router(AppState { pipeline, config: local, metrics_endpoint: true }))
+        }
+    };
+    let client = reqwest::Client::new();
+    for file in files {
+        let rec = replay::load(&file)?;
+        let mut headers: BTreeMap<String, String> = rec.headers.iter().cloned().collect();
+        headers.entry("content-type".into()).or_insert_with(|| "application/json".into());
+        if let Some(src) = sources::by_name(&rec.source) {
+            for (k, v) in src.sign(&rec.body, &config) {
+                headers.entry(k).or_insert(v);
+            }
+        }
+        let path = match &rec.query {
+            Some(q) => format!("/webhooks/{}?{q}", rec.source),
+            None => format!("/webhooks/{}", rec.source),
+        };
+        let (status, text) = match (&app, &to) {
+            (Some(app), _) => {
+                let mut req = axum::http::Request::post(&path);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let resp = app.clone().oneshot(req.body(Body::from(rec.body.clone()))?).await?;
+                let status = resp.status().as_u16();
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+            (None, Some(base)) => {
+                let mut req = client.post(format!("{}{path}", base.trim_end_matches('/'))).body(rec.body.clone());
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let resp = req.send().await.with_context(|| format!("posting {} to {base}", file.display()))?;
+                (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+            }
+            (None, None) => unreachable!(),
+        };
+        let answer: Option<Answer> = serde_json::from_str(&text).ok();
+        let summary = match &answer {
+            Some(a) => format!("{} {}{}", a.status, a.reason.as_deref().unwrap_or_default(), if a.finished.is_empty() { String::new() } else { format!("({} span(s) finished)", a.finished.len()) }),
+            None => text.clone(),
+        };
+        eprintln!("{} {} -> {status} {summary}", rec.source, file.display());
+        if status >= 400 {
+            failures += 1;
+        }
+        if let Some(a) = answer {
+            finished.extend(a.finished);
+        }
+    }
+    if !finished.is_empty() {
+        println!("\n{}", trace_tree(&finished));
+    }
+    anyhow::ensure!(failures == 0, "{failures} deliveries were refused");
+    Ok(())
+}
+
+/// The finished spans as trace trees, children indented under their parents.
+fn trace_tree(spans: &[Finished]) -> String {
+    let mut out = String::new();
+    let mut traces: Vec<&str> = Vec::new();
+    for s in spans {
+        if !traces.contains(&s.trace_id.as_str()) {
+            traces.push(&s.trace_id);
+        }
+    }
+    for t in traces {
+        let in_trace: Vec<&Finished> = spans.iter().filter(|s| s.trace_id == t).collect();
+        out.push_str(&format!("trace {t}\n"));
+        let ids: Vec<&str> = in_trace.iter().map(|s| s.span_id.as_str()).collect();
+        let roots: Vec<&&Finished> = in_trace.iter().filter(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(&p))).collect();
+        for r in roots {
+            walk(r, &in_trace, 1, &mut out);
+        }
+    }
+    out
+}
+
+fn walk(s: &Finished, all: &[&Finished], depth: usize, out: &mut String) {
+    let dur = match (chrono::DateTime::parse_from_rfc3339(&s.start), chrono::DateTime::parse_from_rfc3339(&s.end)) {
+        (Ok(a), Ok(b)) => console::human(b - a),
+        _ => String::new(),
+    };
+    out.push_str(&format!("{}{} [{}] {} ({}){}\n", "  ".repeat(depth), s.name, s.source, s.start, dur, if s.parent_span_id.is_some() && depth == 1 { " (parent not in this replay)" } else { "" }));
+    for c in all.iter().filter(|c| c.parent_span_id.as_deref() == Some(s.span_id.as_str())) {
+        walk(c, all, depth + 1, out);
+    }
+}

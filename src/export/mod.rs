@@ -1,0 +1,45 @@
+//! Export of finished spans and metric points: OTLP/HTTP protobuf to a collector, or readable
+//! lines on stdout when no endpoint is configured (local `serve`).
+
+pub mod console;
+pub mod otlp;
+pub mod prometheus;
+
+use crate::engine::ExportBatch;
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("OTLP endpoint unreachable: {0}")]
+    Unreachable(String),
+    #[error("OTLP endpoint answered {status}: {body}")]
+    Rejected { status: u16, body: String },
+    #[error("exporter configuration: {0}")]
+    Config(String),
+}
+
+#[async_trait]
+pub trait Exporter: Send + Sync {
+    /// Sends one batch; an error leaves it pending in the outbox for a later retry.
+    async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError>;
+}
+
+/// The exporter the environment asks for: OTLP when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set,
+/// otherwise `fallback`.
+pub fn from_env(fallback: Box<dyn Exporter>) -> Result<Box<dyn Exporter>, ExportError> {
+    match otlp::OtlpSettings::from_env()? {
+        Some(settings) => Ok(Box::new(otlp::OtlpExporter::new(settings)?)),
+        None => Ok(fallback),
+    }
+}
+
+/// An exporter that sends nowhere and always succeeds (Lambda without a configured endpoint
+/// logs a warning once and uses this).
+pub struct Discard;
+
+#[async_trait]
+impl Exporter for Discard {
+    async fn export(&self, _batch: &ExportBatch) -> Result<(), ExportError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! valuestream: software-delivery webhooks in, OpenTelemetry traces and DORA metrics out.
+//!
+//! - [`sources`] verify and translate each vendor's deliveries into the [`model`];
+//! - the [`engine`] turns normalized events into finished spans and metric points, keeping its
+//!   state in a [`store`];
+//! - [`export`] sends them over OTLP (or prints them);
+//! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
+
+pub mod config;
+pub mod engine;
+pub mod entrypoints;
+pub mod export;
+pub mod http;
+pub mod model;
+pub mod replay;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,314 @@
+//! The normalized model: the vendor-free vocabulary that sources translate into and the engine
+//! consumes. Nothing here knows a vendor; vendor facts arrive only as attribute values.
+
+pub mod ids;
+pub mod refs;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub type Time = DateTime<Utc>;
+
+/// An attribute value, as OpenTelemetry knows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttrValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    StrList(Vec<String>),
+}
+
+impl AttrValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            AttrValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for AttrValue {
+    fn from(s: &str) -> Self {
+        AttrValue::Str(s.to_string())
+    }
+}
+impl From<String> for AttrValue {
+    fn from(s: String) -> Self {
+        AttrValue::Str(s)
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+impl From<Vec<String>> for AttrValue {
+    fn from(v: Vec<String>) -> Self {
+        AttrValue::StrList(v)
+    }
+}
+
+pub type Attrs = BTreeMap<String, AttrValue>;
+
+/// Sets `key` when `value` is `Some`.
+pub fn set_opt<V: Into<AttrValue>>(attrs: &mut Attrs, key: &str, value: Option<V>) {
+    if let Some(v) = value {
+        attrs.insert(key.to_string(), v.into());
+    }
+}
+
+/// The five kinds of work item, plus the tasks (jobs) inside a pipeline run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Issue,
+    Change,
+    PipelineRun,
+    Task,
+    Deployment,
+    Incident,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Issue => "issue",
+            Kind::Change => "change",
+            Kind::PipelineRun => "pipeline_run",
+            Kind::Task => "task",
+            Kind::Deployment => "deployment",
+            Kind::Incident => "incident",
+        }
+    }
+    pub const ALL: [Kind; 6] = [
+        Kind::Issue,
+        Kind::Change,
+        Kind::PipelineRun,
+        Kind::Task,
+        Kind::Deployment,
+        Kind::Incident,
+    ];
+}
+
+/// What a delivery says happened to a work item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The item started (or was seen for the first time).
+    Open,
+    /// The item changed but goes on (labels, draft state, acknowledgement…).
+    Update,
+    /// The item ended: its span is finished and exported.
+    Close,
+}
+
+/// How a work item ended. `result` is the kind's enum value: `merged`/`closed` for changes and
+/// issues, the `cicd.pipeline.result` values for runs, tasks and deployments, `resolved` for
+/// incidents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub result: String,
+    /// Whether the span's status is an error (failed run, failed deployment…).
+    pub error: bool,
+}
+
+impl Outcome {
+    pub fn ok(result: impl Into<String>) -> Self {
+        Outcome {
+            result: result.into(),
+            error: false,
+        }
+    }
+    pub fn failed(result: impl Into<String>) -> Self {
+        Outcome {
+            result: result.into(),
+            error: true,
+        }
+    }
+}
+
+/// A vendor-neutral repository identity: `owner/name` (GitLab: `group/sub/name`), compared in
+/// lower case so that every source that names the repository finds the same indexes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Repo(pub String);
+
+impl Repo {
+    pub fn new(full_name: &str) -> Self {
+        Repo(full_name.trim_matches('/').to_ascii_lowercase())
+    }
+    /// The last path segment (the name a `vstrace-` reference carries).
+    pub fn name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+    /// Everything before the name (`owner`, or `group/sub`).
+    pub fn owner(&self) -> &str {
+        self.0
+            .rsplit_once('/')
+            .map(|(o, _)| o)
+            .unwrap_or_default()
+    }
+    /// Parses `https://host/owner/repo(.git)` or `git@host:owner/repo.git`.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let s = url.trim().trim_end_matches('/').trim_end_matches(".git");
+        let path = if let Some(rest) = s.split_once("://").map(|(_, r)| r) {
+            rest.split_once('/').map(|(_, p)| p)?
+        } else if let Some((_, p)) = s.split_once(':') {
+            p
+        } else {
+            return None;
+        };
+        if path.contains('/') {
+            Some(Repo::new(path))
+        } else {
+            None
+        }
+    }
+}
+
+/// How a child names its parent; the engine resolves the first that it can.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParentRef {
+    /// The parent's item key (an issue named by a branch reference, the run of a task…).
+    Item(String),
+    /// The open change whose head commit is `sha`.
+    Sha { repo: Repo, sha: String },
+    /// The open change whose head branch is `branch`.
+    Branch { repo: Repo, branch: String },
+}
+
+/// A point-in-time event on a span (a status transition, an acknowledgement…).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpanEvent {
+    pub name: String,
+    pub time: Time,
+    #[serde(default)]
+    pub attributes: Attrs,
+}
+
+/// One thing a delivery says about one work item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkEvent {
+    pub kind: Kind,
+    /// Stable key, e.g. `github/issue/codertocat/hello-world/1` (see [`ids::item_key`]).
+    pub key: String,
+    /// Span name, e.g. `ISSUE #1 Spelling error in the README file`.
+    pub name: String,
+    pub action: Action,
+    /// For `Open`: this is a reopening; a closed item starts a new span linked to the last.
+    #[serde(default)]
+    pub reopened: bool,
+    /// When the item started (payload time). For a reopening, when it was reopened.
+    pub start: Option<Time>,
+    /// When the item ended (payload time); required for `Close`.
+    pub end: Option<Time>,
+    pub outcome: Option<Outcome>,
+    pub attributes: Attrs,
+    /// Parent candidates, best first.
+    #[serde(default)]
+    pub parents: Vec<ParentRef>,
+    /// Items this one follows without being their child (a re-run's previous attempt).
+    #[serde(default)]
+    pub follows: Vec<String>,
+    pub repo: Option<Repo>,
+    pub head_branch: Option<String>,
+    pub head_sha: Option<String>,
+    /// The commit a merged change landed as.
+    pub merge_sha: Option<String>,
+    /// Deployments: the target environment.
+    pub environment: Option<String>,
+    /// Point-in-time events to add to the span.
+    #[serde(default)]
+    pub span_events: Vec<SpanEvent>,
+}
+
+impl WorkEvent {
+    pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
+        WorkEvent {
+            kind,
+            key,
+            name,
+            action,
+            reopened: false,
+            start: None,
+            end: None,
+            outcome: None,
+            attributes: Attrs::new(),
+            parents: Vec::new(),
+            follows: Vec::new(),
+            repo: None,
+            head_branch: None,
+            head_sha: None,
+            merge_sha: None,
+            environment: None,
+            span_events: Vec::new(),
+        }
+    }
+}
+
+/// A commit that reached a branch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub sha: String,
+    pub time: Time,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A push: commits that reached a branch, recorded for lead time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    pub repo: Repo,
+    pub branch: String,
+    /// Whether `branch` is the repository's default branch (where changes land).
+    pub to_default_branch: bool,
+    pub before: Option<String>,
+    pub after: String,
+    /// When the push happened (the head commit's time when the payload has no other).
+    pub time: Time,
+    pub commits: Vec<Commit>,
+    pub attributes: Attrs,
+}
+
+/// What a source translates a delivery into.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    Work(WorkEvent),
+    Push(Push),
+}
+
+/// A finished span, ready to export.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishedSpan {
+    /// The source system: the span's `service.name`.
+    pub source: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: Kind,
+    pub start: Time,
+    pub end: Time,
+    pub attributes: Attrs,
+    pub events: Vec<SpanEvent>,
+    pub links: Vec<SpanLink>,
+    pub error: bool,
+    pub status_message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpanLink {
+    pub trace_id: String,
+    pub span_id: String,
+    #[serde(default)]
+    pub attributes: Attrs,
+}

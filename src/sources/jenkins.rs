@@ -1,0 +1,24 @@
+//! The jenkins source (not built yet: every delivery is refused with 501-style ignore).
+
+use super::{Delivery, Source, SourceError, Translated, Translation};
+use crate::config::Config;
+
+pub struct Jenkins;
+
+impl Source for Jenkins {
+    fn name(&self) -> &'static str {
+        "jenkins"
+    }
+    fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
+        Err(SourceError::Unauthorized("jenkins: not supported yet".into()))
+    }
+    fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
+        Ok(Translated {
+            delivery_id: crate::model::ids::short_hash(d.body),
+            translation: Translation::Ignored("jenkins: not supported yet".into()),
+        })
+    }
+    fn sign(&self, _body: &[u8], _c: &Config) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}

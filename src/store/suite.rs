@@ -1,0 +1,236 @@
+//! The behavioural suite every [`Store`] implementation must pass. Integration tests run it
+//! against the embedded store and against DynamoDB (on a real DynamoDB-compatible server), so
+//! the engine can rely on exactly these semantics whatever the backend.
+//!
+//! Each check uses its own partition prefix, so the suite can share one table.
+
+use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, Write};
+use serde_json::json;
+
+fn rec(key: Key, version: u64, ttl: i64, data: serde_json::Value) -> Record {
+    Record {
+        key,
+        version,
+        expires_at: now_epoch() + ttl,
+        data,
+    }
+}
+
+fn put(record: Record, cond: Cond) -> Write {
+    Write::Put { record, cond }
+}
+
+/// Every check, in order, with its name.
+pub async fn run_all(store: &dyn Store, prefix: &str) {
+    put_then_get(store, prefix).await;
+    missing_reads_none(store, prefix).await;
+    absent_condition(store, prefix).await;
+    version_condition(store, prefix).await;
+    transaction_is_atomic(store, prefix).await;
+    expired_is_absent(store, prefix).await;
+    query_range_and_order(store, prefix).await;
+    delete_with_condition(store, prefix).await;
+    large_batch_get(store, prefix).await;
+}
+
+pub async fn put_then_get(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}put"), "a");
+    store
+        .commit(vec![put(rec(k.clone(), 1, 60, json!({"x": 1, "s": "é"})), Cond::Any)])
+        .await
+        .unwrap();
+    let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
+    let r = got[0].as_ref().expect("record written must be read back");
+    assert_eq!(r.key, k);
+    assert_eq!(r.version, 1);
+    assert_eq!(r.data, json!({"x": 1, "s": "é"}));
+}
+
+pub async fn missing_reads_none(store: &dyn Store, prefix: &str) {
+    let a = Key::new(format!("{prefix}missing"), "a");
+    let b = Key::new(format!("{prefix}missing"), "b");
+    store
+        .commit(vec![put(rec(b.clone(), 1, 60, json!(2)), Cond::Any)])
+        .await
+        .unwrap();
+    let got = store.get_many(&[a, b.clone()]).await.unwrap();
+    assert_eq!(got.len(), 2, "one slot per key");
+    assert!(got[0].is_none());
+    assert_eq!(got[1].as_ref().unwrap().key, b, "slots keep the keys' order");
+}
+
+pub async fn absent_condition(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}absent"), "d1");
+    store
+        .commit(vec![put(rec(k.clone(), 1, 60, json!("first")), Cond::Absent)])
+        .await
+        .unwrap();
+    let second = store
+        .commit(vec![put(rec(k.clone(), 1, 60, json!("second")), Cond::Absent)])
+        .await;
+    assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
+    let got = store.get_many(&[k]).await.unwrap();
+    assert_eq!(got[0].as_ref().unwrap().data, json!("first"));
+}
+
+pub async fn version_condition(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}version"), "v");
+    store
+        .commit(vec![put(rec(k.clone(), 1, 60, json!(1)), Cond::Absent)])
+        .await
+        .unwrap();
+    store
+        .commit(vec![put(rec(k.clone(), 2, 60, json!(2)), Cond::Version(1))])
+        .await
+        .unwrap();
+    let stale = store
+        .commit(vec![put(rec(k.clone(), 2, 60, json!(99)), Cond::Version(1))])
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    let on_missing = store
+        .commit(vec![put(
+            rec(Key::new(format!("{prefix}version"), "none"), 2, 60, json!(0)),
+            Cond::Version(1),
+        )])
+        .await;
+    assert!(matches!(on_missing, Err(StoreError::Conflict)));
+    let got = store.get_many(&[k]).await.unwrap();
+    let r = got[0].as_ref().unwrap();
+    assert_eq!((r.version, r.data.clone()), (2, json!(2)));
+}
+
+pub async fn transaction_is_atomic(store: &dyn Store, prefix: &str) {
+    let taken = Key::new(format!("{prefix}atomic"), "taken");
+    let fresh = Key::new(format!("{prefix}atomic"), "fresh");
+    let open = Key::new(format!("{prefix}atomic"), "open");
+    store
+        .commit(vec![
+            put(rec(taken.clone(), 1, 60, json!("t")), Cond::Any),
+            put(rec(open.clone(), 1, 60, json!("o")), Cond::Any),
+        ])
+        .await
+        .unwrap();
+    let r = store
+        .commit(vec![
+            put(rec(fresh.clone(), 1, 60, json!("f")), Cond::Absent),
+            Write::Delete {
+                key: open.clone(),
+                cond: Cond::Version(1),
+            },
+            put(rec(taken.clone(), 1, 60, json!("x")), Cond::Absent),
+        ])
+        .await;
+    assert!(matches!(r, Err(StoreError::Conflict)));
+    let got = store
+        .get_many(&[fresh.clone(), open.clone(), taken.clone()])
+        .await
+        .unwrap();
+    assert!(got[0].is_none(), "a failed transaction writes nothing");
+    assert!(got[1].is_some(), "a failed transaction deletes nothing");
+    assert_eq!(got[2].as_ref().unwrap().data, json!("t"));
+    // The same transaction without the failing part applies every write.
+    store
+        .commit(vec![
+            put(rec(fresh.clone(), 1, 60, json!("f")), Cond::Absent),
+            Write::Delete {
+                key: open.clone(),
+                cond: Cond::Version(1),
+            },
+        ])
+        .await
+        .unwrap();
+    let got = store.get_many(&[fresh, open]).await.unwrap();
+    assert!(got[0].is_some() && got[1].is_none());
+}
+
+pub async fn expired_is_absent(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}ttl"), "old");
+    store
+        .commit(vec![put(rec(k.clone(), 7, -10, json!("stale")), Cond::Any)])
+        .await
+        .unwrap();
+    let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
+    assert!(got[0].is_none(), "an expired record reads as absent");
+    let q = store
+        .query(&k.pk, "", "\u{10ffff}", 10, Order::Ascending)
+        .await
+        .unwrap();
+    assert!(q.is_empty(), "queries skip expired records");
+    // Absent holds over an expired record; a version condition does not.
+    let v = store
+        .commit(vec![put(rec(k.clone(), 8, 60, json!("v")), Cond::Version(7))])
+        .await;
+    assert!(matches!(v, Err(StoreError::Conflict)));
+    store
+        .commit(vec![put(rec(k.clone(), 1, 60, json!("new")), Cond::Absent)])
+        .await
+        .unwrap();
+    let got = store.get_many(&[k]).await.unwrap();
+    assert_eq!(got[0].as_ref().unwrap().data, json!("new"));
+}
+
+pub async fn query_range_and_order(store: &dyn Store, prefix: &str) {
+    let pk = format!("{prefix}query");
+    let mut writes = Vec::new();
+    for sk in ["2024-01-01#a", "2024-01-02#b", "2024-01-03#c", "2024-01-04#d"] {
+        writes.push(put(rec(Key::new(&pk, sk), 1, 60, json!(sk)), Cond::Any));
+    }
+    writes.push(put(
+        rec(Key::new(format!("{pk}x"), "2024-01-02"), 1, 60, json!("other")),
+        Cond::Any,
+    ));
+    store.commit(writes).await.unwrap();
+    let asc = store
+        .query(&pk, "2024-01-02", "2024-01-03\u{10ffff}", 10, Order::Ascending)
+        .await
+        .unwrap();
+    let sks: Vec<_> = asc.iter().map(|r| r.key.sk.as_str()).collect();
+    assert_eq!(sks, ["2024-01-02#b", "2024-01-03#c"]);
+    let desc = store
+        .query(&pk, "", "\u{10ffff}", 3, Order::Descending)
+        .await
+        .unwrap();
+    let sks: Vec<_> = desc.iter().map(|r| r.key.sk.as_str()).collect();
+    assert_eq!(sks, ["2024-01-04#d", "2024-01-03#c", "2024-01-02#b"]);
+}
+
+pub async fn delete_with_condition(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}delete"), "k");
+    store
+        .commit(vec![put(rec(k.clone(), 3, 60, json!(1)), Cond::Any)])
+        .await
+        .unwrap();
+    let wrong = store
+        .commit(vec![Write::Delete {
+            key: k.clone(),
+            cond: Cond::Version(2),
+        }])
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Conflict)));
+    store
+        .commit(vec![Write::Delete {
+            key: k.clone(),
+            cond: Cond::Version(3),
+        }])
+        .await
+        .unwrap();
+    assert!(store.get_many(&[k]).await.unwrap()[0].is_none());
+}
+
+pub async fn large_batch_get(store: &dyn Store, prefix: &str) {
+    // More keys than one DynamoDB BatchGetItem takes (100): the store must page internally.
+    let pk = format!("{prefix}batch");
+    let keys: Vec<Key> = (0..130).map(|i| Key::new(&pk, format!("{i:04}"))).collect();
+    for chunk in keys.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|k| put(rec(k.clone(), 1, 60, json!(k.sk)), Cond::Any))
+            .collect();
+        store.commit(writes).await.unwrap();
+    }
+    let got = store.get_many(&keys).await.unwrap();
+    assert_eq!(got.len(), 130);
+    for (k, r) in keys.iter().zip(&got) {
+        assert_eq!(r.as_ref().map(|r| &r.key), Some(k));
+    }
+}
