@@ -84,7 +84,6 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("RUST_LOG", "log filter (default info)"),
 ];
 
-
 fn parse_map(text: &str) -> BTreeMap<String, String> {
     text.split([',', ';', '\n'])
         .filter_map(|pair| pair.split_once('='))
@@ -125,8 +124,7 @@ impl Config {
         };
         let regex = |name: &str, default: &str| -> Result<Regex, ConfigError> {
             let pattern = env(name).unwrap_or_else(|| default.to_string());
-            Regex::new(&format!("(?i){pattern}"))
-                .map_err(|e| ConfigError(format!("{name}: {e}")))
+            Regex::new(&format!("(?i){pattern}")).map_err(|e| ConfigError(format!("{name}: {e}")))
         };
         let day = 86_400;
         Ok(Config {
@@ -148,10 +146,12 @@ impl Config {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
-            pagerduty_services: parse_map(&env("VALUESTREAM_PAGERDUTY_SERVICES").unwrap_or_default())
-                .into_iter()
-                .map(|(k, v)| (k, Repo::new(&v)))
-                .collect(),
+            pagerduty_services: parse_map(
+                &env("VALUESTREAM_PAGERDUTY_SERVICES").unwrap_or_default(),
+            )
+            .into_iter()
+            .map(|(k, v)| (k, Repo::new(&v)))
+            .collect(),
             ttl_open_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
             ttl_delivery_secs: num("VALUESTREAM_TTL_DELIVERY_DAYS", 7)? * day,
             ttl_index_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,

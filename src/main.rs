@@ -2,7 +2,10 @@
 //! the command line (`serve`, `replay`, `create-table`).
 
 fn main() -> std::process::ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         runtime.block_on(valuestream::entrypoints::lambda::run())
     } else {

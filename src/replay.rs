@@ -38,7 +38,11 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReplayError> {
                 .collect();
             entries.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.is_dir());
-            out.extend(files.into_iter().filter(|f| f.extension().is_some_and(|x| x == "json")));
+            out.extend(
+                files
+                    .into_iter()
+                    .filter(|f| f.extension().is_some_and(|x| x == "json")),
+            );
             out.extend(collect(&dirs)?);
         } else {
             out.push(p.clone());
@@ -48,8 +52,10 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReplayError> {
 }
 
 pub fn load(file: &Path) -> Result<Recorded, ReplayError> {
-    let text = std::fs::read(file).map_err(|e| ReplayError::Read(file.to_path_buf(), e.to_string()))?;
-    let v: Value = serde_json::from_slice(&text).map_err(|e| ReplayError::Shape(file.to_path_buf(), e.to_string()))?;
+    let text =
+        std::fs::read(file).map_err(|e| ReplayError::Read(file.to_path_buf(), e.to_string()))?;
+    let v: Value = serde_json::from_slice(&text)
+        .map_err(|e| ReplayError::Shape(file.to_path_buf(), e.to_string()))?;
     parse(file, &v)
 }
 
@@ -72,19 +78,45 @@ pub fn parse(file: &Path, v: &Value) -> Result<Recorded, ReplayError> {
             .ok_or_else(|| shape("rawPath is not /webhooks/<source>"))?
             .to_string();
         let body = v.get("body").and_then(Value::as_str).unwrap_or_default();
-        let body = if v.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
-            base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| shape(&format!("body is not base64: {e}")))?
+        let body = if v
+            .get("isBase64Encoded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|e| shape(&format!("body is not base64: {e}")))?
         } else {
             body.as_bytes().to_vec()
         };
-        let query = v.get("rawQueryString").and_then(Value::as_str).filter(|q| !q.is_empty()).map(str::to_string);
-        return Ok(Recorded { file: file.to_path_buf(), source, headers: headers_of(&v["headers"]), query, body });
+        let query = v
+            .get("rawQueryString")
+            .and_then(Value::as_str)
+            .filter(|q| !q.is_empty())
+            .map(str::to_string);
+        return Ok(Recorded {
+            file: file.to_path_buf(),
+            source,
+            headers: headers_of(&v["headers"]),
+            query,
+            body,
+        });
     }
-    let source = v.get("source").and_then(Value::as_str).ok_or_else(|| shape("no \"source\" and no \"rawPath\""))?.to_string();
+    let source = v
+        .get("source")
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape("no \"source\" and no \"rawPath\""))?
+        .to_string();
     let body = match v.get("body") {
         Some(Value::String(s)) => s.as_bytes().to_vec(),
         Some(other) => serde_json::to_vec(other).expect("JSON value serializes"),
         None => return Err(shape("no \"body\"")),
     };
-    Ok(Recorded { file: file.to_path_buf(), source, headers: headers_of(&v["headers"]), query: None, body })
+    Ok(Recorded {
+        file: file.to_path_buf(),
+        source,
+        headers: headers_of(&v["headers"]),
+        query: None,
+        body,
+    })
 }

@@ -20,7 +20,10 @@ fn template_text() -> String {
 fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
     let header = format!("{name}:");
     let mut lines = text.lines().skip_while(|l| l.trim_end() != header);
-    assert!(lines.next().is_some(), "template.yaml has no top-level {header} section");
+    assert!(
+        lines.next().is_some(),
+        "template.yaml has no top-level {header} section"
+    );
     lines
         .take_while(|l| {
             l.is_empty() || l.starts_with(' ') || l.starts_with('#') || l.starts_with('\t')
@@ -73,7 +76,10 @@ fn cfn_lint_reports_nothing() {
 fn table_access_is_narrow() {
     let text = template_text();
     for forbidden in ["dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem"] {
-        assert!(!text.contains(forbidden), "template.yaml must not grant {forbidden}");
+        assert!(
+            !text.contains(forbidden),
+            "template.yaml must not grant {forbidden}"
+        );
     }
     for needed in [
         "dynamodb:GetItem",

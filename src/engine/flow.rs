@@ -90,7 +90,10 @@ pub fn keys_for(input: &Input, _source: &str) -> Vec<Key> {
             k
         }
         Input::Push(p) => {
-            let mut k = vec![keys::push(&p.repo, &p.after), keys::branch_first(&p.repo, &p.branch)];
+            let mut k = vec![
+                keys::push(&p.repo, &p.after),
+                keys::branch_first(&p.repo, &p.branch),
+            ];
             k.extend(p.commits.iter().map(|c| keys::sha(&p.repo, &c.sha)));
             k
         }
@@ -100,7 +103,12 @@ pub fn keys_for(input: &Input, _source: &str) -> Vec<Key> {
 /// A push: the earliest commit of a feature branch (lead time of its future change), or the
 /// commits that landed on the default branch. Commits that a merged change brought are that
 /// change's; the others are changes of their own (direct commits).
-pub async fn push(engine: &Engine, tx: &mut Tx<'_>, _source: &str, p: &Push) -> Result<(), EngineError> {
+pub async fn push(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    _source: &str,
+    p: &Push,
+) -> Result<(), EngineError> {
     let ttl = engine.config.ttl_index_secs;
     if !p.to_default_branch {
         if let Some(first) = p.commits.iter().map(|c| c.time).min() {
@@ -118,7 +126,10 @@ pub async fn push(engine: &Engine, tx: &mut Tx<'_>, _source: &str, p: &Push) -> 
     }
     let landed_at = keys::time_sk(p.time);
     let from_change = p.commits.iter().any(|c| {
-        merge_commit_ref(&c.message) || tx.data::<ShaEntry>(&keys::sha(&p.repo, &c.sha)).is_some_and(|e| e.change.is_some())
+        merge_commit_ref(&c.message)
+            || tx
+                .data::<ShaEntry>(&keys::sha(&p.repo, &c.sha))
+                .is_some_and(|e| e.change.is_some())
     });
     let mut record = PushRecord::default();
     for c in &p.commits {
@@ -130,7 +141,11 @@ pub async fn push(engine: &Engine, tx: &mut Tx<'_>, _source: &str, p: &Push) -> 
         }
         if !from_change {
             let sk = format!("{landed_at}#commit-{}", c.sha);
-            let landed = Landed { change: None, sha: Some(c.sha.clone()), start: c.time };
+            let landed = Landed {
+                change: None,
+                sha: Some(c.sha.clone()),
+                start: c.time,
+            };
             tx.put(Key::new(keys::landed_pk(&p.repo), sk.clone()), &landed, ttl);
             record.landed.push(sk);
         }
@@ -140,9 +155,22 @@ pub async fn push(engine: &Engine, tx: &mut Tx<'_>, _source: &str, p: &Push) -> 
 }
 
 /// Kind-specific effects of a finished span.
-pub async fn on_finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, st: &ItemState, span: &mut FinishedSpan, fx: &mut Effects) -> Result<(), EngineError> {
+pub async fn on_finish(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    ev: &WorkEvent,
+    st: &ItemState,
+    span: &mut FinishedSpan,
+    fx: &mut Effects,
+) -> Result<(), EngineError> {
     match st.kind {
-        Kind::Change if span.attributes.get("valuestream.result").and_then(AttrValue::as_str) == Some("merged") => {
+        Kind::Change
+            if span
+                .attributes
+                .get("valuestream.result")
+                .and_then(AttrValue::as_str)
+                == Some("merged") =>
+        {
             change_merged(engine, tx, ev, st, span);
             Ok(())
         }
@@ -152,23 +180,39 @@ pub async fn on_finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, st: &It
             if let Some(c) = &st.cause {
                 labels.insert("deployment.environment.name".into(), c.environment.clone());
             }
-            fx.deltas.push(Delta { name: metrics::TIME_TO_RESTORE, labels, value: seconds(span.end - span.start) });
+            fx.deltas.push(Delta {
+                name: metrics::TIME_TO_RESTORE,
+                labels,
+                value: seconds(span.end - span.start),
+            });
             Ok(())
         }
         _ => Ok(()),
     }
 }
 
-fn change_merged(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, st: &ItemState, span: &mut FinishedSpan) {
+fn change_merged(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    ev: &WorkEvent,
+    st: &ItemState,
+    span: &mut FinishedSpan,
+) {
     let Some(repo) = &st.repo else { return };
     let ttl = engine.config.ttl_index_secs;
     let me = st.span_ref(&ev.key);
     // Lead time starts at the first commit when a push to the branch showed it: a squash merge
     // must not shrink it to the merge.
-    let first_commit: Option<Time> = st.head_branch.as_ref().and_then(|b| tx.data(&keys::branch_first(repo, b)));
+    let first_commit: Option<Time> = st
+        .head_branch
+        .as_ref()
+        .and_then(|b| tx.data(&keys::branch_first(repo, b)));
     let start = first_commit.map_or(span.start, |f| f.min(span.start));
     if start < span.start {
-        span.attributes.insert("valuestream.change.first_commit_time".into(), start.to_rfc3339().into());
+        span.attributes.insert(
+            "valuestream.change.first_commit_time".into(),
+            start.to_rfc3339().into(),
+        );
     }
     let mut landed_at = keys::time_sk(span.end);
     if let Some(m) = &ev.merge_sha {
@@ -191,23 +235,51 @@ fn change_merged(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, st: &ItemStat
             tx.put(pk, &PushRecord::default(), ttl);
         }
     }
-    let landed = Landed { change: Some(me), sha: ev.merge_sha.clone(), start };
-    tx.put(Key::new(keys::landed_pk(repo), format!("{landed_at}#{}", ev.key)), &landed, ttl);
+    let landed = Landed {
+        change: Some(me),
+        sha: ev.merge_sha.clone(),
+        start,
+    };
+    tx.put(
+        Key::new(keys::landed_pk(repo), format!("{landed_at}#{}", ev.key)),
+        &landed,
+        ttl,
+    );
 }
 
-async fn deployment_finished(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, st: &ItemState, span: &mut FinishedSpan, fx: &mut Effects) -> Result<(), EngineError> {
+async fn deployment_finished(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    ev: &WorkEvent,
+    st: &ItemState,
+    span: &mut FinishedSpan,
+    fx: &mut Effects,
+) -> Result<(), EngineError> {
     let environment = st.environment.clone().unwrap_or_else(|| "unknown".into());
     let production = engine.config.is_production(&environment);
     let success = !span.error;
-    span.attributes.insert("valuestream.production".into(), production.into());
-    span.attributes.insert("deployment.status".into(), (if success { "succeeded" } else { "failed" }).into());
+    span.attributes
+        .insert("valuestream.production".into(), production.into());
+    span.attributes.insert(
+        "deployment.status".into(),
+        (if success { "succeeded" } else { "failed" }).into(),
+    );
     let mut labels = base_labels(&span.source, &span.attributes);
     labels.insert("deployment.environment.name".into(), environment.clone());
     labels.insert("valuestream.production".into(), production.to_string());
-    let result = span.attributes.get("valuestream.result").and_then(AttrValue::as_str).unwrap_or("unknown").to_string();
+    let result = span
+        .attributes
+        .get("valuestream.result")
+        .and_then(AttrValue::as_str)
+        .unwrap_or("unknown")
+        .to_string();
     let mut counted = labels.clone();
     counted.insert("valuestream.result".into(), result);
-    fx.deltas.push(Delta { name: metrics::DEPLOYMENTS, labels: counted, value: 1.0 });
+    fx.deltas.push(Delta {
+        name: metrics::DEPLOYMENTS,
+        labels: counted,
+        value: 1.0,
+    });
 
     let Some(repo) = &st.repo else { return Ok(()) };
     let ek = keys::env(repo, &environment);
@@ -221,28 +293,46 @@ async fn deployment_finished(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, s
         .and_then(|s| tx.data::<ShaEntry>(&keys::sha(repo, s)))
         .and_then(|e| e.landed)
         .unwrap_or_else(|| keys::time_sk(span.start));
-    let from = env.shipped_bound.as_ref().map(|b| format!("{b}#\u{10ffff}")).unwrap_or_default();
+    let from = env
+        .shipped_bound
+        .as_ref()
+        .map(|b| format!("{b}#\u{10ffff}"))
+        .unwrap_or_default();
     let to = format!("{upper}#\u{10ffff}");
     let shipped = if from.as_str() < to.as_str() {
-        tx.query(&keys::landed_pk(repo), &from, &to, 500, Order::Ascending).await?
+        tx.query(&keys::landed_pk(repo), &from, &to, 500, Order::Ascending)
+            .await?
     } else {
         Vec::new()
     };
     let mut changes = 0i64;
     for rec in &shipped {
-        let Ok(l) = serde_json::from_value::<Landed>(rec.data.clone()) else { continue };
+        let Ok(l) = serde_json::from_value::<Landed>(rec.data.clone()) else {
+            continue;
+        };
         changes += 1;
         if let Some(c) = &l.change {
             let mut a = Attrs::new();
             a.insert("valuestream.link".into(), "shipped".into());
             a.insert("valuestream.key".into(), c.key.clone().into());
-            span.links.push(SpanLink { trace_id: c.trace_id.clone(), span_id: c.span_id.clone(), attributes: a });
+            span.links.push(SpanLink {
+                trace_id: c.trace_id.clone(),
+                span_id: c.span_id.clone(),
+                attributes: a,
+            });
         }
         if success && production {
-            fx.deltas.push(Delta { name: metrics::LEAD_TIME, labels: labels.clone(), value: seconds(span.end - l.start).max(0.0) });
+            fx.deltas.push(Delta {
+                name: metrics::LEAD_TIME,
+                labels: labels.clone(),
+                value: seconds(span.end - l.start).max(0.0),
+            });
         }
     }
-    span.attributes.insert("valuestream.deployment.changes".into(), AttrValue::Int(changes));
+    span.attributes.insert(
+        "valuestream.deployment.changes".into(),
+        AttrValue::Int(changes),
+    );
     let entry = DeployEntry {
         span: st.span_ref(&ev.key),
         source: span.source.clone(),
@@ -256,8 +346,15 @@ async fn deployment_finished(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, s
     if success {
         if let Some(failed) = env.failing_since.take() {
             let recovery = seconds(span.end - failed);
-            span.attributes.insert("valuestream.deployment.recovery_time_s".into(), AttrValue::Float(recovery));
-            fx.deltas.push(Delta { name: metrics::RECOVERY_TIME, labels: labels.clone(), value: recovery.max(0.0) });
+            span.attributes.insert(
+                "valuestream.deployment.recovery_time_s".into(),
+                AttrValue::Float(recovery),
+            );
+            fx.deltas.push(Delta {
+                name: metrics::RECOVERY_TIME,
+                labels: labels.clone(),
+                value: recovery.max(0.0),
+            });
         }
         env.shipped_bound = Some(upper);
         env.last_success_end = Some(span.end);
@@ -268,17 +365,32 @@ async fn deployment_finished(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, s
         }
     }
     tx.put(ek, &env, engine.config.ttl_index_secs);
-    tx.put(Key::new(keys::deploys_pk(repo), format!("{}#{}", keys::time_sk(span.end), ev.key)), &entry, engine.config.ttl_index_secs);
+    tx.put(
+        Key::new(
+            keys::deploys_pk(repo),
+            format!("{}#{}", keys::time_sk(span.end), ev.key),
+        ),
+        &entry,
+        engine.config.ttl_index_secs,
+    );
     Ok(())
 }
 
 /// The deployment an incident most likely followed: the latest successful production
 /// deployment of its repository that finished before the incident started, within the window.
-pub async fn incident_cause(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent) -> Result<Option<DeployEntry>, EngineError> {
-    let (Some(repo), Some(start)) = (&ev.repo, ev.start) else { return Ok(None) };
+pub async fn incident_cause(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    ev: &WorkEvent,
+) -> Result<Option<DeployEntry>, EngineError> {
+    let (Some(repo), Some(start)) = (&ev.repo, ev.start) else {
+        return Ok(None);
+    };
     let from = keys::time_sk(start - TimeDelta::seconds(engine.config.incident_window_secs));
     let to = format!("{}#\u{10ffff}", keys::time_sk(start));
-    let found = tx.query(&keys::deploys_pk(repo), &from, &to, 50, Order::Descending).await?;
+    let found = tx
+        .query(&keys::deploys_pk(repo), &from, &to, 50, Order::Descending)
+        .await?;
     Ok(found
         .into_iter()
         .filter_map(|r| serde_json::from_value::<DeployEntry>(r.data).ok())
@@ -286,7 +398,12 @@ pub async fn incident_cause(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent) ->
 }
 
 /// Counts a production deployment as a change failure, once however many failures follow it.
-pub async fn count_change_failure(engine: &Engine, tx: &mut Tx<'_>, d: &DeployEntry, fx: &mut Effects) -> Result<(), EngineError> {
+pub async fn count_change_failure(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    d: &DeployEntry,
+    fx: &mut Effects,
+) -> Result<(), EngineError> {
     if !d.production {
         return Ok(());
     }
@@ -305,6 +422,10 @@ pub async fn count_change_failure(engine: &Engine, tx: &mut Tx<'_>, d: &DeployEn
     if let Some(t) = &d.team {
         labels.insert("valuestream.team".into(), t.clone());
     }
-    fx.deltas.push(Delta { name: metrics::CHANGE_FAILURES, labels, value: 1.0 });
+    fx.deltas.push(Delta {
+        name: metrics::CHANGE_FAILURES,
+        labels,
+        value: 1.0,
+    });
     Ok(())
 }

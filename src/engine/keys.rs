@@ -40,7 +40,11 @@ pub fn landed_pk(repo: &Repo) -> String {
     format!("landed#{}", repo.0)
 }
 pub fn env(repo: &Repo, environment: &str) -> Key {
-    Key::one(format!("env#{}#{}", repo.0, environment.to_ascii_lowercase()))
+    Key::one(format!(
+        "env#{}#{}",
+        repo.0,
+        environment.to_ascii_lowercase()
+    ))
 }
 pub fn deploys_pk(repo: &Repo) -> String {
     format!("deploys#{}", repo.0)

@@ -5,7 +5,10 @@ use super::flow::{self, DeployEntry};
 use super::metrics::{self, Delta, Labels};
 use super::{keys, tx::Tx, Effects, Engine, EngineError};
 use crate::model::ids;
-use crate::model::{Action, AttrValue, Attrs, FinishedSpan, Kind, ParentRef, Repo, SpanEvent, SpanLink, Time, WorkEvent};
+use crate::model::{
+    Action, AttrValue, Attrs, FinishedSpan, Kind, ParentRef, Repo, SpanEvent, SpanLink, Time,
+    WorkEvent,
+};
 use crate::store::Key;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +50,11 @@ pub struct ItemState {
 
 impl ItemState {
     pub fn span_ref(&self, key: &str) -> SpanRef {
-        SpanRef { key: key.to_string(), trace_id: self.trace_id.clone(), span_id: self.span_id.clone() }
+        SpanRef {
+            key: key.to_string(),
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+        }
     }
 }
 
@@ -86,7 +93,9 @@ fn resolve_parent(tx: &Tx<'_>, ev: &WorkEvent) -> Option<SpanRef> {
     for p in &ev.parents {
         let found = match p {
             ParentRef::Item(k) => tx.data::<ItemState>(&keys::item(k)).map(|s| s.span_ref(k)),
-            ParentRef::Sha { repo, sha } => tx.data::<flow::ShaEntry>(&keys::sha(repo, sha)).and_then(|e| e.change),
+            ParentRef::Sha { repo, sha } => tx
+                .data::<flow::ShaEntry>(&keys::sha(repo, sha))
+                .and_then(|e| e.change),
             ParentRef::Branch { .. } => tx.data::<SpanRef>(&parent_key(p)),
         };
         if found.is_some() {
@@ -94,12 +103,22 @@ fn resolve_parent(tx: &Tx<'_>, ev: &WorkEvent) -> Option<SpanRef> {
         }
     }
     ev.parents.iter().find_map(|p| match p {
-        ParentRef::Item(k) => Some(SpanRef { key: k.clone(), trace_id: ids::trace_id(k), span_id: ids::span_id(k, 0) }),
+        ParentRef::Item(k) => Some(SpanRef {
+            key: k.clone(),
+            trace_id: ids::trace_id(k),
+            span_id: ids::span_id(k, 0),
+        }),
         _ => None,
     })
 }
 
-pub async fn work(engine: &Engine, tx: &mut Tx<'_>, source: &str, ev: &WorkEvent, fx: &mut Effects) -> Result<(), EngineError> {
+pub async fn work(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    source: &str,
+    ev: &WorkEvent,
+    fx: &mut Effects,
+) -> Result<(), EngineError> {
     let ik = keys::item(&ev.key);
     let state: Option<ItemState> = tx.data(&ik);
     let state = match (state, ev.action) {
@@ -112,11 +131,23 @@ pub async fn work(engine: &Engine, tx: &mut Tx<'_>, source: &str, ev: &WorkEvent
             merge(&mut st, ev);
             st
         }
-        (Some(st), Action::Open) if ev.reopened || ev.start.zip(st.end).is_some_and(|(s, e)| s > e) => {
+        (Some(st), Action::Open)
+            if ev.reopened || ev.start.zip(st.end).is_some_and(|(s, e)| s > e) =>
+        {
             // A reopening: a new span (next generation), linked to the one it continues.
             let generation = st.generation + 1;
-            let mut next = new_state(source, ev, generation, st.trace_id.clone(), st.parent_span_id.clone());
-            next.links.push(SpanLink { trace_id: st.trace_id.clone(), span_id: st.span_id.clone(), attributes: link_attr("reopens") });
+            let mut next = new_state(
+                source,
+                ev,
+                generation,
+                st.trace_id.clone(),
+                st.parent_span_id.clone(),
+            );
+            next.links.push(SpanLink {
+                trace_id: st.trace_id.clone(),
+                span_id: st.span_id.clone(),
+                attributes: link_attr("reopens"),
+            });
             next.cause = st.cause.clone();
             fx.opened += 1;
             next
@@ -131,15 +162,25 @@ pub async fn work(engine: &Engine, tx: &mut Tx<'_>, source: &str, ev: &WorkEvent
                 cause = flow::incident_cause(engine, tx, ev).await?;
                 parent = cause.as_ref().map(|c| c.span.clone());
             }
-            let trace = parent.as_ref().map(|p| p.trace_id.clone()).unwrap_or_else(|| ids::trace_id(&ev.key));
+            let trace = parent
+                .as_ref()
+                .map(|p| p.trace_id.clone())
+                .unwrap_or_else(|| ids::trace_id(&ev.key));
             let mut st = new_state(source, ev, generation, trace, parent.map(|p| p.span_id));
             for f in &ev.follows {
                 if let Some(prev) = tx.data::<ItemState>(&keys::item(f)) {
-                    st.links.push(SpanLink { trace_id: prev.trace_id, span_id: prev.span_id, attributes: link_attr("retries") });
+                    st.links.push(SpanLink {
+                        trace_id: prev.trace_id,
+                        span_id: prev.span_id,
+                        attributes: link_attr("retries"),
+                    });
                 }
             }
             if let Some(c) = &cause {
-                st.attributes.insert("valuestream.incident.deployment".into(), c.span.key.clone().into());
+                st.attributes.insert(
+                    "valuestream.incident.deployment".into(),
+                    c.span.key.clone().into(),
+                );
                 flow::count_change_failure(engine, tx, c, fx).await?;
             }
             st.cause = cause;
@@ -166,7 +207,13 @@ fn link_attr(kind: &str) -> Attrs {
     a
 }
 
-fn new_state(source: &str, ev: &WorkEvent, generation: u32, trace_id: String, parent_span_id: Option<String>) -> ItemState {
+fn new_state(
+    source: &str,
+    ev: &WorkEvent,
+    generation: u32,
+    trace_id: String,
+    parent_span_id: Option<String>,
+) -> ItemState {
     ItemState {
         source: source.to_string(),
         kind: ev.kind,
@@ -227,8 +274,18 @@ fn index_change(engine: &Engine, tx: &mut Tx<'_>, key: &str, st: &ItemState) {
     }
 }
 
-async fn finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, mut st: ItemState, fx: &mut Effects) -> Result<(), EngineError> {
-    let start = st.start.or(ev.start).or(ev.end).expect("a closing event carries its times");
+async fn finish(
+    engine: &Engine,
+    tx: &mut Tx<'_>,
+    ev: &WorkEvent,
+    mut st: ItemState,
+    fx: &mut Effects,
+) -> Result<(), EngineError> {
+    let start = st
+        .start
+        .or(ev.start)
+        .or(ev.end)
+        .expect("a closing event carries its times");
     let end = ev.end.or(ev.start).unwrap_or(start).max(start);
     let outcome = ev.outcome.clone();
     let mut attributes = st.attributes.clone();
@@ -236,7 +293,10 @@ async fn finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, mut st: ItemSt
     attributes.insert("valuestream.source".into(), st.source.clone().into());
     attributes.insert("valuestream.key".into(), ev.key.clone().into());
     if st.generation > 0 {
-        attributes.insert("valuestream.generation".into(), AttrValue::Int(st.generation.into()));
+        attributes.insert(
+            "valuestream.generation".into(),
+            AttrValue::Int(st.generation.into()),
+        );
     }
     if let Some(o) = &outcome {
         attributes.insert("valuestream.result".into(), o.result.clone().into());
@@ -245,7 +305,10 @@ async fn finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, mut st: ItemSt
                 attributes.insert("cicd.pipeline.result".into(), o.result.clone().into());
             }
             Kind::Task => {
-                attributes.insert("cicd.pipeline.task.run.result".into(), o.result.clone().into());
+                attributes.insert(
+                    "cicd.pipeline.task.run.result".into(),
+                    o.result.clone().into(),
+                );
             }
             _ => {}
         }
@@ -263,7 +326,10 @@ async fn finish(engine: &Engine, tx: &mut Tx<'_>, ev: &WorkEvent, mut st: ItemSt
         events: st.events.clone(),
         links: st.links.clone(),
         error: outcome.as_ref().is_some_and(|o| o.error),
-        status_message: outcome.as_ref().filter(|o| o.error).map(|o| o.result.clone()),
+        status_message: outcome
+            .as_ref()
+            .filter(|o| o.error)
+            .map(|o| o.result.clone()),
     };
     flow::on_finish(engine, tx, ev, &st, &mut span, fx).await?;
     fx.deltas.push(duration_delta(&span, &st));
@@ -291,7 +357,12 @@ pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
 
 fn duration_delta(span: &FinishedSpan, st: &ItemState) -> Delta {
     let mut labels = base_labels(&span.source, &span.attributes);
-    let result = span.attributes.get("valuestream.result").and_then(AttrValue::as_str).unwrap_or("unknown").to_string();
+    let result = span
+        .attributes
+        .get("valuestream.result")
+        .and_then(AttrValue::as_str)
+        .unwrap_or("unknown")
+        .to_string();
     let copy = |labels: &mut Labels, k: &str| {
         if let Some(v) = span.attributes.get(k).and_then(AttrValue::as_str) {
             labels.insert(k.into(), v.to_string());
@@ -317,7 +388,11 @@ fn duration_delta(span: &FinishedSpan, st: &ItemState) -> Delta {
         Kind::Incident => metrics::INCIDENT_DURATION,
     };
     labels.insert("valuestream.result".into(), result);
-    Delta { name, labels, value: seconds(span.end - span.start) }
+    Delta {
+        name,
+        labels,
+        value: seconds(span.end - span.start),
+    }
 }
 
 pub fn seconds(d: chrono::TimeDelta) -> f64 {

@@ -127,7 +127,11 @@ impl Series {
             time_ns: now_ns,
             count: 0,
             sum: 0.0,
-            buckets: if kind == MetricKind::Histogram { vec![0; BUCKETS.len() + 1] } else { Vec::new() },
+            buckets: if kind == MetricKind::Histogram {
+                vec![0; BUCKETS.len() + 1]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -138,7 +142,10 @@ impl Series {
             MetricKind::Histogram => {
                 self.count += 1;
                 self.sum += value;
-                let i = BUCKETS.iter().position(|b| value <= *b).unwrap_or(BUCKETS.len());
+                let i = BUCKETS
+                    .iter()
+                    .position(|b| value <= *b)
+                    .unwrap_or(BUCKETS.len());
                 if self.buckets.len() != BUCKETS.len() + 1 {
                     self.buckets.resize(BUCKETS.len() + 1, 0);
                 }

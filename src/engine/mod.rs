@@ -89,7 +89,12 @@ impl Engine {
     }
 
     /// Applies one delivery exactly once.
-    pub async fn apply(&self, source: &str, delivery_id: &str, inputs: &[Input]) -> Result<Applied, EngineError> {
+    pub async fn apply(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        inputs: &[Input],
+    ) -> Result<Applied, EngineError> {
         let mut requests = 0;
         for _ in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.store.as_ref());
@@ -121,7 +126,13 @@ impl Engine {
         Err(EngineError::Contention(MAX_ATTEMPTS))
     }
 
-    async fn attempt(&self, tx: &mut Tx<'_>, source: &str, delivery_id: &str, inputs: &[Input]) -> Result<Applied, EngineError> {
+    async fn attempt(
+        &self,
+        tx: &mut Tx<'_>,
+        source: &str,
+        delivery_id: &str,
+        inputs: &[Input],
+    ) -> Result<Applied, EngineError> {
         let delivery_key = keys::delivery(source, delivery_id);
         // One read for the delivery record, the outbox flag and every record the inputs need.
         let mut wanted = vec![delivery_key.clone(), keys::outbox_flag()];
@@ -131,7 +142,11 @@ impl Engine {
         tx.load(wanted).await?;
         let pending_exports = tx.get(&keys::outbox_flag()).is_some();
         if tx.get(&delivery_key).is_some() {
-            return Ok(Applied { duplicate: true, pending_exports, ..Applied::default() });
+            return Ok(Applied {
+                duplicate: true,
+                pending_exports,
+                ..Applied::default()
+            });
         }
         let mut fx = Effects::default();
         for input in inputs {
@@ -144,14 +159,22 @@ impl Engine {
         let finished = fx.finished;
         tx.put(
             delivery_key,
-            &DeliveryRecord { source: source.to_string(), at: Utc::now(), finished: finished.len() },
+            &DeliveryRecord {
+                source: source.to_string(),
+                at: Utc::now(),
+                finished: finished.len(),
+            },
             self.config.ttl_delivery_secs,
         );
         let outbox = if finished.is_empty() && points.is_empty() {
             None
         } else {
             let key = keys::outbox_item(source, delivery_id);
-            let batch = ExportBatch { spans: finished.clone(), points: points.clone(), lease_until: 0 };
+            let batch = ExportBatch {
+                spans: finished.clone(),
+                points: points.clone(),
+                lease_until: 0,
+            };
             tx.put(key.clone(), &batch, self.config.ttl_open_secs);
             Some(key)
         };
@@ -168,18 +191,27 @@ impl Engine {
     }
 
     /// Applies metric deltas to their stored series (one more read), returning the new values.
-    async fn apply_metrics(&self, tx: &mut Tx<'_>, deltas: &[Delta]) -> Result<Vec<Series>, EngineError> {
+    async fn apply_metrics(
+        &self,
+        tx: &mut Tx<'_>,
+        deltas: &[Delta],
+    ) -> Result<Vec<Series>, EngineError> {
         if deltas.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<_> = deltas.iter().map(|d| keys::series(&metrics::series_id(d.name, &d.labels))).collect();
+        let ids: Vec<_> = deltas
+            .iter()
+            .map(|d| keys::series(&metrics::series_id(d.name, &d.labels)))
+            .collect();
         tx.load(ids.clone()).await?;
         let now = metrics::time_ns(Utc::now());
         let mut touched: Vec<(crate::store::Key, Series)> = Vec::new();
         for (d, key) in deltas.iter().zip(ids) {
             let mut series = match touched.iter().position(|(k, _)| *k == key) {
                 Some(i) => touched.remove(i).1,
-                None => tx.data::<Series>(&key).unwrap_or_else(|| Series::new(d.name, d.labels.clone(), now)),
+                None => tx
+                    .data::<Series>(&key)
+                    .unwrap_or_else(|| Series::new(d.name, d.labels.clone(), now)),
             };
             series.apply(d.value, now);
             touched.push((key, series));

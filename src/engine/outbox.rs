@@ -6,8 +6,8 @@
 //! before exporting it, so concurrent drainers never send the same batch twice.
 
 use super::{keys, Applied, Engine, EngineError, ExportBatch};
-use crate::model::Input;
 use crate::export::Exporter;
+use crate::model::Input;
 use crate::store::{now_epoch, Cond, Order, Record, StoreError, Write};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -32,7 +32,11 @@ pub struct Drained {
 
 impl Pipeline {
     pub fn new(engine: Engine, exporter: Arc<dyn Exporter>) -> Self {
-        Pipeline { engine, exporter, drain_on_first: AtomicBool::new(false) }
+        Pipeline {
+            engine,
+            exporter,
+            drain_on_first: AtomicBool::new(false),
+        }
     }
 
     /// Also drain the outbox after this process's first delivery (Lambda).
@@ -42,14 +46,29 @@ impl Pipeline {
     }
 
     /// Applies a delivery and exports what it finished.
-    pub async fn deliver(&self, source: &str, delivery_id: &str, inputs: &[Input]) -> Result<Applied, EngineError> {
+    pub async fn deliver(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        inputs: &[Input],
+    ) -> Result<Applied, EngineError> {
         let mut applied = self.engine.apply(source, delivery_id, inputs).await?;
         if let Some(key) = applied.outbox.clone() {
-            let batch = ExportBatch { spans: applied.finished.clone(), points: applied.points.clone(), lease_until: 0 };
+            let batch = ExportBatch {
+                spans: applied.finished.clone(),
+                points: applied.points.clone(),
+                lease_until: 0,
+            };
             applied.requests += 1;
             match self.exporter.export(&batch).await {
                 Ok(()) => {
-                    self.engine.store.commit(vec![Write::Delete { key, cond: Cond::Any }]).await?;
+                    self.engine
+                        .store
+                        .commit(vec![Write::Delete {
+                            key,
+                            cond: Cond::Any,
+                        }])
+                        .await?;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, source, delivery_id, "export failed; the batch stays in the outbox for a retry");
@@ -74,37 +93,68 @@ impl Pipeline {
             expires_at: now_epoch() + self.engine.config.ttl_open_secs,
             data: serde_json::json!({ "since": chrono::Utc::now() }),
         };
-        self.engine.store.commit(vec![Write::Put { record, cond: Cond::Any }]).await
+        self.engine
+            .store
+            .commit(vec![Write::Put {
+                record,
+                cond: Cond::Any,
+            }])
+            .await
     }
 
     /// Exports every pending batch it can lease; stops at the first export failure.
     pub async fn drain(&self) -> Result<Drained, EngineError> {
         let store = &self.engine.store;
-        let flag = store.get_many(&[keys::outbox_flag()]).await?.pop().flatten();
+        let flag = store
+            .get_many(&[keys::outbox_flag()])
+            .await?
+            .pop()
+            .flatten();
         let mut report = Drained::default();
         loop {
-            let pending = store.query(keys::OUTBOX, "", "\u{10ffff}", 25, Order::Ascending).await?;
+            let pending = store
+                .query(keys::OUTBOX, "", "\u{10ffff}", 25, Order::Ascending)
+                .await?;
             if pending.is_empty() {
                 break;
             }
             let mut progressed = false;
             for rec in pending {
-                let Ok(mut batch) = serde_json::from_value::<ExportBatch>(rec.data.clone()) else { continue };
+                let Ok(mut batch) = serde_json::from_value::<ExportBatch>(rec.data.clone()) else {
+                    continue;
+                };
                 let now = now_epoch();
                 if batch.lease_until > now {
                     report.remaining = true;
                     continue;
                 }
                 batch.lease_until = now + LEASE_SECS;
-                let leased = Record { key: rec.key.clone(), version: rec.version + 1, expires_at: rec.expires_at, data: serde_json::to_value(&batch).expect("batch serializes") };
-                match store.commit(vec![Write::Put { record: leased, cond: Cond::Version(rec.version) }]).await {
+                let leased = Record {
+                    key: rec.key.clone(),
+                    version: rec.version + 1,
+                    expires_at: rec.expires_at,
+                    data: serde_json::to_value(&batch).expect("batch serializes"),
+                };
+                match store
+                    .commit(vec![Write::Put {
+                        record: leased,
+                        cond: Cond::Version(rec.version),
+                    }])
+                    .await
+                {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
                 match self.exporter.export(&batch).await {
                     Ok(()) => {
-                        store.commit(vec![Write::Delete { key: rec.key.clone(), cond: Cond::Version(rec.version + 1) }]).await.or_else(ignore_conflict)?;
+                        store
+                            .commit(vec![Write::Delete {
+                                key: rec.key.clone(),
+                                cond: Cond::Version(rec.version + 1),
+                            }])
+                            .await
+                            .or_else(ignore_conflict)?;
                         report.exported += 1;
                         progressed = true;
                     }
@@ -112,8 +162,19 @@ impl Pipeline {
                         tracing::warn!(error = %e, "outbox export failed; will retry later");
                         // Release the lease so the next drain retries at once.
                         batch.lease_until = 0;
-                        let released = Record { key: rec.key.clone(), version: rec.version + 2, expires_at: rec.expires_at, data: serde_json::to_value(&batch).expect("batch serializes") };
-                        store.commit(vec![Write::Put { record: released, cond: Cond::Version(rec.version + 1) }]).await.or_else(ignore_conflict)?;
+                        let released = Record {
+                            key: rec.key.clone(),
+                            version: rec.version + 2,
+                            expires_at: rec.expires_at,
+                            data: serde_json::to_value(&batch).expect("batch serializes"),
+                        };
+                        store
+                            .commit(vec![Write::Put {
+                                record: released,
+                                cond: Cond::Version(rec.version + 1),
+                            }])
+                            .await
+                            .or_else(ignore_conflict)?;
                         report.failed += 1;
                         report.remaining = true;
                         return Ok(report);
@@ -127,7 +188,13 @@ impl Pipeline {
         if !report.remaining {
             if let Some(flag) = flag {
                 // Lower the flag only if nobody raised it again meanwhile.
-                store.commit(vec![Write::Delete { key: flag.key, cond: Cond::Version(flag.version) }]).await.or_else(ignore_conflict)?;
+                store
+                    .commit(vec![Write::Delete {
+                        key: flag.key,
+                        cond: Cond::Version(flag.version),
+                    }])
+                    .await
+                    .or_else(ignore_conflict)?;
             }
         }
         Ok(report)
@@ -135,7 +202,12 @@ impl Pipeline {
 
     /// Number of batches waiting in the outbox.
     pub async fn pending(&self) -> Result<usize, StoreError> {
-        Ok(self.engine.store.query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending).await?.len())
+        Ok(self
+            .engine
+            .store
+            .query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending)
+            .await?
+            .len())
     }
 }
 
@@ -145,4 +217,3 @@ fn ignore_conflict(e: StoreError) -> Result<(), StoreError> {
         e => Err(e),
     }
 }
-

@@ -81,11 +81,17 @@ pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { addr, data_dir } => serve(addr, data_dir).await,
-        Command::Replay { paths, to, data_dir } => replay_cmd(paths, to, data_dir).await,
+        Command::Replay {
+            paths,
+            to,
+            data_dir,
+        } => replay_cmd(paths, to, data_dir).await,
         Command::CreateTable { table } => {
             super::init_logging(false);
             let config = Config::from_env()?;
-            let table = table.or(config.table).context("name the table with --table or VALUESTREAM_TABLE")?;
+            let table = table
+                .or(config.table)
+                .context("name the table with --table or VALUESTREAM_TABLE")?;
             crate::store::dynamodb::create_table(&table).await?;
             println!("table {table} is ready (TTL on attribute ttl)");
             Ok(())
@@ -101,7 +107,10 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     let store = open_store(&config, Some(&data_dir)).await?;
     let exporter = export::from_env(Box::new(console::Console))?;
-    let pipeline = Arc::new(Pipeline::new(Engine::new(store.clone(), config.clone()), Arc::from(exporter)));
+    let pipeline = Arc::new(Pipeline::new(
+        Engine::new(store.clone(), config.clone()),
+        Arc::from(exporter),
+    ));
     // Retry pending exports in the background; sweep expired state from the embedded store.
     let drainer = pipeline.clone();
     tokio::spawn(async move {
@@ -109,7 +118,9 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             match drainer.drain().await {
-                Ok(d) if d.exported > 0 => tracing::info!(exported = d.exported, "pending exports sent"),
+                Ok(d) if d.exported > 0 => {
+                    tracing::info!(exported = d.exported, "pending exports sent")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "draining the outbox failed"),
             }
@@ -125,8 +136,14 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
-    let app = router(AppState { pipeline, config, metrics_endpoint: true });
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let app = router(AppState {
+        pipeline,
+        config,
+        metrics_endpoint: true,
+    });
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "valuestream serving: POST /webhooks/{{source}}, GET /healthz, GET /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -138,7 +155,11 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
 
 /// Seconds between background outbox drains (`VALUESTREAM_RETRY_SECS`, default 30).
 fn drain_interval_secs() -> u64 {
-    std::env::var("VALUESTREAM_RETRY_SECS").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(30)
+    std::env::var("VALUESTREAM_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(30)
 }
 
 #[derive(serde::Deserialize)]
@@ -161,7 +182,11 @@ struct Finished {
     end: String,
 }
 
-async fn replay_cmd(paths: Vec<PathBuf>, to: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn replay_cmd(
+    paths: Vec<PathBuf>,
+    to: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let files = replay::collect(&paths)?;
     anyhow::ensure!(!files.is_empty(), "no .json files under {paths:?}");
     let config = Config::from_env()?;
@@ -177,15 +202,24 @@ async fn replay_cmd(paths: Vec<PathBuf>, to: Option<String>, data_dir: Option<Pa
             let local = Arc::new(local);
             let store = open_store(&local, data_dir.as_deref()).await?;
             let exporter = export::from_env(Box::new(console::Console))?;
-            let pipeline = Arc::new(Pipeline::new(Engine::new(store, local.clone()), Arc::from(exporter)));
-            Some(router(AppState { pipeline, config: local, metrics_endpoint: true }))
+            let pipeline = Arc::new(Pipeline::new(
+                Engine::new(store, local.clone()),
+                Arc::from(exporter),
+            ));
+            Some(router(AppState {
+                pipeline,
+                config: local,
+                metrics_endpoint: true,
+            }))
         }
     };
     let client = reqwest::Client::new();
     for file in files {
         let rec = replay::load(&file)?;
         let mut headers: BTreeMap<String, String> = rec.headers.iter().cloned().collect();
-        headers.entry("content-type".into()).or_insert_with(|| "application/json".into());
+        headers
+            .entry("content-type".into())
+            .or_insert_with(|| "application/json".into());
         if let Some(src) = sources::by_name(&rec.source) {
             for (k, v) in src.sign(&rec.body, &config) {
                 headers.entry(k).or_insert(v);
@@ -201,24 +235,44 @@ async fn replay_cmd(paths: Vec<PathBuf>, to: Option<String>, data_dir: Option<Pa
                 for (k, v) in &headers {
                     req = req.header(k, v);
                 }
-                let resp = app.clone().oneshot(req.body(Body::from(rec.body.clone()))?).await?;
+                let resp = app
+                    .clone()
+                    .oneshot(req.body(Body::from(rec.body.clone()))?)
+                    .await?;
                 let status = resp.status().as_u16();
                 let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
                 (status, String::from_utf8_lossy(&bytes).into_owned())
             }
             (None, Some(base)) => {
-                let mut req = client.post(format!("{}{path}", base.trim_end_matches('/'))).body(rec.body.clone());
+                let mut req = client
+                    .post(format!("{}{path}", base.trim_end_matches('/')))
+                    .body(rec.body.clone());
                 for (k, v) in &headers {
                     req = req.header(k, v);
                 }
-                let resp = req.send().await.with_context(|| format!("posting {} to {base}", file.display()))?;
-                (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("posting {} to {base}", file.display()))?;
+                (
+                    resp.status().as_u16(),
+                    resp.text().await.unwrap_or_default(),
+                )
             }
             (None, None) => unreachable!(),
         };
         let answer: Option<Answer> = serde_json::from_str(&text).ok();
         let summary = match &answer {
-            Some(a) => format!("{} {}{}", a.status, a.reason.as_deref().unwrap_or_default(), if a.finished.is_empty() { String::new() } else { format!("({} span(s) finished)", a.finished.len()) }),
+            Some(a) => format!(
+                "{} {}{}",
+                a.status,
+                a.reason.as_deref().unwrap_or_default(),
+                if a.finished.is_empty() {
+                    String::new()
+                } else {
+                    format!("({} span(s) finished)", a.finished.len())
+                }
+            ),
             None => text.clone(),
         };
         eprintln!("{} {} -> {status} {summary}", rec.source, file.display());
@@ -249,7 +303,14 @@ fn trace_tree(spans: &[Finished]) -> String {
         let in_trace: Vec<&Finished> = spans.iter().filter(|s| s.trace_id == t).collect();
         out.push_str(&format!("trace {t}\n"));
         let ids: Vec<&str> = in_trace.iter().map(|s| s.span_id.as_str()).collect();
-        let roots: Vec<&&Finished> = in_trace.iter().filter(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(&p))).collect();
+        let roots: Vec<&&Finished> = in_trace
+            .iter()
+            .filter(|s| {
+                s.parent_span_id
+                    .as_deref()
+                    .is_none_or(|p| !ids.contains(&p))
+            })
+            .collect();
         for r in roots {
             walk(r, &in_trace, 1, &mut out);
         }
@@ -258,12 +319,30 @@ fn trace_tree(spans: &[Finished]) -> String {
 }
 
 fn walk(s: &Finished, all: &[&Finished], depth: usize, out: &mut String) {
-    let dur = match (chrono::DateTime::parse_from_rfc3339(&s.start), chrono::DateTime::parse_from_rfc3339(&s.end)) {
+    let dur = match (
+        chrono::DateTime::parse_from_rfc3339(&s.start),
+        chrono::DateTime::parse_from_rfc3339(&s.end),
+    ) {
         (Ok(a), Ok(b)) => console::human(b - a),
         _ => String::new(),
     };
-    out.push_str(&format!("{}{} [{}] {} ({}){}\n", "  ".repeat(depth), s.name, s.source, s.start, dur, if s.parent_span_id.is_some() && depth == 1 { " (parent not in this replay)" } else { "" }));
-    for c in all.iter().filter(|c| c.parent_span_id.as_deref() == Some(s.span_id.as_str())) {
+    out.push_str(&format!(
+        "{}{} [{}] {} ({}){}\n",
+        "  ".repeat(depth),
+        s.name,
+        s.source,
+        s.start,
+        dur,
+        if s.parent_span_id.is_some() && depth == 1 {
+            " (parent not in this replay)"
+        } else {
+            ""
+        }
+    ));
+    for c in all
+        .iter()
+        .filter(|c| c.parent_span_id.as_deref() == Some(s.span_id.as_str()))
+    {
         walk(c, all, depth + 1, out);
     }
 }

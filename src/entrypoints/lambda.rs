@@ -17,14 +17,24 @@ pub async fn run() -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
     // Unsigned traffic is a local-trial switch; never in Lambda.
     config.allow_unsigned = false;
-    config.table.as_ref().context("VALUESTREAM_TABLE must be set when running in Lambda")?;
+    config
+        .table
+        .as_ref()
+        .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
     let store = open_store(&config, None).await?;
     let exporter = export::from_env(Box::new(export::Discard))?;
     if export::otlp::OtlpSettings::from_env()?.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
     let config = Arc::new(config);
-    let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter)).drain_after_first_delivery();
-    let app = router(AppState { pipeline: Arc::new(pipeline), config, metrics_endpoint: false });
-    lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
+        .drain_after_first_delivery();
+    let app = router(AppState {
+        pipeline: Arc::new(pipeline),
+        config,
+        metrics_endpoint: false,
+    });
+    lambda_http::run(app)
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
 }

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 /// DynamoDB when `VALUESTREAM_TABLE` is set; otherwise the embedded store in `data_dir` (or in
 /// memory when there is none).
-pub async fn open_store(config: &Config, data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    config: &Config,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(table) = &config.table {
         return Ok(Arc::new(DynamoStore::connect(table).await?));
     }
@@ -21,7 +24,14 @@ pub async fn open_store(config: &Config, data_dir: Option<&Path>) -> anyhow::Res
 }
 
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().without_time().try_init() } else { builder.compact().try_init() };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().without_time().try_init()
+    } else {
+        builder.compact().try_init()
+    };
 }

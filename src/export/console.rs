@@ -50,7 +50,11 @@ pub fn line(span: &FinishedSpan) -> String {
         span.trace_id,
         span.span_id,
         span.parent_span_id.as_deref().unwrap_or("-"),
-        if span.links.is_empty() { String::new() } else { format!(" links={}", span.links.len()) }
+        if span.links.is_empty() {
+            String::new()
+        } else {
+            format!(" links={}", span.links.len())
+        }
     )
 }
 

@@ -14,12 +14,17 @@ use crate::model::{AttrValue, Attrs, FinishedSpan, Kind};
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,7 +48,10 @@ impl OtlpSettings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ExportError> {
         let base = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         let signal = |specific: &str, path: &str| {
-            get(specific).or_else(|| base.as_ref().map(|b| format!("{}/{path}", b.trim_end_matches('/'))))
+            get(specific).or_else(|| {
+                base.as_ref()
+                    .map(|b| format!("{}/{path}", b.trim_end_matches('/')))
+            })
         };
         let (Some(traces_url), Some(metrics_url)) = (
             signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces"),
@@ -51,12 +59,24 @@ impl OtlpSettings {
         ) else {
             return Ok(None);
         };
-        let headers = get("OTEL_EXPORTER_OTLP_HEADERS").map(|h| parse_headers(&h)).transpose()?.unwrap_or_default();
+        let headers = get("OTEL_EXPORTER_OTLP_HEADERS")
+            .map(|h| parse_headers(&h))
+            .transpose()?
+            .unwrap_or_default();
         let timeout = match get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| ExportError::Config(format!("OTEL_EXPORTER_OTLP_TIMEOUT must be milliseconds, got {ms:?}")))?),
+            Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| {
+                ExportError::Config(format!(
+                    "OTEL_EXPORTER_OTLP_TIMEOUT must be milliseconds, got {ms:?}"
+                ))
+            })?),
             None => Duration::from_millis(3000),
         };
-        Ok(Some(OtlpSettings { traces_url, metrics_url, headers, timeout }))
+        Ok(Some(OtlpSettings {
+            traces_url,
+            metrics_url,
+            headers,
+            timeout,
+        }))
     }
 }
 
@@ -65,7 +85,9 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
     text.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
-            let (k, v) = pair.split_once('=').ok_or_else(|| ExportError::Config("OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs".into()))?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                ExportError::Config("OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs".into())
+            })?;
             Ok((k.trim().to_string(), percent_decode(v.trim())))
         })
         .collect()
@@ -104,17 +126,27 @@ impl OtlpExporter {
     }
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), ExportError> {
-        let mut req = self.client.post(url).header("content-type", "application/x-protobuf").body(body);
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(body);
         for (k, v) in &self.settings.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| ExportError::Unreachable(format!("{url}: {e}")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ExportError::Unreachable(format!("{url}: {e}")))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
         } else {
             let body = resp.text().await.unwrap_or_default();
-            Err(ExportError::Rejected { status: status.as_u16(), body: body.chars().take(300).collect() })
+            Err(ExportError::Rejected {
+                status: status.as_u16(),
+                body: body.chars().take(300).collect(),
+            })
         }
     }
 }
@@ -123,10 +155,18 @@ impl OtlpExporter {
 impl Exporter for OtlpExporter {
     async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError> {
         if !batch.spans.is_empty() {
-            self.post(&self.settings.traces_url, traces_request(&batch.spans).encode_to_vec()).await?;
+            self.post(
+                &self.settings.traces_url,
+                traces_request(&batch.spans).encode_to_vec(),
+            )
+            .await?;
         }
         if !batch.points.is_empty() {
-            self.post(&self.settings.metrics_url, metrics_request(&batch.points).encode_to_vec()).await?;
+            self.post(
+                &self.settings.metrics_url,
+                metrics_request(&batch.points).encode_to_vec(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -139,10 +179,18 @@ fn kv(key: &str, value: &AttrValue) -> KeyValue {
         AttrValue::Float(f) => any_value::Value::DoubleValue(*f),
         AttrValue::Str(s) => any_value::Value::StringValue(s.clone()),
         AttrValue::StrList(l) => any_value::Value::ArrayValue(ArrayValue {
-            values: l.iter().map(|s| AnyValue { value: Some(any_value::Value::StringValue(s.clone())) }).collect(),
+            values: l
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s.clone())),
+                })
+                .collect(),
         }),
     };
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(v) }) }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(v) }),
+    }
 }
 
 fn kvs(attrs: &Attrs) -> Vec<KeyValue> {
@@ -154,7 +202,11 @@ fn str_kv(key: &str, value: &str) -> KeyValue {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope { name: "valuestream".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }
+    InstrumentationScope {
+        name: "valuestream".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
 }
 
 fn nanos(t: crate::model::Time) -> u64 {
@@ -176,7 +228,11 @@ pub fn traces_request(spans: &[FinishedSpan]) -> ExportTraceServiceRequest {
         by_source.entry(s.source.as_str()).or_default().push(Span {
             trace_id: hex_bytes(&s.trace_id),
             span_id: hex_bytes(&s.span_id),
-            parent_span_id: s.parent_span_id.as_deref().map(hex_bytes).unwrap_or_default(),
+            parent_span_id: s
+                .parent_span_id
+                .as_deref()
+                .map(hex_bytes)
+                .unwrap_or_default(),
             name: s.name.clone(),
             kind: kind as i32,
             start_time_unix_nano: nanos(s.start),
@@ -185,17 +241,33 @@ pub fn traces_request(spans: &[FinishedSpan]) -> ExportTraceServiceRequest {
             events: s
                 .events
                 .iter()
-                .map(|e| span::Event { time_unix_nano: nanos(e.time), name: e.name.clone(), attributes: kvs(&e.attributes), dropped_attributes_count: 0 })
+                .map(|e| span::Event {
+                    time_unix_nano: nanos(e.time),
+                    name: e.name.clone(),
+                    attributes: kvs(&e.attributes),
+                    dropped_attributes_count: 0,
+                })
                 .collect(),
             links: s
                 .links
                 .iter()
-                .map(|l| span::Link { trace_id: hex_bytes(&l.trace_id), span_id: hex_bytes(&l.span_id), attributes: kvs(&l.attributes), ..Default::default() })
+                .map(|l| span::Link {
+                    trace_id: hex_bytes(&l.trace_id),
+                    span_id: hex_bytes(&l.span_id),
+                    attributes: kvs(&l.attributes),
+                    ..Default::default()
+                })
                 .collect(),
             status: Some(if s.error {
-                Status { code: status::StatusCode::Error as i32, message: s.status_message.clone().unwrap_or_default() }
+                Status {
+                    code: status::StatusCode::Error as i32,
+                    message: s.status_message.clone().unwrap_or_default(),
+                }
             } else {
-                Status { code: status::StatusCode::Ok as i32, message: String::new() }
+                Status {
+                    code: status::StatusCode::Ok as i32,
+                    message: String::new(),
+                }
             }),
             ..Default::default()
         });
@@ -204,8 +276,18 @@ pub fn traces_request(spans: &[FinishedSpan]) -> ExportTraceServiceRequest {
         resource_spans: by_source
             .into_iter()
             .map(|(source, spans)| ResourceSpans {
-                resource: Some(Resource { attributes: vec![str_kv("service.name", source), str_kv("service.namespace", NAMESPACE)], ..Default::default() }),
-                scope_spans: vec![ScopeSpans { scope: Some(scope()), spans, schema_url: String::new() }],
+                resource: Some(Resource {
+                    attributes: vec![
+                        str_kv("service.name", source),
+                        str_kv("service.namespace", NAMESPACE),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             })
             .collect(),
@@ -245,12 +327,28 @@ pub fn metrics_request(points: &[Series]) -> ExportMetricsServiceRequest {
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
             }),
         };
-        metrics_out.push(Metric { name: p.name.clone(), description: def.description.into(), unit: def.unit.into(), data: Some(data), ..Default::default() });
+        metrics_out.push(Metric {
+            name: p.name.clone(),
+            description: def.description.into(),
+            unit: def.unit.into(),
+            data: Some(data),
+            ..Default::default()
+        });
     }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![str_kv("service.name", NAMESPACE), str_kv("service.namespace", NAMESPACE)], ..Default::default() }),
-            scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics: metrics_out, schema_url: String::new() }],
+            resource: Some(Resource {
+                attributes: vec![
+                    str_kv("service.name", NAMESPACE),
+                    str_kv("service.namespace", NAMESPACE),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics: metrics_out,
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         }],
     }
@@ -262,11 +360,26 @@ mod tests {
 
     #[test]
     fn settings_from_standard_variables() {
-        let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%3Db,tenant=t1")];
-        let s = OtlpSettings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap().unwrap();
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%3Db,tenant=t1"),
+        ];
+        let s = OtlpSettings::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .unwrap();
         assert_eq!(s.traces_url, "http://c:4318/v1/traces");
         assert_eq!(s.metrics_url, "http://c:4318/v1/metrics");
-        assert_eq!(s.headers, vec![("x-api-key".into(), "a=b".into()), ("tenant".into(), "t1".into())]);
+        assert_eq!(
+            s.headers,
+            vec![
+                ("x-api-key".into(), "a=b".into()),
+                ("tenant".into(), "t1".into())
+            ]
+        );
         assert!(OtlpSettings::from_lookup(|_| None).unwrap().is_none());
     }
 }

@@ -62,7 +62,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = status.as_u16(), reason = %self, "request refused");
         }
-        (status, Json(json!({ "status": "error", "reason": self.to_string() }))).into_response()
+        (
+            status,
+            Json(json!({ "status": "error", "reason": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
@@ -92,7 +96,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     match crate::export::prometheus::render(app.pipeline.engine.store.as_ref()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => ApiError::Engine(EngineError::Store(e)).into_response(),
     }
 }
@@ -112,13 +123,25 @@ async fn webhook(
             ApiError::BadBody(e.body_text())
         }
     })?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         if !(essence == "application/json" || essence.ends_with("+json") || essence.is_empty()) {
             return Err(ApiError::UnsupportedMediaType(essence));
         }
     }
-    let delivery = Delivery { headers: &headers, query: query.as_deref(), body: &body };
+    let delivery = Delivery {
+        headers: &headers,
+        query: query.as_deref(),
+        body: &body,
+    };
     // Verify before parsing.
     src.authenticate(&delivery, &app.config)?;
     let translated = src.translate(&delivery, &app.config)?;
@@ -129,7 +152,10 @@ async fn webhook(
         }
         Translation::Inputs(inputs) => inputs,
     };
-    let applied = app.pipeline.deliver(src.name(), &translated.delivery_id, &inputs).await?;
+    let applied = app
+        .pipeline
+        .deliver(src.name(), &translated.delivery_id, &inputs)
+        .await?;
     let finished: Vec<SpanSummary> = applied
         .finished
         .iter()
@@ -144,8 +170,19 @@ async fn webhook(
             links: s.links.len(),
         })
         .collect();
-    let status = if applied.duplicate { "duplicate" } else { "processed" };
-    tracing::info!(source, delivery = translated.delivery_id, status, finished = finished.len(), requests = applied.requests, "delivery applied");
+    let status = if applied.duplicate {
+        "duplicate"
+    } else {
+        "processed"
+    };
+    tracing::info!(
+        source,
+        delivery = translated.delivery_id,
+        status,
+        finished = finished.len(),
+        requests = applied.requests,
+        "delivery applied"
+    );
     Ok((
         StatusCode::OK,
         Json(json!({

@@ -53,6 +53,9 @@ mod tests {
         assert_eq!(trace_id(&k).len(), 32);
         assert_eq!(span_id(&k, 0).len(), 16);
         assert_ne!(span_id(&k, 0), span_id(&k, 1));
-        assert_ne!(trace_id(&k), trace_id("github/issue/codertocat/hello-world/2"));
+        assert_ne!(
+            trace_id(&k),
+            trace_id("github/issue/codertocat/hello-world/2")
+        );
     }
 }

@@ -150,10 +150,7 @@ impl Repo {
     }
     /// Everything before the name (`owner`, or `group/sub`).
     pub fn owner(&self) -> &str {
-        self.0
-            .rsplit_once('/')
-            .map(|(o, _)| o)
-            .unwrap_or_default()
+        self.0.rsplit_once('/').map(|(o, _)| o).unwrap_or_default()
     }
     /// Parses `https://host/owner/repo(.git)` or `git@host:owner/repo.git`.
     pub fn from_url(url: &str) -> Option<Self> {

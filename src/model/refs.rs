@@ -83,7 +83,9 @@ pub fn closing_refs(text: &str, source: &str, own: &Repo) -> Vec<IssueRef> {
         for m in ISSUE_NUM.captures_iter(&cap[1]) {
             let repo = match m.get(1) {
                 Some(r) if r.as_str().contains('/') => Repo::new(r.as_str()),
-                Some(r) if !r.as_str().is_empty() => Repo::new(&format!("{}/{}", own.owner(), r.as_str())),
+                Some(r) if !r.as_str().is_empty() => {
+                    Repo::new(&format!("{}/{}", own.owner(), r.as_str()))
+                }
                 _ => own.clone(),
             };
             if let Ok(number) = m[2].parse() {
@@ -171,17 +173,27 @@ mod tests {
     fn vstrace_prefers_own_repository_reading() {
         let mine = Repo::new("acme/api-2-service");
         let r = vstrace_refs("vstrace-github-api-2-service-7", Some(&mine));
-        assert_eq!((r[0].repo.0.as_str(), r[0].number), ("acme/api-2-service", 7));
+        assert_eq!(
+            (r[0].repo.0.as_str(), r[0].number),
+            ("acme/api-2-service", 7)
+        );
         let other = Repo::new("acme/api");
         let r = vstrace_refs("vstrace-github-api-2-service-7", Some(&other));
         assert_eq!((r[0].repo.0.as_str(), r[0].number), ("acme/api", 2));
         let r = vstrace_refs("vstrace-gitlab-my.repo_x-12", None);
-        assert_eq!((r[0].source.as_str(), r[0].repo.0.as_str(), r[0].number), ("gitlab", "my.repo_x", 12));
+        assert_eq!(
+            (r[0].source.as_str(), r[0].repo.0.as_str(), r[0].number),
+            ("gitlab", "my.repo_x", 12)
+        );
     }
 
     #[test]
     fn closing_keywords() {
-        let r = closing_refs("This Fixes #7 and closes other/thing#3.\nRef #9", "github", &own());
+        let r = closing_refs(
+            "This Fixes #7 and closes other/thing#3.\nRef #9",
+            "github",
+            &own(),
+        );
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].repo.clone(), r[0].number), (own(), 7));
         assert_eq!((r[1].repo.0.as_str(), r[1].number), ("other/thing", 3));
@@ -190,11 +202,19 @@ mod tests {
 
     #[test]
     fn tracker_keys_and_teams() {
-        assert_eq!(tracker_keys("feature/SHOP-42-checkout and OPS-7"), ["SHOP-42", "OPS-7"]);
+        assert_eq!(
+            tracker_keys("feature/SHOP-42-checkout and OPS-7"),
+            ["SHOP-42", "OPS-7"]
+        );
         assert!(tracker_keys("no key here, lower-1").is_empty());
-        assert_eq!(team_from_labels(["bug", "team:payments"]), Some("payments".into()));
+        assert_eq!(
+            team_from_labels(["bug", "team:payments"]),
+            Some("payments".into())
+        );
         assert_eq!(team_from_labels(["bug"]), None);
-        assert!(merge_commit_ref("Merge pull request #12 from o/feature\n\nFix"));
+        assert!(merge_commit_ref(
+            "Merge pull request #12 from o/feature\n\nFix"
+        ));
         assert!(merge_commit_ref("Fix the thing (#12)\n\nbody"));
         assert!(!merge_commit_ref("Fix the thing\n\nsee (#12)"));
     }

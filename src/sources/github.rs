@@ -3,12 +3,17 @@
 //! normalized events. The payload model (only the fields we use) and its mapping to
 //! semantic-convention attributes live here and nowhere else.
 
-use super::{authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation};
+use super::{
+    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+};
 use crate::config::Config;
 use crate::model::ids::item_key;
-use crate::model::refs::{closing_refs, team_from_labels, tracker_item_key, tracker_keys, vstrace_refs};
+use crate::model::refs::{
+    closing_refs, team_from_labels, tracker_item_key, tracker_keys, vstrace_refs,
+};
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo, SpanEvent, Time, WorkEvent,
+    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
+    SpanEvent, Time, WorkEvent,
 };
 use serde::Deserialize;
 
@@ -186,17 +191,27 @@ impl Source for GitHub {
             .unwrap_or_else(|| crate::model::ids::short_hash(d.body));
         let event = d
             .header("x-github-event")
-            .ok_or_else(|| SourceError::Malformed("github: X-GitHub-Event header is missing".into()))?
+            .ok_or_else(|| {
+                SourceError::Malformed("github: X-GitHub-Event header is missing".into())
+            })?
             .to_string();
         let translation = translate(&event, d.body, config)?;
-        Ok(Translated { delivery_id, translation })
+        Ok(Translated {
+            delivery_id,
+            translation,
+        })
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
         config
             .github_secret
             .get()
-            .map(|s| vec![("x-hub-signature-256".into(), format!("sha256={}", verify::hmac_sha256_hex(s, body)))])
+            .map(|s| {
+                vec![(
+                    "x-hub-signature-256".into(),
+                    format!("sha256={}", verify::hmac_sha256_hex(s, body)),
+                )]
+            })
             .unwrap_or_default()
     }
 }
@@ -226,23 +241,53 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
     }
     let action = env.action.clone().unwrap_or_default();
     let Some(repository) = env.repository.as_ref() else {
-        return Err(SourceError::Malformed(format!("github: {event} delivery has no repository")));
+        return Err(SourceError::Malformed(format!(
+            "github: {event} delivery has no repository"
+        )));
     };
     let repo = Repo::new(&repository.full_name);
-    let ctx = Ctx { repository, repo: &repo, config };
-    let missing = |field: &str| SourceError::Malformed(format!("github: {event} delivery has no {field}"));
+    let ctx = Ctx {
+        repository,
+        repo: &repo,
+        config,
+    };
+    let missing =
+        |field: &str| SourceError::Malformed(format!("github: {event} delivery has no {field}"));
     let input = match event {
         "issues" => ctx.issue(&action, env.issue.as_ref().ok_or_else(|| missing("issue"))?),
-        "pull_request" => ctx.pull_request(&action, env.pull_request.as_ref().ok_or_else(|| missing("pull_request"))?),
-        "workflow_run" => ctx.workflow_run(&action, env.workflow_run.as_ref().ok_or_else(|| missing("workflow_run"))?),
-        "workflow_job" => ctx.workflow_job(&action, env.workflow_job.as_ref().ok_or_else(|| missing("workflow_job"))?),
+        "pull_request" => ctx.pull_request(
+            &action,
+            env.pull_request
+                .as_ref()
+                .ok_or_else(|| missing("pull_request"))?,
+        ),
+        "workflow_run" => ctx.workflow_run(
+            &action,
+            env.workflow_run
+                .as_ref()
+                .ok_or_else(|| missing("workflow_run"))?,
+        ),
+        "workflow_job" => ctx.workflow_job(
+            &action,
+            env.workflow_job
+                .as_ref()
+                .ok_or_else(|| missing("workflow_job"))?,
+        ),
         "deployment" => ctx.deployment(
-            env.deployment.as_ref().ok_or_else(|| missing("deployment"))?,
+            env.deployment
+                .as_ref()
+                .ok_or_else(|| missing("deployment"))?,
             None,
         ),
         "deployment_status" => ctx.deployment(
-            env.deployment.as_ref().ok_or_else(|| missing("deployment"))?,
-            Some(env.deployment_status.as_ref().ok_or_else(|| missing("deployment_status"))?),
+            env.deployment
+                .as_ref()
+                .ok_or_else(|| missing("deployment"))?,
+            Some(
+                env.deployment_status
+                    .as_ref()
+                    .ok_or_else(|| missing("deployment_status"))?,
+            ),
         ),
         "push" => return ctx.push(&env),
         _ => unreachable!("checked against USED"),
@@ -285,8 +330,16 @@ impl Ctx<'_> {
         a.insert("vcs.repository.name".into(), name.into());
         a.insert("vcs.owner.name".into(), owner.into());
         a.insert("valuestream.repository".into(), self.repo.0.clone().into());
-        set_opt(&mut a, "vcs.repository.url.full", self.repository.html_url.clone());
-        set_opt(&mut a, "valuestream.language", self.repository.language.clone());
+        set_opt(
+            &mut a,
+            "vcs.repository.url.full",
+            self.repository.html_url.clone(),
+        );
+        set_opt(
+            &mut a,
+            "valuestream.language",
+            self.repository.language.clone(),
+        );
         let team = team_from_labels(labels.iter().map(String::as_str))
             .or_else(|| team_from_labels(self.repository.topics.iter().map(String::as_str)))
             .or_else(|| self.config.team_of(self.repo).map(str::to_string));
@@ -294,8 +347,20 @@ impl Ctx<'_> {
         a
     }
 
-    fn work(&self, kind: Kind, id: &str, name: String, action: Action, labels: &[String]) -> WorkEvent {
-        let mut w = WorkEvent::new(kind, item_key(SOURCE, kind_segment(kind), &self.repo.0, id), name, action);
+    fn work(
+        &self,
+        kind: Kind,
+        id: &str,
+        name: String,
+        action: Action,
+        labels: &[String],
+    ) -> WorkEvent {
+        let mut w = WorkEvent::new(
+            kind,
+            item_key(SOURCE, kind_segment(kind), &self.repo.0, id),
+            name,
+            action,
+        );
         w.attributes = self.base_attrs(labels);
         w.repo = Some(self.repo.clone());
         w
@@ -303,7 +368,9 @@ impl Ctx<'_> {
 
     fn issue(&self, action: &str, issue: &IssuePayload) -> Result<WorkEvent, String> {
         let labels: Vec<String> = issue.labels.iter().map(|l| l.name.clone()).collect();
-        let incident = labels.iter().any(|l| l.eq_ignore_ascii_case(&self.config.incident_label));
+        let incident = labels
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(&self.config.incident_label));
         let (act, reopened) = match action {
             "opened" => (Action::Open, false),
             "reopened" => (Action::Open, true),
@@ -311,25 +378,69 @@ impl Ctx<'_> {
             "edited" | "labeled" | "unlabeled" => (Action::Update, false),
             other => return Err(format!("github issues action {other:?} is not used")),
         };
-        let kind = if incident { Kind::Incident } else { Kind::Issue };
+        let kind = if incident {
+            Kind::Incident
+        } else {
+            Kind::Issue
+        };
         let prefix = if incident { "INCIDENT" } else { "ISSUE" };
-        let mut w = self.work(Kind::Issue, &issue.number.to_string(), format!("{prefix} #{} {}", issue.number, issue.title), act, &labels);
+        let mut w = self.work(
+            Kind::Issue,
+            &issue.number.to_string(),
+            format!("{prefix} #{} {}", issue.number, issue.title),
+            act,
+            &labels,
+        );
         w.kind = kind;
         w.reopened = reopened;
         // A reopened issue's new span starts when it was reopened (the payload's updated_at).
-        w.start = Some(if reopened { issue.updated_at.unwrap_or(issue.created_at) } else { issue.created_at });
+        w.start = Some(if reopened {
+            issue.updated_at.unwrap_or(issue.created_at)
+        } else {
+            issue.created_at
+        });
         if act == Action::Close {
-            w.end = Some(issue.closed_at.or(issue.updated_at).unwrap_or(issue.created_at));
-            let reason = issue.state_reason.clone().unwrap_or_else(|| "completed".into());
-            w.outcome = Some(if incident { Outcome::ok("resolved") } else { Outcome::ok(if reason == "not_planned" { "not_planned" } else { "closed" }) });
+            w.end = Some(
+                issue
+                    .closed_at
+                    .or(issue.updated_at)
+                    .unwrap_or(issue.created_at),
+            );
+            let reason = issue
+                .state_reason
+                .clone()
+                .unwrap_or_else(|| "completed".into());
+            w.outcome = Some(if incident {
+                Outcome::ok("resolved")
+            } else {
+                Outcome::ok(if reason == "not_planned" {
+                    "not_planned"
+                } else {
+                    "closed"
+                })
+            });
         }
         let a = &mut w.attributes;
-        a.insert("valuestream.issue.number".into(), (issue.number as i64).into());
+        a.insert(
+            "valuestream.issue.number".into(),
+            (issue.number as i64).into(),
+        );
         a.insert("valuestream.issue.title".into(), issue.title.clone().into());
-        a.insert("valuestream.labels".into(), AttrValue::StrList(labels.clone()));
+        a.insert(
+            "valuestream.labels".into(),
+            AttrValue::StrList(labels.clone()),
+        );
         set_opt(a, "url.full", issue.html_url.clone());
-        set_opt(a, "valuestream.author", issue.user.as_ref().map(|u| u.login.clone()));
-        set_opt(a, "valuestream.issue.state_reason", issue.state_reason.clone());
+        set_opt(
+            a,
+            "valuestream.author",
+            issue.user.as_ref().map(|u| u.login.clone()),
+        );
+        set_opt(
+            a,
+            "valuestream.issue.state_reason",
+            issue.state_reason.clone(),
+        );
         Ok(w)
     }
 
@@ -339,22 +450,42 @@ impl Ctx<'_> {
             "opened" => (Action::Open, false),
             "reopened" => (Action::Open, true),
             "closed" => (Action::Close, false),
-            "edited" | "labeled" | "unlabeled" | "synchronize" | "converted_to_draft" | "ready_for_review" => (Action::Update, false),
+            "edited" | "labeled" | "unlabeled" | "synchronize" | "converted_to_draft"
+            | "ready_for_review" => (Action::Update, false),
             other => return Err(format!("github pull_request action {other:?} is not used")),
         };
-        let mut w = self.work(Kind::Change, &pr.number.to_string(), format!("PR #{} {}", pr.number, pr.title), act, &labels);
+        let mut w = self.work(
+            Kind::Change,
+            &pr.number.to_string(),
+            format!("PR #{} {}", pr.number, pr.title),
+            act,
+            &labels,
+        );
         w.reopened = reopened;
-        w.start = Some(if reopened { pr.updated_at.unwrap_or(pr.created_at) } else { pr.created_at });
+        w.start = Some(if reopened {
+            pr.updated_at.unwrap_or(pr.created_at)
+        } else {
+            pr.created_at
+        });
         w.head_branch = Some(pr.head.name.clone());
         w.head_sha = Some(pr.head.sha.clone());
         let state = if act == Action::Close {
             let merged = pr.merged || pr.merged_at.is_some();
-            w.end = Some(pr.merged_at.or(pr.closed_at).or(pr.updated_at).unwrap_or(pr.created_at));
+            w.end = Some(
+                pr.merged_at
+                    .or(pr.closed_at)
+                    .or(pr.updated_at)
+                    .unwrap_or(pr.created_at),
+            );
             w.outcome = Some(Outcome::ok(if merged { "merged" } else { "closed" }));
             if merged {
                 w.merge_sha = pr.merge_commit_sha.clone();
             }
-            if merged { "merged" } else { "closed" }
+            if merged {
+                "merged"
+            } else {
+                "closed"
+            }
         } else if pr.draft {
             "wip"
         } else {
@@ -362,14 +493,23 @@ impl Ctx<'_> {
         };
         if matches!(action, "converted_to_draft" | "ready_for_review") {
             w.span_events.push(SpanEvent {
-                name: if action == "converted_to_draft" { "converted to draft".into() } else { "ready for review".into() },
+                name: if action == "converted_to_draft" {
+                    "converted to draft".into()
+                } else {
+                    "ready for review".into()
+                },
                 time: pr.updated_at.unwrap_or(pr.created_at),
                 attributes: Attrs::new(),
             });
         }
         // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
         for r in vstrace_refs(&pr.head.name, Some(self.repo)) {
-            w.parents.push(ParentRef::Item(item_key(&r.source, "issue", &r.repo.0, &r.number.to_string())));
+            w.parents.push(ParentRef::Item(item_key(
+                &r.source,
+                "issue",
+                &r.repo.0,
+                &r.number.to_string(),
+            )));
         }
         for r in closing_refs(pr.body.as_deref().unwrap_or_default(), SOURCE, self.repo) {
             let k = ParentRef::Item(item_key(SOURCE, "issue", &r.repo.0, &r.number.to_string()));
@@ -390,7 +530,11 @@ impl Ctx<'_> {
         a.insert("vcs.ref.base.revision".into(), pr.base.sha.clone().into());
         a.insert("valuestream.labels".into(), AttrValue::StrList(labels));
         set_opt(a, "url.full", pr.html_url.clone());
-        set_opt(a, "valuestream.author", pr.user.as_ref().map(|u| u.login.clone()));
+        set_opt(
+            a,
+            "valuestream.author",
+            pr.user.as_ref().map(|u| u.login.clone()),
+        );
         set_opt(a, "valuestream.change.merge_revision", w.merge_sha.clone());
         Ok(w)
     }
@@ -403,20 +547,39 @@ impl Ctx<'_> {
         };
         let attempt = run.run_attempt.unwrap_or(1);
         let name = workflow_name(run.name.as_deref(), run.path.as_deref());
-        let mut w = self.work(Kind::PipelineRun, &format!("{}/{attempt}", run.id), format!("RUN {name}"), act, &[]);
+        let mut w = self.work(
+            Kind::PipelineRun,
+            &format!("{}/{attempt}", run.id),
+            format!("RUN {name}"),
+            act,
+            &[],
+        );
         w.start = Some(run.run_started_at.unwrap_or(run.created_at));
         if act == Action::Close {
             w.end = Some(run.updated_at);
-            w.outcome = Some(pipeline_result(run.conclusion.as_deref().unwrap_or("failure")));
+            w.outcome = Some(pipeline_result(
+                run.conclusion.as_deref().unwrap_or("failure"),
+            ));
         }
         if attempt > 1 {
-            w.follows.push(item_key(SOURCE, "run", &self.repo.0, &format!("{}/{}", run.id, attempt - 1)));
+            w.follows.push(item_key(
+                SOURCE,
+                "run",
+                &self.repo.0,
+                &format!("{}/{}", run.id, attempt - 1),
+            ));
         }
         w.head_sha = Some(run.head_sha.clone());
         w.head_branch = run.head_branch.clone();
-        w.parents.push(ParentRef::Sha { repo: self.repo.clone(), sha: run.head_sha.clone() });
+        w.parents.push(ParentRef::Sha {
+            repo: self.repo.clone(),
+            sha: run.head_sha.clone(),
+        });
         if let Some(b) = &run.head_branch {
-            w.parents.push(ParentRef::Branch { repo: self.repo.clone(), branch: b.clone() });
+            w.parents.push(ParentRef::Branch {
+                repo: self.repo.clone(),
+                branch: b.clone(),
+            });
         }
         let a = &mut w.attributes;
         a.insert("cicd.pipeline.name".into(), name.clone().into());
@@ -427,7 +590,10 @@ impl Ctx<'_> {
         a.insert("vcs.ref.head.revision".into(), run.head_sha.clone().into());
         set_opt(a, "valuestream.trigger", run.event.clone());
         if let Some(started) = run.run_started_at {
-            a.insert("valuestream.queue.duration_s".into(), AttrValue::Float(secs(started - run.created_at)));
+            a.insert(
+                "valuestream.queue.duration_s".into(),
+                AttrValue::Float(secs(started - run.created_at)),
+            );
         }
         Ok(w)
     }
@@ -439,39 +605,83 @@ impl Ctx<'_> {
             other => return Err(format!("github workflow_job action {other:?} is not used")),
         };
         let attempt = job.run_attempt.unwrap_or(1);
-        let mut w = self.work(Kind::Task, &job.id.to_string(), format!("JOB {}", job.name), act, &[]);
+        let mut w = self.work(
+            Kind::Task,
+            &job.id.to_string(),
+            format!("JOB {}", job.name),
+            act,
+            &[],
+        );
         w.start = Some(job.started_at);
         if act == Action::Close {
             w.end = Some(job.completed_at.unwrap_or(job.started_at));
-            w.outcome = Some(pipeline_result(job.conclusion.as_deref().unwrap_or("failure")));
+            w.outcome = Some(pipeline_result(
+                job.conclusion.as_deref().unwrap_or("failure"),
+            ));
         }
-        w.parents.push(ParentRef::Item(item_key(SOURCE, "run", &self.repo.0, &format!("{}/{attempt}", job.run_id))));
+        w.parents.push(ParentRef::Item(item_key(
+            SOURCE,
+            "run",
+            &self.repo.0,
+            &format!("{}/{attempt}", job.run_id),
+        )));
         w.head_sha = job.head_sha.clone();
         w.head_branch = job.head_branch.clone();
         let a = &mut w.attributes;
         a.insert("cicd.pipeline.task.name".into(), job.name.clone().into());
-        a.insert("cicd.pipeline.task.run.id".into(), job.id.to_string().into());
+        a.insert(
+            "cicd.pipeline.task.run.id".into(),
+            job.id.to_string().into(),
+        );
         a.insert("cicd.pipeline.run.id".into(), job.run_id.to_string().into());
         set_opt(a, "cicd.pipeline.name", job.workflow_name.clone());
         set_opt(a, "cicd.pipeline.task.run.url.full", job.html_url.clone());
         if let Some(o) = &w.outcome {
-            a.insert("cicd.pipeline.task.run.result".into(), o.result.clone().into());
+            a.insert(
+                "cicd.pipeline.task.run.result".into(),
+                o.result.clone().into(),
+            );
         }
         if let Some(created) = job.created_at {
-            a.insert("valuestream.queue.duration_s".into(), AttrValue::Float(secs(job.started_at - created).max(0.0)));
+            a.insert(
+                "valuestream.queue.duration_s".into(),
+                AttrValue::Float(secs(job.started_at - created).max(0.0)),
+            );
         }
         Ok(w)
     }
 
-    fn deployment(&self, dep: &Deployment, status: Option<&DeploymentStatus>) -> Result<WorkEvent, String> {
+    fn deployment(
+        &self,
+        dep: &Deployment,
+        status: Option<&DeploymentStatus>,
+    ) -> Result<WorkEvent, String> {
         let (act, outcome, end) = match status.map(|s| s.state.as_str()) {
             None => (Action::Open, None, None),
-            Some("success") => (Action::Close, Some(Outcome::ok("success")), status.map(|s| s.created_at)),
-            Some("failure") => (Action::Close, Some(Outcome::failed("failure")), status.map(|s| s.created_at)),
-            Some("error") => (Action::Close, Some(Outcome::failed("error")), status.map(|s| s.created_at)),
+            Some("success") => (
+                Action::Close,
+                Some(Outcome::ok("success")),
+                status.map(|s| s.created_at),
+            ),
+            Some("failure") => (
+                Action::Close,
+                Some(Outcome::failed("failure")),
+                status.map(|s| s.created_at),
+            ),
+            Some("error") => (
+                Action::Close,
+                Some(Outcome::failed("error")),
+                status.map(|s| s.created_at),
+            ),
             Some(_) => (Action::Update, None, None),
         };
-        let mut w = self.work(Kind::Deployment, &dep.id.to_string(), format!("DEPLOY {}", dep.environment), act, &[]);
+        let mut w = self.work(
+            Kind::Deployment,
+            &dep.id.to_string(),
+            format!("DEPLOY {}", dep.environment),
+            act,
+            &[],
+        );
         w.start = Some(dep.created_at);
         w.end = end;
         w.outcome = outcome;
@@ -479,24 +689,48 @@ impl Ctx<'_> {
         w.head_sha = Some(dep.sha.clone());
         w.head_branch = dep.git_ref.clone();
         if let Some(s) = status.filter(|_| act == Action::Update) {
-            w.span_events.push(SpanEvent { name: format!("status {}", s.state), time: s.created_at, attributes: Attrs::new() });
+            w.span_events.push(SpanEvent {
+                name: format!("status {}", s.state),
+                time: s.created_at,
+                attributes: Attrs::new(),
+            });
         }
         // A deployment that names an issue (vstrace reference in its payload or description).
-        let text = format!("{} {}", dep.payload, dep.description.as_deref().unwrap_or_default());
+        let text = format!(
+            "{} {}",
+            dep.payload,
+            dep.description.as_deref().unwrap_or_default()
+        );
         for r in vstrace_refs(&text, Some(self.repo)) {
-            w.parents.push(ParentRef::Item(item_key(&r.source, "issue", &r.repo.0, &r.number.to_string())));
+            w.parents.push(ParentRef::Item(item_key(
+                &r.source,
+                "issue",
+                &r.repo.0,
+                &r.number.to_string(),
+            )));
         }
         let a = &mut w.attributes;
-        a.insert("deployment.environment.name".into(), dep.environment.clone().into());
+        a.insert(
+            "deployment.environment.name".into(),
+            dep.environment.clone().into(),
+        );
         a.insert("deployment.id".into(), dep.id.to_string().into());
         a.insert("vcs.ref.head.revision".into(), dep.sha.clone().into());
         set_opt(a, "vcs.ref.head.name", dep.git_ref.clone());
-        set_opt(a, "valuestream.deployment.status_description", status.and_then(|s| s.description.clone()));
+        set_opt(
+            a,
+            "valuestream.deployment.status_description",
+            status.and_then(|s| s.description.clone()),
+        );
         Ok(w)
     }
 
     fn push(&self, env: &Envelope) -> Result<Translation, SourceError> {
-        let Some(branch) = env.git_ref.as_deref().and_then(|r| r.strip_prefix("refs/heads/")) else {
+        let Some(branch) = env
+            .git_ref
+            .as_deref()
+            .and_then(|r| r.strip_prefix("refs/heads/"))
+        else {
             return ignored("github push: not a branch (tags are not used)".into());
         };
         let after = env.after.clone().unwrap_or_default();
@@ -506,7 +740,11 @@ impl Ctx<'_> {
         let commits: Vec<Commit> = env
             .commits
             .iter()
-            .map(|c| Commit { sha: c.id.clone(), time: c.timestamp, message: c.message.clone() })
+            .map(|c| Commit {
+                sha: c.id.clone(),
+                time: c.timestamp,
+                message: c.message.clone(),
+            })
             .collect();
         let Some(time) = commits.iter().map(|c| c.time).max() else {
             return ignored("github push: no commits".into());

@@ -121,6 +121,11 @@ pub fn authenticate_with(
 }
 
 /// Parses a JSON body, or says why not.
-pub fn parse_json<T: serde::de::DeserializeOwned>(source: &str, body: &[u8]) -> Result<T, SourceError> {
-    serde_json::from_slice(body).map_err(|e| SourceError::Malformed(format!("{source}: body is not the expected JSON: {e}")))
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    source: &str,
+    body: &[u8],
+) -> Result<T, SourceError> {
+    serde_json::from_slice(body).map_err(|e| {
+        SourceError::Malformed(format!("{source}: body is not the expected JSON: {e}"))
+    })
 }

@@ -10,7 +10,9 @@ impl Source for PagerDuty {
         "pagerduty"
     }
     fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
-        Err(SourceError::Unauthorized("pagerduty: not supported yet".into()))
+        Err(SourceError::Unauthorized(
+            "pagerduty: not supported yet".into(),
+        ))
     }
     fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
         Ok(Translated {

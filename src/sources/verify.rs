@@ -43,11 +43,24 @@ mod tests {
     fn hmac_round_trip_and_rejects() {
         // Reference value from GitHub's documentation ("Validating webhook deliveries").
         let sig = hmac_sha256_hex("It's a Secret to Everybody", b"Hello, World!");
-        assert_eq!(sig, "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
-        assert!(hmac_sha256_matches("It's a Secret to Everybody", b"Hello, World!", &sig));
+        assert_eq!(
+            sig,
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+        assert!(hmac_sha256_matches(
+            "It's a Secret to Everybody",
+            b"Hello, World!",
+            &sig
+        ));
         assert!(!hmac_sha256_matches("wrong", b"Hello, World!", &sig));
-        assert!(!hmac_sha256_matches("It's a Secret to Everybody", b"Hello, World!", "zz"));
-        assert!(tokens_match("abc", "abc") && !tokens_match("abc", "abd") && !tokens_match("abc", "ab"));
+        assert!(!hmac_sha256_matches(
+            "It's a Secret to Everybody",
+            b"Hello, World!",
+            "zz"
+        ));
+        assert!(
+            tokens_match("abc", "abc") && !tokens_match("abc", "abd") && !tokens_match("abc", "ab")
+        );
         assert_eq!(bearer("Bearer t0k"), Some("t0k"));
         assert_eq!(bearer("Basic t0k"), None);
     }

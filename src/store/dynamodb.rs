@@ -7,7 +7,9 @@ pub struct DynamoStore;
 
 impl DynamoStore {
     pub async fn connect(_table: &str) -> StoreResult<Self> {
-        Err(StoreError::Backend("the DynamoDB store is not built yet".into()))
+        Err(StoreError::Backend(
+            "the DynamoDB store is not built yet".into(),
+        ))
     }
 }
 
@@ -16,7 +18,14 @@ impl Store for DynamoStore {
     async fn get_many(&self, _keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
         unimplemented!()
     }
-    async fn query(&self, _pk: &str, _from: &str, _to: &str, _limit: usize, _order: Order) -> StoreResult<Vec<Record>> {
+    async fn query(
+        &self,
+        _pk: &str,
+        _from: &str,
+        _to: &str,
+        _limit: usize,
+        _order: Order,
+    ) -> StoreResult<Vec<Record>> {
         unimplemented!()
     }
     async fn commit(&self, _writes: Vec<Write>) -> StoreResult<()> {
@@ -26,5 +35,7 @@ impl Store for DynamoStore {
 
 /// Creates the table with TTL enabled.
 pub async fn create_table(_table: &str) -> StoreResult<()> {
-    Err(StoreError::Backend("the DynamoDB store is not built yet".into()))
+    Err(StoreError::Backend(
+        "the DynamoDB store is not built yet".into(),
+    ))
 }

@@ -81,6 +81,21 @@ impl EmbeddedStore {
         })
     }
 
+    /// Every live record (diagnostics and tests; never on the request path).
+    pub fn dump(&self) -> StoreResult<Vec<Record>> {
+        let now = now_epoch();
+        let r = self.db.begin_read().map_err(backend)?;
+        let t = r.open_table(RECORDS).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            if let Some(rec) = decode(decode_key(k.value()), v.value(), now)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes every expired record; returns how many.
     pub fn sweep_now(&self) -> StoreResult<usize> {
         let now = now_epoch();
@@ -141,7 +156,11 @@ impl Store for EmbeddedStore {
         let (lo, hi) = (encode_key(pk, from), encode_key(pk, to));
         let range = t.range(lo.as_slice()..=hi.as_slice()).map_err(backend)?;
         let mut out = Vec::new();
-        let mut push = |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| -> StoreResult<bool> {
+        let mut push = |item: Result<
+            (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
+            redb::StorageError,
+        >|
+         -> StoreResult<bool> {
             let (k, v) = item.map_err(backend)?;
             if let Some(rec) = decode(decode_key(k.value()), v.value(), now)? {
                 out.push(rec);

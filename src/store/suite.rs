@@ -36,7 +36,10 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
 pub async fn put_then_get(store: &dyn Store, prefix: &str) {
     let k = Key::new(format!("{prefix}put"), "a");
     store
-        .commit(vec![put(rec(k.clone(), 1, 60, json!({"x": 1, "s": "é"})), Cond::Any)])
+        .commit(vec![put(
+            rec(k.clone(), 1, 60, json!({"x": 1, "s": "é"})),
+            Cond::Any,
+        )])
         .await
         .unwrap();
     let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
@@ -56,17 +59,27 @@ pub async fn missing_reads_none(store: &dyn Store, prefix: &str) {
     let got = store.get_many(&[a, b.clone()]).await.unwrap();
     assert_eq!(got.len(), 2, "one slot per key");
     assert!(got[0].is_none());
-    assert_eq!(got[1].as_ref().unwrap().key, b, "slots keep the keys' order");
+    assert_eq!(
+        got[1].as_ref().unwrap().key,
+        b,
+        "slots keep the keys' order"
+    );
 }
 
 pub async fn absent_condition(store: &dyn Store, prefix: &str) {
     let k = Key::new(format!("{prefix}absent"), "d1");
     store
-        .commit(vec![put(rec(k.clone(), 1, 60, json!("first")), Cond::Absent)])
+        .commit(vec![put(
+            rec(k.clone(), 1, 60, json!("first")),
+            Cond::Absent,
+        )])
         .await
         .unwrap();
     let second = store
-        .commit(vec![put(rec(k.clone(), 1, 60, json!("second")), Cond::Absent)])
+        .commit(vec![put(
+            rec(k.clone(), 1, 60, json!("second")),
+            Cond::Absent,
+        )])
         .await;
     assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
     let got = store.get_many(&[k]).await.unwrap();
@@ -84,12 +97,20 @@ pub async fn version_condition(store: &dyn Store, prefix: &str) {
         .await
         .unwrap();
     let stale = store
-        .commit(vec![put(rec(k.clone(), 2, 60, json!(99)), Cond::Version(1))])
+        .commit(vec![put(
+            rec(k.clone(), 2, 60, json!(99)),
+            Cond::Version(1),
+        )])
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
     let on_missing = store
         .commit(vec![put(
-            rec(Key::new(format!("{prefix}version"), "none"), 2, 60, json!(0)),
+            rec(
+                Key::new(format!("{prefix}version"), "none"),
+                2,
+                60,
+                json!(0),
+            ),
             Cond::Version(1),
         )])
         .await;
@@ -158,7 +179,10 @@ pub async fn expired_is_absent(store: &dyn Store, prefix: &str) {
     assert!(q.is_empty(), "queries skip expired records");
     // Absent holds over an expired record; a version condition does not.
     let v = store
-        .commit(vec![put(rec(k.clone(), 8, 60, json!("v")), Cond::Version(7))])
+        .commit(vec![put(
+            rec(k.clone(), 8, 60, json!("v")),
+            Cond::Version(7),
+        )])
         .await;
     assert!(matches!(v, Err(StoreError::Conflict)));
     store
@@ -172,16 +196,32 @@ pub async fn expired_is_absent(store: &dyn Store, prefix: &str) {
 pub async fn query_range_and_order(store: &dyn Store, prefix: &str) {
     let pk = format!("{prefix}query");
     let mut writes = Vec::new();
-    for sk in ["2024-01-01#a", "2024-01-02#b", "2024-01-03#c", "2024-01-04#d"] {
+    for sk in [
+        "2024-01-01#a",
+        "2024-01-02#b",
+        "2024-01-03#c",
+        "2024-01-04#d",
+    ] {
         writes.push(put(rec(Key::new(&pk, sk), 1, 60, json!(sk)), Cond::Any));
     }
     writes.push(put(
-        rec(Key::new(format!("{pk}x"), "2024-01-02"), 1, 60, json!("other")),
+        rec(
+            Key::new(format!("{pk}x"), "2024-01-02"),
+            1,
+            60,
+            json!("other"),
+        ),
         Cond::Any,
     ));
     store.commit(writes).await.unwrap();
     let asc = store
-        .query(&pk, "2024-01-02", "2024-01-03\u{10ffff}", 10, Order::Ascending)
+        .query(
+            &pk,
+            "2024-01-02",
+            "2024-01-03\u{10ffff}",
+            10,
+            Order::Ascending,
+        )
         .await
         .unwrap();
     let sks: Vec<_> = asc.iter().map(|r| r.key.sk.as_str()).collect();

@@ -1,0 +1,527 @@
+//! Shared test harness: a real OTLP/HTTP receiver that decodes the protobuf, an app built on
+//! the real router, and helpers to sign and post fixtures.
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use prost::Message;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+use valuestream::config::Config;
+use valuestream::engine::outbox::Pipeline;
+use valuestream::engine::Engine;
+use valuestream::export::otlp::{OtlpExporter, OtlpSettings};
+use valuestream::http::{router, AppState};
+use valuestream::sources::verify::hmac_sha256_hex;
+use valuestream::store::embedded::EmbeddedStore;
+use valuestream::store::Store;
+
+pub const GITHUB_SECRET: &str = "test-github-secret";
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+pub fn fixture_json(rel: &str) -> Value {
+    serde_json::from_slice(&fixture(rel)).unwrap()
+}
+
+// ---------------------------------------------------------------- OTLP receiver
+
+#[derive(Default)]
+struct Received {
+    traces: Mutex<Vec<ExportTraceServiceRequest>>,
+    metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    down: AtomicBool,
+}
+
+/// An OTLP/HTTP receiver on loopback that decodes the real protobuf. `set_down(true)` makes it
+/// answer 503, as a collector that is unavailable.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<Received>,
+}
+
+/// A span as the receiver decoded it, flattened for assertions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RSpan {
+    pub service: String,
+    pub namespace: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub name: String,
+    pub kind: i32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub attrs: BTreeMap<String, Value>,
+    pub status_code: i32,
+    pub status_message: String,
+    pub links: Vec<(String, String, BTreeMap<String, Value>)>,
+    pub events: Vec<(String, u64)>,
+}
+
+impl RSpan {
+    pub fn attr(&self, k: &str) -> Option<&Value> {
+        self.attrs.get(k)
+    }
+    pub fn attr_str(&self, k: &str) -> &str {
+        self.attrs
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| {
+                panic!(
+                    "span {:?} has no string attribute {k}: {:?}",
+                    self.name, self.attrs
+                )
+            })
+    }
+    /// The span as a golden-file value (times as RFC 3339).
+    pub fn golden(&self) -> Value {
+        json!({
+            "service": self.service,
+            "name": self.name,
+            "kind": self.kind,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "start": rfc3339(self.start_ns),
+            "end": rfc3339(self.end_ns),
+            "status": {"code": self.status_code, "message": self.status_message},
+            "attributes": self.attrs,
+            "links": self.links.iter().map(|(t, s, a)| json!({"trace_id": t, "span_id": s, "attributes": a})).collect::<Vec<_>>(),
+            "events": self.events.iter().map(|(n, t)| json!({"name": n, "time": rfc3339(*t)})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A metric point as the receiver decoded it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RPoint {
+    pub name: String,
+    pub unit: String,
+    pub labels: BTreeMap<String, String>,
+    pub start_ns: u64,
+    pub time_ns: u64,
+    /// Counter value, or histogram count.
+    pub value: f64,
+    pub sum: f64,
+    pub buckets: Vec<u64>,
+    pub cumulative: bool,
+}
+
+pub fn rfc3339(ns: u64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns as i64)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn ns(rfc: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(rfc)
+        .unwrap()
+        .timestamp_nanos_opt()
+        .unwrap() as u64
+}
+
+fn value_json(v: &Option<AnyValue>) -> Value {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => json!(s),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::DoubleValue(f)) => json!(f),
+        Some(any_value::Value::ArrayValue(a)) => Value::Array(
+            a.values
+                .iter()
+                .map(|v| value_json(&Some(v.clone())))
+                .collect(),
+        ),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value_json(&kv.value)))
+        .collect()
+}
+
+async fn traces(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+    if s.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match ExportTraceServiceRequest::decode(body) {
+        Ok(req) => {
+            s.traces.lock().unwrap().push(req);
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn metrics(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+    if s.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match ExportMetricsServiceRequest::decode(body) {
+        Ok(req) => {
+            s.metrics.lock().unwrap().push(req);
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Received::default());
+        let app = Router::new()
+            .route("/v1/traces", post(traces))
+            .route("/v1/metrics", post(metrics))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn clear(&self) {
+        self.state.traces.lock().unwrap().clear();
+        self.state.metrics.lock().unwrap().clear();
+    }
+
+    pub fn spans(&self) -> Vec<RSpan> {
+        let mut out = Vec::new();
+        for req in self.state.traces.lock().unwrap().iter() {
+            for rs in &req.resource_spans {
+                let res = attrs(
+                    &rs.resource
+                        .as_ref()
+                        .map(|r| r.attributes.clone())
+                        .unwrap_or_default(),
+                );
+                let service = res
+                    .get("service.name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let namespace = res
+                    .get("service.namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        out.push(RSpan {
+                            service: service.clone(),
+                            namespace: namespace.clone(),
+                            trace_id: hex::encode(&s.trace_id),
+                            span_id: hex::encode(&s.span_id),
+                            parent_span_id: hex::encode(&s.parent_span_id),
+                            name: s.name.clone(),
+                            kind: s.kind,
+                            start_ns: s.start_time_unix_nano,
+                            end_ns: s.end_time_unix_nano,
+                            attrs: attrs(&s.attributes),
+                            status_code: s.status.as_ref().map(|st| st.code).unwrap_or_default(),
+                            status_message: s
+                                .status
+                                .as_ref()
+                                .map(|st| st.message.clone())
+                                .unwrap_or_default(),
+                            links: s
+                                .links
+                                .iter()
+                                .map(|l| {
+                                    (
+                                        hex::encode(&l.trace_id),
+                                        hex::encode(&l.span_id),
+                                        attrs(&l.attributes),
+                                    )
+                                })
+                                .collect(),
+                            events: s
+                                .events
+                                .iter()
+                                .map(|e| (e.name.clone(), e.time_unix_nano))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn span(&self, name_prefix: &str) -> RSpan {
+        let found: Vec<RSpan> = self
+            .spans()
+            .into_iter()
+            .filter(|s| s.name.starts_with(name_prefix))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one span named {name_prefix}*, got {:?}",
+            self.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        found.into_iter().next().unwrap()
+    }
+
+    pub fn points(&self) -> Vec<RPoint> {
+        let mut out = Vec::new();
+        for req in self.state.metrics.lock().unwrap().iter() {
+            for rm in &req.resource_metrics {
+                for sm in &rm.scope_metrics {
+                    for m in &sm.metrics {
+                        let label = |kvs: &[KeyValue]| {
+                            attrs(kvs)
+                                .into_iter()
+                                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                                .collect()
+                        };
+                        match &m.data {
+                            Some(metric::Data::Sum(s)) => {
+                                for p in &s.data_points {
+                                    let value = match p.value {
+                                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
+                                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
+                                        None => f64::NAN,
+                                    };
+                                    out.push(RPoint {
+                                        name: m.name.clone(),
+                                        unit: m.unit.clone(),
+                                        labels: label(&p.attributes),
+                                        start_ns: p.start_time_unix_nano,
+                                        time_ns: p.time_unix_nano,
+                                        value,
+                                        sum: 0.0,
+                                        buckets: vec![],
+                                        cumulative: s.aggregation_temporality == 2,
+                                    });
+                                }
+                            }
+                            Some(metric::Data::Histogram(h)) => {
+                                for p in &h.data_points {
+                                    out.push(RPoint {
+                                        name: m.name.clone(),
+                                        unit: m.unit.clone(),
+                                        labels: label(&p.attributes),
+                                        start_ns: p.start_time_unix_nano,
+                                        time_ns: p.time_unix_nano,
+                                        value: p.count as f64,
+                                        sum: p.sum.unwrap_or_default(),
+                                        buckets: p.bucket_counts.clone(),
+                                        cumulative: h.aggregation_temporality == 2,
+                                    });
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The latest (highest sample time) point of every series: the exact totals.
+    pub fn latest_points(&self) -> Vec<RPoint> {
+        let mut latest: BTreeMap<(String, Vec<(String, String)>), RPoint> = BTreeMap::new();
+        for p in self.points() {
+            let key = (p.name.clone(), p.labels.clone().into_iter().collect());
+            match latest.get(&key) {
+                Some(q) if q.time_ns >= p.time_ns => {}
+                _ => {
+                    latest.insert(key, p);
+                }
+            }
+        }
+        latest.into_values().collect()
+    }
+}
+
+// ---------------------------------------------------------------- the app under test
+
+pub struct App {
+    pub router: Router,
+    pub store: Arc<dyn Store>,
+    pub pipeline: Arc<Pipeline>,
+    pub receiver: Receiver,
+    pub config: Arc<Config>,
+}
+
+/// Config for tests: the GitHub secret set, plus `extra` pairs.
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    let mut pairs = vec![("VALUESTREAM_GITHUB_SECRET", GITHUB_SECRET)];
+    pairs.extend_from_slice(extra);
+    Config::from_pairs(&pairs).unwrap()
+}
+
+pub async fn app() -> App {
+    app_with(
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+        test_config(&[]),
+    )
+    .await
+}
+
+pub async fn app_with(store: Arc<dyn Store>, config: Config) -> App {
+    let receiver = Receiver::start().await;
+    app_on(store, config, receiver)
+}
+
+pub fn app_on(store: Arc<dyn Store>, config: Config, receiver: Receiver) -> App {
+    let config = Arc::new(config);
+    let settings = OtlpSettings {
+        traces_url: format!("{}/v1/traces", receiver.url),
+        metrics_url: format!("{}/v1/metrics", receiver.url),
+        headers: vec![],
+        timeout: std::time::Duration::from_secs(2),
+    };
+    let exporter = Arc::new(OtlpExporter::new(settings).unwrap());
+    let pipeline = Arc::new(Pipeline::new(
+        Engine::new(store.clone(), config.clone()),
+        exporter,
+    ));
+    let router = router(AppState {
+        pipeline: pipeline.clone(),
+        config: config.clone(),
+        metrics_endpoint: true,
+    });
+    App {
+        router,
+        store,
+        pipeline,
+        receiver,
+        config,
+    }
+}
+
+pub fn github_signature(body: &[u8]) -> String {
+    format!("sha256={}", hmac_sha256_hex(GITHUB_SECRET, body))
+}
+
+impl App {
+    pub async fn post(
+        &self,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        self.post_path(&format!("/webhooks/{source}"), headers, body)
+            .await
+    }
+
+    pub async fn post_path(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::post(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Posts a GitHub delivery, signed with the test secret.
+    pub async fn github(&self, event: &str, delivery: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let sig = github_signature(&body);
+        self.post(
+            "github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &sig),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// Posts a GitHub fixture file (`github/<event>/<file>`).
+    pub async fn github_fixture(&self, rel: &str, delivery: &str) -> (StatusCode, Value) {
+        let event = rel.split('/').nth(1).unwrap().to_string();
+        self.github(&event, delivery, fixture(rel)).await
+    }
+}
+
+/// Every record of an embedded store, for "the store is unchanged" checks.
+pub fn dump(store: &EmbeddedStore) -> Vec<valuestream::store::Record> {
+    store.dump().unwrap()
+}
+
+/// Edits a JSON fixture: applies `f` and re-serializes.
+pub fn edit(rel: &str, f: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut v = fixture_json(rel);
+    f(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Compares `actual` to the golden file `rel` (under tests/fixtures), or writes it when
+/// `UPDATE_GOLDEN=1`.
+pub fn golden(rel: &str, actual: &Value) {
+    let path = fixtures_dir().join(rel);
+    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &pretty).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("golden file {rel} is missing: run with UPDATE_GOLDEN=1 and review it")
+    });
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    if &expected != actual {
+        panic!("{rel} differs from the output (UPDATE_GOLDEN=1 rewrites it; review the diff):\n{pretty}");
+    }
+}
