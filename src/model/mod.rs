@@ -58,10 +58,14 @@ impl From<Vec<String>> for AttrValue {
 
 pub type Attrs = BTreeMap<String, AttrValue>;
 
-/// Sets `key` when `value` is `Some`.
+/// Sets `key` when `value` is `Some` and not an empty string.
 pub fn set_opt<V: Into<AttrValue>>(attrs: &mut Attrs, key: &str, value: Option<V>) {
-    if let Some(v) = value {
-        attrs.insert(key.to_string(), v.into());
+    match value.map(Into::into) {
+        Some(AttrValue::Str(s)) if s.is_empty() => {}
+        Some(v) => {
+            attrs.insert(key.to_string(), v);
+        }
+        None => {}
     }
 }
 

@@ -145,8 +145,14 @@ struct PushCommit {
 }
 
 #[derive(Deserialize)]
+struct Workflow {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct Envelope {
     action: Option<String>,
+    workflow: Option<Workflow>,
     repository: Option<Repository>,
     issue: Option<IssuePayload>,
     pull_request: Option<PullRequest>,
@@ -266,6 +272,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
             env.workflow_run
                 .as_ref()
                 .ok_or_else(|| missing("workflow_run"))?,
+            env.workflow.as_ref().and_then(|w| w.name.as_deref()),
         ),
         "workflow_job" => ctx.workflow_job(
             &action,
@@ -539,14 +546,22 @@ impl Ctx<'_> {
         Ok(w)
     }
 
-    fn workflow_run(&self, action: &str, run: &WorkflowRun) -> Result<WorkEvent, String> {
+    fn workflow_run(
+        &self,
+        action: &str,
+        run: &WorkflowRun,
+        workflow: Option<&str>,
+    ) -> Result<WorkEvent, String> {
         let act = match action {
             "requested" | "in_progress" => Action::Open,
             "completed" => Action::Close,
             other => return Err(format!("github workflow_run action {other:?} is not used")),
         };
         let attempt = run.run_attempt.unwrap_or(1);
-        let name = workflow_name(run.name.as_deref(), run.path.as_deref());
+        let name = workflow_name(
+            run.name.as_deref().filter(|n| !n.is_empty()).or(workflow),
+            run.path.as_deref(),
+        );
         let mut w = self.work(
             Kind::PipelineRun,
             &format!("{}/{attempt}", run.id),
@@ -695,7 +710,8 @@ impl Ctx<'_> {
                 attributes: Attrs::new(),
             });
         }
-        // A deployment that names an issue (vstrace reference in its payload or description).
+        // A deployment that names an issue (vstrace reference in its payload or description);
+        // otherwise it continues the change whose head or merge commit it deployed.
         let text = format!(
             "{} {}",
             dep.payload,
@@ -709,6 +725,10 @@ impl Ctx<'_> {
                 &r.number.to_string(),
             )));
         }
+        w.parents.push(ParentRef::Sha {
+            repo: self.repo.clone(),
+            sha: dep.sha.clone(),
+        });
         let a = &mut w.attributes;
         a.insert(
             "deployment.environment.name".into(),
