@@ -75,6 +75,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news (default 90)"),
     ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection (default 7)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
+    ("VALUESTREAM_RETRY_SECS", "serve: seconds between retries of pending exports (default 30)"),
     ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto)"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/HTTP base URL, e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics)"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces, overrides the base"),

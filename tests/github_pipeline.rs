@@ -386,3 +386,49 @@ async fn healthz() {
     assert_eq!(s, StatusCode::OK);
     assert!(body.contains("ok"));
 }
+
+#[tokio::test]
+async fn team_comes_from_labels_topics_or_configuration() {
+    let app = app_with(
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+        test_config(&[("VALUESTREAM_TEAMS", "codertocat/*=platform")]),
+    )
+    .await;
+    let labelled = edit("github/issues/closed.derived.payload.json", |v| {
+        v["issue"]["labels"] = json!([{"name": "bug"}, {"name": "team:checkout"}]);
+        v["repository"]["language"] = json!("Rust");
+    });
+    app.github("issues", "t1", labelled).await;
+    let topic = edit("github/pull_request/closed.payload.json", |v| {
+        v["repository"]["topics"] = json!(["web", "team-storefront"])
+    });
+    app.github("pull_request", "t2", topic).await;
+    let from_config = edit("github/workflow_run/completed.payload.json", |v| {
+        v["repository"] = fixture_json("github/issues/opened.payload.json")["repository"].clone();
+    });
+    app.github("workflow_run", "t3", from_config).await;
+    let issue = app.receiver.span("ISSUE");
+    assert_eq!(
+        issue.attr_str("valuestream.team"),
+        "checkout",
+        "a team: label wins"
+    );
+    assert_eq!(issue.attr_str("valuestream.language"), "Rust");
+    assert_eq!(
+        app.receiver.span("PR").attr_str("valuestream.team"),
+        "storefront",
+        "then a team- topic"
+    );
+    assert_eq!(
+        app.receiver.span("RUN").attr_str("valuestream.team"),
+        "platform",
+        "then the owner/* entry of VALUESTREAM_TEAMS"
+    );
+    let labels: Vec<String> = app
+        .receiver
+        .latest_points()
+        .iter()
+        .filter_map(|p| p.labels.get("valuestream.team").cloned())
+        .collect();
+    assert_eq!(labels.len(), 3, "metric points carry the team too");
+}

@@ -62,17 +62,22 @@ impl Pipeline {
             applied.requests += 1;
             match self.exporter.export(&batch).await {
                 Ok(()) => {
-                    self.engine
-                        .store
-                        .commit(vec![Write::Delete {
-                            key,
-                            cond: Cond::Any,
-                        }])
-                        .await?;
+                    // The delivery is applied and exported: a failure to tidy up must not make
+                    // the sender retry. The batch would be sent once more by a drain, which is
+                    // harmless (same span IDs, same cumulative metric values).
+                    let delete = Write::Delete {
+                        key,
+                        cond: Cond::Any,
+                    };
+                    if let Err(e) = self.engine.store.commit(vec![delete]).await {
+                        tracing::warn!(error = %e, "removing an exported batch from the outbox failed");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, source, delivery_id, "export failed; the batch stays in the outbox for a retry");
-                    self.raise_flag().await?;
+                    if let Err(e) = self.raise_flag().await {
+                        tracing::warn!(error = %e, "raising the outbox flag failed; the batch waits for a cold start or serve's retry loop");
+                    }
                     applied.pending_exports = true;
                     return Ok(applied);
                 }
