@@ -237,7 +237,7 @@ async fn the_whole_delivery_flow() {
                 "c2",
                 FEATURE,
                 &t("09:21"),
-                &format!("{}", "2024-03-01T09:21:30Z"),
+                "2024-03-01T09:21:30Z",
                 &t("09:21"),
             ),
         ),
@@ -449,20 +449,20 @@ async fn the_whole_delivery_flow() {
 
     // Span links: what each deployment shipped.
     let links = |s: &RSpan| -> Vec<String> { s.links.iter().map(|l| l.1.clone()).collect() };
-    assert_eq!(links(d1), [pr2.span_id.clone()]);
+    assert_eq!(links(d1), [pr2.span_id.as_str()]);
     assert_eq!(
         links(d2),
-        [pr3.span_id.clone()],
+        [pr3.span_id.as_str()],
         "the failed deployment carried PR #3 (and the direct commit)"
     );
     assert_eq!(
         links(d3),
-        [pr3.span_id.clone()],
+        [pr3.span_id.as_str()],
         "the retry ships the same changes"
     );
     assert_eq!(
         links(d4),
-        [pr2.span_id.clone(), pr3.span_id.clone()],
+        [pr2.span_id.as_str(), pr3.span_id.as_str()],
         "staging was never deployed before"
     );
     assert_eq!(

@@ -257,13 +257,22 @@ async fn deployment_finished(
 ) -> Result<(), EngineError> {
     let environment = st.environment.clone().unwrap_or_else(|| "unknown".into());
     let production = engine.config.is_production(&environment);
-    let success = !span.error;
+    // Only a successful deployment shipped; a cancelled or skipped one (no error, another
+    // result) neither shipped its changes nor failed.
+    let success = !span.error
+        && span
+            .attributes
+            .get("valuestream.result")
+            .and_then(AttrValue::as_str)
+            .is_none_or(|r| r == "success");
     span.attributes
         .insert("valuestream.production".into(), production.into());
-    span.attributes.insert(
-        "deployment.status".into(),
-        (if success { "succeeded" } else { "failed" }).into(),
-    );
+    if success || span.error {
+        span.attributes.insert(
+            "deployment.status".into(),
+            (if success { "succeeded" } else { "failed" }).into(),
+        );
+    }
     let mut labels = base_labels(&span.source, &span.attributes);
     labels.insert("deployment.environment.name".into(), environment.clone());
     labels.insert("valuestream.production".into(), production.to_string());
@@ -358,7 +367,7 @@ async fn deployment_finished(
         }
         env.shipped_bound = Some(upper);
         env.last_success_end = Some(span.end);
-    } else {
+    } else if span.error {
         env.failing_since = env.failing_since.or(Some(span.end));
         if production {
             count_change_failure(engine, tx, &entry, fx).await?;

@@ -1,26 +1,496 @@
-//! The events source (not built yet: every delivery is refused with 501-style ignore).
+//! The generic events API (`POST /webhooks/events`) for any tool without a source of its own:
+//! Argo CD, Spinnaker, a deploy script, another incident tool. One small JSON event per request,
+//! published as `schemas/events.schema.json`; authenticated by `Authorization: Bearer <token>` or
+//! `X-Valuestream-Signature: sha256=<HMAC-SHA256 of the body under the token>`.
+//!
+//! Every field is checked here by hand (not by serde) so that a 400 always names the field that
+//! is wrong. Unknown fields are refused: a typo such as `finshed_at` would otherwise silently
+//! leave a deployment open.
 
-use super::{Delivery, Source, SourceError, Translated, Translation};
+use super::{authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation};
 use crate::config::Config;
+use crate::model::ids::item_key;
+use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_refs};
+use crate::model::{
+    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, ParentRef, Repo, SpanEvent, Time,
+    WorkEvent,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 pub struct Events;
 
+const SOURCE: &str = "events";
+
+/// Every field of an event, in the order of the schema.
+pub const FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "item",
+    "status",
+    "name",
+    "started_at",
+    "finished_at",
+    "acknowledged_at",
+    "environment",
+    "repository",
+    "commit_sha",
+    "branch",
+    "parent",
+    "source_system",
+    "url",
+    "attributes",
+];
+
+/// The kinds of work item the API reports.
+pub const KINDS: &[&str] = &["deployment", "pipeline_run", "incident"];
+
+/// Statuses of pipeline runs and deployments. The first three keep the item open; the others
+/// finish it (the `cicd.pipeline.result` values are accepted as they are, too).
+pub const RUN_STATUSES: &[&str] = &[
+    "queued",
+    "started",
+    "running",
+    "succeeded",
+    "success",
+    "failed",
+    "failure",
+    "error",
+    "timed_out",
+    "timeout",
+    "cancelled",
+    "cancellation",
+    "skipped",
+    "skip",
+];
+
+/// Statuses of incidents; `resolved` finishes it.
+pub const INCIDENT_STATUSES: &[&str] = &["triggered", "acknowledged", "resolved"];
+
+/// Longest accepted `id`, `item` and free-text value, in characters.
+const MAX_TEXT: usize = 1024;
+
 impl Source for Events {
     fn name(&self) -> &'static str {
-        "events"
+        SOURCE
     }
-    fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
-        Err(SourceError::Unauthorized(
-            "events: not supported yet".into(),
-        ))
+
+    fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
+        let signature = d.header("x-valuestream-signature");
+        let bearer = d.header("authorization").and_then(verify::bearer);
+        authenticate_with(
+            SOURCE,
+            "VALUESTREAM_EVENTS_TOKEN",
+            config.events_token.get(),
+            signature.or(bearer),
+            config,
+            |token, _| {
+                let signed = signature.is_some_and(|s| {
+                    s.trim()
+                        .strip_prefix("sha256=")
+                        .is_some_and(|hex| verify::hmac_sha256_matches(token, d.body, hex))
+                });
+                let bearer_ok = bearer.is_some_and(|b| verify::tokens_match(token, b));
+                signed | bearer_ok
+            },
+        )
     }
-    fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
+
+    fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
+        let value: Value = serde_json::from_slice(d.body)
+            .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
+        let obj = match value {
+            Value::Object(obj) => obj,
+            Value::Array(_) => {
+                return Err(malformed(
+                    "the body is a JSON array: send one event (an object) per request".into(),
+                ))
+            }
+            _ => {
+                return Err(malformed(
+                    "the body must be a JSON object (one event)".into(),
+                ))
+            }
+        };
+        let (delivery_id, work) = event(&obj, config)?;
         Ok(Translated {
-            delivery_id: crate::model::ids::short_hash(d.body),
-            translation: Translation::Ignored("events: not supported yet".into()),
+            delivery_id,
+            translation: Translation::Inputs(vec![Input::Work(work)]),
         })
     }
-    fn sign(&self, _body: &[u8], _c: &Config) -> Vec<(String, String)> {
-        Vec::new()
+
+    fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
+        config
+            .events_token
+            .get()
+            .map(|t| {
+                vec![(
+                    "x-valuestream-signature".into(),
+                    format!("sha256={}", verify::hmac_sha256_hex(t, body)),
+                )]
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn malformed(why: String) -> SourceError {
+    SourceError::Malformed(format!("events: {why}"))
+}
+
+/// Reads the fields of one event, naming the field in every complaint.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn text(&self, field: &str) -> Result<Option<String>, SourceError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(malformed(format!("field `{field}` must not be empty")))
+            }
+            Some(Value::String(s)) if s.chars().count() > MAX_TEXT => Err(malformed(format!(
+                "field `{field}` is longer than {MAX_TEXT} characters"
+            ))),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(_) => Err(malformed(format!("field `{field}` must be a string"))),
+        }
+    }
+
+    fn required(&self, field: &str, why: &str) -> Result<String, SourceError> {
+        self.text(field)?
+            .ok_or_else(|| malformed(format!("field `{field}` is required{why}")))
+    }
+
+    fn time(&self, field: &str) -> Result<Option<Time>, SourceError> {
+        self.text(field)?
+            .map(|s| {
+                DateTime::parse_from_rfc3339(&s)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        malformed(format!(
+                            "field `{field}` must be an RFC 3339 time such as \
+                             2024-03-10T14:02:11Z, got {s:?}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    /// Refuses `field` for kinds that do not use it.
+    fn only_for(&self, field: &str, kind: &str, allowed: &[&str]) -> Result<(), SourceError> {
+        if self.0.get(field).is_some_and(|v| !v.is_null()) && !allowed.contains(&kind) {
+            return Err(malformed(format!(
+                "field `{field}` is not used for kind {kind:?} (only for {})",
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a status does to the item.
+enum Phase {
+    Open,
+    Update,
+    Close(Outcome),
+}
+
+fn phase(kind: &str, status: &str) -> Option<Phase> {
+    Some(match (kind, status) {
+        ("incident", "triggered") => Phase::Open,
+        ("incident", "acknowledged") => Phase::Update,
+        ("incident", "resolved") => Phase::Close(Outcome::ok("resolved")),
+        ("incident", _) => return None,
+        (_, "queued" | "started" | "running") => Phase::Open,
+        (_, "succeeded" | "success") => Phase::Close(Outcome::ok("success")),
+        (_, "failed" | "failure") => Phase::Close(Outcome::failed("failure")),
+        (_, "error") => Phase::Close(Outcome::failed("error")),
+        (_, "timed_out" | "timeout") => Phase::Close(Outcome::failed("timeout")),
+        // Not errors. A cancelled or skipped deployment neither shipped nor failed: the engine
+        // counts it under its result but not as a success or a change failure.
+        (_, "cancelled" | "cancellation") => Phase::Close(Outcome::ok("cancellation")),
+        (_, "skipped" | "skip") => Phase::Close(Outcome::ok("skip")),
+        _ => return None,
+    })
+}
+
+fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent), SourceError> {
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "unknown field `{unknown}` (the fields are: {})",
+            FIELDS.join(", ")
+        )));
+    }
+    let f = Fields(obj);
+    let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
+    let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
+    let kind = match kind_name.as_str() {
+        "deployment" => Kind::Deployment,
+        "pipeline_run" => Kind::PipelineRun,
+        "incident" => Kind::Incident,
+        other => {
+            return Err(malformed(format!(
+                "field `kind` must be one of {}, got {other:?}",
+                KINDS.join(", ")
+            )))
+        }
+    };
+    let kind_name = kind_name.as_str();
+    let item = f.required("item", " (the stable ID of the work item)")?;
+    let statuses = if kind == Kind::Incident {
+        INCIDENT_STATUSES
+    } else {
+        RUN_STATUSES
+    };
+    let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
+    let phase = phase(kind_name, &status).ok_or_else(|| {
+        malformed(format!(
+            "field `status` must be one of {} for kind {kind_name:?}, got {status:?}",
+            statuses.join(", ")
+        ))
+    })?;
+    f.only_for("environment", kind_name, &["deployment"])?;
+    f.only_for("acknowledged_at", kind_name, &["incident"])?;
+    f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
+    f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+
+    let started_at = f.time("started_at")?;
+    let finished_at = f.time("finished_at")?;
+    let acknowledged_at = f.time("acknowledged_at")?;
+    let closes = matches!(phase, Phase::Close(_));
+    if closes && finished_at.is_none() {
+        return Err(malformed(format!(
+            "field `finished_at` is required when status is {status:?}"
+        )));
+    }
+    if !closes && finished_at.is_some() {
+        return Err(malformed(format!(
+            "field `finished_at` is set but status {status:?} does not finish the item \
+             (use a final status)"
+        )));
+    }
+    if !closes && started_at.is_none() {
+        return Err(malformed(format!(
+            "field `started_at` is required when status is {status:?}"
+        )));
+    }
+    if matches!(phase, Phase::Update) && acknowledged_at.is_none() {
+        return Err(malformed(
+            "field `acknowledged_at` is required when status is \"acknowledged\"".into(),
+        ));
+    }
+    if let (Some(s), Some(e)) = (started_at, finished_at) {
+        if e < s {
+            return Err(malformed(
+                "field `finished_at` is earlier than `started_at`".into(),
+            ));
+        }
+    }
+    let environment = if kind == Kind::Deployment {
+        Some(f.required("environment", " for deployments (e.g. production)")?)
+    } else {
+        None
+    };
+    let repository = f.text("repository")?;
+    let repo = repository
+        .as_deref()
+        .map(|r| {
+            if r.trim_matches('/').contains('/') && !r.contains(char::is_whitespace) {
+                Ok(Repo::new(r))
+            } else {
+                Err(malformed(format!(
+                    "field `repository` must be owner/name (GitLab: group/sub/name), got {r:?}"
+                )))
+            }
+        })
+        .transpose()?;
+    let commit_sha = f.text("commit_sha")?;
+    let branch = f.text("branch")?;
+    let parent = f.text("parent")?;
+    let source_system = f.text("source_system")?;
+    let url = f.text("url")?;
+    let name = f.text("name")?;
+    let user_attrs = attributes(obj.get("attributes"))?;
+
+    let (prefix, default_name) = match kind {
+        Kind::Deployment => ("DEPLOY", environment.clone().unwrap_or_default()),
+        Kind::PipelineRun => ("RUN", item.clone()),
+        _ => ("INCIDENT", item.clone()),
+    };
+    let span_name = format!("{prefix} {}", name.clone().unwrap_or(default_name));
+    let action = match phase {
+        Phase::Open => Action::Open,
+        Phase::Update => Action::Update,
+        Phase::Close(_) => Action::Close,
+    };
+    let scope = repo.as_ref().map_or("-", |r| r.0.as_str());
+    let mut w = WorkEvent::new(
+        kind,
+        item_key(SOURCE, kind_name, scope, &item),
+        span_name,
+        action,
+    );
+    w.start = started_at;
+    if let Phase::Close(outcome) = phase {
+        w.end = finished_at;
+        w.outcome = Some(outcome);
+    }
+    w.repo = repo.clone();
+    w.environment = environment.clone();
+    w.head_sha = commit_sha.clone();
+    w.head_branch = branch.clone();
+
+    // Parents, best first: what the event names, then the change its commit or branch belongs to.
+    if let Some(p) = &parent {
+        let refs = vstrace_refs(p, repo.as_ref());
+        if !refs.is_empty() {
+            for r in refs {
+                w.parents.push(ParentRef::Item(item_key(
+                    &r.source,
+                    "issue",
+                    &r.repo.0,
+                    &r.number.to_string(),
+                )));
+            }
+        } else if tracker_keys(p).first().is_some_and(|k| k == p) {
+            w.parents.push(ParentRef::Item(tracker_item_key(p)));
+        } else {
+            w.parents.push(ParentRef::Item(p.clone()));
+        }
+    }
+    if let Some(repo) = &repo {
+        if let Some(sha) = &commit_sha {
+            w.parents.push(ParentRef::Sha {
+                repo: repo.clone(),
+                sha: sha.clone(),
+            });
+        }
+        if let (Kind::PipelineRun, Some(b)) = (kind, &branch) {
+            w.parents.push(ParentRef::Branch {
+                repo: repo.clone(),
+                branch: b.clone(),
+            });
+        }
+    }
+    if let Some(ack) = acknowledged_at {
+        w.span_events.push(SpanEvent {
+            name: "acknowledged".into(),
+            time: ack,
+            attributes: Attrs::new(),
+        });
+    }
+
+    // The sender's own attributes first: what the API sets itself wins.
+    let mut a = user_attrs;
+    if !a.contains_key("valuestream.team") {
+        set_opt(
+            &mut a,
+            "valuestream.team",
+            repo.as_ref()
+                .and_then(|r| config.team_of(r))
+                .map(str::to_string),
+        );
+    }
+    set_opt(&mut a, "valuestream.source_system", source_system);
+    set_opt(&mut a, "url.full", url);
+    if let Some(r) = &repo {
+        a.insert("valuestream.repository".into(), r.0.clone().into());
+        // The name as the sender spelled it (the key and indexes use it lower-cased).
+        let spelled = repository.as_deref().unwrap_or_default().trim_matches('/');
+        let name = spelled.rsplit('/').next().unwrap_or(r.name());
+        a.insert("vcs.repository.name".into(), name.to_string().into());
+    }
+    set_opt(&mut a, "vcs.ref.head.revision", commit_sha);
+    set_opt(&mut a, "vcs.ref.head.name", branch);
+    match kind {
+        Kind::Deployment => {
+            set_opt(&mut a, "deployment.environment.name", environment);
+            a.insert("deployment.id".into(), item.clone().into());
+        }
+        Kind::PipelineRun => {
+            a.insert(
+                "cicd.pipeline.name".into(),
+                name.unwrap_or_else(|| item.clone()).into(),
+            );
+            a.insert("cicd.pipeline.run.id".into(), item.clone().into());
+        }
+        _ => {
+            a.insert("valuestream.incident.id".into(), item.clone().into());
+            set_opt(&mut a, "valuestream.incident.title", name);
+            set_opt(
+                &mut a,
+                "valuestream.incident.acknowledged_at",
+                acknowledged_at.map(|t| t.to_rfc3339()),
+            );
+        }
+    }
+    w.attributes = a;
+    Ok((id, w))
+}
+
+/// The free `attributes` map: string, number or boolean values.
+fn attributes(v: Option<&Value>) -> Result<Attrs, SourceError> {
+    let mut out = Attrs::new();
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(malformed(
+                "field `attributes` must be an object of string, number or boolean values".into(),
+            ))
+        }
+    };
+    for (k, v) in obj {
+        if k.trim().is_empty() {
+            return Err(malformed(
+                "field `attributes` has an empty attribute name".into(),
+            ));
+        }
+        let value = match v {
+            Value::String(s) => AttrValue::Str(s.clone()),
+            Value::Bool(b) => AttrValue::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => AttrValue::Int(i),
+                None => AttrValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            _ => {
+                return Err(malformed(format!(
+                    "field `attributes.{k}` must be a string, number or boolean"
+                )))
+            }
+        };
+        out.insert(k.clone(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_results() {
+        let result = |kind: &str, status: &str| match phase(kind, status) {
+            Some(Phase::Close(o)) => format!("{}{}", o.result, if o.error { "!" } else { "" }),
+            Some(Phase::Open) => "open".into(),
+            Some(Phase::Update) => "update".into(),
+            None => "-".into(),
+        };
+        assert_eq!(result("pipeline_run", "succeeded"), "success");
+        assert_eq!(result("pipeline_run", "timed_out"), "timeout!");
+        assert_eq!(result("pipeline_run", "cancelled"), "cancellation");
+        assert_eq!(result("deployment", "cancelled"), "cancellation");
+        assert_eq!(result("deployment", "skipped"), "skip");
+        assert_eq!(result("deployment", "failed"), "failure!");
+        assert_eq!(result("deployment", "running"), "open");
+        assert_eq!(result("incident", "resolved"), "resolved");
+        assert_eq!(result("incident", "acknowledged"), "update");
+        assert_eq!(result("incident", "succeeded"), "-");
+        assert_eq!(result("deployment", "resolved"), "-");
+        for s in RUN_STATUSES {
+            assert!(phase("deployment", s).is_some(), "{s}");
+        }
+        for s in INCIDENT_STATUSES {
+            assert!(phase("incident", s).is_some(), "{s}");
+        }
     }
 }

@@ -1,26 +1,440 @@
-//! The jenkins source (not built yet: every delivery is refused with 501-style ignore).
+//! Jenkins: Notification Plugin (JSON) deliveries, authenticated by `Authorization: Bearer
+//! <token>` or, for senders that can set nothing but a URL, `?token=<token>`. One span per build:
+//! a pipeline run, or a deployment when the job is a deploy job. The payload model (only the
+//! fields we use) and its mapping to semantic-convention attributes live here and nowhere else.
 
-use super::{Delivery, Source, SourceError, Translated, Translation};
+use super::{
+    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+};
 use crate::config::Config;
+use crate::model::ids::{item_key, short_hash};
+use crate::model::refs::vstrace_refs;
+use crate::model::{set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, WorkEvent};
+use serde::Deserialize;
+use std::collections::BTreeMap;
 
 pub struct Jenkins;
 
+const SOURCE: &str = "jenkins";
+
+/// Build parameters that name a deployment's target environment (compared case-insensitively).
+const ENV_PARAMS: &[&str] = &["ENVIRONMENT", "ENV", "DEPLOY_ENV"];
+/// The build parameter that names the issue a build works on (`vstrace-github-repo-12`).
+const TRACE_PARAM: &str = "vstrace-trace-id";
+
+#[derive(Deserialize)]
+struct Notification {
+    name: String,
+    /// `job/<folder>/job/<name>/`: the job's full name, folders included.
+    url: Option<String>,
+    build: Build,
+}
+
+#[derive(Deserialize)]
+struct Build {
+    full_url: Option<String>,
+    number: u64,
+    phase: String,
+    status: Option<String>,
+    /// Epoch milliseconds: the build's start.
+    timestamp: Option<i64>,
+    /// Milliseconds.
+    duration: Option<i64>,
+    scm: Option<Scm>,
+    #[serde(default)]
+    parameters: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct Scm {
+    url: Option<String>,
+    branch: Option<String>,
+    commit: Option<String>,
+}
+
 impl Source for Jenkins {
     fn name(&self) -> &'static str {
-        "jenkins"
+        SOURCE
     }
-    fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
-        Err(SourceError::Unauthorized(
-            "jenkins: not supported yet".into(),
-        ))
+
+    fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
+        // The header first; the query string only for senders that cannot set one.
+        let credential = d
+            .header("authorization")
+            .and_then(verify::bearer)
+            .map(str::to_string)
+            .or_else(|| d.query.and_then(query_token));
+        authenticate_with(
+            SOURCE,
+            "VALUESTREAM_JENKINS_TOKEN",
+            config.jenkins_token.get(),
+            credential.as_deref(),
+            config,
+            verify::tokens_match,
+        )
     }
-    fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
+
+    fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
+        let n: Notification = parse_json(SOURCE, d.body)?;
+        let job = full_name(&n);
+        // The plugin sends no delivery ID: one build phase is one delivery, so a redelivery of
+        // the same phase is a duplicate.
+        let delivery_id =
+            short_hash(format!("{job}\n{}\n{}", n.build.number, n.build.phase).as_bytes());
         Ok(Translated {
-            delivery_id: crate::model::ids::short_hash(d.body),
-            translation: Translation::Ignored("jenkins: not supported yet".into()),
+            delivery_id,
+            translation: translate(&n, &job, config)?,
         })
     }
-    fn sign(&self, _body: &[u8], _c: &Config) -> Vec<(String, String)> {
-        Vec::new()
+
+    fn sign(&self, _body: &[u8], config: &Config) -> Vec<(String, String)> {
+        config
+            .jenkins_token
+            .get()
+            .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
+            .unwrap_or_default()
+    }
+}
+
+/// Maps a Jenkins build result onto `cicd.pipeline.result`. UNSTABLE (tests failed, the build
+/// itself went through) is a failure.
+pub fn build_result(status: &str) -> Outcome {
+    match status.to_ascii_uppercase().as_str() {
+        "SUCCESS" => Outcome::ok("success"),
+        "ABORTED" => Outcome::ok("cancellation"),
+        "NOT_BUILT" => Outcome::ok("skip"),
+        // FAILURE, UNSTABLE, and anything new Jenkins adds.
+        _ => Outcome::failed("failure"),
+    }
+}
+
+fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation, SourceError> {
+    let b = &n.build;
+    let act = match b.phase.to_ascii_uppercase().as_str() {
+        "STARTED" => Action::Open,
+        "COMPLETED" | "FINALIZED" => Action::Close,
+        "QUEUED" => {
+            return Ok(Translation::Ignored(
+                "jenkins phase QUEUED is not used: it stamps when the build entered the queue; the build's span opens when it STARTED".into(),
+            ))
+        }
+        other => {
+            return Ok(Translation::Ignored(format!(
+                "jenkins phase {other:?} is not used"
+            )))
+        }
+    };
+    // The plugin (1.12 and later) stamps each phase with its own time: STARTED with the
+    // build's start, COMPLETED with its end (start + duration), FINALIZED with the moment of
+    // finalization (just after the end). `duration` is the build's run time.
+    let stamp = b
+        .timestamp
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .ok_or_else(|| {
+            SourceError::Malformed(format!(
+                "jenkins: {} build {} has no build.timestamp",
+                job, b.number
+            ))
+        })?;
+    let params: BTreeMap<String, String> = b
+        .parameters
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let env_param = ENV_PARAMS.iter().find_map(|p| param(p));
+    let short = job.rsplit('/').next().unwrap_or(job);
+    let deploy = env_param.is_some()
+        || config.jenkins_deploy_job.is_match(short)
+        || config.jenkins_deploy_job.is_match(job)
+        || config.jenkins_deploy_job.is_match(&n.name);
+    let (kind, segment) = if deploy {
+        (Kind::Deployment, "deployment")
+    } else {
+        (Kind::PipelineRun, "run")
+    };
+    let environment = env_param.unwrap_or_else(|| "unknown".into());
+    let name = if deploy {
+        format!("DEPLOY {environment} {job} #{}", b.number)
+    } else {
+        format!("RUN {job} #{}", b.number)
+    };
+    let mut w = WorkEvent::new(
+        kind,
+        item_key(SOURCE, segment, job, &b.number.to_string()),
+        name,
+        act,
+    );
+    if act == Action::Close {
+        let duration = chrono::TimeDelta::milliseconds(b.duration.unwrap_or(0).max(0));
+        // The start STARTED gave wins when it was seen; a close alone starts at end − duration.
+        w.start = Some(stamp - duration);
+        w.end = Some(stamp);
+        w.outcome = Some(build_result(b.status.as_deref().unwrap_or("FAILURE")));
+    } else {
+        w.start = Some(stamp);
+    }
+    let scm = b.scm.as_ref();
+    let repo = scm.and_then(|s| s.url.as_deref()).and_then(Repo::from_url);
+    let branch = scm
+        .and_then(|s| s.branch.as_deref())
+        .map(strip_branch)
+        .filter(|s| !s.is_empty());
+    let commit = scm.and_then(|s| s.commit.clone()).filter(|s| !s.is_empty());
+    w.repo = repo.clone();
+    w.head_branch = branch.clone();
+    w.head_sha = commit.clone();
+    if deploy {
+        w.environment = Some(environment.clone());
+    }
+    // Parents, best first: the issue the build names, the open change of its commit or
+    // branch, and last the issue its branch names (a root, when no change is open).
+    let issue = |text: &str| -> Vec<ParentRef> {
+        vstrace_refs(text, repo.as_ref())
+            .into_iter()
+            .map(|r| {
+                ParentRef::Item(item_key(
+                    &r.source,
+                    "issue",
+                    &r.repo.0,
+                    &r.number.to_string(),
+                ))
+            })
+            .collect()
+    };
+    if let Some(t) = param(TRACE_PARAM) {
+        w.parents.extend(issue(&t));
+    }
+    if let Some(repo) = &repo {
+        if let Some(sha) = &commit {
+            w.parents.push(ParentRef::Sha {
+                repo: repo.clone(),
+                sha: sha.clone(),
+            });
+        }
+        if let Some(b) = &branch {
+            w.parents.push(ParentRef::Branch {
+                repo: repo.clone(),
+                branch: b.clone(),
+            });
+        }
+    }
+    if let Some(b) = &branch {
+        for p in issue(b) {
+            if !w.parents.contains(&p) {
+                w.parents.push(p);
+            }
+        }
+    }
+    let a = &mut w.attributes;
+    a.insert("cicd.pipeline.name".into(), job.into());
+    a.insert("cicd.pipeline.run.id".into(), b.number.to_string().into());
+    set_opt(a, "cicd.pipeline.run.url.full", b.full_url.clone());
+    set_opt(a, "vcs.ref.head.name", branch);
+    set_opt(a, "vcs.ref.head.revision", commit);
+    if act == Action::Close {
+        set_opt(a, "valuestream.jenkins.status", b.status.clone());
+    }
+    if deploy {
+        a.insert("deployment.environment.name".into(), environment.into());
+        a.insert("deployment.id".into(), format!("{job}#{}", b.number).into());
+    }
+    if let Some(repo) = &repo {
+        repo_attrs(a, repo, scm.and_then(|s| s.url.as_deref()), config);
+    }
+    Ok(Translation::Inputs(vec![Input::Work(w)]))
+}
+
+/// Repository identity from the SCM URL (names as the URL spells them), and the team of the
+/// repository.
+fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>, config: &Config) {
+    let url = url
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches('/')
+        .trim_end_matches(".git");
+    // `https://host/owner/name` or `git@host:owner/name`.
+    let (host, path) = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').unwrap_or((rest, "")),
+        None => url.split_once(':').unwrap_or(("", url)),
+    };
+    let host = host.rsplit('@').next().unwrap_or(host).to_ascii_lowercase();
+    let path = if Repo::new(path) == *repo {
+        path
+    } else {
+        repo.0.as_str()
+    };
+    let (owner, name) = path.rsplit_once('/').unwrap_or(("", path));
+    a.insert("vcs.repository.name".into(), name.into());
+    a.insert("vcs.owner.name".into(), owner.into());
+    a.insert("valuestream.repository".into(), repo.0.clone().into());
+    // Jenkins builds from any host; name the provider when the host says which it is.
+    let provider = ["github", "gitlab", "bitbucket", "gitea"]
+        .into_iter()
+        .find(|p| host.split(['.', ':']).any(|label| label == *p));
+    set_opt(a, "vcs.provider.name", provider);
+    let web = Some(url).filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    set_opt(a, "vcs.repository.url.full", web.map(str::to_string));
+    set_opt(
+        a,
+        "valuestream.team",
+        config.team_of(repo).map(str::to_string),
+    );
+}
+
+/// `origin/feature/x` → `feature/x` (also `refs/heads/` and `refs/remotes/origin/`).
+fn strip_branch(b: &str) -> String {
+    let b = b.trim();
+    let b = b.strip_prefix("refs/remotes/").unwrap_or(b);
+    let b = b.strip_prefix("refs/heads/").unwrap_or(b);
+    b.strip_prefix("origin/").unwrap_or(b).to_string()
+}
+
+/// The job's full name (`folder/job`, multibranch `repo/main`) from its URL
+/// `job/folder/job/name/`, else its name. Multibranch branch jobs share short names (`main`), so
+/// the key must carry the folders.
+fn full_name(n: &Notification) -> String {
+    let from_url = n.url.as_deref().and_then(|u| {
+        let segs: Vec<&str> = u
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let paired = !segs.is_empty()
+            && segs.len().is_multiple_of(2)
+            && segs.chunks(2).all(|c| c[0] == "job");
+        paired.then(|| {
+            segs.chunks(2)
+                .map(|c| percent_decode(c[1]))
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+    });
+    from_url
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| n.name.clone())
+}
+
+/// The `token` parameter of a query string, percent-decoded (`+` stays `+`).
+fn query_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| percent_decode(v))
+        .filter(|v| !v.is_empty())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(build_result("SUCCESS"), Outcome::ok("success"));
+        assert_eq!(build_result("FAILURE"), Outcome::failed("failure"));
+        assert_eq!(build_result("UNSTABLE"), Outcome::failed("failure"));
+        assert_eq!(build_result("ABORTED"), Outcome::ok("cancellation"));
+        assert_eq!(build_result("NOT_BUILT"), Outcome::ok("skip"));
+    }
+
+    fn note(name: &str, url: Option<&str>) -> Notification {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "url": url,
+            "build": {"number": 1, "phase": "STARTED", "timestamp": 0}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn full_job_name_from_url() {
+        assert_eq!(
+            full_name(&note("hello-world-ci", Some("job/hello-world-ci/"))),
+            "hello-world-ci"
+        );
+        assert_eq!(
+            full_name(&note("main", Some("job/shop/job/api/job/main/"))),
+            "shop/api/main"
+        );
+        assert_eq!(full_name(&note("my job", Some("job/my%20job/"))), "my job");
+        assert_eq!(full_name(&note("x", Some("view/all/"))), "x");
+        assert_eq!(full_name(&note("x", None)), "x");
+    }
+
+    #[test]
+    fn repository_attributes_from_scm_urls() {
+        let config = Config::from_pairs(&[]).unwrap();
+        for (url, owner, name, provider) in [
+            (
+                "https://github.com/Codertocat/Hello-World.git",
+                "Codertocat",
+                "Hello-World",
+                Some("github"),
+            ),
+            (
+                "git@gitlab.example.com:Group/Sub/App.git",
+                "Group/Sub",
+                "App",
+                Some("gitlab"),
+            ),
+            (
+                "ssh://git@scm.example.com:2222/team/svc",
+                "team",
+                "svc",
+                None,
+            ),
+        ] {
+            let repo = Repo::from_url(url).unwrap();
+            let mut a = Attrs::new();
+            repo_attrs(&mut a, &repo, Some(url), &config);
+            let get = |k: &str| a.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            assert_eq!(get("vcs.owner.name").as_deref(), Some(owner), "{url}");
+            assert_eq!(get("vcs.repository.name").as_deref(), Some(name), "{url}");
+            assert_eq!(get("vcs.provider.name").as_deref(), provider, "{url}");
+            assert_eq!(get("valuestream.repository"), Some(repo.0.clone()));
+        }
+    }
+
+    #[test]
+    fn token_from_query_and_branches() {
+        assert_eq!(query_token("a=1&token=s%2Fx+y"), Some("s/x+y".into()));
+        assert_eq!(query_token("token="), None);
+        assert_eq!(query_token("tokens=1"), None);
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(strip_branch("origin/feature/x"), "feature/x");
+        assert_eq!(strip_branch("refs/remotes/origin/main"), "main");
+        assert_eq!(strip_branch("main"), "main");
     }
 }

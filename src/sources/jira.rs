@@ -1,24 +1,399 @@
-//! The jira source (not built yet: every delivery is refused with 501-style ignore).
+//! Jira Cloud: `X-Hub-Signature: sha256=…` verification and the translation of
+//! `jira:issue_created`, `jira:issue_updated` and `jira:issue_deleted` deliveries into normalized
+//! issue (or incident) events. The payload model (only the fields we use) and its mapping to
+//! attributes live here and nowhere else.
+//!
+//! A Jira issue is published under [`tracker_item_key`] (`tracker/issue/SHOP-42`): that is the key
+//! changes compute when a branch name or title carries `SHOP-42`, so they become its children
+//! without a lookup.
 
-use super::{Delivery, Source, SourceError, Translated, Translation};
+use super::{
+    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+};
 use crate::config::Config;
+use crate::model::refs::{team_from_labels, tracker_item_key};
+use crate::model::{
+    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, SpanEvent, Time, WorkEvent,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
 
 pub struct Jira;
 
+const SOURCE: &str = "jira";
+
+/// Jira writes times as `2024-03-09T10:00:00.000+0100` (no colon in the offset), which RFC 3339
+/// parsers refuse; both that form and RFC 3339 are accepted.
+pub fn parse_time(s: &str) -> Option<Time> {
+    let s = s.trim();
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_time(&s).ok_or_else(|| serde::de::Error::custom(format!("not a Jira time: {s:?}")))
+}
+
+fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => parse_time(&s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a Jira time: {s:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Project {
+    key: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatusCategory {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    name: String,
+    status_category: Option<StatusCategory>,
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(deserialize_with = "time")]
+    created: Time,
+    #[serde(default, deserialize_with = "opt_time")]
+    updated: Option<Time>,
+    #[serde(default, deserialize_with = "opt_time")]
+    resolutiondate: Option<Time>,
+    resolution: Option<Named>,
+    issuetype: Option<Named>,
+    project: Option<Project>,
+    priority: Option<Named>,
+    #[serde(default)]
+    labels: Vec<String>,
+    status: Option<Status>,
+    summary: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Issue {
+    key: String,
+    #[serde(rename = "self")]
+    self_url: Option<String>,
+    fields: Fields,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeItem {
+    field: String,
+    from_string: Option<String>,
+    to_string: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Changelog {
+    #[serde(default)]
+    items: Vec<ChangeItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    webhook_event: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    /// Epoch milliseconds of the event.
+    timestamp: Option<i64>,
+    issue: Option<Issue>,
+    changelog: Option<Changelog>,
+}
+
 impl Source for Jira {
     fn name(&self) -> &'static str {
-        "jira"
+        SOURCE
     }
-    fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
-        Err(SourceError::Unauthorized("jira: not supported yet".into()))
+
+    fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
+        authenticate_with(
+            SOURCE,
+            "VALUESTREAM_JIRA_SECRET",
+            config.jira_secret.get(),
+            d.header("x-hub-signature"),
+            config,
+            |secret, presented| {
+                presented
+                    .trim()
+                    .strip_prefix("sha256=")
+                    .is_some_and(|hex| verify::hmac_sha256_matches(secret, d.body, hex))
+            },
+        )
     }
-    fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
+
+    fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
+        let delivery_id = d
+            .header("x-atlassian-webhook-identifier")
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::model::ids::short_hash(d.body));
+        let translation = translate(d.body, config)?;
         Ok(Translated {
-            delivery_id: crate::model::ids::short_hash(d.body),
-            translation: Translation::Ignored("jira: not supported yet".into()),
+            delivery_id,
+            translation,
         })
     }
-    fn sign(&self, _body: &[u8], _c: &Config) -> Vec<(String, String)> {
-        Vec::new()
+
+    fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
+        config
+            .jira_secret
+            .get()
+            .map(|s| {
+                vec![(
+                    "x-hub-signature".into(),
+                    format!("sha256={}", verify::hmac_sha256_hex(s, body)),
+                )]
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn translate(body: &[u8], config: &Config) -> Result<Translation, SourceError> {
+    let head: Head = parse_json(SOURCE, body)?;
+    let event = head.webhook_event.ok_or_else(|| {
+        SourceError::Malformed("jira: the body has no webhookEvent (not a Jira webhook?)".into())
+    })?;
+    if !matches!(
+        event.as_str(),
+        "jira:issue_created" | "jira:issue_updated" | "jira:issue_deleted"
+    ) {
+        // Comments, worklogs, sprints, versions, projects…: well-formed, not used.
+        return Ok(Translation::Ignored(format!(
+            "jira event {event:?} is not used"
+        )));
+    }
+    let env: Envelope = parse_json(SOURCE, body)?;
+    let issue = env
+        .issue
+        .as_ref()
+        .ok_or_else(|| SourceError::Malformed(format!("jira: {event} delivery has no issue")))?;
+    let work = issue_event(&event, &env, issue, config)?;
+    Ok(Translation::Inputs(vec![Input::Work(work)]))
+}
+
+/// Status names that belong to the Done category in Jira's default workflows. A changelog item
+/// carries status names but not their categories, so leaving Done is recognized by the
+/// resolution being cleared, or by the previous status having one of these names.
+const DONE_NAMES: &[&str] = &[
+    "done",
+    "closed",
+    "resolved",
+    "complete",
+    "completed",
+    "released",
+    "cancelled",
+    "canceled",
+    "won't do",
+];
+
+fn is_done(status: Option<&Status>) -> bool {
+    status
+        .and_then(|s| s.status_category.as_ref())
+        .is_some_and(|c| c.key.eq_ignore_ascii_case("done"))
+}
+
+fn issue_event(
+    event: &str,
+    env: &Envelope,
+    issue: &Issue,
+    config: &Config,
+) -> Result<WorkEvent, SourceError> {
+    let f = &issue.fields;
+    let event_time = env
+        .timestamp
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let status_items: Vec<&ChangeItem> = env
+        .changelog
+        .iter()
+        .flat_map(|c| &c.items)
+        .filter(|i| i.field.eq_ignore_ascii_case("status"))
+        .collect();
+    let done = is_done(f.status.as_ref());
+    let resolution_cleared =
+        env.changelog.iter().flat_map(|c| &c.items).any(|i| {
+            i.field.eq_ignore_ascii_case("resolution") && i.from.is_some() && i.to.is_none()
+        });
+    let left_done = !done
+        && status_items.iter().any(|i| {
+            resolution_cleared
+                || i.from_string
+                    .as_deref()
+                    .is_some_and(|s| DONE_NAMES.contains(&s.trim().to_ascii_lowercase().as_str()))
+        });
+    let transition_time = event_time.or(f.updated).unwrap_or(f.created);
+
+    let labels = f.labels.clone();
+    let issue_type = f.issuetype.as_ref().map(|t| t.name.clone());
+    let incident = issue_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("incident"))
+        || labels
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(&config.incident_label));
+    let kind = if incident {
+        Kind::Incident
+    } else {
+        Kind::Issue
+    };
+    let summary = f.summary.clone().unwrap_or_default();
+    let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+    let name = format!("{prefix} {} {summary}", issue.key)
+        .trim_end()
+        .to_string();
+
+    let (action, reopened) = match event {
+        "jira:issue_created" if done => (Action::Close, false),
+        "jira:issue_created" => (Action::Open, false),
+        "jira:issue_deleted" => (Action::Close, false),
+        _ if done => (Action::Close, false),
+        _ if left_done => (Action::Open, true),
+        _ => (Action::Update, false),
+    };
+    let mut w = WorkEvent::new(kind, tracker_item_key(&issue.key), name, action);
+    w.reopened = reopened;
+    w.start = Some(if reopened { transition_time } else { f.created });
+    if action == Action::Close {
+        let (end, result) = if event == "jira:issue_deleted" {
+            (event_time.or(f.updated).unwrap_or(f.created), "deleted")
+        } else {
+            (
+                f.resolutiondate
+                    .or(event_time)
+                    .or(f.updated)
+                    .unwrap_or(f.created),
+                if incident { "resolved" } else { "closed" },
+            )
+        };
+        w.end = Some(end);
+        w.outcome = Some(Outcome::ok(result));
+    }
+    for i in &status_items {
+        let from = i.from_string.clone().unwrap_or_default();
+        let to = i.to_string.clone().unwrap_or_default();
+        let mut a = Attrs::new();
+        a.insert("valuestream.issue.status.from".into(), from.clone().into());
+        a.insert("valuestream.issue.status.to".into(), to.clone().into());
+        w.span_events.push(SpanEvent {
+            name: format!("status {from} → {to}"),
+            time: transition_time,
+            attributes: a,
+        });
+    }
+
+    let a = &mut w.attributes;
+    a.insert("valuestream.issue.key".into(), issue.key.clone().into());
+    if !summary.is_empty() {
+        a.insert("valuestream.issue.title".into(), summary.into());
+    }
+    set_opt(a, "valuestream.issue.type", issue_type);
+    set_opt(
+        a,
+        "valuestream.issue.priority",
+        f.priority.as_ref().map(|p| p.name.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.issue.status",
+        f.status.as_ref().map(|s| s.name.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.issue.status_category",
+        f.status
+            .as_ref()
+            .and_then(|s| s.status_category.as_ref())
+            .map(|c| c.key.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.issue.resolution",
+        f.resolution.as_ref().map(|r| r.name.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.project.key",
+        f.project.as_ref().map(|p| p.key.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.project.name",
+        f.project.as_ref().and_then(|p| p.name.clone()),
+    );
+    set_opt(
+        a,
+        "valuestream.team",
+        team_from_labels(labels.iter().map(String::as_str)),
+    );
+    set_opt(
+        a,
+        "url.full",
+        issue
+            .self_url
+            .as_deref()
+            .and_then(|s| browse_url(s, &issue.key)),
+    );
+    a.insert("valuestream.labels".into(), AttrValue::StrList(labels));
+    Ok(w)
+}
+
+/// `https://example.atlassian.net/rest/api/2/10023` → `https://example.atlassian.net/browse/KEY`.
+fn browse_url(self_url: &str, key: &str) -> Option<String> {
+    let (scheme, rest) = self_url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}/browse/{key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jira_times_with_and_without_offset_colon() {
+        let want = "2024-03-09T09:00:00Z".parse::<Time>().unwrap();
+        assert_eq!(parse_time("2024-03-09T10:00:00.000+0100"), Some(want));
+        assert_eq!(parse_time("2024-03-09T10:00:00+01:00"), Some(want));
+        assert_eq!(parse_time("2024-03-09T09:00:00.000Z"), Some(want));
+        assert_eq!(
+            parse_time("2024-03-04T09:15:02.113+0100"),
+            Some("2024-03-04T08:15:02.113Z".parse::<Time>().unwrap())
+        );
+        assert_eq!(parse_time("2024-03-09"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn browse_url_from_self() {
+        assert_eq!(
+            browse_url("https://example.atlassian.net/rest/api/2/10023", "SHOP-42").as_deref(),
+            Some("https://example.atlassian.net/browse/SHOP-42")
+        );
+        assert_eq!(browse_url("not a url", "SHOP-42"), None);
     }
 }

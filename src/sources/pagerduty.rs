@@ -1,26 +1,245 @@
-//! The pagerduty source (not built yet: every delivery is refused with 501-style ignore).
+//! PagerDuty (Generic Webhooks v3): `X-PagerDuty-Signature` verification (a list of `v1=<hex>`
+//! signatures, any of which may match, so secrets can be rotated) and the translation of
+//! `incident.triggered`, `incident.acknowledged`, `incident.resolved` and `incident.reopened`
+//! into normalized incident events. The payload model (only the fields we use) and its mapping to
+//! attributes live here and nowhere else.
+//!
+//! An incident finds the deployment it followed through its repository:
+//! `VALUESTREAM_PAGERDUTY_SERVICES` maps a PagerDuty service (by ID, else by name) to a
+//! repository, and the engine looks for that repository's latest successful production
+//! deployment before the incident was triggered.
 
-use super::{Delivery, Source, SourceError, Translated, Translation};
+use super::{
+    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+};
 use crate::config::Config;
+use crate::model::ids::item_key;
+use crate::model::{
+    set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent,
+};
+use serde::Deserialize;
 
 pub struct PagerDuty;
 
+const SOURCE: &str = "pagerduty";
+
+#[derive(Deserialize)]
+struct Reference {
+    id: String,
+    summary: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Incident {
+    id: String,
+    number: Option<i64>,
+    title: Option<String>,
+    html_url: Option<String>,
+    status: Option<String>,
+    created_at: Time,
+    urgency: Option<String>,
+    service: Option<Reference>,
+    #[serde(default)]
+    teams: Vec<Reference>,
+    priority: Option<Reference>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    id: String,
+    event_type: String,
+    occurred_at: Time,
+    /// Parsed as an incident only for the event types that are used.
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    event: Event,
+}
+
 impl Source for PagerDuty {
     fn name(&self) -> &'static str {
-        "pagerduty"
+        SOURCE
     }
-    fn authenticate(&self, _d: &Delivery, _c: &Config) -> Result<(), SourceError> {
-        Err(SourceError::Unauthorized(
-            "pagerduty: not supported yet".into(),
-        ))
+
+    fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
+        authenticate_with(
+            SOURCE,
+            "VALUESTREAM_PAGERDUTY_SECRET",
+            config.pagerduty_secret.get(),
+            d.header("x-pagerduty-signature"),
+            config,
+            |secret, presented| signature_matches(secret, d.body, presented),
+        )
     }
-    fn translate(&self, d: &Delivery, _c: &Config) -> Result<Translated, SourceError> {
+
+    fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
+        let env: Envelope = parse_json(SOURCE, d.body)?;
+        let translation = translate(&env.event, config)?;
         Ok(Translated {
-            delivery_id: crate::model::ids::short_hash(d.body),
-            translation: Translation::Ignored("pagerduty: not supported yet".into()),
+            delivery_id: env.event.id,
+            translation,
         })
     }
-    fn sign(&self, _body: &[u8], _c: &Config) -> Vec<(String, String)> {
-        Vec::new()
+
+    fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
+        config
+            .pagerduty_secret
+            .get()
+            .map(|s| {
+                vec![(
+                    "x-pagerduty-signature".into(),
+                    format!("v1={}", verify::hmac_sha256_hex(s, body)),
+                )]
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether any `v1=<hex>` signature in the comma-separated list is the body's HMAC-SHA256.
+/// Every candidate is checked (no early exit on the first match), each in constant time.
+pub fn signature_matches(secret: &str, body: &[u8], header: &str) -> bool {
+    header
+        .split(',')
+        .filter_map(|s| s.trim().strip_prefix("v1="))
+        .fold(false, |ok, hex| {
+            verify::hmac_sha256_matches(secret, body, hex) | ok
+        })
+}
+
+fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError> {
+    let (action, reopened) = match event.event_type.as_str() {
+        "incident.triggered" => (Action::Open, false),
+        "incident.acknowledged" => (Action::Update, false),
+        "incident.resolved" => (Action::Close, false),
+        "incident.reopened" => (Action::Open, true),
+        other => {
+            // Annotations, priority changes, reassignments, services, pings…: not used.
+            return Ok(Translation::Ignored(format!(
+                "pagerduty event {other:?} is not used"
+            )));
+        }
+    };
+    let incident: Incident = serde_json::from_value(event.data.clone()).map_err(|e| {
+        SourceError::Malformed(format!(
+            "pagerduty: {} event.data is not an incident: {e}",
+            event.event_type
+        ))
+    })?;
+    let title = incident.title.clone().unwrap_or_default();
+    let number = incident
+        .number
+        .map(|n| format!("#{n}"))
+        .unwrap_or_else(|| incident.id.clone());
+    let name = format!("INCIDENT {number} {title}").trim_end().to_string();
+    let mut w = WorkEvent::new(
+        Kind::Incident,
+        item_key(SOURCE, "incident", "-", &incident.id),
+        name,
+        action,
+    );
+    w.reopened = reopened;
+    w.start = Some(if reopened {
+        event.occurred_at
+    } else {
+        incident.created_at
+    });
+    if action == Action::Close {
+        w.end = Some(event.occurred_at);
+        w.outcome = Some(Outcome::ok("resolved"));
+    }
+    if event.event_type == "incident.acknowledged" {
+        w.span_events.push(SpanEvent {
+            name: "acknowledged".into(),
+            time: event.occurred_at,
+            attributes: Default::default(),
+        });
+        w.attributes.insert(
+            "valuestream.incident.acknowledged_at".into(),
+            event.occurred_at.to_rfc3339().into(),
+        );
+    }
+    w.repo = incident
+        .service
+        .as_ref()
+        .and_then(|s| repository_of(config, s));
+
+    let a = &mut w.attributes;
+    a.insert("valuestream.incident.id".into(), incident.id.clone().into());
+    set_opt(a, "valuestream.incident.number", incident.number);
+    if !title.is_empty() {
+        a.insert("valuestream.incident.title".into(), title.into());
+    }
+    set_opt(a, "valuestream.incident.status", incident.status.clone());
+    set_opt(a, "valuestream.incident.urgency", incident.urgency.clone());
+    set_opt(
+        a,
+        "valuestream.incident.priority",
+        incident.priority.as_ref().and_then(|p| p.summary.clone()),
+    );
+    if let Some(s) = &incident.service {
+        a.insert(
+            "valuestream.incident.service.id".into(),
+            s.id.clone().into(),
+        );
+        set_opt(a, "valuestream.incident.service.name", s.summary.clone());
+    }
+    let teams: Vec<String> = incident
+        .teams
+        .iter()
+        .filter_map(|t| t.summary.clone())
+        .collect();
+    let team = teams.first().cloned().or_else(|| {
+        w.repo
+            .as_ref()
+            .and_then(|r| config.team_of(r))
+            .map(str::to_string)
+    });
+    set_opt(a, "valuestream.team", team);
+    if !teams.is_empty() {
+        a.insert("valuestream.teams".into(), AttrValue::StrList(teams));
+    }
+    set_opt(
+        a,
+        "valuestream.repository",
+        w.repo.as_ref().map(|r| r.0.clone()),
+    );
+    set_opt(a, "url.full", incident.html_url.clone());
+    Ok(Translation::Inputs(vec![Input::Work(w)]))
+}
+
+/// The repository a PagerDuty service is mapped to: by service ID, else by its name (the name
+/// compared without regard to case).
+fn repository_of(config: &Config, service: &Reference) -> Option<Repo> {
+    let map = &config.pagerduty_services;
+    map.get(&service.id).cloned().or_else(|| {
+        let name = service.summary.as_deref()?.trim();
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, r)| r.clone())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_listed_signature_may_match() {
+        let body = b"{}";
+        let good = verify::hmac_sha256_hex("s", body);
+        let bad = "0".repeat(64);
+        assert!(signature_matches("s", body, &format!("v1={good}")));
+        assert!(signature_matches("s", body, &format!("v1={bad},v1={good}")));
+        assert!(signature_matches(
+            "s",
+            body,
+            &format!("v1={good}, v1={bad}")
+        ));
+        assert!(!signature_matches("s", body, &format!("v1={bad},v1={bad}")));
+        assert!(!signature_matches("s", body, &format!("v0={good}")));
+        assert!(!signature_matches("s", body, ""));
     }
 }
