@@ -382,7 +382,9 @@ fn duration_delta(span: &FinishedSpan, st: &ItemState) -> Delta {
             metrics::TASK_DURATION
         }
         Kind::Deployment => {
-            copy(&mut labels, "deployment.environment.name");
+            // The same label value valuestream.deployments uses, `unknown` included.
+            let env = st.environment.clone().unwrap_or_else(|| "unknown".into());
+            labels.insert("deployment.environment.name".into(), env);
             metrics::DEPLOYMENT_DURATION
         }
         Kind::Incident => metrics::INCIDENT_DURATION,
