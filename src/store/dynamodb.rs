@@ -1,41 +1,622 @@
-//! DynamoDB store (issue 3: not built yet).
+//! The DynamoDB store (production, and `serve` when `VALUESTREAM_TABLE` is set).
+//!
+//! One table, string keys `pk` (HASH) and `sk` (RANGE). Each record is one item:
+//!
+//! | attribute | type | holds |
+//! |---|---|---|
+//! | `pk`, `sk` | S | the record's [`Key`] |
+//! | `v` | N | the record's version (conditions compare it) |
+//! | `ttl` | N | epoch seconds after which the record no longer exists (DynamoDB TTL deletes it later) |
+//! | `d` | S | the record's data, as JSON |
+//!
+//! DynamoDB's TTL deletes expired items only eventually (typically within days), so every read
+//! treats `ttl <= now` as absent and every condition says the same: `Absent` holds over an
+//! expired item, `Version` does not.
+//!
+//! Requests: `get_many` is one BatchGetItem per 100 keys (plus retries of unprocessed keys),
+//! `query` is one Query per page, and `commit` is one PutItem/DeleteItem (a single write) or one
+//! TransactWriteItems (several, at most 100). Reads are strongly consistent, so a writer sees the
+//! versions its conditions will be checked against. Nothing here scans the table.
 
-use super::{Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::Duration;
 
-pub struct DynamoStore;
+/// Keys per BatchGetItem request (DynamoDB's limit).
+const BATCH_GET_MAX: usize = 100;
+/// Writes per TransactWriteItems request (DynamoDB's limit).
+const TRANSACT_MAX: usize = 100;
+/// Largest `d` attribute accepted. A DynamoDB item is at most 400 KB including attribute names
+/// and the key; this leaves room for those.
+pub const MAX_DATA_BYTES: usize = 350 * 1024;
+/// Rounds of retrying BatchGetItem's unprocessed keys before giving up.
+const UNPROCESSED_RETRIES: u32 = 8;
+/// Largest page a query asks for.
+const QUERY_PAGE_MAX: usize = 1000;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const VERSION: &str = "v";
+const TTL: &str = "ttl";
+const DATA: &str = "d";
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    requests: AtomicU64,
+}
+
+fn backend_sdk<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend(format!("DynamoDB {what}: {}", DisplayErrorContext(&e)))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key_item(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(&key.pk)), (SK.to_string(), s(&key.sk))])
+}
+
+fn record_item(record: &Record) -> StoreResult<HashMap<String, AttributeValue>> {
+    let data = serde_json::to_string(&record.data)
+        .map_err(|e| StoreError::Backend(format!("record data does not serialize: {e}")))?;
+    if data.len() > MAX_DATA_BYTES {
+        return Err(StoreError::Backend(format!(
+            "record {}/{} holds {} bytes of data, more than the {MAX_DATA_BYTES} bytes a DynamoDB \
+             item (at most 400 KB) can take; it was not written",
+            record.key.pk,
+            record.key.sk,
+            data.len()
+        )));
+    }
+    let mut item = key_item(&record.key);
+    item.insert(VERSION.into(), n(record.version));
+    item.insert(TTL.into(), n(record.expires_at));
+    item.insert(DATA.into(), s(data));
+    Ok(item)
+}
+
+fn str_attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> StoreResult<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Backend(format!(
+            "DynamoDB item has no string attribute {name:?}: not a valuestream record"
+        ))),
+    }
+}
+
+fn num_attr<T: std::str::FromStr>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> StoreResult<T> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().map_err(|_| {
+            StoreError::Backend(format!(
+                "DynamoDB item attribute {name:?} is not a whole number: {v}"
+            ))
+        }),
+        _ => Err(StoreError::Backend(format!(
+            "DynamoDB item has no number attribute {name:?}: not a valuestream record"
+        ))),
+    }
+}
+
+/// The record an item holds, or `None` when it has expired.
+fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<Option<Record>> {
+    let expires_at: i64 = num_attr(item, TTL)?;
+    if expires_at <= now {
+        return Ok(None);
+    }
+    let key = Key::new(str_attr(item, PK)?, str_attr(item, SK)?);
+    let data = serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
+        StoreError::Backend(format!(
+            "record {}/{} holds data that is not JSON: {e}",
+            key.pk, key.sk
+        ))
+    })?;
+    Ok(Some(Record {
+        version: num_attr(item, VERSION)?,
+        expires_at,
+        data,
+        key,
+    }))
+}
+
+/// A write's precondition as a condition expression, its names and its values.
+struct Condition {
+    expression: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn condition(cond: Cond, now: i64) -> Option<Condition> {
+    match cond {
+        Cond::Any => None,
+        // No item, or only an expired one that TTL has not deleted yet.
+        Cond::Absent => Some(Condition {
+            expression: "attribute_not_exists(#pk) OR #ttl <= :now".into(),
+            names: HashMap::from([("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())]),
+            values: HashMap::from([(":now".into(), n(now))]),
+        }),
+        Cond::Version(v) => Some(Condition {
+            expression: "#v = :v AND #ttl > :now".into(),
+            names: HashMap::from([("#v".into(), VERSION.into()), ("#ttl".into(), TTL.into())]),
+            values: HashMap::from([(":v".into(), n(v)), (":now".into(), n(now))]),
+        }),
+    }
+}
+
+fn cond_of(write: &Write) -> Cond {
+    match write {
+        Write::Put { cond, .. } | Write::Delete { cond, .. } => *cond,
+    }
+}
+
+/// Whether a cancelled transaction failed on a condition or on a concurrent transaction (both
+/// mean: another writer got there first; read again and retry).
+fn cancelled_by_conflict(reasons: &[String], message: &str) -> bool {
+    let conflict = |code: &str| code == "ConditionalCheckFailed" || code == "TransactionConflict";
+    if reasons.is_empty() {
+        // Servers that send no structured reasons still list them in the message.
+        return message.contains("ConditionalCheckFailed")
+            || message.contains("TransactionConflict");
+    }
+    reasons.iter().any(|r| conflict(r))
+}
 
 impl DynamoStore {
-    pub async fn connect(_table: &str) -> StoreResult<Self> {
-        Err(StoreError::Backend(
-            "the DynamoDB store is not built yet".into(),
-        ))
+    /// A store on `table`, with the standard AWS configuration from the environment (region,
+    /// credentials, and `AWS_ENDPOINT_URL_DYNAMODB` for a local DynamoDB-compatible server).
+    pub async fn connect(table: &str) -> StoreResult<Self> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Ok(Self::with_client(Client::new(&config), table))
+    }
+
+    /// A store on `table` through an already configured client.
+    pub fn with_client(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    async fn put_one(&self, record: &Record, cond: Cond, now: i64) -> StoreResult<()> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record_item(record)?));
+        if let Some(c) = condition(cond, now) {
+            req = req
+                .condition_expression(c.expression)
+                .set_expression_attribute_names(Some(c.names))
+                .set_expression_attribute_values(Some(c.values));
+        }
+        self.count();
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_))
+                | Some(PutItemError::TransactionConflictException(_)) => StoreError::Conflict,
+                _ => backend_sdk("PutItem", e),
+            }),
+        }
+    }
+
+    async fn delete_one(&self, key: &Key, cond: Cond, now: i64) -> StoreResult<()> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)));
+        if let Some(c) = condition(cond, now) {
+            req = req
+                .condition_expression(c.expression)
+                .set_expression_attribute_names(Some(c.names))
+                .set_expression_attribute_values(Some(c.values));
+        }
+        self.count();
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.as_service_error() {
+                Some(DeleteItemError::ConditionalCheckFailedException(_))
+                | Some(DeleteItemError::TransactionConflictException(_)) => StoreError::Conflict,
+                _ => backend_sdk("DeleteItem", e),
+            }),
+        }
+    }
+
+    async fn transact(&self, writes: &[Write], now: i64) -> StoreResult<()> {
+        let mut items = Vec::with_capacity(writes.len());
+        for write in writes {
+            let c = condition(cond_of(write), now);
+            let (expression, names, values) = match c {
+                Some(c) => (Some(c.expression), Some(c.names), Some(c.values)),
+                None => (None, None, None),
+            };
+            let item = match write {
+                Write::Put { record, .. } => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(record_item(record)?))
+                            .set_condition_expression(expression)
+                            .set_expression_attribute_names(names)
+                            .set_expression_attribute_values(values)
+                            .build()
+                            .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    )
+                    .build(),
+                Write::Delete { key, .. } => TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key_item(key)))
+                            .set_condition_expression(expression)
+                            .set_expression_attribute_names(names)
+                            .set_expression_attribute_values(values)
+                            .build()
+                            .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    )
+                    .build(),
+            };
+            items.push(item);
+        }
+        self.count();
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) =
+                    e.as_service_error()
+                {
+                    let reasons: Vec<String> = tc
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect();
+                    if cancelled_by_conflict(&reasons, tc.message().unwrap_or_default()) {
+                        return Err(StoreError::Conflict);
+                    }
+                    return Err(StoreError::Backend(format!(
+                        "DynamoDB TransactWriteItems was cancelled (reasons: {}): {}",
+                        reasons.join(", "),
+                        tc.message().unwrap_or_default()
+                    )));
+                }
+                Err(backend_sdk("TransactWriteItems", e))
+            }
+        }
     }
 }
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn get_many(&self, _keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
-        unimplemented!()
+    async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+        let now = now_epoch();
+        // BatchGetItem refuses duplicate keys: ask for each key once.
+        let mut seen = HashSet::new();
+        let unique: Vec<&Key> = keys.iter().filter(|k| seen.insert(*k)).collect();
+        let mut found: HashMap<Key, Record> = HashMap::new();
+        for chunk in unique.chunks(BATCH_GET_MAX) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.iter().map(|k| key_item(k)).collect()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let mut round = 0;
+            loop {
+                self.count();
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| backend_sdk("BatchGetItem", e))?;
+                if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                    for item in items {
+                        if let Some(rec) = decode(item, now)? {
+                            found.insert(rec.key.clone(), rec);
+                        }
+                    }
+                }
+                match out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|u| !u.keys().is_empty())
+                {
+                    Some(rest) => {
+                        round += 1;
+                        if round > UNPROCESSED_RETRIES {
+                            return Err(StoreError::Backend(format!(
+                                "DynamoDB BatchGetItem left {} keys unprocessed after {UNPROCESSED_RETRIES} retries (throttled)",
+                                rest.keys().len()
+                            )));
+                        }
+                        pending = rest.clone();
+                        let backoff = 25u64 << round.min(5);
+                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
+
     async fn query(
         &self,
-        _pk: &str,
-        _from: &str,
-        _to: &str,
-        _limit: usize,
-        _order: Order,
+        pk: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+        order: Order,
     ) -> StoreResult<Vec<Record>> {
-        unimplemented!()
+        // A sort key is never empty, so an empty upper bound matches nothing.
+        if limit == 0 || to.is_empty() || from > to {
+            return Ok(Vec::new());
+        }
+        let now = now_epoch();
+        let mut values = HashMap::from([(":pk".to_string(), s(pk)), (":to".to_string(), s(to))]);
+        // DynamoDB refuses an empty string as a key value: an empty lower bound is no bound.
+        let expression = if from.is_empty() {
+            "#pk = :pk AND #sk <= :to"
+        } else {
+            values.insert(":from".into(), s(from));
+            "#pk = :pk AND #sk BETWEEN :from AND :to"
+        };
+        let names = HashMap::from([
+            ("#pk".to_string(), PK.into()),
+            ("#sk".to_string(), SK.into()),
+        ]);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = (limit - out.len()).min(QUERY_PAGE_MAX) as i32;
+            self.count();
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(expression)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(order == Order::Ascending)
+                .consistent_read(true)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend_sdk("Query", e))?;
+            for item in resp.items() {
+                if let Some(rec) = decode(item, now)? {
+                    out.push(rec);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
     }
-    async fn commit(&self, _writes: Vec<Write>) -> StoreResult<()> {
-        unimplemented!()
+
+    async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+        let now = now_epoch();
+        match writes.as_slice() {
+            [] => Ok(()),
+            [Write::Put { record, cond }] => self.put_one(record, *cond, now).await,
+            [Write::Delete { key, cond }] => self.delete_one(key, *cond, now).await,
+            many if many.len() > TRANSACT_MAX => Err(StoreError::Backend(format!(
+                "a commit of {} writes is more than the {TRANSACT_MAX} one DynamoDB transaction \
+                 takes; nothing was written",
+                many.len()
+            ))),
+            many => self.transact(many, now).await,
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(AtomicOrdering::Relaxed)
     }
 }
 
-/// Creates the table with TTL enabled.
-pub async fn create_table(_table: &str) -> StoreResult<()> {
-    Err(StoreError::Backend(
-        "the DynamoDB store is not built yet".into(),
-    ))
+/// Creates the table (on-demand capacity, keys `pk`/`sk`) and enables TTL on `ttl`, with the
+/// standard AWS configuration from the environment. Succeeds when the table already exists.
+pub async fn create_table(table: &str) -> StoreResult<()> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    create_table_with(&Client::new(&config), table).await
+}
+
+/// [`create_table`] through an already configured client.
+pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(CreateTableError::ResourceInUseException(_))
+            ) =>
+        {
+            tracing::info!(table, "the table exists already");
+        }
+        Err(e) => return Err(backend_sdk("CreateTable", e)),
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| backend_sdk("DescribeTable", e))?;
+        let status = described.table().and_then(|t| t.table_status());
+        if status == Some(&TableStatus::Active) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(StoreError::Backend(format!(
+                "table {table} is still {status:?} after 5 minutes; it never became ACTIVE"
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| backend_sdk("DescribeTimeToLive", e))?;
+    let current = ttl.time_to_live_description();
+    let status = current.and_then(|d| d.time_to_live_status());
+    let attribute = current.and_then(|d| d.attribute_name());
+    match status {
+        Some(TimeToLiveStatus::Enabled) | Some(TimeToLiveStatus::Enabling) => {
+            if attribute != Some(TTL) {
+                return Err(StoreError::Backend(format!(
+                    "table {table} has TTL on attribute {attribute:?}; valuestream needs it on {TTL:?}"
+                )));
+            }
+        }
+        _ => {
+            client
+                .update_time_to_live()
+                .table_name(table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(TTL)
+                        .enabled(true)
+                        .build()
+                        .map_err(|e| StoreError::Backend(e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|e| backend_sdk("UpdateTimeToLive", e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn item_round_trip_and_expiry() {
+        let rec = Record {
+            key: Key::new("item#a", "_"),
+            version: 3,
+            expires_at: 2_000,
+            data: json!({"x": [1, "é"]}),
+        };
+        let item = record_item(&rec).unwrap();
+        assert_eq!(item.get("ttl"), Some(&AttributeValue::N("2000".into())));
+        assert_eq!(item.get("v"), Some(&AttributeValue::N("3".into())));
+        assert_eq!(decode(&item, 1_999).unwrap(), Some(rec));
+        assert_eq!(decode(&item, 2_000).unwrap(), None, "ttl <= now is absent");
+    }
+
+    #[test]
+    fn oversized_data_is_refused_with_a_clear_message() {
+        let rec = Record {
+            key: Key::new("item#big", "_"),
+            version: 1,
+            expires_at: 2_000,
+            data: json!("x".repeat(MAX_DATA_BYTES + 1)),
+        };
+        match record_item(&rec) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("400 KB"), "{m}"),
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conflict_reasons() {
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(cancelled_by_conflict(
+            &r(&["None", "ConditionalCheckFailed"]),
+            ""
+        ));
+        assert!(cancelled_by_conflict(
+            &r(&["TransactionConflict", "None"]),
+            ""
+        ));
+        assert!(!cancelled_by_conflict(&r(&["ValidationError", "None"]), ""));
+        assert!(cancelled_by_conflict(
+            &[],
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]"
+        ));
+    }
 }

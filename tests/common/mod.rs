@@ -525,3 +525,6 @@ pub fn golden(rel: &str, actual: &Value) {
         panic!("{rel} differs from the output (UPDATE_GOLDEN=1 rewrites it; review the diff):\n{pretty}");
     }
 }
+
+pub mod moto;
+pub mod outbox;

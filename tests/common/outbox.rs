@@ -1,0 +1,99 @@
+//! "Nothing is lost when the collector is down", as one scenario every store runs
+//! (tests/store_embedded.rs and tests/store_dynamodb.rs).
+
+use super::{app_with, edit, test_config};
+use axum::http::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+use valuestream::store::Store;
+
+/// The head branch that names issue 1 of Hello-World as the change's parent.
+pub const VSTRACE_BRANCH: &str = "feature/vstrace-github-Hello-World-1/fix";
+
+/// The pull_request `closed` fixture, merged, on [`VSTRACE_BRANCH`].
+pub fn merged_pr() -> Vec<u8> {
+    edit("github/pull_request/closed.payload.json", |v| {
+        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH);
+        v["pull_request"]["merged"] = json!(true);
+        v["pull_request"]["merged_at"] = json!("2019-05-15T15:21:18Z");
+        v["pull_request"]["merge_commit_sha"] = json!("c4295bd74fb0f4fda03689c3df3f2803b658fd85");
+    })
+}
+
+/// How the pending batch gets out once the collector is back.
+#[derive(Clone, Copy, Debug)]
+pub enum Recovery {
+    /// The next delivery (any) sees the outbox flag and drains.
+    NextDelivery,
+    /// An explicit drain (serve's background loop, a Lambda cold start).
+    Drain,
+}
+
+/// The collector answers 503 while a closing event is delivered: the delivery is still accepted
+/// (2xx, `export_pending`), the batch waits in the outbox, and once the collector is back it is
+/// exported exactly once.
+pub async fn collector_down_loses_nothing(store: Arc<dyn Store>, recovery: Recovery) {
+    let app = app_with(store, test_config(&[])).await;
+    app.receiver.set_down(true);
+    let (s, b) = app.github("pull_request", "down-close", merged_pr()).await;
+    assert!(
+        s.is_success(),
+        "accepted although the collector is down: {s} {b}"
+    );
+    assert_eq!(b["status"], "processed", "{b}");
+    assert_eq!(b["finished"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(
+        b["export_pending"], true,
+        "the answer says the export is pending: {b}"
+    );
+    assert_eq!(
+        app.pipeline.pending().await.unwrap(),
+        1,
+        "the batch waits in the outbox"
+    );
+    assert!(app.receiver.spans().is_empty());
+
+    app.receiver.set_down(false);
+    match recovery {
+        Recovery::NextDelivery => {
+            let (s, b) = app
+                .github_fixture("github/issues/opened.payload.json", "after-recovery")
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            assert_eq!(b["export_pending"], true, "it saw the outbox flag: {b}");
+        }
+        Recovery::Drain => {
+            let d = app.pipeline.drain().await.unwrap();
+            assert_eq!((d.exported, d.failed, d.remaining), (1, 0, false), "{d:?}");
+        }
+    }
+    let spans = app.receiver.spans();
+    assert_eq!(spans.len(), 1, "exactly one copy arrives: {spans:#?}");
+    assert!(spans[0].name.starts_with("PR #2"), "{:?}", spans[0].name);
+    assert!(
+        app.receiver
+            .points()
+            .iter()
+            .any(|p| p.name == "valuestream.change.duration"),
+        "the metric points of the batch arrive too"
+    );
+    assert_eq!(
+        app.pipeline.pending().await.unwrap(),
+        0,
+        "the outbox is empty"
+    );
+
+    let again = app.pipeline.drain().await.unwrap();
+    assert_eq!(again.exported, 0, "{again:?}");
+    assert_eq!(
+        app.receiver.spans().len(),
+        1,
+        "another drain sends nothing more"
+    );
+    // A later delivery does not drain anything either: the flag is down.
+    let (_, b) = app
+        .github_fixture("github/issues/labeled.payload.json", "later")
+        .await;
+    assert_eq!(b["export_pending"], false, "{b}");
+    assert_eq!(app.receiver.spans().len(), 1);
+}

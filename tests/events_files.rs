@@ -1,0 +1,266 @@
+//! The API Gateway events under events/ (written by scripts/make-events.py): each is an HTTP API
+//! payload-2.0 event whose signature or token is valid for its source's local secret, they are
+//! what the script generates today, and the GitHub ones go through the router with 2xx answers.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use valuestream::config::Config;
+use valuestream::replay;
+use valuestream::sources::verify::hmac_sha256_hex;
+use valuestream::store::embedded::EmbeddedStore;
+
+/// The local secrets of the README's local example (and of scripts/make-events.py).
+const LOCAL: &[(&str, &str)] = &[
+    ("VALUESTREAM_GITHUB_SECRET", "local-github-secret"),
+    ("VALUESTREAM_GITLAB_TOKEN", "local-gitlab-token"),
+    ("VALUESTREAM_JENKINS_TOKEN", "local-jenkins-token"),
+    ("VALUESTREAM_JIRA_SECRET", "local-jira-secret"),
+    ("VALUESTREAM_PAGERDUTY_SECRET", "local-pagerduty-secret"),
+    ("VALUESTREAM_EVENTS_TOKEN", "local-events-token"),
+];
+
+fn local(var: &str) -> &'static str {
+    LOCAL.iter().find(|(k, _)| *k == var).unwrap().1
+}
+
+fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+fn event_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(event_files(&p));
+        } else if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Checks one event's shape and credentials; returns its source.
+fn check_event(file: &Path) -> String {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // The type lambda_http deserializes HTTP API events into.
+    let parsed: ApiGatewayV2httpRequest = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 event: {e}"));
+    assert_eq!(parsed.version.as_deref(), Some("2.0"), "{name}");
+    let raw_path = v["rawPath"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: rawPath"));
+    let source = raw_path
+        .strip_prefix("/webhooks/")
+        .unwrap_or_else(|| panic!("{name}: rawPath {raw_path} is not /webhooks/<source>"))
+        .to_string();
+    assert_eq!(v["routeKey"], format!("POST {raw_path}"), "{name}");
+    assert!(v["rawQueryString"].is_string(), "{name}: rawQueryString");
+    assert_eq!(v["requestContext"]["http"]["method"], "POST", "{name}");
+    assert_eq!(v["requestContext"]["http"]["path"], raw_path, "{name}");
+    assert!(
+        v["requestContext"]["http"]["sourceIp"].is_string(),
+        "{name}: sourceIp"
+    );
+    assert_eq!(v["isBase64Encoded"], false, "{name}");
+    let body = v["body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: body must be a string"));
+    serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
+    let headers = v["headers"].as_object().unwrap();
+    for k in headers.keys() {
+        assert_eq!(
+            *k,
+            k.to_ascii_lowercase(),
+            "{name}: header names are lower-case"
+        );
+    }
+    assert_eq!(headers["content-type"], "application/json", "{name}");
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{name}: no {k} header"))
+    };
+    let body = body.as_bytes();
+    match source.as_str() {
+        "github" => {
+            let want = format!(
+                "sha256={}",
+                hmac_sha256_hex(local("VALUESTREAM_GITHUB_SECRET"), body)
+            );
+            assert_eq!(h("x-hub-signature-256"), want, "{name}");
+            assert!(!h("x-github-event").is_empty() && !h("x-github-delivery").is_empty());
+        }
+        "gitlab" => {
+            assert_eq!(
+                h("x-gitlab-token"),
+                local("VALUESTREAM_GITLAB_TOKEN"),
+                "{name}"
+            );
+            assert!(h("x-gitlab-event").ends_with("Hook"), "{name}");
+            assert!(!h("x-gitlab-event-uuid").is_empty());
+        }
+        "jenkins" => assert_eq!(
+            h("authorization"),
+            format!("Bearer {}", local("VALUESTREAM_JENKINS_TOKEN")),
+            "{name}"
+        ),
+        "jira" => assert_eq!(
+            h("x-hub-signature"),
+            format!(
+                "sha256={}",
+                hmac_sha256_hex(local("VALUESTREAM_JIRA_SECRET"), body)
+            ),
+            "{name}"
+        ),
+        "pagerduty" => {
+            let want = format!(
+                "v1={}",
+                hmac_sha256_hex(local("VALUESTREAM_PAGERDUTY_SECRET"), body)
+            );
+            assert!(
+                h("x-pagerduty-signature")
+                    .split(',')
+                    .any(|s| s.trim() == want),
+                "{name}: X-PagerDuty-Signature"
+            );
+        }
+        "events" => assert_eq!(
+            h("authorization"),
+            format!("Bearer {}", local("VALUESTREAM_EVENTS_TOKEN")),
+            "{name}"
+        ),
+        other => panic!("{name}: unknown source {other}"),
+    }
+    source
+}
+
+#[test]
+fn every_event_file_is_a_signed_http_api_event() {
+    let files = event_files(&events_dir());
+    let mut sources: Vec<String> = files.iter().map(|f| check_event(f)).collect();
+    sources.sort();
+    sources.dedup();
+    for s in ["github", "gitlab", "jenkins", "jira", "pagerduty"] {
+        assert!(sources.iter().any(|x| x == s), "no event file for {s}");
+    }
+    // One GitHub event per GitHub fixture payload.
+    let payloads = std::fs::read_dir(fixtures_dir().join("github"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|f| {
+            let n = f.as_ref().unwrap().file_name();
+            let n = n.to_string_lossy();
+            n.ends_with(".json") && !n.ends_with(".expected.json")
+        })
+        .count();
+    let github = event_files(&events_dir().join("github")).len();
+    assert_eq!(
+        github, payloads,
+        "one events/github file per GitHub fixture"
+    );
+}
+
+#[test]
+fn a_tampered_event_fails_the_check() {
+    // The check above would notice a body that no longer matches its signature.
+    let file = events_dir().join("github/issues-opened.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    v["body"] = Value::String(v["body"].as_str().unwrap().replace("opened", "closed"));
+    let dir = tempfile::tempdir().unwrap();
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
+    let r = std::panic::catch_unwind(|| check_event(&tampered));
+    assert!(
+        r.is_err(),
+        "a body that does not match its signature is caught"
+    );
+}
+
+#[test]
+fn event_files_are_what_the_script_generates() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-events.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--check")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "events/ is stale: run python3 scripts/make-events.py\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn github_events_replay_through_the_router() {
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let config =
+        Config::from_pairs(&[("VALUESTREAM_GITHUB_SECRET", "local-github-secret")]).unwrap();
+    let app = app_with(store, config).await;
+    let files = event_files(&events_dir().join("github"));
+    assert!(!files.is_empty());
+    let mut statuses = Vec::new();
+    for file in &files {
+        let rec = replay::load(file).unwrap();
+        assert_eq!(rec.source, "github");
+        let headers: Vec<(&str, &str)> = rec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let path = match &rec.query {
+            Some(q) => format!("/webhooks/github?{q}"),
+            None => "/webhooks/github".to_string(),
+        };
+        let (s, b) = app.post_path(&path, &headers, rec.body.clone()).await;
+        assert!(s.is_success(), "{} answered {s}: {b}", file.display());
+        statuses.push((file.file_name().unwrap().to_string_lossy().into_owned(), b));
+    }
+    let answer = |name: &str| {
+        &statuses
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .1
+    };
+    assert_eq!(answer("issues-opened.json")["status"], "processed");
+    assert_eq!(
+        answer("issues-closed.derived.json")["finished"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        app.receiver
+            .spans()
+            .iter()
+            .any(|s| s.name.starts_with("ISSUE #1")),
+        "the replay exported the issue's span"
+    );
+    // The delivery IDs are stable: the same file again is a redelivery.
+    let rec = replay::load(&events_dir().join("github/issues-opened.json")).unwrap();
+    let headers: Vec<(&str, &str)> = rec
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (s, b) = app.post("github", &headers, rec.body).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("duplicate")),
+        "{b}"
+    );
+}

@@ -1,0 +1,388 @@
+//! The Lambda path for real: the `valuestream` binary as a Lambda function behind `cargo lambda
+//! watch`'s runtime API and function-URL emulator (API Gateway HTTP API v2 events), state in
+//! DynamoDB (moto_server), telemetry to an OTLP receiver. Driven over HTTP with signed fixtures.
+//!
+//! The emulator runs with `--only-lambda-apis` and the test starts the function itself: the
+//! binary cargo built for this test run (`CARGO_BIN_EXE_valuestream`), pointed at the emulator's
+//! runtime API as the Lambda service would. Letting the watcher `cargo run` the function instead
+//! would build a second copy (a `cargo test` build unifies dev-dependency features, so a plain
+//! `cargo run` artifact differs) and would run whatever source is on disk rather than the binary
+//! under test.
+//!
+//! URL shape: `http://127.0.0.1:<port>/lambda-url/valuestream/<path>` (function-URL style; the
+//! emulator turns it into an HTTP API v2 event with `rawPath` `/<path>`), and
+//! `POST http://127.0.0.1:<port>/2015-03-31/functions/valuestream/invocations` with an event
+//! file as the body (what `cargo lambda invoke --data-file` sends).
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::moto::{free_port, repo, venv_tool, Background, Moto, AWS_ENV};
+use common::outbox::{merged_pr, VSTRACE_BRANCH};
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use valuestream::model::ids;
+use valuestream::sources::verify::hmac_sha256_hex;
+
+const SECRET: &str = "local-github-secret";
+const FUNCTION: &str = "valuestream";
+
+struct Lambda {
+    base: String,
+    http: reqwest::Client,
+    // Dropped in this order: the function first, then the emulator.
+    function: Background,
+    watcher: Background,
+}
+
+impl Lambda {
+    async fn start(moto_url: &str, table: &str, otlp: &str) -> Lambda {
+        let cargo_lambda = venv_tool("cargo-lambda");
+        let port = free_port();
+        let path = format!(
+            "{}:{}",
+            repo().join(".venv/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let port_s = port.to_string();
+        let mut watcher = Background::spawn(
+            "cargo-lambda-watch",
+            &cargo_lambda,
+            &[
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--ignore-changes",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port_s,
+            ],
+            &[("PATH", &path), ("RUST_LOG", "info")],
+            &repo(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                !watcher.exited(),
+                "cargo lambda watch exited\n{}",
+                watcher.log_tail(40)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "cargo lambda watch is not listening on {port} after 60 s\n{}",
+                watcher.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let runtime_api = format!("http://127.0.0.1:{port}/.rt/{FUNCTION}");
+        let mut env: Vec<(&str, &str)> = AWS_ENV.to_vec();
+        env.extend([
+            // What the Lambda service sets.
+            ("AWS_LAMBDA_RUNTIME_API", runtime_api.as_str()),
+            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/valuestream"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test"),
+            // What template.yaml sets.
+            ("VALUESTREAM_TABLE", table),
+            ("VALUESTREAM_GITHUB_SECRET", SECRET),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+            ("RUST_LOG", "info"),
+            // Local only: DynamoDB is moto.
+            ("AWS_ENDPOINT_URL_DYNAMODB", moto_url),
+        ]);
+        let function = Background::spawn_clean(
+            "valuestream-lambda",
+            std::path::Path::new(env!("CARGO_BIN_EXE_valuestream")),
+            &[],
+            &env,
+            &repo(),
+        );
+        let lambda = Lambda {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            function,
+            watcher,
+        };
+        // The first invocation: a generous timeout for a cold start on a busy machine.
+        let (s, b) = lambda.get("/healthz").await;
+        assert_eq!(s, 200, "healthz through the function URL: {b}");
+        lambda
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/lambda-url/{FUNCTION}{path}", self.base)
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "{}\n{}",
+            self.function.log_tail(30),
+            self.watcher.log_tail(15)
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.logs()));
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.logs()));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+        (status, v)
+    }
+
+    async fn github(&self, event: &str, delivery: &str, body: Vec<u8>) -> (u16, Value) {
+        let sig = format!("sha256={}", hmac_sha256_hex(SECRET, &body));
+        self.post(
+            "/webhooks/github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &sig),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// An event file through the Invoke API, as `cargo lambda invoke --data-file` sends it.
+    async fn invoke(&self, event: &[u8]) -> Value {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/2015-03-31/functions/{FUNCTION}/invocations",
+                self.base
+            ))
+            .body(event.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.logs()));
+        assert!(resp.status().is_success(), "invoke: {}", resp.status());
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Every item of the table, by `pk|sk` (a Scan is fine in a test; the service never scans).
+async fn table_items(moto: &Moto, table: &str) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = moto
+            .client()
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let key = format!(
+                "{}|{}",
+                item["pk"].as_s().unwrap(),
+                item["sk"].as_s().unwrap()
+            );
+            out.insert(key, item.clone());
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return out,
+        }
+    }
+}
+
+fn data(item: &Item) -> Value {
+    serde_json::from_str(item["d"].as_s().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deliveries_through_the_lambda_runtime() {
+    let moto = Moto::start().await;
+    let table = moto.store().await.table().to_string();
+    let receiver = Receiver::start().await;
+    let lambda = Lambda::start(&moto.url, &table, &receiver.url).await;
+
+    // Issue opened: state in DynamoDB, nothing exported yet.
+    let (s, b) = lambda
+        .github(
+            "issues",
+            "lambda-1",
+            fixture("github/issues/opened.payload.json"),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}\n{}", lambda.logs());
+    assert_eq!(
+        (b["status"].as_str(), b["opened"].as_u64()),
+        (Some("processed"), Some(1)),
+        "{b}"
+    );
+    let items = table_items(&moto, &table).await;
+    let issue_item = &items["item#github/issue/codertocat/hello-world/1|_"];
+    assert_eq!(data(issue_item)["open"], true);
+    assert!(
+        items.contains_key("delivery#github#lambda-1|_"),
+        "{:?}",
+        items.keys()
+    );
+    for item in items.values() {
+        let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+        assert!(
+            ttl > valuestream::store::now_epoch(),
+            "every item has a future ttl"
+        );
+        assert!(item.contains_key("v"));
+    }
+    assert!(receiver.spans().is_empty());
+
+    // The change that names the issue in its branch, then its merge.
+    let opened_pr = edit("github/pull_request/opened.payload.json", |v| {
+        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH)
+    });
+    let (s, b) = lambda.github("pull_request", "lambda-2", opened_pr).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
+    let (s, b) = lambda.github("pull_request", "lambda-3", merged_pr()).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
+    assert_eq!(b["finished"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["export_pending"], false, "{b}");
+    // Exported inside the invocation: the span is there when the response is.
+    let change = receiver.span("PR #2");
+
+    let (s, b) = lambda
+        .github(
+            "issues",
+            "lambda-4",
+            fixture("github/issues/closed.derived.payload.json"),
+        )
+        .await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
+    let issue = receiver.span("ISSUE #1");
+
+    let issue_key = "github/issue/codertocat/hello-world/1";
+    assert_eq!(issue.trace_id, ids::trace_id(issue_key));
+    assert_eq!(issue.span_id, ids::span_id(issue_key, 0));
+    assert_eq!(issue.parent_span_id, "");
+    assert_eq!(change.trace_id, issue.trace_id, "one trace");
+    assert_eq!(
+        change.parent_span_id, issue.span_id,
+        "the PR's parent is the issue"
+    );
+    assert_eq!(
+        change.span_id,
+        ids::span_id("github/change/codertocat/hello-world/2", 0)
+    );
+    // Payload times, not arrival times.
+    assert_eq!(issue.start_ns, ns("2019-05-15T15:20:18Z"));
+    assert_eq!(issue.end_ns, ns("2019-05-15T19:40:12Z"));
+    assert_eq!(change.start_ns, ns("2019-05-15T15:20:33Z"));
+    assert_eq!(change.end_ns, ns("2019-05-15T15:21:18Z"));
+    assert_eq!(
+        (issue.service.as_str(), issue.namespace.as_str()),
+        ("github", "valuestream")
+    );
+    assert_eq!(change.attr_str("vcs.ref.head.name"), VSTRACE_BRANCH);
+    assert!(
+        receiver
+            .points()
+            .iter()
+            .any(|p| p.name == "valuestream.change.duration"),
+        "metric points exported too"
+    );
+
+    let items = table_items(&moto, &table).await;
+    assert_eq!(
+        data(&items["item#github/issue/codertocat/hello-world/1|_"])["open"],
+        false
+    );
+    assert_eq!(
+        data(&items["item#github/change/codertocat/hello-world/2|_"])["open"],
+        false
+    );
+    for d in ["lambda-1", "lambda-2", "lambda-3", "lambda-4"] {
+        assert!(items.contains_key(&format!("delivery#github#{d}|_")), "{d}");
+    }
+    assert!(
+        !items.keys().any(|k| k.starts_with("outbox")),
+        "everything exported, nothing left in the outbox: {:?}",
+        items.keys()
+    );
+
+    // A bad signature: 401, and nothing changes.
+    let before = table_items(&moto, &table).await;
+    let body = fixture("github/issues/reopened.payload.json");
+    let (s, b) = lambda
+        .post(
+            "/webhooks/github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", "issues"),
+                ("x-github-delivery", "lambda-bad"),
+                ("x-hub-signature-256", &format!("sha256={}", "0".repeat(64))),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(s, 401, "{b}");
+    assert!(
+        b["reason"].as_str().unwrap().contains("does not match"),
+        "{b}"
+    );
+    assert_eq!(
+        table_items(&moto, &table).await,
+        before,
+        "a refused delivery changes nothing"
+    );
+
+    // A redelivery: duplicate, nothing exported twice.
+    let (s, b) = lambda.github("pull_request", "lambda-3", merged_pr()).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("duplicate")), "{b}");
+    assert_eq!(receiver.spans().len(), 2, "no second copy");
+
+    // An event the service does not use: 202 ignored.
+    let (s, b) = lambda
+        .github("star", "lambda-star", br#"{"action":"created"}"#.to_vec())
+        .await;
+    assert_eq!((s, b["status"].as_str()), (202, Some("ignored")), "{b}");
+    assert_eq!(table_items(&moto, &table).await, before);
+
+    // An event file from events/ through the Invoke API (cargo lambda invoke --data-file).
+    let event = std::fs::read(repo().join("events/github/ping.json")).unwrap();
+    let answer = lambda.invoke(&event).await;
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "processed", "{body}");
+    assert_eq!(receiver.spans().len(), 2);
+
+    // No process outlives the test: the function, then the emulator, each with its group.
+    let mut lambda = lambda;
+    assert!(!lambda.watcher.processes().is_empty());
+    for bg in [&mut lambda.function, &mut lambda.watcher] {
+        bg.stop();
+        assert_eq!(bg.processes(), Vec::<u32>::new(), "left running");
+    }
+}

@@ -1,0 +1,124 @@
+//! The embedded store (serve's default): the behavioural suite, persistence across a reopen of
+//! the same directory, the sweep of expired records, and nothing lost when the collector is down.
+
+mod common;
+
+use common::outbox::{collector_down_loses_nothing, Recovery};
+use serde_json::json;
+use std::sync::Arc;
+use valuestream::store::embedded::EmbeddedStore;
+use valuestream::store::{now_epoch, suite, Cond, Key, Record, Store, Write};
+
+#[tokio::test]
+async fn suite_passes_in_memory() {
+    let store = EmbeddedStore::in_memory().unwrap();
+    suite::run_all(&store, "p/").await;
+    assert!(store.requests() > 0, "requests are counted");
+}
+
+#[tokio::test]
+async fn suite_passes_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    suite::run_all(&store, "p/").await;
+}
+
+fn record(pk: &str, version: u64, ttl: i64, data: serde_json::Value) -> Record {
+    Record {
+        key: Key::one(pk),
+        version,
+        expires_at: now_epoch() + ttl,
+        data,
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .commit(vec![
+                Write::Put {
+                    record: record("kept", 4, 600, json!({"open": true})),
+                    cond: Cond::Absent,
+                },
+                Write::Put {
+                    record: record("gone", 1, 600, json!(1)),
+                    cond: Cond::Absent,
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(vec![Write::Delete {
+                key: Key::one("gone"),
+                cond: Cond::Version(1),
+            }])
+            .await
+            .unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let got = store
+        .get_many(&[Key::one("kept"), Key::one("gone")])
+        .await
+        .unwrap();
+    let kept = got[0].as_ref().expect("a record written before the reopen");
+    assert_eq!(
+        (kept.version, kept.data.clone()),
+        (4, json!({"open": true}))
+    );
+    assert!(got[1].is_none(), "a delete before the reopen stays deleted");
+    // Conditions see the reopened state.
+    let stale = store
+        .commit(vec![Write::Put {
+            record: record("kept", 5, 600, json!(0)),
+            cond: Cond::Version(3),
+        }])
+        .await;
+    assert!(matches!(
+        stale,
+        Err(valuestream::store::StoreError::Conflict)
+    ));
+}
+
+#[tokio::test]
+async fn sweep_deletes_expired_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut writes = Vec::new();
+    for i in 0..3 {
+        writes.push(Write::Put {
+            record: record(&format!("old{i}"), 1, -5, json!(i)),
+            cond: Cond::Any,
+        });
+    }
+    writes.push(Write::Put {
+        record: record("live", 1, 600, json!("live")),
+        cond: Cond::Any,
+    });
+    store.commit(writes).await.unwrap();
+    assert_eq!(store.sweep().await.unwrap(), 3, "the three expired records");
+    assert_eq!(store.sweep().await.unwrap(), 0, "nothing left to sweep");
+    let live = store.dump().unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].key, Key::one("live"));
+    // Swept, not merely hidden: the file no longer holds them after a reopen either.
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.sweep().await.unwrap(), 0);
+    assert_eq!(store.dump().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn collector_down_next_delivery_exports_the_outbox() {
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    collector_down_loses_nothing(store, Recovery::NextDelivery).await;
+}
+
+#[tokio::test]
+async fn collector_down_drain_exports_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    collector_down_loses_nothing(store, Recovery::Drain).await;
+}
