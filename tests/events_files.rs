@@ -264,3 +264,75 @@ async fn github_events_replay_through_the_router() {
         "{b}"
     );
 }
+
+/// Replays every file of `dir` in order into a fresh app with the local secrets.
+async fn replay_dir(dir: &str) -> (App, Vec<Value>) {
+    let app = app_with(
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+        Config::from_pairs(LOCAL).unwrap(),
+    )
+    .await;
+    let files = event_files(&events_dir().join(dir));
+    assert!(!files.is_empty(), "events/{dir} is empty");
+    let mut answers = Vec::new();
+    for file in &files {
+        let rec = replay::load(file).unwrap();
+        let headers: Vec<(&str, &str)> = rec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let path = match &rec.query {
+            Some(q) => format!("/webhooks/{}?{q}", rec.source),
+            None => format!("/webhooks/{}", rec.source),
+        };
+        let (s, b) = app.post_path(&path, &headers, rec.body.clone()).await;
+        assert!(s.is_success(), "{} answered {s}: {b}", file.display());
+        answers.push(b);
+    }
+    (app, answers)
+}
+
+#[tokio::test]
+async fn every_source_event_replays_through_the_router() {
+    for dir in ["gitlab", "jenkins", "jira", "pagerduty", "events"] {
+        let (_app, answers) = replay_dir(dir).await;
+        assert!(
+            answers.iter().any(|a| a["status"] == "processed"),
+            "{dir}: {answers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_demo_events_tell_the_readme_story() {
+    let (app, answers) = replay_dir("demo").await;
+    assert!(
+        answers.iter().all(|a| a["status"] == "processed"),
+        "{answers:?}"
+    );
+    let spans = app.receiver.spans();
+    assert_eq!(spans.len(), 10);
+    let mut traces: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 2, "the issue's trace and PR #3's trace");
+    let lead = app
+        .receiver
+        .latest_points()
+        .into_iter()
+        .find(|p| p.name == "valuestream.change.lead_time")
+        .unwrap();
+    assert_eq!(
+        (lead.value, lead.sum),
+        (3.0, 19200.0),
+        "the lead times scripts/demo_story.py documents"
+    );
+    let restore = app
+        .receiver
+        .latest_points()
+        .into_iter()
+        .find(|p| p.name == "valuestream.time_to_restore")
+        .unwrap();
+    assert_eq!(restore.sum, 5400.0);
+}

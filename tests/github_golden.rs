@@ -4,28 +4,16 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::sync::Arc;
+use valuestream::store::embedded::EmbeddedStore;
 
-/// The answer, spans and metric points one delivery gives, as a golden value.
-pub async fn deliver_alone(rel: &str) -> Value {
-    let app = app().await;
+/// The golden value of one fixture delivered alone to a fresh service.
+async fn deliver_alone(rel: &str) -> Value {
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let app = app_with(store.clone(), test_config(&[])).await;
     let (status, body) = app.github_fixture(rel, "golden-delivery").await;
-    let mut points: Vec<Value> = app
-        .receiver
-        .latest_points()
-        .iter()
-        .map(|p| json!({"name": p.name, "unit": p.unit, "labels": p.labels, "count": p.value, "sum": p.sum}))
-        .collect();
-    points.sort_by_key(|p| p.to_string());
-    json!({
-        "status": status.as_u16(),
-        "answer": body["status"],
-        "opened": body["opened"],
-        "updated": body["updated"],
-        "reason": body.get("reason"),
-        "spans": app.receiver.spans().iter().map(RSpan::golden).collect::<Vec<_>>(),
-        "metrics": points,
-    })
+    golden_value(status, body, &app, &store)
 }
 
 #[tokio::test]

@@ -48,54 +48,6 @@ fn hook(file: &str) -> &'static str {
     }
 }
 
-/// The translated state a delivery left in the store (deterministic records only).
-fn stored(store: &EmbeddedStore) -> Value {
-    const KEPT: &[&str] = &[
-        "item#",
-        "sha#",
-        "branch#",
-        "branchfirst#",
-        "landed#",
-        "push#",
-        "env#",
-        "deploys#",
-    ];
-    Value::Array(
-        dump(store)
-            .into_iter()
-            .filter(|r| KEPT.iter().any(|p| r.key.pk.starts_with(p)))
-            .map(|r| {
-                let data = if r.key.pk.starts_with("item#") {
-                    item_view(&r.data)
-                } else {
-                    r.data
-                };
-                json!({"pk": r.key.pk, "sk": r.key.sk, "data": data})
-            })
-            .collect(),
-    )
-}
-
-/// What a stored item says about the translation (not the engine's whole record shape).
-fn item_view(d: &Value) -> Value {
-    let fields = [
-        "name",
-        "kind",
-        "open",
-        "start",
-        "end",
-        "parent_span_id",
-        "head_branch",
-        "head_sha",
-        "environment",
-        "attributes",
-    ];
-    fields
-        .iter()
-        .map(|f| (f.to_string(), d[*f].clone()))
-        .collect()
-}
-
 /// Delivers one fixture alone to a fresh service and compares the answer, the spans the
 /// receiver decoded and the stored state with `gitlab/<stem>.expected.json`.
 async fn golden_fixture(file: &str) {
@@ -108,11 +60,10 @@ async fn golden_fixture(file: &str) {
     )
     .await;
     assert!(s.is_success(), "{file}: {s} {b}");
-    let spans: Vec<Value> = app.receiver.spans().iter().map(RSpan::golden).collect();
     let stem = file.trim_end_matches(".json");
     golden(
         &format!("gitlab/{stem}.expected.json"),
-        &json!({"http_status": s.as_u16(), "answer": b, "spans": spans, "stored": stored(&store)}),
+        &golden_value(s, b, &app, &store),
     );
 }
 

@@ -52,44 +52,11 @@ async fn golden_fixture(file: &str) {
     let (app, store) = jenkins_app().await;
     let (s, b) = jk_fixture(&app, file).await;
     assert!(s.is_success(), "{file}: {s} {b}");
-    let spans: Vec<Value> = app.receiver.spans().iter().map(RSpan::golden).collect();
-    let items: Vec<Value> = dump(&store)
-        .into_iter()
-        .filter(|r| r.key.pk.starts_with("item#") || r.key.pk.starts_with("env#"))
-        .map(|r| {
-            let data = if r.key.pk.starts_with("item#") {
-                item_view(&r.data)
-            } else {
-                r.data
-            };
-            json!({"pk": r.key.pk, "data": data})
-        })
-        .collect();
     let stem = file.trim_end_matches(".json");
     golden(
         &format!("jenkins/{stem}.expected.json"),
-        &json!({"http_status": s.as_u16(), "answer": b, "spans": spans, "stored": items}),
+        &golden_value(s, b, &app, &store),
     );
-}
-
-/// What a stored item says about the translation (not the engine's whole record shape).
-fn item_view(d: &Value) -> Value {
-    let fields = [
-        "name",
-        "kind",
-        "open",
-        "start",
-        "end",
-        "parent_span_id",
-        "head_branch",
-        "head_sha",
-        "environment",
-        "attributes",
-    ];
-    fields
-        .iter()
-        .map(|f| (f.to_string(), d[*f].clone()))
-        .collect()
 }
 
 #[tokio::test]

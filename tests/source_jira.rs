@@ -56,52 +56,6 @@ fn event_names(s: &RSpan) -> Vec<(&str, String)> {
         .collect()
 }
 
-/// What a golden file holds: the answer, the exported spans and metric points (as in
-/// github_golden.rs), and the work items the delivery left open.
-fn golden_value(status: StatusCode, body: Value, app: &App, store: &EmbeddedStore) -> Value {
-    let mut points: Vec<Value> = app
-        .receiver
-        .latest_points()
-        .iter()
-        .map(|p| json!({"name": p.name, "unit": p.unit, "labels": p.labels, "count": p.value, "sum": p.sum}))
-        .collect();
-    points.sort_by_key(|p| p.to_string());
-    let open: Vec<Value> = dump(store)
-        .into_iter()
-        .filter(|r| r.key.pk.starts_with("item#") && r.data["open"] == json!(true))
-        .map(|r| {
-            let d = &r.data;
-            json!({"key": r.key.pk, "name": d["name"], "kind": d["kind"],
-                "generation": d["generation"], "start": d["start"], "trace_id": d["trace_id"],
-                "span_id": d["span_id"], "parent_span_id": d["parent_span_id"],
-                "attributes": d["attributes"], "events": d["events"]})
-        })
-        .collect();
-    json!({
-        "status": status.as_u16(),
-        "answer": body["status"],
-        "delivery": body["delivery"],
-        "opened": body.get("opened"),
-        "updated": body.get("updated"),
-        "reason": body.get("reason"),
-        "spans": app.receiver.spans().iter().map(RSpan::golden).collect::<Vec<_>>(),
-        "metrics": points,
-        "open_items": open,
-    })
-}
-
-/// Every `tests/fixtures/<dir>/*.json` that is not a golden file, by file stem.
-fn fixture_stems(dir: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(fixtures_dir().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json") && !n.ends_with(".expected.json"))
-        .map(|n| n.trim_end_matches(".json").to_string())
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test]
 async fn every_fixture_matches_its_golden_file() {
     let stems = fixture_stems("jira");

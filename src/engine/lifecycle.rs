@@ -378,7 +378,6 @@ fn duration_delta(span: &FinishedSpan, st: &ItemState) -> Delta {
         }
         Kind::Task => {
             copy(&mut labels, "cicd.pipeline.name");
-            copy(&mut labels, "cicd.pipeline.task.name");
             metrics::TASK_DURATION
         }
         Kind::Deployment => {
