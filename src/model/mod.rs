@@ -232,6 +232,23 @@ pub struct WorkEvent {
 }
 
 impl WorkEvent {
+    /// Adds as parent candidates the change whose head (or merge) commit is `sha`, then the open
+    /// change of `branch`: how runs, builds and deployments find the change they belong to.
+    pub fn parent_by_commit(&mut self, repo: &Repo, sha: Option<&str>, branch: Option<&str>) {
+        if let Some(sha) = sha {
+            self.parents.push(ParentRef::Sha {
+                repo: repo.clone(),
+                sha: sha.to_string(),
+            });
+        }
+        if let Some(branch) = branch {
+            self.parents.push(ParentRef::Branch {
+                repo: repo.clone(),
+                branch: branch.to_string(),
+            });
+        }
+    }
+
     pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
         WorkEvent {
             kind,

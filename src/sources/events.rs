@@ -358,18 +358,9 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
         }
     }
     if let Some(repo) = &repo {
-        if let Some(sha) = &commit_sha {
-            w.parents.push(ParentRef::Sha {
-                repo: repo.clone(),
-                sha: sha.clone(),
-            });
-        }
-        if let (Kind::PipelineRun, Some(b)) = (kind, &branch) {
-            w.parents.push(ParentRef::Branch {
-                repo: repo.clone(),
-                branch: b.clone(),
-            });
-        }
+        // A deployment names its change by commit only: a branch says nothing of what shipped.
+        let branch = branch.as_deref().filter(|_| kind == Kind::PipelineRun);
+        w.parent_by_commit(repo, commit_sha.as_deref(), branch);
     }
     if let Some(ack) = acknowledged_at {
         w.span_events.push(SpanEvent {

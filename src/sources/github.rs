@@ -586,16 +586,7 @@ impl Ctx<'_> {
         }
         w.head_sha = Some(run.head_sha.clone());
         w.head_branch = run.head_branch.clone();
-        w.parents.push(ParentRef::Sha {
-            repo: self.repo.clone(),
-            sha: run.head_sha.clone(),
-        });
-        if let Some(b) = &run.head_branch {
-            w.parents.push(ParentRef::Branch {
-                repo: self.repo.clone(),
-                branch: b.clone(),
-            });
-        }
+        w.parent_by_commit(self.repo, Some(&run.head_sha), run.head_branch.as_deref());
         let a = &mut w.attributes;
         a.insert("cicd.pipeline.name".into(), name.clone().into());
         a.insert("cicd.pipeline.run.id".into(), run.id.to_string().into());
@@ -725,10 +716,7 @@ impl Ctx<'_> {
                 &r.number.to_string(),
             )));
         }
-        w.parents.push(ParentRef::Sha {
-            repo: self.repo.clone(),
-            sha: dep.sha.clone(),
-        });
+        w.parent_by_commit(self.repo, Some(&dep.sha), None);
         let a = &mut w.attributes;
         a.insert(
             "deployment.environment.name".into(),

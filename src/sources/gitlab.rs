@@ -737,16 +737,8 @@ impl<'a> Ctx<'a> {
                     .push(ParentRef::Item(self.key("change", &mr.iid.to_string())));
             }
         }
-        w.parents.push(ParentRef::Sha {
-            repo: self.repo.clone(),
-            sha: p.sha.clone(),
-        });
-        if let Some(b) = &w.head_branch {
-            w.parents.push(ParentRef::Branch {
-                repo: self.repo.clone(),
-                branch: b.clone(),
-            });
-        }
+        let branch = w.head_branch.clone();
+        w.parent_by_commit(&self.repo, Some(&p.sha), branch.as_deref());
         let a = &mut w.attributes;
         a.insert("cicd.pipeline.name".into(), pipeline_name.clone().into());
         a.insert("cicd.pipeline.run.id".into(), p.id.to_string().into());
@@ -932,12 +924,7 @@ impl<'a> Ctx<'a> {
             .or_else(|| h.short_sha.clone());
         w.head_sha = sha.clone();
         w.head_branch = h.git_ref.clone();
-        if let Some(s) = &sha {
-            w.parents.push(ParentRef::Sha {
-                repo: self.repo.clone(),
-                sha: s.clone(),
-            });
-        }
+        w.parent_by_commit(&self.repo, sha.as_deref(), None);
         let a = &mut w.attributes;
         a.insert(
             "deployment.environment.name".into(),

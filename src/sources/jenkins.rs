@@ -218,18 +218,7 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
         w.parents.extend(issue(&t));
     }
     if let Some(repo) = &repo {
-        if let Some(sha) = &commit {
-            w.parents.push(ParentRef::Sha {
-                repo: repo.clone(),
-                sha: sha.clone(),
-            });
-        }
-        if let Some(b) = &branch {
-            w.parents.push(ParentRef::Branch {
-                repo: repo.clone(),
-                branch: b.clone(),
-            });
-        }
+        w.parent_by_commit(repo, commit.as_deref(), branch.as_deref());
     }
     if let Some(b) = &branch {
         for p in issue(b) {
