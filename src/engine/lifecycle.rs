@@ -343,13 +343,14 @@ async fn finish(
     Ok(())
 }
 
-/// The labels every metric point about a span carries.
+/// The labels every metric point about a span carries. The team is lower-cased: one team named
+/// `Payments` by PagerDuty and `payments` by a GitHub label is one series.
 pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
     let mut l = Labels::new();
     l.insert("valuestream.source".into(), source.to_string());
     for k in ["valuestream.repository", "valuestream.team"] {
         if let Some(v) = attrs.get(k).and_then(AttrValue::as_str) {
-            l.insert(k.into(), v.to_string());
+            l.insert(k.into(), v.to_lowercase());
         }
     }
     l
