@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
+use tower_http::trace::TraceLayer;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -91,7 +92,14 @@ pub fn router(state: AppState) -> Router {
     if state.metrics_endpoint {
         r = r.route("/metrics", get(metrics));
     }
-    r.layer(DefaultBodyLimit::max(limit)).with_state(state)
+    // Every log line of a request carries its method and path; never the query string, which
+    // may hold a Jenkins token.
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+    });
+    r.layer(DefaultBodyLimit::max(limit))
+        .layer(trace)
+        .with_state(state)
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
