@@ -48,6 +48,8 @@ pub struct Config {
     pub teams: BTreeMap<String, String>,
     /// PagerDuty service (ID or name) → repository.
     pub pagerduty_services: BTreeMap<String, Repo>,
+    /// Jira project key (upper case) → repository.
+    pub jira_projects: BTreeMap<String, Repo>,
     /// Lifetimes of stored state, in seconds.
     pub ttl_open_secs: i64,
     pub ttl_delivery_secs: i64,
@@ -71,6 +73,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment (default 168)"),
     ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "regex of Jenkins job names that are deployments (default ^deploy)"),
     ("VALUESTREAM_TEAMS", "repository to team map: 'owner/repo=team,owner/*=team'"),
+    ("VALUESTREAM_JIRA_PROJECTS", "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)"),
     ("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news (default 90)"),
     ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection (default 7)"),
@@ -153,6 +156,10 @@ impl Config {
             .into_iter()
             .map(|(k, v)| (k, Repo::new(&v)))
             .collect(),
+            jira_projects: parse_map(&env("VALUESTREAM_JIRA_PROJECTS").unwrap_or_default())
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), Repo::new(&v)))
+                .collect(),
             ttl_open_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
             ttl_delivery_secs: num("VALUESTREAM_TTL_DELIVERY_DAYS", 7)? * day,
             ttl_index_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,

@@ -444,3 +444,71 @@ async fn unknown_events_are_ignored_and_junk_is_refused() {
     );
     assert_eq!(dump(&store), before);
 }
+
+#[tokio::test]
+async fn mapped_project_links_an_incident_to_the_deployment_it_followed() {
+    let app = app_with(
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+        config(&[
+            ("VALUESTREAM_JIRA_PROJECTS", "shop=Codertocat/Hello-World"),
+            ("VALUESTREAM_TEAMS", "codertocat/hello-world=payments"),
+        ]),
+    )
+    .await;
+    // A successful production deployment on 2024-03-04, 07:00–07:10 UTC, before the incident
+    // was created (08:15:02 UTC).
+    let created = "2024-03-04T07:00:00Z";
+    let started = edit("github/deployment/payload.json", |v| {
+        v["deployment"]["created_at"] = json!(created)
+    });
+    app.github("deployment", "dep-1", started).await;
+    let finished = edit("github/deployment_status/payload.json", |v| {
+        v["deployment"]["created_at"] = json!(created);
+        v["deployment_status"]["created_at"] = json!("2024-03-04T07:10:00Z");
+    });
+    let (s, b) = app.github("deployment_status", "dep-2", finished).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let incident = edit("jira/issue_updated_done.json", |v| {
+        v["issue"]["fields"]["issuetype"]["name"] = json!("Incident")
+    });
+    let (s, b) = jira(&app, Some("inc-1"), incident).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let dep = app.receiver.span("DEPLOY production");
+    let inc = app.receiver.span("INCIDENT SHOP-42");
+    assert_eq!(
+        inc.parent_span_id, dep.span_id,
+        "the incident's parent is the deployment"
+    );
+    assert_eq!(inc.trace_id, dep.trace_id);
+    assert_eq!(
+        inc.attr_str("valuestream.repository"),
+        "codertocat/hello-world"
+    );
+    assert_eq!(
+        inc.attr_str("valuestream.team"),
+        "payments",
+        "the mapped repository's team"
+    );
+    let failures: Vec<RPoint> = app
+        .receiver
+        .latest_points()
+        .into_iter()
+        .filter(|p| p.name == "valuestream.change_failures")
+        .collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].value, 1.0,
+        "the deployment counts once as a change failure"
+    );
+
+    // An unmapped project: no repository, no link.
+    let app = jira_app().await;
+    let incident = edit("jira/issue_updated_done.json", |v| {
+        v["issue"]["fields"]["issuetype"]["name"] = json!("Incident")
+    });
+    jira(&app, Some("inc-2"), incident).await;
+    let inc = app.receiver.span("INCIDENT SHOP-42");
+    assert_eq!(inc.parent_span_id, "");
+    assert!(inc.attr("valuestream.repository").is_none());
+}

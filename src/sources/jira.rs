@@ -346,10 +346,24 @@ fn issue_event(
         "valuestream.project.name",
         f.project.as_ref().and_then(|p| p.name.clone()),
     );
+    // A mapped project gives the issue a repository: incidents then find the deployment they
+    // followed, and metrics carry the repository.
+    let project = f.project.as_ref().map(|p| p.key.to_ascii_uppercase());
+    w.repo = project.and_then(|k| config.jira_projects.get(&k).cloned());
+    set_opt(
+        a,
+        "valuestream.repository",
+        w.repo.as_ref().map(|r| r.0.clone()),
+    );
     set_opt(
         a,
         "valuestream.team",
-        team_from_labels(labels.iter().map(String::as_str)),
+        team_from_labels(labels.iter().map(String::as_str)).or_else(|| {
+            w.repo
+                .as_ref()
+                .and_then(|r| config.team_of(r))
+                .map(str::to_string)
+        }),
     );
     set_opt(
         a,
