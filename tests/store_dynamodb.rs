@@ -412,3 +412,72 @@ fn nothing_in_src_scans_the_table() {
         }
     }
 }
+
+/// A GitLab pipeline with 150 finished jobs: 151 spans from one delivery, far more writes than
+/// one DynamoDB transaction takes. The delivery is applied in parts, each exactly once.
+#[tokio::test]
+async fn a_pipeline_with_150_jobs_is_applied_in_parts_exactly_once() {
+    let moto = Moto::start().await;
+    let store: Arc<dyn Store> = Arc::new(moto.store().await);
+    let receiver = Receiver::start().await;
+    let app = app_on(
+        store,
+        test_config(&[("VALUESTREAM_GITLAB_TOKEN", "t")]),
+        receiver,
+    );
+    let body = edit("gitlab/pipeline.json", |v| {
+        let template = v["builds"][0].clone();
+        let builds: Vec<Value> = (0..150)
+            .map(|i| {
+                let mut b = template.clone();
+                b["id"] = json!(10_000 + i);
+                b["name"] = json!(format!("job-{i}"));
+                b["status"] = json!("success");
+                b["started_at"] = json!("2016-08-12 15:24:00 UTC");
+                b["finished_at"] = json!("2016-08-12 15:25:00 UTC");
+                b
+            })
+            .collect();
+        v["builds"] = json!(builds);
+    });
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-gitlab-token", "t"),
+        ("x-gitlab-event", "Pipeline Hook"),
+        ("x-gitlab-event-uuid", "big-pipeline"),
+    ];
+    let (s, b) = app.post("gitlab", &headers, body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "processed");
+    assert_eq!(
+        b["finished"].as_array().unwrap().len(),
+        151,
+        "the run and its 150 jobs"
+    );
+    let spans = app.receiver.spans();
+    assert_eq!(spans.len(), 151);
+    let run = spans.iter().find(|s| s.name.starts_with("RUN")).unwrap();
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.parent_span_id == run.span_id)
+            .count(),
+        150,
+        "every job is a child of the run"
+    );
+    let tasks = app
+        .receiver
+        .latest_points()
+        .into_iter()
+        .find(|p| p.name == "valuestream.task.duration")
+        .unwrap();
+    assert_eq!((tasks.value, tasks.sum), (150.0, 150.0 * 60.0));
+    // The same delivery again: every part is a duplicate, nothing more is exported.
+    let (s, b) = app.post("gitlab", &headers, body).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("duplicate")),
+        "{b}"
+    );
+    assert_eq!(app.receiver.spans().len(), 151);
+}

@@ -14,6 +14,10 @@ use std::sync::Arc;
 
 const LEASE_SECS: i64 = 60;
 
+/// Inputs applied in one transaction. An input writes a handful of records (its item, an index
+/// or two, its metric series), so a part stays well under DynamoDB's 100 writes.
+pub const INPUTS_PER_PART: usize = 16;
+
 pub struct Pipeline {
     pub engine: Engine,
     pub exporter: Arc<dyn Exporter>,
@@ -46,7 +50,40 @@ impl Pipeline {
     }
 
     /// Applies a delivery and exports what it finished.
+    ///
+    /// A delivery with many inputs (a GitLab pipeline with a hundred jobs) is applied in parts of
+    /// [`INPUTS_PER_PART`] inputs, each its own exactly-once unit (delivery ID `<id>#<part>`), so
+    /// that no commit outgrows DynamoDB's transaction (100 writes) and item (400 KB) limits. A
+    /// redelivery after a failure part-way applies only the parts that are missing.
     pub async fn deliver(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        inputs: &[Input],
+    ) -> Result<Applied, EngineError> {
+        if inputs.len() <= INPUTS_PER_PART {
+            return self.deliver_part(source, delivery_id, inputs).await;
+        }
+        let mut total = Applied {
+            duplicate: true,
+            ..Applied::default()
+        };
+        for (i, part) in inputs.chunks(INPUTS_PER_PART).enumerate() {
+            let a = self
+                .deliver_part(source, &format!("{delivery_id}#{i}"), part)
+                .await?;
+            total.duplicate &= a.duplicate;
+            total.opened += a.opened;
+            total.updated += a.updated;
+            total.finished.extend(a.finished);
+            total.points.extend(a.points);
+            total.pending_exports |= a.pending_exports;
+            total.requests += a.requests;
+        }
+        Ok(total)
+    }
+
+    async fn deliver_part(
         &self,
         source: &str,
         delivery_id: &str,
