@@ -249,6 +249,20 @@ impl WorkEvent {
         }
     }
 
+    /// Span times of an issue-like item (issue, pull/merge request) from its payload: it starts
+    /// when it was created, or, when reopened, at the reopening (its last update); when it closes
+    /// it ends at `ended` (closed, merged), else at its last update.
+    pub fn set_times(&mut self, created: Time, updated: Option<Time>, ended: Option<Time>) {
+        self.start = Some(if self.reopened {
+            updated.unwrap_or(created)
+        } else {
+            created
+        });
+        if self.action == Action::Close {
+            self.end = Some(ended.or(updated).unwrap_or(created));
+        }
+    }
+
     pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
         WorkEvent {
             kind,

@@ -400,19 +400,8 @@ impl Ctx<'_> {
         );
         w.kind = kind;
         w.reopened = reopened;
-        // A reopened issue's new span starts when it was reopened (the payload's updated_at).
-        w.start = Some(if reopened {
-            issue.updated_at.unwrap_or(issue.created_at)
-        } else {
-            issue.created_at
-        });
+        w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
         if act == Action::Close {
-            w.end = Some(
-                issue
-                    .closed_at
-                    .or(issue.updated_at)
-                    .unwrap_or(issue.created_at),
-            );
             let reason = issue
                 .state_reason
                 .clone()
@@ -469,21 +458,11 @@ impl Ctx<'_> {
             &labels,
         );
         w.reopened = reopened;
-        w.start = Some(if reopened {
-            pr.updated_at.unwrap_or(pr.created_at)
-        } else {
-            pr.created_at
-        });
+        w.set_times(pr.created_at, pr.updated_at, pr.merged_at.or(pr.closed_at));
         w.head_branch = Some(pr.head.name.clone());
         w.head_sha = Some(pr.head.sha.clone());
         let state = if act == Action::Close {
             let merged = pr.merged || pr.merged_at.is_some();
-            w.end = Some(
-                pr.merged_at
-                    .or(pr.closed_at)
-                    .or(pr.updated_at)
-                    .unwrap_or(pr.created_at),
-            );
             w.outcome = Some(Outcome::ok(if merged { "merged" } else { "closed" }));
             if merged {
                 w.merge_sha = pr.merge_commit_sha.clone();

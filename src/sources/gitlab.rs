@@ -571,18 +571,8 @@ impl<'a> Ctx<'a> {
             &labels,
         );
         w.reopened = reopened;
-        w.start = Some(if reopened {
-            issue.updated_at.unwrap_or(issue.created_at)
-        } else {
-            issue.created_at
-        });
+        w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
         if act == Action::Close {
-            w.end = Some(
-                issue
-                    .closed_at
-                    .or(issue.updated_at)
-                    .unwrap_or(issue.created_at),
-            );
             w.outcome = Some(Outcome::ok(if incident { "resolved" } else { "closed" }));
         }
         let a = &mut w.attributes;
@@ -615,17 +605,13 @@ impl<'a> Ctx<'a> {
             &labels,
         );
         w.reopened = reopened;
-        w.start = Some(if reopened {
-            mr.updated_at.unwrap_or(mr.created_at)
-        } else {
-            mr.created_at
-        });
+        let merged =
+            act == Action::Close && (action == "merge" || mr.state.as_deref() == Some("merged"));
+        let ended = if merged { mr.merged_at } else { mr.closed_at };
+        w.set_times(mr.created_at, mr.updated_at, ended);
         w.head_branch = Some(mr.source_branch.clone());
         w.head_sha = mr.last_commit.as_ref().map(|c| c.id.clone());
         let state = if act == Action::Close {
-            let merged = action == "merge" || mr.state.as_deref() == Some("merged");
-            let at = if merged { mr.merged_at } else { mr.closed_at };
-            w.end = Some(at.or(mr.updated_at).unwrap_or(mr.created_at));
             w.outcome = Some(Outcome::ok(if merged { "merged" } else { "closed" }));
             if merged {
                 w.merge_sha = mr.merge_commit_sha.clone().filter(|s| !s.is_empty());
