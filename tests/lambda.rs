@@ -18,12 +18,10 @@ mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::moto::{free_port, repo, venv_tool, Background, Moto, AWS_ENV};
-use common::outbox::{merged_pr, VSTRACE_BRANCH};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use valuestream::model::ids;
 use valuestream::sources::verify::hmac_sha256_hex;
 
 const SECRET: &str = "local-github-secret";
@@ -261,10 +259,7 @@ async fn github_deliveries_through_the_lambda_runtime() {
     assert!(receiver.spans().is_empty());
 
     // The change that names the issue in its branch, then its merge.
-    let opened_pr = edit("github/pull_request/opened.payload.json", |v| {
-        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH)
-    });
-    let (s, b) = lambda.github("pull_request", "lambda-2", opened_pr).await;
+    let (s, b) = lambda.github("pull_request", "lambda-2", opened_pr()).await;
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
     let (s, b) = lambda.github("pull_request", "lambda-3", merged_pr()).await;
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
@@ -283,29 +278,7 @@ async fn github_deliveries_through_the_lambda_runtime() {
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
     let issue = receiver.span("ISSUE #1");
 
-    let issue_key = "github/issue/codertocat/hello-world/1";
-    assert_eq!(issue.trace_id, ids::trace_id(issue_key));
-    assert_eq!(issue.span_id, ids::span_id(issue_key, 0));
-    assert_eq!(issue.parent_span_id, "");
-    assert_eq!(change.trace_id, issue.trace_id, "one trace");
-    assert_eq!(
-        change.parent_span_id, issue.span_id,
-        "the PR's parent is the issue"
-    );
-    assert_eq!(
-        change.span_id,
-        ids::span_id("github/change/codertocat/hello-world/2", 0)
-    );
-    // Payload times, not arrival times.
-    assert_eq!(issue.start_ns, ns("2019-05-15T15:20:18Z"));
-    assert_eq!(issue.end_ns, ns("2019-05-15T19:40:12Z"));
-    assert_eq!(change.start_ns, ns("2019-05-15T15:20:33Z"));
-    assert_eq!(change.end_ns, ns("2019-05-15T15:21:18Z"));
-    assert_eq!(
-        (issue.service.as_str(), issue.namespace.as_str()),
-        ("github", "valuestream")
-    );
-    assert_eq!(change.attr_str("vcs.ref.head.name"), VSTRACE_BRANCH);
+    assert_issue_and_pr_trace(&issue, &change);
     assert!(
         receiver
             .points()

@@ -7,7 +7,7 @@ mod common;
 use aws_sdk_dynamodb::types::{KeyType, TimeToLiveStatus};
 use axum::http::StatusCode;
 use common::moto::Moto;
-use common::outbox::{collector_down_loses_nothing, merged_pr, Recovery, VSTRACE_BRANCH};
+use common::outbox::{collector_down_loses_nothing, Recovery};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -315,9 +315,6 @@ async fn request_counts_per_delivery() {
     let moto = Moto::start().await;
     let store: Arc<dyn Store> = Arc::new(moto.store().await);
     let app = app_with(store.clone(), test_config(&[])).await;
-    let opened_pr = edit("github/pull_request/opened.payload.json", |v| {
-        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH)
-    });
     let steps: Vec<(&str, &str, Vec<u8>, bool)> = vec![
         (
             "issues opened",
@@ -328,7 +325,7 @@ async fn request_counts_per_delivery() {
         (
             "pull_request opened (vstrace branch)",
             "pull_request",
-            opened_pr,
+            opened_pr(),
             false,
         ),
         (

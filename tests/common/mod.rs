@@ -160,30 +160,30 @@ fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-async fn traces(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
-    if s.down.load(Ordering::SeqCst) {
+/// Decodes one OTLP request into `into`, or answers as a collector that is down would.
+fn accept<T: Message + Default>(
+    down: &AtomicBool,
+    into: &Mutex<Vec<T>>,
+    body: Bytes,
+) -> StatusCode {
+    if down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    match ExportTraceServiceRequest::decode(body) {
+    match T::decode(body) {
         Ok(req) => {
-            s.traces.lock().unwrap().push(req);
+            into.lock().unwrap().push(req);
             StatusCode::OK
         }
         Err(_) => StatusCode::BAD_REQUEST,
     }
 }
 
+async fn traces(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+    accept(&s.down, &s.traces, body)
+}
+
 async fn metrics(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
-    if s.down.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    match ExportMetricsServiceRequest::decode(body) {
-        Ok(req) => {
-            s.metrics.lock().unwrap().push(req);
-            StatusCode::OK
-        }
-        Err(_) => StatusCode::BAD_REQUEST,
-    }
+    accept(&s.down, &s.metrics, body)
 }
 
 impl Receiver {
@@ -494,6 +494,56 @@ impl App {
         let event = rel.split('/').nth(1).unwrap().to_string();
         self.github(&event, delivery, fixture(rel)).await
     }
+}
+
+/// The head branch that names issue 1 of Hello-World as the change's parent.
+pub const VSTRACE_BRANCH: &str = "feature/vstrace-github-Hello-World-1/fix";
+
+/// The pull_request `opened` fixture on [`VSTRACE_BRANCH`].
+pub fn opened_pr() -> Vec<u8> {
+    edit("github/pull_request/opened.payload.json", |v| {
+        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH)
+    })
+}
+
+/// The pull_request `closed` fixture, merged, on [`VSTRACE_BRANCH`].
+pub fn merged_pr() -> Vec<u8> {
+    edit("github/pull_request/closed.payload.json", |v| {
+        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH);
+        v["pull_request"]["merged"] = json!(true);
+        v["pull_request"]["merged_at"] = json!("2019-05-15T15:21:18Z");
+        v["pull_request"]["merge_commit_sha"] = json!("c4295bd74fb0f4fda03689c3df3f2803b658fd85");
+    })
+}
+
+/// What issue 1 (opened → closed) and PR 2 (opened on [`VSTRACE_BRANCH`] → merged) must give,
+/// whichever host carried them: one trace, the PR a child of the issue, payload times.
+pub fn assert_issue_and_pr_trace(issue: &RSpan, change: &RSpan) {
+    use valuestream::model::ids;
+    let issue_key = "github/issue/codertocat/hello-world/1";
+    assert_eq!(issue.trace_id, ids::trace_id(issue_key));
+    assert_eq!(issue.span_id, ids::span_id(issue_key, 0));
+    assert_eq!(issue.parent_span_id, "", "the issue is the root");
+    assert_eq!(change.trace_id, issue.trace_id, "one trace");
+    assert_eq!(
+        change.parent_span_id, issue.span_id,
+        "the PR's parent is the issue"
+    );
+    assert_eq!(
+        change.span_id,
+        ids::span_id("github/change/codertocat/hello-world/2", 0)
+    );
+    // Payload times, not arrival times.
+    assert_eq!(issue.start_ns, ns("2019-05-15T15:20:18Z"));
+    assert_eq!(issue.end_ns, ns("2019-05-15T19:40:12Z"));
+    assert_eq!(change.start_ns, ns("2019-05-15T15:20:33Z"));
+    assert_eq!(change.end_ns, ns("2019-05-15T15:21:18Z"));
+    // Each source is its own service.
+    assert_eq!(
+        (issue.service.as_str(), issue.namespace.as_str()),
+        ("github", "valuestream")
+    );
+    assert_eq!(change.attr_str("vcs.ref.head.name"), VSTRACE_BRANCH);
 }
 
 /// Every record of an embedded store, for "the store is unchanged" checks.

@@ -1,24 +1,10 @@
 //! "Nothing is lost when the collector is down", as one scenario every store runs
 //! (tests/store_embedded.rs and tests/store_dynamodb.rs).
 
-use super::{app_with, edit, test_config};
+use super::{app_with, merged_pr, test_config};
 use axum::http::StatusCode;
-use serde_json::json;
 use std::sync::Arc;
 use valuestream::store::Store;
-
-/// The head branch that names issue 1 of Hello-World as the change's parent.
-pub const VSTRACE_BRANCH: &str = "feature/vstrace-github-Hello-World-1/fix";
-
-/// The pull_request `closed` fixture, merged, on [`VSTRACE_BRANCH`].
-pub fn merged_pr() -> Vec<u8> {
-    edit("github/pull_request/closed.payload.json", |v| {
-        v["pull_request"]["head"]["ref"] = json!(VSTRACE_BRANCH);
-        v["pull_request"]["merged"] = json!(true);
-        v["pull_request"]["merged_at"] = json!("2019-05-15T15:21:18Z");
-        v["pull_request"]["merge_commit_sha"] = json!("c4295bd74fb0f4fda03689c3df3f2803b658fd85");
-    })
-}
 
 /// How the pending batch gets out once the collector is back.
 #[derive(Clone, Copy, Debug)]
