@@ -54,6 +54,8 @@ pub struct Config {
     pub ttl_open_secs: i64,
     pub ttl_delivery_secs: i64,
     pub ttl_index_secs: i64,
+    /// Seconds a finished span waits after its item's last fact before it is exported.
+    pub settle_secs: i64,
     /// DynamoDB table; when set the DynamoDB store is used.
     pub table: Option<String>,
 }
@@ -77,6 +79,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news (default 90)"),
     ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection (default 7)"),
+    ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once (default 120)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
     ("VALUESTREAM_RETRY_SECS", "serve: seconds between retries of pending exports (default 30)"),
     ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto)"),
@@ -163,6 +166,14 @@ impl Config {
             ttl_open_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
             ttl_delivery_secs: num("VALUESTREAM_TTL_DELIVERY_DAYS", 7)? * day,
             ttl_index_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
+            settle_secs: match num("VALUESTREAM_SETTLE_SECS", 120)? {
+                v @ 0..=86_400 => v,
+                v => {
+                    return Err(ConfigError(format!(
+                        "VALUESTREAM_SETTLE_SECS must be between 0 and 86400 seconds, got {v}"
+                    )))
+                }
+            },
             table: env("VALUESTREAM_TABLE"),
         })
     }

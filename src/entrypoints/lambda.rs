@@ -27,8 +27,7 @@ pub async fn run() -> anyhow::Result<()> {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
     let config = Arc::new(config);
-    let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
-        .drain_after_first_delivery();
+    let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter));
     let app = router(AppState {
         pipeline: Arc::new(pipeline),
         config,

@@ -9,7 +9,6 @@
 
 use super::{ExportError, Exporter};
 use crate::engine::metrics::{self, MetricKind, Series};
-use crate::engine::ExportBatch;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind};
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -153,22 +152,25 @@ impl OtlpExporter {
 
 #[async_trait]
 impl Exporter for OtlpExporter {
-    async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError> {
-        if !batch.spans.is_empty() {
-            self.post(
-                &self.settings.traces_url,
-                traces_request(&batch.spans).encode_to_vec(),
-            )
-            .await?;
+    async fn export_spans(&self, spans: &[FinishedSpan]) -> Result<(), ExportError> {
+        if spans.is_empty() {
+            return Ok(());
         }
-        if !batch.points.is_empty() {
-            self.post(
-                &self.settings.metrics_url,
-                metrics_request(&batch.points).encode_to_vec(),
-            )
-            .await?;
+        self.post(
+            &self.settings.traces_url,
+            traces_request(spans).encode_to_vec(),
+        )
+        .await
+    }
+    async fn export_points(&self, points: &[Series]) -> Result<(), ExportError> {
+        if points.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.post(
+            &self.settings.metrics_url,
+            metrics_request(points).encode_to_vec(),
+        )
+        .await
     }
 }
 

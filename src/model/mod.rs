@@ -229,6 +229,10 @@ pub struct WorkEvent {
     /// Point-in-time events to add to the span.
     #[serde(default)]
     pub span_events: Vec<SpanEvent>,
+    /// When the payload says this event happened (its `updated_at`), where it says so: orders
+    /// the facts about one item by event time, never by arrival.
+    #[serde(default)]
+    pub at: Option<Time>,
 }
 
 impl WorkEvent {
@@ -261,6 +265,7 @@ impl WorkEvent {
         if self.action == Action::Close {
             self.end = Some(ended.or(updated).unwrap_or(created));
         }
+        self.at = updated;
     }
 
     pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
@@ -282,6 +287,7 @@ impl WorkEvent {
             merge_sha: None,
             environment: None,
             span_events: Vec::new(),
+            at: None,
         }
     }
 }
