@@ -193,12 +193,16 @@ impl Handler {
 
     async fn drain(&self, event: EventBridgeEvent) -> Result<Value, LambdaError> {
         let scheduled_at = event.time.unwrap_or_default();
-        match self.pipeline.drain().await {
+        let started = std::time::Instant::now();
+        let result = self.pipeline.drain().await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
             Ok(d) => {
                 tracing::info!(
                     exported = d.exported,
                     failed = d.failed,
                     remaining = d.remaining,
+                    elapsed_ms,
                     scheduled_at,
                     "scheduled drain"
                 );
@@ -210,7 +214,7 @@ impl Handler {
                 }))
             }
             Err(e) => {
-                tracing::error!(error = %e, scheduled_at, "scheduled drain failed");
+                tracing::error!(error = %e, elapsed_ms, scheduled_at, "scheduled drain failed");
                 Err(LambdaError::Drain(e))
             }
         }

@@ -11,7 +11,7 @@ use valuestream::store::Store;
 pub enum Recovery {
     /// The next delivery (any) sees the outbox flag and drains.
     NextDelivery,
-    /// An explicit drain (serve's background loop, a Lambda cold start).
+    /// An explicit drain (serve's background loop, the Lambda's scheduled drain).
     Drain,
 }
 
