@@ -1,6 +1,8 @@
 //! The Lambda path for real: the `valuestream` binary as a Lambda function behind `cargo lambda
 //! watch`'s runtime API and function-URL emulator (API Gateway HTTP API v2 events), state in
-//! DynamoDB (moto_server), telemetry to an OTLP receiver. Driven over HTTP with signed fixtures.
+//! DynamoDB (moto_server), telemetry to an OTLP receiver. Driven over HTTP with signed fixtures,
+//! and with the `Drain` schedule's EventBridge event (events/scheduled/drain.json) through the
+//! Invoke API.
 //!
 //! The emulator runs with `--only-lambda-apis` and the test starts the function itself: the
 //! binary cargo built for this test run (`CARGO_BIN_EXE_valuestream`), pointed at the emulator's
