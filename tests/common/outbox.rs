@@ -11,7 +11,7 @@ use valuestream::store::Store;
 pub enum Recovery {
     /// The drain after the next delivery (serve with settle 0) sends it.
     NextDelivery,
-    /// An explicit drain (serve's background loop, a Lambda cold start).
+    /// An explicit drain (serve's background loop, the Lambda's scheduled drain).
     Drain,
 }
 
