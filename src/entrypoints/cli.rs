@@ -92,7 +92,8 @@ pub async fn run() -> anyhow::Result<()> {
             let table = table
                 .or(config.table)
                 .context("name the table with --table or VALUESTREAM_TABLE")?;
-            crate::store::dynamodb::create_table(&table).await?;
+            let timeout = Duration::from_millis(config.dynamodb_timeout_ms);
+            crate::store::dynamodb::create_table(&table, timeout).await?;
             println!("table {table} is ready (TTL on attribute ttl)");
             Ok(())
         }
@@ -105,16 +106,18 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     if config.allow_unsigned {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
-    let store = open_store(&config, Some(&data_dir)).await?;
+    // Every setting is checked before anything is opened or served.
     let exporter = export::from_env(Box::new(console::Console))?;
+    let store = open_store(&config, Some(&data_dir)).await?;
     let pipeline = Arc::new(Pipeline::new(
         Engine::new(store.clone(), config.clone()),
         Arc::from(exporter),
     ));
     // Retry pending exports in the background; sweep expired state from the embedded store.
     let drainer = pipeline.clone();
+    let retry = Duration::from_secs(config.retry_secs);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(drain_interval_secs()));
+        let mut tick = tokio::time::interval(retry);
         loop {
             tick.tick().await;
             match drainer.drain().await {
@@ -151,15 +154,6 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
-}
-
-/// Seconds between background outbox drains (`VALUESTREAM_RETRY_SECS`, default 30).
-fn drain_interval_secs() -> u64 {
-    std::env::var("VALUESTREAM_RETRY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(30)
 }
 
 #[derive(serde::Deserialize)]
@@ -200,8 +194,8 @@ async fn replay_cmd(
             // is configured to sign them with.
             local.allow_unsigned = true;
             let local = Arc::new(local);
-            let store = open_store(&local, data_dir.as_deref()).await?;
             let exporter = export::from_env(Box::new(console::Console))?;
+            let store = open_store(&local, data_dir.as_deref()).await?;
             let pipeline = Arc::new(Pipeline::new(
                 Engine::new(store, local.clone()),
                 Arc::from(exporter),

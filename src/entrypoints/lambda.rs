@@ -14,6 +14,22 @@ use std::sync::Arc;
 
 pub async fn run() -> anyhow::Result<()> {
     super::init_logging(true);
+    let app = match start().await {
+        Ok(app) => app,
+        Err(e) => {
+            // One clear line in CloudWatch; `main` exits non-zero, so the runtime reports an
+            // init error instead of serving with a broken setting.
+            tracing::error!(error = format!("{e:#}"), "valuestream cannot start");
+            return Err(e);
+        }
+    };
+    lambda_http::run(app)
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// Reads and checks every setting, then connects: the router to serve.
+async fn start() -> anyhow::Result<axum::Router> {
     let mut config = Config::from_env()?;
     // Unsigned traffic is a local-trial switch; never in Lambda.
     config.allow_unsigned = false;
@@ -21,20 +37,18 @@ pub async fn run() -> anyhow::Result<()> {
         .table
         .as_ref()
         .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
-    let store = open_store(&config, None).await?;
+    let otlp = export::otlp::OtlpSettings::from_env()?;
     let exporter = export::from_env(Box::new(export::Discard))?;
-    if export::otlp::OtlpSettings::from_env()?.is_none() {
+    if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
+    let store = open_store(&config, None).await?;
     let config = Arc::new(config);
     let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
         .drain_after_first_delivery();
-    let app = router(AppState {
+    Ok(router(AppState {
         pipeline: Arc::new(pipeline),
         config,
         metrics_endpoint: false,
-    });
-    lambda_http::run(app)
-        .await
-        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    }))
 }
