@@ -93,7 +93,8 @@ pub async fn run() -> anyhow::Result<()> {
             let table = table
                 .or(config.table)
                 .context("name the table with --table or VALUESTREAM_TABLE")?;
-            crate::store::dynamodb::create_table(&table).await?;
+            let timeout = Duration::from_millis(config.dynamodb_timeout_ms);
+            crate::store::dynamodb::create_table(&table, timeout).await?;
             println!("table {table} is ready (TTL on attribute ttl)");
             Ok(())
         }
@@ -106,14 +107,15 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     if config.allow_unsigned {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
-    let store = open_store(&config, Some(&data_dir)).await?;
+    // Every setting is checked before anything is opened or served.
     let exporter = export::from_env(Box::new(console::Console))?;
+    let store = open_store(&config, Some(&data_dir)).await?;
     let pipeline = Arc::new(
         Pipeline::new(
             Engine::new(store.clone(), config.clone()),
             Arc::from(exporter),
         )
-        .with_retry_secs(drain_interval_secs() as i64),
+        .with_retry_secs(config.retry_secs as i64),
     );
     // Settle and export in the background, never on a request: every few seconds (and at once
     // after a delivery when the settle period is 0); after a failed export the collector is left
@@ -174,15 +176,6 @@ fn drain_tick_secs(settle_secs: i64) -> u64 {
     (settle_secs / 4).clamp(1, 15) as u64
 }
 
-/// Seconds to leave a failing collector alone (`VALUESTREAM_RETRY_SECS`, default 30).
-fn drain_interval_secs() -> u64 {
-    std::env::var("VALUESTREAM_RETRY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(30)
-}
-
 async fn replay_cmd(
     paths: Vec<PathBuf>,
     to: Option<String>,
@@ -201,8 +194,8 @@ async fn replay_cmd(
             // is configured to sign them with.
             local.allow_unsigned = true;
             let local = Arc::new(local);
-            let store = open_store(&local, data_dir.as_deref()).await?;
             let exporter = export::from_env(Box::new(console::Console))?;
+            let store = open_store(&local, data_dir.as_deref()).await?;
             let pipeline = Arc::new(Pipeline::new(
                 Engine::new(store, local.clone()),
                 Arc::from(exporter),

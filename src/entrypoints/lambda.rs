@@ -36,6 +36,25 @@ use tower::ServiceExt;
 
 pub async fn run() -> anyhow::Result<()> {
     super::init_logging(true);
+    let handler = match start().await {
+        Ok(handler) => handler,
+        Err(e) => {
+            // One clear line in CloudWatch; `main` exits non-zero, so the runtime reports an
+            // init error instead of serving with a broken setting.
+            tracing::error!(error = format!("{e:#}"), "valuestream cannot start");
+            return Err(e);
+        }
+    };
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let handler = handler.clone();
+        async move { handler.handle(event).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// Reads and checks every setting, then connects: the handler to serve.
+async fn start() -> anyhow::Result<Handler> {
     let mut config = Config::from_env()?;
     // Unsigned traffic is a local-trial switch; never in Lambda.
     config.allow_unsigned = false;
@@ -43,11 +62,12 @@ pub async fn run() -> anyhow::Result<()> {
         .table
         .as_ref()
         .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
-    let store = open_store(&config, None).await?;
+    let otlp = export::otlp::OtlpSettings::from_env()?;
     let exporter = export::from_env(Box::new(export::Discard))?;
-    if export::otlp::OtlpSettings::from_env()?.is_none() {
+    if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
+    let store = open_store(&config, None).await?;
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
     let pipeline = Arc::new(Pipeline::new(
@@ -62,12 +82,7 @@ pub async fn run() -> anyhow::Result<()> {
         }),
         pipeline,
     };
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-        let handler = handler.clone();
-        async move { handler.handle(event).await }
-    }))
-    .await
-    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    Ok(handler)
 }
 
 /// Why an invocation was answered with a function error.

@@ -30,7 +30,9 @@ pub trait Exporter: Send + Sync {
 /// The exporter the environment asks for: OTLP when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set,
 /// otherwise `fallback`.
 pub fn from_env(fallback: Box<dyn Exporter>) -> Result<Box<dyn Exporter>, ExportError> {
-    match otlp::OtlpSettings::from_env()? {
+    let settings =
+        otlp::OtlpSettings::from_env().map_err(|e| ExportError::Config(e.to_string()))?;
+    match settings {
         Some(settings) => Ok(Box::new(otlp::OtlpExporter::new(settings)?)),
         None => Ok(fallback),
     }
