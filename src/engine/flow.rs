@@ -55,6 +55,9 @@ pub struct DeployEntry {
     pub team: Option<String>,
     #[serde(default)]
     pub repository: Option<String>,
+    /// The repository attribute labels (language, deployment type, user keys).
+    #[serde(default)]
+    pub attributes: metrics::Labels,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -351,6 +354,11 @@ async fn deployment_finished(
         end: span.end,
         team: labels.get("valuestream.team").cloned(),
         repository: labels.get("valuestream.repository").cloned(),
+        attributes: {
+            let mut l = metrics::Labels::new();
+            crate::model::attributes::metric_labels(&span.attributes, &mut l);
+            l
+        },
     };
     if success {
         if let Some(failed) = env.failing_since.take() {
@@ -431,6 +439,7 @@ pub async fn count_change_failure(
     if let Some(t) = &d.team {
         labels.insert("valuestream.team".into(), t.clone());
     }
+    labels.extend(d.attributes.clone());
     fx.deltas.push(Delta {
         name: metrics::CHANGE_FAILURES,
         labels,
