@@ -16,7 +16,7 @@
 //!   `share_all` = count ÷ total, `share_selected` = its share among the slow or failed ones, and
 //!   `lift` = share_selected ÷ share_all. A lift of 2 means the value is twice as common among the
 //!   slow ones as among all. Values seen fewer than [`MIN_COUNT`] times are marked `rare` and
-//!   ranked after the others; see [`NOISE_LIFT`] for what a lift is worth.
+//!   ranked after the others; `noise_lift` says what lift chance alone reaches ([`noise_lift`]).
 //!
 //! [`correlate`] is a pure function of the series; [`read_series`] is the thin store reader.
 
@@ -30,11 +30,20 @@ use std::collections::BTreeMap;
 /// Values seen fewer times than this are marked `rare` and never ranked first.
 pub const MIN_COUNT: u64 = 10;
 
-/// The lift that chance alone reaches: with the slow ones at 10 % and a few dozen items per value,
-/// a value with no relation to slowness still shows lifts up to about 1.6 (the seeded no-signal
-/// scenario of tests/correlations.rs stays below it). Read a lift above 2 with at least
-/// [`MIN_COUNT`] items as a signal, one between 1 and 2 as noise.
-pub const NOISE_LIFT: f64 = 2.0;
+/// How many standard deviations of chance [`noise_lift`] allows.
+pub const NOISE_SIGMAS: f64 = 3.0;
+
+/// The lift that chance alone reaches for a value with `share_all` of all items when
+/// `selected` items are picked at random: 1 + 3 standard deviations of the binomial share,
+/// `1 + 3 · sqrt((1 − share_all) / (share_all · selected))`. With a third of the items and 11
+/// slow ones that is 2.28; with 27 failed ones, 1.82. A lift above it is a signal (a value with
+/// no relation to slowness stays below it 99.7 % of the time); `None` when nothing is selected.
+pub fn noise_lift(share_all: f64, selected: u64) -> Option<f64> {
+    if selected == 0 || share_all <= 0.0 {
+        return None;
+    }
+    Some(1.0 + NOISE_SIGMAS * ((1.0 - share_all) / (share_all * selected as f64)).sqrt())
+}
 
 /// Results that count as failed (the error results of `cicd.pipeline.result`).
 pub const FAILED_RESULTS: &[&str] = &["failure", "error", "timeout"];
@@ -205,6 +214,9 @@ pub struct Correlation {
     pub share_all: f64,
     pub share_selected: f64,
     pub lift: f64,
+    /// The lift chance alone reaches for this value ([`noise_lift`]); none when nothing is
+    /// selected. Not an exact test: read `lift` above it as a signal, below it as noise.
+    pub noise_lift: Option<f64>,
     /// Seen fewer than `min_count` times: shown, never ranked first.
     pub rare: bool,
 }
@@ -342,6 +354,7 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
                     } else {
                         0.0
                     },
+                    noise_lift: noise_lift(share_all, chosen),
                     rare: n < MIN_COUNT,
                 }
             })
@@ -396,24 +409,31 @@ pub fn table(r: &Report) -> String {
         .unwrap_or(5)
         .max(5);
     out.push_str(&format!(
-        "{:<width$}  {:<vwidth$}  {:>6}  {:>9}  {:>14}  {:>6}\n",
-        "attribute", "value", "count", "share_all", "share_selected", "lift"
+        "{:<width$}  {:<vwidth$}  {:>6}  {:>9}  {:>14}  {:>6}  {:>5}\n",
+        "attribute", "value", "count", "share_all", "share_selected", "lift", "noise"
     ));
     for c in &r.attributes {
         out.push_str(&format!(
-            "{:<width$}  {:<vwidth$}  {:>6}  {:>9.3}  {:>14.3}  {:>6.2}{}\n",
+            "{:<width$}  {:<vwidth$}  {:>6}  {:>9.3}  {:>14.3}  {:>6.2}  {:>5}{}\n",
             c.attribute,
             c.value,
             c.count,
             c.share_all,
             c.share_selected,
             c.lift,
-            if c.rare { "  (rare)" } else { "" }
+            c.noise_lift.map_or("-".to_string(), |n| format!("{n:.2}")),
+            if c.lift > c.noise_lift.unwrap_or(f64::INFINITY) && !c.rare {
+                "  signal"
+            } else if c.rare {
+                "  (rare)"
+            } else {
+                ""
+            }
         ));
     }
     out.push_str(&format!(
-        "lift = share among the selected / share among all; (rare) = seen fewer than {} times; \
-         a lift below {NOISE_LIFT} is within chance\n",
+        "lift = share among the selected / share among all; noise = the lift chance alone reaches \
+         ({NOISE_SIGMAS} standard deviations); (rare) = seen fewer than {} times\n",
         r.min_count
     ));
     out
@@ -446,12 +466,27 @@ mod tests {
 
     /// Python issues take 10 days, Go ones 1 hour; result and repository are not attributes.
     fn issues() -> Vec<Series> {
-        let py = [("valuestream.language", "python"), ("valuestream.team", "a")];
+        let py = [
+            ("valuestream.language", "python"),
+            ("valuestream.team", "a"),
+        ];
         let go = [("valuestream.language", "go"), ("valuestream.team", "a")];
         vec![
-            series(metrics::ISSUE_DURATION, &[py[0], py[1], ("valuestream.repository", "x/py")], &[864000.0; 10]),
-            series(metrics::ISSUE_DURATION, &[go[0], go[1], ("valuestream.result", "closed")], &[3600.0; 30]),
-            series(metrics::ISSUE_DURATION, &[("valuestream.language", "rust")], &[3600.0; 2]),
+            series(
+                metrics::ISSUE_DURATION,
+                &[py[0], py[1], ("valuestream.repository", "x/py")],
+                &[864000.0; 10],
+            ),
+            series(
+                metrics::ISSUE_DURATION,
+                &[go[0], go[1], ("valuestream.result", "closed")],
+                &[3600.0; 30],
+            ),
+            series(
+                metrics::ISSUE_DURATION,
+                &[("valuestream.language", "rust")],
+                &[3600.0; 2],
+            ),
             series(metrics::CHANGE_DURATION, &[py[0]], &[864000.0; 100]),
         ]
     }
@@ -459,21 +494,39 @@ mod tests {
     #[test]
     fn slow_ones_above_a_bucket_bound_and_their_lift() {
         let r = correlate(&q("issue", "duration", Some("86400")).unwrap(), &issues()).unwrap();
-        assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (42, 10, Some(86400.0)));
+        assert_eq!(
+            (r.total, r.slow_or_failed, r.threshold_s),
+            (42, 10, Some(86400.0))
+        );
         let top = &r.attributes[0];
-        assert_eq!((top.attribute.as_str(), top.value.as_str()), ("valuestream.language", "python"));
+        assert_eq!(
+            (top.attribute.as_str(), top.value.as_str()),
+            ("valuestream.language", "python")
+        );
         assert_eq!(top.count, 10);
         assert!((top.share_all - 10.0 / 42.0).abs() < 1e-12);
         assert_eq!(top.share_selected, 1.0);
         assert!((top.lift - 4.2).abs() < 1e-12);
-        let find = |a: &str, v: &str| r.attributes.iter().find(|c| c.attribute == a && c.value == v).unwrap();
+        // 1 + 3 · sqrt((1 − 10/42) / (10/42 · 10)).
+        let noise = 1.0 + 3.0 * ((32.0 / 42.0) / (100.0 / 42.0) as f64).sqrt();
+        assert!((top.noise_lift.unwrap() - noise).abs() < 1e-12);
+        assert_eq!(noise_lift(1.0, 5), Some(1.0));
+        assert_eq!(noise_lift(0.5, 0), None);
+        let find = |a: &str, v: &str| {
+            r.attributes
+                .iter()
+                .find(|c| c.attribute == a && c.value == v)
+                .unwrap()
+        };
         assert_eq!(find("valuestream.language", "go").lift, 0.0);
         // Team a: 40 of 42 items, all 10 slow ones: lift 42/40.
         assert!((find("valuestream.team", "a").lift - 42.0 / 40.0).abs() < 1e-12);
         // The rust series has no team: (unset); 2 items is rare, ranked last.
         assert!(find("valuestream.team", UNSET).rare);
         assert!(r.attributes.last().unwrap().rare);
-        assert!(r.attributes.iter().all(|c| c.attribute != "valuestream.result" && c.attribute != "valuestream.repository"));
+        assert!(r.attributes.iter().all(
+            |c| c.attribute != "valuestream.result" && c.attribute != "valuestream.repository"
+        ));
     }
 
     #[test]
@@ -495,11 +548,46 @@ mod tests {
     fn failures_by_result() {
         let d = metrics::DEPLOYMENT_DURATION;
         let s = vec![
-            series(d, &[("valuestream.deployment.type", "mutable"), ("valuestream.result", "failure")], &[60.0; 6]),
-            series(d, &[("valuestream.deployment.type", "mutable"), ("valuestream.result", "success")], &[60.0; 4]),
-            series(d, &[("valuestream.deployment.type", "container"), ("valuestream.result", "timeout")], &[60.0; 2]),
-            series(d, &[("valuestream.deployment.type", "container"), ("valuestream.result", "cancellation")], &[60.0; 3]),
-            series(d, &[("valuestream.deployment.type", "container"), ("valuestream.result", "success")], &[60.0; 15]),
+            series(
+                d,
+                &[
+                    ("valuestream.deployment.type", "mutable"),
+                    ("valuestream.result", "failure"),
+                ],
+                &[60.0; 6],
+            ),
+            series(
+                d,
+                &[
+                    ("valuestream.deployment.type", "mutable"),
+                    ("valuestream.result", "success"),
+                ],
+                &[60.0; 4],
+            ),
+            series(
+                d,
+                &[
+                    ("valuestream.deployment.type", "container"),
+                    ("valuestream.result", "timeout"),
+                ],
+                &[60.0; 2],
+            ),
+            series(
+                d,
+                &[
+                    ("valuestream.deployment.type", "container"),
+                    ("valuestream.result", "cancellation"),
+                ],
+                &[60.0; 3],
+            ),
+            series(
+                d,
+                &[
+                    ("valuestream.deployment.type", "container"),
+                    ("valuestream.result", "success"),
+                ],
+                &[60.0; 15],
+            ),
         ];
         let r = correlate(&q("deployment", "failure", None).unwrap(), &s).unwrap();
         assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (30, 8, None));
@@ -517,13 +605,31 @@ mod tests {
 
     #[test]
     fn bad_questions_say_why() {
-        assert_eq!(Query::from_pairs([("by", "duration")]), Err(QueryError::MissingKind));
-        assert_eq!(q("bug", "duration", None), Err(QueryError::Kind("bug".into())));
-        assert_eq!(q("issue", "speed", None), Err(QueryError::By("speed".into())));
-        assert_eq!(q("issue", "failure", None), Err(QueryError::NoFailures("issue")));
-        assert_eq!(q("run", "failure", Some("60")), Err(QueryError::ThresholdWithFailure));
+        assert_eq!(
+            Query::from_pairs([("by", "duration")]),
+            Err(QueryError::MissingKind)
+        );
+        assert_eq!(
+            q("bug", "duration", None),
+            Err(QueryError::Kind("bug".into()))
+        );
+        assert_eq!(
+            q("issue", "speed", None),
+            Err(QueryError::By("speed".into()))
+        );
+        assert_eq!(
+            q("issue", "failure", None),
+            Err(QueryError::NoFailures("issue"))
+        );
+        assert_eq!(
+            q("run", "failure", Some("60")),
+            Err(QueryError::ThresholdWithFailure)
+        );
         for bad in ["-1", "0", "abc", "NaN", "inf", "99999999999"] {
-            assert_eq!(q("run", "duration", Some(bad)), Err(QueryError::Threshold(bad.into())));
+            assert_eq!(
+                q("run", "duration", Some(bad)),
+                Err(QueryError::Threshold(bad.into()))
+            );
         }
         assert_eq!(
             Query::from_pairs([("kind", "run"), ("limit", "3")]),

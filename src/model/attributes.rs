@@ -34,9 +34,32 @@ pub const OTHER: &str = "other";
 /// Languages allowed as label values when `VALUESTREAM_ATTRIBUTE_VALUES` names none (compared in
 /// lower case): the most used languages of GitHub's yearly reports.
 pub const DEFAULT_LANGUAGES: &[&str] = &[
-    "c", "c#", "c++", "clojure", "dart", "elixir", "go", "groovy", "haskell", "hcl", "java",
-    "javascript", "kotlin", "lua", "objective-c", "perl", "php", "powershell", "python", "r",
-    "ruby", "rust", "scala", "shell", "swift", "typescript",
+    "c",
+    "c#",
+    "c++",
+    "clojure",
+    "dart",
+    "elixir",
+    "go",
+    "groovy",
+    "haskell",
+    "hcl",
+    "java",
+    "javascript",
+    "kotlin",
+    "lua",
+    "objective-c",
+    "perl",
+    "php",
+    "powershell",
+    "python",
+    "r",
+    "ruby",
+    "rust",
+    "scala",
+    "shell",
+    "swift",
+    "typescript",
 ];
 
 /// Deployment types allowed as label values when `VALUESTREAM_ATTRIBUTE_VALUES` names none:
@@ -221,14 +244,14 @@ fn parse_repositories(json: &str) -> Result<BTreeMap<String, BTreeMap<String, St
     for (pattern, attrs) in obj {
         let p = pattern.trim().trim_matches('/').to_ascii_lowercase();
         let Some((owner, name)) = p.rsplit_once('/') else {
-            return Err(format!(
-                "{pattern:?} is not \"owner/repo\" or \"owner/*\""
-            ));
+            return Err(format!("{pattern:?} is not \"owner/repo\" or \"owner/*\""));
         };
-        if owner.is_empty() || name.is_empty() || (name.contains('*') && name != "*") || owner.contains('*') {
-            return Err(format!(
-                "{pattern:?} is not \"owner/repo\" or \"owner/*\""
-            ));
+        if owner.is_empty()
+            || name.is_empty()
+            || (name.contains('*') && name != "*")
+            || owner.contains('*')
+        {
+            return Err(format!("{pattern:?} is not \"owner/repo\" or \"owner/*\""));
         }
         let Value::Object(attrs) = attrs else {
             return Err(format!(
@@ -244,7 +267,9 @@ fn parse_repositories(json: &str) -> Result<BTreeMap<String, BTreeMap<String, St
                 ));
             }
             let value = match v {
-                Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_LEN => s.trim().to_string(),
+                Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_LEN => {
+                    s.trim().to_string()
+                }
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 _ => {
@@ -264,7 +289,11 @@ fn parse_repositories(json: &str) -> Result<BTreeMap<String, BTreeMap<String, St
 /// `key=v1|v2,key2=v3` (pairs separated by `,`, `;` or newlines).
 fn parse_values(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     let mut out = BTreeMap::new();
-    for pair in text.split([',', ';', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+    for pair in text
+        .split([',', ';', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let Some((k, vs)) = pair.split_once('=') else {
             return Err(format!(
                 "{pair:?} is not key=value1|value2 (e.g. language=python|go)"
@@ -327,7 +356,11 @@ mod tests {
         assert_eq!(a["valuestream.attr.tier"], "1".into());
         let w = attrs_of(&inputs[1]);
         assert_eq!(w[attr::TEAM], "platform".into());
-        assert_eq!(w[attr::LANGUAGE], "TypeScript".into(), "the payload's value, as spelled");
+        assert_eq!(
+            w[attr::LANGUAGE],
+            "TypeScript".into(),
+            "the payload's value, as spelled"
+        );
         assert_eq!(w[attr::DEPLOYMENT_TYPE], "container".into());
         assert!(attrs_of(&inputs[2]).is_empty());
     }
@@ -340,10 +373,25 @@ mod tests {
         )
         .unwrap();
         let mut inputs = vec![
-            event("x/a", &[(attr::LANGUAGE, "COBOL"), (attr::TEAM, "Payments")]),
+            event(
+                "x/a",
+                &[(attr::LANGUAGE, "COBOL"), (attr::TEAM, "Payments")],
+            ),
             event("x/b", &[(attr::LANGUAGE, "Go"), (attr::TEAM, "ghosts")]),
-            event("x/c", &[(attr::DEPLOYMENT_TYPE, "pets"), ("valuestream.attr.tier", "9")]),
-            event("x/d", &[("valuestream.attr.unknown", "v"), ("vcs.repository.name", "d")]),
+            event(
+                "x/c",
+                &[
+                    (attr::DEPLOYMENT_TYPE, "pets"),
+                    ("valuestream.attr.tier", "9"),
+                ],
+            ),
+            event(
+                "x/d",
+                &[
+                    ("valuestream.attr.unknown", "v"),
+                    ("vcs.repository.name", "d"),
+                ],
+            ),
         ];
         ra.enrich(&mut inputs);
         assert_eq!(attrs_of(&inputs[0])[attr::LANGUAGE], OTHER.into());
@@ -394,7 +442,9 @@ mod tests {
         assert!(err(Some(r#"{"a/b": {"bad key": "x"}}"#), None).contains("attribute name"));
         assert!(err(Some("@/nonexistent/attrs.json"), None)
             .starts_with("VALUESTREAM_REPOSITORY_ATTRIBUTES: cannot read /nonexistent/attrs.json"));
-        assert!(err(None, Some("language")).starts_with("VALUESTREAM_ATTRIBUTE_VALUES: \"language\""));
+        assert!(
+            err(None, Some("language")).starts_with("VALUESTREAM_ATTRIBUTE_VALUES: \"language\"")
+        );
         assert!(err(None, Some("language=")).contains("lists no values"));
         assert!(err(Some(CONFIG), Some("language=go"))
             .contains("sets valuestream.language = \"python\""));

@@ -152,7 +152,14 @@ pub fn deployment_type_from_labels<'a>(
 pub fn language_from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Option<String> {
     prefixed(
         labels,
-        &["language:", "language/", "language-", "lang:", "lang/", "lang-"],
+        &[
+            "language:",
+            "language/",
+            "language-",
+            "lang:",
+            "lang/",
+            "lang-",
+        ],
     )
 }
 

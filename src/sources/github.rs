@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::{
-    closing_refs, deployment_type_from_labels, language_from_labels, team_from_labels, tracker_item_key, tracker_keys, vstrace_refs,
+    closing_refs, deployment_type_from_labels, language_from_labels, team_from_labels,
+    tracker_item_key, tracker_keys, vstrace_refs,
 };
 use crate::model::{
     set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
