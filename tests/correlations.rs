@@ -369,6 +369,7 @@ async fn planted_slowness_and_failures_rank_first_on_the_endpoint_and_the_cli() 
         "the same table from the store as from the endpoint"
     );
     println!("{local}");
+    println!("{}", valuestream::analysis::correlations::table(&failures));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(top.share_selected, 1.0);
         assert!((top.lift - 4.2).abs() < 1e-12);
         // 1 + 3 · sqrt((1 − 10/42) / (10/42 · 10)).
-        let noise = 1.0 + 3.0 * ((32.0 / 42.0) / (100.0 / 42.0) as f64).sqrt();
+        let noise = 1.0 + 3.0 * ((32.0_f64 / 42.0) / (100.0 / 42.0)).sqrt();
         assert!((top.noise_lift.unwrap() - noise).abs() < 1e-12);
         assert_eq!(noise_lift(1.0, 5), Some(1.0));
         assert_eq!(noise_lift(0.5, 0), None);
