@@ -865,7 +865,7 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         r#"valuestream_change_failures_total{deployment_environment_name="production",valuestream_language="ruby",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 2"#,
         r#"valuestream_change_lead_time_seconds_sum{deployment_environment_name="production",valuestream_language="ruby",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 58800"#,
         r#"valuestream_change_lead_time_seconds_bucket{deployment_environment_name="production",valuestream_language="ruby",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout",le="+Inf"} 4"#,
-        r#"valuestream_time_to_restore_seconds_sum{deployment_environment_name="production",valuestream_language="ruby",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 5400"#,
+        r#"valuestream_time_to_restore_seconds_sum{deployment_environment_name="production",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 5400"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),
