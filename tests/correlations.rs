@@ -12,7 +12,7 @@ mod common;
 mod scenario;
 
 use axum::http::StatusCode;
-use common::{app_with, App};
+use common::{app_with, App, GITHUB_SECRET};
 use scenario::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -409,4 +409,94 @@ async fn without_a_planted_signal_nothing_ranks_above_the_noise_lift() {
     }
     assert_eq!(truth.issue_durations.len(), ISSUES);
     println!("{}", highest.join("\n"));
+}
+
+/// The payload's own values win over the configuration: GitHub's language, a `deploy-x` topic, a
+/// `team:x` label; the configuration fills in the rest, and values outside an allow-list become
+/// `other`.
+#[tokio::test]
+async fn payload_values_win_and_unlisted_values_become_other() {
+    let attrs = r#"{"acme/*": {"team": "platform", "language": "go", "deployment.type": "image", "tier": "2"}}"#;
+    let config = Config::from_pairs(&[
+        ("VALUESTREAM_GITHUB_SECRET", GITHUB_SECRET),
+        ("VALUESTREAM_REPOSITORY_ATTRIBUTES", attrs),
+        ("VALUESTREAM_ATTRIBUTE_VALUES", "language=python|go"),
+        ("VALUESTREAM_SETTLE_SECS", "0"),
+    ])
+    .unwrap();
+    let app = app_with(Arc::new(EmbeddedStore::in_memory().unwrap()), config).await;
+    let issue = |n: u64, repo: &str, language: &str, topics: &[&str], labels: &[&str]| {
+        serde_json::to_vec(&serde_json::json!({
+            "action": "closed",
+            "issue": {"number": n, "title": "t", "created_at": "2026-01-01T00:00:00Z",
+                      "updated_at": "2026-01-02T00:00:00Z", "closed_at": "2026-01-02T00:00:00Z",
+                      "labels": labels.iter().map(|l| serde_json::json!({"name": l})).collect::<Vec<_>>()},
+            "repository": {"full_name": repo, "language": language, "topics": topics},
+        }))
+        .unwrap()
+    };
+    let (s, b) = app
+        .github(
+            "issues",
+            "attrs-1",
+            issue(
+                1,
+                "acme/api",
+                "Python",
+                &["deploy-mutable"],
+                &["team:payments"],
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .github("issues", "attrs-2", issue(2, "acme/web", "COBOL", &[], &[]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    app.pipeline.drain().await.unwrap();
+    let spans = app.receiver.spans();
+    let api = spans
+        .iter()
+        .find(|s| s.name.starts_with("ISSUE #1"))
+        .unwrap();
+    assert_eq!(api.attr_str(LANGUAGE), "Python");
+    assert_eq!(api.attr_str(DEPLOYMENT_TYPE), "mutable");
+    assert_eq!(api.attr_str(TEAM), "payments");
+    assert_eq!(api.attr_str("valuestream.attr.tier"), "2");
+    let web = spans
+        .iter()
+        .find(|s| s.name.starts_with("ISSUE #2"))
+        .unwrap();
+    assert_eq!(
+        web.attr_str(LANGUAGE),
+        "other",
+        "COBOL is not in language=python|go"
+    );
+    assert_eq!(web.attr_str(DEPLOYMENT_TYPE), "image");
+    assert_eq!(web.attr_str(TEAM), "platform");
+    let languages: Vec<String> = app
+        .receiver
+        .latest_points()
+        .iter()
+        .filter(|p| p.name == "valuestream.issue.duration")
+        .map(|p| p.labels[LANGUAGE].clone())
+        .collect();
+    assert_eq!(languages.len(), 2);
+    assert!(languages.contains(&"python".into()) && languages.contains(&"other".into()));
+
+    // A configuration that contradicts its own allow-list is refused at start, naming it.
+    let err = Config::from_pairs(&[
+        ("VALUESTREAM_REPOSITORY_ATTRIBUTES", attrs),
+        (
+            "VALUESTREAM_ATTRIBUTE_VALUES",
+            "deployment.type=container|mutable",
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("configuration: VALUESTREAM_ATTRIBUTE_VALUES: "),
+        "{err}"
+    );
+    assert!(err.contains("\"image\""), "{err}");
 }
