@@ -19,7 +19,8 @@
 //! (`VALUESTREAM_ATTRIBUTE_VALUES`, e.g. `language=python|go|javascript,deployment.type=container|mutable|image`).
 //! Without one, `language` and `deployment.type` allow [`DEFAULT_LANGUAGES`] /
 //! [`DEFAULT_DEPLOYMENT_TYPES`] plus the values the repository attributes use, and a user-defined
-//! key allows the values the repository attributes use; `team` is not bounded unless listed.
+//! key allows the values the repository attributes use (a `valuestream.attr.<key>` nobody
+//! configured allows none); `team` is not bounded unless listed.
 //! A value outside its allow-list becomes `other` (on the span and in the labels), so an attribute
 //! has at most (allowed values + 1) label values.
 
@@ -196,9 +197,12 @@ impl RepositoryAttributes {
     }
 
     /// `value`, or `other` when the allow-list of `key` does not contain it.
+    /// A `valuestream.attr.<key>` that no configuration names has an empty allow-list: a sender
+    /// cannot add label values the operator did not list.
     pub fn bound<'a>(&self, key: &str, value: &'a str) -> &'a str {
         match self.allowed.get(key) {
             Some(list) if !list.contains(&value.trim().to_lowercase()) => OTHER,
+            None if key.starts_with(attr::ATTR_PREFIX) => OTHER,
             _ => value,
         }
     }
@@ -401,9 +405,11 @@ mod tests {
         // Defaults: deployment types; a user key allows what the configuration uses.
         assert_eq!(attrs_of(&inputs[2])[attr::DEPLOYMENT_TYPE], OTHER.into());
         assert_eq!(attrs_of(&inputs[2])["valuestream.attr.tier"], OTHER.into());
-        // A user key nobody configured is not bounded by a list, and other attributes are
-        // untouched.
-        assert_eq!(attrs_of(&inputs[3])["valuestream.attr.unknown"], "v".into());
+        // A user key nobody configured allows nothing; other attributes are untouched.
+        assert_eq!(
+            attrs_of(&inputs[3])["valuestream.attr.unknown"],
+            OTHER.into()
+        );
         assert_eq!(attrs_of(&inputs[3])["vcs.repository.name"], "d".into());
     }
 
