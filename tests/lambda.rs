@@ -325,6 +325,19 @@ async fn github_deliveries_through_the_lambda_runtime() {
     let issue = receiver.span("ISSUE #1");
 
     assert_issue_and_pr_trace(&issue, &change);
+    // The same router answers GET /correlations from the DynamoDB metric state: issue #1 and
+    // change #2 were counted.
+    for (kind, total) in [("issue", 1), ("change", 1), ("deployment", 0)] {
+        let (s, text) = lambda
+            .get(&format!("/correlations?kind={kind}&by=duration"))
+            .await;
+        assert_eq!(s, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["total"], total, "{kind}: {text}");
+    }
+    let (s, text) = lambda.get("/correlations?kind=issue&by=failure").await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("issues have no failed result"), "{text}");
     assert!(
         receiver
             .points()

@@ -79,6 +79,7 @@ pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
             l.insert(k.into(), v.to_lowercase());
         }
     }
+    crate::model::attributes::metric_labels(attrs, &mut l);
     l
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
-//! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /metrics` (serve). Every error is
+//! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
+//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve). Every error is
 //! mapped to its status in [`ApiError`], with a JSON body that says why.
 
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub enum ApiError {
     BadBody(String),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Query(#[from] crate::analysis::correlations::QueryError),
     #[error("the store is unavailable, retry later: {0}")]
     Engine(#[from] EngineError),
 }
@@ -47,7 +50,7 @@ impl ApiError {
             ApiError::UnknownSource(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBody(_) | ApiError::Query(_) => StatusCode::BAD_REQUEST,
             ApiError::Source(SourceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
             ApiError::Source(SourceError::Malformed(_)) => StatusCode::BAD_REQUEST,
             ApiError::Engine(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,7 +110,8 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let mut r = Router::new()
         .route("/webhooks/{source}", post(webhook))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/correlations", get(correlations));
     if state.metrics_endpoint {
         r = r.route("/metrics", get(metrics));
     }
@@ -133,6 +137,23 @@ async fn metrics(State(app): State<AppState>) -> Response {
             .into_response(),
         Err(e) => ApiError::Engine(EngineError::Store(e)).into_response(),
     }
+}
+
+/// `GET /correlations?kind=issue|change|run|deployment&by=duration|failure[&threshold_s=N]`.
+async fn correlations(
+    State(app): State<AppState>,
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response, ApiError> {
+    use crate::analysis::correlations;
+    let axum::extract::Query(pairs) = query.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let q = correlations::Query::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let series = correlations::read_series(app.pipeline.engine.store.as_ref(), q.kind)
+        .await
+        .map_err(|e| ApiError::Engine(EngineError::Store(e)))?;
+    Ok(Json(correlations::correlate(&q, &series)?).into_response())
 }
 
 async fn webhook(
@@ -185,6 +206,9 @@ async fn webhook(
         }
         Translation::Inputs(inputs) => inputs,
     };
+    // Repository attributes (team, language, deployment type, user keys), for every source.
+    let mut inputs = inputs;
+    app.config.repository_attributes.enrich(&mut inputs);
     let applied = app
         .pipeline
         .deliver(src.name(), &translated.delivery_id, &inputs)
