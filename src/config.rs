@@ -355,7 +355,12 @@ impl Config {
                     }
                     _ => "VALUESTREAM_REPOSITORY_ATTRIBUTES",
                 };
-                ConfigError::new(var, e.to_string())
+                let text = e.to_string();
+                let problem = text
+                    .strip_prefix(&format!("{var}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                ConfigError::new(var, problem)
             })?,
             pagerduty_services: env
                 .map(

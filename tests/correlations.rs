@@ -495,7 +495,7 @@ async fn payload_values_win_and_unlisted_values_become_other() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.starts_with("configuration: VALUESTREAM_ATTRIBUTE_VALUES: "),
+        err.starts_with("invalid setting VALUESTREAM_ATTRIBUTE_VALUES: "),
         "{err}"
     );
     assert!(err.contains("\"image\""), "{err}");
