@@ -287,7 +287,14 @@ fn check_scenarios_are_rich(cases: &[Case]) {
             .values()
             .map(|s| s.kind.as_str().to_string())
             .collect();
-        for k in ["issue", "change", "pipeline_run", "deployment", "incident"] {
+        for k in [
+            "issue",
+            "change",
+            "pipeline_run",
+            "task",
+            "deployment",
+            "incident",
+        ] {
             assert!(kinds.contains(k), "every scenario has a {k}: {kinds:?}");
         }
         let linked = c.expected.spans.values().any(|s| {
