@@ -707,3 +707,4 @@ pub fn fixture_stems(dir: &str) -> Vec<String> {
 
 pub mod moto;
 pub mod outbox;
+pub mod proxy;

@@ -286,7 +286,18 @@ static TABLE_SEQ: AtomicU32 = AtomicU32::new(0);
 impl Moto {
     /// Starts moto_server and waits until it answers DynamoDB requests.
     pub async fn start() -> Moto {
-        venv_tool("moto_server");
+        Self::start_with(true).await
+    }
+
+    /// Starts moto_server as it ships: threaded, handling requests concurrently (its
+    /// `TransactWriteItems` is then not atomic; tests/serve_order.rs shows it). Only for tests
+    /// that put a serialising proxy (tests/common/proxy.rs) in front, or probe that very race.
+    pub async fn start_threaded() -> Moto {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(serial: bool) -> Moto {
+        let moto_server = venv_tool("moto_server");
         let python = venv_tool("python3");
         let mut last = String::new();
         for _ in 0..3 {
@@ -294,13 +305,23 @@ impl Moto {
             let port_s = port.to_string();
             let mut env: Vec<(&str, &str)> = AWS_ENV.to_vec();
             env.push(("PYTHONDONTWRITEBYTECODE", "1"));
-            let process = Background::spawn(
-                "moto_server",
-                &python,
-                &["-c", SERIAL_MOTO, "-H", "127.0.0.1", "-p", &port_s],
-                &env,
-                &repo(),
-            );
+            let process = if serial {
+                Background::spawn(
+                    "moto_server",
+                    &python,
+                    &["-c", SERIAL_MOTO, "-H", "127.0.0.1", "-p", &port_s],
+                    &env,
+                    &repo(),
+                )
+            } else {
+                Background::spawn(
+                    "moto_server",
+                    &moto_server,
+                    &["-H", "127.0.0.1", "-p", &port_s],
+                    &env,
+                    &repo(),
+                )
+            };
             let mut m = Moto {
                 url: format!("http://127.0.0.1:{port}"),
                 process,
