@@ -47,15 +47,15 @@ use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::{Order, Store};
 
 /// The settle period of the single `serve` on the embedded store: small, but longer than
-/// posting a whole scenario takes there (asserted; about 0.4 s), so every shuffle falls within it.
+/// posting a whole scenario takes there (asserted; 0.4 to 1 s), so every shuffle falls within it.
 const SETTLE_SECS: u64 = 2;
 
 /// The settle period of the two `serve` processes on DynamoDB. Every moto request passes through
 /// the serialising proxy and a transaction costs moto a copy of the table, so sending a scenario
 /// (8 in flight, a third twice) takes 3 to 8 s here, and up to 12.5 s while the rest of the
-/// suite runs beside it; two processes writing the same
-/// repositories retry conflicting transactions. With 2 s, some repository went quiet for longer
-/// than the settle period while its deliveries were still in flight: it settled early and the
+/// suite runs beside it (two processes writing the same repositories also retry conflicting
+/// transactions). With 2 s, a repository's wake-up marker (due 2 s after a delivery) fell due
+/// while other deliveries of that repository were still in flight: it settled early and the
 /// facts that came after were late facts (the span lost `valuestream.change.first_commit_time`,
 /// and a `time_to_restore` contribution was applied and taken back, leaving a zero series), as
 /// documented, but not the identical result this test is about. So the period is longer than
@@ -70,7 +70,8 @@ fn drain_tick(settle: u64) -> Duration {
 
 // ---------------------------------------------------------------- moto atomicity probe
 
-/// A DynamoDB client at `url` that never retries: a probe counts each request's own answer.
+/// A DynamoDB client at `url`; without retries for the probe, which counts each request's own
+/// answer.
 fn client_at(url: &str, retries: bool) -> Client {
     let retry = if retries {
         RetryConfig::standard()
