@@ -287,6 +287,12 @@ async fn finish(
         .or(ev.end)
         .expect("a closing event carries its times");
     let end = ev.end.or(ev.start).unwrap_or(start).max(start);
+    // A known run time: the end is no earlier than start + duration (model::WorkEvent::duration_ms).
+    let end = ev
+        .duration_ms
+        .and_then(chrono::TimeDelta::try_milliseconds)
+        .and_then(|d| start.checked_add_signed(d))
+        .map_or(end, |e| end.max(e));
     let outcome = ev.outcome.clone();
     let mut attributes = st.attributes.clone();
     attributes.insert("valuestream.kind".into(), st.kind.as_str().into());
