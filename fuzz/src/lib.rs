@@ -2,9 +2,9 @@
 //! credential check is bypassed: the fuzzer plays an authenticated sender) and the model's time
 //! rule, as the router runs them.
 //!
-//! Input format of the source targets: the first line is the event header's value (GitHub's
-//! `X-GitHub-Event`, GitLab's `X-Gitlab-Event`; ignored by sources without one), the rest is the
-//! body. `scripts/fuzz` seeds each corpus from tests/fixtures in that format.
+//! Input format of the source targets: for GitHub and GitLab the first line is the event
+//! header's value (`X-GitHub-Event`, `X-Gitlab-Event`) and the rest is the body; for the other
+//! sources the whole input is the body. `scripts/fuzz` seeds each corpus from tests/fixtures in that format.
 
 use std::sync::OnceLock;
 use valuestream::config::Config;
@@ -27,9 +27,9 @@ fn config() -> &'static Config {
 /// Translates `data` as a delivery to `source` whose event header is `event_header`.
 pub fn translate(source: &str, event_header: Option<&'static str>, data: &[u8]) {
     let src = sources::by_name(source).expect("a known source");
-    let (first, body) = match data.iter().position(|b| *b == b'\n') {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (&data[..0], data),
+    let (first, body) = match (event_header, data.iter().position(|b| *b == b'\n')) {
+        (Some(_), Some(i)) => (&data[..i], &data[i + 1..]),
+        _ => (&data[..0], data),
     };
     let mut headers = HeaderMap::new();
     if let (Some(name), Ok(value)) = (event_header, HeaderValue::from_bytes(first)) {
