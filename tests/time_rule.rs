@@ -44,7 +44,9 @@ async fn absurd_and_backwards_times_are_refused_naming_the_field_for_every_sourc
     let before = dump(&store);
     let issue = "github/issues/closed.derived.payload.json";
     let gh = [("x-github-event", "issues")];
-    let cases: Vec<(&str, &[(&str, &str)], Vec<u8>, &str)> = vec![
+    // (source, extra headers, body, what the reason must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "github",
             &gh,

@@ -40,7 +40,7 @@ pub enum ApiError {
     Source(#[from] SourceError),
     /// The translated delivery breaks the time rule ([`crate::model::time`]).
     #[error("{0}: {1}")]
-    Time(&'static str, TimeError),
+    Time(&'static str, Box<TimeError>),
     #[error("the store is unavailable, retry later: {0}")]
     Engine(#[from] EngineError),
 }
@@ -171,7 +171,8 @@ async fn webhook(
         Translation::Inputs(inputs) => inputs,
     };
     // One time rule for every source, before anything is stored.
-    time::check(&inputs, chrono::Utc::now()).map_err(|e| ApiError::Time(src.name(), e))?;
+    time::check(&inputs, chrono::Utc::now())
+        .map_err(|e| ApiError::Time(src.name(), Box::new(e)))?;
     let applied = app
         .pipeline
         .deliver(src.name(), &translated.delivery_id, &inputs)
