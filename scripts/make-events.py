@@ -17,6 +17,9 @@ Usage:
 To add events, append Entry(...) values to ENTRIES (see the end of this file); an entry may set
 its own headers (e.g. another X-GitHub-Event) and any output path under events/.
 
+events/scheduled/ is not generated: it holds the EventBridge scheduled event that makes the
+Lambda function drain (template.yaml's Drain schedule), written by hand.
+
 Standard library only.
 """
 

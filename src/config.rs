@@ -56,6 +56,13 @@ pub struct Config {
     pub ttl_index_secs: i64,
     /// DynamoDB table; when set the DynamoDB store is used.
     pub table: Option<String>,
+    /// Seconds a failing collector is left alone before the next export attempt.
+    pub retry_secs: u64,
+    /// Seconds a finished span waits before export, so that deliveries arriving out of order
+    /// within that time give identical spans; 0 exports at once.
+    pub settle_secs: i64,
+    /// Longest wait for one DynamoDB operation, retries included, in milliseconds.
+    pub dynamodb_timeout_ms: u64,
 }
 
 /// Names and one-line descriptions of every environment variable, for `--help` and the README.
@@ -66,39 +73,210 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_JIRA_SECRET", "Jira Cloud webhook secret (X-Hub-Signature: sha256=...)"),
     ("VALUESTREAM_PAGERDUTY_SECRET", "PagerDuty v3 webhook signing secret (X-PagerDuty-Signature)"),
     ("VALUESTREAM_EVENTS_TOKEN", "token for the generic events API (Bearer, or HMAC key for X-Valuestream-Signature)"),
-    ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: 'true' accepts deliveries without a signature/token (local trials)"),
-    ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes (default 5242880 = 5 MiB)"),
+    ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
+    ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),
     ("VALUESTREAM_INCIDENT_LABEL", "issue label that marks an incident (default incident)"),
-    ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment (default 168)"),
+    ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment, 1..=8760 hours (default 168)"),
     ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "regex of Jenkins job names that are deployments (default ^deploy)"),
     ("VALUESTREAM_TEAMS", "repository to team map: 'owner/repo=team,owner/*=team'"),
     ("VALUESTREAM_JIRA_PROJECTS", "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)"),
     ("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
-    ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news (default 90)"),
-    ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection (default 7)"),
+    ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
+    ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection, 1..=3650 (default 7)"),
+    ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
-    ("VALUESTREAM_RETRY_SECS", "serve: seconds between retries of pending exports (default 30)"),
-    ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto)"),
+    ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
+    ("VALUESTREAM_RETRY_SECS", "seconds a failing collector is left alone before exports are tried again, 1..=3600 (default 30)"),
+    ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto): an http(s) URL"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/HTTP base URL, e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics)"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces, overrides the base"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "full URL for metrics, overrides the base"),
-    ("OTEL_EXPORTER_OTLP_HEADERS", "extra headers for OTLP requests: 'key=value,key2=value2'"),
-    ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTLP request timeout in milliseconds (default 3000)"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "extra headers for OTLP requests: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTLP request timeout, 1..=60000 ms (default 3000)"),
     ("RUST_LOG", "log filter (default info)"),
 ];
 
-fn parse_map(text: &str) -> BTreeMap<String, String> {
-    text.split([',', ';', '\n'])
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        .collect()
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: String,
+    /// What is wrong and what the variable accepts.
+    pub problem: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+impl ConfigError {
+    pub fn new(var: &str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            var: var.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Reads settings through a lookup function, each parsed and range-checked once; every error
+/// names the variable and what it accepts. Whitespace-only values count as unset.
+pub struct Settings<F: Fn(&str) -> Option<String>> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Settings<F> {
+    pub fn new(lookup: F) -> Self {
+        Settings { lookup }
+    }
+
+    /// The trimmed value, `None` when unset or blank.
+    pub fn text(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A whole number in `range` (`unit` is what it counts, for the message).
+    pub fn int(
+        &self,
+        name: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+        unit: &str,
+    ) -> Result<i64, ConfigError> {
+        let Some(v) = self.text(name) else {
+            return Ok(default);
+        };
+        let accepts = || {
+            format!(
+                "accepts a whole number of {unit} from {} to {} (default {default}), got {v:?}",
+                range.start(),
+                range.end()
+            )
+        };
+        let n: i64 = v.parse().map_err(|_| ConfigError::new(name, accepts()))?;
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(ConfigError::new(name, accepts()))
+        }
+    }
+
+    /// `true/false/1/0/yes/no` (any case); anything else is an error.
+    pub fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(v) = self.text(name) else {
+            return Ok(default);
+        };
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::new(
+                name,
+                format!("accepts true, false, 1, 0, yes or no, got {v:?}"),
+            )),
+        }
+    }
+
+    /// A regular expression, matched case-insensitively.
+    pub fn regex(&self, name: &str, default: &str) -> Result<Regex, ConfigError> {
+        let pattern = self.text(name).unwrap_or_else(|| default.to_string());
+        Regex::new(&format!("(?i){pattern}")).map_err(|e| {
+            ConfigError::new(
+                name,
+                format!("accepts a regular expression; {pattern:?} is not one: {e}"),
+            )
+        })
+    }
+
+    /// A `key=value` list separated by `,`, `;` or new lines. Blank members are skipped; a
+    /// member without `=`, with an empty side, or repeating a key is an error. `check` validates
+    /// each value (and may refuse it with a reason).
+    pub fn map(
+        &self,
+        name: &str,
+        form: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        let Some(text) = self.text(name) else {
+            return Ok(out);
+        };
+        for pair in text.split([',', ';', '\n']).map(str::trim) {
+            if pair.is_empty() {
+                continue;
+            }
+            let bad = |why: &str| {
+                ConfigError::new(
+                    name,
+                    format!("accepts {form} pairs separated by commas; the pair {pair:?} {why}"),
+                )
+            };
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("has no '='"))?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || v.is_empty() {
+                return Err(bad("has an empty side"));
+            }
+            check(v).map_err(|why| bad(&why))?;
+            if out.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(bad("repeats a key given before"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A repository as maps name it: `owner/name` (or `group/sub/name`).
+fn repo_value(v: &str) -> Result<(), String> {
+    let parts: Vec<&str> = v.trim_matches('/').split('/').collect();
+    if parts.len() >= 2 && parts.iter().all(|p| !p.trim().is_empty()) {
+        Ok(())
+    } else {
+        Err("does not name a repository as owner/name".into())
+    }
+}
+
+/// An `http://` or `https://` URL with a host and a port in 1..=65535 (the OTLP endpoints,
+/// `AWS_ENDPOINT_URL_DYNAMODB`).
+pub fn endpoint_url(name: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let accepts = |why: String| {
+        ConfigError::new(
+            name,
+            format!(
+                "accepts an http:// or https:// URL with a host (e.g. http://collector:4318); \
+                 {text:?} {why}"
+            ),
+        )
+    };
+    let url = reqwest::Url::parse(text).map_err(|e| accepts(format!("is not one: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(accepts(format!(
+            "has scheme {:?} (a host:port needs http:// before it)",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(accepts("has no host".into()));
+    }
+    if url.port() == Some(0) {
+        return Err(accepts("has port 0; ports are 1 to 65535".into()));
+    }
+    Ok(url)
+}
+
+/// DynamoDB's rule for table names: 3 to 255 of `a-z A-Z 0-9 _ - .`.
+fn table_name(name: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = (3..=255).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            name,
+            format!("accepts a DynamoDB table name (3 to 255 of a-z A-Z 0-9 _ - .), got {v:?}"),
+        ))
+    }
+}
+
+/// Default of `VALUESTREAM_DYNAMODB_TIMEOUT_MS`.
+pub const DYNAMODB_TIMEOUT_MS: i64 = 8_000;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -115,55 +293,82 @@ impl Config {
         })
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let num = |name: &str, default: i64| -> Result<i64, ConfigError> {
-            match env(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError(format!("{name} must be a whole number, got {v:?}"))),
-            }
-        };
-        let regex = |name: &str, default: &str| -> Result<Regex, ConfigError> {
-            let pattern = env(name).unwrap_or_else(|| default.to_string());
-            Regex::new(&format!("(?i){pattern}")).map_err(|e| ConfigError(format!("{name}: {e}")))
-        };
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Settings::new(lookup);
         let day = 86_400;
+        let ttl_open_days = env.int("VALUESTREAM_TTL_OPEN_DAYS", 90, 1..=3650, "days")?;
+        if let Some(url) = env.text("AWS_ENDPOINT_URL_DYNAMODB") {
+            endpoint_url("AWS_ENDPOINT_URL_DYNAMODB", &url)?;
+        }
+        let table = env.text("VALUESTREAM_TABLE");
+        if let Some(t) = &table {
+            table_name("VALUESTREAM_TABLE", t)?;
+        }
         Ok(Config {
-            github_secret: Secret::new(env("VALUESTREAM_GITHUB_SECRET")),
-            gitlab_token: Secret::new(env("VALUESTREAM_GITLAB_TOKEN")),
-            jenkins_token: Secret::new(env("VALUESTREAM_JENKINS_TOKEN")),
-            jira_secret: Secret::new(env("VALUESTREAM_JIRA_SECRET")),
-            pagerduty_secret: Secret::new(env("VALUESTREAM_PAGERDUTY_SECRET")),
-            events_token: Secret::new(env("VALUESTREAM_EVENTS_TOKEN")),
-            allow_unsigned: env("VALUESTREAM_ALLOW_UNSIGNED")
-                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-                .unwrap_or(false),
-            max_body_bytes: num("VALUESTREAM_MAX_BODY_BYTES", 5 * 1024 * 1024)? as usize,
-            production_env: regex("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod|production)$")?,
-            incident_label: env("VALUESTREAM_INCIDENT_LABEL").unwrap_or_else(|| "incident".into()),
-            incident_window_secs: num("VALUESTREAM_INCIDENT_WINDOW_HOURS", 168)? * 3600,
-            jenkins_deploy_job: regex("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "^deploy")?,
-            teams: parse_map(&env("VALUESTREAM_TEAMS").unwrap_or_default())
+            github_secret: Secret::new(env.text("VALUESTREAM_GITHUB_SECRET")),
+            gitlab_token: Secret::new(env.text("VALUESTREAM_GITLAB_TOKEN")),
+            jenkins_token: Secret::new(env.text("VALUESTREAM_JENKINS_TOKEN")),
+            jira_secret: Secret::new(env.text("VALUESTREAM_JIRA_SECRET")),
+            pagerduty_secret: Secret::new(env.text("VALUESTREAM_PAGERDUTY_SECRET")),
+            events_token: Secret::new(env.text("VALUESTREAM_EVENTS_TOKEN")),
+            allow_unsigned: env.boolean("VALUESTREAM_ALLOW_UNSIGNED", false)?,
+            max_body_bytes: env.int(
+                "VALUESTREAM_MAX_BODY_BYTES",
+                5 * 1024 * 1024,
+                1024..=100 * 1024 * 1024,
+                "bytes",
+            )? as usize,
+            production_env: env
+                .regex("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod|production)$")?,
+            incident_label: env
+                .text("VALUESTREAM_INCIDENT_LABEL")
+                .unwrap_or_else(|| "incident".into()),
+            incident_window_secs: env.int(
+                "VALUESTREAM_INCIDENT_WINDOW_HOURS",
+                168,
+                1..=8760,
+                "hours",
+            )? * 3600,
+            jenkins_deploy_job: env.regex("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "^deploy")?,
+            teams: env
+                .map(
+                    "VALUESTREAM_TEAMS",
+                    "owner/repo=team or owner/*=team",
+                    |_| Ok(()),
+                )?
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
-            pagerduty_services: parse_map(
-                &env("VALUESTREAM_PAGERDUTY_SERVICES").unwrap_or_default(),
-            )
-            .into_iter()
-            .map(|(k, v)| (k, Repo::new(&v)))
-            .collect(),
-            jira_projects: parse_map(&env("VALUESTREAM_JIRA_PROJECTS").unwrap_or_default())
+            pagerduty_services: env
+                .map(
+                    "VALUESTREAM_PAGERDUTY_SERVICES",
+                    "service=owner/repo",
+                    repo_value,
+                )?
+                .into_iter()
+                .map(|(k, v)| (k, Repo::new(&v)))
+                .collect(),
+            jira_projects: env
+                .map(
+                    "VALUESTREAM_JIRA_PROJECTS",
+                    "PROJECT=owner/repo",
+                    repo_value,
+                )?
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_uppercase(), Repo::new(&v)))
                 .collect(),
-            ttl_open_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
-            ttl_delivery_secs: num("VALUESTREAM_TTL_DELIVERY_DAYS", 7)? * day,
-            ttl_index_secs: num("VALUESTREAM_TTL_OPEN_DAYS", 90)? * day,
-            table: env("VALUESTREAM_TABLE"),
+            ttl_open_secs: ttl_open_days * day,
+            ttl_delivery_secs: env.int("VALUESTREAM_TTL_DELIVERY_DAYS", 7, 1..=3650, "days")? * day,
+            ttl_index_secs: ttl_open_days * day,
+            table,
+            retry_secs: env.int("VALUESTREAM_RETRY_SECS", 30, 1..=3600, "seconds")? as u64,
+            settle_secs: env.int("VALUESTREAM_SETTLE_SECS", 120, 0..=86_400, "seconds")?,
+            dynamodb_timeout_ms: env.int(
+                "VALUESTREAM_DYNAMODB_TIMEOUT_MS",
+                DYNAMODB_TIMEOUT_MS,
+                500..=60_000,
+                "milliseconds",
+            )? as u64,
         })
     }
 
@@ -177,5 +382,225 @@ impl Config {
 
     pub fn is_production(&self, environment: &str) -> bool {
         self.production_env.is_match(environment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::otlp::OtlpSettings;
+
+    /// Both parsers of the environment, as the entry points run them at start.
+    fn check(pairs: &[(&str, &str)]) -> Result<(), ConfigError> {
+        Config::from_pairs(pairs)?;
+        OtlpSettings::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::from_pairs(&[]).unwrap();
+        assert_eq!(c.max_body_bytes, 5 * 1024 * 1024);
+        assert_eq!(c.ttl_open_secs, 90 * 86_400);
+        assert_eq!(c.ttl_index_secs, 90 * 86_400);
+        assert_eq!(c.ttl_delivery_secs, 7 * 86_400);
+        assert_eq!(c.incident_window_secs, 168 * 3600);
+        assert_eq!(c.retry_secs, 30);
+        assert_eq!(c.settle_secs, 120);
+        assert_eq!(c.dynamodb_timeout_ms, 8_000);
+        assert!(!c.allow_unsigned);
+        assert!(c.teams.is_empty() && c.jira_projects.is_empty());
+        assert!(c.is_production("Production") && !c.is_production("staging"));
+        assert!(OtlpSettings::from_lookup(|_| None).unwrap().is_none());
+        // Blank values count as unset.
+        let blank = Config::from_pairs(&[("VALUESTREAM_TTL_OPEN_DAYS", "  ")]).unwrap();
+        assert_eq!(blank.ttl_open_secs, 90 * 86_400);
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let c = Config::from_pairs(&[
+            ("VALUESTREAM_MAX_BODY_BYTES", "1024"),
+            ("VALUESTREAM_TTL_OPEN_DAYS", "3650"),
+            ("VALUESTREAM_TTL_DELIVERY_DAYS", "1"),
+            ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "8760"),
+            ("VALUESTREAM_RETRY_SECS", "3600"),
+            ("VALUESTREAM_SETTLE_SECS", "0"),
+            ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "500"),
+            ("VALUESTREAM_ALLOW_UNSIGNED", "Yes"),
+            (
+                "VALUESTREAM_TEAMS",
+                "Codertocat/Hello-World=payments, owner/*=platform,",
+            ),
+            ("VALUESTREAM_JIRA_PROJECTS", "shop=Codertocat/Hello-World"),
+            (
+                "VALUESTREAM_PAGERDUTY_SERVICES",
+                "PIJ90N7=group/sub/repo\nCheckout=o/r",
+            ),
+            ("VALUESTREAM_TABLE", "valuestream-prod.v1"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://localhost:8000"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_body_bytes, 1024);
+        assert_eq!(c.ttl_open_secs, 3650 * 86_400);
+        assert_eq!(c.ttl_delivery_secs, 86_400);
+        assert_eq!(c.incident_window_secs, 8760 * 3600);
+        assert_eq!((c.retry_secs, c.settle_secs), (3600, 0));
+        assert_eq!(c.dynamodb_timeout_ms, 500);
+        assert!(c.allow_unsigned);
+        assert_eq!(
+            c.team_of(&Repo::new("codertocat/hello-world")),
+            Some("payments")
+        );
+        assert_eq!(c.team_of(&Repo::new("owner/x")), Some("platform"));
+        assert_eq!(c.jira_projects["SHOP"], Repo::new("codertocat/hello-world"));
+        assert_eq!(c.pagerduty_services.len(), 2);
+        for (v, want) in [
+            ("0", false),
+            ("no", false),
+            ("FALSE", false),
+            ("1", true),
+            ("true", true),
+        ] {
+            let c = Config::from_pairs(&[("VALUESTREAM_ALLOW_UNSIGNED", v)]).unwrap();
+            assert_eq!(c.allow_unsigned, want, "{v}");
+        }
+        let o = OtlpSettings::from_lookup(|k| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("https://otlp.example.com:443/base/".into()),
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => Some("http://[::1]:9090/m".into()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => {
+                Some(" api-key = a%20b%3Dc , x-tenant=t1,,authorization=Basic%20dTpw".into())
+            }
+            "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("60000".into()),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.traces_url, "https://otlp.example.com/base/v1/traces");
+        assert_eq!(o.metrics_url, "http://[::1]:9090/m");
+        assert_eq!(
+            o.headers,
+            vec![
+                ("api-key".to_string(), "a b=c".to_string()),
+                ("x-tenant".to_string(), "t1".to_string()),
+                ("authorization".to_string(), "Basic dTpw".to_string()),
+            ]
+        );
+        assert_eq!(o.timeout, std::time::Duration::from_secs(60));
+    }
+
+    /// Every bad value is refused at start with an error that names its variable.
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        let base = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let ok_base = (base, "http://collector:4318");
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "-1")]),
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "0")]),
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "1023")]),
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "104857601")]),
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "5MB")]),
+            ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "99999999999999999999999")]),
+            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "0")]),
+            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "-7")]),
+            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "3651")]),
+            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "1.5")]),
+            ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "0")]),
+            ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "106751991167300")]),
+            ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "9223372036854775807")]),
+            ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "ninety")]),
+            ("VALUESTREAM_INCIDENT_WINDOW_HOURS", vec![("VALUESTREAM_INCIDENT_WINDOW_HOURS", "0")]),
+            ("VALUESTREAM_INCIDENT_WINDOW_HOURS", vec![("VALUESTREAM_INCIDENT_WINDOW_HOURS", "8761")]),
+            ("VALUESTREAM_INCIDENT_WINDOW_HOURS", vec![("VALUESTREAM_INCIDENT_WINDOW_HOURS", "-1")]),
+            ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "0")]),
+            ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "3601")]),
+            ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "30s")]),
+            ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "-1")]),
+            ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "86401")]),
+            ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", vec![("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "0")]),
+            ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", vec![("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "60001")]),
+            ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "on")]),
+            ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "treu")]),
+            ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "2")]),
+            ("VALUESTREAM_PRODUCTION_ENV_PATTERN", vec![("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod")]),
+            ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", vec![("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "[deploy")]),
+            ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "owner/repo")]),
+            ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "owner/repo=")]),
+            ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "=payments")]),
+            ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "a/b=x,a/b=y")]),
+            ("VALUESTREAM_JIRA_PROJECTS", vec![("VALUESTREAM_JIRA_PROJECTS", "SHOP")]),
+            ("VALUESTREAM_JIRA_PROJECTS", vec![("VALUESTREAM_JIRA_PROJECTS", "SHOP= ")]),
+            ("VALUESTREAM_JIRA_PROJECTS", vec![("VALUESTREAM_JIRA_PROJECTS", "SHOP=hello-world")]),
+            ("VALUESTREAM_PAGERDUTY_SERVICES", vec![("VALUESTREAM_PAGERDUTY_SERVICES", "PIJ90N7")]),
+            ("VALUESTREAM_PAGERDUTY_SERVICES", vec![("VALUESTREAM_PAGERDUTY_SERVICES", "=o/r")]),
+            ("VALUESTREAM_PAGERDUTY_SERVICES", vec![("VALUESTREAM_PAGERDUTY_SERVICES", "P1=o/")]),
+            ("VALUESTREAM_TABLE", vec![("VALUESTREAM_TABLE", "my table")]),
+            ("VALUESTREAM_TABLE", vec![("VALUESTREAM_TABLE", "ab")]),
+            ("AWS_ENDPOINT_URL_DYNAMODB", vec![("AWS_ENDPOINT_URL_DYNAMODB", "localhost:8000")]),
+            (base, vec![(base, "not a url")]),
+            (base, vec![(base, "http://")]),
+            (base, vec![(base, "127.0.0.1:4318")]),
+            (base, vec![(base, "localhost:4318")]),
+            (base, vec![(base, "http://collector:99999")]),
+            (base, vec![(base, "http://collector:0")]),
+            (base, vec![(base, "ftp://collector:4318")]),
+            (base, vec![(base, "grpc://collector:4317")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318/v1/traces")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:65536/v1/metrics")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "not a url")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", vec![("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318/v1/metrics")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=%aé")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "=")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "=v")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=%0a")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=a%0d%0aInjected: 1")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=%00")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=%ff")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "x=%e2%82%ac")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "bad key=v")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,%")]),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "0")]),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "60001")]),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5")]),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "3s")]),
+            // Checked even when no endpoint is set: a typo does not wait for the day it matters.
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]),
+            ("OTEL_EXPORTER_OTLP_HEADERS", vec![("OTEL_EXPORTER_OTLP_HEADERS", "x=%0a")]),
+        ];
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        for (var, pairs) in &cases {
+            let result = std::panic::catch_unwind(|| check(pairs));
+            let err = match result {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => panic!("{pairs:?} was accepted"),
+                Err(_) => panic!("{pairs:?} panicked"),
+            };
+            assert_eq!(err.var, *var, "{pairs:?}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(var), "{pairs:?}: {text}");
+            assert!(
+                text.contains("accepts") || text.contains("set"),
+                "{pairs:?} says what it accepts: {text}"
+            );
+        }
+    }
+
+    /// Header values are often API keys: an error names the key, never the value.
+    #[test]
+    fn header_errors_do_not_echo_values() {
+        let err = crate::export::otlp::parse_headers("api-key=s3cr3t%0a").unwrap_err();
+        assert!(err.to_string().contains("api-key"), "{err}");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        let err = crate::export::otlp::parse_headers("s3cr3t").unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 }

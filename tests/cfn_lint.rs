@@ -1,6 +1,6 @@
-//! The SAM template (template.yaml) is linted with cfn-lint and checked for two properties a
-//! linter does not know: the function's DynamoDB access is narrow, and no secret parameter
-//! leaks into the stack outputs.
+//! The SAM template (template.yaml) is linted with cfn-lint and checked for what a linter does not
+//! know: the function's DynamoDB access is narrow, no secret parameter leaks into the stack
+//! outputs, and the `Drain` schedule invokes the same function with the settle period set.
 //!
 //! cfn-lint comes from the project's virtualenv `.venv`, which `scripts/test` creates.
 
@@ -95,6 +95,67 @@ fn table_access_is_narrow() {
         text.contains("Resource: !GetAtt StateTable.Arn"),
         "the DynamoDB statement must be limited to the table's ARN"
     );
+}
+
+/// The lines of the parameter `name` (its key line and the indented lines below it).
+fn parameter<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let key = format!("  {name}:");
+    let mut lines = section(text, "Parameters")
+        .into_iter()
+        .skip_while(|l| l.trim_end() != key);
+    let mut out: Vec<&str> = lines.next().into_iter().collect();
+    assert!(!out.is_empty(), "template.yaml has no parameter {name}");
+    out.extend(lines.take_while(|l| l.starts_with("    ")));
+    out
+}
+
+#[test]
+fn a_schedule_drains_through_the_same_function() {
+    let text = template_text();
+    // Parameters with the documented defaults.
+    let schedule = parameter(&text, "DrainSchedule").join("\n");
+    assert!(schedule.contains("Default: rate(1 minute)"), "{schedule}");
+    let settle = parameter(&text, "SettleSeconds").join("\n");
+    assert!(
+        settle.contains("Type: Number") && settle.contains("Default: 120"),
+        "{settle}"
+    );
+    // The function's own events: the webhook routes and the Drain schedule.
+    let resources = section(&text, "Resources");
+    let function: Vec<&str> = resources
+        .iter()
+        .skip_while(|l| l.trim_end() != "  ValuestreamFunction:")
+        .take_while(|l| {
+            l.trim_end() == "  ValuestreamFunction:" || l.starts_with("    ") || l.is_empty()
+        })
+        .copied()
+        .collect();
+    let function = function.join("\n");
+    assert!(
+        function.contains("VALUESTREAM_SETTLE_SECS: !Ref SettleSeconds"),
+        "the settle period reaches the function"
+    );
+    let drain = function
+        .split("\n        Drain:\n")
+        .nth(1)
+        .expect("ValuestreamFunction has a Drain event");
+    let drain: Vec<&str> = drain
+        .lines()
+        .take_while(|l| l.starts_with("          "))
+        .collect();
+    assert_eq!(
+        drain.first().map(|l| l.trim()),
+        Some("Type: Schedule"),
+        "an EventBridge rule, whose event is the scheduled-event shape of events/scheduled/drain.json"
+    );
+    assert!(
+        drain
+            .iter()
+            .any(|l| l.trim() == "Schedule: !Ref DrainSchedule"),
+        "{drain:?}"
+    );
+    // A failed drain is not retried on top of the next tick.
+    assert!(function.contains("MaximumRetryAttempts: 0"), "{function}");
 }
 
 #[test]

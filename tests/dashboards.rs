@@ -312,6 +312,7 @@ fn valuestream() -> Command {
         }
     }
     c.env("VALUESTREAM_GITHUB_SECRET", GITHUB_SECRET)
+        .env("VALUESTREAM_SETTLE_SECS", "0")
         .env("VALUESTREAM_TEAMS", format!("{REPO_NAME}={TEAM}"))
         .env("RUST_LOG", "warn");
     c

@@ -1,6 +1,8 @@
 //! The API Gateway events under events/ (written by scripts/make-events.py): each is an HTTP API
 //! payload-2.0 event whose signature or token is valid for its source's local secret, they are
 //! what the script generates today, and the GitHub ones go through the router with 2xx answers.
+//! events/scheduled/ holds the EventBridge scheduled events (the `Drain` schedule of
+//! template.yaml), which the Lambda handler takes as drains, not as webhooks.
 
 mod common;
 
@@ -11,6 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use valuestream::config::Config;
+use valuestream::entrypoints::lambda;
 use valuestream::replay;
 use valuestream::sources::verify::hmac_sha256_hex;
 use valuestream::store::embedded::EmbeddedStore;
@@ -33,10 +36,20 @@ fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
 }
 
+/// The folder of scheduled (not webhook) events.
+fn scheduled_dir() -> PathBuf {
+    events_dir().join("scheduled")
+}
+
+/// The webhook event files under `dir` (every `.json` file, recursively, except those under
+/// events/scheduled/).
 fn event_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let p = e.unwrap().path();
+        if p == scheduled_dir() {
+            continue;
+        }
         if p.is_dir() {
             out.extend(event_files(&p));
         } else if p.extension().is_some_and(|x| x == "json") {
@@ -169,6 +182,52 @@ fn every_event_file_is_a_signed_http_api_event() {
         github, payloads,
         "one events/github file per GitHub fixture"
     );
+}
+
+#[test]
+fn scheduled_event_files_are_drains() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scheduled_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [scheduled_dir().join("drain.json")],
+        "events/scheduled/ holds the drain event (README, template.yaml)"
+    );
+    for file in files {
+        let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        // The shape EventBridge sends for a scheduled rule.
+        assert_eq!(v["source"], "aws.events", "{}", file.display());
+        assert_eq!(v["detail-type"], "Scheduled Event", "{}", file.display());
+        assert_eq!(v["detail"], serde_json::json!({}), "{}", file.display());
+        assert!(
+            v["resources"][0]
+                .as_str()
+                .is_some_and(|r| r.starts_with("arn:aws:events:") && r.contains(":rule/")),
+            "{}: resources names the rule",
+            file.display()
+        );
+        // And what the Lambda handler makes of it.
+        assert!(
+            matches!(lambda::classify(v), Ok(lambda::Invocation::Scheduled(_))),
+            "{}: the handler takes it as a drain",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn webhook_event_files_are_http_requests_to_the_handler() {
+    for file in event_files(&events_dir()) {
+        let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert!(
+            matches!(lambda::classify(v), Ok(lambda::Invocation::Http(_))),
+            "{}: the handler takes it as an API Gateway request",
+            file.display()
+        );
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ async fn deliver_alone(rel: &str) -> Value {
     let store = Arc::new(EmbeddedStore::in_memory().unwrap());
     let app = app_with(store.clone(), test_config(&[])).await;
     let (status, body) = app.github_fixture(rel, "golden-delivery").await;
-    golden_value(status, body, &app, &store)
+    golden_value(status, body, &app, &store).await
 }
 
 #[tokio::test]

@@ -113,12 +113,18 @@ async fn draft_pull_request_is_wip_while_open() {
     let app = app_with(store.clone(), test_config(&[])).await;
     app.github_fixture("github/pull_request/converted_to_draft.payload.json", "w1")
         .await;
-    let item = dump(&store)
-        .into_iter()
-        .find(|r| r.key.pk == "item#github/change/codertocat/hello-world/2")
+    let item = app
+        .pipeline
+        .engine
+        .preview("github/change/codertocat/hello-world/2")
+        .await
+        .unwrap()
         .expect("open change stored");
-    assert_eq!(item.data["attributes"]["vcs.change.state"], json!("wip"));
-    assert_eq!(item.data["open"], json!(true));
+    assert_eq!(
+        item.attributes.get("vcs.change.state"),
+        Some(&valuestream::model::AttrValue::Str("wip".into()))
+    );
+    assert!(item.open);
 }
 
 #[tokio::test]

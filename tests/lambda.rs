@@ -1,6 +1,8 @@
 //! The Lambda path for real: the `valuestream` binary as a Lambda function behind `cargo lambda
 //! watch`'s runtime API and function-URL emulator (API Gateway HTTP API v2 events), state in
-//! DynamoDB (moto_server), telemetry to an OTLP receiver. Driven over HTTP with signed fixtures.
+//! DynamoDB (moto_server), telemetry to an OTLP receiver. Driven over HTTP with signed fixtures,
+//! and with the `Drain` schedule's EventBridge event (events/scheduled/drain.json) through the
+//! Invoke API.
 //!
 //! The emulator runs with `--only-lambda-apis` and the test starts the function itself: the
 //! binary cargo built for this test run (`CARGO_BIN_EXE_valuestream`), pointed at the emulator's
@@ -36,7 +38,9 @@ struct Lambda {
 }
 
 impl Lambda {
-    async fn start(moto_url: &str, table: &str, otlp: &str) -> Lambda {
+    /// The emulator, then the function (with `extra_env` besides what Lambda and template.yaml
+    /// set), ready once it has answered `GET /healthz`.
+    async fn start(moto_url: &str, table: &str, otlp: &str, extra_env: &[(&str, &str)]) -> Lambda {
         let cargo_lambda = venv_tool("cargo-lambda");
         let port = free_port();
         let path = format!(
@@ -94,6 +98,7 @@ impl Lambda {
             // Local only: DynamoDB is moto.
             ("AWS_ENDPOINT_URL_DYNAMODB", moto_url),
         ]);
+        env.extend_from_slice(extra_env);
         let function = Background::spawn_clean(
             "valuestream-lambda",
             std::path::Path::new(env!("CARGO_BIN_EXE_valuestream")),
@@ -170,6 +175,18 @@ impl Lambda {
 
     /// An event file through the Invoke API, as `cargo lambda invoke --data-file` sends it.
     async fn invoke(&self, event: &[u8]) -> Value {
+        let (status, function_error, answer) = self.invoke_raw(event).await;
+        assert!(
+            (200..300).contains(&status) && function_error.is_none(),
+            "invoke: {status} {function_error:?} {answer}\n{}",
+            self.logs()
+        );
+        answer
+    }
+
+    /// The Invoke API's status, its `X-Amz-Function-Error` header (set when the function
+    /// answered with an error) and the answer.
+    async fn invoke_raw(&self, event: &[u8]) -> (u16, Option<String>, Value) {
         let resp = self
             .http
             .post(format!(
@@ -180,8 +197,27 @@ impl Lambda {
             .send()
             .await
             .unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.logs()));
-        assert!(resp.status().is_success(), "invoke: {}", resp.status());
-        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+        let status = resp.status().as_u16();
+        let function_error = resp
+            .headers()
+            .get("x-amz-function-error")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let text = resp.text().await.unwrap();
+        let answer = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+        (status, function_error, answer)
+    }
+
+    /// The scheduled event of `events/scheduled/drain.json` through the Invoke API: what the
+    /// `Drain` schedule of template.yaml sends. Returns the drain's summary.
+    async fn drain(&self) -> Value {
+        let event = std::fs::read(repo().join("events/scheduled/drain.json")).unwrap();
+        let answer = self.invoke(&event).await;
+        assert_eq!(answer["status"], "drained", "{answer}");
+        for field in ["exported", "failed"] {
+            assert!(answer[field].is_u64(), "{field} in {answer}");
+        }
+        assert!(answer["remaining"].is_boolean(), "{answer}");
+        answer
     }
 }
 
@@ -224,7 +260,15 @@ async fn github_deliveries_through_the_lambda_runtime() {
     let moto = Moto::start().await;
     let table = moto.store().await.table().to_string();
     let receiver = Receiver::start().await;
-    let lambda = Lambda::start(&moto.url, &table, &receiver.url).await;
+    // Finished spans are due at once (no settle period); the scheduled drain below exports
+    // whatever the request path left.
+    let lambda = Lambda::start(
+        &moto.url,
+        &table,
+        &receiver.url,
+        &[("VALUESTREAM_SETTLE_SECS", "0")],
+    )
+    .await;
 
     // Issue opened: state in DynamoDB, nothing exported yet.
     let (s, b) = lambda
@@ -265,7 +309,8 @@ async fn github_deliveries_through_the_lambda_runtime() {
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
     assert_eq!(b["finished"].as_array().unwrap().len(), 1, "{b}");
     assert_eq!(b["export_pending"], false, "{b}");
-    // Exported inside the invocation: the span is there when the response is.
+    // Exported by the time a scheduled drain has answered.
+    lambda.drain().await;
     let change = receiver.span("PR #2");
 
     let (s, b) = lambda
@@ -276,6 +321,7 @@ async fn github_deliveries_through_the_lambda_runtime() {
         )
         .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
+    lambda.drain().await;
     let issue = receiver.span("ISSUE #1");
 
     assert_issue_and_pr_trace(&issue, &change);
@@ -354,6 +400,153 @@ async fn github_deliveries_through_the_lambda_runtime() {
     // No process outlives the test: the function, then the emulator, each with its group.
     let mut lambda = lambda;
     assert!(!lambda.watcher.processes().is_empty());
+    for bg in [&mut lambda.function, &mut lambda.watcher] {
+        bg.stop();
+        assert_eq!(bg.processes(), Vec::<u32>::new(), "left running");
+    }
+}
+
+/// Waits (at most `within`) until the receiver holds a span named `prefix*`.
+async fn wait_for_span(receiver: &Receiver, prefix: &str, within: Duration) -> RSpan {
+    let deadline = Instant::now() + within;
+    loop {
+        if receiver.spans().iter().any(|s| s.name.starts_with(prefix)) {
+            return receiver.span(prefix);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span {prefix}* after {within:?}; received {:?}",
+            receiver.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `Drain` schedule of template.yaml, for real: the function takes the EventBridge
+/// scheduled event (events/scheduled/drain.json) through the Invoke API, drains what is due and
+/// answers a summary; an event of another shape is a function error, not a crash. Nothing here
+/// relies on spans being exported before a webhook's answer: the collector is down while the
+/// deliveries arrive, so whatever the engine does on the request path, the spans reach the
+/// receiver only through the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_events_drain_through_the_lambda_runtime() {
+    let moto = Moto::start().await;
+    let table = moto.store().await.table().to_string();
+    let receiver = Receiver::start().await;
+    let lambda = Lambda::start(
+        &moto.url,
+        &table,
+        &receiver.url,
+        // Finished spans are due at once; a drain still has to export them.
+        &[("VALUESTREAM_SETTLE_SECS", "0")],
+    )
+    .await;
+
+    // Nothing pending: the drain answers, exports nothing, fails nothing.
+    let answer = lambda.drain().await;
+    assert_eq!(
+        (&answer["exported"], &answer["failed"], &answer["remaining"]),
+        (&json!(0), &json!(0), &json!(false)),
+        "{answer}"
+    );
+
+    // The collector is down while a change opens and merges: accepted all the same.
+    receiver.set_down(true);
+    for (delivery, body) in [("drain-1", opened_pr()), ("drain-2", merged_pr())] {
+        let (s, b) = lambda.github("pull_request", delivery, body).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
+    }
+    // A drain while it is still down: the export fails, the batch stays for the next one.
+    let answer = lambda.drain().await;
+    assert!(answer["failed"].as_u64().unwrap() >= 1, "{answer}");
+    assert_eq!(answer["remaining"], true, "{answer}");
+    assert!(receiver.spans().is_empty());
+
+    // Back up: the next scheduled drain exports the change's span and its metric points.
+    receiver.set_down(false);
+    let answer = lambda.drain().await;
+    assert!(answer["exported"].as_u64().unwrap() >= 1, "{answer}");
+    assert_eq!(
+        (&answer["failed"], &answer["remaining"]),
+        (&json!(0), &json!(false)),
+        "{answer}"
+    );
+    let change = wait_for_span(&receiver, "PR #2", Duration::from_secs(10)).await;
+    assert_eq!(change.service, "github");
+    assert!(
+        receiver
+            .points()
+            .iter()
+            .any(|p| p.name == "valuestream.change.duration"),
+        "the change's metric points were drained too"
+    );
+    // Exactly once: a second drain finds nothing, the receiver holds one copy.
+    let answer = lambda.drain().await;
+    assert_eq!(
+        (&answer["exported"], &answer["failed"], &answer["remaining"]),
+        (&json!(0), &json!(0), &json!(false)),
+        "{answer}"
+    );
+    assert_eq!(receiver.spans().len(), 1, "{:?}", receiver.spans());
+    let items = table_items(&moto, &table).await;
+    assert!(
+        !items.keys().any(|k| k.starts_with("outbox")),
+        "nothing left in the outbox: {:?}",
+        items.keys()
+    );
+
+    // Events of other shapes: a function error that says what the function takes.
+    for (event, why) in [
+        (json!({"hello": "world"}), "its keys: [\"hello\"]"),
+        (
+            json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+                   "detail": {"state": "running"}}),
+            "detail-type \"EC2 Instance State-change Notification\"",
+        ),
+        (json!([1, 2, 3]), "a JSON array"),
+    ] {
+        let (status, function_error, answer) = lambda
+            .invoke_raw(&serde_json::to_vec(&event).unwrap())
+            .await;
+        assert!(
+            function_error.is_some() || status >= 400,
+            "{event} is answered as an error: {status} {answer}"
+        );
+        assert_eq!(answer["errorType"], "UnknownEvent", "{event}: {answer}");
+        let message = answer["errorMessage"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(why) && message.contains("Scheduled Event"),
+            "{event}: {message}"
+        );
+    }
+    // Not a crash: the same sandbox serves the next request and the next drain.
+    let mut lambda = lambda;
+    assert!(!lambda.function.exited(), "{}", lambda.logs());
+    let (s, b) = lambda.get("/healthz").await;
+    assert_eq!(s, 200, "{b}");
+    lambda.drain().await;
+
+    // A drain that cannot read the store (the table is gone) is a function error too.
+    moto.client()
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let event = std::fs::read(repo().join("events/scheduled/drain.json")).unwrap();
+    let (status, function_error, answer) = lambda.invoke_raw(&event).await;
+    assert!(
+        function_error.is_some() || status >= 400,
+        "a failed drain is an error: {status} {answer}"
+    );
+    assert_eq!(answer["errorType"], "DrainFailed", "{answer}");
+    assert!(!lambda.function.exited(), "{}", lambda.logs());
+    assert!(
+        lambda.function.log().contains("scheduled drain failed"),
+        "the failure is logged\n{}",
+        lambda.logs()
+    );
+
     for bg in [&mut lambda.function, &mut lambda.watcher] {
         bg.stop();
         assert_eq!(bg.processes(), Vec::<u32>::new(), "left running");

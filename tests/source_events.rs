@@ -77,7 +77,7 @@ async fn every_example_matches_its_golden_file() {
         assert!(status.is_success(), "{stem}: {body}");
         golden(
             &format!("events/{stem}.expected.json"),
-            &golden_value(status, body, &app, &store),
+            &golden_value(status, body, &app, &store).await,
         );
     }
 }

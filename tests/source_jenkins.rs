@@ -55,7 +55,7 @@ async fn golden_fixture(file: &str) {
     let stem = file.trim_end_matches(".json");
     golden(
         &format!("jenkins/{stem}.expected.json"),
-        &golden_value(s, b, &app, &store),
+        &golden_value(s, b, &app, &store).await,
     );
 }
 

@@ -69,7 +69,7 @@ async fn every_fixture_matches_its_golden_file() {
         let (status, body) = jira_fixture(&app, &stem).await;
         golden(
             &format!("jira/{stem}.expected.json"),
-            &golden_value(status, body, &app, &store),
+            &golden_value(status, body, &app, &store).await,
         );
     }
 }

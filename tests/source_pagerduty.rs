@@ -97,7 +97,7 @@ async fn every_fixture_matches_its_golden_file() {
         let (status, body) = pd_fixture(&app, &stem).await;
         golden(
             &format!("pagerduty/{stem}.expected.json"),
-            &golden_value(status, body, &app, &store),
+            &golden_value(status, body, &app, &store).await,
         );
     }
 }

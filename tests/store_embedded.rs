@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::outbox::{collector_down_loses_nothing, Recovery};
+use common::outbox::{collector_down_loses_nothing, partial_outage_sends_each_span_once, Recovery};
 use serde_json::json;
 use std::sync::Arc;
 use valuestream::store::embedded::EmbeddedStore;
@@ -121,4 +121,9 @@ async fn collector_down_drain_exports_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     collector_down_loses_nothing(store, Recovery::Drain).await;
+}
+
+#[tokio::test]
+async fn partial_collector_outage_sends_each_span_once() {
+    partial_outage_sends_each_span_once(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
 }

@@ -3,19 +3,18 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `item#<item key>` | an item's span state, open or last closed generation |
+//! | `item#<item key>` | an item's facts: every work event about it, deduplicated, in event-time order |
 //! | `delivery#<source>#<id>` | a delivery that was applied (redelivery detection) |
-//! | `sha#<repo>#<sha>`, `branch#<repo>#<branch>` | the change whose head (or merge) commit / branch this is |
-//! | `branchfirst#<repo>#<branch>` | the earliest commit time pushed to a branch |
-//! | `push#<repo>#<after>` | the direct-commit changes one default-branch push landed |
-//! | `landed#<repo>` / `<time>#<id>` | changes in landing order on the default branch |
-//! | `env#<repo>#<environment>` | the environment's last successful deployment and failure streak |
-//! | `deploys#<repo>` / `<time>#<key>` | finished deployments, for incidents to find their cause |
-//! | `cfail#<deployment key>` | a deployment already counted as a change failure |
-//! | `outbox` / `<source>#<delivery>` | batches not yet exported; `outbox-flag`: an export failed |
+//! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) |
+//! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
+//! | `scope#<scope>` / `l#<owner key>` | the metric contributions applied for an item (the ledger) |
+//! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come |
+//! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
+//!
+//! A scope is `repo#<owner/name>` for a repository's items and pushes, or `item#<item key>` for
+//! an item that names no repository.
 
-use crate::model::Repo;
 use crate::store::Key;
 
 pub fn item(key: &str) -> Key {
@@ -24,40 +23,25 @@ pub fn item(key: &str) -> Key {
 pub fn delivery(source: &str, id: &str) -> Key {
     Key::one(format!("delivery#{source}#{id}"))
 }
-pub fn sha(repo: &Repo, sha: &str) -> Key {
-    Key::one(format!("sha#{}#{}", repo.0, sha.to_ascii_lowercase()))
+pub fn scope_pk(scope: &str) -> String {
+    format!("scope#{scope}")
 }
-pub fn branch(repo: &Repo, branch: &str) -> Key {
-    Key::one(format!("branch#{}#{}", repo.0, branch))
+pub fn summary(scope: &str, item_key: &str) -> Key {
+    Key::new(scope_pk(scope), format!("s#{item_key}"))
 }
-pub fn branch_first(repo: &Repo, branch: &str) -> Key {
-    Key::one(format!("branchfirst#{}#{}", repo.0, branch))
+pub fn push(scope: &str, after: &str) -> Key {
+    Key::new(scope_pk(scope), format!("p#{}", after.to_ascii_lowercase()))
 }
-pub fn push(repo: &Repo, after: &str) -> Key {
-    Key::one(format!("push#{}#{}", repo.0, after.to_ascii_lowercase()))
+pub fn ledger(scope: &str, owner: &str) -> Key {
+    Key::new(scope_pk(scope), format!("l#{owner}"))
 }
-pub fn landed_pk(repo: &Repo) -> String {
-    format!("landed#{}", repo.0)
-}
-pub fn env(repo: &Repo, environment: &str) -> Key {
-    Key::one(format!(
-        "env#{}#{}",
-        repo.0,
-        environment.to_ascii_lowercase()
-    ))
-}
-pub fn deploys_pk(repo: &Repo) -> String {
-    format!("deploys#{}", repo.0)
-}
-pub fn change_failure(deployment_key: &str) -> Key {
-    Key::one(format!("cfail#{deployment_key}"))
+pub const PENDING: &str = "pending";
+pub fn pending(due: crate::model::Time, scope: &str) -> Key {
+    Key::new(PENDING, format!("{}#{scope}", time_sk(due)))
 }
 pub const OUTBOX: &str = "outbox";
-pub fn outbox_item(source: &str, delivery: &str) -> Key {
-    Key::new(OUTBOX, format!("{source}#{delivery}"))
-}
-pub fn outbox_flag() -> Key {
-    Key::one("outbox-flag")
+pub fn outbox_item(at: crate::model::Time, scope: &str) -> Key {
+    Key::new(OUTBOX, format!("{}#{scope}", time_sk(at)))
 }
 pub const METRIC: &str = "metric";
 pub fn series(id: &str) -> Key {

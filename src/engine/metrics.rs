@@ -92,9 +92,13 @@ pub struct Series {
     pub time_ns: u64,
     /// Counter total, or histogram observation count.
     pub count: u64,
-    /// Histogram sum.
+    /// Histogram sum, in seconds (`sum_ms` / 1000).
     #[serde(default)]
     pub sum: f64,
+    /// Histogram sum in milliseconds: an integer, so that the total does not depend on the
+    /// order observations were added in.
+    #[serde(default)]
+    pub sum_ms: i64,
     /// Histogram bucket counts (not cumulative), one per bound plus the overflow bucket.
     #[serde(default)]
     pub buckets: Vec<u64>,
@@ -127,6 +131,7 @@ impl Series {
             time_ns: now_ns,
             count: 0,
             sum: 0.0,
+            sum_ms: 0,
             buckets: if kind == MetricKind::Histogram {
                 vec![0; BUCKETS.len() + 1]
             } else {
@@ -135,21 +140,28 @@ impl Series {
         }
     }
 
-    /// Applies one delta at `now_ns`.
-    pub fn apply(&mut self, value: f64, now_ns: u64) {
+    /// Adds (`sign` 1) or takes back (`sign` -1) one contribution at `now_ns`: a counter's
+    /// increment in whole units, or a histogram observation in milliseconds.
+    pub fn apply(&mut self, value: i64, sign: i64, now_ns: u64) {
         match self.kind {
-            MetricKind::Counter => self.count += value.max(0.0).round() as u64,
+            MetricKind::Counter => {
+                self.count = (self.count as i64 + sign * value.max(0)).max(0) as u64;
+            }
             MetricKind::Histogram => {
-                self.count += 1;
-                self.sum += value;
+                self.count = (self.count as i64 + sign).max(0) as u64;
+                if self.sum_ms == 0 && self.sum != 0.0 {
+                    self.sum_ms = (self.sum * 1000.0).round() as i64;
+                }
+                self.sum_ms += sign * value;
+                self.sum = self.sum_ms as f64 / 1000.0;
                 let i = BUCKETS
                     .iter()
-                    .position(|b| value <= *b)
+                    .position(|b| value as f64 <= *b * 1000.0)
                     .unwrap_or(BUCKETS.len());
                 if self.buckets.len() != BUCKETS.len() + 1 {
                     self.buckets.resize(BUCKETS.len() + 1, 0);
                 }
-                self.buckets[i] += 1;
+                self.buckets[i] = (self.buckets[i] as i64 + sign).max(0) as u64;
             }
         }
         self.time_ns = now_ns.max(self.time_ns + 1);

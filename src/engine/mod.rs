@@ -1,29 +1,52 @@
 //! The span lifecycle engine: vendor-free. It takes a delivery's normalized inputs and the
-//! store, and yields finished spans and metric points, keeping open spans, link indexes and
-//! cumulative metric series in the store. It knows nothing of HTTP, AWS or OTLP.
+//! store, and yields finished spans and metric points. It knows nothing of HTTP, AWS or OTLP.
 //!
-//! One delivery is applied in one optimistic transaction ([`tx::Tx`]): a batched read, the
-//! lifecycle rules, and one atomic commit that records the delivery ID together with every state
-//! change and the batch to export (the outbox). A redelivery finds its delivery record and changes
-//! nothing; a concurrent writer makes the commit fail and the attempt starts again.
+//! # The rule: order never matters
+//!
+//! Exported spans (trace and span IDs, parents, links, attributes, times) and every metric's
+//! final value are a function of the *set* of deliveries, not of the order they arrived in.
+//! Event time from payloads decides; arrival order decides nothing. A duplicate (the same
+//! delivery ID, or the same event under a new ID) changes nothing.
+//!
+//! It holds by construction, in two steps:
+//!
+//! 1. **A delivery only records facts** ([`Engine::apply`]): each work event joins its item's
+//!    set of facts ([`facts`]), each push its repository's pushes, and the item's compact
+//!    [`scope::Summary`] is rewritten from its facts, all in one optimistic transaction with the
+//!    delivery record. Nothing is linked, counted or exported here.
+//! 2. **A drain settles scopes** ([`Engine::settle`]): a finished span waits
+//!    `VALUESTREAM_SETTLE_SECS` after its item's last fact arrived, then its parent, trace and
+//!    links are resolved from everything the store knows ([`spans`]); and the scope's DORA
+//!    contributions are derived again from the whole set ([`scope::derive`]) and compared with
+//!    the ledger of what was applied before, so the stored cumulative series take exactly the
+//!    difference. Whichever side of a relation arrives second makes the link.
+//!
+//! A fact that arrives after its span was exported still corrects every metric (the ledger
+//! takes the difference, so totals converge), but the span is not sent again: spans are
+//! immutable once exported, so a collector never sees one span ID twice with different content.
 
-pub mod flow;
+pub mod drain;
+pub mod facts;
 pub mod keys;
-pub mod lifecycle;
 pub mod metrics;
 pub mod outbox;
+pub mod scope;
+pub mod spans;
 pub mod tx;
 
 use crate::config::Config;
-use crate::model::{FinishedSpan, Input};
+use crate::model::{Action, FinishedSpan, Input, Time};
 use crate::store::{Store, StoreError};
-use chrono::Utc;
-use metrics::{Delta, Series};
+use facts::{Fact, ItemRecord};
+use metrics::Series;
+use scope::{PushFact, Summary};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tx::Tx;
 
-/// How many times a delivery is attempted when concurrent writers keep conflicting.
+/// How many times a transaction is attempted when concurrent writers keep conflicting.
 const MAX_ATTEMPTS: u32 = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +55,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("gave up after {0} attempts: other writers kept changing the same records")]
     Contention(u32),
+    #[error("stored record {0} cannot be read: {1}")]
+    Corrupt(String, String),
 }
 
 /// What the engine did with one delivery.
@@ -39,33 +64,25 @@ pub enum EngineError {
 pub struct Applied {
     /// The delivery had been applied before: nothing changed.
     pub duplicate: bool,
+    /// Work items seen for the first time.
     pub opened: u32,
+    /// Facts added to items already known.
     pub updated: u32,
-    pub finished: Vec<FinishedSpan>,
-    pub points: Vec<Series>,
-    /// The outbox record holding `finished` and `points` until they are exported.
-    #[serde(skip)]
-    pub outbox: Option<crate::store::Key>,
-    /// Earlier exports are pending (a previous export failed): drain the outbox.
-    pub pending_exports: bool,
+    /// Closing facts recorded: their spans are exported once settled.
+    pub closed: u32,
     /// Store requests this delivery took (reads and the commit).
     pub requests: u32,
 }
 
-/// What processing one input adds to the delivery's result.
-#[derive(Default)]
-pub struct Effects {
-    pub finished: Vec<FinishedSpan>,
-    pub deltas: Vec<Delta>,
-    pub opened: u32,
-    pub updated: u32,
-}
-
-/// A batch waiting in the outbox.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A batch waiting in the outbox. Spans and points are tracked apart: a collector that takes
+/// traces but refuses metrics gets the spans once, and only the points again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ExportBatch {
     pub spans: Vec<FinishedSpan>,
     pub points: Vec<Series>,
+    /// The spans were accepted by the collector.
+    #[serde(default)]
+    pub spans_sent: bool,
     /// Epoch seconds until which a drainer holds this batch.
     #[serde(default)]
     pub lease_until: i64,
@@ -74,21 +91,50 @@ pub struct ExportBatch {
 #[derive(Serialize, Deserialize)]
 struct DeliveryRecord {
     source: String,
-    at: chrono::DateTime<Utc>,
-    finished: usize,
+    at: chrono::DateTime<chrono::Utc>,
 }
+
+/// The time source: the wall clock, or a test's own.
+pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
 
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    clock: Clock,
+}
+
+/// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
+/// jitter, from 2 ms up to 200 ms, so that writers that collided do not collide again.
+pub async fn backoff(attempt: u32) {
+    let cap_ms = (2u64 << attempt.min(7)).min(200);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let jitter = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (cap_ms * 1000);
+    tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
-        Engine { store, config }
+        Engine {
+            store,
+            config,
+            clock: Arc::new(chrono::Utc::now),
+        }
     }
 
-    /// Applies one delivery exactly once.
+    /// The same engine on another clock (tests drive the settle period with it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn now(&self) -> Time {
+        (self.clock)()
+    }
+
+    /// Records one delivery's facts exactly once.
     pub async fn apply(
         &self,
         source: &str,
@@ -96,16 +142,16 @@ impl Engine {
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
         let mut requests = 0;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let mut tx = Tx::new(self.store.as_ref());
-            let attempt = self.attempt(&mut tx, source, delivery_id, inputs).await;
+            let result = self.attempt(&mut tx, source, delivery_id, inputs);
+            let result = result.await;
             requests += tx.requests;
-            match attempt {
+            match result {
                 Ok(mut applied) => {
-                    if applied.duplicate {
-                        applied.requests = requests;
-                        return Ok(applied);
-                    }
                     let reads = tx.requests;
                     match tx.commit().await {
                         Ok(total) => {
@@ -133,94 +179,109 @@ impl Engine {
         delivery_id: &str,
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
+        let now = self.now();
+        let config = &self.config;
         let delivery_key = keys::delivery(source, delivery_id);
-        // One read for the delivery record, the outbox flag and every record the inputs need.
-        let mut wanted = vec![delivery_key.clone(), keys::outbox_flag()];
+        // One read for the delivery record and every record the inputs touch.
+        let mut wanted = vec![delivery_key.clone()];
         for input in inputs {
-            wanted.extend(flow::keys_for(input, source));
+            match input {
+                Input::Work(ev) => {
+                    let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
+                    wanted.push(keys::item(&ev.key));
+                    wanted.push(keys::summary(&scope, &ev.key));
+                }
+                Input::Push(p) => {
+                    let scope = scope::scope_of(Some(&p.repo), "");
+                    wanted.push(keys::push(&scope, &p.after));
+                }
+            }
         }
         tx.load(wanted).await?;
-        let pending_exports = tx.get(&keys::outbox_flag()).is_some();
         if tx.get(&delivery_key).is_some() {
             return Ok(Applied {
                 duplicate: true,
-                pending_exports,
                 ..Applied::default()
             });
         }
-        let mut fx = Effects::default();
+        let mut applied = Applied::default();
+        let mut scopes = BTreeSet::new();
         for input in inputs {
             match input {
-                Input::Work(ev) => lifecycle::work(self, tx, source, ev, &mut fx).await?,
-                Input::Push(push) => flow::push(self, tx, source, push).await?,
+                Input::Work(ev) => {
+                    let ik = keys::item(&ev.key);
+                    let mut record: ItemRecord = decode(tx, &ik)?.unwrap_or_default();
+                    let before = facts::generations(&record.facts);
+                    if !record.add(Fact::new(source, ev)) {
+                        continue; // the same event, delivered under another ID
+                    }
+                    let after = facts::generations(&record.facts);
+                    let was_open = before.last().is_some_and(|g| !g.closed());
+                    if ev.action == Action::Close {
+                        applied.closed += 1;
+                    } else if after.len() > before.len() {
+                        applied.opened += 1;
+                    } else if was_open && before != after {
+                        applied.updated += 1;
+                    }
+                    let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
+                    let sk = keys::summary(&scope, &ev.key);
+                    let exported = decode::<Summary>(tx, &sk)?
+                        .map(|s| s.exported)
+                        .unwrap_or_default();
+                    if let Some(summary) = Summary::of(&ev.key, &record, now, exported) {
+                        tx.put(sk, &summary, config.ttl_open_secs);
+                    }
+                    tx.put(ik, &record, config.ttl_open_secs);
+                    scopes.insert(scope);
+                }
+                Input::Push(p) => {
+                    let scope = scope::scope_of(Some(&p.repo), "");
+                    let pk = keys::push(&scope, &p.after);
+                    let mut fact = PushFact::of(p);
+                    if let Some(known) = decode::<PushFact>(tx, &pk)? {
+                        let mut merged = known.clone();
+                        merged.merge(&fact);
+                        if merged == known {
+                            continue;
+                        }
+                        fact = merged;
+                    }
+                    tx.put(pk, &fact, config.ttl_index_secs);
+                    scopes.insert(scope);
+                }
             }
         }
-        let points = self.apply_metrics(tx, &fx.deltas).await?;
-        let finished = fx.finished;
+        let due = now + chrono::TimeDelta::seconds(config.settle_secs);
+        for scope in &scopes {
+            tx.put(
+                keys::pending(due, scope),
+                &serde_json::json!({}),
+                config.ttl_open_secs,
+            );
+        }
         tx.put(
             delivery_key,
             &DeliveryRecord {
                 source: source.to_string(),
-                at: Utc::now(),
-                finished: finished.len(),
+                at: now,
             },
-            self.config.ttl_delivery_secs,
+            config.ttl_delivery_secs,
         );
-        let outbox = if finished.is_empty() && points.is_empty() {
-            None
-        } else {
-            let key = keys::outbox_item(source, delivery_id);
-            let batch = ExportBatch {
-                spans: finished.clone(),
-                points: points.clone(),
-                lease_until: 0,
-            };
-            tx.put(key.clone(), &batch, self.config.ttl_open_secs);
-            Some(key)
-        };
-        Ok(Applied {
-            duplicate: false,
-            opened: fx.opened,
-            updated: fx.updated,
-            finished,
-            points,
-            outbox,
-            pending_exports,
-            requests: 0,
-        })
+        Ok(applied)
     }
+}
 
-    /// Applies metric deltas to their stored series (one more read), returning the new values.
-    async fn apply_metrics(
-        &self,
-        tx: &mut Tx<'_>,
-        deltas: &[Delta],
-    ) -> Result<Vec<Series>, EngineError> {
-        if deltas.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<_> = deltas
-            .iter()
-            .map(|d| keys::series(&metrics::series_id(d.name, &d.labels)))
-            .collect();
-        tx.load(ids.clone()).await?;
-        let now = metrics::time_ns(Utc::now());
-        let mut touched: Vec<(crate::store::Key, Series)> = Vec::new();
-        for (d, key) in deltas.iter().zip(ids) {
-            let mut series = match touched.iter().position(|(k, _)| *k == key) {
-                Some(i) => touched.remove(i).1,
-                None => tx
-                    .data::<Series>(&key)
-                    .unwrap_or_else(|| Series::new(d.name, d.labels.clone(), now)),
-            };
-            series.apply(d.value, now);
-            touched.push((key, series));
-        }
-        // Series never expire: they are the cumulative totals.
-        const FOREVER: i64 = 100 * 365 * 86_400;
-        for (key, s) in &touched {
-            tx.put(key.clone(), s, FOREVER);
-        }
-        Ok(touched.into_iter().map(|(_, s)| s).collect())
+/// A stored record's data; a record that is there but cannot be decoded is an error, never
+/// taken as absent.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    tx: &Tx<'_>,
+    key: &crate::store::Key,
+) -> Result<Option<T>, EngineError> {
+    match tx.get(key) {
+        None => Ok(None),
+        Some(r) => serde_json::from_value(r.data.clone())
+            .map(Some)
+            .map_err(|e| EngineError::Corrupt(format!("{}/{}", key.pk, key.sk), e.to_string())),
     }
 }

@@ -1,36 +1,63 @@
-//! Nothing accepted is lost when the collector is down. The engine's commit puts each batch to
-//! export in the outbox; [`Pipeline::deliver`] exports it right after and removes it. When the
-//! export fails the batch stays, a flag record says so, and the next delivery that reads the
-//! flag (every delivery reads it in its first batched read), a sandbox's first invocation, or
-//! `serve`'s background loop drains the outbox. A drainer leases a batch with a conditional write
-//! before exporting it, so concurrent drainers never send the same batch twice.
+//! The pipeline: the engine, the store and an exporter. Nothing accepted is lost when the
+//! collector is down, and nothing a collector accepted is sent again.
+//!
+//! A delivery only records facts ([`Pipeline::deliver`]); no export is ever attempted on the
+//! request path, so a webhook answer never waits for the collector. [`Pipeline::drain`] (serve's
+//! timer, the Lambda's schedule) settles the scopes that are due (their spans and metric points
+//! go to the outbox in the same transaction), then exports the outbox: a drainer leases a batch
+//! with a conditional write, sends its spans, records that they were accepted, then sends its
+//! points and removes the batch. A collector that accepts traces but refuses metrics gets the
+//! spans once and the points again at the next drain. After a failed export the pipeline waits
+//! `retry` before it tries the collector again.
 
+use super::drain::{delete_if, Settled};
 use super::{keys, Applied, Engine, EngineError, ExportBatch};
 use crate::export::Exporter;
-use crate::model::Input;
+use crate::model::{FinishedSpan, Input, Time};
 use crate::store::{now_epoch, Cond, Order, Record, StoreError, Write};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 const LEASE_SECS: i64 = 60;
 
-/// Inputs applied in one transaction. An input writes a handful of records (its item, an index
-/// or two, its metric series), so a part stays well under DynamoDB's 100 writes.
+/// Inputs applied in one transaction. An input writes three records (its facts, its summary,
+/// a wake-up marker), so a part stays well under DynamoDB's 100 writes.
 pub const INPUTS_PER_PART: usize = 16;
 
 pub struct Pipeline {
     pub engine: Engine,
     pub exporter: Arc<dyn Exporter>,
-    /// Drain the outbox after the first delivery (a Lambda sandbox's cold start), so a batch
-    /// whose sandbox died between commit and export is not left waiting for the next failure.
-    drain_on_first: AtomicBool,
+    /// Seconds to wait after a failed export before trying the collector again.
+    pub retry_secs: i64,
+    /// Epoch seconds before which no span export is attempted (the collector failed).
+    traces_quiet_until: AtomicI64,
+    /// Likewise for metric points.
+    metrics_quiet_until: AtomicI64,
+    /// Woken after each delivery when spans settle at once (settle 0).
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// What exporting one batch came to.
+enum Outcome {
+    Done,
+    /// Another drainer holds it.
+    Held,
+    SpansFailed,
+    PointsFailed,
+    /// Spans sent (or none); points wait for the metrics endpoint to recover.
+    PointsSkipped,
 }
 
 /// What a drain did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Drained {
+    /// Spans settled by this drain (whether or not already exported).
+    pub settled: Vec<FinishedSpan>,
+    /// Batches fully exported.
     pub exported: usize,
+    /// Export attempts that failed.
     pub failed: usize,
+    /// Batches are still waiting in the outbox.
     pub remaining: bool,
 }
 
@@ -39,17 +66,20 @@ impl Pipeline {
         Pipeline {
             engine,
             exporter,
-            drain_on_first: AtomicBool::new(false),
+            retry_secs: 30,
+            traces_quiet_until: AtomicI64::new(0),
+            metrics_quiet_until: AtomicI64::new(0),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// Also drain the outbox after this process's first delivery (Lambda).
-    pub fn drain_after_first_delivery(self) -> Self {
-        self.drain_on_first.store(true, AtomicOrdering::Relaxed);
+    /// The same pipeline, waiting `secs` after a failed export before the next attempt.
+    pub fn with_retry_secs(mut self, secs: i64) -> Self {
+        self.retry_secs = secs;
         self
     }
 
-    /// Applies a delivery and exports what it finished.
+    /// Records a delivery's facts.
     ///
     /// A delivery with many inputs (a GitLab pipeline with a hundred jobs) is applied in parts of
     /// [`INPUTS_PER_PART`] inputs, each its own exactly-once unit (delivery ID `<id>#<part>`), so
@@ -61,185 +91,166 @@ impl Pipeline {
         delivery_id: &str,
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
-        if inputs.len() <= INPUTS_PER_PART {
-            return self.deliver_part(source, delivery_id, inputs).await;
-        }
-        let mut total = Applied {
-            duplicate: true,
-            ..Applied::default()
+        let total = if inputs.len() <= INPUTS_PER_PART {
+            self.engine.apply(source, delivery_id, inputs).await?
+        } else {
+            let mut total = Applied {
+                duplicate: true,
+                ..Applied::default()
+            };
+            for (i, part) in inputs.chunks(INPUTS_PER_PART).enumerate() {
+                let a = self
+                    .engine
+                    .apply(source, &format!("{delivery_id}#{i}"), part)
+                    .await?;
+                total.duplicate &= a.duplicate;
+                total.opened += a.opened;
+                total.updated += a.updated;
+                total.closed += a.closed;
+                total.requests += a.requests;
+            }
+            total
         };
-        for (i, part) in inputs.chunks(INPUTS_PER_PART).enumerate() {
-            let a = self
-                .deliver_part(source, &format!("{delivery_id}#{i}"), part)
-                .await?;
-            total.duplicate &= a.duplicate;
-            total.opened += a.opened;
-            total.updated += a.updated;
-            total.finished.extend(a.finished);
-            total.points.extend(a.points);
-            total.pending_exports |= a.pending_exports;
-            total.requests += a.requests;
+        if !total.duplicate && self.engine.config.settle_secs == 0 {
+            self.wake.notify_one();
         }
         Ok(total)
     }
 
-    async fn deliver_part(
-        &self,
-        source: &str,
-        delivery_id: &str,
-        inputs: &[Input],
-    ) -> Result<Applied, EngineError> {
-        let mut applied = self.engine.apply(source, delivery_id, inputs).await?;
-        if let Some(key) = applied.outbox.clone() {
-            let batch = ExportBatch {
-                spans: applied.finished.clone(),
-                points: applied.points.clone(),
-                lease_until: 0,
-            };
-            applied.requests += 1;
-            match self.exporter.export(&batch).await {
-                Ok(()) => {
-                    // The delivery is applied and exported: a failure to tidy up must not make
-                    // the sender retry. The batch would be sent once more by a drain, which is
-                    // harmless (same span IDs, same cumulative metric values).
-                    let delete = Write::Delete {
-                        key,
-                        cond: Cond::Any,
-                    };
-                    if let Err(e) = self.engine.store.commit(vec![delete]).await {
-                        tracing::warn!(error = %e, "removing an exported batch from the outbox failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, source, delivery_id, "export failed; the batch stays in the outbox for a retry");
-                    if let Err(e) = self.raise_flag().await {
-                        tracing::warn!(error = %e, "raising the outbox flag failed; the batch waits for a cold start or serve's retry loop");
-                    }
-                    applied.pending_exports = true;
-                    return Ok(applied);
-                }
-            }
-        }
-        if applied.pending_exports || self.drain_on_first.swap(false, AtomicOrdering::Relaxed) {
-            if let Err(e) = self.drain().await {
-                tracing::warn!(error = %e, "draining the outbox failed");
-            }
-        }
-        Ok(applied)
-    }
-
-    async fn raise_flag(&self) -> Result<(), StoreError> {
-        let record = Record {
-            key: keys::outbox_flag(),
-            version: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64,
-            expires_at: now_epoch() + self.engine.config.ttl_open_secs,
-            data: serde_json::json!({ "since": chrono::Utc::now() }),
-        };
-        self.engine
-            .store
-            .commit(vec![Write::Put {
-                record,
-                cond: Cond::Any,
-            }])
-            .await
-    }
-
-    /// Exports every pending batch it can lease; stops at the first export failure.
+    /// Settles what is due now and exports the outbox.
     pub async fn drain(&self) -> Result<Drained, EngineError> {
+        self.drain_at(self.engine.now()).await
+    }
+
+    /// Settles everything, due or not (replay at the end of its files), and exports.
+    pub async fn drain_all(&self) -> Result<Drained, EngineError> {
+        let far = self.engine.now()
+            + chrono::TimeDelta::seconds(self.engine.config.settle_secs)
+            + chrono::TimeDelta::days(1);
+        self.drain_at(far).await
+    }
+
+    /// Settles what is due at `now`, then exports every batch it can lease.
+    pub async fn drain_at(&self, now: Time) -> Result<Drained, EngineError> {
+        let Settled { spans, .. } = self.engine.settle(now).await?;
+        let mut report = self.export_outbox().await?;
+        report.settled = spans;
+        Ok(report)
+    }
+
+    /// Exports every pending batch it can lease. Traces and metrics are tried apart: after a
+    /// failure of one signal, that signal is left alone for `retry_secs` while the other goes on.
+    pub async fn export_outbox(&self) -> Result<Drained, EngineError> {
         let store = &self.engine.store;
-        let flag = store
-            .get_many(&[keys::outbox_flag()])
-            .await?
-            .pop()
-            .flatten();
         let mut report = Drained::default();
+        let now = now_epoch();
+        let mut try_spans = now >= self.traces_quiet_until.load(AtomicOrdering::Relaxed);
+        let mut try_points = now >= self.metrics_quiet_until.load(AtomicOrdering::Relaxed);
+        let mut after = String::new();
         loop {
             let pending = store
-                .query(keys::OUTBOX, "", "\u{10ffff}", 25, Order::Ascending)
+                .query(keys::OUTBOX, &after, "\u{10ffff}", 25, Order::Ascending)
                 .await?;
-            if pending.is_empty() {
-                break;
-            }
-            let mut progressed = false;
+            let Some(last) = pending.last() else { break };
+            after = format!("{}\u{0}", last.key.sk);
             for rec in pending {
-                let Ok(mut batch) = serde_json::from_value::<ExportBatch>(rec.data.clone()) else {
+                let Ok(batch) = serde_json::from_value::<ExportBatch>(rec.data.clone()) else {
+                    tracing::error!(key = %rec.key.sk, "an outbox batch cannot be read; it is left in place");
+                    report.remaining = true;
                     continue;
                 };
-                let now = now_epoch();
-                if batch.lease_until > now {
+                if !try_spans && !(batch.spans_sent || batch.spans.is_empty()) {
                     report.remaining = true;
                     continue;
                 }
-                batch.lease_until = now + LEASE_SECS;
-                let leased = Record {
-                    key: rec.key.clone(),
-                    version: rec.version + 1,
-                    expires_at: rec.expires_at,
-                    data: serde_json::to_value(&batch).expect("batch serializes"),
-                };
-                match store
-                    .commit(vec![Write::Put {
-                        record: leased,
-                        cond: Cond::Version(rec.version),
-                    }])
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-                match self.exporter.export(&batch).await {
-                    Ok(()) => {
-                        store
-                            .commit(vec![Write::Delete {
-                                key: rec.key.clone(),
-                                cond: Cond::Version(rec.version + 1),
-                            }])
-                            .await
-                            .or_else(ignore_conflict)?;
-                        report.exported += 1;
-                        progressed = true;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox export failed; will retry later");
-                        // Release the lease so the next drain retries at once.
-                        batch.lease_until = 0;
-                        let released = Record {
-                            key: rec.key.clone(),
-                            version: rec.version + 2,
-                            expires_at: rec.expires_at,
-                            data: serde_json::to_value(&batch).expect("batch serializes"),
-                        };
-                        store
-                            .commit(vec![Write::Put {
-                                record: released,
-                                cond: Cond::Version(rec.version + 1),
-                            }])
-                            .await
-                            .or_else(ignore_conflict)?;
+                match self.export_one(rec, batch, try_points).await? {
+                    Outcome::Done => report.exported += 1,
+                    Outcome::Held => report.remaining = true,
+                    Outcome::SpansFailed => {
                         report.failed += 1;
                         report.remaining = true;
-                        return Ok(report);
+                        try_spans = false;
+                        self.traces_quiet_until
+                            .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
                     }
+                    Outcome::PointsFailed => {
+                        report.failed += 1;
+                        report.remaining = true;
+                        try_points = false;
+                        self.metrics_quiet_until
+                            .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+                    }
+                    Outcome::PointsSkipped => report.remaining = true,
                 }
             }
-            if !progressed {
+            if !try_spans && !try_points {
                 break;
             }
         }
-        if !report.remaining {
-            if let Some(flag) = flag {
-                // Lower the flag only if nobody raised it again meanwhile.
-                store
-                    .commit(vec![Write::Delete {
-                        key: flag.key,
-                        cond: Cond::Version(flag.version),
-                    }])
-                    .await
-                    .or_else(ignore_conflict)?;
+        Ok(report)
+    }
+
+    /// Leases and exports one batch: its spans unless sent already, then its points when
+    /// `try_points`; the batch is removed once both went out.
+    async fn export_one(
+        &self,
+        rec: Record,
+        mut batch: ExportBatch,
+        try_points: bool,
+    ) -> Result<Outcome, EngineError> {
+        let store = &self.engine.store;
+        let now = now_epoch();
+        if batch.lease_until > now {
+            return Ok(Outcome::Held);
+        }
+        batch.lease_until = now + LEASE_SECS;
+        let mut version = rec.version;
+        if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
+            return Ok(Outcome::Held);
+        }
+        if !batch.spans_sent && !batch.spans.is_empty() {
+            if let Err(e) = self.exporter.export_spans(&batch.spans).await {
+                tracing::warn!(error = %e, spans = batch.spans.len(), "exporting spans failed; they stay in the outbox");
+                batch.lease_until = 0;
+                put_if(store.as_ref(), &rec, &batch, &mut version).await?;
+                return Ok(Outcome::SpansFailed);
+            }
+            batch.spans_sent = true;
+            // Recorded at once: a failure of the points must never send these spans again.
+            if batch.points.is_empty() || !try_points {
+                batch.lease_until = 0;
+            }
+            if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
+                return Ok(Outcome::Held);
             }
         }
-        Ok(report)
+        if !batch.points.is_empty() {
+            if !try_points {
+                if batch.lease_until != 0 {
+                    batch.lease_until = 0;
+                    put_if(store.as_ref(), &rec, &batch, &mut version).await?;
+                }
+                return Ok(Outcome::PointsSkipped);
+            }
+            if let Err(e) = self.exporter.export_points(&batch.points).await {
+                tracing::warn!(error = %e, points = batch.points.len(), "exporting metric points failed; they stay in the outbox");
+                batch.lease_until = 0;
+                put_if(store.as_ref(), &rec, &batch, &mut version).await?;
+                return Ok(Outcome::PointsFailed);
+            }
+        }
+        match store
+            .commit(vec![delete_if(rec.key.clone(), version)])
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => {
+                // Exported: a failure to tidy up only means the points may be sent once more
+                // (cumulative values, harmless); the spans are marked sent already.
+                tracing::warn!(error = %e, "removing an exported batch from the outbox failed");
+            }
+        }
+        Ok(Outcome::Done)
     }
 
     /// Number of batches waiting in the outbox.
@@ -251,11 +262,43 @@ impl Pipeline {
             .await?
             .len())
     }
+
+    /// Number of scopes with facts waiting for their settle period.
+    pub async fn unsettled(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .engine
+            .store
+            .query(keys::PENDING, "", "\u{10ffff}", 10_000, Order::Ascending)
+            .await?
+            .len())
+    }
 }
 
-fn ignore_conflict(e: StoreError) -> Result<(), StoreError> {
-    match e {
-        StoreError::Conflict => Ok(()),
-        e => Err(e),
+/// Rewrites a batch if it still has `version`; false when another drainer changed it.
+async fn put_if(
+    store: &dyn crate::store::Store,
+    rec: &Record,
+    batch: &ExportBatch,
+    version: &mut u64,
+) -> Result<bool, EngineError> {
+    let record = Record {
+        key: rec.key.clone(),
+        version: *version + 1,
+        expires_at: rec.expires_at,
+        data: serde_json::to_value(batch).expect("batch serializes"),
+    };
+    match store
+        .commit(vec![Write::Put {
+            record,
+            cond: Cond::Version(*version),
+        }])
+        .await
+    {
+        Ok(()) => {
+            *version += 1;
+            Ok(true)
+        }
+        Err(StoreError::Conflict) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }

@@ -94,6 +94,9 @@ impl<'s> Tx<'s> {
         self.writes.insert(key.clone(), Write::Delete { key, cond });
     }
 
+    /// The live records of one partition in a range; each is remembered as read, so writes to
+    /// it are conditioned on the version seen. Keys of the range that were not returned can be
+    /// declared absent with [`Tx::absent`].
     pub async fn query(
         &mut self,
         pk: &str,
@@ -103,11 +106,26 @@ impl<'s> Tx<'s> {
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.requests += 1;
-        self.store.query(pk, from, to, limit, order).await
+        let records = self.store.query(pk, from, to, limit, order).await?;
+        for r in &records {
+            self.read
+                .entry(r.key.clone())
+                .or_insert_with(|| Some(r.clone()));
+        }
+        Ok(records)
     }
 
-    pub fn has_writes(&self) -> bool {
-        !self.writes.is_empty()
+    /// Remembers a record read outside this transaction, so writes to it are conditioned on it.
+    pub fn seen(&mut self, record: &Record) {
+        self.read
+            .entry(record.key.clone())
+            .or_insert_with(|| Some(record.clone()));
+    }
+
+    /// Records that `key` was seen absent (by a query of its range), so that a put of it is
+    /// conditioned on its absence.
+    pub fn absent(&mut self, key: &Key) {
+        self.read.entry(key.clone()).or_insert(None);
     }
 
     /// Applies the write set atomically.

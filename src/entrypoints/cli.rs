@@ -6,7 +6,8 @@ use crate::config::{Config, ENV_VARS};
 use crate::engine::outbox::Pipeline;
 use crate::engine::Engine;
 use crate::export::{self, console};
-use crate::http::{router, AppState};
+use crate::http::{router, Answer, AppState};
+use crate::model::FinishedSpan;
 use crate::replay;
 use crate::sources;
 use anyhow::Context;
@@ -92,7 +93,8 @@ pub async fn run() -> anyhow::Result<()> {
             let table = table
                 .or(config.table)
                 .context("name the table with --table or VALUESTREAM_TABLE")?;
-            crate::store::dynamodb::create_table(&table).await?;
+            let timeout = Duration::from_millis(config.dynamodb_timeout_ms);
+            crate::store::dynamodb::create_table(&table, timeout).await?;
             println!("table {table} is ready (TTL on attribute ttl)");
             Ok(())
         }
@@ -105,24 +107,40 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     if config.allow_unsigned {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
-    let store = open_store(&config, Some(&data_dir)).await?;
+    // Every setting is checked before anything is opened or served.
     let exporter = export::from_env(Box::new(console::Console))?;
-    let pipeline = Arc::new(Pipeline::new(
-        Engine::new(store.clone(), config.clone()),
-        Arc::from(exporter),
-    ));
-    // Retry pending exports in the background; sweep expired state from the embedded store.
+    let store = open_store(&config, Some(&data_dir)).await?;
+    let pipeline = Arc::new(
+        Pipeline::new(
+            Engine::new(store.clone(), config.clone()),
+            Arc::from(exporter),
+        )
+        .with_retry_secs(config.retry_secs as i64),
+    );
+    // Settle and export in the background, never on a request: every few seconds (and at once
+    // after a delivery when the settle period is 0); after a failed export the collector is left
+    // alone for VALUESTREAM_RETRY_SECS.
     let drainer = pipeline.clone();
+    let every = Duration::from_secs(drain_tick_secs(config.settle_secs));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(drain_interval_secs()));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = drainer.wake.notified() => {}
+            }
             match drainer.drain().await {
-                Ok(d) if d.exported > 0 => {
-                    tracing::info!(exported = d.exported, "pending exports sent")
+                Ok(d) if d.exported > 0 || d.failed > 0 => {
+                    tracing::info!(
+                        settled = d.settled.len(),
+                        exported = d.exported,
+                        failed = d.failed,
+                        "drained"
+                    )
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "draining the outbox failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick")
+                }
             }
         }
     });
@@ -153,33 +171,9 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds between background outbox drains (`VALUESTREAM_RETRY_SECS`, default 30).
-fn drain_interval_secs() -> u64 {
-    std::env::var("VALUESTREAM_RETRY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(30)
-}
-
-#[derive(serde::Deserialize)]
-struct Answer {
-    status: String,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    finished: Vec<Finished>,
-}
-
-#[derive(serde::Deserialize, Clone)]
-struct Finished {
-    source: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: Option<String>,
-    start: String,
-    end: String,
+/// Seconds between drain ticks: a quarter of the settle period, from 1 to 15 s.
+fn drain_tick_secs(settle_secs: i64) -> u64 {
+    (settle_secs / 4).clamp(1, 15) as u64
 }
 
 async fn replay_cmd(
@@ -191,7 +185,7 @@ async fn replay_cmd(
     anyhow::ensure!(!files.is_empty(), "no .json files under {paths:?}");
     let config = Config::from_env()?;
     let mut failures = 0;
-    let mut finished: Vec<Finished> = Vec::new();
+    let mut local_pipeline: Option<Arc<Pipeline>> = None;
     let app = match &to {
         Some(_) => None,
         None => {
@@ -200,12 +194,13 @@ async fn replay_cmd(
             // is configured to sign them with.
             local.allow_unsigned = true;
             let local = Arc::new(local);
-            let store = open_store(&local, data_dir.as_deref()).await?;
             let exporter = export::from_env(Box::new(console::Console))?;
+            let store = open_store(&local, data_dir.as_deref()).await?;
             let pipeline = Arc::new(Pipeline::new(
                 Engine::new(store, local.clone()),
                 Arc::from(exporter),
             ));
+            local_pipeline = Some(pipeline.clone());
             Some(router(AppState {
                 pipeline,
                 config: local,
@@ -267,10 +262,10 @@ async fn replay_cmd(
                 "{} {}{}",
                 a.status,
                 a.reason.as_deref().unwrap_or_default(),
-                if a.finished.is_empty() {
+                if a.closed == 0 {
                     String::new()
                 } else {
-                    format!("({} span(s) finished)", a.finished.len())
+                    format!("({} span(s) closed)", a.closed)
                 }
             ),
             None => text.clone(),
@@ -279,19 +274,21 @@ async fn replay_cmd(
         if status >= 400 {
             failures += 1;
         }
-        if let Some(a) = answer {
-            finished.extend(a.finished);
-        }
     }
-    if !finished.is_empty() {
-        println!("\n{}", trace_tree(&finished));
+    // In process, every file is in: settle it all at once (order within the files does not
+    // matter) and print the traces.
+    if let Some(pipeline) = local_pipeline {
+        let drained = pipeline.drain_all().await?;
+        if !drained.settled.is_empty() {
+            println!("\n{}", trace_tree(&drained.settled));
+        }
     }
     anyhow::ensure!(failures == 0, "{failures} deliveries were refused");
     Ok(())
 }
 
 /// The finished spans as trace trees, children indented under their parents.
-fn trace_tree(spans: &[Finished]) -> String {
+fn trace_tree(spans: &[FinishedSpan]) -> String {
     let mut out = String::new();
     let mut traces: Vec<&str> = Vec::new();
     for s in spans {
@@ -300,10 +297,10 @@ fn trace_tree(spans: &[Finished]) -> String {
         }
     }
     for t in traces {
-        let in_trace: Vec<&Finished> = spans.iter().filter(|s| s.trace_id == t).collect();
+        let in_trace: Vec<&FinishedSpan> = spans.iter().filter(|s| s.trace_id == t).collect();
         out.push_str(&format!("trace {t}\n"));
         let ids: Vec<&str> = in_trace.iter().map(|s| s.span_id.as_str()).collect();
-        let roots: Vec<&&Finished> = in_trace
+        let roots: Vec<&&FinishedSpan> = in_trace
             .iter()
             .filter(|s| {
                 s.parent_span_id
@@ -318,20 +315,14 @@ fn trace_tree(spans: &[Finished]) -> String {
     out
 }
 
-fn walk(s: &Finished, all: &[&Finished], depth: usize, out: &mut String) {
-    let dur = match (
-        chrono::DateTime::parse_from_rfc3339(&s.start),
-        chrono::DateTime::parse_from_rfc3339(&s.end),
-    ) {
-        (Ok(a), Ok(b)) => console::human(b - a),
-        _ => String::new(),
-    };
+fn walk(s: &FinishedSpan, all: &[&FinishedSpan], depth: usize, out: &mut String) {
+    let dur = console::human(s.end - s.start);
     out.push_str(&format!(
         "{}{} [{}] {} ({}){}\n",
         "  ".repeat(depth),
         s.name,
         s.source,
-        s.start,
+        s.start.to_rfc3339(),
         dur,
         if s.parent_span_id.is_some() && depth == 1 {
             " (parent not in this replay)"

@@ -1,19 +1,60 @@
-//! The Lambda entry point: the router behind API Gateway HTTP API (payload v2) through
-//! `lambda_http`, state in DynamoDB. Telemetry is exported synchronously inside each invocation
-//! (before the response), so nothing waits in a buffer when the sandbox is frozen; a failed
-//! export stays in the outbox.
+//! The Lambda entry point: one handler, state in DynamoDB, for two kinds of invocation.
+//!
+//! - **API Gateway HTTP API (payload v2) requests** go through the one axum router. `lambda_http`
+//!   converts the event into an HTTP request and the router's answer into the API Gateway response
+//!   (its `Adapter`, the same conversion `lambda_http::run` uses; public but `doc(hidden)`, which
+//!   is why Cargo.toml keeps lambda_http at 0.17.x), so there is no second copy of any handler
+//!   logic.
+//! - **EventBridge scheduled events** (`"source": "aws.events"`, `"detail-type": "Scheduled
+//!   Event"`, from the `Drain` schedule in `template.yaml`) run [`Pipeline::drain`]: finished spans
+//!   whose settle period has passed, and batches a failed export left in the outbox, are exported.
+//!   The answer is a small JSON summary, `{"status":"drained","exported":…,"failed":…,
+//!   "remaining":…}`; a drain that fails (the store is unreachable) is logged and answered as a
+//!   function error.
+//! - **Anything else** is answered with a function error (`UnknownEvent`) that says what the
+//!   function takes; the sandbox keeps serving the next invocation.
+//!
+//! A webhook invocation only records facts: no export is attempted on the request path, so an
+//! answer never waits for the collector. Spans settle for `VALUESTREAM_SETTLE_SECS` and the
+//! scheduled drain exports them (with a settle period of 0, at the next drain); nothing waits in
+//! a buffer when a sandbox is frozen, since everything to export is in the store's outbox.
 
 use super::open_store;
 use crate::config::Config;
 use crate::engine::outbox::Pipeline;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::export;
 use crate::http::{router, AppState};
-use anyhow::Context;
+use anyhow::Context as _;
+use axum::Router;
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::sync::Arc;
+use tower::ServiceExt;
 
 pub async fn run() -> anyhow::Result<()> {
     super::init_logging(true);
+    let handler = match start().await {
+        Ok(handler) => handler,
+        Err(e) => {
+            // One clear line in CloudWatch; `main` exits non-zero, so the runtime reports an
+            // init error instead of serving with a broken setting.
+            tracing::error!(error = format!("{e:#}"), "valuestream cannot start");
+            return Err(e);
+        }
+    };
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let handler = handler.clone();
+        async move { handler.handle(event).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// Reads and checks every setting, then connects: the handler to serve.
+async fn start() -> anyhow::Result<Handler> {
     let mut config = Config::from_env()?;
     // Unsigned traffic is a local-trial switch; never in Lambda.
     config.allow_unsigned = false;
@@ -21,20 +62,238 @@ pub async fn run() -> anyhow::Result<()> {
         .table
         .as_ref()
         .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
-    let store = open_store(&config, None).await?;
+    let otlp = export::otlp::OtlpSettings::from_env()?;
     let exporter = export::from_env(Box::new(export::Discard))?;
-    if export::otlp::OtlpSettings::from_env()?.is_none() {
+    if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
+    let store = open_store(&config, None).await?;
     let config = Arc::new(config);
-    let pipeline = Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
-        .drain_after_first_delivery();
-    let app = router(AppState {
-        pipeline: Arc::new(pipeline),
-        config,
-        metrics_endpoint: false,
-    });
-    lambda_http::run(app)
-        .await
-        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
+    let pipeline = Arc::new(Pipeline::new(
+        Engine::new(store, config.clone()),
+        Arc::from(exporter),
+    ));
+    let handler = Handler {
+        app: router(AppState {
+            pipeline: pipeline.clone(),
+            config,
+            metrics_endpoint: false,
+        }),
+        pipeline,
+    };
+    Ok(handler)
+}
+
+/// Why an invocation was answered with a function error.
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaError {
+    #[error("not an event this function takes ({0}); it takes API Gateway HTTP API (payload 2.0) requests and EventBridge scheduled events (\"source\": \"aws.events\", \"detail-type\": \"Scheduled Event\")")]
+    UnknownEvent(String),
+    #[error("draining the outbox failed: {0}")]
+    Drain(#[from] EngineError),
+    #[error("the router's answer could not be turned into an API Gateway response: {0}")]
+    Response(#[from] serde_json::Error),
+}
+
+impl From<LambdaError> for Diagnostic {
+    fn from(e: LambdaError) -> Diagnostic {
+        let error_type = match &e {
+            LambdaError::UnknownEvent(_) => "UnknownEvent",
+            LambdaError::Drain(_) => "DrainFailed",
+            LambdaError::Response(_) => "InvalidResponse",
+        };
+        Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The parts of an EventBridge event the handler reads (a scheduled rule's event also carries
+/// `version`, `id`, `account`, `time`, `region`, `resources` and an empty `detail`).
+/// `aws_lambda_events::eventbridge::EventBridgeEvent` has the full shape, but its feature pulls in
+/// `serde_with` for two strings.
+#[derive(Debug, Deserialize)]
+pub struct EventBridgeEvent {
+    pub source: String,
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+/// What one invocation asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// An API Gateway request for the router.
+    Http(Box<LambdaRequest>),
+    /// A scheduled drain.
+    Scheduled(EventBridgeEvent),
+}
+
+/// Tells the two event kinds apart; anything else is [`LambdaError::UnknownEvent`].
+pub fn classify(event: Value) -> Result<Invocation, LambdaError> {
+    if !event.is_object() {
+        return Err(LambdaError::UnknownEvent(format!(
+            "a JSON {}, not an object",
+            json_kind(&event)
+        )));
+    }
+    if event.get("detail-type").is_some() {
+        let e: EventBridgeEvent = serde_json::from_value(event)
+            .map_err(|e| LambdaError::UnknownEvent(format!("an EventBridge event? {e}")))?;
+        if e.source == "aws.events" && e.detail_type == "Scheduled Event" {
+            return Ok(Invocation::Scheduled(e));
+        }
+        return Err(LambdaError::UnknownEvent(format!(
+            "an EventBridge event from {:?} of detail-type {:?}",
+            e.source, e.detail_type
+        )));
+    }
+    if event.get("requestContext").is_some() {
+        // lambda_http's own reading of the event (it also knows REST and ALB shapes when those
+        // features are on; only payload v2 is enabled here).
+        return serde_json::from_value::<LambdaRequest>(event)
+            .map(|r| Invocation::Http(Box::new(r)))
+            .map_err(|e| LambdaError::UnknownEvent(format!("an API Gateway request? {e}")));
+    }
+    let mut keys: Vec<&str> = event
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).take(8).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    Err(LambdaError::UnknownEvent(format!(
+        "an object with neither \"requestContext\" nor \"detail-type\"; its keys: {keys:?}"
+    )))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The function: the router for API Gateway requests, the drain for scheduled events.
+#[derive(Clone)]
+pub struct Handler {
+    pub app: Router,
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl Handler {
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, LambdaError> {
+        let LambdaEvent { payload, context } = event;
+        match classify(payload) {
+            Ok(Invocation::Http(request)) => {
+                // lambda_http's adapter: event -> http::Request (with the Lambda context as an
+                // extension) -> router -> the response shape of the event's origin.
+                let adapter = lambda_http::Adapter::from(self.app.clone());
+                let response = match adapter.oneshot(LambdaEvent::new(*request, context)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok(serde_json::to_value(response)?)
+            }
+            Ok(Invocation::Scheduled(event)) => self.drain(event).await,
+            Err(e) => {
+                tracing::warn!(error = %e, request_id = %context.request_id, "unknown event");
+                Err(e)
+            }
+        }
+    }
+
+    async fn drain(&self, event: EventBridgeEvent) -> Result<Value, LambdaError> {
+        let scheduled_at = event.time.unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.pipeline.drain().await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(d) => {
+                tracing::info!(
+                    exported = d.exported,
+                    failed = d.failed,
+                    remaining = d.remaining,
+                    elapsed_ms,
+                    scheduled_at,
+                    "scheduled drain"
+                );
+                Ok(json!({
+                    "status": "drained",
+                    "exported": d.exported,
+                    "failed": d.failed,
+                    "remaining": d.remaining,
+                }))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, elapsed_ms, scheduled_at, "scheduled drain failed");
+                Err(LambdaError::Drain(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_file(rel: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_scheduled_event_file_is_a_drain() {
+        match classify(event_file("events/scheduled/drain.json")).unwrap() {
+            Invocation::Scheduled(e) => assert_eq!(e.time.as_deref(), Some("2026-11-23T12:00:00Z")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_webhook_event_file_is_an_http_request() {
+        match classify(event_file("events/github/ping.json")).unwrap() {
+            Invocation::Http(r) => assert_eq!(
+                lambda_http::Request::from(*r).uri().path(),
+                "/webhooks/github"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_events_are_refused_with_a_reason() {
+        let cases = [
+            (json!({"hello": "world"}), "its keys: [\"hello\"]"),
+            (json!([1, 2]), "a JSON array"),
+            (json!("drain"), "a JSON string"),
+            (json!(null), "a JSON null"),
+            (
+                json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}}),
+                "from \"aws.ec2\" of detail-type \"EC2 Instance State-change Notification\"",
+            ),
+            (
+                json!({"source": "my.app", "detail-type": "Scheduled Event"}),
+                "from \"my.app\"",
+            ),
+            (json!({"detail-type": 7}), "an EventBridge event?"),
+            (json!({"requestContext": 7}), "an API Gateway request?"),
+        ];
+        for (event, want) in cases {
+            let e = classify(event.clone()).expect_err(&event.to_string());
+            let text = e.to_string();
+            assert!(text.contains(want), "{event}: {text}");
+            assert!(
+                text.contains("Scheduled Event"),
+                "says what it takes: {text}"
+            );
+            let d = Diagnostic::from(e);
+            assert_eq!(d.error_type, "UnknownEvent");
+        }
+    }
 }

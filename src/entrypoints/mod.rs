@@ -15,7 +15,8 @@ pub async fn open_store(
     data_dir: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(table) = &config.table {
-        return Ok(Arc::new(DynamoStore::connect(table).await?));
+        let timeout = std::time::Duration::from_millis(config.dynamodb_timeout_ms);
+        return Ok(Arc::new(DynamoStore::connect(table, timeout).await?));
     }
     Ok(match data_dir {
         Some(dir) => Arc::new(EmbeddedStore::open(dir)?),

@@ -2,7 +2,7 @@
 //! README demo.
 
 use super::{ExportError, Exporter};
-use crate::engine::ExportBatch;
+use crate::engine::metrics::Series;
 use crate::model::{AttrValue, FinishedSpan};
 use async_trait::async_trait;
 
@@ -10,10 +10,19 @@ pub struct Console;
 
 #[async_trait]
 impl Exporter for Console {
-    async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError> {
-        for span in &batch.spans {
-            println!("{}", line(span));
+    async fn export_spans(&self, spans: &[FinishedSpan]) -> Result<(), ExportError> {
+        use std::io::Write;
+        let mut out = String::new();
+        for span in spans {
+            out.push_str(&line(span));
+            out.push('\n');
         }
+        // One write per batch, never blocking on a held stdout lock per line.
+        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        Ok(())
+    }
+    async fn export_points(&self, _points: &[Series]) -> Result<(), ExportError> {
+        // Points are read from GET /metrics when there is no collector.
         Ok(())
     }
 }

@@ -5,7 +5,8 @@ pub mod console;
 pub mod otlp;
 pub mod prometheus;
 
-use crate::engine::ExportBatch;
+use crate::engine::metrics::Series;
+use crate::model::FinishedSpan;
 use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +21,18 @@ pub enum ExportError {
 
 #[async_trait]
 pub trait Exporter: Send + Sync {
-    /// Sends one batch; an error leaves it pending in the outbox for a later retry.
-    async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError>;
+    /// Sends finished spans; an error leaves them pending in the outbox for a later retry.
+    async fn export_spans(&self, spans: &[FinishedSpan]) -> Result<(), ExportError>;
+    /// Sends metric points (cumulative series values); an error leaves them pending.
+    async fn export_points(&self, points: &[Series]) -> Result<(), ExportError>;
 }
 
 /// The exporter the environment asks for: OTLP when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set,
 /// otherwise `fallback`.
 pub fn from_env(fallback: Box<dyn Exporter>) -> Result<Box<dyn Exporter>, ExportError> {
-    match otlp::OtlpSettings::from_env()? {
+    let settings =
+        otlp::OtlpSettings::from_env().map_err(|e| ExportError::Config(e.to_string()))?;
+    match settings {
         Some(settings) => Ok(Box::new(otlp::OtlpExporter::new(settings)?)),
         None => Ok(fallback),
     }
@@ -39,7 +44,10 @@ pub struct Discard;
 
 #[async_trait]
 impl Exporter for Discard {
-    async fn export(&self, _batch: &ExportBatch) -> Result<(), ExportError> {
+    async fn export_spans(&self, _spans: &[FinishedSpan]) -> Result<(), ExportError> {
+        Ok(())
+    }
+    async fn export_points(&self, _points: &[Series]) -> Result<(), ExportError> {
         Ok(())
     }
 }

@@ -8,8 +8,8 @@
 //! leaves the outbox, so nothing is left in a frozen Lambda sandbox's buffers.
 
 use super::{ExportError, Exporter};
+use crate::config::{endpoint_url, ConfigError, Settings};
 use crate::engine::metrics::{self, MetricKind, Series};
-use crate::engine::ExportBatch;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind};
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -25,7 +25,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
+use percent_encoding::percent_decode_str;
 use prost::Message;
+use reqwest::header::{HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -39,76 +41,121 @@ pub struct OtlpSettings {
     pub timeout: Duration,
 }
 
+/// Default of `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: i64 = 3000;
+/// Longest wait for a TCP connection to the collector (the request timeout bounds the rest).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl OtlpSettings {
     /// Reads the standard variables; `None` when no endpoint is set.
-    pub fn from_env() -> Result<Option<Self>, ExportError> {
-        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ExportError> {
-        let base = get("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let signal = |specific: &str, path: &str| {
-            get(specific).or_else(|| {
-                base.as_ref()
-                    .map(|b| format!("{}/{path}", b.trim_end_matches('/')))
+    /// Every variable is checked, also those an override makes unused, so a typo never waits
+    /// for the day it matters. Setting one signal's endpoint without the other (and without
+    /// the base) is an error: half the telemetry would be dropped without a word.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let env = Settings::new(get);
+        let url = |name: &str| -> Result<Option<reqwest::Url>, ConfigError> {
+            env.text(name).map(|v| endpoint_url(name, &v)).transpose()
+        };
+        let base = url(BASE)?;
+        let signal = |specific: &str, path: &str| -> Result<Option<String>, ConfigError> {
+            Ok(match url(specific)? {
+                Some(u) => Some(u.to_string()),
+                None => base
+                    .as_ref()
+                    .map(|b| format!("{}/{path}", b.as_str().trim_end_matches('/'))),
             })
         };
-        let (Some(traces_url), Some(metrics_url)) = (
-            signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces"),
-            signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics"),
-        ) else {
-            return Ok(None);
+        let traces = signal(TRACES, "v1/traces")?;
+        let metrics = signal(METRICS, "v1/metrics")?;
+        let headers = match env.text(HEADERS) {
+            Some(h) => parse_headers(&h)?,
+            None => Vec::new(),
         };
-        let headers = get("OTEL_EXPORTER_OTLP_HEADERS")
-            .map(|h| parse_headers(&h))
-            .transpose()?
-            .unwrap_or_default();
-        let timeout = match get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| {
-                ExportError::Config(format!(
-                    "OTEL_EXPORTER_OTLP_TIMEOUT must be milliseconds, got {ms:?}"
+        let timeout_ms = env.int(
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            DEFAULT_TIMEOUT_MS,
+            1..=60_000,
+            "milliseconds",
+        )?;
+        let (traces_url, metrics_url) = match (traces, metrics) {
+            (Some(t), Some(m)) => (t, m),
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    TRACES,
+                    format!("is set but metrics have no endpoint: set {BASE} or {METRICS} too"),
                 ))
-            })?),
-            None => Duration::from_millis(3000),
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    METRICS,
+                    format!("is set but traces have no endpoint: set {BASE} or {TRACES} too"),
+                ))
+            }
         };
         Ok(Some(OtlpSettings {
             traces_url,
             metrics_url,
             headers,
-            timeout,
+            timeout: Duration::from_millis(timeout_ms as u64),
         }))
     }
 }
 
-/// `key=value,key2=value2` with percent-encoded values, as the OpenTelemetry spec defines.
-pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
-    text.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').ok_or_else(|| {
-                ExportError::Config("OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs".into())
-            })?;
-            Ok((k.trim().to_string(), percent_decode(v.trim())))
-        })
-        .collect()
-}
+const BASE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+const METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+/// `OTEL_EXPORTER_OTLP_HEADERS`: a W3C-baggage-style `key=value,key2=value2` list whose values
+/// are percent-encoded, as the OpenTelemetry specification defines. Each key must be an HTTP
+/// header name and each decoded value an HTTP header value of visible ASCII; a value is never
+/// echoed in an error (it is often an API key).
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, member) in text.split(',').enumerate() {
+        let member = member.trim();
+        if member.is_empty() {
+            continue;
         }
-        out.push(bytes[i]);
-        i += 1;
+        let n = i + 1;
+        let bad = |why: String| {
+            ConfigError::new(
+                HEADERS,
+                format!(
+                    "accepts key=value pairs separated by commas (values percent-encoded); {why}"
+                ),
+            )
+        };
+        let (k, v) = member
+            .split_once('=')
+            .ok_or_else(|| bad(format!("member {n} has no '='")))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(bad(format!("member {n} has an empty key")));
+        }
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| bad(format!("member {n}: {k:?} is not an HTTP header name")))?;
+        let value = percent_decode_str(v.trim())
+            .decode_utf8()
+            .map_err(|_| bad(format!("the value of {k:?} does not decode to UTF-8")))?;
+        if value.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "the value of {k:?} decodes to a control character"
+            )));
+        }
+        if !value.is_ascii() || HeaderValue::from_str(&value).is_err() {
+            return Err(bad(format!(
+                "the value of {k:?} is not a valid HTTP header value (visible ASCII only)"
+            )));
+        }
+        out.push((name.as_str().to_string(), value.into_owned()));
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(out)
 }
 
 pub struct OtlpExporter {
@@ -119,6 +166,7 @@ pub struct OtlpExporter {
 impl OtlpExporter {
     pub fn new(settings: OtlpSettings) -> Result<Self, ExportError> {
         let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(settings.timeout))
             .timeout(settings.timeout)
             .build()
             .map_err(|e| ExportError::Config(e.to_string()))?;
@@ -153,22 +201,25 @@ impl OtlpExporter {
 
 #[async_trait]
 impl Exporter for OtlpExporter {
-    async fn export(&self, batch: &ExportBatch) -> Result<(), ExportError> {
-        if !batch.spans.is_empty() {
-            self.post(
-                &self.settings.traces_url,
-                traces_request(&batch.spans).encode_to_vec(),
-            )
-            .await?;
+    async fn export_spans(&self, spans: &[FinishedSpan]) -> Result<(), ExportError> {
+        if spans.is_empty() {
+            return Ok(());
         }
-        if !batch.points.is_empty() {
-            self.post(
-                &self.settings.metrics_url,
-                metrics_request(&batch.points).encode_to_vec(),
-            )
-            .await?;
+        self.post(
+            &self.settings.traces_url,
+            traces_request(spans).encode_to_vec(),
+        )
+        .await
+    }
+    async fn export_points(&self, points: &[Series]) -> Result<(), ExportError> {
+        if points.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.post(
+            &self.settings.metrics_url,
+            metrics_request(points).encode_to_vec(),
+        )
+        .await
     }
 }
 

@@ -456,15 +456,15 @@ mod tests {
             ]),
             1,
         );
-        deployments.apply(1.0, 2);
-        deployments.apply(1.0, 3);
+        deployments.apply(1, 1, 2);
+        deployments.apply(1, 1, 3);
         let mut lead = Series::new(
             "valuestream.change.lead_time",
             labels(&[("valuestream.source", "github")]),
             1,
         );
-        for v in [4200.0, 10200.0, 18600.0, 25800.0] {
-            lead.apply(v, 5);
+        for v in [4_200_000, 10_200_000, 18_600_000, 25_800_000] {
+            lead.apply(v, 1, 5);
         }
         let mut other = Series::new(
             "valuestream.deployments",
@@ -474,7 +474,7 @@ mod tests {
             ]),
             1,
         );
-        other.apply(1.0, 9);
+        other.apply(1, 1, 9);
         let text = render_series(&[lead, deployments, other]);
         let expected_counter = "# HELP valuestream_deployments_total Finished deployments, by environment and result.\n\
 # TYPE valuestream_deployments_total counter\n\

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
@@ -68,25 +68,44 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = status.as_u16(), reason = %self, "request refused");
         }
-        (
-            status,
-            Json(json!({ "status": "error", "reason": self.to_string() })),
-        )
-            .into_response()
+        (status, Json(Answer::error(self.to_string()))).into_response()
     }
 }
 
-/// A finished span, as the answer to a delivery lists it.
-#[derive(Serialize)]
-struct SpanSummary<'a> {
-    source: &'a str,
-    name: &'a str,
-    trace_id: &'a str,
-    span_id: &'a str,
-    parent_span_id: Option<&'a str>,
-    start: String,
-    end: String,
-    links: usize,
+/// The answer to a delivery, as the router sends it and `replay` reads it back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// `processed`, `duplicate`, `ignored` or `error`.
+    pub status: String,
+    /// Why a delivery was ignored or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Work items seen for the first time.
+    #[serde(default)]
+    pub opened: u32,
+    /// Facts added to items already known.
+    #[serde(default)]
+    pub updated: u32,
+    /// Closing facts recorded: their spans are exported once settled.
+    #[serde(default)]
+    pub closed: u32,
+    /// Seconds before the spans this delivery finished are exported.
+    #[serde(default)]
+    pub settle_secs: i64,
+    #[serde(default)]
+    pub store_requests: u32,
+}
+
+impl Answer {
+    fn error(reason: String) -> Self {
+        Answer {
+            status: "error".into(),
+            reason: Some(reason),
+            ..Answer::default()
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -166,7 +185,13 @@ async fn webhook(
     let inputs = match translated.translation {
         Translation::Ignored(reason) => {
             tracing::info!(source, reason, "delivery ignored");
-            return Ok((StatusCode::ACCEPTED, Json(json!({"status": "ignored", "reason": reason, "delivery": translated.delivery_id}))).into_response());
+            let answer = Answer {
+                status: "ignored".into(),
+                reason: Some(reason),
+                delivery: Some(translated.delivery_id),
+                ..Answer::default()
+            };
+            return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
         }
         Translation::Inputs(inputs) => inputs,
     };
@@ -177,20 +202,6 @@ async fn webhook(
         .pipeline
         .deliver(src.name(), &translated.delivery_id, &inputs)
         .await?;
-    let finished: Vec<SpanSummary> = applied
-        .finished
-        .iter()
-        .map(|s| SpanSummary {
-            source: &s.source,
-            name: &s.name,
-            trace_id: &s.trace_id,
-            span_id: &s.span_id,
-            parent_span_id: s.parent_span_id.as_deref(),
-            start: s.start.to_rfc3339(),
-            end: s.end.to_rfc3339(),
-            links: s.links.len(),
-        })
-        .collect();
     let status = if applied.duplicate {
         "duplicate"
     } else {
@@ -200,21 +211,19 @@ async fn webhook(
         source,
         delivery = translated.delivery_id,
         status,
-        finished = finished.len(),
+        closed = applied.closed,
         requests = applied.requests,
         "delivery applied"
     );
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "status": status,
-            "delivery": translated.delivery_id,
-            "opened": applied.opened,
-            "updated": applied.updated,
-            "finished": finished,
-            "export_pending": applied.pending_exports,
-            "store_requests": applied.requests,
-        })),
-    )
-        .into_response())
+    let answer = Answer {
+        status: status.into(),
+        reason: None,
+        delivery: Some(translated.delivery_id),
+        opened: applied.opened,
+        updated: applied.updated,
+        closed: applied.closed,
+        settle_secs: app.config.settle_secs,
+        store_requests: applied.requests,
+    };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }

@@ -230,10 +230,14 @@ pub struct WorkEvent {
     /// Point-in-time events to add to the span.
     #[serde(default)]
     pub span_events: Vec<SpanEvent>,
+    /// When the payload says this event happened (its `updated_at`), where it says so: orders
+    /// the facts about one item by event time, never by arrival.
+    #[serde(default)]
+    pub at: Option<Time>,
     /// How long the item ran, in milliseconds, when the payload says so: the span ends no
-    /// earlier than its start (the stored one, when an opening event gave it) + this. Jenkins
-    /// Notification plugin before 1.12 stamps every phase with the build's start, so its
-    /// COMPLETED stamp alone would make a 0-second span.
+    /// earlier than its start (the one the item's facts give, e.g. an opening event's) + this.
+    /// Jenkins Notification plugin before 1.12 stamps every phase with the build's start, so
+    /// its COMPLETED stamp alone would make a 0-second span.
     #[serde(default)]
     pub duration_ms: Option<i64>,
     /// The payload fields `start` and `end` were read from (`created_at`, `closed_at`…), for
@@ -281,6 +285,7 @@ impl WorkEvent {
             self.end = Some(end);
             self.time_fields[1] = end_field;
         }
+        self.at = updated;
     }
 
     pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
@@ -302,6 +307,7 @@ impl WorkEvent {
             merge_sha: None,
             environment: None,
             span_events: Vec::new(),
+            at: None,
             duration_ms: None,
             time_fields: ["", ""],
         }

@@ -6,7 +6,7 @@
 //! Payload times outside the window are not facts about software delivery: a year-1 creation
 //! would add two thousand years to a duration histogram, a year-9999 close cannot be written as
 //! OTLP nanoseconds (they end in 2262), a negative epoch is a sender bug. Such a delivery is
-//! refused (400) with a reason that names the normalized field (`start`, `end`,
+//! refused (400) with a reason that names the normalized field (`start`, `end`, `at`,
 //! `span_events[0].time`, `time`, `commits[2].time`) and the item, and nothing is stored.
 
 use super::{Input, Time};
@@ -89,6 +89,9 @@ pub fn check_input(input: &Input, now: Time) -> Result<(), TimeError> {
             }
             if let Some(e) = w.end {
                 in_window(&item, &end_field, e, latest)?;
+            }
+            if let Some(a) = w.at {
+                in_window(&item, "at", a, latest)?;
             }
             for (i, ev) in w.span_events.iter().enumerate() {
                 in_window(

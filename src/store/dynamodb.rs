@@ -17,9 +17,14 @@
 //! `query` is one Query per page, and `commit` is one PutItem/DeleteItem (a single write) or one
 //! TransactWriteItems (several, at most 100). Reads are strongly consistent, so a writer sees the
 //! versions its conditions will be checked against. Nothing here scans the table.
+//!
+//! Every wait is bounded ([`bounded`]): a DynamoDB that accepts connections but never answers
+//! turns into [`StoreError::Backend`] saying it timed out, which the router answers with 503.
 
 use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
@@ -59,12 +64,59 @@ pub struct DynamoStore {
     requests: AtomicU64,
 }
 
+/// Longest wait for a TCP (and TLS) connection to DynamoDB.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for one attempt of an operation (one HTTP request and its answer).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts per operation, the first included (the SDK retries throttling, 5xx, timeouts and
+/// connection failures with jittered exponential backoff).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The SDK's timeouts and retries on a client configuration: connect [`CONNECT_TIMEOUT`], each
+/// attempt [`ATTEMPT_TIMEOUT`], the whole operation (retries and backoff included)
+/// `operation_timeout` (`VALUESTREAM_DYNAMODB_TIMEOUT_MS`), at most [`MAX_ATTEMPTS`] attempts.
+/// A DynamoDB that accepts connections and never answers therefore costs a delivery at most
+/// `operation_timeout`, and the sender gets a 503 it can retry.
+pub fn bounded(
+    builder: aws_sdk_dynamodb::config::Builder,
+    operation_timeout: Duration,
+) -> aws_sdk_dynamodb::config::Builder {
+    let attempt = ATTEMPT_TIMEOUT.min(operation_timeout);
+    builder
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(operation_timeout)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(1)),
+        )
+}
+
 fn backend_sdk<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Backend(format!("DynamoDB {what}: {}", DisplayErrorContext(&e)))
+    let timed_out = match &e {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(d) => d.is_timeout(),
+        _ => false,
+    };
+    if timed_out {
+        StoreError::Backend(format!(
+            "DynamoDB {what} timed out: no answer within the time VALUESTREAM_DYNAMODB_TIMEOUT_MS \
+             allows ({})",
+            DisplayErrorContext(&e)
+        ))
+    } else {
+        StoreError::Backend(format!("DynamoDB {what}: {}", DisplayErrorContext(&e)))
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -188,10 +240,13 @@ fn cancelled_by_conflict(reasons: &[String], message: &str) -> bool {
 
 impl DynamoStore {
     /// A store on `table`, with the standard AWS configuration from the environment (region,
-    /// credentials, and `AWS_ENDPOINT_URL_DYNAMODB` for a local DynamoDB-compatible server).
-    pub async fn connect(table: &str) -> StoreResult<Self> {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(Self::with_client(Client::new(&config), table))
+    /// credentials, and `AWS_ENDPOINT_URL_DYNAMODB` for a local DynamoDB-compatible server) and
+    /// the [`bounded`] timeouts.
+    pub async fn connect(table: &str, operation_timeout: Duration) -> StoreResult<Self> {
+        Ok(Self::with_client(
+            client_from_env(operation_timeout).await,
+            table,
+        ))
     }
 
     /// A store on `table` through an already configured client.
@@ -466,9 +521,18 @@ impl Store for DynamoStore {
 
 /// Creates the table (on-demand capacity, keys `pk`/`sk`) and enables TTL on `ttl`, with the
 /// standard AWS configuration from the environment. Succeeds when the table already exists.
-pub async fn create_table(table: &str) -> StoreResult<()> {
+pub async fn create_table(table: &str, operation_timeout: Duration) -> StoreResult<()> {
+    create_table_with(&client_from_env(operation_timeout).await, table).await
+}
+
+/// A client with the standard AWS configuration from the environment and [`bounded`] waits.
+async fn client_from_env(operation_timeout: Duration) -> Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    create_table_with(&Client::new(&config), table).await
+    let conf = bounded(
+        aws_sdk_dynamodb::config::Builder::from(&config),
+        operation_timeout,
+    );
+    Client::from_conf(conf.build())
 }
 
 /// [`create_table`] through an already configured client.

@@ -48,6 +48,10 @@ struct Received {
     traces: Mutex<Vec<ExportTraceServiceRequest>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     down: AtomicBool,
+    metrics_down: AtomicBool,
+    /// Export requests received (accepted or not), per signal.
+    trace_posts: std::sync::atomic::AtomicUsize,
+    metric_posts: std::sync::atomic::AtomicUsize,
 }
 
 /// An OTLP/HTTP receiver on loopback that decodes the real protobuf. `set_down(true)` makes it
@@ -179,10 +183,15 @@ fn accept<T: Message + Default>(
 }
 
 async fn traces(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+    s.trace_posts.fetch_add(1, Ordering::SeqCst);
     accept(&s.down, &s.traces, body)
 }
 
 async fn metrics(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+    s.metric_posts.fetch_add(1, Ordering::SeqCst);
+    if s.metrics_down.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     accept(&s.down, &s.metrics, body)
 }
 
@@ -204,6 +213,19 @@ impl Receiver {
 
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Answers 500 to metrics only, accepting traces (a partial collector outage).
+    pub fn set_metrics_down(&self, down: bool) {
+        self.state.metrics_down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many trace and metric export requests arrived (accepted or not).
+    pub fn posts(&self) -> (usize, usize) {
+        (
+            self.state.trace_posts.load(Ordering::SeqCst),
+            self.state.metric_posts.load(Ordering::SeqCst),
+        )
     }
 
     pub fn clear(&self) {
@@ -370,6 +392,15 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     pub receiver: Receiver,
     pub config: Arc<Config>,
+    /// Drain right after every delivery, as serve does with a settle period of 0 (default on).
+    pub auto_drain: Arc<AtomicBool>,
+}
+
+impl App {
+    /// Stops (or resumes) draining after every delivery: the test drains itself.
+    pub fn set_auto_drain(&self, on: bool) {
+        self.auto_drain.store(on, Ordering::SeqCst);
+    }
 }
 
 /// Config for tests: the GitHub secret set, plus `extra` pairs.
@@ -401,10 +432,9 @@ pub fn app_on(store: Arc<dyn Store>, config: Config, receiver: Receiver) -> App 
         timeout: std::time::Duration::from_secs(2),
     };
     let exporter = Arc::new(OtlpExporter::new(settings).unwrap());
-    let pipeline = Arc::new(Pipeline::new(
-        Engine::new(store.clone(), config.clone()),
-        exporter,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(Engine::new(store.clone(), config.clone()), exporter).with_retry_secs(0),
+    );
     let router = router(AppState {
         pipeline: pipeline.clone(),
         config: config.clone(),
@@ -416,7 +446,22 @@ pub fn app_on(store: Arc<dyn Store>, config: Config, receiver: Receiver) -> App 
         pipeline,
         receiver,
         config,
+        auto_drain: Arc::new(AtomicBool::new(true)),
     }
+}
+
+/// A settled span as tests read it from an answer.
+pub fn span_summary(s: &valuestream::model::FinishedSpan) -> Value {
+    json!({
+        "source": s.source,
+        "name": s.name,
+        "trace_id": s.trace_id,
+        "span_id": s.span_id,
+        "parent_span_id": s.parent_span_id,
+        "start": s.start.to_rfc3339(),
+        "end": s.end.to_rfc3339(),
+        "links": s.links.len(),
+    })
 }
 
 pub fn github_signature(body: &[u8]) -> String {
@@ -454,8 +499,24 @@ impl App {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap();
-        let v = serde_json::from_slice(&bytes)
+        let mut v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        if status.is_success()
+            && path.starts_with("/webhooks/")
+            && self.auto_drain.load(Ordering::SeqCst)
+        {
+            // As serve's drainer does with a settle period of 0, right after the answer: settle
+            // what the delivery finished and export it. The spans it settled are added to the
+            // answer as `finished`, and whether batches still wait as `export_pending`.
+            let d = self.pipeline.drain_all().await.unwrap();
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert(
+                    "finished".into(),
+                    json!(d.settled.iter().map(span_summary).collect::<Vec<_>>()),
+                );
+                obj.insert("export_pending".into(), json!(d.remaining));
+            }
+        }
         (status, v)
     }
 
@@ -591,7 +652,12 @@ pub fn point(app: &App, name: &str) -> Option<RPoint> {
 
 /// What a golden file holds: the answer, the exported spans and metric points (as in
 /// github_golden.rs), and the work items the delivery left open.
-pub fn golden_value(status: StatusCode, body: Value, app: &App, store: &EmbeddedStore) -> Value {
+pub async fn golden_value(
+    status: StatusCode,
+    body: Value,
+    app: &App,
+    store: &EmbeddedStore,
+) -> Value {
     let mut points: Vec<Value> = app
         .receiver
         .latest_points()
@@ -599,17 +665,22 @@ pub fn golden_value(status: StatusCode, body: Value, app: &App, store: &Embedded
         .map(|p| json!({"name": p.name, "unit": p.unit, "labels": p.labels, "count": p.value, "sum": p.sum}))
         .collect();
     points.sort_by_key(|p| p.to_string());
-    let open: Vec<Value> = dump(store)
-        .into_iter()
-        .filter(|r| r.key.pk.starts_with("item#") && r.data["open"] == json!(true))
-        .map(|r| {
-            let d = &r.data;
-            json!({"key": r.key.pk, "name": d["name"], "kind": d["kind"],
-                "generation": d["generation"], "start": d["start"], "trace_id": d["trace_id"],
-                "span_id": d["span_id"], "parent_span_id": d["parent_span_id"],
-                "attributes": d["attributes"], "events": d["events"]})
-        })
-        .collect();
+    let mut open: Vec<Value> = Vec::new();
+    for r in dump(store) {
+        let Some(key) = r.key.pk.strip_prefix("item#") else {
+            continue;
+        };
+        let Some(p) = app.pipeline.engine.preview(key).await.unwrap() else {
+            continue;
+        };
+        if !p.open {
+            continue;
+        }
+        open.push(json!({"key": r.key.pk, "name": p.name, "kind": p.kind,
+            "generation": p.generation, "start": p.start, "trace_id": p.trace_id,
+            "span_id": p.span_id, "parent_span_id": p.parent_span_id,
+            "attributes": p.attributes, "events": p.events}));
+    }
     json!({
         "status": status.as_u16(),
         "answer": body["status"],

@@ -9,9 +9,9 @@ use valuestream::store::Store;
 /// How the pending batch gets out once the collector is back.
 #[derive(Clone, Copy, Debug)]
 pub enum Recovery {
-    /// The next delivery (any) sees the outbox flag and drains.
+    /// The drain after the next delivery (serve with settle 0) sends it.
     NextDelivery,
-    /// An explicit drain (serve's background loop, a Lambda cold start).
+    /// An explicit drain (serve's background loop, the Lambda's scheduled drain).
     Drain,
 }
 
@@ -46,7 +46,10 @@ pub async fn collector_down_loses_nothing(store: Arc<dyn Store>, recovery: Recov
                 .github_fixture("github/issues/opened.payload.json", "after-recovery")
                 .await;
             assert_eq!(s, StatusCode::OK, "{b}");
-            assert_eq!(b["export_pending"], true, "it saw the outbox flag: {b}");
+            assert_eq!(
+                b["export_pending"], false,
+                "the drain after it sent the batch: {b}"
+            );
         }
         Recovery::Drain => {
             let d = app.pipeline.drain().await.unwrap();
@@ -82,4 +85,45 @@ pub async fn collector_down_loses_nothing(store: Arc<dyn Store>, recovery: Recov
         .await;
     assert_eq!(b["export_pending"], false, "{b}");
     assert_eq!(app.receiver.spans().len(), 1);
+}
+
+/// The collector accepts traces but answers 500 to metrics: every span is sent exactly once,
+/// the points wait in the outbox and go out once metrics are accepted again.
+pub async fn partial_outage_sends_each_span_once(store: Arc<dyn Store>) {
+    let app = app_with(store, test_config(&[])).await;
+    app.receiver.set_metrics_down(true);
+    app.github_fixture("github/issues/opened.payload.json", "p-1")
+        .await;
+    app.github("pull_request", "p-2", super::opened_pr()).await;
+    app.github("pull_request", "p-3", merged_pr()).await;
+    let (_, b) = app
+        .github_fixture("github/issues/closed.derived.payload.json", "p-4")
+        .await;
+    assert_eq!(b["export_pending"], true, "the points are pending: {b}");
+    for _ in 0..5 {
+        let d = app.pipeline.drain().await.unwrap();
+        assert!(d.remaining, "{d:?}");
+    }
+    let spans = app.receiver.spans();
+    assert_eq!(
+        spans.len(),
+        2,
+        "each span once, however often the metrics failed: {spans:#?}"
+    );
+    let (traces, metric_posts) = app.receiver.posts();
+    assert_eq!(traces, 2, "two batches of spans, each sent once");
+    assert!(metric_posts >= 5, "the points were retried: {metric_posts}");
+    assert!(app.receiver.points().is_empty());
+
+    app.receiver.set_metrics_down(false);
+    let d = app.pipeline.drain().await.unwrap();
+    assert!(!d.remaining, "{d:?}");
+    assert_eq!(app.receiver.spans().len(), 2, "no span sent again");
+    assert_eq!(app.receiver.posts().0, 2);
+    assert!(app
+        .receiver
+        .points()
+        .iter()
+        .any(|p| p.name == "valuestream.issue.duration"));
+    assert_eq!(app.pipeline.pending().await.unwrap(), 0);
 }

@@ -1,0 +1,494 @@
+//! Settling: the second half of the engine. A scope whose facts are due (their settle period has
+//! passed) is read whole, its derivations recomputed, the difference against its metric ledger
+//! applied to the cumulative series, and its settled spans built and put in the outbox, all in
+//! one optimistic transaction, so two drainers never settle the same span twice.
+
+use super::facts::{self, ItemRecord};
+use super::keys;
+use super::metrics::{self, Series};
+use super::scope::{self, Contribution, Index, PushFact, Summary};
+use super::spans::{self, Resolver};
+use super::tx::Tx;
+use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
+use crate::model::{FinishedSpan, ParentRef, Time};
+use crate::store::{Cond, Order, Record, StoreError, Write};
+use std::collections::{BTreeMap, HashMap};
+
+/// What one settle pass did.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Spans settled (and put in the outbox), in a fixed order.
+    pub spans: Vec<FinishedSpan>,
+    /// Series whose value changed.
+    pub points: Vec<Series>,
+    pub scopes: usize,
+}
+
+/// Scopes settled per pass at most; the rest wait for the next pass.
+const MARKERS_PER_PASS: usize = 500;
+/// Per transaction at most: owners whose metric contributions change, and items whose spans are
+/// settled. With the series they touch, a transaction stays under DynamoDB's 100 writes.
+const OWNERS_PER_TX: usize = 12;
+const ITEMS_PER_TX: usize = 16;
+
+/// One transaction's share of a scope's settling.
+struct Round {
+    spans: Vec<FinishedSpan>,
+    points: Vec<Series>,
+    /// Work is left for another round.
+    more: bool,
+}
+
+/// How far a parent chain is followed into other scopes.
+const EXTERNAL_DEPTH: usize = 4;
+
+impl Engine {
+    /// Settles every scope whose facts are due at `now`.
+    pub async fn settle(&self, now: Time) -> Result<Settled, EngineError> {
+        let to = format!("{}#\u{10ffff}", keys::time_sk(now));
+        let markers = self
+            .store
+            .query(keys::PENDING, "", &to, MARKERS_PER_PASS, Order::Ascending)
+            .await?;
+        let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        for m in markers {
+            if let Some((_, scope)) = m.key.sk.split_once('#') {
+                by_scope.entry(scope.to_string()).or_default().push(m);
+            }
+        }
+        let mut out = Settled::default();
+        for (scope, markers) in by_scope {
+            let (spans, points) = self.settle_scope(&scope, &markers, now).await?;
+            out.spans.extend(spans);
+            out.points.extend(points);
+            out.scopes += 1;
+        }
+        Ok(out)
+    }
+
+    async fn settle_scope(
+        &self,
+        scope: &str,
+        markers: &[Record],
+        now: Time,
+    ) -> Result<(Vec<FinishedSpan>, Vec<Series>), EngineError> {
+        let mut spans = Vec::new();
+        let mut points: BTreeMap<String, Series> = BTreeMap::new();
+        // Rounds, each one transaction within DynamoDB's limits, until nothing is left to do.
+        'rounds: loop {
+            for attempt in 0..MAX_ATTEMPTS {
+                if attempt > 0 {
+                    backoff(attempt).await;
+                }
+                let mut tx = Tx::new(self.store.as_ref());
+                let result = self.settle_attempt(&mut tx, scope, now).await;
+                match result {
+                    Ok(round) => match tx.commit().await {
+                        Ok(_) => {
+                            spans.extend(round.spans);
+                            for p in round.points {
+                                points.insert(metrics::series_id(&p.name, &p.labels), p);
+                            }
+                            if round.more {
+                                continue 'rounds;
+                            }
+                            break 'rounds;
+                        }
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(EngineError::Store(StoreError::Conflict)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(EngineError::Contention(MAX_ATTEMPTS));
+        }
+        // The wake-up markers go last; one that changed meanwhile stays for the next pass.
+        for chunk in markers.chunks(50) {
+            let deletes = chunk
+                .iter()
+                .map(|m| delete_if(m.key.clone(), m.version))
+                .collect();
+            match self.store.commit(deletes).await {
+                Ok(()) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((spans, points.into_values().collect()))
+    }
+
+    async fn settle_attempt(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: &str,
+        now: Time,
+    ) -> Result<Round, EngineError> {
+        let config = &self.config;
+        let mut more = false;
+        let records = tx
+            .query(
+                &keys::scope_pk(scope),
+                "",
+                "\u{10ffff}",
+                usize::MAX,
+                Order::Ascending,
+            )
+            .await?;
+        let mut summaries: Vec<Summary> = Vec::new();
+        let mut pushes: Vec<PushFact> = Vec::new();
+        let mut ledger: BTreeMap<String, Vec<Contribution>> = BTreeMap::new();
+        for r in &records {
+            let corrupt = |e: serde_json::Error| {
+                EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
+            };
+            if r.key.sk.starts_with("s#") {
+                summaries.push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+            } else if r.key.sk.starts_with("p#") {
+                pushes.push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+            } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
+                ledger.insert(
+                    owner.to_string(),
+                    serde_json::from_value(r.data.clone()).map_err(corrupt)?,
+                );
+            }
+        }
+        summaries.sort_by(|a, b| a.key.cmp(&b.key));
+        let derived = scope::derive(&summaries, &pushes, config);
+
+        // Metrics: the difference between what the facts now say and what was applied.
+        let live: std::collections::HashSet<&str> =
+            summaries.iter().map(|s| s.key.as_str()).collect();
+        let mut changes: Vec<(Contribution, i64)> = Vec::new();
+        let owners: std::collections::BTreeSet<&String> =
+            derived.contributions.keys().chain(ledger.keys()).collect();
+        let empty = Vec::new();
+        let mut changed_owners = 0;
+        for owner in owners {
+            // An owner whose facts expired keeps what it contributed.
+            if !live.contains(owner.as_str()) {
+                continue;
+            }
+            let new = derived.contributions.get(owner).unwrap_or(&empty);
+            let old = ledger.get(owner).unwrap_or(&empty);
+            if new == old {
+                continue;
+            }
+            if changed_owners == OWNERS_PER_TX {
+                more = true;
+                break;
+            }
+            changed_owners += 1;
+            changes.extend(multiset_diff(old, new));
+            let lk = keys::ledger(scope, owner);
+            tx.absent(&lk);
+            if new.is_empty() {
+                tx.delete(lk);
+            } else {
+                tx.put(lk, new, config.ttl_open_secs);
+            }
+        }
+        let points = self.apply_changes(tx, &changes, now).await?;
+
+        // Spans: every closed generation of a settled item not exported yet.
+        let settle = chrono::TimeDelta::seconds(config.settle_secs);
+        let due: Vec<&Summary> = summaries
+            .iter()
+            .filter(|s| s.touched + settle <= now)
+            .filter(|s| {
+                s.gens
+                    .iter()
+                    .enumerate()
+                    .any(|(i, g)| g.end.is_some() && !s.exported.contains(&(i as u32)))
+            })
+            .collect();
+        let mut due = due;
+        if due.len() > ITEMS_PER_TX {
+            due.truncate(ITEMS_PER_TX);
+            more = true;
+        }
+        let mut spans_out = Vec::new();
+        if !due.is_empty() {
+            let idx = Index::new(&summaries);
+            let items = load_items(tx, due.iter().map(|s| s.key.clone())).await?;
+            let external = self.external(tx, &idx, &due).await?;
+            let resolver = Resolver {
+                idx: &idx,
+                external: &external,
+                derived: &derived,
+            };
+            for s in &due {
+                let Some(record) = items.get(&s.key) else {
+                    continue;
+                };
+                let mut exported = s.exported.clone();
+                for g in facts::generations(&record.facts) {
+                    if g.end.is_none() || exported.contains(&g.index) {
+                        continue;
+                    }
+                    if let Some(span) = spans::build(&resolver, s, &g) {
+                        spans_out.push(span);
+                    }
+                    exported.push(g.index);
+                }
+                exported.sort();
+                let mut updated = (*s).clone();
+                updated.exported = exported;
+                tx.put(keys::summary(scope, &s.key), &updated, config.ttl_open_secs);
+            }
+        }
+        spans_out.sort_by(|a, b| (a.start, &a.span_id).cmp(&(b.start, &b.span_id)));
+        if !spans_out.is_empty() || !points.is_empty() {
+            let batch = ExportBatch {
+                spans: spans_out.clone(),
+                points: points.clone(),
+                ..ExportBatch::default()
+            };
+            let body = serde_json::to_vec(&batch).expect("batches serialize");
+            let id = crate::model::ids::short_hash(&body);
+            let key = keys::outbox_item(now, &format!("{scope}#{id}"));
+            tx.absent(&key);
+            tx.put(key, &batch, config.ttl_open_secs);
+        }
+        Ok(Round {
+            spans: spans_out,
+            points,
+            more,
+        })
+    }
+
+    /// Applies contributions (+1) and retractions (-1) to their series.
+    async fn apply_changes(
+        &self,
+        tx: &mut Tx<'_>,
+        changes: &[(Contribution, i64)],
+        now: Time,
+    ) -> Result<Vec<Series>, EngineError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<_> = changes
+            .iter()
+            .map(|(c, _)| keys::series(&metrics::series_id(&c.name, &c.labels)))
+            .collect();
+        tx.load(ids.clone()).await?;
+        let now_ns = metrics::time_ns(now);
+        let mut touched: BTreeMap<crate::store::Key, Series> = BTreeMap::new();
+        for ((c, sign), key) in changes.iter().zip(ids) {
+            if !touched.contains_key(&key) {
+                let known: Option<Series> = decode(tx, &key)?;
+                let Some(def) = metrics::CATALOGUE.iter().find(|d| d.name == c.name) else {
+                    continue;
+                };
+                touched.insert(
+                    key.clone(),
+                    known.unwrap_or_else(|| Series::new(def.name, c.labels.clone(), now_ns)),
+                );
+            }
+            let series = touched.get_mut(&key).expect("inserted above");
+            series.apply(c.value, *sign, now_ns);
+        }
+        // Series never expire: they are the cumulative totals.
+        const FOREVER: i64 = 100 * 365 * 86_400;
+        for (key, s) in &touched {
+            tx.put(key.clone(), s, FOREVER);
+        }
+        Ok(touched.into_values().collect())
+    }
+
+    /// Summaries of items outside the scope that the due items' parent chains and retries name.
+    async fn external(
+        &self,
+        tx: &mut Tx<'_>,
+        idx: &Index<'_>,
+        due: &[&Summary],
+    ) -> Result<HashMap<String, Summary>, EngineError> {
+        let mut external: HashMap<String, Summary> = HashMap::new();
+        let named = |s: &Summary| -> Vec<String> {
+            s.parents
+                .iter()
+                .filter_map(|p| match p {
+                    ParentRef::Item(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .chain(s.follows.iter().cloned())
+                .collect()
+        };
+        let mut wanted: Vec<String> = due.iter().flat_map(|s| named(s)).collect();
+        // Parents inside the scope may name items outside it too.
+        for s in idx.items.values() {
+            wanted.extend(named(s));
+        }
+        for _ in 0..EXTERNAL_DEPTH {
+            wanted.retain(|k| !idx.items.contains_key(k.as_str()) && !external.contains_key(k));
+            wanted.sort();
+            wanted.dedup();
+            if wanted.is_empty() {
+                break;
+            }
+            let items = load_items(tx, wanted.drain(..)).await?;
+            for (k, rec) in items {
+                if let Some(s) = Summary::of(&k, &rec, chrono::DateTime::UNIX_EPOCH, Vec::new()) {
+                    wanted.extend(named(&s));
+                    external.insert(k, s);
+                }
+            }
+        }
+        Ok(external)
+    }
+}
+
+/// An item's current generation as it stands, open or not: what a span would be if it ended now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub key: String,
+    pub name: String,
+    pub kind: crate::model::Kind,
+    pub generation: u32,
+    pub open: bool,
+    pub start: Option<Time>,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub attributes: crate::model::Attrs,
+    pub events: Vec<crate::model::SpanEvent>,
+}
+
+impl Engine {
+    /// The current generation of item `key`, with its parent and trace resolved from what the
+    /// store knows now (for `in flight` views and tests). Changes nothing.
+    pub async fn preview(&self, key: &str) -> Result<Option<Preview>, EngineError> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let items = load_items(&mut tx, [key.to_string()]).await?;
+        let Some(record) = items.get(key) else {
+            return Ok(None);
+        };
+        let scope = scope::scope_of(record.repo().as_ref(), key);
+        let records = tx
+            .query(
+                &keys::scope_pk(&scope),
+                "",
+                "\u{10ffff}",
+                usize::MAX,
+                Order::Ascending,
+            )
+            .await?;
+        let mut summaries: Vec<Summary> = Vec::new();
+        let mut pushes: Vec<PushFact> = Vec::new();
+        for r in &records {
+            if r.key.sk.starts_with("s#") {
+                summaries.extend(serde_json::from_value::<Summary>(r.data.clone()).ok());
+            } else if r.key.sk.starts_with("p#") {
+                pushes.extend(serde_json::from_value::<PushFact>(r.data.clone()).ok());
+            }
+        }
+        summaries.sort_by(|a, b| a.key.cmp(&b.key));
+        let derived = scope::derive(&summaries, &pushes, &self.config);
+        let idx = Index::new(&summaries);
+        let Some(me) = idx.items.get(key).copied() else {
+            return Ok(None);
+        };
+        let external = self.external(&mut tx, &idx, &[me]).await?;
+        let resolver = Resolver {
+            idx: &idx,
+            external: &external,
+            derived: &derived,
+        };
+        let Some(g) = facts::generations(&record.facts).pop() else {
+            return Ok(None);
+        };
+        let parent = resolver.parent(me, 0);
+        Ok(Some(Preview {
+            key: key.to_string(),
+            name: g.name.clone(),
+            kind: g.kind,
+            generation: g.index,
+            open: !g.closed(),
+            start: g.start,
+            trace_id: parent
+                .as_ref()
+                .map(|p| p.trace_id.clone())
+                .unwrap_or_else(|| crate::model::ids::trace_id(key)),
+            span_id: crate::model::ids::span_id(key, g.index),
+            parent_span_id: parent.map(|p| p.span_id),
+            attributes: g.attributes,
+            events: g.events,
+        }))
+    }
+}
+
+async fn load_items(
+    tx: &mut Tx<'_>,
+    keys_in: impl IntoIterator<Item = String>,
+) -> Result<HashMap<String, ItemRecord>, EngineError> {
+    let wanted: Vec<String> = keys_in.into_iter().collect();
+    tx.load(wanted.iter().map(|k| keys::item(k))).await?;
+    let mut out = HashMap::new();
+    for k in wanted {
+        if let Some(rec) = decode::<ItemRecord>(tx, &keys::item(&k))? {
+            out.insert(k, rec);
+        }
+    }
+    Ok(out)
+}
+
+/// The contributions to take back (-1) and to add (+1) to go from `old` to `new` (both sorted).
+fn multiset_diff(old: &[Contribution], new: &[Contribution]) -> Vec<(Contribution, i64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                out.push((a.clone(), -1));
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                out.push((b.clone(), 1));
+                j += 1;
+            }
+            (Some(a), None) => {
+                out.push((a.clone(), -1));
+                i += 1;
+            }
+            (None, Some(b)) => {
+                out.push((b.clone(), 1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// A delete conditioned on the version read.
+pub(crate) fn delete_if(key: crate::store::Key, version: u64) -> Write {
+    Write::Delete {
+        key,
+        cond: Cond::Version(version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, v: i64) -> Contribution {
+        Contribution {
+            name: name.into(),
+            labels: Default::default(),
+            value: v,
+        }
+    }
+
+    #[test]
+    fn the_diff_takes_back_what_changed_only() {
+        let old = vec![c("a", 1), c("a", 1), c("b", 5)];
+        let new = vec![c("a", 1), c("b", 7)];
+        let d = multiset_diff(&old, &new);
+        assert_eq!(d, vec![(c("a", 1), -1), (c("b", 5), -1), (c("b", 7), 1)]);
+        assert!(multiset_diff(&new, &new).is_empty());
+    }
+}

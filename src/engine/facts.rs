@@ -1,0 +1,376 @@
+//! Facts about one work item, and the generations (spans) they describe.
+//!
+//! Every work event a delivery carries is kept as a *fact* of its item, in a set: facts are
+//! deduplicated by content (the same event redelivered under a new ID adds nothing) and kept
+//! sorted by event time (payload time, never arrival), so the stored record, and everything
+//! derived from it, is a function of the set of deliveries. [`generations`] reads the facts as
+//! the item's spans: a reopening starts the next generation; the first close of a generation ends
+//! it, and its attributes are the fold of the generation's facts in event-time order.
+
+use crate::model::ids;
+use crate::model::{
+    Action, AttrValue, Attrs, Kind, Outcome, ParentRef, Repo, SpanEvent, Time, WorkEvent,
+};
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+
+/// At most this many facts are kept per item: all opens and closes first, then the latest
+/// updates. Keeping the greatest facts of a total order keeps the record order-independent.
+pub const MAX_FACTS: usize = 48;
+
+/// One work event, as a fact of its item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fact {
+    /// A hash of the event's content: the same event under another delivery ID is one fact.
+    pub hash: String,
+    pub source: String,
+    pub ev: WorkEvent,
+}
+
+impl Fact {
+    pub fn new(source: &str, ev: &WorkEvent) -> Self {
+        let body = serde_json::to_vec(ev).expect("work events serialize");
+        Fact {
+            hash: ids::short_hash(&body),
+            source: source.to_string(),
+            ev: ev.clone(),
+        }
+    }
+
+    /// When the fact happened: a close when it ended, anything else at the payload's own event
+    /// time, else when it started.
+    pub fn time(&self) -> Time {
+        let ev = &self.ev;
+        let first = if ev.action == Action::Close {
+            ev.end.or(ev.at)
+        } else {
+            ev.at
+        };
+        first
+            .or(ev.start)
+            .or(ev.end)
+            .or_else(|| ev.span_events.iter().map(|e| e.time).max())
+            .unwrap_or(DateTime::UNIX_EPOCH)
+    }
+
+    fn rank(&self) -> u8 {
+        match self.ev.action {
+            Action::Open => 0,
+            Action::Update => 1,
+            Action::Close => 2,
+        }
+    }
+
+    /// The total order of facts: event time, then open < update < close, then content.
+    pub fn order_key(&self) -> (Time, u8, &str) {
+        (self.time(), self.rank(), &self.hash)
+    }
+
+    fn keep_priority(&self) -> (bool, Time, u8, &str) {
+        let (t, r, h) = self.order_key();
+        (self.ev.action != Action::Update, t, r, h)
+    }
+}
+
+/// What the store keeps of a work item: its facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub facts: Vec<Fact>,
+}
+
+impl ItemRecord {
+    /// Adds a fact; false when the same fact was already known.
+    pub fn add(&mut self, fact: Fact) -> bool {
+        if self.facts.iter().any(|f| f.hash == fact.hash) {
+            return false;
+        }
+        self.facts.push(fact);
+        if self.facts.len() > MAX_FACTS {
+            self.facts
+                .sort_by(|a, b| b.keep_priority().cmp(&a.keep_priority()));
+            self.facts.truncate(MAX_FACTS);
+        }
+        self.facts.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        true
+    }
+
+    /// The repository the item belongs to (its latest fact that names one).
+    pub fn repo(&self) -> Option<Repo> {
+        self.facts.iter().rev().find_map(|f| f.ev.repo.clone())
+    }
+}
+
+/// One generation of an item: one span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gen {
+    pub index: u32,
+    pub source: String,
+    pub kind: Kind,
+    pub name: String,
+    pub start: Option<Time>,
+    /// Set when the generation is closed.
+    pub end: Option<Time>,
+    pub outcome: Option<Outcome>,
+    pub attributes: Attrs,
+    pub events: Vec<SpanEvent>,
+    pub parents: Vec<ParentRef>,
+    pub follows: Vec<String>,
+    pub repo: Option<Repo>,
+    pub head_branch: Option<String>,
+    pub head_sha: Option<String>,
+    pub merge_sha: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl Gen {
+    pub fn closed(&self) -> bool {
+        self.end.is_some()
+    }
+    pub fn result(&self) -> Option<&str> {
+        self.outcome.as_ref().map(|o| o.result.as_str())
+    }
+    pub fn error(&self) -> bool {
+        self.outcome.as_ref().is_some_and(|o| o.error)
+    }
+    pub fn attr_str(&self, k: &str) -> Option<&str> {
+        self.attributes.get(k).and_then(AttrValue::as_str)
+    }
+}
+
+/// The reopening times of an item: opens flagged as reopenings, and opens that start after a
+/// close ended.
+fn reopen_times(facts: &[Fact]) -> Vec<Time> {
+    let close_ends: Vec<Time> = facts
+        .iter()
+        .filter(|f| f.ev.action == Action::Close)
+        .filter_map(|f| f.ev.end.or(f.ev.start))
+        .collect();
+    let mut times: Vec<Time> = facts
+        .iter()
+        .filter(|f| f.ev.action == Action::Open)
+        .filter(|f| {
+            f.ev.reopened
+                || f.ev
+                    .start
+                    .is_some_and(|s| close_ends.iter().any(|e| s > *e))
+        })
+        .map(|f| f.ev.start.unwrap_or_else(|| f.time()))
+        .collect();
+    times.sort();
+    times.dedup();
+    times
+}
+
+/// The generations the facts describe, oldest first. `facts` are in fact order.
+pub fn generations(facts: &[Fact]) -> Vec<Gen> {
+    if facts.is_empty() {
+        return Vec::new();
+    }
+    let reopens = reopen_times(facts);
+    let gen_of = |f: &Fact| -> usize {
+        let t = if f.ev.action == Action::Open && f.ev.reopened {
+            f.ev.start.unwrap_or_else(|| f.time())
+        } else {
+            f.time()
+        };
+        reopens.iter().filter(|r| **r <= t).count()
+    };
+    let mut gens = Vec::new();
+    for g in 0..=reopens.len() {
+        let in_gen: Vec<&Fact> = facts.iter().filter(|f| gen_of(f) == g).collect();
+        let close = in_gen
+            .iter()
+            .find(|f| f.ev.action == Action::Close)
+            .copied();
+        // The generation's facts up to its first close; later ones are late news.
+        let folded: Vec<&Fact> = match close {
+            Some(c) => in_gen
+                .iter()
+                .copied()
+                .filter(|f| f.order_key() <= c.order_key())
+                .collect(),
+            None => in_gen.clone(),
+        };
+        let Some(last) = folded.last() else {
+            continue;
+        };
+        let mut gen = Gen {
+            index: g as u32,
+            source: folded[0].source.clone(),
+            kind: last.ev.kind,
+            name: last.ev.name.clone(),
+            start: None,
+            end: None,
+            outcome: None,
+            attributes: Attrs::new(),
+            events: Vec::new(),
+            parents: Vec::new(),
+            follows: Vec::new(),
+            repo: None,
+            head_branch: None,
+            head_sha: None,
+            merge_sha: None,
+            environment: None,
+        };
+        for f in &folded {
+            let ev = &f.ev;
+            gen.attributes
+                .extend(ev.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for e in &ev.span_events {
+                if !gen.events.contains(e) {
+                    gen.events.push(e.clone());
+                }
+            }
+            for p in &ev.parents {
+                if !gen.parents.contains(p) {
+                    gen.parents.push(p.clone());
+                }
+            }
+            for k in &ev.follows {
+                if !gen.follows.contains(k) {
+                    gen.follows.push(k.clone());
+                }
+            }
+            gen.repo = ev.repo.clone().or(gen.repo.take());
+            gen.head_branch = ev.head_branch.clone().or(gen.head_branch.take());
+            gen.head_sha = ev.head_sha.clone().or(gen.head_sha.take());
+            gen.environment = ev.environment.clone().or(gen.environment.take());
+        }
+        gen.start = if g == 0 {
+            folded.iter().find_map(|f| f.ev.start)
+        } else {
+            Some(reopens[g - 1])
+        };
+        if let Some(c) = close {
+            let start = gen.start.or(c.ev.start).or(c.ev.end);
+            if let Some(start) = start {
+                gen.start = Some(start);
+                let end = c.ev.end.or(c.ev.start).unwrap_or(start).max(start);
+                // A known run time: no earlier than start + duration (WorkEvent::duration_ms).
+                let end =
+                    c.ev.duration_ms
+                        .and_then(chrono::TimeDelta::try_milliseconds)
+                        .and_then(|d| start.checked_add_signed(d))
+                        .map_or(end, |e| end.max(e));
+                gen.end = Some(end);
+            }
+            gen.outcome = c.ev.outcome.clone();
+            gen.merge_sha = c.ev.merge_sha.clone();
+        }
+        gens.push(gen);
+    }
+    gens
+}
+
+/// Every head commit any fact named (a change's pushes move its head).
+pub fn head_shas(facts: &[Fact]) -> Vec<String> {
+    let mut shas: Vec<String> = facts
+        .iter()
+        .filter_map(|f| f.ev.head_sha.as_ref().map(|s| s.to_ascii_lowercase()))
+        .collect();
+    shas.sort();
+    shas.dedup();
+    shas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+
+    fn t(s: &str) -> Time {
+        s.parse().unwrap()
+    }
+
+    fn ev(action: Action, start: &str, end: Option<&str>, at: Option<&str>) -> WorkEvent {
+        let mut w = WorkEvent::new(Kind::Issue, "k".into(), "ISSUE".into(), action);
+        w.start = Some(t(start));
+        w.end = end.map(t);
+        w.at = at.map(t);
+        if action == Action::Close {
+            w.outcome = Some(Outcome::ok("closed"));
+        }
+        w
+    }
+
+    fn record(evs: &[WorkEvent]) -> ItemRecord {
+        let mut r = ItemRecord::default();
+        for e in evs {
+            r.add(Fact::new("github", e));
+        }
+        r
+    }
+
+    #[test]
+    fn the_record_is_the_same_whatever_the_order() {
+        let mut open = ev(Action::Open, "2024-01-01T00:00:00Z", None, None);
+        open.attributes.insert("a".into(), "1".into());
+        let mut label = ev(
+            Action::Update,
+            "2024-01-01T00:00:00Z",
+            None,
+            Some("2024-01-02T00:00:00Z"),
+        );
+        label.attributes.insert("a".into(), "2".into());
+        let close = ev(
+            Action::Close,
+            "2024-01-01T00:00:00Z",
+            Some("2024-01-03T00:00:00Z"),
+            Some("2024-01-03T00:00:00Z"),
+        );
+        let a = record(&[open.clone(), label.clone(), close.clone()]);
+        let b = record(&[close.clone(), open.clone(), label.clone(), close.clone()]);
+        assert_eq!(a, b);
+        let g = generations(&a.facts);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].attr_str("a"), Some("2"), "the later update wins");
+        assert_eq!(g[0].end, Some(t("2024-01-03T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_reopening_starts_the_next_generation() {
+        let open = ev(Action::Open, "2024-01-01T00:00:00Z", None, None);
+        let close1 = ev(
+            Action::Close,
+            "2024-01-01T00:00:00Z",
+            Some("2024-01-02T00:00:00Z"),
+            Some("2024-01-02T00:00:00Z"),
+        );
+        let mut reopen = ev(
+            Action::Open,
+            "2024-01-05T00:00:00Z",
+            None,
+            Some("2024-01-05T00:00:00Z"),
+        );
+        reopen.reopened = true;
+        let close2 = ev(
+            Action::Close,
+            "2024-01-01T00:00:00Z",
+            Some("2024-01-07T00:00:00Z"),
+            Some("2024-01-07T00:00:00Z"),
+        );
+        let r = record(&[close2, reopen, close1, open]);
+        let g = generations(&r.facts);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].start, Some(t("2024-01-01T00:00:00Z")));
+        assert_eq!(g[0].end, Some(t("2024-01-02T00:00:00Z")));
+        assert_eq!(g[1].start, Some(t("2024-01-05T00:00:00Z")));
+        assert_eq!(g[1].end, Some(t("2024-01-07T00:00:00Z")));
+    }
+
+    #[test]
+    fn the_cap_keeps_opens_closes_and_the_latest_updates() {
+        let mut evs = vec![ev(Action::Open, "2024-01-01T00:00:00Z", None, None)];
+        for i in 0..100 {
+            let mut u = ev(Action::Update, "2024-01-01T00:00:00Z", None, None);
+            u.at = Some(t("2024-01-01T00:00:00Z") + chrono::TimeDelta::seconds(i));
+            evs.push(u);
+        }
+        let a = record(&evs);
+        evs.reverse();
+        let b = record(&evs);
+        assert_eq!(a, b);
+        assert_eq!(a.facts.len(), MAX_FACTS);
+        assert_eq!(a.facts[0].ev.action, Action::Open);
+    }
+}

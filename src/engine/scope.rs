@@ -1,0 +1,665 @@
+//! A scope's facts and what follows from them: the DORA definitions of DESIGN.md, in code.
+//!
+//! A scope is a repository (or, for a work item that names none, the item alone). Its
+//! partition holds one compact [`Summary`] per work item, one [`PushFact`] per push, and the
+//! ledger of metric contributions already applied. [`derive`] is a pure function of the
+//! summaries and pushes: it orders them by event time and decides which changes each deployment
+//! shipped, lead times, recoveries, the deployment each incident followed and change failures.
+//! Because it is recomputed from the whole set at every drain, whichever side of a relation
+//! arrives second makes the link, and a late fact corrects what it changes.
+
+use super::facts::{self, Gen, ItemRecord};
+use super::metrics::{self, Labels};
+use crate::config::Config;
+use crate::model::refs::merge_commit_ref;
+use crate::model::{AttrValue, Attrs, Kind, ParentRef, Push, Repo, Time};
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where an item's summary, and its metric ledger, live.
+pub fn scope_of(repo: Option<&Repo>, item_key: &str) -> String {
+    match repo {
+        Some(r) => format!("repo#{}", r.0),
+        None => format!("item#{item_key}"),
+    }
+}
+
+/// What the drain needs of one generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenSummary {
+    pub start: Option<Time>,
+    pub end: Option<Time>,
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub error: bool,
+    #[serde(default)]
+    pub merge_sha: Option<String>,
+    #[serde(default)]
+    pub head_sha: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The labels every metric point about this span carries.
+    pub labels: Labels,
+    #[serde(default)]
+    pub pipeline: Option<String>,
+}
+
+/// A compact view of a work item, in its scope's partition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub key: String,
+    pub source: String,
+    pub kind: Kind,
+    pub gens: Vec<GenSummary>,
+    /// Parent candidates of the first generation, best first.
+    #[serde(default)]
+    pub parents: Vec<ParentRef>,
+    #[serde(default)]
+    pub follows: Vec<String>,
+    #[serde(default)]
+    pub head_shas: Vec<String>,
+    #[serde(default)]
+    pub head_branch: Option<String>,
+    /// When the last fact arrived (the settle clock; never part of an output).
+    pub touched: Time,
+    /// Generations already exported.
+    #[serde(default)]
+    pub exported: Vec<u32>,
+}
+
+/// The labels every metric point about a span carries. The team is lower-cased: one team named
+/// `Payments` by PagerDuty and `payments` by a GitHub label is one series.
+pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
+    let mut l = Labels::new();
+    l.insert("valuestream.source".into(), source.to_string());
+    for k in ["valuestream.repository", "valuestream.team"] {
+        if let Some(v) = attrs.get(k).and_then(AttrValue::as_str) {
+            l.insert(k.into(), v.to_lowercase());
+        }
+    }
+    l
+}
+
+impl Summary {
+    pub fn of(key: &str, record: &ItemRecord, touched: Time, exported: Vec<u32>) -> Option<Self> {
+        let gens = facts::generations(&record.facts);
+        let first = gens.first()?;
+        Some(Summary {
+            key: key.to_string(),
+            source: first.source.clone(),
+            kind: gens.last().map(|g| g.kind).unwrap_or(first.kind),
+            parents: first.parents.clone(),
+            follows: first.follows.clone(),
+            head_shas: facts::head_shas(&record.facts),
+            head_branch: gens.iter().rev().find_map(|g| g.head_branch.clone()),
+            gens: gens.iter().map(gen_summary).collect(),
+            touched,
+            exported,
+        })
+    }
+
+    /// The generation that was current at `t`: the last that started at or before it.
+    pub fn gen_at(&self, t: Option<Time>) -> u32 {
+        let Some(t) = t else { return 0 };
+        self.gens
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.start.is_none_or(|s| s <= t))
+            .map(|(i, _)| i as u32)
+            .next_back()
+            .unwrap_or(0)
+    }
+}
+
+fn gen_summary(g: &Gen) -> GenSummary {
+    GenSummary {
+        start: g.start,
+        end: g.end,
+        result: g.result().map(str::to_string),
+        error: g.error(),
+        merge_sha: g.merge_sha.as_ref().map(|s| s.to_ascii_lowercase()),
+        head_sha: g.head_sha.as_ref().map(|s| s.to_ascii_lowercase()),
+        environment: g.environment.clone(),
+        labels: base_labels(&g.source, &g.attributes),
+        pipeline: g.attr_str("cicd.pipeline.name").map(str::to_string),
+    }
+}
+
+/// A push, as its scope keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushFact {
+    pub branch: String,
+    pub to_default_branch: bool,
+    pub after: String,
+    pub time: Time,
+    pub commits: Vec<PushCommit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushCommit {
+    pub sha: String,
+    pub time: Time,
+    /// The commit message says it merges a change.
+    pub merges: bool,
+}
+
+impl PushFact {
+    pub fn of(p: &Push) -> Self {
+        PushFact {
+            branch: p.branch.clone(),
+            to_default_branch: p.to_default_branch,
+            after: p.after.to_ascii_lowercase(),
+            time: p.time,
+            commits: p
+                .commits
+                .iter()
+                .map(|c| PushCommit {
+                    sha: c.sha.to_ascii_lowercase(),
+                    time: c.time,
+                    merges: merge_commit_ref(&c.message),
+                })
+                .collect(),
+        }
+    }
+
+    /// One push redelivered with other commits listed: the union, in a fixed order.
+    pub fn merge(&mut self, other: &PushFact) {
+        for c in &other.commits {
+            if !self.commits.iter().any(|x| x.sha == c.sha) {
+                self.commits.push(c.clone());
+            }
+        }
+        self.commits
+            .sort_by(|a, b| (a.time, &a.sha).cmp(&(b.time, &b.sha)));
+        self.time = self.time.min(other.time);
+    }
+}
+
+/// One metric contribution: a counter increment (whole units) or a histogram observation
+/// (milliseconds), owned by the work item it is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Contribution {
+    pub name: String,
+    pub labels: Labels,
+    pub value: i64,
+}
+
+/// A span's identity in its scope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GenRef {
+    pub key: String,
+    pub gen: u32,
+}
+
+/// What follows for one finished deployment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeployInfo {
+    pub production: bool,
+    pub success: bool,
+    /// The changes it shipped (merged changes; direct commits count but have no span).
+    pub shipped: Vec<GenRef>,
+    pub changes: i64,
+    pub recovery_s: Option<f64>,
+}
+
+/// What follows for one incident.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cause {
+    pub deployment: GenRef,
+    pub environment: String,
+}
+
+/// Everything [`derive`] concludes about a scope.
+#[derive(Debug, Default)]
+pub struct Derived {
+    pub deploys: HashMap<GenRef, DeployInfo>,
+    /// Incident key → the deployment it followed.
+    pub causes: HashMap<String, Cause>,
+    /// Merged change → the first commit time, when before its creation.
+    pub first_commit: HashMap<GenRef, Time>,
+    /// Owner item key → its metric contributions, sorted.
+    pub contributions: BTreeMap<String, Vec<Contribution>>,
+}
+
+/// The commit and branch indexes of a scope.
+pub struct Index<'a> {
+    pub items: HashMap<&'a str, &'a Summary>,
+    /// Commit SHA → changes whose head or merge commit it is.
+    by_sha: HashMap<String, Vec<&'a Summary>>,
+    by_branch: HashMap<&'a str, Vec<&'a Summary>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(summaries: &'a [Summary]) -> Self {
+        let mut idx = Index {
+            items: HashMap::new(),
+            by_sha: HashMap::new(),
+            by_branch: HashMap::new(),
+        };
+        for s in summaries {
+            idx.items.insert(s.key.as_str(), s);
+            if s.kind != Kind::Change {
+                continue;
+            }
+            let mut shas: Vec<&String> = s.head_shas.iter().collect();
+            shas.extend(s.gens.iter().filter_map(|g| g.merge_sha.as_ref()));
+            for sha in shas {
+                let v = idx.by_sha.entry(sha.clone()).or_default();
+                if !v.iter().any(|x| x.key == s.key) {
+                    v.push(s);
+                }
+            }
+            if let Some(b) = &s.head_branch {
+                idx.by_branch.entry(b.as_str()).or_default().push(s);
+            }
+        }
+        for v in idx.by_sha.values_mut().chain(idx.by_branch.values_mut()) {
+            v.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        idx
+    }
+
+    /// The change a commit or branch names, as it was at `t`: among candidates, the latest to
+    /// start at or before `t`, else the earliest.
+    fn pick(cands: &[&'a Summary], t: Option<Time>) -> Option<GenRef> {
+        let start = |s: &Summary| s.gens.first().and_then(|g| g.start);
+        let before = cands
+            .iter()
+            .filter(|s| t.is_none_or(|t| start(s).is_none_or(|st| st <= t)))
+            .max_by(|a, b| (start(a), &a.key).cmp(&(start(b), &b.key)));
+        let s = before.or_else(|| {
+            cands
+                .iter()
+                .min_by(|a, b| (start(a), &a.key).cmp(&(start(b), &b.key)))
+        })?;
+        Some(GenRef {
+            key: s.key.clone(),
+            gen: s.gen_at(t),
+        })
+    }
+
+    /// A `Sha` or `Branch` candidate, resolved in this scope.
+    pub fn resolve(&self, p: &ParentRef, t: Option<Time>) -> Option<GenRef> {
+        match p {
+            ParentRef::Sha { sha, .. } => {
+                Self::pick(self.by_sha.get(&sha.to_ascii_lowercase())?, t)
+            }
+            ParentRef::Branch { branch, .. } => Self::pick(self.by_branch.get(branch.as_str())?, t),
+            ParentRef::Item(k) => {
+                let s = self.items.get(k.as_str())?;
+                Some(GenRef {
+                    key: k.clone(),
+                    gen: s.gen_at(t),
+                })
+            }
+        }
+    }
+}
+
+/// A change that landed on the default branch, waiting to be deployed.
+struct Landed {
+    /// Landing time, then an identity: the order changes are shipped in.
+    at: (Time, String),
+    change: Option<GenRef>,
+    start: Time,
+}
+
+fn ms(d: TimeDelta) -> i64 {
+    d.num_milliseconds()
+}
+
+fn seconds(d: TimeDelta) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+/// Everything that follows from a scope's facts. A pure function of the set.
+pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> Derived {
+    let idx = Index::new(summaries);
+    let mut out = Derived::default();
+    let mut sorted: Vec<&Summary> = summaries.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    let contribute = |out: &mut Derived, owner: &str, c: Contribution| {
+        out.contributions
+            .entry(owner.to_string())
+            .or_default()
+            .push(c);
+    };
+
+    // Durations: one observation per finished span.
+    for s in &sorted {
+        for g in s.gens.iter().filter(|g| g.end.is_some()) {
+            let (name, labels) = duration_series(s, g);
+            let value = ms(g.end.unwrap() - g.start.unwrap_or(g.end.unwrap()));
+            contribute(
+                &mut out,
+                &s.key,
+                Contribution {
+                    name: name.into(),
+                    labels,
+                    value,
+                },
+            );
+        }
+    }
+
+    // Landing: each commit's first landing on the default branch.
+    let mut landed_at: HashMap<&str, Time> = HashMap::new();
+    let mut pushes_sorted: Vec<&PushFact> = pushes.iter().collect();
+    pushes_sorted.sort_by(|a, b| (a.time, &a.after).cmp(&(b.time, &b.after)));
+    for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
+        for c in &p.commits {
+            landed_at.entry(c.sha.as_str()).or_insert(p.time);
+        }
+        landed_at.entry(p.after.as_str()).or_insert(p.time);
+    }
+    // The first commit pushed to each feature branch.
+    let mut branch_first: HashMap<&str, Time> = HashMap::new();
+    for p in pushes.iter().filter(|p| !p.to_default_branch) {
+        if let Some(first) = p.commits.iter().map(|c| c.time).min() {
+            let e = branch_first.entry(p.branch.as_str()).or_insert(first);
+            *e = (*e).min(first);
+        }
+    }
+    let mut landed: Vec<Landed> = Vec::new();
+    let mut merged_gen_of_sha: HashMap<&str, (Time, String)> = HashMap::new();
+    for s in sorted.iter().filter(|s| s.kind == Kind::Change) {
+        for (i, g) in s.gens.iter().enumerate() {
+            if g.result.as_deref() != Some("merged") {
+                continue;
+            }
+            let (Some(start), Some(end)) = (g.start, g.end) else {
+                continue;
+            };
+            let gr = GenRef {
+                key: s.key.clone(),
+                gen: i as u32,
+            };
+            let first = s
+                .head_branch
+                .as_deref()
+                .and_then(|b| branch_first.get(b))
+                .copied();
+            let start_lt = first.map_or(start, |f| f.min(start));
+            if start_lt < start {
+                out.first_commit.insert(gr.clone(), start_lt);
+            }
+            let at_time = g
+                .merge_sha
+                .as_deref()
+                .and_then(|m| landed_at.get(m))
+                .copied()
+                .unwrap_or(end);
+            let at = (at_time, s.key.clone());
+            if let Some(m) = &g.merge_sha {
+                merged_gen_of_sha.insert(m.as_str(), at.clone());
+            }
+            landed.push(Landed {
+                at,
+                change: Some(gr),
+                start: start_lt,
+            });
+        }
+    }
+    // Direct commits: default-branch pushes that no change brought.
+    for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
+        let from_change = idx.by_sha.contains_key(&p.after)
+            || p.commits
+                .iter()
+                .any(|c| c.merges || idx.by_sha.contains_key(&c.sha));
+        if from_change {
+            continue;
+        }
+        for c in &p.commits {
+            if landed_at.get(c.sha.as_str()) != Some(&p.time) {
+                continue; // landed by an earlier push
+            }
+            landed.push(Landed {
+                at: (p.time, format!("commit-{}", c.sha)),
+                change: None,
+                start: c.time,
+            });
+        }
+    }
+    landed.sort_by(|a, b| a.at.cmp(&b.at));
+
+    // Deployments, per environment, in finishing order.
+    struct Dep<'a> {
+        s: &'a Summary,
+        gen: u32,
+        g: &'a GenSummary,
+        end: Time,
+    }
+    let mut by_env: BTreeMap<String, Vec<Dep>> = BTreeMap::new();
+    for s in sorted.iter().filter(|s| s.kind == Kind::Deployment) {
+        for (i, g) in s.gens.iter().enumerate() {
+            if let Some(end) = g.end {
+                let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
+                by_env
+                    .entry(env.to_ascii_lowercase())
+                    .or_default()
+                    .push(Dep {
+                        s,
+                        gen: i as u32,
+                        g,
+                        end,
+                    });
+            }
+        }
+    }
+    // Successful production deployments, for incidents to find their cause.
+    let mut prod_successes: Vec<(Time, GenRef, String)> = Vec::new();
+    let mut failure_labels: BTreeMap<String, Labels> = BTreeMap::new();
+    for deps in by_env.values_mut() {
+        deps.sort_by(|a, b| (a.end, &a.s.key, a.gen).cmp(&(b.end, &b.s.key, b.gen)));
+        let mut shipped_bound: Option<(Time, String)> = None;
+        let mut failing_since: Option<Time> = None;
+        for d in deps.iter() {
+            let g = d.g;
+            let environment = g.environment.clone().unwrap_or_else(|| "unknown".into());
+            let production = config.is_production(&environment);
+            let success = !g.error && g.result.as_deref().is_none_or(|r| r == "success");
+            let start = g.start.unwrap_or(d.end);
+            // What it shipped: changes landed after the last successful deployment, up to the
+            // deployed commit (or, when that commit was never seen landing, its start).
+            let upper_time = g
+                .head_sha
+                .as_deref()
+                .and_then(|sha| {
+                    merged_gen_of_sha
+                        .get(sha)
+                        .map(|a| a.0)
+                        .or_else(|| landed_at.get(sha).copied())
+                })
+                .unwrap_or(start);
+            let upper = (upper_time, "\u{10ffff}".to_string());
+            let shipped: Vec<&Landed> = landed
+                .iter()
+                .filter(|l| shipped_bound.as_ref().is_none_or(|b| l.at > *b) && l.at <= upper)
+                .collect();
+            let mut labels = g.labels.clone();
+            labels.insert("deployment.environment.name".into(), environment.clone());
+            labels.insert("valuestream.production".into(), production.to_string());
+            let mut counted = labels.clone();
+            counted.insert(
+                "valuestream.result".into(),
+                g.result.clone().unwrap_or_else(|| "unknown".into()),
+            );
+            let owner = d.s.key.as_str();
+            contribute(
+                &mut out,
+                owner,
+                Contribution {
+                    name: metrics::DEPLOYMENTS.into(),
+                    labels: counted,
+                    value: 1,
+                },
+            );
+            if success && production {
+                for l in &shipped {
+                    contribute(
+                        &mut out,
+                        owner,
+                        Contribution {
+                            name: metrics::LEAD_TIME.into(),
+                            labels: labels.clone(),
+                            value: ms(d.end - l.start).max(0),
+                        },
+                    );
+                }
+            }
+            let mut info = DeployInfo {
+                production,
+                success,
+                shipped: shipped.iter().filter_map(|l| l.change.clone()).collect(),
+                changes: shipped.len() as i64,
+                recovery_s: None,
+            };
+            let me = GenRef {
+                key: d.s.key.clone(),
+                gen: d.gen,
+            };
+            if success {
+                if let Some(failed) = failing_since.take() {
+                    info.recovery_s = Some(seconds(d.end - failed));
+                    contribute(
+                        &mut out,
+                        owner,
+                        Contribution {
+                            name: metrics::RECOVERY_TIME.into(),
+                            labels: labels.clone(),
+                            value: ms(d.end - failed).max(0),
+                        },
+                    );
+                }
+                shipped_bound = Some(upper);
+                if production {
+                    prod_successes.push((d.end, me.clone(), environment.clone()));
+                }
+            } else if g.error {
+                failing_since = failing_since.or(Some(d.end));
+                if production {
+                    failure_labels.insert(
+                        owner.to_string(),
+                        change_failure_labels(d.s, g, &environment),
+                    );
+                }
+            }
+            out.deploys.insert(me, info);
+        }
+    }
+    prod_successes.sort();
+
+    // Incidents: the latest successful production deployment before each began.
+    let window = TimeDelta::seconds(config.incident_window_secs);
+    for s in sorted.iter().filter(|s| s.kind == Kind::Incident) {
+        let Some(g0) = s.gens.first() else { continue };
+        let Some(start) = g0.start else { continue };
+        let named = s.parents.iter().any(|p| match p {
+            ParentRef::Item(_) => true,
+            p => idx.resolve(p, Some(start)).is_some(),
+        });
+        let cause = if named {
+            None
+        } else {
+            prod_successes
+                .iter()
+                .rev()
+                .find(|(end, _, _)| *end <= start && *end >= start - window)
+        };
+        if let Some((_, dep, env)) = cause {
+            out.causes.insert(
+                s.key.clone(),
+                Cause {
+                    deployment: dep.clone(),
+                    environment: env.clone(),
+                },
+            );
+            if let Some(ds) = idx.items.get(dep.key.as_str()) {
+                if let Some(dg) = ds.gens.get(dep.gen as usize) {
+                    failure_labels
+                        .entry(dep.key.clone())
+                        .or_insert_with(|| change_failure_labels(ds, dg, env));
+                }
+            }
+        }
+        for g in s.gens.iter().filter(|g| g.end.is_some()) {
+            let mut labels = g.labels.clone();
+            if let Some(c) = out.causes.get(&s.key) {
+                labels.insert("deployment.environment.name".into(), c.environment.clone());
+            }
+            contribute(
+                &mut out,
+                &s.key,
+                Contribution {
+                    name: metrics::TIME_TO_RESTORE.into(),
+                    labels,
+                    value: ms(g.end.unwrap() - g.start.unwrap_or(g.end.unwrap())),
+                },
+            );
+        }
+    }
+    // A production deployment that led to a failure counts once, however many followed it.
+    for (owner, labels) in failure_labels {
+        contribute(
+            &mut out,
+            &owner,
+            Contribution {
+                name: metrics::CHANGE_FAILURES.into(),
+                labels,
+                value: 1,
+            },
+        );
+    }
+    for v in out.contributions.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
+    let mut labels = Labels::new();
+    labels.insert("valuestream.source".into(), s.source.clone());
+    labels.insert(
+        "deployment.environment.name".into(),
+        environment.to_string(),
+    );
+    for k in ["valuestream.repository", "valuestream.team"] {
+        if let Some(v) = g.labels.get(k) {
+            labels.insert(k.into(), v.clone());
+        }
+    }
+    labels
+}
+
+/// The duration series of a finished span and its labels.
+fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
+    let mut labels = g.labels.clone();
+    let result = g.result.clone().unwrap_or_else(|| "unknown".into());
+    let name = match s.kind {
+        Kind::Issue => metrics::ISSUE_DURATION,
+        Kind::Change => metrics::CHANGE_DURATION,
+        Kind::PipelineRun => {
+            if let Some(p) = &g.pipeline {
+                labels.insert("cicd.pipeline.name".into(), p.clone());
+            }
+            labels.insert("cicd.pipeline.result".into(), result.clone());
+            metrics::RUN_DURATION
+        }
+        Kind::Task => {
+            if let Some(p) = &g.pipeline {
+                labels.insert("cicd.pipeline.name".into(), p.clone());
+            }
+            metrics::TASK_DURATION
+        }
+        Kind::Deployment => {
+            let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
+            labels.insert("deployment.environment.name".into(), env);
+            metrics::DEPLOYMENT_DURATION
+        }
+        Kind::Incident => metrics::INCIDENT_DURATION,
+    };
+    labels.insert("valuestream.result".into(), result);
+    (name, labels)
+}

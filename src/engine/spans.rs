@@ -1,0 +1,226 @@
+//! Finished spans, built at export time from an item's facts and its scope's derivations: the
+//! parent and trace are resolved then, from whatever the store knows, so a child that arrived
+//! before its parent gets the same parent as one that arrived after it.
+
+use super::facts::Gen;
+use super::scope::{Derived, GenRef, Index, Summary};
+use crate::model::ids;
+use crate::model::{AttrValue, Attrs, FinishedSpan, Kind, ParentRef, SpanLink};
+use std::collections::HashMap;
+
+/// How deep a parent chain is followed (task → run → change → issue is three).
+const MAX_DEPTH: usize = 8;
+
+/// A span's identity, as children and links need it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanRef {
+    pub key: String,
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// Resolves parents and traces within a scope, and across scopes through named items.
+pub struct Resolver<'a> {
+    pub idx: &'a Index<'a>,
+    /// Summaries of items outside the scope that a parent chain names.
+    pub external: &'a HashMap<String, Summary>,
+    pub derived: &'a Derived,
+}
+
+impl Resolver<'_> {
+    fn summary(&self, key: &str) -> Option<&Summary> {
+        self.idx
+            .items
+            .get(key)
+            .copied()
+            .or_else(|| self.external.get(key))
+    }
+
+    /// The parent of an item's spans (every generation shares the first one's).
+    pub fn parent(&self, s: &Summary, depth: usize) -> Option<SpanRef> {
+        let t = s.gens.first().and_then(|g| g.start);
+        for p in &s.parents {
+            let found = match p {
+                ParentRef::Item(k) => self.summary(k).map(|ps| (ps, ps.gen_at(t))),
+                // Commits and branches are looked up in the scope's own repository.
+                p if self.idx.items.contains_key(s.key.as_str()) => self
+                    .idx
+                    .resolve(p, t)
+                    .and_then(|GenRef { key, gen }| self.summary(&key).map(|ps| (ps, gen))),
+                _ => None,
+            };
+            if let Some((ps, gen)) = found {
+                if ps.key != s.key {
+                    return Some(self.span(ps, gen, depth + 1));
+                }
+            }
+        }
+        // A named item not seen yet: its IDs follow from its key.
+        if let Some(k) = s.parents.iter().find_map(|p| match p {
+            ParentRef::Item(k) => Some(k),
+            _ => None,
+        }) {
+            return Some(SpanRef {
+                key: k.clone(),
+                trace_id: ids::trace_id(k),
+                span_id: ids::span_id(k, 0),
+            });
+        }
+        let cause = self.derived.causes.get(&s.key)?;
+        let ds = self.summary(&cause.deployment.key)?;
+        Some(self.span(ds, cause.deployment.gen, depth + 1))
+    }
+
+    pub fn trace(&self, s: &Summary, depth: usize) -> String {
+        if depth < MAX_DEPTH {
+            if let Some(p) = self.parent(s, depth) {
+                return p.trace_id;
+            }
+        }
+        ids::trace_id(&s.key)
+    }
+
+    pub fn span(&self, s: &Summary, gen: u32, depth: usize) -> SpanRef {
+        SpanRef {
+            key: s.key.clone(),
+            trace_id: self.trace(s, depth),
+            span_id: ids::span_id(&s.key, gen),
+        }
+    }
+
+    fn span_of_key(&self, key: &str, gen: Option<u32>) -> Option<SpanRef> {
+        let s = self.summary(key)?;
+        let gen = gen.unwrap_or(s.gens.len().saturating_sub(1) as u32);
+        Some(self.span(s, gen, 0))
+    }
+}
+
+fn link(trace_id: String, span_id: String, kind: &str, key: Option<&str>) -> SpanLink {
+    let mut a = Attrs::new();
+    a.insert("valuestream.link".into(), kind.into());
+    if let Some(k) = key {
+        a.insert("valuestream.key".into(), k.into());
+    }
+    SpanLink {
+        trace_id,
+        span_id,
+        attributes: a,
+    }
+}
+
+/// The finished span of generation `g` (closed) of item `s`.
+pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
+    let (start, end) = (g.start?, g.end?);
+    let me = GenRef {
+        key: s.key.clone(),
+        gen: g.index,
+    };
+    let parent = r.parent(s, 0);
+    let trace_id = parent
+        .as_ref()
+        .map(|p| p.trace_id.clone())
+        .unwrap_or_else(|| ids::trace_id(&s.key));
+    let mut attributes = g.attributes.clone();
+    attributes.insert("valuestream.kind".into(), s.kind.as_str().into());
+    attributes.insert("valuestream.source".into(), s.source.clone().into());
+    attributes.insert("valuestream.key".into(), s.key.clone().into());
+    if g.index > 0 {
+        attributes.insert(
+            "valuestream.generation".into(),
+            AttrValue::Int(g.index.into()),
+        );
+    }
+    if let Some(result) = g.result() {
+        attributes.insert("valuestream.result".into(), result.into());
+        match s.kind {
+            Kind::PipelineRun => {
+                attributes.insert("cicd.pipeline.result".into(), result.into());
+            }
+            Kind::Task => {
+                attributes.insert("cicd.pipeline.task.run.result".into(), result.into());
+            }
+            _ => {}
+        }
+    }
+    let mut links = Vec::new();
+    if g.index > 0 {
+        links.push(link(
+            trace_id.clone(),
+            ids::span_id(&s.key, g.index - 1),
+            "reopens",
+            None,
+        ));
+    } else {
+        for f in &g.follows {
+            if let Some(prev) = r.span_of_key(f, None) {
+                links.push(link(prev.trace_id, prev.span_id, "retries", None));
+            }
+        }
+    }
+    match s.kind {
+        Kind::Change => {
+            if let Some(first) = r.derived.first_commit.get(&me) {
+                attributes.insert(
+                    "valuestream.change.first_commit_time".into(),
+                    first.to_rfc3339().into(),
+                );
+            }
+        }
+        Kind::Deployment => {
+            let info = r.derived.deploys.get(&me).cloned().unwrap_or_default();
+            attributes.insert("valuestream.production".into(), info.production.into());
+            if info.success || g.error() {
+                attributes.insert(
+                    "deployment.status".into(),
+                    (if info.success { "succeeded" } else { "failed" }).into(),
+                );
+            }
+            if g.repo.is_some() {
+                for c in &info.shipped {
+                    if let Some(cs) = r.span_of_key(&c.key, Some(c.gen)) {
+                        links.push(link(cs.trace_id, cs.span_id, "shipped", Some(&c.key)));
+                    }
+                }
+                attributes.insert(
+                    "valuestream.deployment.changes".into(),
+                    AttrValue::Int(info.changes),
+                );
+            }
+            if let Some(rec) = info.recovery_s {
+                attributes.insert(
+                    "valuestream.deployment.recovery_time_s".into(),
+                    AttrValue::Float(rec),
+                );
+            }
+        }
+        Kind::Incident => {
+            if let Some(c) = r.derived.causes.get(&s.key) {
+                attributes.insert(
+                    "valuestream.incident.deployment".into(),
+                    c.deployment.key.clone().into(),
+                );
+            }
+        }
+        _ => {}
+    }
+    let error = g.error();
+    Some(FinishedSpan {
+        source: s.source.clone(),
+        trace_id,
+        span_id: ids::span_id(&s.key, g.index),
+        parent_span_id: parent.map(|p| p.span_id),
+        name: g.name.clone(),
+        kind: s.kind,
+        start,
+        end,
+        attributes,
+        events: g.events.clone(),
+        links,
+        error,
+        status_message: if error {
+            g.result().map(str::to_string)
+        } else {
+            None
+        },
+    })
+}
