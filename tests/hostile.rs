@@ -23,6 +23,8 @@ use valuestream::store::embedded::EmbeddedStore;
 
 /// Generated deliveries per source.
 const CASES: usize = 600;
+/// Deliveries per fresh service.
+const CHUNK: usize = 100;
 /// The body limit of the app under test: huge bodies are cheap to refuse.
 const LIMIT: usize = 256 * 1024;
 
@@ -428,68 +430,73 @@ async fn hostile_deliveries_never_5xx_panic_or_change_the_store_when_refused() {
     let mut exported = 0;
     let mut time_rule: BTreeMap<&str, usize> = BTreeMap::new();
     for (n, source) in SOURCES.into_iter().enumerate() {
-        // One fresh service per source: a small store keeps the per-delivery dumps cheap.
-        let store = Arc::new(EmbeddedStore::in_memory().unwrap());
-        let config = test_config(&[
-            ("VALUESTREAM_GITLAB_TOKEN", "hostile-gitlab-token"),
-            ("VALUESTREAM_JENKINS_TOKEN", "hostile-jenkins-token"),
-            ("VALUESTREAM_JIRA_SECRET", "hostile-jira-secret"),
-            ("VALUESTREAM_PAGERDUTY_SECRET", "hostile-pagerduty-secret"),
-            ("VALUESTREAM_EVENTS_TOKEN", "hostile-events-token"),
-            ("VALUESTREAM_MAX_BODY_BYTES", &limit),
-        ]);
-        let app = app_with(store.clone(), config).await;
         let seeds = seeds(source);
         let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[n as u8 + 11; 32]);
-        // The store as it is before each delivery (refreshed after every accepted one).
-        let mut current = dump(&store);
-        for i in 0..CASES {
-            let c = case(source, &app, &seeds, &mut rng, i);
-            let headers: Vec<(&str, &str)> = c
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let (status, answer) = app.post(source, &headers, c.body.clone()).await;
-            *tally.entry((source, status.as_u16())).or_default() += 1;
-            assert!(!status.is_server_error(), "{}: {status} {answer}", c.what);
-            assert!(
-                answer["status"].is_string(),
-                "{}: the answer is JSON with a status: {answer}",
-                c.what
-            );
-            let after = dump(&store);
-            if status.is_client_error() || status == StatusCode::ACCEPTED {
-                let reason = answer["reason"].as_str().unwrap_or_default();
-                assert!(!reason.trim().is_empty(), "{}: no reason: {answer}", c.what);
-                if reason.contains("outside the accepted window") || reason.contains("before its") {
-                    *time_rule.entry(source).or_default() += 1;
-                }
+        // A fresh service every CHUNK deliveries: a small store keeps the per-delivery dumps
+        // cheap.
+        for chunk in 0..CASES / CHUNK {
+            let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+            let config = test_config(&[
+                ("VALUESTREAM_GITLAB_TOKEN", "hostile-gitlab-token"),
+                ("VALUESTREAM_JENKINS_TOKEN", "hostile-jenkins-token"),
+                ("VALUESTREAM_JIRA_SECRET", "hostile-jira-secret"),
+                ("VALUESTREAM_PAGERDUTY_SECRET", "hostile-pagerduty-secret"),
+                ("VALUESTREAM_EVENTS_TOKEN", "hostile-events-token"),
+                ("VALUESTREAM_MAX_BODY_BYTES", &limit),
+            ]);
+            let app = app_with(store.clone(), config).await;
+            // The store as it is before each delivery (refreshed after every one).
+            let mut current = dump(&store);
+            for i in chunk * CHUNK..(chunk + 1) * CHUNK {
+                let c = case(source, &app, &seeds, &mut rng, i);
+                let headers: Vec<(&str, &str)> = c
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let (status, answer) = app.post(source, &headers, c.body.clone()).await;
+                *tally.entry((source, status.as_u16())).or_default() += 1;
+                assert!(!status.is_server_error(), "{}: {status} {answer}", c.what);
                 assert!(
-                    after == current,
-                    "{}: a refused/ignored delivery ({status}: {reason}) changed the store",
+                    answer["status"].is_string(),
+                    "{}: the answer is JSON with a status: {answer}",
                     c.what
                 );
+                let after = dump(&store);
+                if status.is_client_error() || status == StatusCode::ACCEPTED {
+                    let reason = answer["reason"].as_str().unwrap_or_default();
+                    assert!(!reason.trim().is_empty(), "{}: no reason: {answer}", c.what);
+                    if reason.contains("outside the accepted window")
+                        || reason.contains("before its")
+                    {
+                        *time_rule.entry(source).or_default() += 1;
+                    }
+                    assert!(
+                        after == current,
+                        "{}: a refused/ignored delivery ({status}: {reason}) changed the store",
+                        c.what
+                    );
+                }
+                current = after;
+                if c.what.contains("credentials") {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {answer}", c.what);
+                }
             }
-            current = after;
-            if c.what.contains("credentials") {
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {answer}", c.what);
+            // Every exported span lies in the window and does not end before it starts.
+            let earliest = ns("2000-01-01T00:00:00Z");
+            let latest = ns(&(chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339());
+            let spans = app.receiver.spans();
+            for s in &spans {
+                assert!(
+                    earliest <= s.start_ns && s.start_ns <= s.end_ns && s.end_ns <= latest,
+                    "{source}: {} exported with times {} .. {}",
+                    s.name,
+                    s.start_ns,
+                    s.end_ns
+                );
             }
+            exported += spans.len();
         }
-        // Every exported span lies within the window and does not end before it starts.
-        let earliest = ns("2000-01-01T00:00:00Z");
-        let latest = ns(&(chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339());
-        let spans = app.receiver.spans();
-        for s in &spans {
-            assert!(
-                earliest <= s.start_ns && s.start_ns <= s.end_ns && s.end_ns <= latest,
-                "{source}: {} exported with times {} .. {}",
-                s.name,
-                s.start_ns,
-                s.end_ns
-            );
-        }
-        exported += spans.len();
     }
     eprintln!(
         "{} deliveries in {:?}, {exported} spans exported; answers per source and status: \
