@@ -1,6 +1,7 @@
 //! Configuration, read once from the environment. Every variable is listed in `--help` and in
 //! README.md; secrets are never printed.
 
+use crate::model::attributes::RepositoryAttributes;
 use crate::model::Repo;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -46,6 +47,8 @@ pub struct Config {
     pub jenkins_deploy_job: Regex,
     /// Repository (lower-case `owner/name`, or `owner/*`) → team.
     pub teams: BTreeMap<String, String>,
+    /// Repository attributes (team, language, deployment type, user keys) and their allow-lists.
+    pub repository_attributes: RepositoryAttributes,
     /// PagerDuty service (ID or name) → repository.
     pub pagerduty_services: BTreeMap<String, Repo>,
     /// Jira project key (upper case) → repository.
@@ -80,6 +83,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment, 1..=8760 hours (default 168)"),
     ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "regex of Jenkins job names that are deployments (default ^deploy)"),
     ("VALUESTREAM_TEAMS", "repository to team map: 'owner/repo=team,owner/*=team'"),
+    ("VALUESTREAM_REPOSITORY_ATTRIBUTES", "repository attributes, JSON inline or @path: {\"owner/repo\" or \"owner/*\": {\"team\": ..., \"language\": ..., \"deployment.type\": ..., \"any.key\": ...}}"),
+    ("VALUESTREAM_ATTRIBUTE_VALUES", "allow-lists of attribute values that become metric labels: 'language=python|go,deployment.type=container|mutable|image' (others become 'other')"),
     ("VALUESTREAM_JIRA_PROJECTS", "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)"),
     ("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
@@ -339,6 +344,24 @@ impl Config {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
+            repository_attributes: RepositoryAttributes::parse(
+                env.text("VALUESTREAM_REPOSITORY_ATTRIBUTES").as_deref(),
+                env.text("VALUESTREAM_ATTRIBUTE_VALUES").as_deref(),
+            )
+            .map_err(|e| {
+                let var = match &e {
+                    crate::model::attributes::AttributesError::Values(_) => {
+                        "VALUESTREAM_ATTRIBUTE_VALUES"
+                    }
+                    _ => "VALUESTREAM_REPOSITORY_ATTRIBUTES",
+                };
+                let text = e.to_string();
+                let problem = text
+                    .strip_prefix(&format!("{var}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                ConfigError::new(var, problem)
+            })?,
             pagerduty_services: env
                 .map(
                     "VALUESTREAM_PAGERDUTY_SERVICES",

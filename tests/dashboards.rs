@@ -31,10 +31,17 @@
 //!   incident #20        issue labelled incident, opened 12:00, closed 13:30      (5400 s)
 //!   deployment 1001     the same delivery again (redelivery: counts nothing)
 //! ```
+//!
+//! `dashboards/correlations.json` is proven on its own scenario, the seed's story of
+//! tests/fixtures/correlations/scenario.rs (27 repositories, 189 issues, 108 deployments, slowness
+//! and failures planted on Python and mutable hosts): every target must give exactly the lifts
+//! that `GET /correlations` answers for the same threshold, and rank the planted values first.
 
 mod common;
 #[path = "fixtures/metrics/deliveries.rs"]
 mod deliveries;
+#[path = "fixtures/correlations/scenario.rs"]
+mod seed;
 
 use common::GITHUB_SECRET;
 use deliveries::*;
@@ -440,6 +447,7 @@ fn unix_now() -> f64 {
 }
 
 /// The values Grafana gives its variables in one pass.
+#[derive(Clone)]
 struct Vars {
     repository: &'static str,
     team: &'static str,
@@ -854,10 +862,10 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         "{text}"
     );
     for line in [
-        r#"valuestream_deployments_total{deployment_environment_name="production",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 2"#,
-        r#"valuestream_change_failures_total{deployment_environment_name="production",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 2"#,
-        r#"valuestream_change_lead_time_seconds_sum{deployment_environment_name="production",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 58800"#,
-        r#"valuestream_change_lead_time_seconds_bucket{deployment_environment_name="production",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout",le="+Inf"} 4"#,
+        r#"valuestream_deployments_total{deployment_environment_name="production",valuestream_language="ruby",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 2"#,
+        r#"valuestream_change_failures_total{deployment_environment_name="production",valuestream_language="ruby",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 2"#,
+        r#"valuestream_change_lead_time_seconds_sum{deployment_environment_name="production",valuestream_language="ruby",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 58800"#,
+        r#"valuestream_change_lead_time_seconds_bucket{deployment_environment_name="production",valuestream_language="ruby",valuestream_production="true",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout",le="+Inf"} 4"#,
         r#"valuestream_time_to_restore_seconds_sum{deployment_environment_name="production",valuestream_repository="codertocat/hello-world",valuestream_source="github",valuestream_team="checkout"} 5400"#,
     ] {
         assert!(
@@ -1084,6 +1092,361 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         } else {
             println!("{what}\n    {expr}\n    → {shown}");
         }
+    }
+    drop(serve);
+}
+
+// ------------------------------------------------------------------ correlations.json
+
+/// Every panel of correlations.json: its kind, `by`, and the threshold variable (duration).
+const CORRELATION_PANELS: &[(&str, &str, &str, Option<&str>)] = &[
+    (
+        "Slow issues: lift by attribute value",
+        "issue",
+        "duration",
+        Some("issue_slow_s"),
+    ),
+    (
+        "Failed deployments: lift by attribute value",
+        "deployment",
+        "failure",
+        None,
+    ),
+    (
+        "Slow changes (PR/MR): lift by attribute value",
+        "change",
+        "duration",
+        Some("change_slow_s"),
+    ),
+    (
+        "Slow deployments: lift by attribute value",
+        "deployment",
+        "duration",
+        Some("deployment_slow_s"),
+    ),
+    (
+        "Slow pipeline runs: lift by attribute value",
+        "run",
+        "duration",
+        Some("run_slow_s"),
+    ),
+    (
+        "Failed pipeline runs: lift by attribute value",
+        "run",
+        "failure",
+        None,
+    ),
+];
+
+/// The attribute each target ranks, by refId: (Prometheus label, attribute key).
+const CORRELATION_TARGETS: &[(&str, &str, &str)] = &[
+    ("A", "valuestream_team", "valuestream.team"),
+    ("B", "valuestream_language", "valuestream.language"),
+    (
+        "C",
+        "valuestream_deployment_type",
+        "valuestream.deployment.type",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlations_dashboard_ranks_the_planted_values_first() {
+    let prometheus_bin = require_prometheus();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let serve_log = tmp.path().join("serve.log");
+    let mut cmd = valuestream();
+    for (k, v) in seed::env() {
+        cmd.env(k, v);
+    }
+    let serve = Proc {
+        name: "valuestream serve",
+        child: cmd
+            .env("VALUESTREAM_RETRY_SECS", "1")
+            .args([
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(tmp.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&serve_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: serve_log,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    wait_for("valuestream /healthz", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = format!("{base}/healthz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let prom_port = free_port();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: valuestream\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = tmp.path().join("prometheus.log");
+    let _prometheus = Proc {
+        name: "prometheus",
+        child: Command::new(&prometheus_bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&prom_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: prom_log,
+    };
+    let prom = Prom {
+        base: format!("http://127.0.0.1:{prom_port}"),
+        http: http.clone(),
+    };
+    wait_for(
+        "Prometheus to scrape valuestream",
+        Duration::from_secs(60),
+        || async { prom.scalar(r#"up{job="valuestream"}"#).await == Some(1.0) },
+    )
+    .await;
+
+    // The seed's deliveries, through serve's HTTP surface.
+    let (deliveries, _) = seed::scenario(seed::PLANTED_SEED, true);
+    for d in &deliveries {
+        let mut req = http.post(format!("{base}/webhooks/{}", d.source));
+        for (k, v) in &d.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(d.body.clone()).send().await.unwrap();
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    wait_for(
+        "the scenario in Prometheus",
+        Duration::from_secs(60),
+        || async {
+            prom.scalar("sum(valuestream_issue_duration_seconds_count)")
+                .await
+                == Some(seed::ISSUES as f64)
+                && prom.scalar("sum(valuestream_deployments_total)").await
+                    == Some(seed::DEPLOYMENTS as f64)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let at = unix_now();
+
+    let name = "correlations.json";
+    let d = load_dashboard(name);
+    let lookback = check_dashboard_shape(name, &d);
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let default_of = |var: &str| -> String {
+        let v = vars
+            .iter()
+            .find(|v| v["name"] == var)
+            .unwrap_or_else(|| panic!("{name}: variable {var}"));
+        let value = v["current"]["value"].as_str().unwrap().to_string();
+        let bound: f64 = value.parse().unwrap();
+        assert!(
+            BUCKETS.contains(&bound),
+            "{var} = {value} is a bucket bound"
+        );
+        for o in v["options"].as_array().unwrap() {
+            let b: f64 = o["value"].as_str().unwrap().parse().unwrap();
+            assert!(BUCKETS.contains(&b), "{var}: option {b} is a bucket bound");
+        }
+        value
+    };
+    let all = Vars {
+        repository: ".*",
+        team: ".*",
+        environment: ".*",
+        source: ".*",
+        range: "1d",
+        range_s: 86400,
+        interval: "1d",
+        interval_ms: 86_400_000,
+        lookback: lookback.clone(),
+    };
+    let panels = d["panels"].as_array().unwrap();
+    assert_eq!(
+        panels.len(),
+        CORRELATION_PANELS.len(),
+        "{name}: one panel per row"
+    );
+    let mut report = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let (_, kind, by, var) = CORRELATION_PANELS
+            .iter()
+            .find(|p| p.0 == title)
+            .unwrap_or_else(|| panic!("{name}: panel {title:?} has no row in CORRELATION_PANELS"));
+        // The endpoint's answer for the panel's question and threshold.
+        let threshold = var.map(default_of);
+        let mut url = format!("{base}/correlations?kind={kind}&by={by}");
+        if let Some(t) = &threshold {
+            url.push_str(&format!("&threshold_s={t}"));
+        }
+        let answer: Value =
+            serde_json::from_str(&http.get(&url).send().await.unwrap().text().await.unwrap())
+                .unwrap();
+        let selected = answer["slow_or_failed"].as_u64().unwrap();
+        let mut ranked: Vec<(f64, String, String)> = Vec::new();
+        let targets = panel["targets"].as_array().unwrap();
+        assert_eq!(
+            targets.len(),
+            CORRELATION_TARGETS.len(),
+            "{title}: one target per attribute"
+        );
+        for t in targets {
+            let ref_id = t["refId"].as_str().unwrap();
+            let (_, label, attribute) = CORRELATION_TARGETS
+                .iter()
+                .find(|c| c.0 == ref_id)
+                .unwrap_or_else(|| panic!("{title}: target {ref_id}"));
+            let mut raw = t["expr"].as_str().unwrap().to_string();
+            if let (Some(var), Some(value)) = (var, &threshold) {
+                raw = raw.replace(&format!("${var}"), value);
+            }
+            let what = format!("{name} / {title} / {ref_id}");
+            let expr = substitute(&raw, &all);
+            let got = prom
+                .query(&expr, at)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{expr}"));
+            // Exactly the endpoint's lifts, value by value.
+            let want: BTreeMap<String, f64> = answer["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["attribute"] == *attribute)
+                .map(|c| {
+                    let v = c["value"].as_str().unwrap();
+                    let v = if v == "(unset)" { "" } else { v };
+                    (v.to_string(), c["lift"].as_f64().unwrap())
+                })
+                .collect();
+            let shown: BTreeMap<String, f64> = got
+                .iter()
+                .map(|(l, v)| (l.get(*label).cloned().unwrap_or_default(), *v))
+                .collect();
+            if selected == 0 {
+                assert!(
+                    got.is_empty(),
+                    "{what}: nothing selected, no data: {}",
+                    show(&got)
+                );
+            } else {
+                assert_eq!(
+                    shown.keys().collect::<Vec<_>>(),
+                    want.keys().collect::<Vec<_>>(),
+                    "{what}: the values of {attribute}"
+                );
+                for (k, w) in &want {
+                    assert!(
+                        close(shown[k], *w),
+                        "{what}: {attribute}={k} lift {} ≠ endpoint {w}",
+                        shown[k]
+                    );
+                }
+            }
+            for (v, lift) in &shown {
+                ranked.push((*lift, attribute.to_string(), v.clone()));
+            }
+            // Filters that match nothing, and a quiet range: no data.
+            for (which, vars) in [
+                (
+                    "team",
+                    Vars {
+                        team: "nobody",
+                        ..all.clone()
+                    },
+                ),
+                (
+                    "repository",
+                    Vars {
+                        repository: "nobody/nothing",
+                        ..all.clone()
+                    },
+                ),
+                (
+                    "source",
+                    Vars {
+                        source: "nobody",
+                        ..all.clone()
+                    },
+                ),
+                (
+                    "quiet 2 s",
+                    Vars {
+                        range: "2s",
+                        range_s: 2,
+                        interval: "2s",
+                        interval_ms: 2000,
+                        ..all.clone()
+                    },
+                ),
+            ] {
+                let got_n = prom.query(&substitute(&raw, &vars), at).await.unwrap();
+                assert!(
+                    got_n.is_empty(),
+                    "{what} [{which}]: no data, got {}",
+                    show(&got_n)
+                );
+            }
+            report.push((what, expr.len(), show(&got)));
+        }
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let top: Vec<(String, String)> = ranked
+            .iter()
+            .take(2)
+            .map(|r| (r.1.clone(), r.2.clone()))
+            .collect();
+        let planted = [
+            (
+                "valuestream.deployment.type".to_string(),
+                seed::SLOW_DEPLOYMENT_TYPE.to_string(),
+            ),
+            (
+                "valuestream.language".to_string(),
+                seed::SLOW_LANGUAGE.to_string(),
+            ),
+        ];
+        match (*kind, *by) {
+            ("issue", "duration") => {
+                let mut top = top.clone();
+                top.sort();
+                assert_eq!(top, planted, "{title}: {ranked:?}");
+            }
+            ("deployment", "failure") => assert_eq!(top, planted, "{title}: {ranked:?}"),
+            _ => {}
+        }
+    }
+    println!("\n{name}: panel target → observed lifts (range 1d; thresholds at their defaults)");
+    for (what, len, shown) in &report {
+        println!("{what} ({len}-character query)\n    → {shown}");
     }
     drop(serve);
 }

@@ -89,12 +89,13 @@ enum Total {
 #[rustfmt::skip]
 fn expected() -> BTreeMap<SeriesKey, Total> {
     let hello = |extra: &[(&'static str, &'static str)]| {
-        let mut l = vec![("valuestream.source", "github"), ("valuestream.repository", HELLO), ("valuestream.team", "checkout")];
+        // The recorded payloads name the repository's language (Ruby), except the issues'.
+        let mut l = vec![("valuestream.source", "github"), ("valuestream.repository", HELLO), ("valuestream.team", "checkout"), ("valuestream.language", "ruby")];
         l.extend_from_slice(extra);
         l
     };
     let octo = |extra: &[(&'static str, &'static str)]| {
-        let mut l = vec![("valuestream.source", "github"), ("valuestream.repository", OCTO), ("valuestream.team", "platform")];
+        let mut l = vec![("valuestream.source", "github"), ("valuestream.repository", OCTO), ("valuestream.team", "platform"), ("valuestream.language", "typescript")];
         l.extend_from_slice(extra);
         l
     };
@@ -116,7 +117,7 @@ fn expected() -> BTreeMap<SeriesKey, Total> {
         // Runs 601 10:01 → 10:02 = 60 s, 602 11:01 → 11:02:30 = 90 s, 603 09:10 → 09:15 = 300 s.
         (key("cicd.pipeline.run.duration", &hello(&[("cicd.pipeline.name", "CI"), ("cicd.pipeline.result", "success"), ("valuestream.result", "success")])), Histogram(vec![60.0, 90.0, 300.0])),
         // Issue #50 03-31 09:00 → 04-01 09:00 = 86400 s, #51 09:00 → 10:00 = 3600 s.
-        (key("valuestream.issue.duration", &hello(&[("valuestream.result", "closed")])), Histogram(vec![86400.0, 3600.0])),
+        (key("valuestream.issue.duration", &[("valuestream.source", "github"), ("valuestream.repository", HELLO), ("valuestream.team", "checkout"), ("valuestream.result", "closed")]), Histogram(vec![86400.0, 3600.0])),
     ])
 }
 
@@ -302,10 +303,10 @@ async fn concurrent_processes_export_exact_totals() {
         .await
         .unwrap();
     for line in [
-        r#"valuestream_deployments_total{deployment_environment_name="production",valuestream_production="true",valuestream_repository="octo-org/octo-repo",valuestream_result="success",valuestream_source="github",valuestream_team="platform"} 2"#,
-        r#"valuestream_change_failures_total{deployment_environment_name="prod",valuestream_repository="octo-org/octo-repo",valuestream_source="github",valuestream_team="platform"} 1"#,
-        r#"cicd_pipeline_run_duration_seconds_count{cicd_pipeline_name="CI",cicd_pipeline_result="success",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 3"#,
-        r#"cicd_pipeline_run_duration_seconds_sum{cicd_pipeline_name="CI",cicd_pipeline_result="success",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 450"#,
+        r#"valuestream_deployments_total{deployment_environment_name="production",valuestream_language="typescript",valuestream_production="true",valuestream_repository="octo-org/octo-repo",valuestream_result="success",valuestream_source="github",valuestream_team="platform"} 2"#,
+        r#"valuestream_change_failures_total{deployment_environment_name="prod",valuestream_language="typescript",valuestream_repository="octo-org/octo-repo",valuestream_source="github",valuestream_team="platform"} 1"#,
+        r#"cicd_pipeline_run_duration_seconds_count{cicd_pipeline_name="CI",cicd_pipeline_result="success",valuestream_language="ruby",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 3"#,
+        r#"cicd_pipeline_run_duration_seconds_sum{cicd_pipeline_name="CI",cicd_pipeline_result="success",valuestream_language="ruby",valuestream_repository="codertocat/hello-world",valuestream_result="success",valuestream_source="github",valuestream_team="checkout"} 450"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -187,7 +187,8 @@ impl Engine {
                 tx.put(lk, new, config.ttl_open_secs);
             }
         }
-        let points = self.apply_changes(tx, &changes, now).await?;
+        // Samples are stamped with the wall clock, not the settle horizon (`drain_all` looks ahead).
+        let points = self.apply_changes(tx, &changes, self.now()).await?;
 
         // Spans: every closed generation of a settled item not exported yet.
         let settle = chrono::TimeDelta::seconds(config.settle_secs);
@@ -245,7 +246,7 @@ impl Engine {
             };
             let body = serde_json::to_vec(&batch).expect("batches serialize");
             let id = crate::model::ids::short_hash(&body);
-            let key = keys::outbox_item(now, &format!("{scope}#{id}"));
+            let key = keys::outbox_item(self.now(), &format!("{scope}#{id}"));
             tx.absent(&key);
             tx.put(key, &batch, config.ttl_open_secs);
         }

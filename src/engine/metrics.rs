@@ -71,15 +71,6 @@ pub fn def(name: &str) -> &'static MetricDef {
 
 pub type Labels = BTreeMap<String, String>;
 
-/// A change to one series, produced by the engine.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Delta {
-    pub name: &'static str,
-    pub labels: Labels,
-    /// A counter's increment, or a histogram's observation.
-    pub value: f64,
-}
-
 /// The stored cumulative state of one series.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Series {

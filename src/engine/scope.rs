@@ -79,6 +79,7 @@ pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
             l.insert(k.into(), v.to_lowercase());
         }
     }
+    crate::model::attributes::metric_labels(attrs, &mut l);
     l
 }
 
@@ -619,17 +620,12 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
 }
 
 fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
-    let mut labels = Labels::new();
+    let mut labels = g.labels.clone();
     labels.insert("valuestream.source".into(), s.source.clone());
     labels.insert(
         "deployment.environment.name".into(),
         environment.to_string(),
     );
-    for k in ["valuestream.repository", "valuestream.team"] {
-        if let Some(v) = g.labels.get(k) {
-            labels.insert(k.into(), v.clone());
-        }
-    }
     labels
 }
 

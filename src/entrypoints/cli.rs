@@ -1,5 +1,6 @@
 //! The command line: `serve` (the router on a local port), `replay` (recorded deliveries through
-//! the same router, in process or to a running instance) and `create-table` (DynamoDB).
+//! the same router, in process or to a running instance), `correlations` (what slow and failing
+//! work has in common, from a running instance or a local store) and `create-table` (DynamoDB).
 
 use super::open_store;
 use crate::config::{Config, ENV_VARS};
@@ -69,6 +70,33 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// What slow and failing work has in common: the lift of every attribute value (team,
+    /// language, deployment type, any attribute) among the slow or failed items of one kind.
+    ///
+    /// Asks a running instance (--url, its GET /correlations) or reads the stored metric state
+    /// itself (--data-dir, or DynamoDB when VALUESTREAM_TABLE is set). Prints a table.
+    #[command(after_help = ENV_HELP.as_str())]
+    Correlations {
+        /// issue, change, run or deployment.
+        #[arg(long)]
+        kind: String,
+        /// duration (slow ones) or failure (failed runs and deployments).
+        #[arg(long, default_value = "duration")]
+        by: String,
+        /// Slow = longer than this many seconds (raised to the next histogram bucket bound);
+        /// default: the kind's 90th-percentile bucket bound.
+        #[arg(long)]
+        threshold_s: Option<String>,
+        /// A running instance, e.g. http://127.0.0.1:3000.
+        #[arg(long, conflicts_with = "data_dir")]
+        url: Option<String>,
+        /// Directory of the embedded store (default .valuestream, as serve).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create the DynamoDB table (VALUESTREAM_TABLE) with TTL enabled, for local and self-hosted use.
     #[command(after_help = ENV_HELP.as_str())]
     CreateTable {
@@ -87,6 +115,14 @@ pub async fn run() -> anyhow::Result<()> {
             to,
             data_dir,
         } => replay_cmd(paths, to, data_dir).await,
+        Command::Correlations {
+            kind,
+            by,
+            threshold_s,
+            url,
+            data_dir,
+            json,
+        } => correlations_cmd(kind, by, threshold_s, url, data_dir, json).await,
         Command::CreateTable { table } => {
             super::init_logging(false);
             let config = Config::from_env()?;
@@ -168,6 +204,64 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+async fn correlations_cmd(
+    kind: String,
+    by: String,
+    threshold_s: Option<String>,
+    url: Option<String>,
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::analysis::correlations::{self, Report};
+    super::init_logging(false);
+    let mut pairs = vec![("kind", kind.as_str()), ("by", by.as_str())];
+    if let Some(t) = &threshold_s {
+        pairs.push(("threshold_s", t.as_str()));
+    }
+    let q = correlations::Query::from_pairs(pairs)?;
+    let report: Report = match url {
+        Some(base) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let url = format!(
+                "{}/correlations?{}",
+                base.trim_end_matches('/'),
+                q.to_query_string()
+            );
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("asking {url}"))?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            anyhow::ensure!(status.is_success(), "{url} answered {status}: {text}");
+            serde_json::from_str(&text).with_context(|| format!("{url} answered {text}"))?
+        }
+        None => {
+            let config = Config::from_env()?;
+            let dir = data_dir.unwrap_or_else(|| PathBuf::from(".valuestream"));
+            if config.table.is_none() {
+                anyhow::ensure!(
+                    dir.exists(),
+                    "no store in {} (use --data-dir, or --url to ask a running instance)",
+                    dir.display()
+                );
+            }
+            let store = open_store(&config, Some(&dir)).await?;
+            let series = correlations::read_series(store.as_ref(), q.kind).await?;
+            correlations::correlate(&q, &series)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", correlations::table(&report));
+    }
     Ok(())
 }
 

@@ -70,10 +70,10 @@ async fn start() -> anyhow::Result<Handler> {
     let store = open_store(&config, None).await?;
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
-    let pipeline = Arc::new(Pipeline::new(
-        Engine::new(store, config.clone()),
-        Arc::from(exporter),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
+            .with_retry_secs(config.retry_secs as i64),
+    );
     let handler = Handler {
         app: router(AppState {
             pipeline: pipeline.clone(),

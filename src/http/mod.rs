@@ -1,5 +1,6 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
-//! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /metrics` (serve). Every error is
+//! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
+//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve). Every error is
 //! mapped to its status in [`ApiError`], with a JSON body that says why.
 
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub enum ApiError {
     /// The translated delivery breaks the time rule ([`crate::model::time`]).
     #[error("{0}: {1}")]
     Time(&'static str, Box<TimeError>),
+    #[error(transparent)]
+    Query(#[from] crate::analysis::correlations::QueryError),
     #[error("the store is unavailable, retry later: {0}")]
     Engine(#[from] EngineError),
 }
@@ -51,7 +54,7 @@ impl ApiError {
             ApiError::UnknownSource(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBody(_) | ApiError::Query(_) => StatusCode::BAD_REQUEST,
             ApiError::Source(SourceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
             ApiError::Source(SourceError::Malformed(_)) => StatusCode::BAD_REQUEST,
             ApiError::Time(..) => StatusCode::BAD_REQUEST,
@@ -112,7 +115,8 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let mut r = Router::new()
         .route("/webhooks/{source}", post(webhook))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/correlations", get(correlations));
     if state.metrics_endpoint {
         r = r.route("/metrics", get(metrics));
     }
@@ -152,6 +156,23 @@ fn json_content_type(value: &header::HeaderValue) -> Result<(), ApiError> {
     } else {
         Err(refused())
     }
+}
+
+/// `GET /correlations?kind=issue|change|run|deployment&by=duration|failure[&threshold_s=N]`.
+async fn correlations(
+    State(app): State<AppState>,
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response, ApiError> {
+    use crate::analysis::correlations;
+    let axum::extract::Query(pairs) = query.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let q = correlations::Query::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let series = correlations::read_series(app.pipeline.engine.store.as_ref(), q.kind)
+        .await
+        .map_err(|e| ApiError::Engine(EngineError::Store(e)))?;
+    Ok(Json(correlations::correlate(&q, &series)?).into_response())
 }
 
 async fn webhook(
@@ -198,6 +219,9 @@ async fn webhook(
     // One time rule for every source, before anything is stored.
     time::check(&inputs, chrono::Utc::now())
         .map_err(|e| ApiError::Time(src.name(), Box::new(e)))?;
+    // Repository attributes (team, language, deployment type, user keys), for every source.
+    let mut inputs = inputs;
+    app.config.repository_attributes.enrich(&mut inputs);
     let applied = app
         .pipeline
         .deliver(src.name(), &translated.delivery_id, &inputs)

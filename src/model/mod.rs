@@ -1,6 +1,8 @@
 //! The normalized model: the vendor-free vocabulary that sources translate into and the engine
 //! consumes. Nothing here knows a vendor; vendor facts arrive only as attribute values.
 
+pub mod attr;
+pub mod attributes;
 pub mod ids;
 pub mod refs;
 pub mod time;

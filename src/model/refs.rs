@@ -137,9 +137,37 @@ pub fn tracker_item_key(key: &str) -> String {
 
 /// The team named by a `team:<name>` (or `team/<name>`, `team-<name>`) label or topic.
 pub fn team_from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    prefixed(labels, &["team:", "team/", "team-"])
+}
+
+/// The deployment type named by a `deploy-<type>` (or `deploy:<type>`, `deploy/<type>`) label or
+/// topic: `deploy-mutable`, `deploy-container`.
+pub fn deployment_type_from_labels<'a>(
+    labels: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    prefixed(labels, &["deploy:", "deploy/", "deploy-"])
+}
+
+/// The language named by a `lang-<language>` (or `language-<language>`, `lang:`…) label or topic.
+pub fn language_from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    prefixed(
+        labels,
+        &[
+            "language:",
+            "language/",
+            "language-",
+            "lang:",
+            "lang/",
+            "lang-",
+        ],
+    )
+}
+
+/// The rest of the first label that starts with one of `prefixes` (case-insensitive).
+fn prefixed<'a>(labels: impl IntoIterator<Item = &'a str>, prefixes: &[&str]) -> Option<String> {
     labels.into_iter().find_map(|l| {
         let l = l.trim();
-        ["team:", "team/", "team-"].iter().find_map(|p| {
+        prefixes.iter().find_map(|p| {
             l.get(..p.len())
                 .filter(|head| head.eq_ignore_ascii_case(p))
                 .map(|_| l[p.len()..].trim().to_string())
@@ -212,6 +240,12 @@ mod tests {
             Some("payments".into())
         );
         assert_eq!(team_from_labels(["bug"]), None);
+        assert_eq!(
+            deployment_type_from_labels(["team-a", "Deploy-Mutable"]),
+            Some("Mutable".into())
+        );
+        assert_eq!(deployment_type_from_labels(["deployment"]), None);
+        assert_eq!(language_from_labels(["lang-python"]), Some("python".into()));
         assert!(merge_commit_ref(
             "Merge pull request #12 from o/feature\n\nFix"
         ));

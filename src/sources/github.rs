@@ -7,9 +7,11 @@ use super::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
 use crate::config::Config;
+use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::{
-    closing_refs, team_from_labels, tracker_item_key, tracker_keys, vstrace_refs,
+    closing_refs, deployment_type_from_labels, language_from_labels, team_from_labels,
+    tracker_item_key, tracker_keys, vstrace_refs,
 };
 use crate::model::{
     set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
@@ -342,13 +344,23 @@ impl Ctx<'_> {
             "vcs.repository.url.full",
             self.repository.html_url.clone(),
         );
+        let topics = || self.repository.topics.iter().map(String::as_str);
         set_opt(
             &mut a,
-            "valuestream.language",
-            self.repository.language.clone(),
+            attr::LANGUAGE,
+            self.repository
+                .language
+                .clone()
+                .or_else(|| language_from_labels(topics())),
+        );
+        set_opt(
+            &mut a,
+            attr::DEPLOYMENT_TYPE,
+            deployment_type_from_labels(labels.iter().map(String::as_str))
+                .or_else(|| deployment_type_from_labels(topics())),
         );
         let team = team_from_labels(labels.iter().map(String::as_str))
-            .or_else(|| team_from_labels(self.repository.topics.iter().map(String::as_str)))
+            .or_else(|| team_from_labels(topics()))
             .or_else(|| self.config.team_of(self.repo).map(str::to_string));
         set_opt(&mut a, "valuestream.team", team);
         a
