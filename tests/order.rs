@@ -300,7 +300,7 @@ fn check_scenarios_are_rich(cases: &[Case]) {
         let linked = c.expected.spans.values().any(|s| {
             s.links
                 .iter()
-                .any(|l| l.attributes.get("valuestream.link").is_some())
+                .any(|l| l.attributes.get("valuestream.link") == Some(&"shipped".into()))
                 && s.kind.as_str() == "deployment"
         });
         assert!(linked, "deployments ship changes");

@@ -159,7 +159,7 @@ impl Pipeline {
                     report.remaining = true;
                     continue;
                 };
-                if !try_spans && !(batch.spans_sent || batch.spans.is_empty()) {
+                if !(try_spans || batch.spans_sent || batch.spans.is_empty()) {
                     report.remaining = true;
                     continue;
                 }
