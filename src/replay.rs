@@ -54,7 +54,12 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReplayError> {
 pub fn load(file: &Path) -> Result<Recorded, ReplayError> {
     let text =
         std::fs::read(file).map_err(|e| ReplayError::Read(file.to_path_buf(), e.to_string()))?;
-    let v: Value = serde_json::from_slice(&text)
+    parse_bytes(file, &text)
+}
+
+/// Parses the bytes of a file (`file` names it in errors): JSON, then one of the two shapes.
+pub fn parse_bytes(file: &Path, text: &[u8]) -> Result<Recorded, ReplayError> {
+    let v: Value = serde_json::from_slice(text)
         .map_err(|e| ReplayError::Shape(file.to_path_buf(), e.to_string()))?;
     parse(file, &v)
 }

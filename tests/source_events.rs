@@ -336,7 +336,31 @@ async fn missing_or_wrong_fields_are_400_naming_the_field() {
         ),
         (
             with(done, "finished_at", json!("2024-03-10T13:00:00Z")),
-            "`finished_at` is earlier than `started_at`",
+            "end (finished_at) 2024-03-10T13:00:00Z of deployment events/deployment/",
+        ),
+        (
+            with(started, "started_at", json!("1999-12-31T23:59:59Z")),
+            "start (started_at) 1999-12-31T23:59:59Z of deployment events/deployment/",
+        ),
+        (
+            with(done, "finished_at", json!("9999-12-31T23:59:59.999999999Z")),
+            "end (finished_at) 9999-12-31T23:59:59.999999999Z",
+        ),
+        (
+            with(
+                "events/incident_acknowledged.json",
+                "acknowledged_at",
+                json!("1970-01-01T00:00:00Z"),
+            ),
+            "span_events[0].time (acknowledged) 1970-01-01T00:00:00Z",
+        ),
+        (
+            br#"{"id": "a", "kind": "deployment", "kind": "incident"}"#.to_vec(),
+            "duplicate key `kind`",
+        ),
+        (
+            br#"{"id": "a", "attributes": {"x": 1, "x": 2}}"#.to_vec(),
+            "duplicate key `x`",
         ),
         (
             with(started, "repository", json!("hello-world")),
@@ -492,4 +516,53 @@ fn published_schema_matches_what_the_api_accepts() {
     );
     let required: BTreeSet<String> = set(&schema["required"]);
     assert_eq!(required, strs(&["id", "kind", "item", "status"]));
+}
+
+#[tokio::test]
+async fn content_type_must_be_json_when_present() {
+    let (app, store) = events_app(&[]).await;
+    let auth = format!("Bearer {TOKEN}");
+    let before = dump(&store);
+    let body = fixture("events/deployment_started.json");
+    for ct in [
+        ";;;",
+        "",
+        " ",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "json",
+        "application/",
+    ] {
+        let (s, b) = app
+            .post(
+                "events",
+                &[("content-type", ct), ("authorization", &auth)],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}: {b}");
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.contains("application/json"), "{ct:?}: {reason}");
+    }
+    assert_eq!(dump(&store), before, "refused deliveries change nothing");
+    // JSON media types, with parameters, and a missing header (some script clients send none).
+    for (i, ct) in [
+        Some("application/json"),
+        Some("Application/JSON; charset=utf-8"),
+        Some("application/vnd.argocd+json"),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = edit("events/deployment_started.json", |v| {
+            v["id"] = json!(format!("ct-{i}"))
+        });
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(ct) = ct {
+            headers.push(("content-type", ct));
+        }
+        let (s, b) = app.post("events", &headers, body).await;
+        assert_eq!(s, StatusCode::OK, "{ct:?}: {b}");
+    }
 }

@@ -871,3 +871,116 @@ async fn cancelled_production_deployment_ships_nothing_and_fails_nothing() {
         .iter()
         .any(|p| p.name == "valuestream.change.lead_time" && p.value == 1.0));
 }
+
+/// What a delivery recorded about work items and commits: store records without their write
+/// bookkeeping (version, expiry, `touched`) and without the wall-clock records (delivery log,
+/// metric state).
+fn recorded(store: &EmbeddedStore) -> Vec<(String, Value)> {
+    dump(store)
+        .into_iter()
+        .map(|r| {
+            let mut data = r.data;
+            if let Some(o) = data.as_object_mut() {
+                o.remove("touched"); // when the item was last written (wall clock)
+            }
+            (format!("{:?}", r.key), data)
+        })
+        .filter(|(k, _)| !k.contains("pk: \"delivery#") && !k.contains("pk: \"metric\""))
+        .collect()
+}
+
+#[tokio::test]
+async fn system_hook_instance_events_are_ignored_with_a_reason() {
+    let (app, store) = gitlab_app().await;
+    let before = dump(&store);
+    for (file, why) in [
+        ("user_add_to_group", "\"user_add_to_group\" is not used"),
+        ("subgroup_create", "\"subgroup_create\" is not used"),
+        ("project_create", "\"project_create\" is not used"),
+        ("repository_update", "\"repository_update\" is not used"),
+        // A tag push is a push: ignored as its project-hook twin is.
+        ("tag_push", "not a branch"),
+    ] {
+        let (s, b) = gl(
+            &app,
+            "System Hook",
+            None,
+            fixture(&format!("gitlab/system_hook/{file}.json")),
+        )
+        .await;
+        assert_eq!(
+            (s, b["status"].as_str()),
+            (StatusCode::ACCEPTED, Some("ignored")),
+            "{file}: {b}"
+        );
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{file}: {reason}");
+    }
+    // A system hook body that names no event at all is not GitLab's.
+    let (s, b) = gl(&app, "System Hook", None, br#"{"created_at":"x"}"#.to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("event_name"), "{b}");
+    assert_eq!(dump(&store), before, "ignored system hooks change nothing");
+    assert!(app.receiver.spans().is_empty());
+}
+
+#[tokio::test]
+async fn system_hook_merge_request_is_handled_like_the_merge_request_hook() {
+    let merged_system_hook = {
+        let mut v: Value = serde_json::from_slice(&merged_mr()).unwrap();
+        v["event_type"] = json!("merge_request");
+        serde_json::to_vec(&v).unwrap()
+    };
+    let (project, project_store) = gitlab_app().await;
+    let (s, b) = gl(&project, "Merge Request Hook", Some("u1"), merged_mr()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (system, system_store) = gitlab_app().await;
+    let (s2, b2) = gl(&system, "System Hook", Some("u1"), merged_system_hook).await;
+    assert_eq!(s2, StatusCode::OK, "{b2}");
+    assert_eq!(b2, b, "same answer");
+    let span = system.receiver.span("MR !1");
+    assert_eq!(span.golden(), project.receiver.span("MR !1").golden());
+    assert_eq!(span.attr_str("vcs.change.state"), "merged");
+    assert_eq!(recorded(&system_store), recorded(&project_store));
+
+    // The opened system-hook fixture opens the merge request (a span is open, none exported).
+    let (opened, opened_store) = gitlab_app().await;
+    let (s, b) = gl(
+        &opened,
+        "System Hook",
+        Some("u2"),
+        fixture("gitlab/system_hook/merge_request.json"),
+    )
+    .await;
+    assert_eq!((s, b["opened"].as_u64()), (StatusCode::OK, Some(1)), "{b}");
+    assert!(!dump(&opened_store).is_empty());
+}
+
+#[tokio::test]
+async fn system_hook_push_is_handled_like_the_push_hook() {
+    let system_push = fixture("gitlab/system_hook/push.json");
+    let project_push = {
+        let mut v: Value = serde_json::from_slice(&system_push).unwrap();
+        v["object_kind"] = json!("push");
+        serde_json::to_vec(&v).unwrap()
+    };
+    let (project, project_store) = gitlab_app().await;
+    let (s, b) = gl(&project, "Push Hook", Some("p1"), project_push).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (system, system_store) = gitlab_app().await;
+    let (s2, b2) = gl(&system, "System Hook", Some("p1"), system_push).await;
+    assert_eq!(
+        (s2, b2["status"].as_str()),
+        (StatusCode::OK, Some("processed")),
+        "{b2}"
+    );
+    assert_eq!(b2, b, "same answer");
+    let stored = recorded(&system_store);
+    assert_eq!(stored, recorded(&project_store));
+    // The push recorded its commits (for lead time): more than the delivery ID alone.
+    let text = serde_json::to_string(&stored).unwrap();
+    assert!(
+        text.contains("c5feabde2d8cd023215af4d2ceeb7a64839fc428"),
+        "{text}"
+    );
+}

@@ -410,3 +410,83 @@ async fn sign_gives_the_bearer_header() {
     let (s, b) = app.post("jenkins", &h, body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+#[tokio::test]
+async fn plugin_before_1_12_stamps_completed_with_the_start_and_the_span_lasts_duration() {
+    // Notification plugin < 1.12: COMPLETED carries the build's start (the STARTED stamp) and
+    // the duration; the span must not collapse to 0 s.
+    let (app, _) = jenkins_app().await;
+    let (s, b) = jk_fixture(&app, "build-started.json").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = jk_fixture(&app, "build-completed-pre-1.12.json").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let run = app.receiver.span("RUN hello-world-ci #57");
+    assert_eq!(run.start_ns, START_NS);
+    assert_eq!(
+        run.end_ns,
+        START_NS + 312_000 * 1_000_000,
+        "lasts `duration`"
+    );
+    let d = point(&app, "cicd.pipeline.run.duration").map(|p| p.sum);
+    assert_eq!(d, Some(312.0), "the duration histogram counts 312 s");
+
+    // And 1.12+ (COMPLETED stamped with the end) after STARTED still ends at the stamp.
+    let (app, _) = jenkins_app().await;
+    jk_fixture(&app, "build-started.json").await;
+    jk_fixture(&app, "build-completed.json").await;
+    let run = app.receiver.span("RUN hello-world-ci #57");
+    assert_eq!(
+        (run.start_ns, run.end_ns),
+        (START_NS, START_NS + 312_000 * 1_000_000)
+    );
+}
+
+#[tokio::test]
+async fn absurd_epochs_and_durations_are_refused_naming_the_field() {
+    let (app, store) = jenkins_app().await;
+    let before = dump(&store);
+    let started = |ts: Value| {
+        edit("jenkins/build-started.json", |v| {
+            v["build"]["timestamp"] = ts
+        })
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // 9999-12-31T23:59:59Z: beyond what OTLP nanoseconds can hold (2262).
+        (
+            started(json!(253_402_300_799_000_i64)),
+            "start (build.timestamp) 9999-12-31T23:59:59Z",
+        ),
+        (
+            started(json!(-1000)),
+            "start (build.timestamp) 1969-12-31T23:59:59Z",
+        ),
+        (
+            started(json!(0)),
+            "start (build.timestamp) 1970-01-01T00:00:00Z",
+        ),
+        (
+            build(|v| v["build"]["duration"] = json!(i64::MAX)),
+            "build.duration 9223372036854775807 ms is not a run time",
+        ),
+        (
+            build(|v| v["build"]["duration"] = json!(-5)),
+            "build.duration -5 ms is not a run time",
+        ),
+        (
+            build(|v| v["build"]["duration"] = json!(1_000_000_000_000_i64)),
+            "start (build.timestamp - build.duration) 1992-",
+        ),
+    ];
+    for (body, want) in cases {
+        let (s, b) = jk(&app, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{want}: {b}");
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.contains(want), "{want:?} not in {reason:?}");
+        assert!(
+            reason.contains("jenkins/run/hello-world-ci/57") || want.contains("ms is not"),
+            "{reason}"
+        );
+    }
+    assert_eq!(dump(&store), before, "refused deliveries change nothing");
+    assert!(app.receiver.spans().is_empty(), "nothing exported as 0");
+}

@@ -245,7 +245,14 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             let start = gen.start.or(c.ev.start).or(c.ev.end);
             if let Some(start) = start {
                 gen.start = Some(start);
-                gen.end = Some(c.ev.end.or(c.ev.start).unwrap_or(start).max(start));
+                let end = c.ev.end.or(c.ev.start).unwrap_or(start).max(start);
+                // A known run time: no earlier than start + duration (WorkEvent::duration_ms).
+                let end =
+                    c.ev.duration_ms
+                        .and_then(chrono::TimeDelta::try_milliseconds)
+                        .and_then(|d| start.checked_add_signed(d))
+                        .map_or(end, |e| end.max(e));
+                gen.end = Some(end);
             }
             gen.outcome = c.ev.outcome.clone();
             gen.merge_sha = c.ev.merge_sha.clone();

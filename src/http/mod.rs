@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::engine::outbox::Pipeline;
 use crate::engine::EngineError;
+use crate::model::time::{self, TimeError};
 use crate::sources::{self, Delivery, SourceError, Translation};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
@@ -38,6 +39,9 @@ pub enum ApiError {
     BadBody(String),
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The translated delivery breaks the time rule ([`crate::model::time`]).
+    #[error("{0}: {1}")]
+    Time(&'static str, Box<TimeError>),
     #[error(transparent)]
     Query(#[from] crate::analysis::correlations::QueryError),
     #[error("the store is unavailable, retry later: {0}")]
@@ -53,6 +57,7 @@ impl ApiError {
             ApiError::BadBody(_) | ApiError::Query(_) => StatusCode::BAD_REQUEST,
             ApiError::Source(SourceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
             ApiError::Source(SourceError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Time(..) => StatusCode::BAD_REQUEST,
             ApiError::Engine(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -139,6 +144,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
     }
 }
 
+/// Accepts `application/json` and `application/*+json` (parameters such as `charset` allowed).
+fn json_content_type(value: &header::HeaderValue) -> Result<(), ApiError> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let refused = || ApiError::UnsupportedMediaType(text.to_string());
+    let mime: mime::Mime = text.trim().parse().map_err(|_| refused())?;
+    let json = mime.type_() == mime::APPLICATION
+        && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON));
+    if json {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
 /// `GET /correlations?kind=issue|change|run|deployment&by=duration|failure[&threshold_s=N]`.
 async fn correlations(
     State(app): State<AppState>,
@@ -171,19 +190,10 @@ async fn webhook(
             ApiError::BadBody(e.body_text())
         }
     })?;
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if !(essence == "application/json" || essence.ends_with("+json") || essence.is_empty()) {
-            return Err(ApiError::UnsupportedMediaType(essence));
-        }
+    // A missing Content-Type is accepted (some HTTP clients of deploy scripts send none); one
+    // that is present must parse as a media type and be JSON: `;;;` or an empty value is not.
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        json_content_type(ct)?;
     }
     let delivery = Delivery {
         headers: &headers,
@@ -206,6 +216,9 @@ async fn webhook(
         }
         Translation::Inputs(inputs) => inputs,
     };
+    // One time rule for every source, before anything is stored.
+    time::check(&inputs, chrono::Utc::now())
+        .map_err(|e| ApiError::Time(src.name(), Box::new(e)))?;
     // Repository attributes (team, language, deployment type, user keys), for every source.
     let mut inputs = inputs;
     app.config.repository_attributes.enrich(&mut inputs);

@@ -5,6 +5,7 @@ pub mod attr;
 pub mod attributes;
 pub mod ids;
 pub mod refs;
+pub mod time;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -235,6 +236,16 @@ pub struct WorkEvent {
     /// the facts about one item by event time, never by arrival.
     #[serde(default)]
     pub at: Option<Time>,
+    /// How long the item ran, in milliseconds, when the payload says so: the span ends no
+    /// earlier than its start (the one the item's facts give, e.g. an opening event's) + this.
+    /// Jenkins Notification plugin before 1.12 stamps every phase with the build's start, so
+    /// its COMPLETED stamp alone would make a 0-second span.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    /// The payload fields `start` and `end` were read from (`created_at`, `closed_at`…), for
+    /// the time rule's refusals ([`time`]); empty when the source does not say. Not stored.
+    #[serde(skip)]
+    pub time_fields: [&'static str; 2],
 }
 
 impl WorkEvent {
@@ -258,14 +269,23 @@ impl WorkEvent {
     /// Span times of an issue-like item (issue, pull/merge request) from its payload: it starts
     /// when it was created, or, when reopened, at the reopening (its last update); when it closes
     /// it ends at `ended` (closed, merged), else at its last update.
+    /// (GitHub and GitLab name the fields alike: `created_at`, `updated_at`, `closed_at`,
+    /// `merged_at`.)
     pub fn set_times(&mut self, created: Time, updated: Option<Time>, ended: Option<Time>) {
-        self.start = Some(if self.reopened {
-            updated.unwrap_or(created)
-        } else {
-            created
-        });
+        let (start, start_field) = match updated {
+            Some(u) if self.reopened => (u, "updated_at"),
+            _ => (created, "created_at"),
+        };
+        self.start = Some(start);
+        self.time_fields[0] = start_field;
         if self.action == Action::Close {
-            self.end = Some(ended.or(updated).unwrap_or(created));
+            let (end, end_field) = match (ended, updated) {
+                (Some(e), _) => (e, "closed_at/merged_at"),
+                (None, Some(u)) => (u, "updated_at"),
+                (None, None) => (created, "created_at"),
+            };
+            self.end = Some(end);
+            self.time_fields[1] = end_field;
         }
         self.at = updated;
     }
@@ -290,6 +310,8 @@ impl WorkEvent {
             environment: None,
             span_events: Vec::new(),
             at: None,
+            duration_ms: None,
+            time_fields: ["", ""],
         }
     }
 }
@@ -321,6 +343,9 @@ pub struct Push {
 /// What a source translates a delivery into.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// A delivery yields a handful of inputs, moved rarely: boxing the work event would only churn
+// every match on it.
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     Work(WorkEvent),
     Push(Push),

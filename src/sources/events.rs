@@ -7,7 +7,9 @@
 //! is wrong. Unknown fields are refused: a typo such as `finshed_at` would otherwise silently
 //! leave a deployment open.
 
-use super::{authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation};
+use super::{
+    authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation, UniqueJson,
+};
 use crate::config::Config;
 use crate::model::ids::item_key;
 use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_refs};
@@ -97,7 +99,8 @@ impl Source for Events {
     }
 
     fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
-        let value: Value = serde_json::from_slice(d.body)
+        // Duplicate keys are refused: which of two `status` values did the sender mean?
+        let UniqueJson(value) = serde_json::from_slice(d.body)
             .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
         let obj = match value {
             Value::Object(obj) => obj,
@@ -278,13 +281,8 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
             "field `acknowledged_at` is required when status is \"acknowledged\"".into(),
         ));
     }
-    if let (Some(s), Some(e)) = (started_at, finished_at) {
-        if e < s {
-            return Err(malformed(
-                "field `finished_at` is earlier than `started_at`".into(),
-            ));
-        }
-    }
+    // Times: the model's one rule (`model::time`, applied to every source after translation)
+    // refuses a `finished_at` (end) before `started_at` (start) and times outside the window.
     let environment = if kind == Kind::Deployment {
         Some(f.required("environment", " for deployments (e.g. production)")?)
     } else {
@@ -330,6 +328,7 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
         action,
     );
     w.start = started_at;
+    w.time_fields = ["started_at", "finished_at"];
     if let Phase::Close(outcome) = phase {
         w.end = finished_at;
         w.outcome = Some(outcome);

@@ -87,9 +87,12 @@ struct Label {
     title: String,
 }
 
+/// What names the event in the body: `object_kind` (project hooks, and system-hook merge
+/// requests), else `event_name` (system hooks: `push`, `tag_push`, `user_add_to_group`…).
 #[derive(Deserialize)]
 struct ObjectKind {
     object_kind: Option<String>,
+    event_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -317,16 +320,21 @@ impl Source for GitLab {
             .map(str::to_string)
             .unwrap_or_else(|| short_hash(d.body));
         let event = match d.header("x-gitlab-event") {
-            // A system hook carries the project hook's body: its object_kind names the event.
             Some(h) if h != "System Hook" => Event::from_header(h),
+            // A system hook names its event in the body: merge requests by `object_kind` (the
+            // project hook's body), pushes and the instance's own events (users, groups,
+            // projects) by `event_name`.
             _ => {
                 let k: ObjectKind = parse_json(SOURCE, d.body)?;
-                let kind = k.object_kind.ok_or_else(|| {
-                    SourceError::Malformed(
-                        "gitlab: neither the X-Gitlab-Event header nor the body's object_kind names the event".into(),
-                    )
-                })?;
-                Event::from_object_kind(&kind)
+                match (k.object_kind, k.event_name) {
+                    (Some(kind), _) => Event::from_object_kind(&kind),
+                    (None, Some(name)) => Event::from_event_name(&name),
+                    (None, None) => {
+                        return Err(SourceError::Malformed(
+                            "gitlab: neither the X-Gitlab-Event header nor the body's object_kind or event_name names the event".into(),
+                        ))
+                    }
+                }
             }
         };
         let translation = match event {
@@ -381,6 +389,21 @@ impl Event {
             "push" => Event::Push,
             other => return Err(format!("gitlab object_kind {other:?} is not used")),
         })
+    }
+
+    /// A system hook's `event_name`: pushes are handled like Push Hooks (a `tag_push` is then
+    /// ignored as a tag); everything else (`user_add_to_group`, `project_create`,
+    /// `repository_update`, …) is about the instance, not delivery.
+    fn from_event_name(name: &str) -> Result<Event, String> {
+        match name {
+            "push" | "tag_push" => Ok(Event::Push),
+            "repository_update" => Err(
+                "gitlab system hook event \"repository_update\" is not used (the same push arrives as event_name \"push\")".into(),
+            ),
+            other => Err(format!(
+                "gitlab system hook event {other:?} is not used (only merge requests and pushes are)"
+            )),
+        }
     }
 }
 

@@ -178,13 +178,27 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
         act,
     );
     if act == Action::Close {
-        let duration = chrono::TimeDelta::milliseconds(b.duration.unwrap_or(0).max(0));
-        // The start STARTED gave wins when it was seen; a close alone starts at end − duration.
-        w.start = Some(stamp - duration);
+        let ms = b.duration.unwrap_or(0);
+        let start = chrono::TimeDelta::try_milliseconds(ms)
+            .filter(|_| ms >= 0)
+            .and_then(|d| stamp.checked_sub_signed(d))
+            .ok_or_else(|| {
+                SourceError::Malformed(format!(
+                    "jenkins: {job} build {}: build.duration {ms} ms is not a run time",
+                    b.number
+                ))
+            })?;
+        // 1.12 and later stamp COMPLETED with the end; earlier versions with the build's start.
+        // A close alone starts at stamp − duration (right for 1.12+); when STARTED was seen its
+        // start wins, and the span ends at max(stamp, start + duration): right for both.
+        w.start = Some(start);
         w.end = Some(stamp);
+        w.duration_ms = Some(ms);
+        w.time_fields = ["build.timestamp - build.duration", "build.timestamp"];
         w.outcome = Some(build_result(b.status.as_deref().unwrap_or("FAILURE")));
     } else {
         w.start = Some(stamp);
+        w.time_fields = ["build.timestamp", ""];
     }
     let scm = b.scm.as_ref();
     let repo = scm.and_then(|s| s.url.as_deref()).and_then(Repo::from_url);

@@ -146,6 +146,14 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
     } else {
         incident.created_at
     });
+    w.time_fields = [
+        if reopened {
+            "event.occurred_at"
+        } else {
+            "incident.created_at"
+        },
+        "event.occurred_at",
+    ];
     if action == Action::Close {
         w.end = Some(event.occurred_at);
         w.outcome = Some(Outcome::ok("resolved"));
