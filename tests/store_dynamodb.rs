@@ -294,14 +294,28 @@ async fn concurrent_closes_of_one_change_export_one_span() {
     );
     let finished =
         b1["finished"].as_array().unwrap().len() + b2["finished"].as_array().unwrap().len();
-    assert_eq!(finished, 1, "one of the two finishes the span: {b1} {b2}");
-    // They raced: the one that did not finish the span lost a conditional commit and retried.
-    let late = if b1["finished"].as_array().unwrap().is_empty() {
+    assert_eq!(
+        finished, 1,
+        "one of the two drains exports the span: {b1} {b2}"
+    );
+    // The same close under two delivery IDs is one fact: exactly one of them records it. The
+    // other either lost a conditional commit and retried (when they really raced), or read the
+    // fact already there.
+    let closed = b1["closed"].as_u64().unwrap() + b2["closed"].as_u64().unwrap();
+    assert_eq!(
+        closed, 1,
+        "one of the two records the closing fact: {b1} {b2}"
+    );
+    let late = if b1["closed"].as_u64() == Some(0) {
         &b1
     } else {
         &b2
     };
-    assert!(late["store_requests"].as_u64().unwrap() >= 4, "{late}");
+    let requests = late["store_requests"].as_u64().unwrap();
+    assert!(
+        requests == 2 || requests >= 4,
+        "a read and a commit, or a retry: {late}"
+    );
     let spans = a.receiver.spans();
     assert_eq!(spans.len(), 1, "{spans:#?}");
     assert_eq!(
