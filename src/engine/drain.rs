@@ -125,34 +125,11 @@ impl Engine {
     ) -> Result<Round, EngineError> {
         let config = &self.config;
         let mut more = false;
-        let records = tx
-            .query(
-                &keys::scope_pk(scope),
-                "",
-                "\u{10ffff}",
-                usize::MAX,
-                Order::Ascending,
-            )
-            .await?;
-        let mut summaries: Vec<Summary> = Vec::new();
-        let mut pushes: Vec<PushFact> = Vec::new();
-        let mut ledger: BTreeMap<String, Vec<Contribution>> = BTreeMap::new();
-        for r in &records {
-            let corrupt = |e: serde_json::Error| {
-                EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
-            };
-            if r.key.sk.starts_with("s#") {
-                summaries.push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
-            } else if r.key.sk.starts_with("p#") {
-                pushes.push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
-            } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-                ledger.insert(
-                    owner.to_string(),
-                    serde_json::from_value(r.data.clone()).map_err(corrupt)?,
-                );
-            }
-        }
-        summaries.sort_by(|a, b| a.key.cmp(&b.key));
+        let ScopeRecords {
+            summaries,
+            pushes,
+            ledger,
+        } = read_scope(tx, scope).await?;
         let derived = scope::derive(&summaries, &pushes, config);
 
         // Metrics: the difference between what the facts now say and what was applied.
@@ -364,25 +341,9 @@ impl Engine {
             return Ok(None);
         };
         let scope = scope::scope_of(record.repo().as_ref(), key);
-        let records = tx
-            .query(
-                &keys::scope_pk(&scope),
-                "",
-                "\u{10ffff}",
-                usize::MAX,
-                Order::Ascending,
-            )
-            .await?;
-        let mut summaries: Vec<Summary> = Vec::new();
-        let mut pushes: Vec<PushFact> = Vec::new();
-        for r in &records {
-            if r.key.sk.starts_with("s#") {
-                summaries.extend(serde_json::from_value::<Summary>(r.data.clone()).ok());
-            } else if r.key.sk.starts_with("p#") {
-                pushes.extend(serde_json::from_value::<PushFact>(r.data.clone()).ok());
-            }
-        }
-        summaries.sort_by(|a, b| a.key.cmp(&b.key));
+        let ScopeRecords {
+            summaries, pushes, ..
+        } = read_scope(&mut tx, &scope).await?;
         let derived = scope::derive(&summaries, &pushes, &self.config);
         let idx = Index::new(&summaries);
         let Some(me) = idx.items.get(key).copied() else {
@@ -415,6 +376,51 @@ impl Engine {
             events: g.events,
         }))
     }
+}
+
+/// Everything a scope's partition holds, decoded; a record that cannot be read is an error.
+struct ScopeRecords {
+    /// Sorted by item key.
+    summaries: Vec<Summary>,
+    pushes: Vec<PushFact>,
+    /// Owner item key → the contributions applied for it.
+    ledger: BTreeMap<String, Vec<Contribution>>,
+}
+
+async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, EngineError> {
+    let records = tx
+        .query(
+            &keys::scope_pk(scope),
+            "",
+            "\u{10ffff}",
+            usize::MAX,
+            Order::Ascending,
+        )
+        .await?;
+    let mut out = ScopeRecords {
+        summaries: Vec::new(),
+        pushes: Vec::new(),
+        ledger: BTreeMap::new(),
+    };
+    for r in &records {
+        let corrupt = |e: serde_json::Error| {
+            EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
+        };
+        if r.key.sk.starts_with("s#") {
+            out.summaries
+                .push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+        } else if r.key.sk.starts_with("p#") {
+            out.pushes
+                .push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+        } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
+            out.ledger.insert(
+                owner.to_string(),
+                serde_json::from_value(r.data.clone()).map_err(corrupt)?,
+            );
+        }
+    }
+    out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 async fn load_items(
