@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use valuestream::config::Config;
-use valuestream::engine::outbox::Pipeline;
 use valuestream::engine::Engine;
 use valuestream::export::Discard;
 use valuestream::http::{router, AppState};
+use valuestream::pipeline::Pipeline;
 use valuestream::sources::verify::hmac_sha256_hex;
 use valuestream::store::embedded::EmbeddedStore;
 

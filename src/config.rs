@@ -68,25 +68,18 @@ pub struct Config {
     pub dynamodb_timeout_ms: u64,
 }
 
-/// Names and one-line descriptions of every environment variable, for `--help` and the README.
+/// Names and one-line descriptions of the service's own environment variables; each source's
+/// settings are listed with it in `sources::registry`, and `sources::registry::settings()` is
+/// the whole list (`--help`, the README check).
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("VALUESTREAM_GITHUB_SECRET", "GitHub webhook secret (X-Hub-Signature-256, HMAC-SHA256)"),
-    ("VALUESTREAM_GITLAB_TOKEN", "GitLab webhook secret token (X-Gitlab-Token)"),
-    ("VALUESTREAM_JENKINS_TOKEN", "Jenkins bearer token (Authorization: Bearer, or ?token= in the URL)"),
-    ("VALUESTREAM_JIRA_SECRET", "Jira Cloud webhook secret (X-Hub-Signature: sha256=...)"),
-    ("VALUESTREAM_PAGERDUTY_SECRET", "PagerDuty v3 webhook signing secret (X-PagerDuty-Signature)"),
-    ("VALUESTREAM_EVENTS_TOKEN", "token for the generic events API (Bearer, or HMAC key for X-Valuestream-Signature)"),
     ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
     ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),
     ("VALUESTREAM_INCIDENT_LABEL", "issue label that marks an incident (default incident)"),
     ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment, 1..=8760 hours (default 168)"),
-    ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "regex of Jenkins job names that are deployments (default ^deploy)"),
     ("VALUESTREAM_TEAMS", "repository to team map: 'owner/repo=team,owner/*=team'"),
     ("VALUESTREAM_REPOSITORY_ATTRIBUTES", "repository attributes, JSON inline or @path: {\"owner/repo\" or \"owner/*\": {\"team\": ..., \"language\": ..., \"deployment.type\": ..., \"any.key\": ...}}"),
     ("VALUESTREAM_ATTRIBUTE_VALUES", "allow-lists of attribute values that become metric labels: 'language=python|go,deployment.type=container|mutable|image' (others become 'other')"),
-    ("VALUESTREAM_JIRA_PROJECTS", "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)"),
-    ("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
     ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection, 1..=3650 (default 7)"),
     ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),

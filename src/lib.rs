@@ -4,6 +4,7 @@
 //! - the [`engine`] turns normalized events into finished spans and metric points, keeping its
 //!   state in a [`store`];
 //! - [`export`] sends them over OTLP (or prints them);
+//! - the [`pipeline`] wires engine, store and exporter (with the outbox) from the configuration;
 //! - [`analysis`] answers questions over the stored metric state (correlations);
 //! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
 
@@ -14,6 +15,7 @@ pub mod entrypoints;
 pub mod export;
 pub mod http;
 pub mod model;
+pub mod pipeline;
 pub mod replay;
 pub mod sources;
 pub mod store;

@@ -2,7 +2,7 @@
 //! the README's test command, and every environment variable the binary reads is documented.
 
 use std::path::Path;
-use valuestream::config::ENV_VARS;
+use valuestream::sources::registry;
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
@@ -53,9 +53,9 @@ fn ci_runs_exactly_the_readme_test_command() {
 fn every_environment_variable_is_documented() {
     let readme = read("README.md");
     let mut missing = Vec::new();
-    for (name, _) in ENV_VARS {
+    for (name, _) in registry::settings() {
         if !readme.contains(&format!("`{name}`")) {
-            missing.push(*name);
+            missing.push(name);
         }
     }
     assert!(
@@ -71,7 +71,7 @@ fn every_environment_variable_is_documented() {
         readme.contains("VALUESTREAM_RETRY_SECS"),
         "VALUESTREAM_RETRY_SECS is read by the code and must be documented"
     );
-    let listed: Vec<&str> = ENV_VARS.iter().map(|(n, _)| *n).collect();
+    let listed: Vec<&str> = registry::settings().iter().map(|(n, _)| *n).collect();
     let mut read_but_unlisted = Vec::new();
     for cap in sources.match_indices("\"VALUESTREAM_") {
         let rest = &sources[cap.0 + 1..];

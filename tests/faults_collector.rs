@@ -11,10 +11,10 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-use valuestream::engine::outbox::Pipeline;
 use valuestream::engine::Engine;
 use valuestream::export::otlp::{OtlpExporter, OtlpSettings};
 use valuestream::http::{router, AppState};
+use valuestream::pipeline::Pipeline;
 use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::Store;
 

@@ -299,9 +299,10 @@ async fn concurrent_processes_export_exact_totals() {
     let store: Arc<dyn valuestream::store::Store> = Arc::new(
         valuestream::store::dynamodb::DynamoStore::with_client(moto.client(), table.clone()),
     );
-    let text = valuestream::export::prometheus::render(store.as_ref())
+    let series = valuestream::engine::metrics::stored(store.as_ref(), None)
         .await
         .unwrap();
+    let text = valuestream::export::prometheus::render_series(&series);
     for line in [
         r#"valuestream_deployments_total{deployment_environment_name="production",valuestream_language="typescript",valuestream_production="true",valuestream_repository="octo-org/octo-repo",valuestream_result="success",valuestream_source="github",valuestream_team="platform"} 2"#,
         r#"valuestream_change_failures_total{deployment_environment_name="prod",valuestream_language="typescript",valuestream_repository="octo-org/octo-repo",valuestream_source="github",valuestream_team="platform"} 1"#,

@@ -29,10 +29,10 @@ use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRun
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use valuestream::config::Config;
-use valuestream::engine::outbox::Pipeline;
 use valuestream::engine::{metrics::Series, Engine};
 use valuestream::export::Discard;
 use valuestream::model::{FinishedSpan, Input, Time};
+use valuestream::pipeline::Pipeline;
 use valuestream::sources::{self, Delivery, Translation};
 use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::{Order, Store};

@@ -376,7 +376,11 @@ async fn in_order(posted: &[Posted]) -> Outcome {
     Outcome {
         spans,
         series: series(store.as_ref()).await,
-        exposition: prometheus::render(store.as_ref()).await.unwrap(),
+        exposition: prometheus::render_series(
+            &valuestream::engine::metrics::stored(store.as_ref(), None)
+                .await
+                .unwrap(),
+        ),
     }
 }
 

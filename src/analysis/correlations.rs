@@ -20,10 +20,9 @@
 //!
 //! [`correlate`] is a pure function of the series; [`read_series`] is the thin store reader.
 
-use crate::engine::keys;
 use crate::engine::metrics::{self, Series, BUCKETS};
 use crate::model::attr;
-use crate::store::{Order, Store, StoreError};
+use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -237,16 +236,7 @@ pub struct Report {
 
 /// Every stored series of the kind's duration histogram.
 pub async fn read_series(store: &dyn Store, kind: WorkKind) -> Result<Vec<Series>, StoreError> {
-    let from = format!("{}{{", kind.metric());
-    let to = format!("{from}\u{10ffff}");
-    let records = store
-        .query(keys::METRIC, &from, &to, 1_000_000, Order::Ascending)
-        .await?;
-    Ok(records
-        .into_iter()
-        .filter_map(|r| serde_json::from_value::<Series>(r.data).ok())
-        .filter(|s| s.name == kind.metric())
-        .collect())
+    metrics::stored(store, Some(kind.metric())).await
 }
 
 /// The smallest bucket bound at or above `t`.

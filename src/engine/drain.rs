@@ -44,6 +44,7 @@ const EXTERNAL_DEPTH: usize = 4;
 
 impl Engine {
     /// Settles every scope whose facts are due at `now`.
+    #[tracing::instrument(name = "engine.settle", skip(self))]
     pub async fn settle(&self, now: Time) -> Result<Settled, EngineError> {
         let to = format!("{}#\u{10ffff}", keys::time_sk(now));
         let markers = self

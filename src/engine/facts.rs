@@ -10,6 +10,7 @@
 use crate::model::ids;
 use crate::model::{
     Action, AttrValue, Attrs, Kind, Outcome, ParentRef, Repo, SpanEvent, Time, WorkEvent,
+    WorkResult,
 };
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -126,8 +127,8 @@ impl Gen {
     pub fn closed(&self) -> bool {
         self.end.is_some()
     }
-    pub fn result(&self) -> Option<&str> {
-        self.outcome.as_ref().map(|o| o.result.as_str())
+    pub fn result(&self) -> Option<WorkResult> {
+        self.outcome.as_ref().map(|o| o.result)
     }
     pub fn error(&self) -> bool {
         self.outcome.as_ref().is_some_and(|o| o.error)
@@ -288,7 +289,7 @@ mod tests {
         w.end = end.map(t);
         w.at = at.map(t);
         if action == Action::Close {
-            w.outcome = Some(Outcome::ok("closed"));
+            w.outcome = Some(Outcome::ok(WorkResult::Closed));
         }
         w
     }

@@ -29,17 +29,7 @@ pub struct MetricDef {
     pub description: &'static str,
 }
 
-pub const ISSUE_DURATION: &str = "valuestream.issue.duration";
-pub const CHANGE_DURATION: &str = "valuestream.change.duration";
-pub const RUN_DURATION: &str = "cicd.pipeline.run.duration";
-pub const TASK_DURATION: &str = "valuestream.task.duration";
-pub const DEPLOYMENT_DURATION: &str = "valuestream.deployment.duration";
-pub const INCIDENT_DURATION: &str = "valuestream.incident.duration";
-pub const DEPLOYMENTS: &str = "valuestream.deployments";
-pub const LEAD_TIME: &str = "valuestream.change.lead_time";
-pub const CHANGE_FAILURES: &str = "valuestream.change_failures";
-pub const TIME_TO_RESTORE: &str = "valuestream.time_to_restore";
-pub const RECOVERY_TIME: &str = "valuestream.deployment.recovery_time";
+pub use crate::model::attr::metric::*;
 
 pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: ISSUE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Time from an issue's creation to its closing." },
@@ -161,4 +151,40 @@ impl Series {
 
 pub fn time_ns(t: Time) -> u64 {
     t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
+}
+
+/// More series than any installation has: a read takes the whole partition.
+const MAX_SERIES: usize = 1_000_000;
+
+/// The stored series, read through the engine (readers never walk the store's partitions
+/// themselves): every series, or those of the metric `name`. A record that cannot be read is
+/// logged and skipped, so one bad record never hides the others.
+pub async fn stored(
+    store: &dyn crate::store::Store,
+    name: Option<&str>,
+) -> Result<Vec<Series>, crate::store::StoreError> {
+    let (from, to) = match name {
+        Some(n) => (format!("{n}{{"), format!("{n}{{\u{10ffff}")),
+        None => (String::new(), "\u{10ffff}".to_string()),
+    };
+    let records = store
+        .query(
+            super::keys::METRIC,
+            &from,
+            &to,
+            MAX_SERIES,
+            crate::store::Order::Ascending,
+        )
+        .await?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        match serde_json::from_value::<Series>(r.data) {
+            Ok(s) if name.is_none_or(|n| s.name == n) => out.push(s),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(key = %r.key.sk, error = %e, "unreadable metric series skipped")
+            }
+        }
+    }
+    Ok(out)
 }

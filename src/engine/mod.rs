@@ -29,7 +29,6 @@ pub mod drain;
 pub mod facts;
 pub mod keys;
 pub mod metrics;
-pub mod outbox;
 pub mod scope;
 pub mod spans;
 pub mod tx;
@@ -135,6 +134,7 @@ impl Engine {
     }
 
     /// Records one delivery's facts exactly once.
+    #[tracing::instrument(name = "engine.apply", skip_all, fields(source = %source, delivery = %delivery_id, inputs = inputs.len()))]
     pub async fn apply(
         &self,
         source: &str,

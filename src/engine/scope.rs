@@ -1,4 +1,5 @@
-//! A scope's facts and what follows from them: the DORA definitions of DESIGN.md, in code.
+//! A scope's facts and what follows from them: the DORA definitions (README "How spans are
+//! linked", docs/metrics.md), in code.
 //!
 //! A scope is a repository (or, for a work item that names none, the item alone). Its
 //! partition holds one compact [`Summary`] per work item, one [`PushFact`] per push, and the
@@ -11,8 +12,11 @@
 use super::facts::{self, Gen, ItemRecord};
 use super::metrics::{self, Labels};
 use crate::config::Config;
-use crate::model::refs::merge_commit_ref;
-use crate::model::{AttrValue, Attrs, Kind, ParentRef, Push, Repo, Time};
+use crate::model::attr;
+use crate::model::{AttrValue, Attrs, Kind, ParentRef, Push, Repo, Time, WorkResult};
+
+/// The result label of a finished item whose delivery named no result.
+const UNKNOWN: &str = "unknown";
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +35,7 @@ pub struct GenSummary {
     pub start: Option<Time>,
     pub end: Option<Time>,
     #[serde(default)]
-    pub result: Option<String>,
+    pub result: Option<WorkResult>,
     #[serde(default)]
     pub error: bool,
     #[serde(default)]
@@ -73,8 +77,8 @@ pub struct Summary {
 /// `Payments` by PagerDuty and `payments` by a GitHub label is one series.
 pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
     let mut l = Labels::new();
-    l.insert("valuestream.source".into(), source.to_string());
-    for k in ["valuestream.repository", "valuestream.team"] {
+    l.insert(attr::SOURCE.into(), source.to_string());
+    for k in [attr::REPOSITORY, attr::TEAM] {
         if let Some(v) = attrs.get(k).and_then(AttrValue::as_str) {
             l.insert(k.into(), v.to_lowercase());
         }
@@ -118,13 +122,13 @@ fn gen_summary(g: &Gen) -> GenSummary {
     GenSummary {
         start: g.start,
         end: g.end,
-        result: g.result().map(str::to_string),
+        result: g.result(),
         error: g.error(),
         merge_sha: g.merge_sha.as_ref().map(|s| s.to_ascii_lowercase()),
         head_sha: g.head_sha.as_ref().map(|s| s.to_ascii_lowercase()),
         environment: g.environment.clone(),
         labels: base_labels(&g.source, &g.attributes),
-        pipeline: g.attr_str("cicd.pipeline.name").map(str::to_string),
+        pipeline: g.attr_str(attr::CICD_PIPELINE_NAME).map(str::to_string),
     }
 }
 
@@ -159,7 +163,7 @@ impl PushFact {
                 .map(|c| PushCommit {
                     sha: c.sha.to_ascii_lowercase(),
                     time: c.time,
-                    merges: merge_commit_ref(&c.message),
+                    merges: c.merges,
                 })
                 .collect(),
         }
@@ -367,7 +371,7 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
     let mut merged_gen_of_sha: HashMap<&str, (Time, String)> = HashMap::new();
     for s in sorted.iter().filter(|s| s.kind == Kind::Change) {
         for (i, g) in s.gens.iter().enumerate() {
-            if g.result.as_deref() != Some("merged") {
+            if g.result != Some(WorkResult::Merged) {
                 continue;
             }
             let (Some(start), Some(end)) = (g.start, g.end) else {
@@ -460,7 +464,7 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
             let g = d.g;
             let environment = g.environment.clone().unwrap_or_else(|| "unknown".into());
             let production = config.is_production(&environment);
-            let success = !g.error && g.result.as_deref().is_none_or(|r| r == "success");
+            let success = !g.error && g.result.is_none_or(|r| r == WorkResult::Success);
             let start = g.start.unwrap_or(d.end);
             // What it shipped: changes landed after the last successful deployment, up to the
             // deployed commit (or, when that commit was never seen landing, its start).
@@ -480,12 +484,16 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
                 .filter(|l| shipped_bound.as_ref().is_none_or(|b| l.at > *b) && l.at <= upper)
                 .collect();
             let mut labels = g.labels.clone();
-            labels.insert("deployment.environment.name".into(), environment.clone());
-            labels.insert("valuestream.production".into(), production.to_string());
+            labels.insert(
+                attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+                environment.clone(),
+            );
+            labels.insert(attr::PRODUCTION.into(), production.to_string());
             let mut counted = labels.clone();
             counted.insert(
-                "valuestream.result".into(),
-                g.result.clone().unwrap_or_else(|| "unknown".into()),
+                attr::RESULT.into(),
+                g.result
+                    .map_or_else(|| UNKNOWN.into(), |r| r.as_str().into()),
             );
             let owner = d.s.key.as_str();
             contribute(
@@ -588,7 +596,10 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
         for g in s.gens.iter().filter(|g| g.end.is_some()) {
             let mut labels = g.labels.clone();
             if let Some(c) = out.causes.get(&s.key) {
-                labels.insert("deployment.environment.name".into(), c.environment.clone());
+                labels.insert(
+                    attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+                    c.environment.clone(),
+                );
             }
             contribute(
                 &mut out,
@@ -621,9 +632,9 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
 
 fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
     let mut labels = g.labels.clone();
-    labels.insert("valuestream.source".into(), s.source.clone());
+    labels.insert(attr::SOURCE.into(), s.source.clone());
     labels.insert(
-        "deployment.environment.name".into(),
+        attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
         environment.to_string(),
     );
     labels
@@ -632,30 +643,32 @@ fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labe
 /// The duration series of a finished span and its labels.
 fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
     let mut labels = g.labels.clone();
-    let result = g.result.clone().unwrap_or_else(|| "unknown".into());
+    let result = g
+        .result
+        .map_or_else(|| UNKNOWN.to_string(), |r| r.as_str().to_string());
     let name = match s.kind {
         Kind::Issue => metrics::ISSUE_DURATION,
         Kind::Change => metrics::CHANGE_DURATION,
         Kind::PipelineRun => {
             if let Some(p) = &g.pipeline {
-                labels.insert("cicd.pipeline.name".into(), p.clone());
+                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.clone());
             }
-            labels.insert("cicd.pipeline.result".into(), result.clone());
+            labels.insert(attr::CICD_PIPELINE_RESULT.into(), result.clone());
             metrics::RUN_DURATION
         }
         Kind::Task => {
             if let Some(p) = &g.pipeline {
-                labels.insert("cicd.pipeline.name".into(), p.clone());
+                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.clone());
             }
             metrics::TASK_DURATION
         }
         Kind::Deployment => {
             let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
-            labels.insert("deployment.environment.name".into(), env);
+            labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), env);
             metrics::DEPLOYMENT_DURATION
         }
         Kind::Incident => metrics::INCIDENT_DURATION,
     };
-    labels.insert("valuestream.result".into(), result);
+    labels.insert(attr::RESULT.into(), result);
     (name, labels)
 }

@@ -4,6 +4,7 @@
 
 use super::facts::Gen;
 use super::scope::{Derived, GenRef, Index, Summary};
+use crate::model::attr;
 use crate::model::ids;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind, ParentRef, SpanLink};
 use std::collections::HashMap;
@@ -97,9 +98,9 @@ impl Resolver<'_> {
 
 fn link(trace_id: String, span_id: String, kind: &str, key: Option<&str>) -> SpanLink {
     let mut a = Attrs::new();
-    a.insert("valuestream.link".into(), kind.into());
+    a.insert(attr::LINK.into(), kind.into());
     if let Some(k) = key {
-        a.insert("valuestream.key".into(), k.into());
+        a.insert(attr::KEY.into(), k.into());
     }
     SpanLink {
         trace_id,
@@ -121,23 +122,20 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         .map(|p| p.trace_id.clone())
         .unwrap_or_else(|| ids::trace_id(&s.key));
     let mut attributes = g.attributes.clone();
-    attributes.insert("valuestream.kind".into(), s.kind.as_str().into());
-    attributes.insert("valuestream.source".into(), s.source.clone().into());
-    attributes.insert("valuestream.key".into(), s.key.clone().into());
+    attributes.insert(attr::KIND.into(), s.kind.as_str().into());
+    attributes.insert(attr::SOURCE.into(), s.source.clone().into());
+    attributes.insert(attr::KEY.into(), s.key.clone().into());
     if g.index > 0 {
-        attributes.insert(
-            "valuestream.generation".into(),
-            AttrValue::Int(g.index.into()),
-        );
+        attributes.insert(attr::GENERATION.into(), AttrValue::Int(g.index.into()));
     }
     if let Some(result) = g.result() {
-        attributes.insert("valuestream.result".into(), result.into());
+        attributes.insert(attr::RESULT.into(), result.into());
         match s.kind {
             Kind::PipelineRun => {
-                attributes.insert("cicd.pipeline.result".into(), result.into());
+                attributes.insert(attr::CICD_PIPELINE_RESULT.into(), result.into());
             }
             Kind::Task => {
-                attributes.insert("cicd.pipeline.task.run.result".into(), result.into());
+                attributes.insert(attr::CICD_PIPELINE_TASK_RUN_RESULT.into(), result.into());
             }
             _ => {}
         }
@@ -161,17 +159,17 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         Kind::Change => {
             if let Some(first) = r.derived.first_commit.get(&me) {
                 attributes.insert(
-                    "valuestream.change.first_commit_time".into(),
+                    attr::CHANGE_FIRST_COMMIT_TIME.into(),
                     first.to_rfc3339().into(),
                 );
             }
         }
         Kind::Deployment => {
             let info = r.derived.deploys.get(&me).cloned().unwrap_or_default();
-            attributes.insert("valuestream.production".into(), info.production.into());
+            attributes.insert(attr::PRODUCTION.into(), info.production.into());
             if info.success || g.error() {
                 attributes.insert(
-                    "deployment.status".into(),
+                    attr::DEPLOYMENT_STATUS.into(),
                     (if info.success { "succeeded" } else { "failed" }).into(),
                 );
             }
@@ -182,13 +180,13 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
                     }
                 }
                 attributes.insert(
-                    "valuestream.deployment.changes".into(),
+                    attr::DEPLOYMENT_CHANGES.into(),
                     AttrValue::Int(info.changes),
                 );
             }
             if let Some(rec) = info.recovery_s {
                 attributes.insert(
-                    "valuestream.deployment.recovery_time_s".into(),
+                    attr::DEPLOYMENT_RECOVERY_TIME_S.into(),
                     AttrValue::Float(rec),
                 );
             }
@@ -196,7 +194,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         Kind::Incident => {
             if let Some(c) = r.derived.causes.get(&s.key) {
                 attributes.insert(
-                    "valuestream.incident.deployment".into(),
+                    attr::INCIDENT_DEPLOYMENT.into(),
                     c.deployment.key.clone().into(),
                 );
             }
@@ -218,7 +216,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         links,
         error,
         status_message: if error {
-            g.result().map(str::to_string)
+            g.result().map(|r| r.as_str().to_string())
         } else {
             None
         },

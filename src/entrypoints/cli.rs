@@ -3,12 +3,11 @@
 //! work has in common, from a running instance or a local store) and `create-table` (DynamoDB).
 
 use super::open_store;
-use crate::config::{Config, ENV_VARS};
-use crate::engine::outbox::Pipeline;
-use crate::engine::Engine;
-use crate::export::{self, console};
+use crate::config::Config;
+use crate::export::console;
 use crate::http::{router, Answer, AppState};
 use crate::model::FinishedSpan;
+use crate::pipeline::{self, Pipeline};
 use crate::replay;
 use crate::sources;
 use anyhow::Context;
@@ -22,7 +21,7 @@ use tower::ServiceExt;
 
 static ENV_HELP: LazyLock<String> = LazyLock::new(|| {
     let mut s = String::from("Environment variables:\n");
-    for (name, what) in ENV_VARS {
+    for (name, what) in crate::sources::registry::settings() {
         s.push_str(&format!("  {name}\n      {what}\n"));
     }
     s.push_str("\nIn AWS Lambda (AWS_LAMBDA_RUNTIME_API set) the binary serves API Gateway HTTP API requests instead.");
@@ -144,15 +143,9 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
     // Every setting is checked before anything is opened or served.
-    let exporter = export::from_env(Box::new(console::Console))?;
-    let store = open_store(&config, Some(&data_dir)).await?;
-    let pipeline = Arc::new(
-        Pipeline::new(
-            Engine::new(store.clone(), config.clone()),
-            Arc::from(exporter),
-        )
-        .with_retry_secs(config.retry_secs as i64),
-    );
+    let pipeline =
+        pipeline::build(config.clone(), Some(&data_dir), Box::new(console::Console)).await?;
+    let store = pipeline.engine.store.clone();
     // Settle and export in the background, never on a request: every few seconds (and at once
     // after a delivery when the settle period is 0); after a failed export the collector is left
     // alone for VALUESTREAM_RETRY_SECS.
@@ -278,91 +271,20 @@ async fn replay_cmd(
     let files = replay::collect(&paths)?;
     anyhow::ensure!(!files.is_empty(), "no .json files under {paths:?}");
     let config = Config::from_env()?;
-    let mut failures = 0;
-    let mut local_pipeline: Option<Arc<Pipeline>> = None;
-    let app = match &to {
-        Some(_) => None,
+    let target = match to {
+        Some(base) => Target::Remote(base, reqwest::Client::new()),
         None => {
-            let mut local = config.clone();
-            // In process, the files are the user's own: unsigned ones are accepted when no secret
-            // is configured to sign them with.
-            local.allow_unsigned = true;
-            let local = Arc::new(local);
-            let exporter = export::from_env(Box::new(console::Console))?;
-            let store = open_store(&local, data_dir.as_deref()).await?;
-            let pipeline = Arc::new(Pipeline::new(
-                Engine::new(store, local.clone()),
-                Arc::from(exporter),
-            ));
-            local_pipeline = Some(pipeline.clone());
-            Some(router(AppState {
-                pipeline,
-                config: local,
-                metrics_endpoint: true,
-            }))
+            let (app, pipeline) = local_app(&config, data_dir.as_deref()).await?;
+            Target::Local(app, pipeline)
         }
     };
-    let client = reqwest::Client::new();
+    let mut failures = 0;
     for file in files {
         let rec = replay::load(&file)?;
-        let mut headers: BTreeMap<String, String> = rec.headers.iter().cloned().collect();
-        headers
-            .entry("content-type".into())
-            .or_insert_with(|| "application/json".into());
-        if let Some(src) = sources::by_name(&rec.source) {
-            for (k, v) in src.sign(&rec.body, &config) {
-                headers.entry(k).or_insert(v);
-            }
-        }
-        let path = match &rec.query {
-            Some(q) => format!("/webhooks/{}?{q}", rec.source),
-            None => format!("/webhooks/{}", rec.source),
-        };
-        let (status, text) = match (&app, &to) {
-            (Some(app), _) => {
-                let mut req = axum::http::Request::post(&path);
-                for (k, v) in &headers {
-                    req = req.header(k, v);
-                }
-                let resp = app
-                    .clone()
-                    .oneshot(req.body(Body::from(rec.body.clone()))?)
-                    .await?;
-                let status = resp.status().as_u16();
-                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
-                (status, String::from_utf8_lossy(&bytes).into_owned())
-            }
-            (None, Some(base)) => {
-                let mut req = client
-                    .post(format!("{}{path}", base.trim_end_matches('/')))
-                    .body(rec.body.clone());
-                for (k, v) in &headers {
-                    req = req.header(k, v);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .with_context(|| format!("posting {} to {base}", file.display()))?;
-                (
-                    resp.status().as_u16(),
-                    resp.text().await.unwrap_or_default(),
-                )
-            }
-            (None, None) => unreachable!(),
-        };
-        let answer: Option<Answer> = serde_json::from_str(&text).ok();
-        let summary = match &answer {
-            Some(a) => format!(
-                "{} {}{}",
-                a.status,
-                a.reason.as_deref().unwrap_or_default(),
-                if a.closed == 0 {
-                    String::new()
-                } else {
-                    format!("({} span(s) closed)", a.closed)
-                }
-            ),
-            None => text.clone(),
+        let (status, text) = target.send(&rec, &headers_of(&rec, &config)).await?;
+        let summary = match serde_json::from_str::<Answer>(&text) {
+            Ok(a) => a.summary(),
+            Err(_) => text,
         };
         eprintln!("{} {} -> {status} {summary}", rec.source, file.display());
         if status >= 400 {
@@ -371,7 +293,7 @@ async fn replay_cmd(
     }
     // In process, every file is in: settle it all at once (order within the files does not
     // matter) and print the traces.
-    if let Some(pipeline) = local_pipeline {
+    if let Target::Local(_, pipeline) = &target {
         let drained = pipeline.drain_all().await?;
         if !drained.settled.is_empty() {
             println!("\n{}", trace_tree(&drained.settled));
@@ -379,6 +301,90 @@ async fn replay_cmd(
     }
     anyhow::ensure!(failures == 0, "{failures} deliveries were refused");
     Ok(())
+}
+
+/// Where `replay` sends deliveries: the router in process, or a running instance.
+enum Target {
+    Local(axum::Router, Arc<Pipeline>),
+    Remote(String, reqwest::Client),
+}
+
+/// The router over a pipeline of its own. In process, the files are the user's own: unsigned
+/// ones are accepted when no secret is configured to sign them with.
+async fn local_app(
+    config: &Config,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(axum::Router, Arc<Pipeline>)> {
+    let mut local = config.clone();
+    local.allow_unsigned = true;
+    let local = Arc::new(local);
+    let pipeline = pipeline::build(local.clone(), data_dir, Box::new(console::Console)).await?;
+    let app = router(AppState {
+        pipeline: pipeline.clone(),
+        config: local,
+        metrics_endpoint: true,
+    });
+    Ok((app, pipeline))
+}
+
+/// The recorded headers, a JSON content type unless recorded, and the configured secret's
+/// signature when the recording carries none.
+fn headers_of(rec: &replay::Recorded, config: &Config) -> BTreeMap<String, String> {
+    let mut headers: BTreeMap<String, String> = rec.headers.iter().cloned().collect();
+    headers
+        .entry("content-type".into())
+        .or_insert_with(|| "application/json".into());
+    if let Some(src) = sources::by_name(&rec.source) {
+        for (k, v) in src.sign(&rec.body, config) {
+            headers.entry(k).or_insert(v);
+        }
+    }
+    headers
+}
+
+impl Target {
+    /// Posts one recorded delivery; the status and the answer's text.
+    async fn send(
+        &self,
+        rec: &replay::Recorded,
+        headers: &BTreeMap<String, String>,
+    ) -> anyhow::Result<(u16, String)> {
+        let path = match &rec.query {
+            Some(q) => format!("/webhooks/{}?{q}", rec.source),
+            None => format!("/webhooks/{}", rec.source),
+        };
+        match self {
+            Target::Local(app, _) => {
+                let mut req = axum::http::Request::post(&path);
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                let resp = app
+                    .clone()
+                    .oneshot(req.body(Body::from(rec.body.clone()))?)
+                    .await?;
+                let status = resp.status().as_u16();
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
+                Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Target::Remote(base, client) => {
+                let mut req = client
+                    .post(format!("{}{path}", base.trim_end_matches('/')))
+                    .body(rec.body.clone());
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("posting {} to {base}", rec.file.display()))?;
+                Ok((
+                    resp.status().as_u16(),
+                    resp.text().await.unwrap_or_default(),
+                ))
+            }
+        }
+    }
 }
 
 /// The finished spans as trace trees, children indented under their parents.

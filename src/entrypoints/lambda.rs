@@ -19,12 +19,11 @@
 //! scheduled drain exports them (with a settle period of 0, at the next drain); nothing waits in
 //! a buffer when a sandbox is frozen, since everything to export is in the store's outbox.
 
-use super::open_store;
 use crate::config::Config;
-use crate::engine::outbox::Pipeline;
-use crate::engine::{Engine, EngineError};
+use crate::engine::EngineError;
 use crate::export;
 use crate::http::{router, AppState};
+use crate::pipeline::{self, Pipeline};
 use anyhow::Context as _;
 use axum::Router;
 use lambda_http::request::LambdaRequest;
@@ -63,17 +62,12 @@ async fn start() -> anyhow::Result<Handler> {
         .as_ref()
         .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
     let otlp = export::otlp::OtlpSettings::from_env()?;
-    let exporter = export::from_env(Box::new(export::Discard))?;
     if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
-    let store = open_store(&config, None).await?;
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
-    let pipeline = Arc::new(
-        Pipeline::new(Engine::new(store, config.clone()), Arc::from(exporter))
-            .with_retry_secs(config.retry_secs as i64),
-    );
+    let pipeline = pipeline::build(config.clone(), None, Box::new(export::Discard)).await?;
     let handler = Handler {
         app: router(AppState {
             pipeline: pipeline.clone(),

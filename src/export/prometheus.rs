@@ -17,31 +17,9 @@
 //! - label values escaped (`\\`, `\"`, `\n`); `# HELP` (the catalogue description) and
 //!   `# TYPE` once per family; no timestamps (the scrape time is the sample time).
 
-use crate::engine::keys;
 use crate::engine::metrics::{self, MetricKind, Series};
-use crate::store::{Order, Store, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-/// More series than any installation has; the whole partition is read.
-const MAX_SERIES: usize = 1_000_000;
-
-/// The exposition text of every stored series.
-pub async fn render(store: &dyn Store) -> Result<String, StoreError> {
-    let records = store
-        .query(keys::METRIC, "", "\u{10ffff}", MAX_SERIES, Order::Ascending)
-        .await?;
-    let mut series = Vec::with_capacity(records.len());
-    for r in records {
-        match serde_json::from_value::<Series>(r.data) {
-            Ok(s) => series.push(s),
-            Err(e) => {
-                tracing::warn!(key = %r.key.sk, error = %e, "unreadable metric series skipped")
-            }
-        }
-    }
-    Ok(render_series(&series))
-}
 
 /// The exposition text of `series`, grouped into families by Prometheus name.
 pub fn render_series(series: &[Series]) -> String {

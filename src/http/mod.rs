@@ -4,11 +4,14 @@
 //! mapped to its status in [`ApiError`], with a JSON body that says why.
 
 use crate::config::Config;
-use crate::engine::outbox::Pipeline;
-use crate::engine::EngineError;
+use crate::engine::{Applied, EngineError};
 use crate::model::time::{self, TimeError};
-use crate::sources::{self, Delivery, SourceError, Translation};
+use crate::model::Input;
+use crate::pipeline::Pipeline;
+use crate::sources::registry::{self, SourceEntry};
+use crate::sources::{Delivery, SourceError, Translated, Translation};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +32,7 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("unknown source {0:?}: use one of github, gitlab, jenkins, jira, pagerduty, events")]
+    #[error("unknown source {0:?}: use one of {names}", names = registry::names())]
     UnknownSource(String),
     #[error("content type {0:?} is not accepted: configure the sender to send application/json")]
     UnsupportedMediaType(String),
@@ -109,12 +112,70 @@ impl Answer {
             ..Answer::default()
         }
     }
+
+    /// One line for a person: `processed (2 span(s) closed)`, `ignored <why>`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {}{}",
+            self.status,
+            self.reason.as_deref().unwrap_or_default(),
+            if self.closed == 0 {
+                String::new()
+            } else {
+                format!("({} span(s) closed)", self.closed)
+            }
+        )
+    }
+
+    /// A well-formed delivery of an event the service does not use.
+    fn ignored(delivery: String, reason: String) -> Self {
+        Answer {
+            status: "ignored".into(),
+            reason: Some(reason),
+            delivery: Some(delivery),
+            ..Answer::default()
+        }
+    }
+
+    /// A delivery the pipeline recorded (or had recorded before).
+    fn applied(delivery: String, applied: &Applied, settle_secs: i64) -> Self {
+        Answer {
+            status: if applied.duplicate {
+                "duplicate"
+            } else {
+                "processed"
+            }
+            .into(),
+            reason: None,
+            delivery: Some(delivery),
+            opened: applied.opened,
+            updated: applied.updated,
+            closed: applied.closed,
+            settle_secs,
+            store_requests: applied.requests,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    let mut r = Router::new()
-        .route("/webhooks/{source}", post(webhook))
+    let mut r = Router::new();
+    // One route per registered source; any other name is answered 404 with the list.
+    for entry in registry::SOURCES {
+        r = r.route(
+            entry.route,
+            post(
+                move |State(app): State<AppState>,
+                      RawQuery(query): RawQuery,
+                      headers: HeaderMap,
+                      body: Result<Bytes, BytesRejection>| {
+                    webhook(app, entry, query, headers, body)
+                },
+            ),
+        );
+    }
+    r = r
+        .route("/webhooks/{source}", post(unknown_source))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/correlations", get(correlations));
     if state.metrics_endpoint {
@@ -131,13 +192,13 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    match crate::export::prometheus::render(app.pipeline.engine.store.as_ref()).await {
-        Ok(text) => (
+    match app.pipeline.series().await {
+        Ok(series) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            text,
+            crate::export::prometheus::render_series(&series),
         )
             .into_response(),
         Err(e) => ApiError::Engine(EngineError::Store(e)).into_response(),
@@ -175,79 +236,92 @@ async fn correlations(
     Ok(Json(correlations::correlate(&q, &series)?).into_response())
 }
 
+async fn unknown_source(Path(source): Path<String>) -> ApiError {
+    ApiError::UnknownSource(source)
+}
+
+/// `POST /webhooks/<source>`: read the body, verify and translate it, check and enrich the
+/// inputs, record them, answer.
+#[tracing::instrument(name = "webhook", skip_all, fields(source = entry.name))]
 async fn webhook(
-    State(app): State<AppState>,
-    Path(source): Path<String>,
-    RawQuery(query): RawQuery,
+    app: AppState,
+    entry: &'static SourceEntry,
+    query: Option<String>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let src = sources::by_name(&source).ok_or_else(|| ApiError::UnknownSource(source.clone()))?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(app.config.max_body_bytes)
-        } else {
-            ApiError::BadBody(e.body_text())
-        }
-    })?;
-    // A missing Content-Type is accepted (some HTTP clients of deploy scripts send none); one
-    // that is present must parse as a media type and be JSON: `;;;` or an empty value is not.
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        json_content_type(ct)?;
-    }
+    let body = read_body(&app.config, &headers, body)?;
     let delivery = Delivery {
         headers: &headers,
         query: query.as_deref(),
         body: &body,
     };
-    // Verify before parsing.
-    src.authenticate(&delivery, &app.config)?;
-    let translated = src.translate(&delivery, &app.config)?;
+    let translated = verify_and_translate(entry, &delivery, &app.config)?;
     let inputs = match translated.translation {
         Translation::Ignored(reason) => {
-            tracing::info!(source, reason, "delivery ignored");
-            let answer = Answer {
-                status: "ignored".into(),
-                reason: Some(reason),
-                delivery: Some(translated.delivery_id),
-                ..Answer::default()
-            };
+            tracing::info!(source = entry.name, reason, "delivery ignored");
+            let answer = Answer::ignored(translated.delivery_id, reason);
             return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
         }
-        Translation::Inputs(inputs) => inputs,
+        Translation::Inputs(inputs) => prepare(entry, &app.config, inputs)?,
     };
-    // One time rule for every source, before anything is stored.
-    time::check(&inputs, chrono::Utc::now())
-        .map_err(|e| ApiError::Time(src.name(), Box::new(e)))?;
-    // Repository attributes (team, language, deployment type, user keys), for every source.
-    let mut inputs = inputs;
-    app.config.repository_attributes.enrich(&mut inputs);
     let applied = app
         .pipeline
-        .deliver(src.name(), &translated.delivery_id, &inputs)
+        .deliver(entry.name, &translated.delivery_id, &inputs)
         .await?;
-    let status = if applied.duplicate {
-        "duplicate"
-    } else {
-        "processed"
-    };
+    let answer = Answer::applied(translated.delivery_id, &applied, app.config.settle_secs);
     tracing::info!(
-        source,
-        delivery = translated.delivery_id,
-        status,
+        source = entry.name,
+        delivery = answer.delivery,
+        status = answer.status,
         closed = applied.closed,
         requests = applied.requests,
         "delivery applied"
     );
-    let answer = Answer {
-        status: status.into(),
-        reason: None,
-        delivery: Some(translated.delivery_id),
-        opened: applied.opened,
-        updated: applied.updated,
-        closed: applied.closed,
-        settle_secs: app.config.settle_secs,
-        store_requests: applied.requests,
-    };
     Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+/// The body, within the size limit, of a JSON content type. A missing Content-Type is accepted
+/// (some HTTP clients of deploy scripts send none); one that is present must parse as a media
+/// type and be JSON: `;;;` or an empty value is not.
+fn read_body(
+    config: &Config,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(config.max_body_bytes)
+        } else {
+            ApiError::BadBody(e.body_text())
+        }
+    })?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        json_content_type(ct)?;
+    }
+    Ok(body)
+}
+
+/// Verifies the delivery (before its body is parsed), then translates it.
+#[tracing::instrument(name = "translate", skip_all, fields(source = entry.name))]
+fn verify_and_translate(
+    entry: &SourceEntry,
+    delivery: &Delivery,
+    config: &Config,
+) -> Result<Translated, ApiError> {
+    entry.source.authenticate(delivery, config)?;
+    Ok(entry.source.translate(delivery, config)?)
+}
+
+/// One time rule for every source, before anything is stored; then the repository attributes
+/// (team, language, deployment type, user keys), for every source alike.
+fn prepare(
+    entry: &SourceEntry,
+    config: &Config,
+    mut inputs: Vec<Input>,
+) -> Result<Vec<Input>, ApiError> {
+    time::check(&inputs, chrono::Utc::now())
+        .map_err(|e| ApiError::Time(entry.name, Box::new(e)))?;
+    config.repository_attributes.enrich(&mut inputs);
+    Ok(inputs)
 }

@@ -117,26 +117,90 @@ pub enum Action {
     Close,
 }
 
-/// How a work item ended. `result` is the kind's enum value: `merged`/`closed` for changes and
-/// issues, the `cicd.pipeline.result` values for runs, tasks and deployments, `resolved` for
-/// incidents.
+/// How a work item ended, in one vocabulary for every source: `merged`/`closed` for changes and
+/// issues (`not_planned`, `deleted` when the tracker says so), the `cicd.pipeline.result` values for runs,
+/// tasks and deployments, `resolved` for incidents. Serialized (and exported) as its snake-case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkResult {
+    Success,
+    Failure,
+    Error,
+    Timeout,
+    Cancellation,
+    Skip,
+    Merged,
+    Closed,
+    /// An issue closed as not planned (GitHub `state_reason`).
+    NotPlanned,
+    /// An issue deleted in its tracker (Jira).
+    Deleted,
+    Resolved,
+}
+
+impl WorkResult {
+    pub const ALL: [WorkResult; 11] = [
+        WorkResult::Success,
+        WorkResult::Failure,
+        WorkResult::Error,
+        WorkResult::Timeout,
+        WorkResult::Cancellation,
+        WorkResult::Skip,
+        WorkResult::Merged,
+        WorkResult::Closed,
+        WorkResult::NotPlanned,
+        WorkResult::Deleted,
+        WorkResult::Resolved,
+    ];
+
+    /// The exported value (`cicd.pipeline.result`, `valuestream.result`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkResult::Success => "success",
+            WorkResult::Failure => "failure",
+            WorkResult::Error => "error",
+            WorkResult::Timeout => "timeout",
+            WorkResult::Cancellation => "cancellation",
+            WorkResult::Skip => "skip",
+            WorkResult::Merged => "merged",
+            WorkResult::Closed => "closed",
+            WorkResult::NotPlanned => "not_planned",
+            WorkResult::Deleted => "deleted",
+            WorkResult::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<WorkResult> for AttrValue {
+    fn from(r: WorkResult) -> Self {
+        AttrValue::Str(r.as_str().to_string())
+    }
+}
+
+/// How a work item ended: its result, and whether its span's status is an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    pub result: String,
+    pub result: WorkResult,
     /// Whether the span's status is an error (failed run, failed deployment…).
     pub error: bool,
 }
 
 impl Outcome {
-    pub fn ok(result: impl Into<String>) -> Self {
+    pub fn ok(result: WorkResult) -> Self {
         Outcome {
-            result: result.into(),
+            result,
             error: false,
         }
     }
-    pub fn failed(result: impl Into<String>) -> Self {
+    pub fn failed(result: WorkResult) -> Self {
         Outcome {
-            result: result.into(),
+            result,
             error: true,
         }
     }
@@ -323,6 +387,10 @@ pub struct Commit {
     pub time: Time,
     #[serde(default)]
     pub message: String,
+    /// The commit merges a change (a pull/merge request): the source knows the messages its
+    /// vendor writes for merge and squash commits.
+    #[serde(default)]
+    pub merges: bool,
 }
 
 /// A push: commits that reached a branch, recorded for lead time.
@@ -376,4 +444,20 @@ pub struct SpanLink {
     pub span_id: String,
     #[serde(default)]
     pub attributes: Attrs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_serialize_as_their_exported_names() {
+        for r in WorkResult::ALL {
+            let json = serde_json::to_value(r).unwrap();
+            assert_eq!(json, serde_json::Value::String(r.as_str().into()));
+            assert_eq!(serde_json::from_value::<WorkResult>(json).unwrap(), r);
+            assert_eq!(AttrValue::from(r), AttrValue::Str(r.to_string()));
+        }
+        assert!(serde_json::from_str::<WorkResult>("\"succeeded\"").is_err());
+    }
 }

@@ -14,6 +14,26 @@ pub struct IssueRef {
     pub number: u64,
 }
 
+impl IssueRef {
+    /// The issue as a parent candidate: its item key.
+    pub fn parent(&self) -> super::ParentRef {
+        super::ParentRef::Item(super::ids::item_key(
+            &self.source,
+            "issue",
+            &self.repo.0,
+            &self.number.to_string(),
+        ))
+    }
+}
+
+/// The issues named by `vstrace-` references in `text`, as parent candidates ([`vstrace_refs`]).
+pub fn vstrace_parents(text: &str, own: Option<&Repo>) -> Vec<super::ParentRef> {
+    vstrace_refs(text, own)
+        .iter()
+        .map(IssueRef::parent)
+        .collect()
+}
+
 static VSTRACE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)vstrace-([a-z]+)-([A-Za-z0-9._-]+)").unwrap());
 
@@ -116,17 +136,6 @@ pub fn tracker_keys(text: &str) -> Vec<String> {
         }
     }
     out
-}
-
-static MERGE_COMMIT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?m)\A(?:Merge pull request #\d+|Merge branch .* into .*\n(?s:.*)See merge request \S+!\d+|.*\(#\d+\)\s*$)").unwrap()
-});
-
-/// Whether a commit message is the merge (or squash) commit of a pull/merge request, by the
-/// messages GitHub and GitLab write: `Merge pull request #12 …`, `Title (#12)`,
-/// `… See merge request group/repo!3`.
-pub fn merge_commit_ref(message: &str) -> bool {
-    MERGE_COMMIT.is_match(message) || message.contains("See merge request ")
 }
 
 /// The item key of an issue-tracker issue named by its key (`SHOP-42`): trackers that use such
@@ -246,10 +255,5 @@ mod tests {
         );
         assert_eq!(deployment_type_from_labels(["deployment"]), None);
         assert_eq!(language_from_labels(["lang-python"]), Some("python".into()));
-        assert!(merge_commit_ref(
-            "Merge pull request #12 from o/feature\n\nFix"
-        ));
-        assert!(merge_commit_ref("Fix the thing (#12)\n\nbody"));
-        assert!(!merge_commit_ref("Fix the thing\n\nsee (#12)"));
     }
 }

@@ -238,11 +238,13 @@ mod tests {
                         sha: "a".into(),
                         time: t("2024-01-01T00:00:00Z"),
                         message: String::new(),
+                        merges: false,
                     },
                     Commit {
                         sha: "b".into(),
                         time: t(commit),
                         message: String::new(),
+                        merges: false,
                     },
                 ],
                 attributes: Default::default(),

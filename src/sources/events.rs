@@ -11,11 +11,12 @@ use super::{
     authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation, UniqueJson,
 };
 use crate::config::Config;
+use crate::model::attr;
 use crate::model::ids::item_key;
-use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_refs};
+use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_parents};
 use crate::model::{
     set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, ParentRef, Repo, SpanEvent, Time,
-    WorkEvent,
+    WorkEvent, WorkResult,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -201,17 +202,17 @@ fn phase(kind: &str, status: &str) -> Option<Phase> {
     Some(match (kind, status) {
         ("incident", "triggered") => Phase::Open,
         ("incident", "acknowledged") => Phase::Update,
-        ("incident", "resolved") => Phase::Close(Outcome::ok("resolved")),
+        ("incident", "resolved") => Phase::Close(Outcome::ok(WorkResult::Resolved)),
         ("incident", _) => return None,
         (_, "queued" | "started" | "running") => Phase::Open,
-        (_, "succeeded" | "success") => Phase::Close(Outcome::ok("success")),
-        (_, "failed" | "failure") => Phase::Close(Outcome::failed("failure")),
-        (_, "error") => Phase::Close(Outcome::failed("error")),
-        (_, "timed_out" | "timeout") => Phase::Close(Outcome::failed("timeout")),
+        (_, "succeeded" | "success") => Phase::Close(Outcome::ok(WorkResult::Success)),
+        (_, "failed" | "failure") => Phase::Close(Outcome::failed(WorkResult::Failure)),
+        (_, "error") => Phase::Close(Outcome::failed(WorkResult::Error)),
+        (_, "timed_out" | "timeout") => Phase::Close(Outcome::failed(WorkResult::Timeout)),
         // Not errors. A cancelled or skipped deployment neither shipped nor failed: the engine
         // counts it under its result but not as a success or a change failure.
-        (_, "cancelled" | "cancellation") => Phase::Close(Outcome::ok("cancellation")),
-        (_, "skipped" | "skip") => Phase::Close(Outcome::ok("skip")),
+        (_, "cancelled" | "cancellation") => Phase::Close(Outcome::ok(WorkResult::Cancellation)),
+        (_, "skipped" | "skip") => Phase::Close(Outcome::ok(WorkResult::Skip)),
         _ => return None,
     })
 }
@@ -340,16 +341,9 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
 
     // Parents, best first: what the event names, then the change its commit or branch belongs to.
     if let Some(p) = &parent {
-        let refs = vstrace_refs(p, repo.as_ref());
+        let refs = vstrace_parents(p, repo.as_ref());
         if !refs.is_empty() {
-            for r in refs {
-                w.parents.push(ParentRef::Item(item_key(
-                    &r.source,
-                    "issue",
-                    &r.repo.0,
-                    &r.number.to_string(),
-                )));
-            }
+            w.parents.extend(refs);
         } else if tracker_keys(p).first().is_some_and(|k| k == p) {
             w.parents.push(ParentRef::Item(tracker_item_key(p)));
         } else {
@@ -371,44 +365,44 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
 
     // The sender's own attributes first: what the API sets itself wins.
     let mut a = user_attrs;
-    if !a.contains_key("valuestream.team") {
+    if !a.contains_key(attr::TEAM) {
         set_opt(
             &mut a,
-            "valuestream.team",
+            attr::TEAM,
             repo.as_ref()
                 .and_then(|r| config.team_of(r))
                 .map(str::to_string),
         );
     }
-    set_opt(&mut a, "valuestream.source_system", source_system);
-    set_opt(&mut a, "url.full", url);
+    set_opt(&mut a, attr::SOURCE_SYSTEM, source_system);
+    set_opt(&mut a, attr::URL_FULL, url);
     if let Some(r) = &repo {
-        a.insert("valuestream.repository".into(), r.0.clone().into());
+        a.insert(attr::REPOSITORY.into(), r.0.clone().into());
         // The name as the sender spelled it (the key and indexes use it lower-cased).
         let spelled = repository.as_deref().unwrap_or_default().trim_matches('/');
         let name = spelled.rsplit('/').next().unwrap_or(r.name());
-        a.insert("vcs.repository.name".into(), name.to_string().into());
+        a.insert(attr::VCS_REPOSITORY_NAME.into(), name.to_string().into());
     }
-    set_opt(&mut a, "vcs.ref.head.revision", commit_sha);
-    set_opt(&mut a, "vcs.ref.head.name", branch);
+    set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, commit_sha);
+    set_opt(&mut a, attr::VCS_REF_HEAD_NAME, branch);
     match kind {
         Kind::Deployment => {
-            set_opt(&mut a, "deployment.environment.name", environment);
-            a.insert("deployment.id".into(), item.clone().into());
+            set_opt(&mut a, attr::DEPLOYMENT_ENVIRONMENT_NAME, environment);
+            a.insert(attr::DEPLOYMENT_ID.into(), item.clone().into());
         }
         Kind::PipelineRun => {
             a.insert(
-                "cicd.pipeline.name".into(),
+                attr::CICD_PIPELINE_NAME.into(),
                 name.unwrap_or_else(|| item.clone()).into(),
             );
-            a.insert("cicd.pipeline.run.id".into(), item.clone().into());
+            a.insert(attr::CICD_PIPELINE_RUN_ID.into(), item.clone().into());
         }
         _ => {
-            a.insert("valuestream.incident.id".into(), item.clone().into());
-            set_opt(&mut a, "valuestream.incident.title", name);
+            a.insert(attr::INCIDENT_ID.into(), item.clone().into());
+            set_opt(&mut a, attr::INCIDENT_TITLE, name);
             set_opt(
                 &mut a,
-                "valuestream.incident.acknowledged_at",
+                attr::INCIDENT_ACKNOWLEDGED_AT,
                 acknowledged_at.map(|t| t.to_rfc3339()),
             );
         }

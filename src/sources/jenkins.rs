@@ -7,9 +7,12 @@ use super::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
 use crate::config::Config;
+use crate::model::attr;
 use crate::model::ids::{item_key, short_hash};
-use crate::model::refs::vstrace_refs;
-use crate::model::{set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, WorkEvent};
+use crate::model::refs::vstrace_parents;
+use crate::model::{
+    set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, WorkEvent, WorkResult,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -100,11 +103,11 @@ impl Source for Jenkins {
 /// itself went through) is a failure.
 pub fn build_result(status: &str) -> Outcome {
     match status.to_ascii_uppercase().as_str() {
-        "SUCCESS" => Outcome::ok("success"),
-        "ABORTED" => Outcome::ok("cancellation"),
-        "NOT_BUILT" => Outcome::ok("skip"),
+        "SUCCESS" => Outcome::ok(WorkResult::Success),
+        "ABORTED" => Outcome::ok(WorkResult::Cancellation),
+        "NOT_BUILT" => Outcome::ok(WorkResult::Skip),
         // FAILURE, UNSTABLE, and anything new Jenkins adds.
-        _ => Outcome::failed("failure"),
+        _ => Outcome::failed(WorkResult::Failure),
     }
 }
 
@@ -215,19 +218,7 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
     }
     // Parents, best first: the issue the build names, the open change of its commit or
     // branch, and last the issue its branch names (a root, when no change is open).
-    let issue = |text: &str| -> Vec<ParentRef> {
-        vstrace_refs(text, repo.as_ref())
-            .into_iter()
-            .map(|r| {
-                ParentRef::Item(item_key(
-                    &r.source,
-                    "issue",
-                    &r.repo.0,
-                    &r.number.to_string(),
-                ))
-            })
-            .collect()
-    };
+    let issue = |text: &str| -> Vec<ParentRef> { vstrace_parents(text, repo.as_ref()) };
     if let Some(t) = param(TRACE_PARAM) {
         w.parents.extend(issue(&t));
     }
@@ -242,17 +233,23 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
         }
     }
     let a = &mut w.attributes;
-    a.insert("cicd.pipeline.name".into(), job.into());
-    a.insert("cicd.pipeline.run.id".into(), b.number.to_string().into());
-    set_opt(a, "cicd.pipeline.run.url.full", b.full_url.clone());
-    set_opt(a, "vcs.ref.head.name", branch);
-    set_opt(a, "vcs.ref.head.revision", commit);
+    a.insert(attr::CICD_PIPELINE_NAME.into(), job.into());
+    a.insert(
+        attr::CICD_PIPELINE_RUN_ID.into(),
+        b.number.to_string().into(),
+    );
+    set_opt(a, attr::CICD_PIPELINE_RUN_URL_FULL, b.full_url.clone());
+    set_opt(a, attr::VCS_REF_HEAD_NAME, branch);
+    set_opt(a, attr::VCS_REF_HEAD_REVISION, commit);
     if act == Action::Close {
-        set_opt(a, "valuestream.jenkins.status", b.status.clone());
+        set_opt(a, attr::JENKINS_STATUS, b.status.clone());
     }
     if deploy {
-        a.insert("deployment.environment.name".into(), environment.into());
-        a.insert("deployment.id".into(), format!("{job}#{}", b.number).into());
+        a.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
+        a.insert(
+            attr::DEPLOYMENT_ID.into(),
+            format!("{job}#{}", b.number).into(),
+        );
     }
     if let Some(repo) = &repo {
         repo_attrs(a, repo, scm.and_then(|s| s.url.as_deref()), config);
@@ -280,21 +277,17 @@ fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>, config: &Config) {
         repo.0.as_str()
     };
     let (owner, name) = path.rsplit_once('/').unwrap_or(("", path));
-    a.insert("vcs.repository.name".into(), name.into());
-    a.insert("vcs.owner.name".into(), owner.into());
-    a.insert("valuestream.repository".into(), repo.0.clone().into());
+    a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
+    a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
+    a.insert(attr::REPOSITORY.into(), repo.0.clone().into());
     // Jenkins builds from any host; name the provider when the host says which it is.
     let provider = ["github", "gitlab", "bitbucket", "gitea"]
         .into_iter()
         .find(|p| host.split(['.', ':']).any(|label| label == *p));
-    set_opt(a, "vcs.provider.name", provider);
+    set_opt(a, attr::VCS_PROVIDER_NAME, provider);
     let web = Some(url).filter(|u| u.starts_with("https://") || u.starts_with("http://"));
-    set_opt(a, "vcs.repository.url.full", web.map(str::to_string));
-    set_opt(
-        a,
-        "valuestream.team",
-        config.team_of(repo).map(str::to_string),
-    );
+    set_opt(a, attr::VCS_REPOSITORY_URL_FULL, web.map(str::to_string));
+    set_opt(a, attr::TEAM, config.team_of(repo).map(str::to_string));
 }
 
 /// `origin/feature/x` → `feature/x` (also `refs/heads/` and `refs/remotes/origin/`).
@@ -365,11 +358,20 @@ mod tests {
 
     #[test]
     fn status_mapping() {
-        assert_eq!(build_result("SUCCESS"), Outcome::ok("success"));
-        assert_eq!(build_result("FAILURE"), Outcome::failed("failure"));
-        assert_eq!(build_result("UNSTABLE"), Outcome::failed("failure"));
-        assert_eq!(build_result("ABORTED"), Outcome::ok("cancellation"));
-        assert_eq!(build_result("NOT_BUILT"), Outcome::ok("skip"));
+        assert_eq!(build_result("SUCCESS"), Outcome::ok(WorkResult::Success));
+        assert_eq!(
+            build_result("FAILURE"),
+            Outcome::failed(WorkResult::Failure)
+        );
+        assert_eq!(
+            build_result("UNSTABLE"),
+            Outcome::failed(WorkResult::Failure)
+        );
+        assert_eq!(
+            build_result("ABORTED"),
+            Outcome::ok(WorkResult::Cancellation)
+        );
+        assert_eq!(build_result("NOT_BUILT"), Outcome::ok(WorkResult::Skip));
     }
 
     fn note(name: &str, url: Option<&str>) -> Notification {
@@ -422,10 +424,14 @@ mod tests {
             let mut a = Attrs::new();
             repo_attrs(&mut a, &repo, Some(url), &config);
             let get = |k: &str| a.get(k).and_then(|v| v.as_str()).map(str::to_string);
-            assert_eq!(get("vcs.owner.name").as_deref(), Some(owner), "{url}");
-            assert_eq!(get("vcs.repository.name").as_deref(), Some(name), "{url}");
-            assert_eq!(get("vcs.provider.name").as_deref(), provider, "{url}");
-            assert_eq!(get("valuestream.repository"), Some(repo.0.clone()));
+            assert_eq!(get(attr::VCS_OWNER_NAME).as_deref(), Some(owner), "{url}");
+            assert_eq!(
+                get(attr::VCS_REPOSITORY_NAME).as_deref(),
+                Some(name),
+                "{url}"
+            );
+            assert_eq!(get(attr::VCS_PROVIDER_NAME).as_deref(), provider, "{url}");
+            assert_eq!(get(attr::REPOSITORY), Some(repo.0.clone()));
         }
     }
 

@@ -11,9 +11,10 @@ use super::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
 use crate::config::Config;
+use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, SpanEvent, Time, WorkEvent,
+    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
@@ -281,14 +282,21 @@ fn issue_event(
     w.start = Some(if reopened { transition_time } else { f.created });
     if action == Action::Close {
         let (end, result) = if event == "jira:issue_deleted" {
-            (event_time.or(f.updated).unwrap_or(f.created), "deleted")
+            (
+                event_time.or(f.updated).unwrap_or(f.created),
+                WorkResult::Deleted,
+            )
         } else {
             (
                 f.resolutiondate
                     .or(event_time)
                     .or(f.updated)
                     .unwrap_or(f.created),
-                if incident { "resolved" } else { "closed" },
+                if incident {
+                    WorkResult::Resolved
+                } else {
+                    WorkResult::Closed
+                },
             )
         };
         w.end = Some(end);
@@ -298,8 +306,8 @@ fn issue_event(
         let from = i.from_string.clone().unwrap_or_default();
         let to = i.to_string.clone().unwrap_or_default();
         let mut a = Attrs::new();
-        a.insert("valuestream.issue.status.from".into(), from.clone().into());
-        a.insert("valuestream.issue.status.to".into(), to.clone().into());
+        a.insert(attr::ISSUE_STATUS_FROM.into(), from.clone().into());
+        a.insert(attr::ISSUE_STATUS_TO.into(), to.clone().into());
         w.span_events.push(SpanEvent {
             name: format!("status {from} → {to}"),
             time: transition_time,
@@ -308,24 +316,24 @@ fn issue_event(
     }
 
     let a = &mut w.attributes;
-    a.insert("valuestream.issue.key".into(), issue.key.clone().into());
+    a.insert(attr::ISSUE_KEY.into(), issue.key.clone().into());
     if !summary.is_empty() {
-        a.insert("valuestream.issue.title".into(), summary.into());
+        a.insert(attr::ISSUE_TITLE.into(), summary.into());
     }
-    set_opt(a, "valuestream.issue.type", issue_type);
+    set_opt(a, attr::ISSUE_TYPE, issue_type);
     set_opt(
         a,
-        "valuestream.issue.priority",
+        attr::ISSUE_PRIORITY,
         f.priority.as_ref().map(|p| p.name.clone()),
     );
     set_opt(
         a,
-        "valuestream.issue.status",
+        attr::ISSUE_STATUS,
         f.status.as_ref().map(|s| s.name.clone()),
     );
     set_opt(
         a,
-        "valuestream.issue.status_category",
+        attr::ISSUE_STATUS_CATEGORY,
         f.status
             .as_ref()
             .and_then(|s| s.status_category.as_ref())
@@ -333,31 +341,27 @@ fn issue_event(
     );
     set_opt(
         a,
-        "valuestream.issue.resolution",
+        attr::ISSUE_RESOLUTION,
         f.resolution.as_ref().map(|r| r.name.clone()),
     );
     set_opt(
         a,
-        "valuestream.project.key",
+        attr::PROJECT_KEY,
         f.project.as_ref().map(|p| p.key.clone()),
     );
     set_opt(
         a,
-        "valuestream.project.name",
+        attr::PROJECT_NAME,
         f.project.as_ref().and_then(|p| p.name.clone()),
     );
     // A mapped project gives the issue a repository: incidents then find the deployment they
     // followed, and metrics carry the repository.
     let project = f.project.as_ref().map(|p| p.key.to_ascii_uppercase());
     w.repo = project.and_then(|k| config.jira_projects.get(&k).cloned());
+    set_opt(a, attr::REPOSITORY, w.repo.as_ref().map(|r| r.0.clone()));
     set_opt(
         a,
-        "valuestream.repository",
-        w.repo.as_ref().map(|r| r.0.clone()),
-    );
-    set_opt(
-        a,
-        "valuestream.team",
+        attr::TEAM,
         team_from_labels(labels.iter().map(String::as_str)).or_else(|| {
             w.repo
                 .as_ref()
@@ -367,13 +371,13 @@ fn issue_event(
     );
     set_opt(
         a,
-        "url.full",
+        attr::URL_FULL,
         issue
             .self_url
             .as_deref()
             .and_then(|s| browse_url(s, &issue.key)),
     );
-    a.insert("valuestream.labels".into(), AttrValue::StrList(labels));
+    a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
     Ok(w)
 }
 

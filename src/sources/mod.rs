@@ -1,4 +1,4 @@
-//! Sources: one module per sending system. A source does exactly two things: it verifies a
+//! Sources: one module per sending system, each listed once in the [`registry`]. A source does exactly two things: it verifies a
 //! delivery (signature or token, per its vendor's scheme) and translates the body into the
 //! normalized [`Input`]s. Nothing downstream knows which vendor an event came from except
 //! through attribute values.
@@ -9,6 +9,8 @@ pub mod gitlab;
 pub mod jenkins;
 pub mod jira;
 pub mod pagerduty;
+pub mod registry;
+pub mod vcs;
 pub mod verify;
 
 use crate::config::Config;
@@ -71,20 +73,9 @@ pub trait Source: Send + Sync {
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)>;
 }
 
-/// Every source, by route name.
-pub fn all() -> [&'static dyn Source; 6] {
-    [
-        &github::GitHub,
-        &gitlab::GitLab,
-        &jenkins::Jenkins,
-        &jira::Jira,
-        &pagerduty::PagerDuty,
-        &events::Events,
-    ]
-}
-
+/// The source registered under `name` ([`registry::SOURCES`]).
 pub fn by_name(name: &str) -> Option<&'static dyn Source> {
-    all().into_iter().find(|s| s.name() == name)
+    registry::by_name(name).map(|e| e.source)
 }
 
 /// The shared authentication policy: a source with a secret verifies every delivery; a source

@@ -13,9 +13,10 @@ use super::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
 use crate::config::Config;
+use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::{
-    set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent,
+    set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use serde::Deserialize;
 
@@ -156,7 +157,7 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
     ];
     if action == Action::Close {
         w.end = Some(event.occurred_at);
-        w.outcome = Some(Outcome::ok("resolved"));
+        w.outcome = Some(Outcome::ok(WorkResult::Resolved));
     }
     if event.event_type == "incident.acknowledged" {
         w.span_events.push(SpanEvent {
@@ -165,7 +166,7 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
             attributes: Default::default(),
         });
         w.attributes.insert(
-            "valuestream.incident.acknowledged_at".into(),
+            attr::INCIDENT_ACKNOWLEDGED_AT.into(),
             event.occurred_at.to_rfc3339().into(),
         );
     }
@@ -175,24 +176,21 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
         .and_then(|s| repository_of(config, s));
 
     let a = &mut w.attributes;
-    a.insert("valuestream.incident.id".into(), incident.id.clone().into());
-    set_opt(a, "valuestream.incident.number", incident.number);
+    a.insert(attr::INCIDENT_ID.into(), incident.id.clone().into());
+    set_opt(a, attr::INCIDENT_NUMBER, incident.number);
     if !title.is_empty() {
-        a.insert("valuestream.incident.title".into(), title.into());
+        a.insert(attr::INCIDENT_TITLE.into(), title.into());
     }
-    set_opt(a, "valuestream.incident.status", incident.status.clone());
-    set_opt(a, "valuestream.incident.urgency", incident.urgency.clone());
+    set_opt(a, attr::INCIDENT_STATUS, incident.status.clone());
+    set_opt(a, attr::INCIDENT_URGENCY, incident.urgency.clone());
     set_opt(
         a,
-        "valuestream.incident.priority",
+        attr::INCIDENT_PRIORITY,
         incident.priority.as_ref().and_then(|p| p.summary.clone()),
     );
     if let Some(s) = &incident.service {
-        a.insert(
-            "valuestream.incident.service.id".into(),
-            s.id.clone().into(),
-        );
-        set_opt(a, "valuestream.incident.service.name", s.summary.clone());
+        a.insert(attr::INCIDENT_SERVICE_ID.into(), s.id.clone().into());
+        set_opt(a, attr::INCIDENT_SERVICE_NAME, s.summary.clone());
     }
     let teams: Vec<String> = incident
         .teams
@@ -205,16 +203,12 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
             .and_then(|r| config.team_of(r))
             .map(str::to_string)
     });
-    set_opt(a, "valuestream.team", team);
+    set_opt(a, attr::TEAM, team);
     if !teams.is_empty() {
-        a.insert("valuestream.teams".into(), AttrValue::StrList(teams));
+        a.insert(attr::TEAMS.into(), AttrValue::StrList(teams));
     }
-    set_opt(
-        a,
-        "valuestream.repository",
-        w.repo.as_ref().map(|r| r.0.clone()),
-    );
-    set_opt(a, "url.full", incident.html_url.clone());
+    set_opt(a, attr::REPOSITORY, w.repo.as_ref().map(|r| r.0.clone()));
+    set_opt(a, attr::URL_FULL, incident.html_url.clone());
     Ok(Translation::Inputs(vec![Input::Work(w)]))
 }
 

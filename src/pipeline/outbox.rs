@@ -1,5 +1,5 @@
-//! The pipeline: the engine, the store and an exporter. Nothing accepted is lost when the
-//! collector is down, and nothing a collector accepted is sent again.
+//! The outbox: what a drain settled waits here until the collector took it. Nothing accepted is
+//! lost when the collector is down, and nothing a collector accepted is sent again.
 //!
 //! A delivery only records facts ([`Pipeline::deliver`]); no export is ever attempted on the
 //! request path, so a webhook answer never waits for the collector. [`Pipeline::drain`] (serve's
@@ -10,8 +10,8 @@
 //! spans once and the points again at the next drain. After a failed export the pipeline waits
 //! `retry` before it tries the collector again.
 
-use super::drain::{delete_if, Settled};
-use super::{keys, Applied, Engine, EngineError, ExportBatch};
+use crate::engine::drain::{delete_if, Settled};
+use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch};
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
 use crate::store::{now_epoch, Cond, Order, Record, StoreError, Write};
@@ -85,6 +85,7 @@ impl Pipeline {
     /// [`INPUTS_PER_PART`] inputs, each its own exactly-once unit (delivery ID `<id>#<part>`), so
     /// that no commit outgrows DynamoDB's transaction (100 writes) and item (400 KB) limits. A
     /// redelivery after a failure part-way applies only the parts that are missing.
+    #[tracing::instrument(name = "deliver", skip(self, inputs), fields(inputs = inputs.len()))]
     pub async fn deliver(
         &self,
         source: &str,
@@ -131,6 +132,7 @@ impl Pipeline {
     }
 
     /// Settles what is due at `now`, then exports every batch it can lease.
+    #[tracing::instrument(name = "drain", skip(self))]
     pub async fn drain_at(&self, now: Time) -> Result<Drained, EngineError> {
         let Settled { spans, .. } = self.engine.settle(now).await?;
         let mut report = self.export_outbox().await?;

@@ -1,0 +1,489 @@
+//! The github mapping: payload types onto the model's work events and pushes, with the
+//! attributes of the semantic conventions.
+
+use super::payload::*;
+use super::*;
+
+/// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
+pub fn pipeline_result(conclusion: &str) -> Outcome {
+    match conclusion {
+        "success" | "neutral" => Outcome::ok(WorkResult::Success),
+        "skipped" => Outcome::ok(WorkResult::Skip),
+        "cancelled" => Outcome::ok(WorkResult::Cancellation),
+        "timed_out" => Outcome::failed(WorkResult::Timeout),
+        "startup_failure" => Outcome::failed(WorkResult::Error),
+        // failure, action_required, stale, and anything new GitHub adds.
+        _ => Outcome::failed(WorkResult::Failure),
+    }
+}
+
+pub(super) struct Ctx<'a> {
+    pub(super) repository: &'a Repository,
+    pub(super) repo: &'a Repo,
+    pub(super) config: &'a Config,
+}
+
+impl Ctx<'_> {
+    /// Attributes every GitHub span carries: repository identity, team, language.
+    pub(super) fn base_attrs(&self, labels: &[String]) -> Attrs {
+        let mut a = Attrs::new();
+        let (owner, name) = self
+            .repository
+            .full_name
+            .split_once('/')
+            .unwrap_or(("", self.repository.full_name.as_str()));
+        a.insert(attr::VCS_PROVIDER_NAME.into(), SOURCE.into());
+        a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
+        a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
+        a.insert(attr::REPOSITORY.into(), self.repo.0.clone().into());
+        set_opt(
+            &mut a,
+            attr::VCS_REPOSITORY_URL_FULL,
+            self.repository.html_url.clone(),
+        );
+        let topics = || self.repository.topics.iter().map(String::as_str);
+        set_opt(
+            &mut a,
+            attr::LANGUAGE,
+            self.repository
+                .language
+                .clone()
+                .or_else(|| language_from_labels(topics())),
+        );
+        set_opt(
+            &mut a,
+            attr::DEPLOYMENT_TYPE,
+            deployment_type_from_labels(labels.iter().map(String::as_str))
+                .or_else(|| deployment_type_from_labels(topics())),
+        );
+        let team = team_from_labels(labels.iter().map(String::as_str))
+            .or_else(|| team_from_labels(topics()))
+            .or_else(|| self.config.team_of(self.repo).map(str::to_string));
+        set_opt(&mut a, attr::TEAM, team);
+        a
+    }
+
+    pub(super) fn work(
+        &self,
+        kind: Kind,
+        id: &str,
+        name: String,
+        action: Action,
+        labels: &[String],
+    ) -> WorkEvent {
+        let mut w = WorkEvent::new(
+            kind,
+            item_key(SOURCE, kind_segment(kind), &self.repo.0, id),
+            name,
+            action,
+        );
+        w.attributes = self.base_attrs(labels);
+        w.repo = Some(self.repo.clone());
+        w
+    }
+
+    pub(super) fn issue(&self, action: &str, issue: &IssuePayload) -> Result<WorkEvent, String> {
+        let labels: Vec<String> = issue.labels.iter().map(|l| l.name.clone()).collect();
+        let incident = vcs::is_incident(false, labels.iter().map(String::as_str), self.config);
+        let (act, reopened) = match action {
+            "opened" => (Action::Open, false),
+            "reopened" => (Action::Open, true),
+            "closed" => (Action::Close, false),
+            "edited" | "labeled" | "unlabeled" => (Action::Update, false),
+            other => return Err(format!("github issues action {other:?} is not used")),
+        };
+        let kind = if incident {
+            Kind::Incident
+        } else {
+            Kind::Issue
+        };
+        let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+        let mut w = self.work(
+            Kind::Issue,
+            &issue.number.to_string(),
+            format!("{prefix} #{} {}", issue.number, issue.title),
+            act,
+            &labels,
+        );
+        w.kind = kind;
+        w.reopened = reopened;
+        w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
+        if act == Action::Close {
+            let reason = issue
+                .state_reason
+                .clone()
+                .unwrap_or_else(|| "completed".into());
+            w.outcome = Some(if incident {
+                Outcome::ok(WorkResult::Resolved)
+            } else {
+                Outcome::ok(if reason == "not_planned" {
+                    WorkResult::NotPlanned
+                } else {
+                    WorkResult::Closed
+                })
+            });
+        }
+        let a = &mut w.attributes;
+        a.insert(attr::ISSUE_NUMBER.into(), (issue.number as i64).into());
+        a.insert(attr::ISSUE_TITLE.into(), issue.title.clone().into());
+        a.insert(attr::LABELS.into(), AttrValue::StrList(labels.clone()));
+        set_opt(a, attr::URL_FULL, issue.html_url.clone());
+        set_opt(
+            a,
+            attr::AUTHOR,
+            issue.user.as_ref().map(|u| u.login.clone()),
+        );
+        set_opt(a, attr::ISSUE_STATE_REASON, issue.state_reason.clone());
+        Ok(w)
+    }
+
+    pub(super) fn pull_request(&self, action: &str, pr: &PullRequest) -> Result<WorkEvent, String> {
+        let labels: Vec<String> = pr.labels.iter().map(|l| l.name.clone()).collect();
+        let (act, reopened) = match action {
+            "opened" => (Action::Open, false),
+            "reopened" => (Action::Open, true),
+            "closed" => (Action::Close, false),
+            "edited" | "labeled" | "unlabeled" | "synchronize" | "converted_to_draft"
+            | "ready_for_review" => (Action::Update, false),
+            other => return Err(format!("github pull_request action {other:?} is not used")),
+        };
+        let mut w = self.work(
+            Kind::Change,
+            &pr.number.to_string(),
+            format!("PR #{} {}", pr.number, pr.title),
+            act,
+            &labels,
+        );
+        w.reopened = reopened;
+        w.set_times(pr.created_at, pr.updated_at, pr.merged_at.or(pr.closed_at));
+        w.head_branch = Some(pr.head.name.clone());
+        w.head_sha = Some(pr.head.sha.clone());
+        let state = if act == Action::Close {
+            let merged = pr.merged || pr.merged_at.is_some();
+            w.outcome = Some(Outcome::ok(if merged {
+                WorkResult::Merged
+            } else {
+                WorkResult::Closed
+            }));
+            if merged {
+                w.merge_sha = pr.merge_commit_sha.clone();
+            }
+            if merged {
+                "merged"
+            } else {
+                "closed"
+            }
+        } else if pr.draft {
+            "wip"
+        } else {
+            "open"
+        };
+        if matches!(action, "converted_to_draft" | "ready_for_review") {
+            w.span_events.push(SpanEvent {
+                name: if action == "converted_to_draft" {
+                    "converted to draft".into()
+                } else {
+                    "ready for review".into()
+                },
+                time: pr.updated_at.unwrap_or(pr.created_at),
+                attributes: Attrs::new(),
+            });
+        }
+        // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
+        vcs::change_parents(
+            &mut w,
+            SOURCE,
+            self.repo,
+            &pr.head.name,
+            &pr.title,
+            pr.body.as_deref().unwrap_or_default(),
+        );
+        let a = &mut w.attributes;
+        a.insert(attr::VCS_CHANGE_ID.into(), pr.number.to_string().into());
+        a.insert(attr::VCS_CHANGE_TITLE.into(), pr.title.clone().into());
+        a.insert(attr::VCS_CHANGE_STATE.into(), state.into());
+        a.insert(attr::VCS_REF_HEAD_NAME.into(), pr.head.name.clone().into());
+        a.insert(
+            attr::VCS_REF_HEAD_REVISION.into(),
+            pr.head.sha.clone().into(),
+        );
+        a.insert(attr::VCS_REF_BASE_NAME.into(), pr.base.name.clone().into());
+        a.insert(
+            attr::VCS_REF_BASE_REVISION.into(),
+            pr.base.sha.clone().into(),
+        );
+        a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
+        set_opt(a, attr::URL_FULL, pr.html_url.clone());
+        set_opt(a, attr::AUTHOR, pr.user.as_ref().map(|u| u.login.clone()));
+        set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
+        Ok(w)
+    }
+
+    pub(super) fn workflow_run(
+        &self,
+        action: &str,
+        run: &WorkflowRun,
+        workflow: Option<&str>,
+    ) -> Result<WorkEvent, String> {
+        let act = match action {
+            "requested" | "in_progress" => Action::Open,
+            "completed" => Action::Close,
+            other => return Err(format!("github workflow_run action {other:?} is not used")),
+        };
+        let attempt = run.run_attempt.unwrap_or(1);
+        let name = workflow_name(
+            run.name.as_deref().filter(|n| !n.is_empty()).or(workflow),
+            run.path.as_deref(),
+        );
+        let mut w = self.work(
+            Kind::PipelineRun,
+            &format!("{}/{attempt}", run.id),
+            format!("RUN {name}"),
+            act,
+            &[],
+        );
+        w.start = Some(run.run_started_at.unwrap_or(run.created_at));
+        if act == Action::Close {
+            w.end = Some(run.updated_at);
+            w.outcome = Some(pipeline_result(
+                run.conclusion.as_deref().unwrap_or("failure"),
+            ));
+        }
+        if attempt > 1 {
+            w.follows.push(item_key(
+                SOURCE,
+                "run",
+                &self.repo.0,
+                &format!("{}/{}", run.id, attempt - 1),
+            ));
+        }
+        w.head_sha = Some(run.head_sha.clone());
+        w.head_branch = run.head_branch.clone();
+        w.parent_by_commit(self.repo, Some(&run.head_sha), run.head_branch.as_deref());
+        let a = &mut w.attributes;
+        a.insert(attr::CICD_PIPELINE_NAME.into(), name.clone().into());
+        a.insert(attr::CICD_PIPELINE_RUN_ID.into(), run.id.to_string().into());
+        a.insert(attr::RUN_ATTEMPT.into(), (attempt as i64).into());
+        set_opt(a, attr::CICD_PIPELINE_RUN_URL_FULL, run.html_url.clone());
+        set_opt(a, attr::VCS_REF_HEAD_NAME, run.head_branch.clone());
+        a.insert(
+            attr::VCS_REF_HEAD_REVISION.into(),
+            run.head_sha.clone().into(),
+        );
+        set_opt(a, attr::TRIGGER, run.event.clone());
+        if let Some(started) = run.run_started_at {
+            a.insert(
+                attr::QUEUE_DURATION_S.into(),
+                AttrValue::Float(secs(started - run.created_at)),
+            );
+        }
+        Ok(w)
+    }
+
+    pub(super) fn workflow_job(
+        &self,
+        action: &str,
+        job: &WorkflowJob,
+    ) -> Result<WorkEvent, String> {
+        let act = match action {
+            "queued" | "in_progress" | "waiting" => Action::Open,
+            "completed" => Action::Close,
+            other => return Err(format!("github workflow_job action {other:?} is not used")),
+        };
+        let attempt = job.run_attempt.unwrap_or(1);
+        let mut w = self.work(
+            Kind::Task,
+            &job.id.to_string(),
+            format!("JOB {}", job.name),
+            act,
+            &[],
+        );
+        w.start = Some(job.started_at);
+        if act == Action::Close {
+            w.end = Some(job.completed_at.unwrap_or(job.started_at));
+            w.outcome = Some(pipeline_result(
+                job.conclusion.as_deref().unwrap_or("failure"),
+            ));
+        }
+        w.parents.push(ParentRef::Item(item_key(
+            SOURCE,
+            "run",
+            &self.repo.0,
+            &format!("{}/{attempt}", job.run_id),
+        )));
+        w.head_sha = job.head_sha.clone();
+        w.head_branch = job.head_branch.clone();
+        let a = &mut w.attributes;
+        a.insert(
+            attr::CICD_PIPELINE_TASK_NAME.into(),
+            job.name.clone().into(),
+        );
+        a.insert(
+            attr::CICD_PIPELINE_TASK_RUN_ID.into(),
+            job.id.to_string().into(),
+        );
+        a.insert(
+            attr::CICD_PIPELINE_RUN_ID.into(),
+            job.run_id.to_string().into(),
+        );
+        set_opt(a, attr::CICD_PIPELINE_NAME, job.workflow_name.clone());
+        set_opt(
+            a,
+            attr::CICD_PIPELINE_TASK_RUN_URL_FULL,
+            job.html_url.clone(),
+        );
+        if let Some(o) = &w.outcome {
+            a.insert(attr::CICD_PIPELINE_TASK_RUN_RESULT.into(), o.result.into());
+        }
+        if let Some(created) = job.created_at {
+            a.insert(
+                attr::QUEUE_DURATION_S.into(),
+                AttrValue::Float(secs(job.started_at - created).max(0.0)),
+            );
+        }
+        Ok(w)
+    }
+
+    pub(super) fn deployment(
+        &self,
+        dep: &Deployment,
+        status: Option<&DeploymentStatus>,
+    ) -> Result<WorkEvent, String> {
+        let (act, outcome, end) = match status.map(|s| s.state.as_str()) {
+            None => (Action::Open, None, None),
+            Some("success") => (
+                Action::Close,
+                Some(Outcome::ok(WorkResult::Success)),
+                status.map(|s| s.created_at),
+            ),
+            Some("failure") => (
+                Action::Close,
+                Some(Outcome::failed(WorkResult::Failure)),
+                status.map(|s| s.created_at),
+            ),
+            Some("error") => (
+                Action::Close,
+                Some(Outcome::failed(WorkResult::Error)),
+                status.map(|s| s.created_at),
+            ),
+            Some(_) => (Action::Update, None, None),
+        };
+        let mut w = self.work(
+            Kind::Deployment,
+            &dep.id.to_string(),
+            format!("DEPLOY {}", dep.environment),
+            act,
+            &[],
+        );
+        w.start = Some(dep.created_at);
+        w.end = end;
+        w.outcome = outcome;
+        w.environment = Some(dep.environment.clone());
+        w.head_sha = Some(dep.sha.clone());
+        w.head_branch = dep.git_ref.clone();
+        if let Some(s) = status.filter(|_| act == Action::Update) {
+            w.span_events.push(SpanEvent {
+                name: format!("status {}", s.state),
+                time: s.created_at,
+                attributes: Attrs::new(),
+            });
+        }
+        // A deployment that names an issue (vstrace reference in its payload or description);
+        // otherwise it continues the change whose head or merge commit it deployed.
+        let text = format!(
+            "{} {}",
+            dep.payload,
+            dep.description.as_deref().unwrap_or_default()
+        );
+        w.parents.extend(vstrace_parents(&text, Some(self.repo)));
+        w.parent_by_commit(self.repo, Some(&dep.sha), None);
+        let a = &mut w.attributes;
+        a.insert(
+            attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+            dep.environment.clone().into(),
+        );
+        a.insert(attr::DEPLOYMENT_ID.into(), dep.id.to_string().into());
+        a.insert(attr::VCS_REF_HEAD_REVISION.into(), dep.sha.clone().into());
+        set_opt(a, attr::VCS_REF_HEAD_NAME, dep.git_ref.clone());
+        set_opt(
+            a,
+            attr::DEPLOYMENT_STATUS_DESCRIPTION,
+            status.and_then(|s| s.description.clone()),
+        );
+        Ok(w)
+    }
+
+    pub(super) fn push(&self, env: &Envelope) -> Result<Translation, SourceError> {
+        let Some(branch) = env
+            .git_ref
+            .as_deref()
+            .and_then(|r| r.strip_prefix("refs/heads/"))
+        else {
+            return ignored("github push: not a branch (tags are not used)".into());
+        };
+        let after = env.after.clone().unwrap_or_default();
+        if env.deleted || after.chars().all(|c| c == '0') {
+            return ignored("github push: branch deletion".into());
+        }
+        let commits: Vec<Commit> = env
+            .commits
+            .iter()
+            .map(|c| Commit {
+                sha: c.id.clone(),
+                time: c.timestamp,
+                message: c.message.clone(),
+                merges: merges_a_pull_request(&c.message),
+            })
+            .collect();
+        let Some(time) = commits.iter().map(|c| c.time).max() else {
+            return ignored("github push: no commits".into());
+        };
+        let default = self.repository.default_branch.as_deref().unwrap_or("main");
+        Ok(Translation::Inputs(vec![Input::Push(Push {
+            repo: self.repo.clone(),
+            branch: branch.to_string(),
+            to_default_branch: branch == default,
+            before: env.before.clone(),
+            after,
+            time,
+            commits,
+            attributes: self.base_attrs(&[]),
+        })]))
+    }
+}
+
+pub(super) static MERGE_MESSAGE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?m)\A(?:Merge pull request #\d+|.*\(#\d+\)\s*$)").unwrap()
+    });
+
+/// Whether a commit message is the one GitHub writes for a merged pull request: the merge
+/// commit's `Merge pull request #12 …`, or a squash commit's `Title (#12)` first line.
+pub(super) fn merges_a_pull_request(message: &str) -> bool {
+    MERGE_MESSAGE.is_match(message)
+}
+
+pub(super) fn kind_segment(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Issue | Kind::Incident => "issue",
+        Kind::Change => "change",
+        Kind::PipelineRun => "run",
+        Kind::Task => "task",
+        Kind::Deployment => "deployment",
+    }
+}
+
+pub(super) fn workflow_name(name: Option<&str>, path: Option<&str>) -> String {
+    match name.filter(|n| !n.is_empty()) {
+        Some(n) => n.to_string(),
+        None => path
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("workflow")
+            .to_string(),
+    }
+}
+
+pub(super) fn secs(d: chrono::TimeDelta) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}

@@ -1,0 +1,588 @@
+//! The gitlab mapping: payload types onto the model's work events and pushes, with the
+//! attributes of the semantic conventions.
+
+use super::payload::*;
+use super::*;
+
+/// Maps a GitLab pipeline or job status onto `cicd.pipeline.result`; `None` while it runs.
+pub fn pipeline_result(status: &str) -> Option<Outcome> {
+    Some(match status {
+        "success" => Outcome::ok(WorkResult::Success),
+        "failed" => Outcome::failed(WorkResult::Failure),
+        "canceled" => Outcome::ok(WorkResult::Cancellation),
+        "skipped" => Outcome::ok(WorkResult::Skip),
+        _ => return None,
+    })
+}
+
+/// Pipeline statuses before the end (GitLab's `created`, `waiting_for_resource`, `preparing`,
+/// `pending`, `running`, `manual`, `scheduled`, `canceling`).
+pub(super) const PIPELINE_OPEN: &[&str] = &[
+    "created",
+    "waiting_for_resource",
+    "preparing",
+    "pending",
+    "running",
+    "manual",
+    "scheduled",
+    "canceling",
+];
+
+/// The repository a delivery is about, with its names as GitLab spells them.
+pub(super) struct Ctx<'a> {
+    /// `group/sub/name`, original case.
+    pub(super) path: String,
+    pub(super) repo: Repo,
+    pub(super) web_url: Option<String>,
+    pub(super) default_branch: Option<String>,
+    pub(super) project_id: Option<u64>,
+    pub(super) config: &'a Config,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn of(p: &Project, config: &'a Config) -> Self {
+        let path = p.path_with_namespace.trim_matches('/').to_string();
+        Ctx {
+            repo: Repo::new(&path),
+            path,
+            web_url: p.web_url.clone(),
+            default_branch: p.default_branch.clone(),
+            project_id: p.id,
+            config,
+        }
+    }
+
+    /// From a project URL (`https://gitlab.com/group/name(.git)`), for hooks without `project`.
+    pub(super) fn of_url(url: &str, config: &'a Config) -> Option<Self> {
+        let s = url.trim().trim_end_matches('/').trim_end_matches(".git");
+        let (_, rest) = s.split_once("://")?;
+        let (_, path) = rest.split_once('/')?;
+        path.contains('/').then(|| Ctx {
+            repo: Repo::new(path),
+            path: path.to_string(),
+            web_url: Some(s.to_string()),
+            default_branch: None,
+            project_id: None,
+            config,
+        })
+    }
+
+    /// Attributes every GitLab span carries: repository identity and team.
+    pub(super) fn base_attrs(&self, labels: &[String]) -> Attrs {
+        let mut a = Attrs::new();
+        let (owner, name) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
+        a.insert(attr::VCS_PROVIDER_NAME.into(), SOURCE.into());
+        a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
+        a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
+        a.insert(attr::REPOSITORY.into(), self.repo.0.clone().into());
+        set_opt(&mut a, attr::VCS_REPOSITORY_URL_FULL, self.web_url.clone());
+        let team = team_from_labels(labels.iter().map(String::as_str))
+            .or_else(|| self.config.team_of(&self.repo).map(str::to_string));
+        set_opt(&mut a, attr::TEAM, team);
+        a
+    }
+
+    pub(super) fn key(&self, segment: &str, id: &str) -> String {
+        item_key(SOURCE, segment, &self.repo.0, id)
+    }
+
+    pub(super) fn work(
+        &self,
+        kind: Kind,
+        segment: &str,
+        id: &str,
+        name: String,
+        action: Action,
+        labels: &[String],
+    ) -> WorkEvent {
+        let mut w = WorkEvent::new(kind, self.key(segment, id), name, action);
+        w.attributes = self.base_attrs(labels);
+        w.repo = Some(self.repo.clone());
+        w
+    }
+
+    /// A project page under the project's web URL (`/-/pipelines/31`, `/-/jobs/380`).
+    pub(super) fn page(&self, tail: &str) -> Option<String> {
+        self.web_url
+            .as_deref()
+            .map(|u| format!("{}/-/{tail}", u.trim_end_matches('/')))
+    }
+
+    pub(super) fn issue(&self, h: &IssueHook) -> Result<WorkEvent, String> {
+        let issue = &h.object_attributes;
+        let labels = label_titles(&h.labels, &issue.labels);
+        let typed = issue
+            .issue_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("incident"));
+        let incident = vcs::is_incident(typed, labels.iter().map(String::as_str), self.config);
+        let (act, reopened) = match issue.action.as_deref() {
+            Some("open") => (Action::Open, false),
+            Some("reopen") => (Action::Open, true),
+            Some("close") => (Action::Close, false),
+            Some("update") => (Action::Update, false),
+            other => return Err(format!("gitlab issue action {other:?} is not used")),
+        };
+        let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+        // Incidents keep the issue key: a label added later must not make a second item.
+        let mut w = self.work(
+            if incident {
+                Kind::Incident
+            } else {
+                Kind::Issue
+            },
+            "issue",
+            &issue.iid.to_string(),
+            format!("{prefix} #{} {}", issue.iid, issue.title),
+            act,
+            &labels,
+        );
+        w.reopened = reopened;
+        w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
+        if act == Action::Close {
+            w.outcome = Some(Outcome::ok(if incident {
+                WorkResult::Resolved
+            } else {
+                WorkResult::Closed
+            }));
+        }
+        let a = &mut w.attributes;
+        a.insert(attr::ISSUE_NUMBER.into(), (issue.iid as i64).into());
+        a.insert(attr::ISSUE_TITLE.into(), issue.title.clone().into());
+        a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
+        set_opt(a, attr::URL_FULL, issue.url.clone());
+        Ok(w)
+    }
+
+    pub(super) fn merge_request(&self, h: &MergeRequestHook) -> Result<WorkEvent, String> {
+        let mr = &h.object_attributes;
+        let labels = label_titles(&h.labels, &mr.labels);
+        let action = mr.action.as_deref().unwrap_or_default();
+        let (act, reopened) = match action {
+            "open" | "opened" => (Action::Open, false),
+            "reopen" => (Action::Open, true),
+            "merge" | "close" => (Action::Close, false),
+            "update" | "approved" | "unapproved" | "approval" | "unapproval" => {
+                (Action::Update, false)
+            }
+            other => return Err(format!("gitlab merge request action {other:?} is not used")),
+        };
+        let mut w = self.work(
+            Kind::Change,
+            "change",
+            &mr.iid.to_string(),
+            format!("MR !{} {}", mr.iid, mr.title),
+            act,
+            &labels,
+        );
+        w.reopened = reopened;
+        let merged =
+            act == Action::Close && (action == "merge" || mr.state.as_deref() == Some("merged"));
+        let ended = if merged { mr.merged_at } else { mr.closed_at };
+        w.set_times(mr.created_at, mr.updated_at, ended);
+        w.head_branch = Some(mr.source_branch.clone());
+        w.head_sha = mr.last_commit.as_ref().map(|c| c.id.clone());
+        let state = if act == Action::Close {
+            w.outcome = Some(Outcome::ok(if merged {
+                WorkResult::Merged
+            } else {
+                WorkResult::Closed
+            }));
+            if merged {
+                w.merge_sha = mr.merge_commit_sha.clone().filter(|s| !s.is_empty());
+                "merged"
+            } else {
+                "closed"
+            }
+        } else if mr.draft || mr.work_in_progress {
+            "wip"
+        } else {
+            "open"
+        };
+        if action == "approved" {
+            w.span_events.push(SpanEvent {
+                name: "approved".into(),
+                time: mr.updated_at.unwrap_or(mr.created_at),
+                attributes: Attrs::new(),
+            });
+        }
+        // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
+        vcs::change_parents(
+            &mut w,
+            SOURCE,
+            &self.repo,
+            &mr.source_branch,
+            &mr.title,
+            mr.description.as_deref().unwrap_or_default(),
+        );
+        let a = &mut w.attributes;
+        a.insert(attr::VCS_CHANGE_ID.into(), mr.iid.to_string().into());
+        a.insert(attr::VCS_CHANGE_TITLE.into(), mr.title.clone().into());
+        a.insert(attr::VCS_CHANGE_STATE.into(), state.into());
+        a.insert(
+            attr::VCS_REF_HEAD_NAME.into(),
+            mr.source_branch.clone().into(),
+        );
+        set_opt(a, attr::VCS_REF_HEAD_REVISION, w.head_sha.clone());
+        a.insert(
+            attr::VCS_REF_BASE_NAME.into(),
+            mr.target_branch.clone().into(),
+        );
+        a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
+        set_opt(a, attr::URL_FULL, mr.url.clone());
+        set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
+        Ok(w)
+    }
+
+    /// The pipeline's name for `cicd.pipeline.name`: its own name (GitLab ≥ 16), else the
+    /// project's (a project has one pipeline definition), so metrics do not split per branch.
+    pub(super) fn pipeline_name(&self, name: Option<&str>) -> String {
+        name.filter(|n| !n.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.path.rsplit('/').next().unwrap_or(&self.path).into())
+    }
+
+    pub(super) fn pipeline(&self, h: &PipelineHook) -> Translation {
+        let p = &h.object_attributes;
+        let outcome = pipeline_result(&p.status);
+        let act = match (&outcome, PIPELINE_OPEN.contains(&p.status.as_str())) {
+            (Some(_), _) => Action::Close,
+            (None, true) => Action::Open,
+            (None, false) => {
+                return Translation::Ignored(format!(
+                    "gitlab pipeline status {:?} is not used",
+                    p.status
+                ))
+            }
+        };
+        let git_ref = p.git_ref.clone().filter(|r| !r.is_empty());
+        let pipeline_name = self.pipeline_name(p.name.as_deref());
+        let title = p
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| git_ref.clone())
+            .unwrap_or_else(|| p.id.to_string());
+        let mut w = self.work(
+            Kind::PipelineRun,
+            "run",
+            &p.id.to_string(),
+            format!("RUN {title}"),
+            act,
+            &[],
+        );
+        // The span covers the pipeline from its creation: GitLab sends no start time in the
+        // Pipeline Hook, and the queue time is kept as an attribute.
+        w.start = Some(p.created_at);
+        if act == Action::Close {
+            w.end = Some(p.finished_at.unwrap_or_else(|| {
+                p.created_at
+                    + secs_delta(p.queued_duration.unwrap_or(0.0) + p.duration.unwrap_or(0.0))
+            }));
+            w.outcome = outcome;
+        }
+        w.head_sha = Some(p.sha.clone());
+        w.head_branch = git_ref.clone().filter(|_| !p.tag);
+        // Parents: the merge request a merge-request pipeline names, else the open change of
+        // the commit or branch.
+        if let Some(mr) = &h.merge_request {
+            if mr.target_project_id.is_none() || mr.target_project_id == self.project_id {
+                w.parents
+                    .push(ParentRef::Item(self.key("change", &mr.iid.to_string())));
+            }
+        }
+        let branch = w.head_branch.clone();
+        w.parent_by_commit(&self.repo, Some(&p.sha), branch.as_deref());
+        let a = &mut w.attributes;
+        a.insert(
+            attr::CICD_PIPELINE_NAME.into(),
+            pipeline_name.clone().into(),
+        );
+        a.insert(attr::CICD_PIPELINE_RUN_ID.into(), p.id.to_string().into());
+        set_opt(
+            a,
+            attr::CICD_PIPELINE_RUN_URL_FULL,
+            p.url
+                .clone()
+                .or_else(|| self.page(&format!("pipelines/{}", p.id))),
+        );
+        set_opt(a, attr::VCS_REF_HEAD_NAME, git_ref.clone());
+        a.insert(attr::VCS_REF_HEAD_REVISION.into(), p.sha.clone().into());
+        set_opt(a, attr::TRIGGER, p.source.clone());
+        if let Some(q) = p.queued_duration {
+            a.insert(attr::QUEUE_DURATION_S.into(), AttrValue::Float(q));
+        }
+        let run_key = w.key.clone();
+        let mut inputs = vec![Input::Work(w)];
+        // One task per job that ran to its end; running and never-run jobs have no span yet.
+        for b in &h.builds {
+            let task = TaskFacts {
+                id: b.id,
+                name: &b.name,
+                stage: b.stage.as_deref(),
+                status: &b.status,
+                created_at: b.created_at,
+                started_at: b.started_at,
+                finished_at: b.finished_at,
+                duration: b.duration,
+                queued_duration: b.queued_duration,
+                allow_failure: b.allow_failure,
+                failure_reason: b.failure_reason.as_deref(),
+                pipeline_id: p.id,
+                run_key: &run_key,
+                pipeline_name: &pipeline_name,
+                git_ref: git_ref.as_deref(),
+                tag: p.tag,
+                sha: Some(&p.sha),
+            };
+            if let Ok(t) = self.task(&task) {
+                if t.action == Action::Close {
+                    inputs.push(Input::Work(t));
+                }
+            }
+        }
+        Translation::Inputs(inputs)
+    }
+
+    pub(super) fn job(&self, h: &JobHook) -> Result<WorkEvent, String> {
+        let run_key = self.key("run", &h.pipeline_id.to_string());
+        let pipeline_name = self.pipeline_name(h.commit.as_ref().and_then(|c| c.name.as_deref()));
+        self.task(&TaskFacts {
+            id: h.build_id,
+            name: &h.build_name,
+            stage: h.build_stage.as_deref(),
+            status: &h.build_status,
+            created_at: h.build_created_at,
+            started_at: h.build_started_at,
+            finished_at: h.build_finished_at,
+            duration: h.build_duration,
+            queued_duration: h.build_queued_duration,
+            allow_failure: h.build_allow_failure,
+            failure_reason: h.build_failure_reason.as_deref(),
+            pipeline_id: h.pipeline_id,
+            run_key: &run_key,
+            pipeline_name: &pipeline_name,
+            git_ref: h.git_ref.as_deref(),
+            tag: h.tag,
+            sha: h.sha.as_deref(),
+        })
+    }
+
+    /// A job of a pipeline (from a Job Hook or a Pipeline Hook's `builds`). Its span runs from
+    /// `started_at`; a job that never started (created, pending, manual, skipped before
+    /// running) has none.
+    pub(super) fn task(&self, t: &TaskFacts) -> Result<WorkEvent, String> {
+        let outcome = pipeline_result(t.status);
+        let act = match (t.status, &outcome) {
+            ("running", _) => Action::Open,
+            (_, Some(_)) => Action::Close,
+            (other, None) => {
+                return Err(format!(
+                    "gitlab job status {other:?}: the job has not started"
+                ))
+            }
+        };
+        let Some(started) = t.started_at else {
+            return Err(format!("gitlab job {} ({}) never started", t.id, t.status));
+        };
+        let mut w = self.work(
+            Kind::Task,
+            "task",
+            &t.id.to_string(),
+            format!("JOB {}", t.name),
+            act,
+            &[],
+        );
+        w.start = Some(started);
+        if act == Action::Close {
+            w.end = Some(
+                t.finished_at
+                    .unwrap_or_else(|| started + secs_delta(t.duration.unwrap_or(0.0))),
+            );
+            w.outcome = outcome.map(|o| Outcome {
+                // A job allowed to fail fails without failing its pipeline.
+                error: o.error && !t.allow_failure,
+                ..o
+            });
+        }
+        w.parents.push(ParentRef::Item(t.run_key.to_string()));
+        w.head_sha = t.sha.map(str::to_string);
+        w.head_branch = t.git_ref.filter(|_| !t.tag).map(str::to_string);
+        let failed = w
+            .outcome
+            .as_ref()
+            .is_some_and(|o| o.result == WorkResult::Failure);
+        let a = &mut w.attributes;
+        a.insert(attr::CICD_PIPELINE_TASK_NAME.into(), t.name.into());
+        a.insert(
+            attr::CICD_PIPELINE_TASK_RUN_ID.into(),
+            t.id.to_string().into(),
+        );
+        a.insert(
+            attr::CICD_PIPELINE_RUN_ID.into(),
+            t.pipeline_id.to_string().into(),
+        );
+        a.insert(attr::CICD_PIPELINE_NAME.into(), t.pipeline_name.into());
+        set_opt(
+            a,
+            attr::CICD_PIPELINE_TASK_RUN_URL_FULL,
+            self.page(&format!("jobs/{}", t.id)),
+        );
+        set_opt(a, attr::TASK_STAGE, t.stage);
+        set_opt(a, attr::VCS_REF_HEAD_NAME, t.git_ref);
+        set_opt(a, attr::VCS_REF_HEAD_REVISION, t.sha);
+        if t.allow_failure {
+            a.insert(attr::TASK_ALLOW_FAILURE.into(), true.into());
+        }
+        if failed {
+            set_opt(a, attr::ERROR_TYPE, t.failure_reason);
+        }
+        let queued = t
+            .queued_duration
+            .or_else(|| t.created_at.map(|c| secs(started - c)));
+        if let Some(q) = queued {
+            a.insert(attr::QUEUE_DURATION_S.into(), AttrValue::Float(q.max(0.0)));
+        }
+        Ok(w)
+    }
+
+    pub(super) fn deployment(&self, h: &DeploymentHook) -> Result<WorkEvent, String> {
+        let (act, outcome) = match h.status.as_str() {
+            "running" => (Action::Open, None),
+            "success" => (Action::Close, Some(Outcome::ok(WorkResult::Success))),
+            "failed" => (Action::Close, Some(Outcome::failed(WorkResult::Failure))),
+            "canceled" => (Action::Close, Some(Outcome::ok(WorkResult::Cancellation))),
+            other => return Err(format!("gitlab deployment status {other:?} is not used")),
+        };
+        let mut w = self.work(
+            Kind::Deployment,
+            "deployment",
+            &h.deployment_id.to_string(),
+            format!("DEPLOY {}", h.environment),
+            act,
+            &[],
+        );
+        // The hook carries only the time of its status change: `running` starts the span,
+        // the final status ends it.
+        w.start = Some(h.status_changed_at);
+        if act == Action::Close {
+            w.end = Some(h.status_changed_at);
+            w.outcome = outcome;
+        }
+        w.environment = Some(h.environment.clone());
+        // The full commit SHA: `sha` where sent, else the last segment of `commit_url`.
+        let sha = h
+            .sha
+            .clone()
+            .or_else(|| {
+                h.commit_url
+                    .as_deref()
+                    .and_then(|u| u.trim_end_matches('/').rsplit('/').next())
+                    .filter(|s| s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit()))
+                    .map(str::to_string)
+            })
+            .or_else(|| h.short_sha.clone());
+        w.head_sha = sha.clone();
+        w.head_branch = h.git_ref.clone();
+        w.parent_by_commit(&self.repo, sha.as_deref(), None);
+        let a = &mut w.attributes;
+        a.insert(
+            attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+            h.environment.clone().into(),
+        );
+        a.insert(
+            attr::DEPLOYMENT_ID.into(),
+            h.deployment_id.to_string().into(),
+        );
+        set_opt(a, attr::VCS_REF_HEAD_REVISION, sha);
+        set_opt(a, attr::VCS_REF_HEAD_NAME, h.git_ref.clone());
+        set_opt(
+            a,
+            attr::CICD_PIPELINE_TASK_RUN_ID,
+            h.deployable_id.map(|i| i.to_string()),
+        );
+        set_opt(
+            a,
+            attr::CICD_PIPELINE_TASK_RUN_URL_FULL,
+            h.deployable_url.clone(),
+        );
+        set_opt(a, attr::ENVIRONMENT_TIER, h.environment_tier.clone());
+        set_opt(a, attr::ENVIRONMENT_URL, h.environment_external_url.clone());
+        Ok(w)
+    }
+
+    pub(super) fn push(&self, h: &PushHook) -> Translation {
+        let Some(branch) = h.git_ref.strip_prefix("refs/heads/") else {
+            return Translation::Ignored("gitlab push: not a branch (tags are not used)".into());
+        };
+        let after = h.after.clone().unwrap_or_default();
+        if after.is_empty() || after.chars().all(|c| c == '0') {
+            return Translation::Ignored("gitlab push: branch deletion".into());
+        }
+        let commits: Vec<Commit> = h
+            .commits
+            .iter()
+            .map(|c| Commit {
+                sha: c.id.clone(),
+                time: c.timestamp,
+                message: c.message.clone(),
+                merges: merges_a_merge_request(&c.message),
+            })
+            .collect();
+        let Some(time) = commits.iter().map(|c| c.time).max() else {
+            return Translation::Ignored("gitlab push: no commits".into());
+        };
+        let default = self.default_branch.as_deref().unwrap_or("main");
+        Translation::Inputs(vec![Input::Push(Push {
+            repo: self.repo.clone(),
+            branch: branch.to_string(),
+            to_default_branch: branch == default,
+            before: h.before.clone(),
+            after,
+            time,
+            commits,
+            attributes: self.base_attrs(&[]),
+        })])
+    }
+}
+
+/// What a task span needs of a job, from either hook that describes one.
+pub(super) struct TaskFacts<'t> {
+    pub(super) id: u64,
+    pub(super) name: &'t str,
+    pub(super) stage: Option<&'t str>,
+    pub(super) status: &'t str,
+    pub(super) created_at: Option<Time>,
+    pub(super) started_at: Option<Time>,
+    pub(super) finished_at: Option<Time>,
+    pub(super) duration: Option<f64>,
+    pub(super) queued_duration: Option<f64>,
+    pub(super) allow_failure: bool,
+    pub(super) failure_reason: Option<&'t str>,
+    pub(super) pipeline_id: u64,
+    pub(super) run_key: &'t str,
+    pub(super) pipeline_name: &'t str,
+    pub(super) git_ref: Option<&'t str>,
+    pub(super) tag: bool,
+    pub(super) sha: Option<&'t str>,
+}
+
+/// Label titles: the hook's top-level `labels`, else those of `object_attributes`.
+/// Whether a commit message is the one GitLab writes for a merged merge request: its merge (or
+/// squash) commit ends with `See merge request group/repo!3`.
+pub(super) fn merges_a_merge_request(message: &str) -> bool {
+    message.contains("See merge request ")
+}
+
+pub(super) fn label_titles(top: &[Label], inner: &[Label]) -> Vec<String> {
+    let src = if top.is_empty() { inner } else { top };
+    src.iter().map(|l| l.title.clone()).collect()
+}
+
+pub(super) fn secs(d: chrono::TimeDelta) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+pub(super) fn secs_delta(s: f64) -> chrono::TimeDelta {
+    chrono::TimeDelta::milliseconds((s * 1000.0).round() as i64)
+}

@@ -1,0 +1,318 @@
+//! GitLab: `X-Gitlab-Token` verification and the translation of Issue, Merge Request, Pipeline,
+//! Job, Deployment and Push hooks into normalized events. The payload model (only the fields we
+//! use) and its mapping to semantic-convention attributes live here and nowhere else.
+//!
+//! GitLab writes timestamps in three shapes depending on the hook and its version
+//! (`2013-12-03T17:23:34Z`, `2016-08-12 15:23:28 UTC`, `2021-04-28 21:50:00 +0200`); every
+//! time field goes through [`de`].
+
+mod mapping;
+mod payload;
+
+use crate::config::Config;
+use crate::model::attr;
+use crate::model::ids::{item_key, short_hash};
+use crate::model::refs::team_from_labels;
+use crate::model::{
+    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
+    SpanEvent, Time, WorkEvent, WorkResult,
+};
+use crate::sources::vcs;
+use crate::sources::{
+    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+};
+use mapping::*;
+pub use payload::de;
+use payload::*;
+use serde::Deserialize;
+
+pub struct GitLab;
+
+const SOURCE: &str = "gitlab";
+
+impl Source for GitLab {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
+        authenticate_with(
+            SOURCE,
+            "VALUESTREAM_GITLAB_TOKEN",
+            config.gitlab_token.get(),
+            d.header("x-gitlab-token"),
+            config,
+            verify::tokens_match,
+        )
+    }
+
+    fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
+        let delivery_id = d
+            .header("x-gitlab-event-uuid")
+            .filter(|v| !v.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| short_hash(d.body));
+        let event = match d.header("x-gitlab-event") {
+            Some(h) if h != "System Hook" => Event::from_header(h),
+            // A system hook names its event in the body: merge requests by `object_kind` (the
+            // project hook's body), pushes and the instance's own events (users, groups,
+            // projects) by `event_name`.
+            _ => {
+                let k: ObjectKind = parse_json(SOURCE, d.body)?;
+                match (k.object_kind, k.event_name) {
+                    (Some(kind), _) => Event::from_object_kind(&kind),
+                    (None, Some(name)) => Event::from_event_name(&name),
+                    (None, None) => {
+                        return Err(SourceError::Malformed(
+                            "gitlab: neither the X-Gitlab-Event header nor the body's object_kind or event_name names the event".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        let translation = match event {
+            Ok(event) => translate(event, d.body, config)?,
+            Err(why) => Translation::Ignored(why),
+        };
+        Ok(Translated {
+            delivery_id,
+            translation,
+        })
+    }
+
+    fn sign(&self, _body: &[u8], config: &Config) -> Vec<(String, String)> {
+        config
+            .gitlab_token
+            .get()
+            .map(|t| vec![("x-gitlab-token".into(), t.to_string())])
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Issue,
+    MergeRequest,
+    Pipeline,
+    Job,
+    Deployment,
+    Push,
+}
+
+impl Event {
+    fn from_header(h: &str) -> Result<Event, String> {
+        Ok(match h {
+            "Issue Hook" | "Confidential Issue Hook" => Event::Issue,
+            "Merge Request Hook" => Event::MergeRequest,
+            "Pipeline Hook" => Event::Pipeline,
+            "Job Hook" => Event::Job,
+            "Deployment Hook" => Event::Deployment,
+            "Push Hook" => Event::Push,
+            other => return Err(format!("gitlab event {other:?} is not used")),
+        })
+    }
+
+    fn from_object_kind(k: &str) -> Result<Event, String> {
+        Ok(match k {
+            "issue" => Event::Issue,
+            "merge_request" => Event::MergeRequest,
+            "pipeline" => Event::Pipeline,
+            "build" => Event::Job,
+            "deployment" => Event::Deployment,
+            "push" => Event::Push,
+            other => return Err(format!("gitlab object_kind {other:?} is not used")),
+        })
+    }
+
+    /// A system hook's `event_name`: pushes are handled like Push Hooks (a `tag_push` is then
+    /// ignored as a tag); everything else (`user_add_to_group`, `project_create`,
+    /// `repository_update`, …) is about the instance, not delivery.
+    fn from_event_name(name: &str) -> Result<Event, String> {
+        match name {
+            "push" | "tag_push" => Ok(Event::Push),
+            "repository_update" => Err(
+                "gitlab system hook event \"repository_update\" is not used (the same push arrives as event_name \"push\")".into(),
+            ),
+            other => Err(format!(
+                "gitlab system hook event {other:?} is not used (only merge requests and pushes are)"
+            )),
+        }
+    }
+}
+
+fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, SourceError> {
+    let one = |r: Result<WorkEvent, String>| match r {
+        Ok(w) => Translation::Inputs(vec![Input::Work(w)]),
+        Err(why) => Translation::Ignored(why),
+    };
+    Ok(match event {
+        Event::Issue => {
+            let h: IssueHook = parse_json(SOURCE, body)?;
+            one(Ctx::of(&h.project, config).issue(&h))
+        }
+        Event::MergeRequest => {
+            let h: MergeRequestHook = parse_json(SOURCE, body)?;
+            one(Ctx::of(&h.project, config).merge_request(&h))
+        }
+        Event::Pipeline => {
+            let h: PipelineHook = parse_json(SOURCE, body)?;
+            Ctx::of(&h.project, config).pipeline(&h)
+        }
+        Event::Job => {
+            let h: JobHook = parse_json(SOURCE, body)?;
+            let ctx = match (&h.project, &h.repository) {
+                (Some(p), _) => Ctx::of(p, config),
+                (None, Some(r)) => r
+                    .homepage
+                    .as_deref()
+                    .or(r.git_http_url.as_deref())
+                    .and_then(|u| Ctx::of_url(u, config))
+                    .ok_or_else(|| {
+                        SourceError::Malformed(
+                            "gitlab: Job Hook repository has no usable homepage".into(),
+                        )
+                    })?,
+                (None, None) => {
+                    return Err(SourceError::Malformed(
+                        "gitlab: Job Hook names neither project nor repository".into(),
+                    ))
+                }
+            };
+            one(ctx.job(&h))
+        }
+        Event::Deployment => {
+            let h: DeploymentHook = parse_json(SOURCE, body)?;
+            one(Ctx::of(&h.project, config).deployment(&h))
+        }
+        Event::Push => {
+            let h: PushHook = parse_json(SOURCE, body)?;
+            Ctx::of(&h.project, config).push(&h)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::de::parse_time;
+    use super::*;
+
+    fn utc(s: &str) -> Time {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn parses_the_three_gitlab_timestamp_shapes() {
+        assert_eq!(
+            parse_time("2013-12-03T17:23:34Z"),
+            Some(utc("2013-12-03T17:23:34Z"))
+        );
+        assert_eq!(
+            parse_time("2016-08-12 15:23:28 UTC"),
+            Some(utc("2016-08-12T15:23:28Z"))
+        );
+        assert_eq!(
+            parse_time("2021-04-28 21:50:00 +0200"),
+            Some(utc("2021-04-28T19:50:00Z"))
+        );
+        // RFC 3339 with offsets and fractions, and the other mixes GitLab versions write.
+        assert_eq!(
+            parse_time("2012-01-03T23:36:29+02:00"),
+            Some(utc("2012-01-03T21:36:29Z"))
+        );
+        assert_eq!(
+            parse_time("2023-01-10T13:50:05.123Z"),
+            Some(utc("2023-01-10T13:50:05.123Z"))
+        );
+        assert_eq!(
+            parse_time("2023-01-10 13:50:05.5 UTC"),
+            Some(utc("2023-01-10T13:50:05.5Z"))
+        );
+        assert_eq!(
+            parse_time("2021-04-28 21:50:00 -05:30"),
+            Some(utc("2021-04-29T03:20:00Z"))
+        );
+        assert_eq!(
+            parse_time("2021-04-28T21:50:00.250+0200"),
+            Some(utc("2021-04-28T19:50:00.25Z"))
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(
+            parse_time("2021-04-28 21:50:00"),
+            None,
+            "a zone is required"
+        );
+    }
+
+    #[derive(Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "de::time")]
+        at: Time,
+        #[serde(default, deserialize_with = "de::opt_time")]
+        maybe: Option<Time>,
+        #[serde(default, deserialize_with = "de::opt_time")]
+        absent: Option<Time>,
+    }
+
+    #[test]
+    fn serde_helpers_take_every_shape_and_null() {
+        for (text, want) in [
+            ("2013-12-03T17:23:34Z", "2013-12-03T17:23:34Z"),
+            ("2016-08-12 15:23:28 UTC", "2016-08-12T15:23:28Z"),
+            ("2021-04-28 21:50:00 +0200", "2021-04-28T19:50:00Z"),
+        ] {
+            let t: T =
+                serde_json::from_value(serde_json::json!({"at": text, "maybe": text})).unwrap();
+            assert_eq!(
+                (t.at, t.maybe, t.absent),
+                (utc(want), Some(utc(want)), None)
+            );
+        }
+        let t: T = serde_json::from_value(
+            serde_json::json!({"at": "2013-12-03T17:23:34Z", "maybe": null}),
+        )
+        .unwrap();
+        assert_eq!(t.maybe, None);
+        let err = serde_json::from_value::<T>(serde_json::json!({"at": "soon"}))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not a GitLab timestamp"), "{err}");
+    }
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(
+            pipeline_result("success"),
+            Some(Outcome::ok(WorkResult::Success))
+        );
+        assert_eq!(
+            pipeline_result("failed"),
+            Some(Outcome::failed(WorkResult::Failure))
+        );
+        assert_eq!(
+            pipeline_result("canceled"),
+            Some(Outcome::ok(WorkResult::Cancellation))
+        );
+        assert_eq!(
+            pipeline_result("skipped"),
+            Some(Outcome::ok(WorkResult::Skip))
+        );
+        assert_eq!(pipeline_result("running"), None);
+        assert_eq!(pipeline_result("pending"), None);
+    }
+
+    #[test]
+    fn events_by_header_and_object_kind() {
+        assert!(matches!(
+            Event::from_header("Merge Request Hook"),
+            Ok(Event::MergeRequest)
+        ));
+        assert!(matches!(Event::from_header("Job Hook"), Ok(Event::Job)));
+        assert!(Event::from_header("Note Hook")
+            .unwrap_err()
+            .contains("Note Hook"));
+        assert!(matches!(Event::from_object_kind("build"), Ok(Event::Job)));
+        assert!(Event::from_object_kind("tag_push").is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! The architecture, checked: the module graph is a DAG with the arrows docs/ARCHITECTURE.md
+//! draws, and the engine spells no attribute key as a string literal.
+//!
+//! The graph is read from the source text: every `crate::<module>` and `super::<module>` path in
+//! the code of `src/**` (comments and `#[cfg(test)] mod tests` blocks left out) is an arrow from
+//! the file's module to that module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rs_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(rs_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The module path of a file: `src/engine/drain.rs` → `["engine", "drain"]`,
+/// `src/engine/mod.rs` → `["engine"]`, `src/lib.rs` → `[]`.
+fn module_of(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src()).unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The code of a file: comments removed, the unit-test module cut off.
+fn code(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with("//") {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident_after(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The module names a `use` names inside braces after `prefix::{`: `super::{a, b::c}` → a, b.
+fn braced(text: &str) -> Vec<String> {
+    let Some(body) = text.strip_prefix('{') else {
+        return vec![ident_after(text)];
+    };
+    let mut depth = 0;
+    let mut out = Vec::new();
+    let mut start = true;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => start = true,
+            c if start && !c.is_whitespace() => {
+                out.push(ident_after(&body[i..]));
+                start = false;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Arrows between modules at `depth` levels (1: top-level layers), as `from → to`.
+struct Graph {
+    /// file module path → modules it names (full paths).
+    uses: BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+}
+
+impl Graph {
+    fn read() -> Graph {
+        let mut uses: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for file in rs_files(&src()) {
+            let me = module_of(&file);
+            let text = code(&file);
+            let set = uses.entry(me.clone()).or_default();
+            for (i, _) in text.match_indices("crate::") {
+                let rest = &text[i + "crate::".len()..];
+                for first in braced(rest) {
+                    let mut target = vec![first.clone()];
+                    let after = &rest[first.len()..];
+                    if let Some(r) = after.strip_prefix("::") {
+                        let second = ident_after(r);
+                        if !second.is_empty() && second.chars().next().unwrap().is_lowercase() {
+                            target.push(second);
+                        }
+                    }
+                    if !first.is_empty() {
+                        set.insert(target);
+                    }
+                }
+            }
+            // `super::x` from a file of module a::b::c names a::b::x.
+            for (i, _) in text.match_indices("super::") {
+                if i > 0 && text[..i].ends_with("::") {
+                    continue;
+                }
+                let rest = &text[i + "super::".len()..];
+                if me.is_empty() {
+                    continue;
+                }
+                let parent = &me[..me.len() - 1];
+                for name in braced(rest) {
+                    if name.is_empty() || name == "super" {
+                        continue;
+                    }
+                    let mut target = parent.to_vec();
+                    target.push(name);
+                    set.insert(target);
+                }
+            }
+        }
+        Graph { uses }
+    }
+
+    /// Arrows between the top-level modules.
+    fn layers(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (from, tos) in &self.uses {
+            let Some(f) = from.first() else { continue };
+            for to in tos {
+                if to[0] != *f {
+                    out.entry(f.clone()).or_default().insert(to[0].clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Arrows between the sibling files of one directory module (`engine::drain` →
+    /// `engine::facts`), leaving out the arrows to and from the directory's own `mod.rs`.
+    fn siblings(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (from, tos) in &self.uses {
+            if from.len() < 2 {
+                continue;
+            }
+            let parent = &from[..from.len() - 1];
+            for to in tos {
+                if to.len() > parent.len() && to[..parent.len()] == *parent {
+                    let sib = &to[..parent.len() + 1];
+                    if sib != &from[..] && self.uses.contains_key(sib) {
+                        out.entry(from.join("::"))
+                            .or_default()
+                            .insert(sib.join("::"));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A cycle in `graph`, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = stack.iter().position(|s| s == n) {
+            let mut cycle = stack[i..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        stack.push(n.to_string());
+        for m in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, graph, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for n in graph.keys() {
+        if let Some(c) = visit(n, graph, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Arrows that must never exist: (from, to, why).
+const FORBIDDEN: &[(&str, &str, &str)] = &[
+    (
+        "engine",
+        "export",
+        "the engine yields spans and points; the pipeline exports them",
+    ),
+    ("engine", "http", "the engine knows nothing of HTTP"),
+    ("engine", "sources", "the engine knows no vendor"),
+    ("engine", "pipeline", "the pipeline is built on the engine"),
+    ("engine", "entrypoints", "hosts sit on top"),
+    (
+        "engine",
+        "analysis",
+        "the analysis reads the engine's state",
+    ),
+    (
+        "model",
+        "engine",
+        "the model is the vocabulary below everything",
+    ),
+    ("model", "sources", "the model knows no vendor"),
+    ("model", "store", "the model is not stored by itself"),
+    (
+        "sources",
+        "engine",
+        "a source only translates into the model",
+    ),
+    ("sources", "store", "a source keeps no state"),
+    (
+        "sources",
+        "export",
+        "a source only translates into the model",
+    ),
+    (
+        "sources",
+        "pipeline",
+        "a source only translates into the model",
+    ),
+    (
+        "sources",
+        "http",
+        "the router calls sources, not the other way",
+    ),
+    ("export", "pipeline", "the pipeline calls the exporter"),
+    ("export", "http", "exporters know nothing of HTTP"),
+    (
+        "export",
+        "store",
+        "exporters read the engine's series, never the store",
+    ),
+    (
+        "store",
+        "engine",
+        "the store holds records, whatever they mean",
+    ),
+    ("pipeline", "http", "the router calls the pipeline"),
+    ("pipeline", "entrypoints", "hosts build the pipeline"),
+    ("http", "entrypoints", "hosts serve the router"),
+];
+
+#[test]
+fn no_forbidden_arrow_between_layers() {
+    let layers = Graph::read().layers();
+    assert!(
+        layers.get("engine").is_some_and(|t| t.contains("store")),
+        "the graph reader sees engine → store: {layers:?}"
+    );
+    let mut found = Vec::new();
+    for (from, to, why) in FORBIDDEN {
+        if layers.get(*from).is_some_and(|t| t.contains(*to)) {
+            found.push(format!("{from} → {to} ({why})"));
+        }
+    }
+    assert!(found.is_empty(), "forbidden arrows: {found:#?}");
+}
+
+#[test]
+fn the_layers_form_a_dag() {
+    let layers = Graph::read().layers();
+    assert_eq!(find_cycle(&layers), None, "a cycle between layers");
+}
+
+#[test]
+fn no_module_imports_a_sibling_that_imports_it() {
+    let siblings = Graph::read().siblings();
+    assert!(
+        siblings
+            .get("engine::drain")
+            .is_some_and(|t| t.contains("engine::facts")),
+        "the graph reader sees engine::drain → engine::facts: {siblings:?}"
+    );
+    assert_eq!(
+        find_cycle(&siblings),
+        None,
+        "a cycle between sibling modules"
+    );
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let g: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(
+        find_cycle(&g),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    assert_eq!(braced("{a, b::{c, d}, e}"), ["a", "b", "e"]);
+}
+
+/// Prefixes of attribute keys: the project's own and the semantic conventions it uses.
+const KEY_PREFIXES: &[&str] = &[
+    "\"valuestream.",
+    "\"vcs.",
+    "\"cicd.",
+    "\"deployment.",
+    "\"service.",
+    "\"url.",
+    "\"error.",
+    "\"incident.",
+];
+
+#[test]
+fn the_engine_spells_no_attribute_key() {
+    let mut found = Vec::new();
+    let engine = src().join("engine");
+    let files = rs_files(&engine);
+    assert!(files.len() > 5, "the engine's files are found");
+    for file in files {
+        for (n, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            if KEY_PREFIXES.iter().any(|p| line.contains(p)) {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "attribute keys belong in src/model/attr.rs, not as literals in the engine:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The rows of the "## Sources" table of docs/ARCHITECTURE.md: (name, route).
+fn documented_sources() -> Vec<(String, String)> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"))
+            .expect("docs/ARCHITECTURE.md");
+    let section = doc
+        .split("\n## Sources\n")
+        .nth(1)
+        .expect("docs/ARCHITECTURE.md has a ## Sources section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| Source"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].trim_matches('`').to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_architecture_doc_lists_exactly_the_registered_sources() {
+    use valuestream::sources::registry::SOURCES;
+    let documented = documented_sources();
+    let registered: Vec<(String, String)> = SOURCES
+        .iter()
+        .map(|e| (e.name.to_string(), e.route.to_string()))
+        .collect();
+    assert_eq!(
+        documented, registered,
+        "docs/ARCHITECTURE.md's source table and src/sources/registry.rs disagree"
+    );
+}
+
+#[test]
+fn the_architecture_doc_steps_name_the_files_they_touch() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"))
+            .unwrap();
+    let steps = doc
+        .split("\n## Add a source in ")
+        .nth(1)
+        .expect("docs/ARCHITECTURE.md has an \"## Add a source in N steps\" section");
+    let n: usize = steps
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("the heading says how many steps");
+    let numbered = steps
+        .lines()
+        .filter(|l| {
+            l.split_once(". ")
+                .is_some_and(|(k, _)| k.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(
+        numbered, n,
+        "the heading's count and the numbered steps agree"
+    );
+    for path in [
+        "src/sources/registry.rs",
+        "src/sources/mod.rs",
+        "tests/fixtures/<name>/",
+        "tests/golden.rs",
+    ] {
+        assert!(steps.contains(path), "the steps name {path}");
+        let on_disk = path.replace("<name>/", "github/");
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&on_disk)
+                .exists(),
+            "{on_disk} named by the doc exists"
+        );
+    }
+}
