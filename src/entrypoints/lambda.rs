@@ -3,8 +3,8 @@
 //! - **API Gateway HTTP API (payload v2) requests** go through the one axum router. `lambda_http`
 //!   converts the event into an HTTP request and the router's answer into the API Gateway response
 //!   (its `Adapter`, the same conversion `lambda_http::run` uses; public but `doc(hidden)`, which
-//!   is why Cargo.toml keeps lambda_http at 0.17.x), so there is no second copy of any handler
-//!   logic.
+//!   is why Cargo.toml holds lambda_http to one major, 1.x), so there is no second copy of any
+//!   handler logic.
 //! - **EventBridge scheduled events** (`"source": "aws.events"`, `"detail-type": "Scheduled
 //!   Event"`, from the `Drain` schedule in `template.yaml`) run [`Pipeline::drain`]: finished spans
 //!   whose settle period has passed, and batches a failed export left in the outbox, are exported.

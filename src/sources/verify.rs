@@ -1,7 +1,7 @@
 //! Signature and token checks shared by the sources: HMAC-SHA256 over the raw body and
 //! constant-time token comparison. No SHA-1 anywhere.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
