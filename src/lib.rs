@@ -5,6 +5,7 @@
 //!   state in a [`store`];
 //! - [`export`] sends them over OTLP (or prints them);
 //! - [`analysis`] answers questions over the stored metric state (correlations);
+//! - [`grafana`] installs the dashboards into a Grafana (`valuestream grafana install`);
 //! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
 
 pub mod analysis;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod entrypoints;
 pub mod export;
+pub mod grafana;
 pub mod http;
 pub mod model;
 pub mod replay;
