@@ -105,7 +105,7 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
-    /// Grafana: `grafana install` puts the data source and the dashboards into a Grafana.
+    /// Put the Prometheus data source and the dashboards into a Grafana (`grafana install`).
     #[command(subcommand)]
     Grafana(crate::grafana::cli::GrafanaCommand),
 }
