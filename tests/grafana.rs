@@ -936,3 +936,86 @@ async fn help_lists_the_command_and_its_flags() {
         assert!(help.stdout.contains(flag), "{flag}: {}", help.stdout);
     }
 }
+
+/// A YAML file as JSON, through PyYAML (in .venv, installed with cfn-lint by
+/// scripts/install-test-deps).
+fn yaml(text: &str) -> Value {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "PyYAML is needed to read the provisioning examples (scripts/install-test-deps installs \
+         it into .venv; put .venv/bin on PATH): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn provisioning_examples_give_what_the_command_installs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/provisioning");
+    let text = std::fs::read_to_string(dir.join("datasources.yaml")).unwrap();
+    let ds = yaml(&text);
+    assert_eq!(ds["apiVersion"], 1);
+    let plain = &ds["datasources"][0];
+    assert_eq!(plain["type"], "prometheus");
+    assert_eq!(plain["access"], "proxy");
+    assert_eq!(plain["jsonData"], json!({"httpMethod": "POST"}));
+    // The same uid as `grafana install` gives the same name: either way, one data source.
+    assert_eq!(
+        plain["uid"].as_str().unwrap(),
+        valuestream::grafana::uid_for(plain["name"].as_str().unwrap())
+    );
+    // The commented Amazon Managed Service for Prometheus example, uncommented, has the
+    // SigV4 settings the command sets.
+    let start = text
+        .find("  # - name: valuestream AMP")
+        .expect("the AMP example");
+    let uncommented: String = text[start..]
+        .lines()
+        .map(|l| l.replacen("  # ", "  ", 1) + "\n")
+        .collect();
+    let amp = yaml(&format!("datasources:\n{uncommented}"));
+    let amp = &amp["datasources"][0];
+    assert_eq!(amp["type"], "prometheus");
+    assert_eq!(amp["access"], "proxy");
+    assert_eq!(
+        amp["jsonData"],
+        json!({"httpMethod": "POST", "sigV4Auth": true, "sigV4AuthType": "default", "sigV4Region": "eu-west-1"})
+    );
+    assert!(amp["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/"));
+
+    let providers = yaml(&std::fs::read_to_string(dir.join("dashboards.yaml")).unwrap());
+    assert_eq!(providers["apiVersion"], 1);
+    let p = &providers["providers"][0];
+    assert_eq!(p["type"], "file");
+    // The folder `grafana install` uses by default.
+    assert_eq!(p["folder"], "valuestream");
+    assert_eq!(p["folderUid"], valuestream::grafana::uid_for("valuestream"));
+    assert!(p["options"]["path"].as_str().is_some_and(|s| !s.is_empty()));
+    // File provisioning reads the dashboard files as they are: no import-time inputs, and every
+    // panel on the `$datasource` variable.
+    for d in valuestream::grafana::dashboards::DASHBOARDS {
+        let v: Value = serde_json::from_str(d.json).unwrap();
+        assert!(v.get("__inputs").is_none(), "{}", d.file);
+        for panel in v["panels"].as_array().unwrap() {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", d.file);
+        }
+    }
+}
