@@ -597,6 +597,23 @@ async fn installing_twice_gives_one_datasource_one_folder_and_every_dashboard_on
         ]
     );
     assert_bound_to(&g, uid);
+    // What is stored is the file, but for the binding: `$datasource` on the data source.
+    for file in valuestream::grafana::dashboards::DASHBOARDS {
+        let mut want: Value = serde_json::from_str(file.json).unwrap();
+        let (got, _, _) = &dashboards[want["uid"].as_str().unwrap()];
+        let mut got = got.clone();
+        for m in [&mut want, &mut got] {
+            let o = m.as_object_mut().unwrap();
+            o.remove("id");
+            o.remove("version");
+            for v in o["templating"]["list"].as_array_mut().unwrap() {
+                if v["name"] == "datasource" {
+                    v["current"] = json!({});
+                }
+            }
+        }
+        assert!(got == want, "{}: stored as in the file", file.file);
+    }
     for d in dashboards.keys() {
         assert!(
             first.stdout.contains(d),
