@@ -10,19 +10,21 @@
 //! hold after one run and after two. A request outside the documented API is recorded as a
 //! violation and fails the test.
 //!
-//! The pages it follows:
-//! - data sources: <https://grafana.com/docs/grafana/latest/developers/http_api/data_source/>
+//! The pages it follows (Grafana 10's, whose `/api` endpoints later versions keep):
+//! - data sources: <https://grafana.com/docs/grafana/v10.4/developers/http_api/data_source/>
 //!   (`GET /api/datasources/uid/:uid`, `GET /api/datasources/name/:name`,
 //!   `POST /api/datasources`, `PUT /api/datasources/uid/:uid`);
-//! - folders: <https://grafana.com/docs/grafana/latest/developers/http_api/folder/>
+//! - folders: <https://grafana.com/docs/grafana/v10.4/developers/http_api/folder/>
 //!   (`GET /api/folders`, `GET /api/folders/:uid`, `POST /api/folders`);
-//! - dashboards: <https://grafana.com/docs/grafana/latest/developers/http_api/dashboard/>
+//! - dashboards: <https://grafana.com/docs/grafana/v10.4/developers/http_api/dashboard/>
 //!   (`POST /api/dashboards/db` with `dashboard`, `folderUid`, `overwrite`);
-//! - service account tokens: <https://grafana.com/docs/grafana/latest/developers/http_api/authentication/>;
+//! - service account tokens (`Authorization: Bearer`):
+//!   <https://grafana.com/docs/grafana/v10.4/developers/http_api/authentication/>;
+//! - the same API in Amazon Managed Grafana:
+//!   <https://docs.aws.amazon.com/grafana/latest/userguide/v10-Grafana-API-Folder.html> and its
+//!   sibling pages;
 //! - the SigV4 settings of a Prometheus data source for Amazon Managed Service for Prometheus:
-//!   <https://grafana.com/docs/grafana/latest/datasources/prometheus/configure/aws-authentication/>
-//!   and Amazon Managed Grafana's copy of the API,
-//!   <https://docs.aws.amazon.com/grafana/latest/userguide/Using-Grafana-APIs.html>.
+//!   <https://grafana.com/docs/grafana/latest/datasources/prometheus/configure/aws-authentication/>.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
