@@ -6,6 +6,7 @@
 //! - [`export`] sends them over OTLP (or prints them);
 //! - the [`pipeline`] wires engine, store and exporter (with the outbox) from the configuration;
 //! - [`analysis`] answers questions over the stored metric state (correlations);
+//! - [`grafana`] installs the dashboards into a Grafana (`valuestream grafana install`);
 //! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
 
 pub mod analysis;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod entrypoints;
 pub mod export;
+pub mod grafana;
 pub mod http;
 pub mod model;
 pub mod pipeline;

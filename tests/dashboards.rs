@@ -660,23 +660,45 @@ fn load_dashboard(name: &str) -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Importable dashboard JSON: datasource input, `${DS_PROMETHEUS}` everywhere, the variables.
+/// Dashboard JSON that imports, provisions from files and installs through the HTTP API alike:
+/// a `$datasource` variable (type `datasource`, Prometheus) that every panel, target and query
+/// variable uses, and a `$lookback` constant with a concrete value (no import-time `__inputs`).
 fn check_dashboard_shape(name: &str, d: &Value) -> String {
-    let inputs = d["__inputs"].as_array().expect("__inputs");
     assert!(
-        inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS"
-            && i["type"] == "datasource"
-            && i["pluginId"] == "prometheus"),
-        "{name}: a DS_PROMETHEUS datasource input"
+        d.get("__inputs").is_none(),
+        "{name}: no __inputs (file provisioning and the HTTP API do not substitute them)"
     );
-    let lookback = inputs
-        .iter()
-        .find(|i| i["name"] == "VAR_LOOKBACK")
-        .and_then(|i| i["value"].as_str())
-        .unwrap_or_else(|| panic!("{name}: a VAR_LOOKBACK constant input"))
-        .to_string();
-    let ds = json!({"type": "prometheus", "uid": "${DS_PROMETHEUS}"});
+    let text = serde_json::to_string(d).unwrap();
+    assert!(
+        !text.contains("${DS_") && !text.contains("${VAR_"),
+        "{name}: no import-time placeholders"
+    );
+    let ds = json!({"type": "prometheus", "uid": "${datasource}"});
     let vars = d["templating"]["list"].as_array().unwrap();
+    let dsvar = vars
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .unwrap_or_else(|| panic!("{name}: a $datasource variable"));
+    assert_eq!(dsvar["type"], "datasource", "{name}: $datasource type");
+    assert_eq!(
+        dsvar["query"], "prometheus",
+        "{name}: $datasource lists Prometheus"
+    );
+    let lookback = vars
+        .iter()
+        .find(|v| v["name"] == "lookback")
+        .expect("lookback");
+    assert_eq!(
+        lookback["type"], "constant",
+        "{name}: $lookback is a constant"
+    );
+    let lookback = lookback["query"].as_str().unwrap().to_string();
+    assert!(
+        regex::Regex::new(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+            .unwrap()
+            .is_match(&lookback),
+        "{name}: $lookback {lookback:?} is a Prometheus duration"
+    );
     for (var, label) in [
         ("repository", "valuestream_repository"),
         ("team", "valuestream_team"),
@@ -696,11 +718,6 @@ fn check_dashboard_shape(name: &str, d: &Value) -> String {
             "{name}: ${var} lists {label}"
         );
     }
-    let lb = vars
-        .iter()
-        .find(|v| v["name"] == "lookback")
-        .expect("lookback");
-    assert_eq!(lb["query"], "${VAR_LOOKBACK}");
     for p in d["panels"].as_array().unwrap() {
         assert_eq!(
             p["datasource"], ds,

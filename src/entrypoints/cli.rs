@@ -1,6 +1,7 @@
 //! The command line: `serve` (the router on a local port), `replay` (recorded deliveries through
 //! the same router, in process or to a running instance), `correlations` (what slow and failing
-//! work has in common, from a running instance or a local store) and `create-table` (DynamoDB).
+//! work has in common, from a running instance or a local store), `create-table` (DynamoDB) and
+//! `grafana install` (the dashboards into Grafana).
 
 use super::open_store;
 use crate::config::Config;
@@ -103,6 +104,9 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Put the Prometheus data source and the dashboards into a Grafana (`grafana install`).
+    #[command(subcommand)]
+    Grafana(crate::grafana::cli::GrafanaCommand),
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -133,6 +137,7 @@ pub async fn run() -> anyhow::Result<()> {
             println!("table {table} is ready (TTL on attribute ttl)");
             Ok(())
         }
+        Command::Grafana(cmd) => crate::grafana::cli::run(cmd).await,
     }
 }
 
