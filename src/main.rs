@@ -1,6 +1,10 @@
 //! The `valuestream` binary: a Lambda function when `AWS_LAMBDA_RUNTIME_API` is set, otherwise
 //! the command line (`serve`, `replay`, `create-table`).
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

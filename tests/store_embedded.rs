@@ -127,3 +127,80 @@ async fn collector_down_drain_exports_the_outbox() {
 async fn partial_collector_outage_sends_each_span_once() {
     partial_outage_sends_each_span_once(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
 }
+
+#[tokio::test]
+async fn a_store_file_of_redb_2_is_migrated_and_read() {
+    // tests/fixtures/store/v2 was written by this store on redb 2 (file format v2), which the
+    // current redb no longer opens by itself.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/store/v2/valuestream.redb");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join("valuestream.redb")).unwrap();
+    assert!(
+        matches!(
+            redb::Database::open(dir.path().join("valuestream.redb")),
+            Err(redb::DatabaseError::UpgradeRequired(_))
+        ),
+        "the fixture is of the old format"
+    );
+    let far_keys: Vec<Key> = (0..5)
+        .map(|i| Key::new("fixture#scope", format!("{i:03}")))
+        .collect();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let got = store.get_many(&far_keys).await.unwrap();
+        for (i, r) in got.iter().enumerate() {
+            let r = r.as_ref().expect("a migrated record");
+            assert_eq!(r.version, i as u64 + 1);
+            assert_eq!(
+                r.data,
+                json!({"n": i, "name": format!("record {i}"), "s": "é"})
+            );
+        }
+        let single = store.get_many(&[Key::one("fixture#single")]).await.unwrap();
+        assert_eq!(
+            single[0].as_ref().unwrap().data,
+            json!({"kind": "singleton"})
+        );
+        assert_eq!(
+            store.dump().unwrap().len(),
+            6,
+            "the expired record stays absent"
+        );
+        let q = store
+            .query(
+                "fixture#scope",
+                "001",
+                "003",
+                10,
+                valuestream::store::Order::Descending,
+            )
+            .await
+            .unwrap();
+        let sks: Vec<_> = q.iter().map(|r| r.key.sk.as_str()).collect();
+        assert_eq!(sks, ["003", "002", "001"]);
+        // The migrated file takes writes under the records' conditions.
+        store
+            .commit(vec![Write::Put {
+                record: Record {
+                    key: Key::one("fixture#single"),
+                    version: 8,
+                    expires_at: now_epoch() + 600,
+                    data: json!("after"),
+                },
+                cond: Cond::Version(7),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.sweep().await.unwrap(),
+            1,
+            "the expired record is swept"
+        );
+    }
+    // Now in the current format: redb opens it directly, and the store keeps its records.
+    drop(redb::Database::open(dir.path().join("valuestream.redb")).unwrap());
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let single = store.get_many(&[Key::one("fixture#single")]).await.unwrap();
+    assert_eq!(single[0].as_ref().unwrap().data, json!("after"));
+}

@@ -202,6 +202,12 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // scripts/bench-load reads the fsync count from this line.
+    tracing::info!(
+        store_requests = store.requests(),
+        durable_commits = store.durable_commits(),
+        "store closed"
+    );
     Ok(())
 }
 

@@ -1,18 +1,37 @@
 //! The embedded store: one redb file under `serve --data-dir` (or memory, for in-process
-//! replays and tests). Commits are serializable write transactions, so conditions hold exactly as
-//! in DynamoDB; expired records read as absent and [`EmbeddedStore::sweep`] deletes them.
+//! replays and tests). Writes go through one writer thread that groups concurrent commits into
+//! one durable transaction ([`writer`]); reads run on tokio's blocking pool, so no redb work ever
+//! runs on the async runtime's worker threads. Conditions hold exactly as in DynamoDB; expired
+//! records read as absent and [`EmbeddedStore::sweep_now`] deletes them.
 
-use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, StoreResult, Write};
+mod migrate;
+mod writer;
+
+pub use writer::WriterStats;
+
+use super::{now_epoch, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 
+/// The file inside the data directory.
+pub const FILE_NAME: &str = "valuestream.redb";
+
+/// Expired keys removed per writer job, so a sweep never holds the writer for long.
+const SWEEP_CHUNK: usize = 256;
+
 pub struct EmbeddedStore {
-    db: Database,
+    db: Arc<Database>,
+    jobs: Option<mpsc::Sender<writer::Job>>,
+    writer: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
     requests: AtomicU64,
 }
 
@@ -21,6 +40,11 @@ struct Stored {
     version: u64,
     expires_at: i64,
     data: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct StoredExpiry {
+    expires_at: i64,
 }
 
 fn encode_key(pk: &str, sk: &str) -> Vec<u8> {
@@ -42,6 +66,21 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+fn encode_value(record: &Record) -> StoreResult<Vec<u8>> {
+    #[derive(Serialize)]
+    struct StoredRef<'a> {
+        version: u64,
+        expires_at: i64,
+        data: &'a serde_json::Value,
+    }
+    serde_json::to_vec(&StoredRef {
+        version: record.version,
+        expires_at: record.expires_at,
+        data: &record.data,
+    })
+    .map_err(backend)
+}
+
 fn decode(key: Key, bytes: &[u8], now: i64) -> StoreResult<Option<Record>> {
     let s: Stored = serde_json::from_slice(bytes).map_err(backend)?;
     if s.expires_at <= now {
@@ -55,11 +94,25 @@ fn decode(key: Key, bytes: &[u8], now: i64) -> StoreResult<Option<Record>> {
     }))
 }
 
+fn expires_at(bytes: &[u8]) -> StoreResult<i64> {
+    serde_json::from_slice::<StoredExpiry>(bytes)
+        .map(|s| s.expires_at)
+        .map_err(backend)
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir/valuestream.redb`.
+    /// Opens (or creates) the store in `dir/valuestream.redb`; a file of an older redb format
+    /// is migrated first.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let db = Database::create(dir.join("valuestream.redb")).map_err(backend)?;
+        let path = dir.join(FILE_NAME);
+        let db = match Database::create(&path) {
+            Err(redb::DatabaseError::UpgradeRequired(_)) => {
+                migrate::upgrade_file(&path)?;
+                Database::create(&path).map_err(backend)?
+            }
+            other => other.map_err(backend)?,
+        };
         Self::init(db)
     }
 
@@ -75,10 +128,57 @@ impl EmbeddedStore {
         let w = db.begin_write().map_err(backend)?;
         w.open_table(RECORDS).map_err(backend)?;
         w.commit().map_err(backend)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(WriterStats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let (db, stats) = (db.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer::run(db, rx, stats))
+                .map_err(backend)?
+        };
         Ok(EmbeddedStore {
             db,
+            jobs: Some(tx),
+            writer: Some(writer),
+            stats,
             requests: AtomicU64::new(0),
         })
+    }
+
+    /// The writer's counters: write sets submitted and answered, durable commits (fsyncs).
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Holds the writer until the returned guard is dropped; write sets submitted meanwhile are
+    /// committed together afterwards (tests of group commit).
+    pub fn pause_writer(&self) -> StoreResult<WriterPause> {
+        let (hold, until) = mpsc::channel();
+        self.submit(writer::Job::Pause(until))?;
+        Ok(WriterPause { _hold: hold })
+    }
+
+    fn submit(&self, job: writer::Job) -> StoreResult<()> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closed".into()))?;
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        jobs.send(job)
+            .map_err(|_| StoreError::Backend("the store's writer has stopped".into()))
+    }
+
+    /// Runs `f` with the database on tokio's blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(backend)?
     }
 
     /// Every live record (diagnostics and tests; never on the request path).
@@ -96,28 +196,50 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// Deletes every expired record; returns how many.
-    pub fn sweep_now(&self) -> StoreResult<usize> {
-        let now = now_epoch();
-        let w = self.db.begin_write().map_err(backend)?;
-        let mut removed = 0;
-        {
-            let mut t = w.open_table(RECORDS).map_err(backend)?;
-            let mut dead = Vec::new();
-            for item in t.iter().map_err(backend)? {
-                let (k, v) = item.map_err(backend)?;
-                let s: Stored = serde_json::from_slice(v.value()).map_err(backend)?;
-                if s.expires_at <= now {
-                    dead.push(k.value().to_vec());
+    /// Deletes every expired record; returns how many. The expired keys are found by a read
+    /// transaction; the writer removes them in small jobs (each rechecking the expiry), so
+    /// deliveries committing meanwhile are held up by one small job at most.
+    pub async fn sweep_now(&self) -> StoreResult<usize> {
+        let dead = self
+            .read(|db| {
+                let now = now_epoch();
+                let r = db.begin_read().map_err(backend)?;
+                let t = r.open_table(RECORDS).map_err(backend)?;
+                let mut dead = Vec::new();
+                for item in t.iter().map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    if expires_at(v.value())? <= now {
+                        dead.push(k.value().to_vec());
+                    }
                 }
-            }
-            for k in dead {
-                t.remove(k.as_slice()).map_err(backend)?;
-                removed += 1;
-            }
+                Ok(dead)
+            })
+            .await?;
+        let mut removed = 0;
+        let mut dead = dead.into_iter().peekable();
+        while dead.peek().is_some() {
+            let chunk: Vec<Vec<u8>> = dead.by_ref().take(SWEEP_CHUNK).collect();
+            let (reply, answer) = oneshot::channel();
+            self.submit(writer::Job::DeleteExpired(chunk, reply))?;
+            removed += answer.await.map_err(backend)??;
         }
-        w.commit().map_err(backend)?;
         Ok(removed)
+    }
+}
+
+/// While alive, the store's writer waits (see [`EmbeddedStore::pause_writer`]).
+pub struct WriterPause {
+    _hold: mpsc::Sender<()>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // The writer ends once its channel is closed; waiting for it releases the file, so the
+        // directory can be opened again at once.
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -125,20 +247,24 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let now = now_epoch();
-        let r = self.db.begin_read().map_err(backend)?;
-        let t = r.open_table(RECORDS).map_err(backend)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let found = t
-                .get(encode_key(&key.pk, &key.sk).as_slice())
-                .map_err(backend)?;
-            out.push(match found {
-                Some(v) => decode(key.clone(), v.value(), now)?,
-                None => None,
-            });
-        }
-        Ok(out)
+        let keys = keys.to_vec();
+        self.read(move |db| {
+            let now = now_epoch();
+            let r = db.begin_read().map_err(backend)?;
+            let t = r.open_table(RECORDS).map_err(backend)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let found = t
+                    .get(encode_key(&key.pk, &key.sk).as_slice())
+                    .map_err(backend)?;
+                out.push(match found {
+                    Some(v) => decode(key, v.value(), now)?,
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn query(
@@ -150,95 +276,61 @@ impl Store for EmbeddedStore {
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let now = now_epoch();
-        let r = self.db.begin_read().map_err(backend)?;
-        let t = r.open_table(RECORDS).map_err(backend)?;
         let (lo, hi) = (encode_key(pk, from), encode_key(pk, to));
-        let range = t.range(lo.as_slice()..=hi.as_slice()).map_err(backend)?;
-        let mut out = Vec::new();
-        let mut push = |item: Result<
-            (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
-            redb::StorageError,
-        >|
-         -> StoreResult<bool> {
-            let (k, v) = item.map_err(backend)?;
-            if let Some(rec) = decode(decode_key(k.value()), v.value(), now)? {
-                out.push(rec);
-            }
-            Ok(out.len() >= limit)
-        };
-        match order {
-            Order::Ascending => {
-                for item in range {
-                    if push(item)? {
-                        break;
+        self.read(move |db| {
+            let now = now_epoch();
+            let r = db.begin_read().map_err(backend)?;
+            let t = r.open_table(RECORDS).map_err(backend)?;
+            let range = t.range(lo.as_slice()..=hi.as_slice()).map_err(backend)?;
+            let mut out = Vec::new();
+            let mut push = |item: Result<
+                (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
+                redb::StorageError,
+            >|
+             -> StoreResult<bool> {
+                let (k, v) = item.map_err(backend)?;
+                if let Some(rec) = decode(decode_key(k.value()), v.value(), now)? {
+                    out.push(rec);
+                }
+                Ok(out.len() >= limit)
+            };
+            match order {
+                Order::Ascending => {
+                    for item in range {
+                        if push(item)? {
+                            break;
+                        }
+                    }
+                }
+                Order::Descending => {
+                    for item in range.rev() {
+                        if push(item)? {
+                            break;
+                        }
                     }
                 }
             }
-            Order::Descending => {
-                for item in range.rev() {
-                    if push(item)? {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let now = now_epoch();
-        let w = self.db.begin_write().map_err(backend)?;
-        {
-            let mut t = w.open_table(RECORDS).map_err(backend)?;
-            for write in &writes {
-                let key = write.key();
-                let raw = encode_key(&key.pk, &key.sk);
-                let cond = match write {
-                    Write::Put { cond, .. } | Write::Delete { cond, .. } => *cond,
-                };
-                if cond != Cond::Any {
-                    let current = match t.get(raw.as_slice()).map_err(backend)? {
-                        Some(v) => decode(key.clone(), v.value(), now)?,
-                        None => None,
-                    };
-                    let holds = match (cond, &current) {
-                        (Cond::Absent, None) => true,
-                        (Cond::Version(v), Some(rec)) => rec.version == v,
-                        _ => false,
-                    };
-                    if !holds {
-                        // Dropping the write transaction without commit aborts it.
-                        return Err(StoreError::Conflict);
-                    }
-                }
-                match write {
-                    Write::Put { record, .. } => {
-                        let value = serde_json::to_vec(&Stored {
-                            version: record.version,
-                            expires_at: record.expires_at,
-                            data: record.data.clone(),
-                        })
-                        .map_err(backend)?;
-                        t.insert(raw.as_slice(), value.as_slice())
-                            .map_err(backend)?;
-                    }
-                    Write::Delete { .. } => {
-                        t.remove(raw.as_slice()).map_err(backend)?;
-                    }
-                }
-            }
-        }
-        w.commit().map_err(backend)?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        self.submit(writer::Job::Commit(writes, reply))?;
+        answer.await.map_err(backend)?.map(|_| ())
     }
 
     async fn sweep(&self) -> StoreResult<usize> {
-        self.sweep_now()
+        self.sweep_now().await
     }
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    fn durable_commits(&self) -> u64 {
+        self.stats.durable_commits.load(Ordering::Relaxed)
     }
 }

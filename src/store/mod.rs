@@ -112,6 +112,10 @@ pub trait Store: Send + Sync {
     fn requests(&self) -> u64 {
         0
     }
+    /// Number of durable commits (fsyncs) so far, where the backend has them (embedded store).
+    fn durable_commits(&self) -> u64 {
+        0
+    }
 }
 
 /// Seconds since the epoch, now.
