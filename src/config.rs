@@ -94,11 +94,26 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
     ("VALUESTREAM_RETRY_SECS", "seconds a failing collector is left alone before exports are tried again, 1..=3600 (default 30)"),
     ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto): an http(s) URL"),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/HTTP base URL, e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics)"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol: http/protobuf (default) or grpc"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "protocol for traces, overrides OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "protocol for metrics, overrides OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP base URL: http/protobuf e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics); grpc e.g. http://localhost:4317"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces, overrides the base"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "full URL for metrics, overrides the base"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "extra headers for OTLP requests: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "headers for traces, replace OTEL_EXPORTER_OTLP_HEADERS"),
+    ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "headers for metrics, replace OTEL_EXPORTER_OTLP_HEADERS"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTLP request timeout, 1..=60000 ms (default 3000)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "timeout for traces, overrides OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "timeout for metrics, overrides OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTLP request compression: gzip or none (default none)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "compression for traces, overrides OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "compression for metrics, overrides OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "PEM file of CA certificates trusted for the collector's TLS certificate (besides the public roots)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "CA certificates for traces, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
+    ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "CA certificates for metrics, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "resource attributes added to every export: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_SERVICE_NAME", "service.name of every resource (default: the source system for traces, valuestream for metrics)"),
     ("RUST_LOG", "log filter (default info)"),
 ];
 
@@ -504,17 +519,17 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        assert_eq!(o.traces_url, "https://otlp.example.com/base/v1/traces");
-        assert_eq!(o.metrics_url, "http://[::1]:9090/m");
+        assert_eq!(o.traces.url, "https://otlp.example.com/base/v1/traces");
+        assert_eq!(o.metrics.url, "http://[::1]:9090/m");
         assert_eq!(
-            o.headers,
+            o.traces.headers,
             vec![
                 ("api-key".to_string(), "a b=c".to_string()),
                 ("x-tenant".to_string(), "t1".to_string()),
                 ("authorization".to_string(), "Basic dTpw".to_string()),
             ]
         );
-        assert_eq!(o.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(o.traces.timeout, std::time::Duration::from_secs(60));
     }
 
     /// Every bad value is refused at start with an error that names its variable.

@@ -425,12 +425,7 @@ pub async fn app_with(store: Arc<dyn Store>, config: Config) -> App {
 
 pub fn app_on(store: Arc<dyn Store>, config: Config, receiver: Receiver) -> App {
     let config = Arc::new(config);
-    let settings = OtlpSettings {
-        traces_url: format!("{}/v1/traces", receiver.url),
-        metrics_url: format!("{}/v1/metrics", receiver.url),
-        headers: vec![],
-        timeout: std::time::Duration::from_secs(2),
-    };
+    let settings = OtlpSettings::http(&receiver.url, std::time::Duration::from_secs(2));
     let exporter = Arc::new(OtlpExporter::new(settings).unwrap());
     let pipeline = Arc::new(
         Pipeline::new(Engine::new(store.clone(), config.clone()), exporter).with_retry_secs(0),
