@@ -613,6 +613,27 @@ mod tests {
             // Checked even when no endpoint is set: a typo does not wait for the day it matters.
             ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]),
             ("OTEL_EXPORTER_OTLP_HEADERS", vec![("OTEL_EXPORTER_OTLP_HEADERS", "x=%0a")]),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf;")]),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "deflate")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "yes")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "60001")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x=%0d")]),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "Cargo.toml")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "a=1,a=2")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "=x")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "k=%0a")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "k=%ff")]),
+            // gRPC takes a collector address: a path would be silently dropped.
+            (base, vec![(base, "http://c:4317/v1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
         ];
         assert!(cases.len() >= 40, "{} cases", cases.len());
         for (var, pairs) in &cases {
