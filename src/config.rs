@@ -87,11 +87,26 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
     ("VALUESTREAM_RETRY_SECS", "seconds a failing collector is left alone before exports are tried again, 1..=3600 (default 30)"),
     ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto): an http(s) URL"),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/HTTP base URL, e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics)"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol: http/protobuf (default) or grpc"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "protocol for traces, overrides OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "protocol for metrics, overrides OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP base URL: http/protobuf e.g. http://localhost:4318 (traces go to /v1/traces, metrics to /v1/metrics); grpc e.g. http://localhost:4317"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces, overrides the base"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "full URL for metrics, overrides the base"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "extra headers for OTLP requests: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "headers for traces, replace OTEL_EXPORTER_OTLP_HEADERS"),
+    ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "headers for metrics, replace OTEL_EXPORTER_OTLP_HEADERS"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTLP request timeout, 1..=60000 ms (default 3000)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "timeout for traces, overrides OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "timeout for metrics, overrides OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTLP request compression: gzip or none (default none)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "compression for traces, overrides OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "compression for metrics, overrides OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "PEM file of CA certificates trusted for the collector's TLS certificate (besides the public roots)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "CA certificates for traces, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
+    ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "CA certificates for metrics, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "resource attributes added to every export: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_SERVICE_NAME", "service.name of every resource (default: the source system for traces, valuestream for metrics)"),
     ("RUST_LOG", "log filter (default info)"),
 ];
 
@@ -497,17 +512,17 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        assert_eq!(o.traces_url, "https://otlp.example.com/base/v1/traces");
-        assert_eq!(o.metrics_url, "http://[::1]:9090/m");
+        assert_eq!(o.traces.url, "https://otlp.example.com/base/v1/traces");
+        assert_eq!(o.metrics.url, "http://[::1]:9090/m");
         assert_eq!(
-            o.headers,
+            o.traces.headers,
             vec![
                 ("api-key".to_string(), "a b=c".to_string()),
                 ("x-tenant".to_string(), "t1".to_string()),
                 ("authorization".to_string(), "Basic dTpw".to_string()),
             ]
         );
-        assert_eq!(o.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(o.traces.timeout, std::time::Duration::from_secs(60));
     }
 
     /// Every bad value is refused at start with an error that names its variable.
@@ -591,6 +606,27 @@ mod tests {
             // Checked even when no endpoint is set: a typo does not wait for the day it matters.
             ("OTEL_EXPORTER_OTLP_TIMEOUT", vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]),
             ("OTEL_EXPORTER_OTLP_HEADERS", vec![("OTEL_EXPORTER_OTLP_HEADERS", "x=%0a")]),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf;")]),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "deflate")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "yes")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "60001")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x=%0d")]),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")]),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/")]),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", vec![ok_base, ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "Cargo.toml")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "a=1,a=2")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "=x")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "k=%0a")]),
+            ("OTEL_RESOURCE_ATTRIBUTES", vec![ok_base, ("OTEL_RESOURCE_ATTRIBUTES", "k=%ff")]),
+            // gRPC takes a collector address: a path would be silently dropped.
+            (base, vec![(base, "http://c:4317/v1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
         ];
         assert!(cases.len() >= 40, "{} cases", cases.len());
         for (var, pairs) in &cases {

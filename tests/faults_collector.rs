@@ -32,15 +32,7 @@ async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
 }
 
 fn exporter_to(url: &str, timeout: Duration) -> Arc<OtlpExporter> {
-    Arc::new(
-        OtlpExporter::new(OtlpSettings {
-            traces_url: format!("{url}/v1/traces"),
-            metrics_url: format!("{url}/v1/metrics"),
-            headers: vec![],
-            timeout,
-        })
-        .unwrap(),
-    )
+    Arc::new(OtlpExporter::new(OtlpSettings::http(url, timeout)).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

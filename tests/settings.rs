@@ -84,6 +84,29 @@ fn serve_refuses_bad_settings_at_start() {
     ] {
         assert_refused(&serve, &[(var, value)], var);
     }
+    // The standard exporter settings: an unsupported value refuses start, never a fallback.
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpcs"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+        ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "br"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x=%0a"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+    ] {
+        assert_refused(&serve, &[endpoint, (var, value)], var);
+    }
+    assert_refused(
+        &serve,
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317/v1"),
+        ],
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    );
     // It used to panic at start (byte-indexing UTF-8 in hand-written percent decoding).
     assert_refused(
         &serve,

@@ -1,4 +1,4 @@
-//! Export of finished spans and metric points: OTLP/HTTP protobuf to a collector, or readable
+//! Export of finished spans and metric points: OTLP (HTTP protobuf or gRPC) to a collector, or readable
 //! lines on stdout when no endpoint is configured (local `serve`).
 
 pub mod console;
@@ -17,6 +17,8 @@ pub enum ExportError {
     Rejected { status: u16, body: String },
     #[error("exporter configuration: {0}")]
     Config(String),
+    #[error("OTLP export failed: {0}")]
+    Failed(String),
 }
 
 #[async_trait]

@@ -52,6 +52,11 @@ struct Received {
     /// Export requests received (accepted or not), per signal.
     trace_posts: std::sync::atomic::AtomicUsize,
     metric_posts: std::sync::atomic::AtomicUsize,
+    /// The headers of every request, per signal (`content-encoding: gzip` bodies are inflated).
+    trace_headers: Mutex<Vec<axum::http::HeaderMap>>,
+    metric_headers: Mutex<Vec<axum::http::HeaderMap>>,
+    /// Answer a partial success: (rejected spans or points, message).
+    partial: Mutex<Option<(i64, String)>>,
 }
 
 /// An OTLP/HTTP receiver on loopback that decodes the real protobuf. `set_down(true)` makes it
@@ -164,16 +169,33 @@ fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Decodes one OTLP request into `into`, or answers as a collector that is down would.
+/// Decodes one OTLP request into `into` (inflating a gzip body), or answers as a collector
+/// that is down would.
 fn accept<T: Message + Default>(
     down: &AtomicBool,
     into: &Mutex<Vec<T>>,
+    headers: &axum::http::HeaderMap,
     body: Bytes,
 ) -> StatusCode {
     if down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    match T::decode(body) {
+    let body = match headers.get("content-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => body.to_vec(),
+        Some(b"gzip") => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            if flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .is_err()
+            {
+                return StatusCode::BAD_REQUEST;
+            }
+            out
+        }
+        Some(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    };
+    match T::decode(&body[..]) {
         Ok(req) => {
             into.lock().unwrap().push(req);
             StatusCode::OK
@@ -182,17 +204,61 @@ fn accept<T: Message + Default>(
     }
 }
 
-async fn traces(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
-    s.trace_posts.fetch_add(1, Ordering::SeqCst);
-    accept(&s.down, &s.traces, body)
+/// The answer's body: empty (full success) or a partial success.
+fn partial_answer<R: Message>(
+    status: StatusCode,
+    partial: &Mutex<Option<(i64, String)>>,
+    answer: impl Fn(i64, String) -> R,
+) -> (StatusCode, Vec<u8>) {
+    match (status, partial.lock().unwrap().clone()) {
+        (StatusCode::OK, Some((n, message))) => (status, answer(n, message).encode_to_vec()),
+        _ => (status, Vec::new()),
+    }
 }
 
-async fn metrics(State(s): State<Arc<Received>>, body: Bytes) -> StatusCode {
+async fn traces(
+    State(s): State<Arc<Received>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    s.trace_posts.fetch_add(1, Ordering::SeqCst);
+    s.trace_headers.lock().unwrap().push(headers.clone());
+    let status = accept(&s.down, &s.traces, &headers, body);
+    partial_answer(status, &s.partial, |n, error_message| {
+        ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: n,
+                error_message,
+            }),
+        }
+    })
+}
+
+async fn metrics(
+    State(s): State<Arc<Received>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
     s.metric_posts.fetch_add(1, Ordering::SeqCst);
+    s.metric_headers.lock().unwrap().push(headers.clone());
     if s.metrics_down.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return (StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
     }
-    accept(&s.down, &s.metrics, body)
+    let status = accept(&s.down, &s.metrics, &headers, body);
+    partial_answer(status, &s.partial, |n, error_message| {
+        ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: n,
+                error_message,
+            }),
+        }
+    })
 }
 
 impl Receiver {
@@ -228,72 +294,26 @@ impl Receiver {
         )
     }
 
+    /// Answers every accepted export with a partial success rejecting `n` spans or points.
+    pub fn set_partial(&self, partial: Option<(i64, &str)>) {
+        *self.state.partial.lock().unwrap() = partial.map(|(n, m)| (n, m.to_string()));
+    }
+
+    /// The headers of every trace and metric export request received.
+    pub fn headers(&self) -> (Vec<axum::http::HeaderMap>, Vec<axum::http::HeaderMap>) {
+        (
+            self.state.trace_headers.lock().unwrap().clone(),
+            self.state.metric_headers.lock().unwrap().clone(),
+        )
+    }
+
     pub fn clear(&self) {
         self.state.traces.lock().unwrap().clear();
         self.state.metrics.lock().unwrap().clear();
     }
 
     pub fn spans(&self) -> Vec<RSpan> {
-        let mut out = Vec::new();
-        for req in self.state.traces.lock().unwrap().iter() {
-            for rs in &req.resource_spans {
-                let res = attrs(
-                    &rs.resource
-                        .as_ref()
-                        .map(|r| r.attributes.clone())
-                        .unwrap_or_default(),
-                );
-                let service = res
-                    .get("service.name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let namespace = res
-                    .get("service.namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                for ss in &rs.scope_spans {
-                    for s in &ss.spans {
-                        out.push(RSpan {
-                            service: service.clone(),
-                            namespace: namespace.clone(),
-                            trace_id: hex::encode(&s.trace_id),
-                            span_id: hex::encode(&s.span_id),
-                            parent_span_id: hex::encode(&s.parent_span_id),
-                            name: s.name.clone(),
-                            kind: s.kind,
-                            start_ns: s.start_time_unix_nano,
-                            end_ns: s.end_time_unix_nano,
-                            attrs: attrs(&s.attributes),
-                            status_code: s.status.as_ref().map(|st| st.code).unwrap_or_default(),
-                            status_message: s
-                                .status
-                                .as_ref()
-                                .map(|st| st.message.clone())
-                                .unwrap_or_default(),
-                            links: s
-                                .links
-                                .iter()
-                                .map(|l| {
-                                    (
-                                        hex::encode(&l.trace_id),
-                                        hex::encode(&l.span_id),
-                                        attrs(&l.attributes),
-                                    )
-                                })
-                                .collect(),
-                            events: s
-                                .events
-                                .iter()
-                                .map(|e| (e.name.clone(), e.time_unix_nano))
-                                .collect(),
-                        });
-                    }
-                }
-            }
-        }
-        out
+        decode_spans(&self.state.traces.lock().unwrap())
     }
 
     pub fn span(&self, name_prefix: &str) -> RSpan {
@@ -312,76 +332,150 @@ impl Receiver {
     }
 
     pub fn points(&self) -> Vec<RPoint> {
-        let mut out = Vec::new();
-        for req in self.state.metrics.lock().unwrap().iter() {
-            for rm in &req.resource_metrics {
-                for sm in &rm.scope_metrics {
-                    for m in &sm.metrics {
-                        let label = |kvs: &[KeyValue]| {
-                            attrs(kvs)
-                                .into_iter()
-                                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-                                .collect()
-                        };
-                        match &m.data {
-                            Some(metric::Data::Sum(s)) => {
-                                for p in &s.data_points {
-                                    let value = match p.value {
-                                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
-                                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
-                                        None => f64::NAN,
-                                    };
-                                    out.push(RPoint {
-                                        name: m.name.clone(),
-                                        unit: m.unit.clone(),
-                                        labels: label(&p.attributes),
-                                        start_ns: p.start_time_unix_nano,
-                                        time_ns: p.time_unix_nano,
-                                        value,
-                                        sum: 0.0,
-                                        buckets: vec![],
-                                        cumulative: s.aggregation_temporality == 2,
-                                    });
-                                }
-                            }
-                            Some(metric::Data::Histogram(h)) => {
-                                for p in &h.data_points {
-                                    out.push(RPoint {
-                                        name: m.name.clone(),
-                                        unit: m.unit.clone(),
-                                        labels: label(&p.attributes),
-                                        start_ns: p.start_time_unix_nano,
-                                        time_ns: p.time_unix_nano,
-                                        value: p.count as f64,
-                                        sum: p.sum.unwrap_or_default(),
-                                        buckets: p.bucket_counts.clone(),
-                                        cumulative: h.aggregation_temporality == 2,
-                                    });
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        out
+        decode_points(&self.state.metrics.lock().unwrap())
     }
 
     /// The latest (highest sample time) point of every series: the exact totals.
     pub fn latest_points(&self) -> Vec<RPoint> {
-        let mut latest: BTreeMap<(String, Vec<(String, String)>), RPoint> = BTreeMap::new();
-        for p in self.points() {
-            let key = (p.name.clone(), p.labels.clone().into_iter().collect());
-            match latest.get(&key) {
-                Some(q) if q.time_ns >= p.time_ns => {}
-                _ => {
-                    latest.insert(key, p);
+        latest_points(self.points())
+    }
+}
+
+/// The spans of OTLP trace export requests, flattened for assertions.
+pub fn decode_spans(requests: &[ExportTraceServiceRequest]) -> Vec<RSpan> {
+    let mut out = Vec::new();
+    for req in requests {
+        for rs in &req.resource_spans {
+            let res = attrs(
+                &rs.resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default(),
+            );
+            let service = res
+                .get("service.name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let namespace = res
+                .get("service.namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    out.push(RSpan {
+                        service: service.clone(),
+                        namespace: namespace.clone(),
+                        trace_id: hex::encode(&s.trace_id),
+                        span_id: hex::encode(&s.span_id),
+                        parent_span_id: hex::encode(&s.parent_span_id),
+                        name: s.name.clone(),
+                        kind: s.kind,
+                        start_ns: s.start_time_unix_nano,
+                        end_ns: s.end_time_unix_nano,
+                        attrs: attrs(&s.attributes),
+                        status_code: s.status.as_ref().map(|st| st.code).unwrap_or_default(),
+                        status_message: s
+                            .status
+                            .as_ref()
+                            .map(|st| st.message.clone())
+                            .unwrap_or_default(),
+                        links: s
+                            .links
+                            .iter()
+                            .map(|l| {
+                                (
+                                    hex::encode(&l.trace_id),
+                                    hex::encode(&l.span_id),
+                                    attrs(&l.attributes),
+                                )
+                            })
+                            .collect(),
+                        events: s
+                            .events
+                            .iter()
+                            .map(|e| (e.name.clone(), e.time_unix_nano))
+                            .collect(),
+                    });
                 }
             }
         }
-        latest.into_values().collect()
     }
+    out
+}
+
+/// The points of OTLP metric export requests, flattened for assertions.
+pub fn decode_points(requests: &[ExportMetricsServiceRequest]) -> Vec<RPoint> {
+    let mut out = Vec::new();
+    for req in requests {
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    let label = |kvs: &[KeyValue]| {
+                        attrs(kvs)
+                            .into_iter()
+                            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    };
+                    match &m.data {
+                        Some(metric::Data::Sum(s)) => {
+                            for p in &s.data_points {
+                                let value = match p.value {
+                                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
+                                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
+                                    None => f64::NAN,
+                                };
+                                out.push(RPoint {
+                                    name: m.name.clone(),
+                                    unit: m.unit.clone(),
+                                    labels: label(&p.attributes),
+                                    start_ns: p.start_time_unix_nano,
+                                    time_ns: p.time_unix_nano,
+                                    value,
+                                    sum: 0.0,
+                                    buckets: vec![],
+                                    cumulative: s.aggregation_temporality == 2,
+                                });
+                            }
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                out.push(RPoint {
+                                    name: m.name.clone(),
+                                    unit: m.unit.clone(),
+                                    labels: label(&p.attributes),
+                                    start_ns: p.start_time_unix_nano,
+                                    time_ns: p.time_unix_nano,
+                                    value: p.count as f64,
+                                    sum: p.sum.unwrap_or_default(),
+                                    buckets: p.bucket_counts.clone(),
+                                    cumulative: h.aggregation_temporality == 2,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The latest (highest sample time) point of every series: the exact totals.
+pub fn latest_points(points: Vec<RPoint>) -> Vec<RPoint> {
+    let mut latest: BTreeMap<(String, Vec<(String, String)>), RPoint> = BTreeMap::new();
+    for p in points {
+        let key = (p.name.clone(), p.labels.clone().into_iter().collect());
+        match latest.get(&key) {
+            Some(q) if q.time_ns >= p.time_ns => {}
+            _ => {
+                latest.insert(key, p);
+            }
+        }
+    }
+    latest.into_values().collect()
 }
 
 // ---------------------------------------------------------------- the app under test
@@ -424,14 +518,19 @@ pub async fn app_with(store: Arc<dyn Store>, config: Config) -> App {
 }
 
 pub fn app_on(store: Arc<dyn Store>, config: Config, receiver: Receiver) -> App {
-    let config = Arc::new(config);
-    let settings = OtlpSettings {
-        traces_url: format!("{}/v1/traces", receiver.url),
-        metrics_url: format!("{}/v1/metrics", receiver.url),
-        headers: vec![],
-        timeout: std::time::Duration::from_secs(2),
-    };
+    let settings = OtlpSettings::http(&receiver.url, std::time::Duration::from_secs(2));
     let exporter = Arc::new(OtlpExporter::new(settings).unwrap());
+    app_exporting(store, config, receiver, exporter)
+}
+
+/// The app exporting through `exporter` (`receiver` is what tests read back).
+pub fn app_exporting(
+    store: Arc<dyn Store>,
+    config: Config,
+    receiver: Receiver,
+    exporter: Arc<dyn valuestream::export::Exporter>,
+) -> App {
+    let config = Arc::new(config);
     let pipeline = Arc::new(
         Pipeline::new(Engine::new(store.clone(), config.clone()), exporter).with_retry_secs(0),
     );
@@ -705,6 +804,7 @@ pub fn fixture_stems(dir: &str) -> Vec<String> {
     out
 }
 
+pub mod grpc_receiver;
 pub mod moto;
 pub mod outbox;
 pub mod proxy;

@@ -1,0 +1,75 @@
+//! The OTLP resources: one per source system for traces (`service.name` = the source), one for
+//! every process for metrics (`service.name` = `valuestream`, so a series' identity does not
+//! depend on which Lambda sandbox sent it). `OTEL_RESOURCE_ATTRIBUTES` adds attributes to both;
+//! a `service.name` there, or `OTEL_SERVICE_NAME` (which wins), replaces the default name.
+
+use opentelemetry::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as ProtoKeyValue};
+use opentelemetry_sdk::Resource;
+
+pub const NAMESPACE: &str = "valuestream";
+
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    /// `OTEL_RESOURCE_ATTRIBUTES` without `service.name`.
+    extra: Vec<(String, String)>,
+    /// `OTEL_SERVICE_NAME`, else `service.name` from `OTEL_RESOURCE_ATTRIBUTES`.
+    service_name: Option<String>,
+}
+
+impl Resources {
+    pub fn new(attributes: &[(String, String)], service_name: Option<&str>) -> Self {
+        let from_attributes = attributes
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .map(|(_, v)| v.clone());
+        Resources {
+            extra: attributes
+                .iter()
+                .filter(|(k, _)| k != "service.name")
+                .cloned()
+                .collect(),
+            service_name: service_name.map(str::to_string).or(from_attributes),
+        }
+    }
+
+    /// The attributes of a resource whose default `service.name` is `default_name`.
+    fn attributes(&self, default_name: &str) -> Vec<(String, String)> {
+        let mut out = vec![(
+            "service.name".to_string(),
+            self.service_name
+                .clone()
+                .unwrap_or_else(|| default_name.to_string()),
+        )];
+        if !self.extra.iter().any(|(k, _)| k == "service.namespace") {
+            out.push(("service.namespace".into(), NAMESPACE.into()));
+        }
+        out.extend(self.extra.iter().cloned());
+        out
+    }
+
+    /// The resource of the spans of one source system.
+    pub fn traces(&self, source: &str) -> Resource {
+        Resource::builder_empty()
+            .with_attributes(
+                self.attributes(source)
+                    .into_iter()
+                    .map(|(k, v)| KeyValue::new(k, v)),
+            )
+            .build()
+    }
+
+    /// The resource of every metric point, as OTLP protobuf attributes.
+    pub fn metrics(&self) -> Vec<ProtoKeyValue> {
+        self.attributes(NAMESPACE)
+            .into_iter()
+            .map(|(key, v)| ProtoKeyValue {
+                key,
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v)),
+                }),
+                ..Default::default()
+            })
+            .collect()
+    }
+}
