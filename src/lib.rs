@@ -15,5 +15,6 @@ pub mod export;
 pub mod http;
 pub mod model;
 pub mod replay;
+pub mod secrets;
 pub mod sources;
 pub mod store;

@@ -145,6 +145,10 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     // Every setting is checked before anything is opened or served.
     let exporter = export::from_env(Box::new(console::Console))?;
+    // VALUESTREAM_SECRET_ARN: webhook secrets from Secrets Manager, re-read every TTL.
+    if let Some(secrets) = crate::secrets::start_from_env(&config).await? {
+        secrets.spawn_refresh();
+    }
     let store = open_store(&config, Some(&data_dir)).await?;
     let pipeline = Arc::new(
         Pipeline::new(
