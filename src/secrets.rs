@@ -67,7 +67,12 @@ impl SecretSettings {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, ConfigError> {
         let env = Settings::new(lookup);
-        let ttl = env.int("VALUESTREAM_SECRET_TTL_SECS", TTL_SECS, 1..=86_400, "seconds")?;
+        let ttl = env.int(
+            "VALUESTREAM_SECRET_TTL_SECS",
+            TTL_SECS,
+            1..=86_400,
+            "seconds",
+        )?;
         let timeout = env.int(
             "VALUESTREAM_SECRET_TIMEOUT_MS",
             TIMEOUT_MS,
@@ -282,12 +287,7 @@ pub fn parse(
         stage,
         problem: p,
     };
-    let keys = || {
-        KEYS.iter()
-            .map(|(k, _)| *k)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let keys = || KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         problem(format!(
             "is not JSON ({e}); it must be an object with the keys {}",
@@ -380,8 +380,7 @@ impl WebhookSecrets {
                 })
             }
         };
-        let previous = match previous.and_then(|p| p.map(|t| parse(id, PREVIOUS, &t)).transpose())
-        {
+        let previous = match previous.and_then(|p| p.map(|t| parse(id, PREVIOUS, &t)).transpose()) {
             Ok(p) => p.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "the previous version of the webhook secret is not used");
@@ -438,7 +437,11 @@ impl WebhookSecrets {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                let wait = me.due.lock().await.saturating_duration_since(Instant::now());
+                let wait = me
+                    .due
+                    .lock()
+                    .await
+                    .saturating_duration_since(Instant::now());
                 tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
                 me.refresh_if_due().await;
             }
@@ -480,36 +483,63 @@ mod tests {
         })
     }
 
-    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:valuestream/webhooks-AbCdEf";
+    const ARN: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:valuestream/webhooks-AbCdEf";
 
     #[test]
     fn settings_parse_and_refuse_with_the_variable_named() {
         assert_eq!(settings(&[]).unwrap(), None);
-        let s = settings(&[("VALUESTREAM_SECRET_ARN", ARN)]).unwrap().unwrap();
+        let s = settings(&[("VALUESTREAM_SECRET_ARN", ARN)])
+            .unwrap()
+            .unwrap();
         assert_eq!(s.ttl, Duration::from_secs(300));
         assert_eq!(s.timeout, Duration::from_millis(3000));
-        assert!(settings(&[("VALUESTREAM_SECRET_ARN", "valuestream/webhooks")])
-            .unwrap()
-            .is_some());
+        assert!(
+            settings(&[("VALUESTREAM_SECRET_ARN", "valuestream/webhooks")])
+                .unwrap()
+                .is_some()
+        );
         let bad = [
-            (vec![("VALUESTREAM_SECRET_ARN", "arn:aws:s3:::bucket")], "VALUESTREAM_SECRET_ARN"),
-            (vec![("VALUESTREAM_SECRET_ARN", "has space")], "VALUESTREAM_SECRET_ARN"),
-            (vec![("VALUESTREAM_SECRET_TTL_SECS", "0")], "VALUESTREAM_SECRET_TTL_SECS"),
-            (vec![("VALUESTREAM_SECRET_TTL_SECS", "5m")], "VALUESTREAM_SECRET_TTL_SECS"),
-            (vec![("VALUESTREAM_SECRET_TIMEOUT_MS", "99")], "VALUESTREAM_SECRET_TIMEOUT_MS"),
+            (
+                vec![("VALUESTREAM_SECRET_ARN", "arn:aws:s3:::bucket")],
+                "VALUESTREAM_SECRET_ARN",
+            ),
+            (
+                vec![("VALUESTREAM_SECRET_ARN", "has space")],
+                "VALUESTREAM_SECRET_ARN",
+            ),
+            (
+                vec![("VALUESTREAM_SECRET_TTL_SECS", "0")],
+                "VALUESTREAM_SECRET_TTL_SECS",
+            ),
+            (
+                vec![("VALUESTREAM_SECRET_TTL_SECS", "5m")],
+                "VALUESTREAM_SECRET_TTL_SECS",
+            ),
+            (
+                vec![("VALUESTREAM_SECRET_TIMEOUT_MS", "99")],
+                "VALUESTREAM_SECRET_TIMEOUT_MS",
+            ),
             (
                 vec![("AWS_ENDPOINT_URL_SECRETS_MANAGER", "localhost:5000")],
                 "AWS_ENDPOINT_URL_SECRETS_MANAGER",
             ),
             (
-                vec![("VALUESTREAM_SECRET_ARN", ARN), ("VALUESTREAM_JIRA_SECRET", "x")],
+                vec![
+                    ("VALUESTREAM_SECRET_ARN", ARN),
+                    ("VALUESTREAM_JIRA_SECRET", "x"),
+                ],
                 "VALUESTREAM_JIRA_SECRET",
             ),
         ];
         for (pairs, var) in bad {
             let e = settings(&pairs).expect_err(&format!("{pairs:?}"));
             assert_eq!(e.var, var, "{e}");
-            assert!(e.to_string().starts_with(&format!("invalid setting {var}: ")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid setting {var}: ")),
+                "{e}"
+            );
         }
     }
 
@@ -526,7 +556,10 @@ mod tests {
         ] {
             let e = parse("s", CURRENT, text).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("AWSCURRENT"), "{text}: {e}");
-            assert!(!e.contains('x') || !text.contains("\"x\""), "no value in {e}");
+            assert!(
+                !e.contains('x') || !text.contains("\"x\""),
+                "no value in {e}"
+            );
         }
     }
 }

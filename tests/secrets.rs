@@ -67,7 +67,10 @@ async fn ping(app: &App, secret: &str) -> (StatusCode, String) {
             &[
                 ("content-type", "application/json"),
                 ("x-github-event", "ping"),
-                ("x-github-delivery", &format!("ping-{secret}-{}", fastrand::u64(..))),
+                (
+                    "x-github-delivery",
+                    &format!("ping-{secret}-{}", fastrand::u64(..)),
+                ),
                 ("x-hub-signature-256", &sig),
             ],
             body,
@@ -78,7 +81,10 @@ async fn ping(app: &App, secret: &str) -> (StatusCode, String) {
 
 async fn assert_accepts(app: &App, secret: &str, when: &str) {
     let (status, body) = ping(app, secret).await;
-    assert!(status.is_success(), "{when}: {secret} refused: {status} {body}");
+    assert!(
+        status.is_success(),
+        "{when}: {secret} refused: {status} {body}"
+    );
 }
 
 async fn assert_refuses(app: &App, secret: &str, when: &str) -> String {
@@ -101,7 +107,11 @@ async fn rotation_is_accepted_after_the_ttl_without_a_restart() {
     // No secret in the environment: everything comes from the secret.
     let config = Config::from_pairs(&[]).unwrap();
     let secrets = WebhookSecrets::new(
-        Box::new(SecretsManager::with_client(sm.clone(), &arn, Duration::from_secs(3))),
+        Box::new(SecretsManager::with_client(
+            sm.clone(),
+            &arn,
+            Duration::from_secs(3),
+        )),
         TTL,
         &config,
     );
@@ -114,7 +124,11 @@ async fn rotation_is_accepted_after_the_ttl_without_a_restart() {
     assert_accepts(&app, "gh-one", "after the cold-start read").await;
     assert_refuses(&app, "wrong", "after the cold-start read").await;
     let (status, body) = app
-        .post("gitlab", &[("x-gitlab-token", ""), ("x-gitlab-event", "Push Hook")], b"{}".to_vec())
+        .post(
+            "gitlab",
+            &[("x-gitlab-token", ""), ("x-gitlab-event", "Push Hook")],
+            b"{}".to_vec(),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
@@ -157,7 +171,11 @@ async fn rotation_is_accepted_after_the_ttl_without_a_restart() {
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
     let started = Instant::now();
     secrets.refresh_if_due().await;
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert_accepts(&app, "gh-four", "with Secrets Manager unreachable").await;
 }
 
@@ -193,7 +211,8 @@ impl Drop for Silent {
     }
 }
 
-const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:valuestream/webhooks-AbCdEf";
+const ARN: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:valuestream/webhooks-AbCdEf";
 
 #[tokio::test]
 async fn an_unreachable_secrets_manager_is_a_bounded_clear_error() {
@@ -203,7 +222,11 @@ async fn an_unreachable_secrets_manager_is_a_bounded_clear_error() {
     // Accepts, never answers: the read gives up after the timeout.
     let silent = Silent::start();
     let secrets = WebhookSecrets::new(
-        Box::new(SecretsManager::with_client(client(&silent.url, timeout), ARN, timeout)),
+        Box::new(SecretsManager::with_client(
+            client(&silent.url, timeout),
+            ARN,
+            timeout,
+        )),
         TTL,
         &config,
     );
@@ -217,7 +240,9 @@ async fn an_unreachable_secrets_manager_is_a_bounded_clear_error() {
     );
     let text = err.to_string();
     assert!(
-        text.contains("Secrets Manager did not answer") && text.contains(ARN) && text.contains("500 ms"),
+        text.contains("Secrets Manager did not answer")
+            && text.contains(ARN)
+            && text.contains("500 ms"),
         "{text}"
     );
     assert!(config.github_secret.get().is_none(), "nothing put in force");
@@ -225,13 +250,21 @@ async fn an_unreachable_secrets_manager_is_a_bounded_clear_error() {
     // Nothing listening: a connection error, at once, that says what was read.
     let closed = format!("http://127.0.0.1:{}", free_port());
     let secrets = WebhookSecrets::new(
-        Box::new(SecretsManager::with_client(client(&closed, timeout), ARN, timeout)),
+        Box::new(SecretsManager::with_client(
+            client(&closed, timeout),
+            ARN,
+            timeout,
+        )),
         TTL,
         &config,
     );
     let started = Instant::now();
     let err = secrets.load().await.expect_err("a closed port");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let text = err.to_string();
     assert!(
         text.contains("Secrets Manager") && text.contains(ARN) && text.contains("AWSCURRENT"),
@@ -261,7 +294,12 @@ fn serve(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.code(), err, started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(20) {
@@ -299,7 +337,10 @@ fn serve_refuses_to_start_without_its_secret() {
         err.contains("invalid setting VALUESTREAM_GITHUB_SECRET: must be unset when VALUESTREAM_SECRET_ARN is set"),
         "{err}"
     );
-    assert!(!err.contains("also-here"), "the value is never printed: {err}");
+    assert!(
+        !err.contains("also-here"),
+        "the value is never printed: {err}"
+    );
 
     // A bad TTL names its variable.
     let (code, err, _) = serve(&[
@@ -307,5 +348,8 @@ fn serve_refuses_to_start_without_its_secret() {
         ("VALUESTREAM_SECRET_TTL_SECS", "0"),
     ]);
     assert_ne!(code, Some(0), "{err}");
-    assert!(err.contains("invalid setting VALUESTREAM_SECRET_TTL_SECS"), "{err}");
+    assert!(
+        err.contains("invalid setting VALUESTREAM_SECRET_TTL_SECS"),
+        "{err}"
+    );
 }
