@@ -368,6 +368,13 @@ impl WebhookSecrets {
     /// value. An unreadable previous version is logged and left out; an unreadable current
     /// version is an error and changes nothing.
     pub async fn load(&self) -> Result<Loaded, SecretsError> {
+        let mut due = self.due.lock().await;
+        let loaded = self.read_and_apply().await?;
+        *due = Instant::now() + self.ttl;
+        Ok(loaded)
+    }
+
+    async fn read_and_apply(&self) -> Result<Loaded, SecretsError> {
         let id = self.store.secret_id();
         let (current, previous) = tokio::join!(self.store.read(CURRENT), self.store.read(PREVIOUS));
         let current = match current? {
@@ -400,7 +407,6 @@ impl WebhookSecrets {
             }
             secret.replace(values);
         }
-        *self.due.lock().await = Instant::now() + self.ttl;
         Ok(loaded)
     }
 
@@ -414,18 +420,19 @@ impl WebhookSecrets {
         if Instant::now() < *due {
             return;
         }
-        drop(due);
         let started = Instant::now();
-        match self.load().await {
-            Ok(l) => tracing::info!(
-                secret = self.store.secret_id(),
-                sources = ?l.sources,
-                with_previous = ?l.with_previous,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "webhook secrets re-read"
-            ),
+        match self.read_and_apply().await {
+            Ok(l) => {
+                *due = Instant::now() + self.ttl;
+                tracing::info!(
+                    secret = self.store.secret_id(),
+                    sources = ?l.sources,
+                    with_previous = ?l.with_previous,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "webhook secrets re-read"
+                )
+            }
             Err(e) => {
-                due = self.due.lock().await;
                 *due = Instant::now() + RETRY_AFTER.min(self.ttl);
                 tracing::warn!(error = %e, "re-reading the webhook secrets failed; the values in hand stay in force");
             }
