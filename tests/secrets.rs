@@ -3,7 +3,9 @@
 //! the read at start, a rotation put in force after the TTL without a restart, a delivery signed
 //! with the previous value still accepted, a wrong one refused, and an unreachable or silent
 //! Secrets Manager answered by a bounded, clear error (in process, and by `valuestream serve`,
-//! which then refuses to start).
+//! which then refuses to start); and `valuestream serve` reading the secret and following a
+//! rotation through its background re-read. The Lambda runtime's side is in tests/lambda.rs
+//! (`webhook_secrets_from_secrets_manager_rotate_without_a_restart`).
 
 mod common;
 
@@ -352,4 +354,91 @@ fn serve_refuses_to_start_without_its_secret() {
         err.contains("invalid setting VALUESTREAM_SECRET_TTL_SECS"),
         "{err}"
     );
+}
+
+/// `valuestream serve` with `VALUESTREAM_SECRET_ARN`: the secret read at start, a rotation in
+/// force after the TTL through the background re-read, with the previous value still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_the_secret_and_follows_a_rotation() {
+    use common::moto::Background;
+    let moto = Moto::start().await;
+    let sm = client(&moto.url, Duration::from_secs(3));
+    let arn = create_secret(&sm, "valuestream/serve", r#"{"github":"serve-one"}"#).await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    env.extend([
+        ("VALUESTREAM_SECRET_ARN", arn.as_str()),
+        ("VALUESTREAM_SECRET_TTL_SECS", "1"),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url.as_str()),
+        ("RUST_LOG", "info"),
+    ]);
+    let mut serve = Background::spawn_clean(
+        "valuestream-serve",
+        std::path::Path::new(env!("CARGO_BIN_EXE_valuestream")),
+        &[
+            "serve",
+            "--addr",
+            &addr,
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &env,
+        &repo(),
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(!serve.exited(), "serve exited\n{}", serve.log_tail(30));
+        assert!(
+            Instant::now() < deadline,
+            "serve not up\n{}",
+            serve.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ping = |secret: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let body =
+                br#"{"zen":"Half measures are as bad as nothing at all.","hook_id":3}"#.to_vec();
+            let sig = format!("sha256={}", hmac_sha256_hex(secret, &body));
+            http.post(format!("{base}/webhooks/github"))
+                .header("content-type", "application/json")
+                .header("x-github-event", "ping")
+                .header(
+                    "x-github-delivery",
+                    format!("serve-{secret}-{}", fastrand::u64(..)),
+                )
+                .header("x-hub-signature-256", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ping("serve-one").await, 200, "{}", serve.log_tail(20));
+    assert_eq!(ping("serve-two").await, 401);
+    rotate(&sm, &arn, r#"{"github":"serve-two"}"#).await;
+    // The background re-read runs once the TTL (1 s) has passed; allow it a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ping("serve-two").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation is not in force after 10 s\n{}",
+            serve.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ping("serve-one").await, 200, "the previous value");
+    assert_eq!(ping("serve-wrong").await, 401);
+    assert!(!serve.exited());
 }
