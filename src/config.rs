@@ -5,23 +5,42 @@ use crate::model::attributes::RepositoryAttributes;
 use crate::model::Repo;
 use regex::Regex;
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
-/// A secret that prints as `***`.
+/// A webhook secret: the value in force first, then (while a rotation in Secrets Manager is under
+/// way) the previous one; a delivery signed with any of them verifies. Clones share the values,
+/// so [`crate::secrets`] can replace them while the service runs. Prints as `***`.
 #[derive(Clone, Default)]
-pub struct Secret(Option<String>);
+pub struct Secret(Arc<RwLock<Arc<[String]>>>);
 
 impl Secret {
     pub fn new(v: Option<String>) -> Self {
-        Secret(v.filter(|s| !s.is_empty()))
+        let s = Secret::default();
+        s.replace(v.into_iter().collect());
+        s
     }
-    pub fn get(&self) -> Option<&str> {
-        self.0.as_deref()
+    /// The value in force (what signs replayed deliveries).
+    pub fn get(&self) -> Option<String> {
+        self.candidates().first().cloned()
+    }
+    /// Every value a delivery may be signed with, the one in force first; empty: none set.
+    pub fn candidates(&self) -> Arc<[String]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Puts `values` in force for every clone (empty values are dropped).
+    pub fn replace(&self, values: Vec<String>) {
+        let values: Arc<[String]> = values.into_iter().filter(|v| !v.is_empty()).collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = values;
     }
 }
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "***" } else { "(unset)" })
+        f.write_str(match self.candidates().len() {
+            0 => "(unset)",
+            1 => "***",
+            _ => "*** (and the previous value)",
+        })
     }
 }
 
@@ -72,6 +91,10 @@ pub struct Config {
 /// settings are listed with it in `sources::registry`, and `sources::registry::settings()` is
 /// the whole list (`--help`, the README check).
 pub const ENV_VARS: &[(&str, &str)] = &[
+    ("VALUESTREAM_SECRET_ARN", "ARN (or name) of a Secrets Manager secret holding the webhook secrets as JSON, one key per source (github, gitlab, jenkins, jira, pagerduty, events); replaces the sources' secret variables, which must then be unset"),
+    ("VALUESTREAM_SECRET_TTL_SECS", "seconds the secret's values are used before it is read again (a rotation needs no redeploy), 1..=86400 (default 300)"),
+    ("VALUESTREAM_SECRET_TIMEOUT_MS", "longest wait for one Secrets Manager call, retries included, 100..=60000 ms (default 3000)"),
+    ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "Secrets Manager endpoint override (moto, LocalStack): an http(s) URL"),
     ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
     ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),

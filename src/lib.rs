@@ -19,5 +19,6 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod replay;
+pub mod secrets;
 pub mod sources;
 pub mod store;

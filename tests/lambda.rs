@@ -577,3 +577,107 @@ async fn scheduled_events_drain_through_the_lambda_runtime() {
         assert_eq!(bg.processes(), Vec::<u32>::new(), "left running");
     }
 }
+
+/// A GitHub ping signed with `secret`, through the function URL: the answer's status.
+async fn signed_ping(lambda: &Lambda, secret: &str, delivery: &str) -> (u16, Value) {
+    let body = br#"{"zen":"Design for failure.","hook_id":7}"#.to_vec();
+    let sig = format!("sha256={}", hmac_sha256_hex(secret, &body));
+    lambda
+        .post(
+            "/webhooks/github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", "ping"),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &sig),
+            ],
+            body,
+        )
+        .await
+}
+
+/// The webhook secrets as template.yaml deploys them: none in the function's environment, only
+/// `VALUESTREAM_SECRET_ARN` (here a secret on moto's Secrets Manager). The cold start reads it;
+/// a rotation is in force once `VALUESTREAM_SECRET_TTL_SECS` has passed, in the same process
+/// (no restart, no redeploy), and the previous value still verifies while a wrong one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_from_secrets_manager_rotate_without_a_restart() {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let moto = Moto::start().await;
+    let table = moto.store().await.table().to_string();
+    let receiver = Receiver::start().await;
+    let sm = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .endpoint_url(&moto.url)
+            .build(),
+    );
+    let arn = sm
+        .create_secret()
+        .name("valuestream/lambda-test")
+        .secret_string(r#"{"github":"lambda-one"}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let lambda = Lambda::start(
+        &moto.url,
+        &table,
+        &receiver.url,
+        &[
+            // Blank counts as unset: no webhook secret in the environment.
+            ("VALUESTREAM_GITHUB_SECRET", ""),
+            ("VALUESTREAM_SECRET_ARN", &arn),
+            ("VALUESTREAM_SECRET_TTL_SECS", "1"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.url),
+        ],
+    )
+    .await;
+    let pid = lambda.function.pid();
+
+    let (s, b) = signed_ping(&lambda, "lambda-one", "sm-1").await;
+    assert_eq!(
+        s,
+        200,
+        "the secret read at cold start: {b}\n{}",
+        lambda.logs()
+    );
+    let (s, b) = signed_ping(&lambda, SECRET, "sm-2").await;
+    assert_eq!(s, 401, "the environment's usual value is not in force: {b}");
+
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"github":"lambda-two"}"#)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (s, b) = signed_ping(&lambda, "lambda-two", "sm-3").await;
+    assert_eq!(
+        s,
+        200,
+        "the rotated value after the TTL: {b}\n{}",
+        lambda.logs()
+    );
+    let (s, b) = signed_ping(&lambda, "lambda-one", "sm-4").await;
+    assert_eq!(s, 200, "the previous value (AWSPREVIOUS): {b}");
+    let (s, b) = signed_ping(&lambda, "lambda-wrong", "sm-5").await;
+    assert_eq!(s, 401, "a wrong value: {b}");
+
+    // One process served it all, and it never printed a value.
+    assert_eq!(lambda.function.pid(), pid);
+    let log = lambda.function.log();
+    assert!(
+        log.contains("webhook secrets read from Secrets Manager"),
+        "{log}"
+    );
+    assert!(log.contains("webhook secrets re-read"), "{log}");
+    assert!(
+        !log.contains("lambda-one") && !log.contains("lambda-two"),
+        "{log}"
+    );
+}

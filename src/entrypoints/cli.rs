@@ -148,6 +148,10 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
     // Every setting is checked before anything is opened or served.
+    // VALUESTREAM_SECRET_ARN: webhook secrets from Secrets Manager, re-read every TTL.
+    if let Some(secrets) = crate::secrets::start_from_env(&config).await? {
+        secrets.spawn_refresh();
+    }
     let pipeline =
         pipeline::build(config.clone(), Some(&data_dir), Box::new(console::Console)).await?;
     let store = pipeline.engine.store.clone();

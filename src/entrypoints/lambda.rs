@@ -65,6 +65,9 @@ async fn start() -> anyhow::Result<Handler> {
     if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
+    // Webhook secrets from Secrets Manager when VALUESTREAM_SECRET_ARN is set (read now; an
+    // unreadable secret fails the cold start), re-read on a request once their TTL has passed.
+    let secrets = crate::secrets::start_from_env(&config).await?;
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
     let pipeline = pipeline::build(config.clone(), None, Box::new(export::Discard)).await?;
@@ -75,6 +78,7 @@ async fn start() -> anyhow::Result<Handler> {
             metrics_endpoint: false,
         }),
         pipeline,
+        secrets,
     };
     Ok(handler)
 }
@@ -178,6 +182,8 @@ fn json_kind(v: &Value) -> &'static str {
 pub struct Handler {
     pub app: Router,
     pub pipeline: Arc<Pipeline>,
+    /// Webhook secrets read from Secrets Manager, if any.
+    pub secrets: Option<Arc<crate::secrets::WebhookSecrets>>,
 }
 
 impl Handler {
@@ -185,6 +191,9 @@ impl Handler {
         let LambdaEvent { payload, context } = event;
         match classify(payload) {
             Ok(Invocation::Http(request)) => {
+                if let Some(secrets) = &self.secrets {
+                    secrets.refresh_if_due().await;
+                }
                 // lambda_http's adapter: event -> http::Request (with the Lambda context as an
                 // extension) -> router -> the response shape of the event's origin.
                 let adapter = lambda_http::Adapter::from(self.app.clone());

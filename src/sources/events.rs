@@ -84,7 +84,7 @@ impl Source for Events {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_EVENTS_TOKEN",
-            config.events_token.get(),
+            &config.events_token,
             signature.or(bearer),
             config,
             |token, _| {

@@ -70,7 +70,7 @@ impl Source for Jenkins {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_JENKINS_TOKEN",
-            config.jenkins_token.get(),
+            &config.jenkins_token,
             credential.as_deref(),
             config,
             verify::tokens_match,

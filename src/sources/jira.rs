@@ -136,7 +136,7 @@ impl Source for Jira {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_JIRA_SECRET",
-            config.jira_secret.get(),
+            &config.jira_secret,
             d.header("x-hub-signature"),
             config,
             |secret, presented| {

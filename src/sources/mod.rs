@@ -13,7 +13,7 @@ pub mod registry;
 pub mod vcs;
 pub mod verify;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::model::Input;
 use http::HeaderMap;
 
@@ -80,19 +80,22 @@ pub fn by_name(name: &str) -> Option<&'static dyn Source> {
 
 /// The shared authentication policy: a source with a secret verifies every delivery; a source
 /// without one refuses everything unless unsigned traffic is explicitly allowed (local `serve`).
-/// `credential` is what the sender presented (`None`: nothing), `verify` checks it against the
-/// secret in constant time.
+/// `credential` is what the sender presented (`None`: nothing), `verify` checks it against one
+/// value of the secret in constant time; any of the secret's values (the current one, and the
+/// previous one during a rotation) verifies.
 pub fn authenticate_with(
     source: &str,
     secret_var: &str,
-    secret: Option<&str>,
+    secret: &Secret,
     credential: Option<&str>,
     config: &Config,
-    verify: impl FnOnce(&str, &str) -> bool,
+    verify: impl Fn(&str, &str) -> bool,
 ) -> Result<(), SourceError> {
+    let values = secret.candidates();
+    let secret = (!values.is_empty()).then_some(&values);
     match (secret, credential) {
-        (Some(secret), Some(presented)) => {
-            if verify(secret, presented) {
+        (Some(values), Some(presented)) => {
+            if values.iter().any(|secret| verify(secret, presented)) {
                 Ok(())
             } else {
                 Err(SourceError::Unauthorized(format!(

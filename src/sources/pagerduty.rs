@@ -69,7 +69,7 @@ impl Source for PagerDuty {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_PAGERDUTY_SECRET",
-            config.pagerduty_secret.get(),
+            &config.pagerduty_secret,
             d.header("x-pagerduty-signature"),
             config,
             |secret, presented| signature_matches(secret, d.body, presented),

@@ -8,8 +8,8 @@ use subtle::ConstantTimeEq;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Lower-case hex HMAC-SHA256 of `body` under `secret`.
-pub fn hmac_sha256_hex(secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+pub fn hmac_sha256_hex(secret: impl AsRef<[u8]>, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret.as_ref()).expect("HMAC takes any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }

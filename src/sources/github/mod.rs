@@ -37,7 +37,7 @@ impl Source for GitHub {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_GITHUB_SECRET",
-            config.github_secret.get(),
+            &config.github_secret,
             d.header("x-hub-signature-256"),
             config,
             |secret, presented| {

@@ -39,7 +39,7 @@ impl Source for GitLab {
         authenticate_with(
             SOURCE,
             "VALUESTREAM_GITLAB_TOKEN",
-            config.gitlab_token.get(),
+            &config.gitlab_token,
             d.header("x-gitlab-token"),
             config,
             verify::tokens_match,
