@@ -18,10 +18,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use tower::ServiceExt;
 use valuestream::config::Config;
-use valuestream::pipeline::Pipeline;
 use valuestream::engine::Engine;
 use valuestream::export::Discard;
 use valuestream::http::{router, AppState};
+use valuestream::pipeline::Pipeline;
 use valuestream::sources::verify::hmac_sha256_hex;
 use valuestream::store::embedded::EmbeddedStore;
 
