@@ -386,6 +386,40 @@ async fn grpc_gzip_compresses_spans_and_points_on_the_wire() {
     assert_eq!(grpc.points().len(), 2 * points.len());
 }
 
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` over gRPC: a collector whose certificate is signed by a
+/// private CA is trusted with that CA's PEM file, and refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_certificate_is_trusted_for_grpc_over_tls() {
+    let tls = GrpcReceiver::start(Mode::Tls).await;
+    let ca = fixtures_dir().join("otlp/ca.pem");
+    let settings_from = |with_ca: bool| {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", tls.url.clone());
+        let mut vars = vec![
+            base,
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000".to_string()),
+        ];
+        if with_ca {
+            vars.push((
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                ca.to_str().unwrap().to_string(),
+            ));
+        }
+        OtlpSettings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .unwrap()
+            .unwrap()
+    };
+    let (spans, points) = sample();
+    let untrusted = OtlpExporter::new(settings_from(false)).unwrap();
+    let err = untrusted.export_spans(&spans).await.unwrap_err();
+    assert!(tls.spans().is_empty(), "{err}");
+    let trusted = OtlpExporter::new(settings_from(true)).unwrap();
+    trusted.export_spans(&spans).await.unwrap();
+    trusted.export_points(&points).await.unwrap();
+    assert_sample_arrived(&tls.spans(), "github");
+    assert_eq!(tls.points().len(), 2);
+}
+
 /// A collector that takes the connection (or the call) and never answers: each export gives up
 /// within the timeout, with an error, and nothing waits longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

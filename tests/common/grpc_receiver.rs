@@ -22,6 +22,8 @@ pub enum Mode {
     Partial,
     /// Never answer.
     Hang,
+    /// Accept, over TLS (tests/fixtures/otlp/collector.pem, signed by ca.pem); the URL is https.
+    Tls,
 }
 
 /// The gRPC metadata of each request, in arrival order.
@@ -43,6 +45,7 @@ impl GrpcReceiver {
             Mode::Ok => "ok",
             Mode::Partial => "partial",
             Mode::Hang => "hang",
+            Mode::Tls => "tls",
         };
         let mut process = Background::spawn_clean(
             "otlp-grpc",
@@ -74,7 +77,10 @@ impl GrpcReceiver {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         GrpcReceiver {
-            url: format!("http://127.0.0.1:{port}"),
+            url: match mode {
+                Mode::Tls => format!("https://127.0.0.1:{port}"),
+                _ => format!("http://127.0.0.1:{port}"),
+            },
             dir,
             process,
         }

@@ -5,6 +5,7 @@ Usage: otlp_grpc_receiver.py OUT_DIR MODE
   MODE ok       accept every export
        partial  accept, answering a partial success (2 spans / 3 data points rejected)
        hang     never answer (the exporter's timeout must give up)
+       tls      accept, over TLS with tests/fixtures/otlp/collector.pem (signed by ca.pem)
 
 It binds a free loopback port and writes it to OUT_DIR/port once serving. Each export request
 is written as OUT_DIR/<seq>.<traces|metrics>.pb (the request re-serialised, decoded by the
@@ -79,7 +80,16 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if MODE == "tls":
+        fixtures = os.path.join(os.path.dirname(__file__), "..", "fixtures", "otlp")
+        with open(os.path.join(fixtures, "collector.key"), "rb") as f:
+            key = f.read()
+        with open(os.path.join(fixtures, "collector.pem"), "rb") as f:
+            cert = f.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     with open(os.path.join(OUT, "port.tmp"), "w") as f:
         f.write(str(port))
