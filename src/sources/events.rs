@@ -217,49 +217,27 @@ fn phase(kind: &str, status: &str) -> Option<Phase> {
     })
 }
 
-fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent), SourceError> {
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(malformed(format!(
-            "unknown field `{unknown}` (the fields are: {})",
-            FIELDS.join(", ")
-        )));
+fn kind_of(name: &str) -> Result<Kind, SourceError> {
+    match name {
+        "deployment" => Ok(Kind::Deployment),
+        "pipeline_run" => Ok(Kind::PipelineRun),
+        "incident" => Ok(Kind::Incident),
+        other => Err(malformed(format!(
+            "field `kind` must be one of {}, got {other:?}",
+            KINDS.join(", ")
+        ))),
     }
-    let f = Fields(obj);
-    let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
-    let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
-    let kind = match kind_name.as_str() {
-        "deployment" => Kind::Deployment,
-        "pipeline_run" => Kind::PipelineRun,
-        "incident" => Kind::Incident,
-        other => {
-            return Err(malformed(format!(
-                "field `kind` must be one of {}, got {other:?}",
-                KINDS.join(", ")
-            )))
-        }
-    };
-    let kind_name = kind_name.as_str();
-    let item = f.required("item", " (the stable ID of the work item)")?;
-    let statuses = if kind == Kind::Incident {
-        INCIDENT_STATUSES
-    } else {
-        RUN_STATUSES
-    };
-    let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
-    let phase = phase(kind_name, &status).ok_or_else(|| {
-        malformed(format!(
-            "field `status` must be one of {} for kind {kind_name:?}, got {status:?}",
-            statuses.join(", ")
-        ))
-    })?;
-    f.only_for("environment", kind_name, &["deployment"])?;
-    f.only_for("acknowledged_at", kind_name, &["incident"])?;
-    f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
-    f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+}
 
-    let started_at = f.time("started_at")?;
-    let finished_at = f.time("finished_at")?;
-    let acknowledged_at = f.time("acknowledged_at")?;
+/// The times a status needs: a final status its `finished_at`, any other its `started_at` (and
+/// no `finished_at`), `acknowledged` its `acknowledged_at`.
+fn times_for_status(
+    phase: &Phase,
+    status: &str,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    acknowledged_at: Option<Time>,
+) -> Result<(), SourceError> {
     let closes = matches!(phase, Phase::Close(_));
     if closes && finished_at.is_none() {
         return Err(malformed(format!(
@@ -282,6 +260,55 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
             "field `acknowledged_at` is required when status is \"acknowledged\"".into(),
         ));
     }
+    Ok(())
+}
+
+/// The `repository` field: `owner/name` (GitLab: `group/sub/name`).
+fn repo_of(r: &str) -> Result<Repo, SourceError> {
+    if r.trim_matches('/').contains('/') && !r.contains(char::is_whitespace) {
+        Ok(Repo::new(r))
+    } else {
+        Err(malformed(format!(
+            "field `repository` must be owner/name (GitLab: group/sub/name), got {r:?}"
+        )))
+    }
+}
+
+/// One event of the body: its fields checked, as a work event.
+fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent), SourceError> {
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "unknown field `{unknown}` (the fields are: {})",
+            FIELDS.join(", ")
+        )));
+    }
+    let f = Fields(obj);
+    let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
+    let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
+    let kind = kind_of(&kind_name)?;
+    let kind_name = kind_name.as_str();
+    let item = f.required("item", " (the stable ID of the work item)")?;
+    let statuses = if kind == Kind::Incident {
+        INCIDENT_STATUSES
+    } else {
+        RUN_STATUSES
+    };
+    let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
+    let phase = phase(kind_name, &status).ok_or_else(|| {
+        malformed(format!(
+            "field `status` must be one of {} for kind {kind_name:?}, got {status:?}",
+            statuses.join(", ")
+        ))
+    })?;
+    f.only_for("environment", kind_name, &["deployment"])?;
+    f.only_for("acknowledged_at", kind_name, &["incident"])?;
+    f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
+    f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+
+    let started_at = f.time("started_at")?;
+    let finished_at = f.time("finished_at")?;
+    let acknowledged_at = f.time("acknowledged_at")?;
+    times_for_status(&phase, &status, started_at, finished_at, acknowledged_at)?;
     // Times: the model's one rule (`model::time`, applied to every source after translation)
     // refuses a `finished_at` (end) before `started_at` (start) and times outside the window.
     let environment = if kind == Kind::Deployment {
@@ -290,18 +317,7 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
         None
     };
     let repository = f.text("repository")?;
-    let repo = repository
-        .as_deref()
-        .map(|r| {
-            if r.trim_matches('/').contains('/') && !r.contains(char::is_whitespace) {
-                Ok(Repo::new(r))
-            } else {
-                Err(malformed(format!(
-                    "field `repository` must be owner/name (GitLab: group/sub/name), got {r:?}"
-                )))
-            }
-        })
-        .transpose()?;
+    let repo = repository.as_deref().map(repo_of).transpose()?;
     let commit_sha = f.text("commit_sha")?;
     let branch = f.text("branch")?;
     let parent = f.text("parent")?;

@@ -333,23 +333,11 @@ fn query_token(query: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Percent-decoding, the same crate the OTLP headers use (invalid escapes stay as written).
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -442,6 +430,11 @@ mod tests {
         assert_eq!(query_token("tokens=1"), None);
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(
+            percent_decode("a%2Bb%41"),
+            "a+bA",
+            "an escape at the very end too"
+        );
         assert_eq!(strip_branch("origin/feature/x"), "feature/x");
         assert_eq!(strip_branch("refs/remotes/origin/main"), "main");
         assert_eq!(strip_branch("main"), "main");

@@ -302,19 +302,39 @@ fn issue_event(
         w.end = Some(end);
         w.outcome = Some(Outcome::ok(result));
     }
-    for i in &status_items {
-        let from = i.from_string.clone().unwrap_or_default();
-        let to = i.to_string.clone().unwrap_or_default();
-        let mut a = Attrs::new();
-        a.insert(attr::ISSUE_STATUS_FROM.into(), from.clone().into());
-        a.insert(attr::ISSUE_STATUS_TO.into(), to.clone().into());
-        w.span_events.push(SpanEvent {
-            name: format!("status {from} → {to}"),
-            time: transition_time,
-            attributes: a,
-        });
-    }
+    w.span_events.extend(
+        status_items
+            .iter()
+            .map(|i| status_event(i, transition_time)),
+    );
+    issue_attributes(&mut w, issue, summary, issue_type, labels, config);
+    Ok(w)
+}
 
+/// A status transition as a span event: `status To Do → In Progress`.
+fn status_event(i: &ChangeItem, time: Time) -> SpanEvent {
+    let from = i.from_string.clone().unwrap_or_default();
+    let to = i.to_string.clone().unwrap_or_default();
+    let mut a = Attrs::new();
+    a.insert(attr::ISSUE_STATUS_FROM.into(), from.clone().into());
+    a.insert(attr::ISSUE_STATUS_TO.into(), to.clone().into());
+    SpanEvent {
+        name: format!("status {from} → {to}"),
+        time,
+        attributes: a,
+    }
+}
+
+/// The issue's attributes, and its repository (and team) when its project is mapped.
+fn issue_attributes(
+    w: &mut WorkEvent,
+    issue: &Issue,
+    summary: String,
+    issue_type: Option<String>,
+    labels: Vec<String>,
+    config: &Config,
+) {
+    let f = &issue.fields;
     let a = &mut w.attributes;
     a.insert(attr::ISSUE_KEY.into(), issue.key.clone().into());
     if !summary.is_empty() {
@@ -378,7 +398,6 @@ fn issue_event(
             .and_then(|s| browse_url(s, &issue.key)),
     );
     a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
-    Ok(w)
 }
 
 /// `https://example.atlassian.net/rest/api/2/10023` → `https://example.atlassian.net/browse/KEY`.
