@@ -49,11 +49,20 @@ impl Deliveries {
             templates: vec![
                 ("issues", fixture("issues/opened.payload.json")),
                 ("pull_request", fixture("pull_request/opened.payload.json")),
-                ("workflow_run", fixture("workflow_run/requested.payload.json")),
-                ("workflow_run", fixture("workflow_run/completed.payload.json")),
+                (
+                    "workflow_run",
+                    fixture("workflow_run/requested.payload.json"),
+                ),
+                (
+                    "workflow_run",
+                    fixture("workflow_run/completed.payload.json"),
+                ),
                 ("pull_request", fixture("pull_request/closed.payload.json")),
                 ("deployment", fixture("deployment/payload.json")),
-                ("deployment_status", fixture("deployment_status/payload.json")),
+                (
+                    "deployment_status",
+                    fixture("deployment_status/payload.json"),
+                ),
                 ("issues", fixture("issues/closed.derived.payload.json")),
             ],
         }

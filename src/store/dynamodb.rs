@@ -62,6 +62,38 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     requests: AtomicU64,
+    read_units: AtomicU64,
+    write_units: AtomicU64,
+}
+
+/// Capacity units consumed so far, computed from item sizes as DynamoDB bills on-demand tables:
+/// a write 1 WCU per started KB of the item (its names and values), twice inside a transaction;
+/// a strongly consistent read 1 RCU per started 4 KB of each item (BatchGetItem, absent items
+/// 1), of the page (Query, at least 1). A delete is counted as 1 WCU (2 in a transaction), the
+/// size of a small record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub read_units: u64,
+    pub write_units: u64,
+}
+
+/// An item's size as DynamoDB counts it: attribute names plus values (numbers approximated by
+/// their decimal digits).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, v)| {
+            name.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
+fn units(bytes: usize, unit: usize) -> u64 {
+    bytes.div_ceil(unit).max(1) as u64
 }
 
 /// Longest wait for a TCP (and TLS) connection to DynamoDB.
@@ -255,6 +287,8 @@ impl DynamoStore {
             client,
             table: table.into(),
             requests: AtomicU64::new(0),
+            read_units: AtomicU64::new(0),
+            write_units: AtomicU64::new(0),
         }
     }
 
@@ -270,12 +304,29 @@ impl DynamoStore {
         self.requests.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
+    fn consume(&self, read_units: u64, write_units: u64) {
+        self.read_units
+            .fetch_add(read_units, AtomicOrdering::Relaxed);
+        self.write_units
+            .fetch_add(write_units, AtomicOrdering::Relaxed);
+    }
+
+    /// Capacity units consumed so far (see [`Capacity`]).
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            read_units: self.read_units.load(AtomicOrdering::Relaxed),
+            write_units: self.write_units.load(AtomicOrdering::Relaxed),
+        }
+    }
+
     async fn put_one(&self, record: &Record, cond: Cond, now: i64) -> StoreResult<()> {
+        let item = record_item(record)?;
+        self.consume(0, units(item_size(&item), 1024));
         let mut req = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(record_item(record)?));
+            .set_item(Some(item));
         if let Some(c) = condition(cond, now) {
             req = req
                 .condition_expression(c.expression)
@@ -294,6 +345,7 @@ impl DynamoStore {
     }
 
     async fn delete_one(&self, key: &Key, cond: Cond, now: i64) -> StoreResult<()> {
+        self.consume(0, 1);
         let mut req = self
             .client
             .delete_item()
@@ -329,7 +381,11 @@ impl DynamoStore {
                     .put(
                         Put::builder()
                             .table_name(&self.table)
-                            .set_item(Some(record_item(record)?))
+                            .set_item(Some({
+                                let item = record_item(record)?;
+                                self.consume(0, 2 * units(item_size(&item), 1024));
+                                item
+                            }))
                             .set_condition_expression(expression)
                             .set_expression_attribute_names(names)
                             .set_expression_attribute_values(values)
@@ -338,7 +394,8 @@ impl DynamoStore {
                     )
                     .build(),
                 Write::Delete { key, .. } => TransactWriteItem::builder()
-                    .delete(
+                    .delete({
+                        self.consume(0, 2);
                         Delete::builder()
                             .table_name(&self.table)
                             .set_key(Some(key_item(key)))
@@ -346,8 +403,8 @@ impl DynamoStore {
                             .set_expression_attribute_names(names)
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(|e| StoreError::Backend(e.to_string()))?,
-                    )
+                            .map_err(|e| StoreError::Backend(e.to_string()))?
+                    })
                     .build(),
             };
             items.push(item);
@@ -402,6 +459,7 @@ impl Store for DynamoStore {
             let mut round = 0;
             loop {
                 self.count();
+                let asked = pending.keys().len();
                 let out = self
                     .client
                     .batch_get_item()
@@ -409,13 +467,26 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(|e| backend_sdk("BatchGetItem", e))?;
+                let mut read_units = 0;
+                let mut returned = 0;
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     for item in items {
+                        read_units += units(item_size(item), 4096);
+                        returned += 1;
                         if let Some(rec) = decode(item, now)? {
                             found.insert(rec.key.clone(), rec);
                         }
                     }
                 }
+                let unprocessed = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map_or(0, |u| u.keys().len());
+                // An absent item still costs a read unit.
+                self.consume(
+                    read_units + asked.saturating_sub(returned + unprocessed) as u64,
+                    0,
+                );
                 match out
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
@@ -484,6 +555,7 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend_sdk("Query", e))?;
+            self.consume(units(resp.items().iter().map(item_size).sum(), 4096), 0);
             for item in resp.items() {
                 if let Some(rec) = decode(item, now)? {
                     out.push(rec);
