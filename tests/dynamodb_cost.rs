@@ -40,8 +40,8 @@ async fn calls_and_capacity_per_delivery_type() {
             [2, 8],
             [4, 1],
         ),
-        ("PR opened", "pull_request", opened_pr(), [2, 10], [4, 1]),
-        ("PR merged", "pull_request", merged_pr(), [2, 12], [11, 16]),
+        ("PR opened", "pull_request", opened_pr(), [2, 8], [4, 1]),
+        ("PR merged", "pull_request", merged_pr(), [2, 8], [11, 12]),
         (
             "issue closed",
             "issues",

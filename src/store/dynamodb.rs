@@ -7,7 +7,8 @@
 //! | `pk`, `sk` | S | the record's [`Key`] |
 //! | `v` | N | the record's version (conditions compare it) |
 //! | `ttl` | N | epoch seconds after which the record no longer exists (DynamoDB TTL deletes it later) |
-//! | `d` | S | the record's data, as JSON |
+//! | `d` | S | the record's data, as JSON (records of less than 600 bytes of data) |
+//! | `z` | B | the record's data, as DEFLATE-compressed JSON (larger records, when smaller) |
 //!
 //! DynamoDB's TTL deletes expired items only eventually (typically within days), so every read
 //! treats `ttl <= now` as absent and every condition says the same: `Absent` holds over an
@@ -30,6 +31,7 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
     KeysAndAttributes, Put, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -57,6 +59,13 @@ const SK: &str = "sk";
 const VERSION: &str = "v";
 const TTL: &str = "ttl";
 const DATA: &str = "d";
+/// The record's data as DEFLATE-compressed JSON (binary), in place of `d` when that is smaller.
+const DATA_DEFLATED: &str = "z";
+/// Data of at least this many bytes is stored compressed: below it an item fits in 1 KB (1 WCU)
+/// anyway.
+const DEFLATE_FROM: usize = 600;
+/// Largest data a compressed attribute may inflate to (a bound against a corrupt item).
+const INFLATE_MAX: usize = 4 * MAX_DATA_BYTES;
 
 pub struct DynamoStore {
     client: Client,
@@ -178,7 +187,14 @@ fn record_item(record: &Record) -> StoreResult<HashMap<String, AttributeValue>> 
     let mut item = key_item(&record.key);
     item.insert(VERSION.into(), n(record.version));
     item.insert(TTL.into(), n(record.expires_at));
-    item.insert(DATA.into(), s(data));
+    // Write units are per started KB of the item: JSON facts shrink 3-5x under DEFLATE.
+    let deflated = (data.len() >= DEFLATE_FROM)
+        .then(|| miniz_oxide::deflate::compress_to_vec(data.as_bytes(), 6))
+        .filter(|z| z.len() < data.len());
+    match deflated {
+        Some(z) => item.insert(DATA_DEFLATED.into(), AttributeValue::B(Blob::new(z))),
+        None => item.insert(DATA.into(), s(data)),
+    };
     Ok(item)
 }
 
@@ -214,12 +230,31 @@ fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<Optio
         return Ok(None);
     }
     let key = Key::new(str_attr(item, PK)?, str_attr(item, SK)?);
-    let data = serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
-        StoreError::Backend(format!(
-            "record {}/{} holds data that is not JSON: {e}",
-            key.pk, key.sk
-        ))
-    })?;
+    let data = match item.get(DATA_DEFLATED) {
+        Some(AttributeValue::B(z)) => {
+            miniz_oxide::inflate::decompress_to_vec_with_limit(z.as_ref(), INFLATE_MAX)
+                .map_err(|e| {
+                    StoreError::Backend(format!(
+                        "record {}/{} holds compressed data that does not inflate: {e}",
+                        key.pk, key.sk
+                    ))
+                })
+                .and_then(|json| {
+                    serde_json::from_slice(&json).map_err(|e| {
+                        StoreError::Backend(format!(
+                            "record {}/{} holds data that is not JSON: {e}",
+                            key.pk, key.sk
+                        ))
+                    })
+                })?
+        }
+        _ => serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
+            StoreError::Backend(format!(
+                "record {}/{} holds data that is not JSON: {e}",
+                key.pk, key.sk
+            ))
+        })?,
+    };
     Ok(Some(Record {
         version: num_attr(item, VERSION)?,
         expires_at,
@@ -708,6 +743,44 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn large_data_is_stored_deflated_and_read_back() {
+        let facts: Vec<_> = (0..60)
+            .map(|i| json!({"kind": "change", "at": "2024-05-01T10:00:00Z", "n": i, "repo": "octo/hello"}))
+            .collect();
+        let record = Record {
+            key: Key::new("scope#github/change/octo/hello/2", "facts"),
+            version: 3,
+            expires_at: now_epoch() + 600,
+            data: json!(facts),
+        };
+        let item = record_item(&record).unwrap();
+        let plain = serde_json::to_string(&record.data).unwrap().len();
+        assert!(!item.contains_key(DATA), "large data is not stored as text");
+        let Some(AttributeValue::B(z)) = item.get(DATA_DEFLATED) else {
+            panic!("large data is stored compressed: {item:?}")
+        };
+        assert!(
+            z.as_ref().len() * 3 < plain,
+            "{} of {plain}",
+            z.as_ref().len()
+        );
+        assert!(
+            item_size(&item) < 1024,
+            "one write unit, not {}",
+            plain / 1024 + 1
+        );
+        assert_eq!(decode(&item, now_epoch()).unwrap(), Some(record.clone()));
+        // Small data stays readable text.
+        let small = Record {
+            data: json!({"open": true}),
+            ..record
+        };
+        let item = record_item(&small).unwrap();
+        assert!(matches!(item.get(DATA), Some(AttributeValue::S(_))));
+        assert_eq!(decode(&item, now_epoch()).unwrap(), Some(small));
+    }
 
     #[test]
     fn item_round_trip_and_expiry() {
