@@ -17,8 +17,12 @@ impl Exporter for Console {
             out.push_str(&line(span));
             out.push('\n');
         }
-        // One write per batch, never blocking on a held stdout lock per line.
-        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        // One write per batch, on the blocking pool: a slow reader of stdout (a terminal, a
+        // full pipe) never holds up the async runtime's threads, so never a webhook answer.
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        })
+        .await;
         Ok(())
     }
     async fn export_points(&self, _points: &[Series]) -> Result<(), ExportError> {

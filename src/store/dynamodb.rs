@@ -7,7 +7,8 @@
 //! | `pk`, `sk` | S | the record's [`Key`] |
 //! | `v` | N | the record's version (conditions compare it) |
 //! | `ttl` | N | epoch seconds after which the record no longer exists (DynamoDB TTL deletes it later) |
-//! | `d` | S | the record's data, as JSON |
+//! | `d` | S | the record's data, as JSON (records of less than 600 bytes of data) |
+//! | `z` | B | the record's data, as DEFLATE-compressed JSON (larger records, when smaller) |
 //!
 //! DynamoDB's TTL deletes expired items only eventually (typically within days), so every read
 //! treats `ttl <= now` as absent and every condition says the same: `Absent` holds over an
@@ -30,6 +31,7 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
     KeysAndAttributes, Put, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -57,11 +59,50 @@ const SK: &str = "sk";
 const VERSION: &str = "v";
 const TTL: &str = "ttl";
 const DATA: &str = "d";
+/// The record's data as DEFLATE-compressed JSON (binary), in place of `d` when that is smaller.
+const DATA_DEFLATED: &str = "z";
+/// Data of at least this many bytes is stored compressed: below it an item fits in 1 KB (1 WCU)
+/// anyway.
+const DEFLATE_FROM: usize = 600;
+/// Largest data a compressed attribute may inflate to (a bound against a corrupt item).
+const INFLATE_MAX: usize = 4 * MAX_DATA_BYTES;
 
 pub struct DynamoStore {
     client: Client,
     table: String,
     requests: AtomicU64,
+    read_units: AtomicU64,
+    write_units: AtomicU64,
+}
+
+/// Capacity units consumed so far, computed from item sizes as DynamoDB bills on-demand tables:
+/// a write 1 WCU per started KB of the item (its names and values), twice inside a transaction;
+/// a strongly consistent read 1 RCU per started 4 KB of each item (BatchGetItem, absent items
+/// 1), of the page (Query, at least 1). A delete is counted as 1 WCU (2 in a transaction), the
+/// size of a small record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub read_units: u64,
+    pub write_units: u64,
+}
+
+/// An item's size as DynamoDB counts it: attribute names plus values (numbers approximated by
+/// their decimal digits).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, v)| {
+            name.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
+fn units(bytes: usize, unit: usize) -> u64 {
+    bytes.div_ceil(unit).max(1) as u64
 }
 
 /// Longest wait for a TCP (and TLS) connection to DynamoDB.
@@ -146,7 +187,14 @@ fn record_item(record: &Record) -> StoreResult<HashMap<String, AttributeValue>> 
     let mut item = key_item(&record.key);
     item.insert(VERSION.into(), n(record.version));
     item.insert(TTL.into(), n(record.expires_at));
-    item.insert(DATA.into(), s(data));
+    // Write units are per started KB of the item: JSON facts shrink 3-5x under DEFLATE.
+    let deflated = (data.len() >= DEFLATE_FROM)
+        .then(|| miniz_oxide::deflate::compress_to_vec(data.as_bytes(), 6))
+        .filter(|z| z.len() < data.len());
+    match deflated {
+        Some(z) => item.insert(DATA_DEFLATED.into(), AttributeValue::B(Blob::new(z))),
+        None => item.insert(DATA.into(), s(data)),
+    };
     Ok(item)
 }
 
@@ -182,12 +230,31 @@ fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<Optio
         return Ok(None);
     }
     let key = Key::new(str_attr(item, PK)?, str_attr(item, SK)?);
-    let data = serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
-        StoreError::Backend(format!(
-            "record {}/{} holds data that is not JSON: {e}",
-            key.pk, key.sk
-        ))
-    })?;
+    let data = match item.get(DATA_DEFLATED) {
+        Some(AttributeValue::B(z)) => {
+            miniz_oxide::inflate::decompress_to_vec_with_limit(z.as_ref(), INFLATE_MAX)
+                .map_err(|e| {
+                    StoreError::Backend(format!(
+                        "record {}/{} holds compressed data that does not inflate: {e}",
+                        key.pk, key.sk
+                    ))
+                })
+                .and_then(|json| {
+                    serde_json::from_slice(&json).map_err(|e| {
+                        StoreError::Backend(format!(
+                            "record {}/{} holds data that is not JSON: {e}",
+                            key.pk, key.sk
+                        ))
+                    })
+                })?
+        }
+        _ => serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
+            StoreError::Backend(format!(
+                "record {}/{} holds data that is not JSON: {e}",
+                key.pk, key.sk
+            ))
+        })?,
+    };
     Ok(Some(Record {
         version: num_attr(item, VERSION)?,
         expires_at,
@@ -255,6 +322,8 @@ impl DynamoStore {
             client,
             table: table.into(),
             requests: AtomicU64::new(0),
+            read_units: AtomicU64::new(0),
+            write_units: AtomicU64::new(0),
         }
     }
 
@@ -270,12 +339,29 @@ impl DynamoStore {
         self.requests.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
+    fn consume(&self, read_units: u64, write_units: u64) {
+        self.read_units
+            .fetch_add(read_units, AtomicOrdering::Relaxed);
+        self.write_units
+            .fetch_add(write_units, AtomicOrdering::Relaxed);
+    }
+
+    /// Capacity units consumed so far (see [`Capacity`]).
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            read_units: self.read_units.load(AtomicOrdering::Relaxed),
+            write_units: self.write_units.load(AtomicOrdering::Relaxed),
+        }
+    }
+
     async fn put_one(&self, record: &Record, cond: Cond, now: i64) -> StoreResult<()> {
+        let item = record_item(record)?;
+        self.consume(0, units(item_size(&item), 1024));
         let mut req = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(record_item(record)?));
+            .set_item(Some(item));
         if let Some(c) = condition(cond, now) {
             req = req
                 .condition_expression(c.expression)
@@ -294,6 +380,7 @@ impl DynamoStore {
     }
 
     async fn delete_one(&self, key: &Key, cond: Cond, now: i64) -> StoreResult<()> {
+        self.consume(0, 1);
         let mut req = self
             .client
             .delete_item()
@@ -329,7 +416,11 @@ impl DynamoStore {
                     .put(
                         Put::builder()
                             .table_name(&self.table)
-                            .set_item(Some(record_item(record)?))
+                            .set_item(Some({
+                                let item = record_item(record)?;
+                                self.consume(0, 2 * units(item_size(&item), 1024));
+                                item
+                            }))
                             .set_condition_expression(expression)
                             .set_expression_attribute_names(names)
                             .set_expression_attribute_values(values)
@@ -338,7 +429,8 @@ impl DynamoStore {
                     )
                     .build(),
                 Write::Delete { key, .. } => TransactWriteItem::builder()
-                    .delete(
+                    .delete({
+                        self.consume(0, 2);
                         Delete::builder()
                             .table_name(&self.table)
                             .set_key(Some(key_item(key)))
@@ -346,8 +438,8 @@ impl DynamoStore {
                             .set_expression_attribute_names(names)
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(|e| StoreError::Backend(e.to_string()))?,
-                    )
+                            .map_err(|e| StoreError::Backend(e.to_string()))?
+                    })
                     .build(),
             };
             items.push(item);
@@ -402,6 +494,7 @@ impl Store for DynamoStore {
             let mut round = 0;
             loop {
                 self.count();
+                let asked = pending.keys().len();
                 let out = self
                     .client
                     .batch_get_item()
@@ -409,13 +502,26 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(|e| backend_sdk("BatchGetItem", e))?;
+                let mut read_units = 0;
+                let mut returned = 0;
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     for item in items {
+                        read_units += units(item_size(item), 4096);
+                        returned += 1;
                         if let Some(rec) = decode(item, now)? {
                             found.insert(rec.key.clone(), rec);
                         }
                     }
                 }
+                let unprocessed = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map_or(0, |u| u.keys().len());
+                // An absent item still costs a read unit.
+                self.consume(
+                    read_units + asked.saturating_sub(returned + unprocessed) as u64,
+                    0,
+                );
                 match out
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
@@ -484,6 +590,7 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend_sdk("Query", e))?;
+            self.consume(units(resp.items().iter().map(item_size).sum(), 4096), 0);
             for item in resp.items() {
                 if let Some(rec) = decode(item, now)? {
                     out.push(rec);
@@ -636,6 +743,44 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn large_data_is_stored_deflated_and_read_back() {
+        let facts: Vec<_> = (0..60)
+            .map(|i| json!({"kind": "change", "at": "2024-05-01T10:00:00Z", "n": i, "repo": "octo/hello"}))
+            .collect();
+        let record = Record {
+            key: Key::new("scope#github/change/octo/hello/2", "facts"),
+            version: 3,
+            expires_at: now_epoch() + 600,
+            data: json!(facts),
+        };
+        let item = record_item(&record).unwrap();
+        let plain = serde_json::to_string(&record.data).unwrap().len();
+        assert!(!item.contains_key(DATA), "large data is not stored as text");
+        let Some(AttributeValue::B(z)) = item.get(DATA_DEFLATED) else {
+            panic!("large data is stored compressed: {item:?}")
+        };
+        assert!(
+            z.as_ref().len() * 3 < plain,
+            "{} of {plain}",
+            z.as_ref().len()
+        );
+        assert!(
+            item_size(&item) < 1024,
+            "one write unit, not {}",
+            plain / 1024 + 1
+        );
+        assert_eq!(decode(&item, now_epoch()).unwrap(), Some(record.clone()));
+        // Small data stays readable text.
+        let small = Record {
+            data: json!({"open": true}),
+            ..record
+        };
+        let item = record_item(&small).unwrap();
+        assert!(matches!(item.get(DATA), Some(AttributeValue::S(_))));
+        assert_eq!(decode(&item, now_epoch()).unwrap(), Some(small));
+    }
 
     #[test]
     fn item_round_trip_and_expiry() {

@@ -33,6 +33,9 @@ pub struct EmbeddedStore {
     writer: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
     requests: AtomicU64,
+    /// In memory: redb work is a few microseconds of CPU with no I/O, so it runs on the caller's
+    /// thread (a hop to another thread would cost more than the work).
+    inline: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,7 +124,9 @@ impl EmbeddedStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(backend)?;
-        Self::init(db)
+        let mut store = Self::init(db)?;
+        store.inline = true;
+        Ok(store)
     }
 
     fn init(db: Database) -> StoreResult<Self> {
@@ -144,6 +149,7 @@ impl EmbeddedStore {
             writer: Some(writer),
             stats,
             requests: AtomicU64::new(0),
+            inline: false,
         })
     }
 
@@ -153,7 +159,8 @@ impl EmbeddedStore {
     }
 
     /// Holds the writer until the returned guard is dropped; write sets submitted meanwhile are
-    /// committed together afterwards (tests of group commit).
+    /// committed together afterwards (tests of group commit; a store in memory has no writer
+    /// thread to hold, its commits apply at once).
     pub fn pause_writer(&self) -> StoreResult<WriterPause> {
         let (hold, until) = mpsc::channel();
         self.submit(writer::Job::Pause(until))?;
@@ -170,11 +177,29 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Backend("the store's writer has stopped".into()))
     }
 
-    /// Runs `f` with the database on tokio's blocking pool.
+    /// Hands a write job to the writer and waits for its answer (in memory: applies it here).
+    async fn write(
+        &self,
+        job: impl FnOnce(oneshot::Sender<StoreResult<usize>>) -> writer::Job,
+    ) -> StoreResult<usize> {
+        let (reply, mut answer) = oneshot::channel();
+        if self.inline {
+            self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+            writer::apply_now(&self.db, job(reply), &self.stats);
+            return answer.try_recv().map_err(backend)?;
+        }
+        self.submit(job(reply))?;
+        answer.await.map_err(backend)?
+    }
+
+    /// Runs `f` with the database on tokio's blocking pool (in memory: here).
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        if self.inline {
+            return f(&self.db);
+        }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
@@ -219,9 +244,9 @@ impl EmbeddedStore {
         let mut dead = dead.into_iter().peekable();
         while dead.peek().is_some() {
             let chunk: Vec<Vec<u8>> = dead.by_ref().take(SWEEP_CHUNK).collect();
-            let (reply, answer) = oneshot::channel();
-            self.submit(writer::Job::DeleteExpired(chunk, reply))?;
-            removed += answer.await.map_err(backend)??;
+            removed += self
+                .write(|reply| writer::Job::DeleteExpired(chunk, reply))
+                .await?;
         }
         Ok(removed)
     }
@@ -317,9 +342,9 @@ impl Store for EmbeddedStore {
 
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        self.submit(writer::Job::Commit(writes, reply))?;
-        answer.await.map_err(backend)?.map(|_| ())
+        self.write(|reply| writer::Job::Commit(writes, reply))
+            .await
+            .map(|_| ())
     }
 
     async fn sweep(&self) -> StoreResult<usize> {

@@ -80,6 +80,12 @@ pub(super) fn run(db: Arc<Database>, jobs: mpsc::Receiver<Job>, stats: Arc<Write
     }
 }
 
+/// Applies one job at once on the calling thread (the in-memory store).
+pub(super) fn apply_now(db: &Database, job: Job, stats: &WriterStats) {
+    apply_batch(db, vec![job], stats);
+    stats.answered.fetch_add(1, Ordering::Relaxed);
+}
+
 /// One transaction for the whole batch; every caller is answered after the commit (or its
 /// failure).
 fn apply_batch(db: &Database, batch: Vec<Job>, stats: &WriterStats) {
