@@ -14,7 +14,9 @@ use valuestream::sources::registry::{self, SourceEntry};
 use valuestream::store::embedded::EmbeddedStore;
 
 /// Fixture folders that hold no source's deliveries.
-const NOT_SOURCES: &[&str] = &["correlations", "fuzz", "metrics"];
+/// Fixture folders of other tests: correlations, fuzz regressions, metric scenarios, the OTLP
+/// exporter's TLS material and the redb file of the store migration.
+const NOT_SOURCES: &[&str] = &["correlations", "fuzz", "metrics", "otlp", "store"];
 
 /// Every `<case>.json` with a golden file under `dir`, recursively, in name order.
 fn cases(dir: &Path) -> Vec<PathBuf> {

@@ -223,8 +223,9 @@ fn num_attr<T: std::str::FromStr>(
     }
 }
 
-/// The record an item holds, or `None` when it has expired.
-fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<Option<Record>> {
+/// The record an item holds, or `None` when it has expired (public for tests that read the
+/// table directly: record data may be stored DEFLATE-compressed).
+pub fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<Option<Record>> {
     let expires_at: i64 = num_attr(item, TTL)?;
     if expires_at <= now {
         return Ok(None);
