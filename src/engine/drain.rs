@@ -373,7 +373,7 @@ impl Engine {
                 .unwrap_or_else(|| crate::model::ids::trace_id(key)),
             span_id: crate::model::ids::span_id(key, g.index),
             parent_span_id: parent.map(|p| p.span_id),
-            attributes: g.attributes,
+            attributes: g.span_attributes(),
             events: g.events,
         }))
     }

@@ -7,9 +7,9 @@
 //! the item's spans: a reopening starts the next generation; the first close of a generation ends
 //! it, and its attributes are the fold of the generation's facts in event-time order.
 
-use crate::model::ids;
+use crate::model::{attr, ids};
 use crate::model::{
-    Action, AttrValue, Attrs, Kind, Outcome, ParentRef, Repo, SpanEvent, Time, WorkEvent,
+    Action, Attrs, Kind, Outcome, ParentRef, Repo, RepoTraits, SpanEvent, Time, WorkEvent,
     WorkResult,
 };
 use chrono::DateTime;
@@ -21,11 +21,33 @@ pub const MAX_FACTS: usize = 48;
 
 /// One work event, as a fact of its item.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredFact")]
 pub struct Fact {
     /// A hash of the event's content: the same event under another delivery ID is one fact.
     pub hash: String,
     pub source: String,
     pub ev: WorkEvent,
+}
+
+/// A fact as the store holds it: facts written before the repository traits and the pipeline
+/// name were typed carry them as attributes, and are upgraded as they are read.
+#[derive(Deserialize)]
+struct StoredFact {
+    hash: String,
+    source: String,
+    ev: WorkEvent,
+}
+
+impl From<StoredFact> for Fact {
+    fn from(f: StoredFact) -> Self {
+        let mut ev = f.ev;
+        ev.upgrade_stored();
+        Fact {
+            hash: f.hash,
+            source: f.source,
+            ev,
+        }
+    }
 }
 
 impl Fact {
@@ -121,9 +143,27 @@ pub struct Gen {
     pub head_sha: Option<String>,
     pub merge_sha: Option<String>,
     pub environment: Option<String>,
+    pub traits: RepoTraits,
+    pub pipeline: Option<String>,
 }
 
 impl Gen {
+    /// The span's attributes: the facts' own, and the typed values the engine decided on
+    /// (repository, traits, pipeline name).
+    pub fn span_attributes(&self) -> Attrs {
+        let mut a = self.attributes.clone();
+        if let Some(repo) = &self.repo {
+            a.insert(attr::REPOSITORY.into(), repo.0.clone().into());
+        }
+        for (k, v) in self.traits.entries() {
+            a.insert(k.into(), v.into());
+        }
+        if let Some(p) = &self.pipeline {
+            a.insert(attr::CICD_PIPELINE_NAME.into(), p.clone().into());
+        }
+        a
+    }
+
     pub fn closed(&self) -> bool {
         self.end.is_some()
     }
@@ -132,9 +172,6 @@ impl Gen {
     }
     pub fn error(&self) -> bool {
         self.outcome.as_ref().is_some_and(|o| o.error)
-    }
-    pub fn attr_str(&self, k: &str) -> Option<&str> {
-        self.attributes.get(k).and_then(AttrValue::as_str)
     }
 }
 
@@ -212,6 +249,8 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             head_sha: None,
             merge_sha: None,
             environment: None,
+            traits: RepoTraits::default(),
+            pipeline: None,
         };
         for f in &folded {
             let ev = &f.ev;
@@ -236,6 +275,8 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             gen.head_branch = ev.head_branch.clone().or(gen.head_branch.take());
             gen.head_sha = ev.head_sha.clone().or(gen.head_sha.take());
             gen.environment = ev.environment.clone().or(gen.environment.take());
+            gen.traits.fold(&ev.traits);
+            gen.pipeline = ev.pipeline.clone().or(gen.pipeline.take());
         }
         gen.start = if g == 0 {
             folded.iter().find_map(|f| f.ev.start)
@@ -277,7 +318,7 @@ pub fn head_shas(facts: &[Fact]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Outcome;
+    use crate::model::{AttrValue, Outcome};
 
     fn t(s: &str) -> Time {
         s.parse().unwrap()
@@ -324,7 +365,11 @@ mod tests {
         assert_eq!(a, b);
         let g = generations(&a.facts);
         assert_eq!(g.len(), 1);
-        assert_eq!(g[0].attr_str("a"), Some("2"), "the later update wins");
+        assert_eq!(
+            g[0].attributes.get("a").and_then(AttrValue::as_str),
+            Some("2"),
+            "the later update wins"
+        );
         assert_eq!(g[0].end, Some(t("2024-01-03T00:00:00Z")));
     }
 

@@ -13,7 +13,7 @@ use super::facts::{self, Gen, ItemRecord};
 use super::metrics::{self, Labels};
 use crate::config::Config;
 use crate::model::attr;
-use crate::model::{AttrValue, Attrs, Kind, ParentRef, Push, Repo, Time, WorkResult};
+use crate::model::{Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
 
 /// The result label of a finished item whose delivery named no result.
 const UNKNOWN: &str = "unknown";
@@ -75,15 +75,15 @@ pub struct Summary {
 
 /// The labels every metric point about a span carries. The team is lower-cased: one team named
 /// `Payments` by PagerDuty and `payments` by a GitHub label is one series.
-pub fn base_labels(source: &str, attrs: &Attrs) -> Labels {
+pub fn base_labels(source: &str, repo: Option<&Repo>, traits: &RepoTraits) -> Labels {
     let mut l = Labels::new();
     l.insert(attr::SOURCE.into(), source.to_string());
-    for k in [attr::REPOSITORY, attr::TEAM] {
-        if let Some(v) = attrs.get(k).and_then(AttrValue::as_str) {
-            l.insert(k.into(), v.to_lowercase());
-        }
+    if let Some(repo) = repo {
+        l.insert(attr::REPOSITORY.into(), repo.0.clone());
     }
-    crate::model::attributes::metric_labels(attrs, &mut l);
+    for (k, v) in traits.entries() {
+        l.insert(k.into(), v.to_lowercase());
+    }
     l
 }
 
@@ -127,8 +127,8 @@ fn gen_summary(g: &Gen) -> GenSummary {
         merge_sha: g.merge_sha.as_ref().map(|s| s.to_ascii_lowercase()),
         head_sha: g.head_sha.as_ref().map(|s| s.to_ascii_lowercase()),
         environment: g.environment.clone(),
-        labels: base_labels(&g.source, &g.attributes),
-        pipeline: g.attr_str(attr::CICD_PIPELINE_NAME).map(str::to_string),
+        labels: base_labels(&g.source, g.repo.as_ref(), &g.traits),
+        pipeline: g.pipeline.clone(),
     }
 }
 

@@ -121,7 +121,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         .as_ref()
         .map(|p| p.trace_id.clone())
         .unwrap_or_else(|| ids::trace_id(&s.key));
-    let mut attributes = g.attributes.clone();
+    let mut attributes = g.span_attributes();
     attributes.insert(attr::KIND.into(), s.kind.as_str().into());
     attributes.insert(attr::SOURCE.into(), s.source.clone().into());
     attributes.insert(attr::KEY.into(), s.key.clone().into());

@@ -25,7 +25,7 @@
 //! has at most (allowed values + 1) label values.
 
 use super::attr;
-use super::{AttrValue, Attrs, Input, Repo};
+use super::{Input, Repo};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,27 +89,6 @@ pub fn full_key(short: &str) -> String {
         "language" => attr::LANGUAGE.to_string(),
         "deployment.type" => attr::DEPLOYMENT_TYPE.to_string(),
         k => format!("{}{k}", attr::ATTR_PREFIX),
-    }
-}
-
-/// Whether an attribute key is a repository attribute that becomes a metric label.
-pub fn is_label_key(key: &str) -> bool {
-    key == attr::TEAM
-        || key == attr::LANGUAGE
-        || key == attr::DEPLOYMENT_TYPE
-        || key.starts_with(attr::ATTR_PREFIX)
-}
-
-/// Adds the repository attributes of a span (`valuestream.language`,
-/// `valuestream.deployment.type`, `valuestream.attr.*`) to its metric labels, lower-cased like
-/// the team. Their values were bounded by [`enrich`]. The engine calls this from `base_labels`.
-pub fn metric_labels(attrs: &Attrs, labels: &mut BTreeMap<String, String>) {
-    for (k, v) in attrs {
-        if k != attr::TEAM && is_label_key(k) {
-            if let Some(s) = v.as_str() {
-                labels.insert(k.clone(), s.to_lowercase());
-            }
-        }
     }
 }
 
@@ -219,18 +198,13 @@ impl RepositoryAttributes {
             let Input::Work(ev) = input else { continue };
             if let Some(repo) = &ev.repo {
                 for (k, v) in self.of(repo) {
-                    ev.attributes.entry(k).or_insert(AttrValue::Str(v));
+                    ev.traits.set_if_absent(&k, &v);
                 }
             }
-            for (k, v) in ev.attributes.iter_mut() {
-                if !is_label_key(k) {
-                    continue;
-                }
-                if let AttrValue::Str(s) = v {
-                    let bounded = self.bound(k, s);
-                    if bounded != s.as_str() {
-                        *s = bounded.to_string();
-                    }
+            for (k, v) in ev.traits.values_mut() {
+                let bounded = self.bound(k, v);
+                if bounded != v.as_str() {
+                    *v = bounded.to_string();
                 }
             }
         }
@@ -323,7 +297,7 @@ fn parse_values(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Kind, WorkEvent};
+    use crate::model::{Action, Attrs, Kind, WorkEvent};
 
     fn event(repo: &str, attrs: &[(&str, &str)]) -> Input {
         let mut w = WorkEvent::new(Kind::Issue, "k".into(), "n".into(), Action::Close);
@@ -331,14 +305,18 @@ mod tests {
         for (k, v) in attrs {
             w.attributes.insert(k.to_string(), (*v).into());
         }
+        w.traits.take_from(&mut w.attributes);
         Input::Work(w)
     }
 
-    fn attrs_of(i: &Input) -> &Attrs {
-        match i {
-            Input::Work(w) => &w.attributes,
-            Input::Push(p) => &p.attributes,
+    /// A work event's attributes with its traits, as its span exports them.
+    fn attrs_of(i: &Input) -> Attrs {
+        let Input::Work(w) = i else { unreachable!() };
+        let mut a = w.attributes.clone();
+        for (k, v) in w.traits.entries() {
+            a.insert(k.into(), v.into());
         }
+        a
     }
 
     const CONFIG: &str = r#"{"acme/*": {"team": "platform", "deployment.type": "container", "tier": "1"},
@@ -411,27 +389,6 @@ mod tests {
             OTHER.into()
         );
         assert_eq!(attrs_of(&inputs[3])["vcs.repository.name"], "d".into());
-    }
-
-    #[test]
-    fn labels_carry_the_repository_attributes_in_lower_case() {
-        let mut a = Attrs::new();
-        a.insert(attr::LANGUAGE.into(), "Python".into());
-        a.insert(attr::DEPLOYMENT_TYPE.into(), "mutable".into());
-        a.insert("valuestream.attr.tier".into(), "Gold".into());
-        a.insert("valuestream.attr.n".into(), AttrValue::Int(3));
-        a.insert("vcs.repository.name".into(), "api".into());
-        let mut l = BTreeMap::new();
-        metric_labels(&a, &mut l);
-        let got: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        assert_eq!(
-            got,
-            [
-                ("valuestream.attr.tier", "gold"),
-                ("valuestream.deployment.type", "mutable"),
-                ("valuestream.language", "python"),
-            ]
-        );
     }
 
     #[test]

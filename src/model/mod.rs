@@ -253,6 +253,122 @@ pub enum ParentRef {
     Branch { repo: Repo, branch: String },
 }
 
+/// What the engine knows of the repository a work item belongs to, besides its name: the owning
+/// team, the repository's main language, how it is deployed, and the user-defined repository
+/// attributes (`VALUESTREAM_REPOSITORY_ATTRIBUTES`). Each becomes a span attribute
+/// (`valuestream.team`, `valuestream.language`, `valuestream.deployment.type`,
+/// `valuestream.attr.<key>`) and a metric label ([`attributes`] bounds their values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoTraits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_type: Option<String>,
+    /// User-defined attributes: full key (`valuestream.attr.<key>`) → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, String>,
+}
+
+impl RepoTraits {
+    pub fn is_empty(&self) -> bool {
+        self.team.is_none()
+            && self.language.is_none()
+            && self.deployment_type.is_none()
+            && self.custom.is_empty()
+    }
+
+    /// Whether `key` is the attribute key of a trait.
+    pub fn is_key(key: &str) -> bool {
+        matches!(key, attr::TEAM | attr::LANGUAGE | attr::DEPLOYMENT_TYPE)
+            || key.starts_with(attr::ATTR_PREFIX)
+    }
+
+    fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
+        match key {
+            attr::TEAM => Some(&mut self.team),
+            attr::LANGUAGE => Some(&mut self.language),
+            attr::DEPLOYMENT_TYPE => Some(&mut self.deployment_type),
+            _ => None,
+        }
+    }
+
+    /// Sets the trait of attribute key `key` unless it is already set or `value` is empty;
+    /// false when `key` names no trait.
+    pub fn set_if_absent(&mut self, key: &str, value: &str) -> bool {
+        if value.is_empty() {
+            return Self::is_key(key);
+        }
+        if let Some(slot) = self.slot(key) {
+            slot.get_or_insert_with(|| value.to_string());
+            true
+        } else if key.starts_with(attr::ATTR_PREFIX) {
+            self.custom
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Moves the trait keys out of an attribute map (the events API's sender attributes, and
+    /// facts stored before the traits were typed); a value already set wins.
+    pub fn take_from(&mut self, attrs: &mut Attrs) {
+        attrs.retain(|k, v| match v {
+            AttrValue::Str(s) if Self::is_key(k) => {
+                self.set_if_absent(k, s);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Every trait as (attribute key, value), in key order.
+    pub fn entries(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = [
+            (attr::TEAM, &self.team),
+            (attr::LANGUAGE, &self.language),
+            (attr::DEPLOYMENT_TYPE, &self.deployment_type),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .chain(self.custom.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
+        out.sort();
+        out
+    }
+
+    /// Every trait's value, mutably (to bound it to its allow-list), with its attribute key.
+    pub fn values_mut(&mut self) -> Vec<(&str, &mut String)> {
+        let mut out: Vec<(&str, &mut String)> = Vec::new();
+        for (k, v) in [
+            (attr::TEAM, &mut self.team),
+            (attr::LANGUAGE, &mut self.language),
+            (attr::DEPLOYMENT_TYPE, &mut self.deployment_type),
+        ] {
+            if let Some(v) = v.as_mut() {
+                out.push((k, v));
+            }
+        }
+        out.extend(self.custom.iter_mut().map(|(k, v)| (k.as_str(), v)));
+        out
+    }
+
+    /// Folds a later fact's traits over these: a trait the later fact sets wins.
+    pub fn fold(&mut self, later: &RepoTraits) {
+        for (k, v) in later.entries() {
+            match self.slot(k) {
+                Some(slot) => *slot = Some(v.to_string()),
+                None => {
+                    self.custom.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// A point-in-time event on a span (a status transition, an acknowledgement…).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpanEvent {
@@ -293,6 +409,12 @@ pub struct WorkEvent {
     pub merge_sha: Option<String>,
     /// Deployments: the target environment.
     pub environment: Option<String>,
+    /// The repository's team, language, deployment type and user-defined attributes.
+    #[serde(default, skip_serializing_if = "RepoTraits::is_empty")]
+    pub traits: RepoTraits,
+    /// Runs and tasks: the pipeline's name (`cicd.pipeline.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
     /// Point-in-time events to add to the span.
     #[serde(default)]
     pub span_events: Vec<SpanEvent>,
@@ -354,6 +476,25 @@ impl WorkEvent {
         self.at = updated;
     }
 
+    /// Sets the pipeline name, unless `name` is empty.
+    pub fn set_pipeline(&mut self, name: Option<String>) {
+        self.pipeline = name.filter(|n| !n.is_empty());
+    }
+
+    /// Moves typed values that facts stored before they were typed kept as attributes
+    /// (`valuestream.team`…, `cicd.pipeline.name`) into their fields.
+    pub fn upgrade_stored(&mut self) {
+        self.traits.take_from(&mut self.attributes);
+        if self.pipeline.is_none() {
+            if let Some(AttrValue::Str(p)) = self.attributes.remove(attr::CICD_PIPELINE_NAME) {
+                self.pipeline = Some(p);
+            }
+        }
+        if self.repo.is_some() {
+            self.attributes.remove(attr::REPOSITORY);
+        }
+    }
+
     pub fn new(kind: Kind, key: String, name: String, action: Action) -> Self {
         WorkEvent {
             kind,
@@ -372,6 +513,8 @@ impl WorkEvent {
             head_sha: None,
             merge_sha: None,
             environment: None,
+            traits: RepoTraits::default(),
+            pipeline: None,
             span_events: Vec::new(),
             at: None,
             duration_ms: None,
@@ -459,5 +602,67 @@ mod tests {
             assert_eq!(AttrValue::from(r), AttrValue::Str(r.to_string()));
         }
         assert!(serde_json::from_str::<WorkResult>("\"succeeded\"").is_err());
+    }
+
+    #[test]
+    fn traits_come_out_of_attributes_and_fold_later_wins() {
+        let mut a = Attrs::new();
+        a.insert(attr::LANGUAGE.into(), "Python".into());
+        a.insert(attr::TEAM.into(), "Payments".into());
+        a.insert("valuestream.attr.tier".into(), "Gold".into());
+        a.insert("valuestream.attr.n".into(), AttrValue::Int(3));
+        a.insert(attr::VCS_REPOSITORY_NAME.into(), "api".into());
+        let mut t = RepoTraits {
+            team: Some("platform".into()),
+            ..Default::default()
+        };
+        t.take_from(&mut a);
+        assert_eq!(
+            t.entries(),
+            [
+                ("valuestream.attr.tier", "Gold"),
+                (attr::LANGUAGE, "Python"),
+                (attr::TEAM, "platform"),
+            ],
+            "a value already set wins; entries in key order"
+        );
+        assert_eq!(
+            a.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["valuestream.attr.n", attr::VCS_REPOSITORY_NAME],
+            "non-trait keys and non-string values stay attributes"
+        );
+        let mut later = RepoTraits::default();
+        later.set_if_absent(attr::TEAM, "ops");
+        later.set_if_absent(attr::DEPLOYMENT_TYPE, "");
+        assert!(!later.set_if_absent(attr::URL_FULL, "x"));
+        t.fold(&later);
+        assert_eq!(t.team.as_deref(), Some("ops"));
+        assert_eq!(
+            t.language.as_deref(),
+            Some("Python"),
+            "absent in the later fact: kept"
+        );
+        assert_eq!(t.deployment_type, None);
+    }
+
+    #[test]
+    fn stored_events_with_traits_as_attributes_are_upgraded() {
+        let mut w = WorkEvent::new(Kind::PipelineRun, "k".into(), "n".into(), Action::Close);
+        w.repo = Some(Repo::new("acme/api"));
+        w.attributes
+            .insert(attr::REPOSITORY.into(), "acme/api".into());
+        w.attributes.insert(attr::TEAM.into(), "payments".into());
+        w.attributes
+            .insert(attr::CICD_PIPELINE_NAME.into(), "ci".into());
+        w.upgrade_stored();
+        assert!(w.attributes.is_empty());
+        assert_eq!(w.traits.team.as_deref(), Some("payments"));
+        assert_eq!(w.pipeline.as_deref(), Some("ci"));
+        let fresh = WorkEvent::new(Kind::Issue, "k".into(), "n".into(), Action::Open);
+        let json = serde_json::to_value(&fresh).unwrap();
+        assert!(
+            json.get("traits").is_none() && json.get("pipeline").is_none(),
+            "events without them serialize as before (fact hashes unchanged)"
+        );
     }
 }

@@ -379,21 +379,19 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
         });
     }
 
-    // The sender's own attributes first: what the API sets itself wins.
+    // The sender's own attributes first: what the API sets itself wins. Repository traits
+    // (`valuestream.team`, `valuestream.language`, …) the sender names are typed values.
     let mut a = user_attrs;
-    if !a.contains_key(attr::TEAM) {
-        set_opt(
-            &mut a,
-            attr::TEAM,
-            repo.as_ref()
-                .and_then(|r| config.team_of(r))
-                .map(str::to_string),
-        );
+    w.traits.take_from(&mut a);
+    if w.traits.team.is_none() {
+        w.traits.team = repo
+            .as_ref()
+            .and_then(|r| config.team_of(r))
+            .map(str::to_string);
     }
     set_opt(&mut a, attr::SOURCE_SYSTEM, source_system);
     set_opt(&mut a, attr::URL_FULL, url);
     if let Some(r) = &repo {
-        a.insert(attr::REPOSITORY.into(), r.0.clone().into());
         // The name as the sender spelled it (the key and indexes use it lower-cased).
         let spelled = repository.as_deref().unwrap_or_default().trim_matches('/');
         let name = spelled.rsplit('/').next().unwrap_or(r.name());
@@ -407,10 +405,7 @@ fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent
             a.insert(attr::DEPLOYMENT_ID.into(), item.clone().into());
         }
         Kind::PipelineRun => {
-            a.insert(
-                attr::CICD_PIPELINE_NAME.into(),
-                name.unwrap_or_else(|| item.clone()).into(),
-            );
+            w.pipeline = Some(name.unwrap_or_else(|| item.clone()));
             a.insert(attr::CICD_PIPELINE_RUN_ID.into(), item.clone().into());
         }
         _ => {

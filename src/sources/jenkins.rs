@@ -232,8 +232,8 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
             }
         }
     }
+    w.pipeline = Some(job.to_string());
     let a = &mut w.attributes;
-    a.insert(attr::CICD_PIPELINE_NAME.into(), job.into());
     a.insert(
         attr::CICD_PIPELINE_RUN_ID.into(),
         b.number.to_string().into(),
@@ -252,14 +252,14 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
         );
     }
     if let Some(repo) = &repo {
-        repo_attrs(a, repo, scm.and_then(|s| s.url.as_deref()), config);
+        repo_attrs(a, repo, scm.and_then(|s| s.url.as_deref()));
+        w.traits.team = config.team_of(repo).map(str::to_string);
     }
     Ok(Translation::Inputs(vec![Input::Work(w)]))
 }
 
-/// Repository identity from the SCM URL (names as the URL spells them), and the team of the
-/// repository.
-fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>, config: &Config) {
+/// Repository identity from the SCM URL (names as the URL spells them).
+fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>) {
     let url = url
         .unwrap_or_default()
         .trim()
@@ -279,7 +279,6 @@ fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>, config: &Config) {
     let (owner, name) = path.rsplit_once('/').unwrap_or(("", path));
     a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
     a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
-    a.insert(attr::REPOSITORY.into(), repo.0.clone().into());
     // Jenkins builds from any host; name the provider when the host says which it is.
     let provider = ["github", "gitlab", "bitbucket", "gitea"]
         .into_iter()
@@ -287,7 +286,6 @@ fn repo_attrs(a: &mut Attrs, repo: &Repo, url: Option<&str>, config: &Config) {
     set_opt(a, attr::VCS_PROVIDER_NAME, provider);
     let web = Some(url).filter(|u| u.starts_with("https://") || u.starts_with("http://"));
     set_opt(a, attr::VCS_REPOSITORY_URL_FULL, web.map(str::to_string));
-    set_opt(a, attr::TEAM, config.team_of(repo).map(str::to_string));
 }
 
 /// `origin/feature/x` → `feature/x` (also `refs/heads/` and `refs/remotes/origin/`).
@@ -387,7 +385,6 @@ mod tests {
 
     #[test]
     fn repository_attributes_from_scm_urls() {
-        let config = Config::from_pairs(&[]).unwrap();
         for (url, owner, name, provider) in [
             (
                 "https://github.com/Codertocat/Hello-World.git",
@@ -410,7 +407,7 @@ mod tests {
         ] {
             let repo = Repo::from_url(url).unwrap();
             let mut a = Attrs::new();
-            repo_attrs(&mut a, &repo, Some(url), &config);
+            repo_attrs(&mut a, &repo, Some(url));
             let get = |k: &str| a.get(k).and_then(|v| v.as_str()).map(str::to_string);
             assert_eq!(get(attr::VCS_OWNER_NAME).as_deref(), Some(owner), "{url}");
             assert_eq!(
@@ -419,7 +416,6 @@ mod tests {
                 "{url}"
             );
             assert_eq!(get(attr::VCS_PROVIDER_NAME).as_deref(), provider, "{url}");
-            assert_eq!(get(attr::REPOSITORY), Some(repo.0.clone()));
         }
     }
 

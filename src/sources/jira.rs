@@ -378,17 +378,14 @@ fn issue_attributes(
     // followed, and metrics carry the repository.
     let project = f.project.as_ref().map(|p| p.key.to_ascii_uppercase());
     w.repo = project.and_then(|k| config.jira_projects.get(&k).cloned());
-    set_opt(a, attr::REPOSITORY, w.repo.as_ref().map(|r| r.0.clone()));
-    set_opt(
-        a,
-        attr::TEAM,
-        team_from_labels(labels.iter().map(String::as_str)).or_else(|| {
+    w.traits.team = team_from_labels(labels.iter().map(String::as_str))
+        .or_else(|| {
             w.repo
                 .as_ref()
                 .and_then(|r| config.team_of(r))
                 .map(str::to_string)
-        }),
-    );
+        })
+        .filter(|t| !t.is_empty());
     set_opt(
         a,
         attr::URL_FULL,

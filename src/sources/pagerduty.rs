@@ -203,11 +203,10 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
             .and_then(|r| config.team_of(r))
             .map(str::to_string)
     });
-    set_opt(a, attr::TEAM, team);
+    w.traits.team = team.filter(|t| !t.is_empty());
     if !teams.is_empty() {
         a.insert(attr::TEAMS.into(), AttrValue::StrList(teams));
     }
-    set_opt(a, attr::REPOSITORY, w.repo.as_ref().map(|r| r.0.clone()));
     set_opt(a, attr::URL_FULL, incident.html_url.clone());
     Ok(Translation::Inputs(vec![Input::Work(w)]))
 }

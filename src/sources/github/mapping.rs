@@ -1,8 +1,22 @@
 //! The github mapping: payload types onto the model's work events and pushes, with the
 //! attributes of the semantic conventions.
 
-use super::payload::*;
-use super::*;
+use super::payload::{
+    Deployment, DeploymentStatus, Envelope, IssuePayload, PullRequest, Repository, WorkflowJob,
+    WorkflowRun,
+};
+use super::{ignored, SOURCE};
+use crate::config::Config;
+use crate::model::attr;
+use crate::model::ids::item_key;
+use crate::model::refs::{
+    deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
+};
+use crate::model::{
+    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
+    RepoTraits, SpanEvent, WorkEvent, WorkResult,
+};
+use crate::sources::{vcs, SourceError, Translation};
 
 /// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
 pub fn pipeline_result(conclusion: &str) -> Outcome {
@@ -24,8 +38,8 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Attributes every GitHub span carries: repository identity, team, language.
-    pub(super) fn base_attrs(&self, labels: &[String]) -> Attrs {
+    /// Attributes every GitHub span carries: repository identity.
+    pub(super) fn base_attrs(&self) -> Attrs {
         let mut a = Attrs::new();
         let (owner, name) = self
             .repository
@@ -35,32 +49,38 @@ impl Ctx<'_> {
         a.insert(attr::VCS_PROVIDER_NAME.into(), SOURCE.into());
         a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
         a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
-        a.insert(attr::REPOSITORY.into(), self.repo.0.clone().into());
         set_opt(
             &mut a,
             attr::VCS_REPOSITORY_URL_FULL,
             self.repository.html_url.clone(),
         );
-        let topics = || self.repository.topics.iter().map(String::as_str);
-        set_opt(
-            &mut a,
-            attr::LANGUAGE,
-            self.repository
-                .language
-                .clone()
-                .or_else(|| language_from_labels(topics())),
-        );
-        set_opt(
-            &mut a,
-            attr::DEPLOYMENT_TYPE,
-            deployment_type_from_labels(labels.iter().map(String::as_str))
-                .or_else(|| deployment_type_from_labels(topics())),
-        );
-        let team = team_from_labels(labels.iter().map(String::as_str))
-            .or_else(|| team_from_labels(topics()))
-            .or_else(|| self.config.team_of(self.repo).map(str::to_string));
-        set_opt(&mut a, attr::TEAM, team);
         a
+    }
+
+    /// The repository's team, language and deployment type, as the item's labels and the
+    /// repository's language and topics say (the team also from `VALUESTREAM_TEAMS`).
+    pub(super) fn traits(&self, labels: &[String]) -> RepoTraits {
+        let topics = || self.repository.topics.iter().map(String::as_str);
+        let labels = || labels.iter().map(String::as_str);
+        let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        RepoTraits {
+            team: non_empty(
+                team_from_labels(labels())
+                    .or_else(|| team_from_labels(topics()))
+                    .or_else(|| self.config.team_of(self.repo).map(str::to_string)),
+            ),
+            language: non_empty(
+                self.repository
+                    .language
+                    .clone()
+                    .or_else(|| language_from_labels(topics())),
+            ),
+            deployment_type: non_empty(
+                deployment_type_from_labels(labels())
+                    .or_else(|| deployment_type_from_labels(topics())),
+            ),
+            custom: Default::default(),
+        }
     }
 
     pub(super) fn work(
@@ -77,7 +97,8 @@ impl Ctx<'_> {
             name,
             action,
         );
-        w.attributes = self.base_attrs(labels);
+        w.attributes = self.base_attrs();
+        w.traits = self.traits(labels);
         w.repo = Some(self.repo.clone());
         w
     }
@@ -260,8 +281,8 @@ impl Ctx<'_> {
         w.head_sha = Some(run.head_sha.clone());
         w.head_branch = run.head_branch.clone();
         w.parent_by_commit(self.repo, Some(&run.head_sha), run.head_branch.as_deref());
+        w.pipeline = Some(name.clone());
         let a = &mut w.attributes;
-        a.insert(attr::CICD_PIPELINE_NAME.into(), name.clone().into());
         a.insert(attr::CICD_PIPELINE_RUN_ID.into(), run.id.to_string().into());
         a.insert(attr::RUN_ATTEMPT.into(), (attempt as i64).into());
         set_opt(a, attr::CICD_PIPELINE_RUN_URL_FULL, run.html_url.clone());
@@ -313,6 +334,7 @@ impl Ctx<'_> {
         )));
         w.head_sha = job.head_sha.clone();
         w.head_branch = job.head_branch.clone();
+        w.set_pipeline(job.workflow_name.clone());
         let a = &mut w.attributes;
         a.insert(
             attr::CICD_PIPELINE_TASK_NAME.into(),
@@ -326,7 +348,6 @@ impl Ctx<'_> {
             attr::CICD_PIPELINE_RUN_ID.into(),
             job.run_id.to_string().into(),
         );
-        set_opt(a, attr::CICD_PIPELINE_NAME, job.workflow_name.clone());
         set_opt(
             a,
             attr::CICD_PIPELINE_TASK_RUN_URL_FULL,
@@ -447,7 +468,7 @@ impl Ctx<'_> {
             after,
             time,
             commits,
-            attributes: self.base_attrs(&[]),
+            attributes: self.base_attrs(),
         })]))
     }
 }

@@ -7,22 +7,12 @@ mod mapping;
 mod payload;
 
 use crate::config::Config;
-use crate::model::attr;
-use crate::model::ids::item_key;
-use crate::model::refs::{
-    deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
-};
-use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
-    SpanEvent, Time, WorkEvent, WorkResult,
-};
-use crate::sources::vcs;
+use crate::model::{Input, Repo};
 use crate::sources::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
-use mapping::*;
-use payload::*;
-use serde::Deserialize;
+use mapping::Ctx;
+use payload::Envelope;
 
 pub struct GitHub;
 
@@ -165,7 +155,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::mapping::merges_a_pull_request;
 
     #[test]
     fn merge_and_squash_messages_merge_a_pull_request() {

@@ -1,6 +1,7 @@
 //! The github payloads: the fields of the vendor's JSON that the mapping reads, as serde types.
 
-use super::*;
+use crate::model::Time;
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 pub(super) struct Repository {

@@ -1,8 +1,19 @@
 //! The gitlab mapping: payload types onto the model's work events and pushes, with the
 //! attributes of the semantic conventions.
 
-use super::payload::*;
-use super::*;
+use super::payload::{
+    DeploymentHook, IssueHook, JobHook, Label, MergeRequestHook, PipelineHook, Project, PushHook,
+};
+use super::SOURCE;
+use crate::config::Config;
+use crate::model::attr;
+use crate::model::ids::item_key;
+use crate::model::refs::team_from_labels;
+use crate::model::{
+    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
+    RepoTraits, SpanEvent, Time, WorkEvent, WorkResult,
+};
+use crate::sources::{vcs, Translation};
 
 /// Maps a GitLab pipeline or job status onto `cicd.pipeline.result`; `None` while it runs.
 pub fn pipeline_result(status: &str) -> Option<Outcome> {
@@ -67,19 +78,25 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// Attributes every GitLab span carries: repository identity and team.
-    pub(super) fn base_attrs(&self, labels: &[String]) -> Attrs {
+    /// Attributes every GitLab span carries: repository identity.
+    pub(super) fn base_attrs(&self) -> Attrs {
         let mut a = Attrs::new();
         let (owner, name) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
         a.insert(attr::VCS_PROVIDER_NAME.into(), SOURCE.into());
         a.insert(attr::VCS_REPOSITORY_NAME.into(), name.into());
         a.insert(attr::VCS_OWNER_NAME.into(), owner.into());
-        a.insert(attr::REPOSITORY.into(), self.repo.0.clone().into());
         set_opt(&mut a, attr::VCS_REPOSITORY_URL_FULL, self.web_url.clone());
-        let team = team_from_labels(labels.iter().map(String::as_str))
-            .or_else(|| self.config.team_of(&self.repo).map(str::to_string));
-        set_opt(&mut a, attr::TEAM, team);
         a
+    }
+
+    /// The repository's team, as the item's labels or `VALUESTREAM_TEAMS` say.
+    pub(super) fn traits(&self, labels: &[String]) -> RepoTraits {
+        RepoTraits {
+            team: team_from_labels(labels.iter().map(String::as_str))
+                .or_else(|| self.config.team_of(&self.repo).map(str::to_string))
+                .filter(|t| !t.is_empty()),
+            ..Default::default()
+        }
     }
 
     pub(super) fn key(&self, segment: &str, id: &str) -> String {
@@ -96,7 +113,8 @@ impl<'a> Ctx<'a> {
         labels: &[String],
     ) -> WorkEvent {
         let mut w = WorkEvent::new(kind, self.key(segment, id), name, action);
-        w.attributes = self.base_attrs(labels);
+        w.attributes = self.base_attrs();
+        w.traits = self.traits(labels);
         w.repo = Some(self.repo.clone());
         w
     }
@@ -293,11 +311,8 @@ impl<'a> Ctx<'a> {
         }
         let branch = w.head_branch.clone();
         w.parent_by_commit(&self.repo, Some(&p.sha), branch.as_deref());
+        w.pipeline = Some(pipeline_name.clone());
         let a = &mut w.attributes;
-        a.insert(
-            attr::CICD_PIPELINE_NAME.into(),
-            pipeline_name.clone().into(),
-        );
         a.insert(attr::CICD_PIPELINE_RUN_ID.into(), p.id.to_string().into());
         set_opt(
             a,
@@ -412,6 +427,7 @@ impl<'a> Ctx<'a> {
             .outcome
             .as_ref()
             .is_some_and(|o| o.result == WorkResult::Failure);
+        w.pipeline = Some(t.pipeline_name.to_string());
         let a = &mut w.attributes;
         a.insert(attr::CICD_PIPELINE_TASK_NAME.into(), t.name.into());
         a.insert(
@@ -422,7 +438,6 @@ impl<'a> Ctx<'a> {
             attr::CICD_PIPELINE_RUN_ID.into(),
             t.pipeline_id.to_string().into(),
         );
-        a.insert(attr::CICD_PIPELINE_NAME.into(), t.pipeline_name.into());
         set_opt(
             a,
             attr::CICD_PIPELINE_TASK_RUN_URL_FULL,
@@ -541,7 +556,7 @@ impl<'a> Ctx<'a> {
             after,
             time,
             commits,
-            attributes: self.base_attrs(&[]),
+            attributes: self.base_attrs(),
         })])
     }
 }

@@ -10,21 +10,16 @@ mod mapping;
 mod payload;
 
 use crate::config::Config;
-use crate::model::attr;
-use crate::model::ids::{item_key, short_hash};
-use crate::model::refs::team_from_labels;
-use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
-    SpanEvent, Time, WorkEvent, WorkResult,
-};
-use crate::sources::vcs;
+use crate::model::ids::short_hash;
+use crate::model::{Input, WorkEvent};
 use crate::sources::{
     authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
 };
-use mapping::*;
+use mapping::Ctx;
 pub use payload::de;
-use payload::*;
-use serde::Deserialize;
+use payload::{
+    DeploymentHook, IssueHook, JobHook, MergeRequestHook, ObjectKind, PipelineHook, PushHook,
+};
 
 pub struct GitLab;
 
@@ -194,7 +189,10 @@ fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, 
 #[cfg(test)]
 mod tests {
     use super::de::parse_time;
+    use super::mapping::pipeline_result;
     use super::*;
+    use crate::model::{Outcome, Time, WorkResult};
+    use serde::Deserialize;
 
     fn utc(s: &str) -> Time {
         chrono::DateTime::parse_from_rfc3339(s)

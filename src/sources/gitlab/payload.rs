@@ -1,6 +1,7 @@
 //! The gitlab payloads: the fields of the vendor's JSON that the mapping reads, as serde types.
 
-use super::*;
+use crate::model::Time;
+use serde::Deserialize;
 
 /// Serde helpers for GitLab's timestamps.
 pub mod de {
