@@ -14,38 +14,15 @@ use crate::config::Config;
 use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Input, Outcome, SpanEvent, Time, WorkEvent, WorkResult,
 };
+use crate::sources::{timestamp, tracker};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub struct Jira;
 
 const SOURCE: &str = "jira";
-
-/// Jira writes times as `2024-03-09T10:00:00.000+0100` (no colon in the offset), which RFC 3339
-/// parsers refuse; both that form and RFC 3339 are accepted.
-pub fn parse_time(s: &str) -> Option<Time> {
-    let s = s.trim();
-    DateTime::parse_from_rfc3339(s)
-        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_time(&s).ok_or_else(|| serde::de::Error::custom(format!("not a Jira time: {s:?}")))
-}
-
-fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) => parse_time(&s)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("not a Jira time: {s:?}"))),
-    }
-}
 
 #[derive(Deserialize)]
 struct Named {
@@ -72,11 +49,11 @@ struct Status {
 
 #[derive(Deserialize)]
 struct Fields {
-    #[serde(deserialize_with = "time")]
+    #[serde(deserialize_with = "timestamp::de::time")]
     created: Time,
-    #[serde(default, deserialize_with = "opt_time")]
+    #[serde(default, deserialize_with = "timestamp::de::opt_time")]
     updated: Option<Time>,
-    #[serde(default, deserialize_with = "opt_time")]
+    #[serde(default, deserialize_with = "timestamp::de::opt_time")]
     resolutiondate: Option<Time>,
     resolution: Option<Named>,
     issuetype: Option<Named>,
@@ -252,19 +229,13 @@ fn issue_event(
 
     let labels = f.labels.clone();
     let issue_type = f.issuetype.as_ref().map(|t| t.name.clone());
-    let incident = issue_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("incident"))
-        || labels
-            .iter()
-            .any(|l| l.eq_ignore_ascii_case(&config.incident_label));
-    let kind = if incident {
-        Kind::Incident
-    } else {
-        Kind::Issue
-    };
+    let kind = tracker::issue_kind(
+        issue_type.as_deref(),
+        labels.iter().map(String::as_str),
+        config,
+    );
     let summary = f.summary.clone().unwrap_or_default();
-    let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+    let prefix = tracker::name_prefix(kind);
     let name = format!("{prefix} {} {summary}", issue.key)
         .trim_end()
         .to_string();
@@ -292,11 +263,7 @@ fn issue_event(
                     .or(event_time)
                     .or(f.updated)
                     .unwrap_or(f.created),
-                if incident {
-                    WorkResult::Resolved
-                } else {
-                    WorkResult::Closed
-                },
+                tracker::closed_result(kind),
             )
         };
         w.end = Some(end);
@@ -409,17 +376,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jira_times_with_and_without_offset_colon() {
+    fn jira_times_without_the_offset_colon_parse() {
         let want = "2024-03-09T09:00:00Z".parse::<Time>().unwrap();
-        assert_eq!(parse_time("2024-03-09T10:00:00.000+0100"), Some(want));
-        assert_eq!(parse_time("2024-03-09T10:00:00+01:00"), Some(want));
-        assert_eq!(parse_time("2024-03-09T09:00:00.000Z"), Some(want));
-        assert_eq!(
-            parse_time("2024-03-04T09:15:02.113+0100"),
-            Some("2024-03-04T08:15:02.113Z".parse::<Time>().unwrap())
-        );
-        assert_eq!(parse_time("2024-03-09"), None);
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(timestamp::parse("2024-03-09T10:00:00.000+0100"), Some(want));
     }
 
     #[test]

@@ -1,23 +1,8 @@
-//! What GitHub and GitLab have in common as version-control systems, written once: the rule
-//! that makes an issue an incident, and how a change (pull/merge request) names the issues it
-//! belongs to. Each VCS source maps its own payload fields onto these.
+//! What GitHub and GitLab have in common as version-control systems, written once: how a change
+//! (pull/merge request) names the issues it belongs to. Each VCS source maps its own payload fields onto these.
 
-use crate::config::Config;
 use crate::model::refs::{closing_refs, tracker_item_key, tracker_keys, vstrace_parents};
 use crate::model::{ParentRef, Repo, WorkEvent};
-
-/// Whether an issue is an incident: its tracker says so (GitLab's `issue_type`), or one of its
-/// labels is `VALUESTREAM_INCIDENT_LABEL` (case-insensitive).
-pub fn is_incident<'a>(
-    typed_incident: bool,
-    labels: impl IntoIterator<Item = &'a str>,
-    config: &Config,
-) -> bool {
-    typed_incident
-        || labels
-            .into_iter()
-            .any(|l| l.eq_ignore_ascii_case(&config.incident_label))
-}
 
 /// Adds a change's parent candidates, best first: a `vstrace-` reference in its head branch,
 /// the issues its description closes (`Fixes #7`) in `source`, and the tracker keys (`SHOP-42`)
@@ -71,13 +56,5 @@ mod tests {
         assert!(keys[0].ends_with("/acme/api/7"), "{keys:?}");
         assert!(keys[1].ends_with("/acme/api/8"), "{keys:?}");
         assert_eq!(keys[2], tracker_item_key("SHOP-1"));
-    }
-
-    #[test]
-    fn incidents_by_type_or_label() {
-        let config = Config::from_pairs(&[]).unwrap();
-        assert!(is_incident(true, [], &config));
-        assert!(is_incident(false, ["bug", "Incident"], &config));
-        assert!(!is_incident(false, ["bug"], &config));
     }
 }

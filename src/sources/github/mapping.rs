@@ -16,7 +16,7 @@ use crate::model::{
     set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
     RepoTraits, SpanEvent, WorkEvent, WorkResult,
 };
-use crate::sources::{vcs, SourceError, Translation};
+use crate::sources::{tracker, vcs, SourceError, Translation};
 
 /// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
 pub fn pipeline_result(conclusion: &str) -> Outcome {
@@ -105,7 +105,7 @@ impl Ctx<'_> {
 
     pub(super) fn issue(&self, action: &str, issue: &IssuePayload) -> Result<WorkEvent, String> {
         let labels: Vec<String> = issue.labels.iter().map(|l| l.name.clone()).collect();
-        let incident = vcs::is_incident(false, labels.iter().map(String::as_str), self.config);
+        let kind = tracker::issue_kind(None, labels.iter().map(String::as_str), self.config);
         let (act, reopened) = match action {
             "opened" => (Action::Open, false),
             "reopened" => (Action::Open, true),
@@ -113,12 +113,7 @@ impl Ctx<'_> {
             "edited" | "labeled" | "unlabeled" => (Action::Update, false),
             other => return Err(format!("github issues action {other:?} is not used")),
         };
-        let kind = if incident {
-            Kind::Incident
-        } else {
-            Kind::Issue
-        };
-        let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+        let prefix = tracker::name_prefix(kind);
         let mut w = self.work(
             Kind::Issue,
             &issue.number.to_string(),
@@ -134,15 +129,13 @@ impl Ctx<'_> {
                 .state_reason
                 .clone()
                 .unwrap_or_else(|| "completed".into());
-            w.outcome = Some(if incident {
-                Outcome::ok(WorkResult::Resolved)
-            } else {
-                Outcome::ok(if reason == "not_planned" {
+            w.outcome = Some(Outcome::ok(
+                if kind == Kind::Issue && reason == "not_planned" {
                     WorkResult::NotPlanned
                 } else {
-                    WorkResult::Closed
-                })
-            });
+                    tracker::closed_result(kind)
+                },
+            ));
         }
         let a = &mut w.attributes;
         a.insert(attr::ISSUE_NUMBER.into(), (issue.number as i64).into());

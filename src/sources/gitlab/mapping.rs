@@ -13,7 +13,7 @@ use crate::model::{
     set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
     RepoTraits, SpanEvent, Time, WorkEvent, WorkResult,
 };
-use crate::sources::{vcs, Translation};
+use crate::sources::{tracker, vcs, Translation};
 
 /// Maps a GitLab pipeline or job status onto `cicd.pipeline.result`; `None` while it runs.
 pub fn pipeline_result(status: &str) -> Option<Outcome> {
@@ -129,11 +129,11 @@ impl<'a> Ctx<'a> {
     pub(super) fn issue(&self, h: &IssueHook) -> Result<WorkEvent, String> {
         let issue = &h.object_attributes;
         let labels = label_titles(&h.labels, &issue.labels);
-        let typed = issue
-            .issue_type
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("incident"));
-        let incident = vcs::is_incident(typed, labels.iter().map(String::as_str), self.config);
+        let kind = tracker::issue_kind(
+            issue.issue_type.as_deref(),
+            labels.iter().map(String::as_str),
+            self.config,
+        );
         let (act, reopened) = match issue.action.as_deref() {
             Some("open") => (Action::Open, false),
             Some("reopen") => (Action::Open, true),
@@ -141,14 +141,10 @@ impl<'a> Ctx<'a> {
             Some("update") => (Action::Update, false),
             other => return Err(format!("gitlab issue action {other:?} is not used")),
         };
-        let prefix = if incident { "INCIDENT" } else { "ISSUE" };
+        let prefix = tracker::name_prefix(kind);
         // Incidents keep the issue key: a label added later must not make a second item.
         let mut w = self.work(
-            if incident {
-                Kind::Incident
-            } else {
-                Kind::Issue
-            },
+            kind,
             "issue",
             &issue.iid.to_string(),
             format!("{prefix} #{} {}", issue.iid, issue.title),
@@ -158,11 +154,7 @@ impl<'a> Ctx<'a> {
         w.reopened = reopened;
         w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
         if act == Action::Close {
-            w.outcome = Some(Outcome::ok(if incident {
-                WorkResult::Resolved
-            } else {
-                WorkResult::Closed
-            }));
+            w.outcome = Some(Outcome::ok(tracker::closed_result(kind)));
         }
         let a = &mut w.attributes;
         a.insert(attr::ISSUE_NUMBER.into(), (issue.iid as i64).into());

@@ -188,95 +188,9 @@ fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, 
 
 #[cfg(test)]
 mod tests {
-    use super::de::parse_time;
     use super::mapping::pipeline_result;
     use super::*;
-    use crate::model::{Outcome, Time, WorkResult};
-    use serde::Deserialize;
-
-    fn utc(s: &str) -> Time {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
-
-    #[test]
-    fn parses_the_three_gitlab_timestamp_shapes() {
-        assert_eq!(
-            parse_time("2013-12-03T17:23:34Z"),
-            Some(utc("2013-12-03T17:23:34Z"))
-        );
-        assert_eq!(
-            parse_time("2016-08-12 15:23:28 UTC"),
-            Some(utc("2016-08-12T15:23:28Z"))
-        );
-        assert_eq!(
-            parse_time("2021-04-28 21:50:00 +0200"),
-            Some(utc("2021-04-28T19:50:00Z"))
-        );
-        // RFC 3339 with offsets and fractions, and the other mixes GitLab versions write.
-        assert_eq!(
-            parse_time("2012-01-03T23:36:29+02:00"),
-            Some(utc("2012-01-03T21:36:29Z"))
-        );
-        assert_eq!(
-            parse_time("2023-01-10T13:50:05.123Z"),
-            Some(utc("2023-01-10T13:50:05.123Z"))
-        );
-        assert_eq!(
-            parse_time("2023-01-10 13:50:05.5 UTC"),
-            Some(utc("2023-01-10T13:50:05.5Z"))
-        );
-        assert_eq!(
-            parse_time("2021-04-28 21:50:00 -05:30"),
-            Some(utc("2021-04-29T03:20:00Z"))
-        );
-        assert_eq!(
-            parse_time("2021-04-28T21:50:00.250+0200"),
-            Some(utc("2021-04-28T19:50:00.25Z"))
-        );
-        assert_eq!(parse_time("yesterday"), None);
-        assert_eq!(
-            parse_time("2021-04-28 21:50:00"),
-            None,
-            "a zone is required"
-        );
-    }
-
-    #[derive(Deserialize)]
-    struct T {
-        #[serde(deserialize_with = "de::time")]
-        at: Time,
-        #[serde(default, deserialize_with = "de::opt_time")]
-        maybe: Option<Time>,
-        #[serde(default, deserialize_with = "de::opt_time")]
-        absent: Option<Time>,
-    }
-
-    #[test]
-    fn serde_helpers_take_every_shape_and_null() {
-        for (text, want) in [
-            ("2013-12-03T17:23:34Z", "2013-12-03T17:23:34Z"),
-            ("2016-08-12 15:23:28 UTC", "2016-08-12T15:23:28Z"),
-            ("2021-04-28 21:50:00 +0200", "2021-04-28T19:50:00Z"),
-        ] {
-            let t: T =
-                serde_json::from_value(serde_json::json!({"at": text, "maybe": text})).unwrap();
-            assert_eq!(
-                (t.at, t.maybe, t.absent),
-                (utc(want), Some(utc(want)), None)
-            );
-        }
-        let t: T = serde_json::from_value(
-            serde_json::json!({"at": "2013-12-03T17:23:34Z", "maybe": null}),
-        )
-        .unwrap();
-        assert_eq!(t.maybe, None);
-        let err = serde_json::from_value::<T>(serde_json::json!({"at": "soon"}))
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("not a GitLab timestamp"), "{err}");
-    }
+    use crate::model::{Outcome, WorkResult};
 
     #[test]
     fn status_mapping() {

@@ -3,53 +3,8 @@
 use crate::model::Time;
 use serde::Deserialize;
 
-/// Serde helpers for GitLab's timestamps.
-pub mod de {
-    use crate::model::Time;
-    use chrono::{DateTime, NaiveDateTime, Utc};
-    use serde::{Deserialize, Deserializer};
-
-    /// Parses any timestamp shape GitLab sends: RFC 3339 (`2013-12-03T17:23:34Z`, with an
-    /// offset or fraction), `2016-08-12 15:23:28 UTC` and `2021-04-28 21:50:00 +0200`.
-    pub fn parse_time(text: &str) -> Option<Time> {
-        let s = text.trim();
-        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-            return Some(t.with_timezone(&Utc));
-        }
-        if let Some(naive) = s.strip_suffix(" UTC").or_else(|| s.strip_suffix('Z')) {
-            for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-                if let Ok(t) = NaiveDateTime::parse_from_str(naive.trim_end(), f) {
-                    return Some(t.and_utc());
-                }
-            }
-        }
-        for f in ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
-            if let Ok(t) = DateTime::parse_from_str(s, f) {
-                return Some(t.with_timezone(&Utc));
-            }
-        }
-        None
-    }
-
-    fn bad<E: serde::de::Error>(s: &str) -> E {
-        E::custom(format!("not a GitLab timestamp: {s:?}"))
-    }
-
-    /// `#[serde(deserialize_with = "de::time")]`
-    pub fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_time(&s).ok_or_else(|| bad(&s))
-    }
-
-    /// `#[serde(default, deserialize_with = "de::opt_time")]`: `null`, `""` and absence are `None`.
-    pub fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(s) if s.trim().is_empty() => Ok(None),
-            Some(s) => parse_time(&s).map(Some).ok_or_else(|| bad(&s)),
-        }
-    }
-}
+/// GitLab's timestamps (`2016-08-12 15:23:28 UTC`, RFC 3339, …).
+pub use crate::sources::timestamp::de;
 
 // ---------------------------------------------------------------- payload model
 
