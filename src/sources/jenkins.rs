@@ -11,7 +11,7 @@ use crate::model::attr;
 use crate::model::ids::{item_key, short_hash};
 use crate::model::refs::vstrace_parents;
 use crate::model::{
-    set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, WorkEvent, WorkResult,
+    set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, Time, WorkEvent, WorkResult,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -113,149 +113,239 @@ pub fn build_result(status: &str) -> Outcome {
 
 fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation, SourceError> {
     let b = &n.build;
-    let act = match b.phase.to_ascii_uppercase().as_str() {
-        "STARTED" => Action::Open,
-        "COMPLETED" | "FINALIZED" => Action::Close,
-        "QUEUED" => {
-            return Ok(Translation::Ignored(
-                "jenkins phase QUEUED is not used: it stamps when the build entered the queue; the build's span opens when it STARTED".into(),
-            ))
-        }
-        other => {
-            return Ok(Translation::Ignored(format!(
-                "jenkins phase {other:?} is not used"
-            )))
-        }
+    let act = match phase_action(&b.phase) {
+        Ok(act) => act,
+        Err(why) => return Ok(Translation::Ignored(why)),
     };
-    // The plugin (1.12 and later) stamps each phase with its own time: STARTED with the
-    // build's start, COMPLETED with its end (start + duration), FINALIZED with the moment of
-    // finalization (just after the end). `duration` is the build's run time.
-    let stamp = b
-        .timestamp
+    let stamp = phase_stamp(b, job)?;
+    let params = Params::of(b);
+    let target = Target::of(n, job, &params, config);
+    let mut w = WorkEvent::new(
+        target.kind,
+        item_key(SOURCE, target.segment(), job, &b.number.to_string()),
+        target.span_name(job, b.number),
+        act,
+    );
+    set_times(&mut w, b, job, act, stamp)?;
+    let scm = ScmRef::of(b);
+    link(&mut w, &scm, &target, &params);
+    w.pipeline = Some(job.to_string());
+    w.attributes = attributes(b, job, act, &target, &scm);
+    if let Some(repo) = &scm.repo {
+        w.traits.team = config.team_of(repo).map(str::to_string);
+    }
+    Ok(Translation::Inputs(vec![Input::Work(w)]))
+}
+
+/// The action of a notification phase, or why the phase is not used.
+fn phase_action(phase: &str) -> Result<Action, String> {
+    match phase.to_ascii_uppercase().as_str() {
+        "STARTED" => Ok(Action::Open),
+        "COMPLETED" | "FINALIZED" => Ok(Action::Close),
+        "QUEUED" => Err(
+            "jenkins phase QUEUED is not used: it stamps when the build entered the \
+             queue; the build's span opens when it STARTED"
+                .into(),
+        ),
+        other => Err(format!("jenkins phase {other:?} is not used")),
+    }
+}
+
+/// The phase's own time. The plugin (1.12 and later) stamps each phase with its own time:
+/// STARTED with the build's start, COMPLETED with its end (start + duration), FINALIZED with the
+/// moment of finalization (just after the end). `duration` is the build's run time.
+fn phase_stamp(b: &Build, job: &str) -> Result<Time, SourceError> {
+    b.timestamp
         .and_then(chrono::DateTime::from_timestamp_millis)
         .ok_or_else(|| {
             SourceError::Malformed(format!(
                 "jenkins: {} build {} has no build.timestamp",
                 job, b.number
             ))
-        })?;
-    let params: BTreeMap<String, String> = b
-        .parameters
-        .iter()
-        .flatten()
-        .map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), v)
         })
-        .collect();
-    let param = |name: &str| {
-        params
+}
+
+/// The build's parameters, values as text.
+struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn of(b: &Build) -> Self {
+        Params(
+            b.parameters
+                .iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        )
+    }
+
+    /// A parameter's non-blank value; names compare case-insensitively.
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
             .iter()
             .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.trim().is_empty())
             .map(|(_, v)| v.trim().to_string())
-    };
-    let env_param = ENV_PARAMS.iter().find_map(|p| param(p));
-    let short = job.rsplit('/').next().unwrap_or(job);
-    let deploy = env_param.is_some()
-        || config.jenkins_deploy_job.is_match(short)
-        || config.jenkins_deploy_job.is_match(job)
-        || config.jenkins_deploy_job.is_match(&n.name);
-    let (kind, segment) = if deploy {
-        (Kind::Deployment, "deployment")
-    } else {
-        (Kind::PipelineRun, "run")
-    };
-    let environment = env_param.unwrap_or_else(|| "unknown".into());
-    let name = if deploy {
-        format!("DEPLOY {environment} {job} #{}", b.number)
-    } else {
-        format!("RUN {job} #{}", b.number)
-    };
-    let mut w = WorkEvent::new(
-        kind,
-        item_key(SOURCE, segment, job, &b.number.to_string()),
-        name,
-        act,
-    );
-    if act == Action::Close {
-        let ms = b.duration.unwrap_or(0);
-        let start = chrono::TimeDelta::try_milliseconds(ms)
-            .filter(|_| ms >= 0)
-            .and_then(|d| stamp.checked_sub_signed(d))
-            .ok_or_else(|| {
-                SourceError::Malformed(format!(
-                    "jenkins: {job} build {}: build.duration {ms} ms is not a run time",
-                    b.number
-                ))
-            })?;
-        // 1.12 and later stamp COMPLETED with the end; earlier versions with the build's start.
-        // A close alone starts at stamp − duration (right for 1.12+); when STARTED was seen its
-        // start wins, and the span ends at max(stamp, start + duration): right for both.
-        w.start = Some(start);
-        w.end = Some(stamp);
-        w.duration_ms = Some(ms);
-        w.time_fields = ["build.timestamp - build.duration", "build.timestamp"];
-        w.outcome = Some(build_result(b.status.as_deref().unwrap_or("FAILURE")));
-    } else {
+    }
+}
+
+/// What the build is: a deployment (an environment parameter, or a job name that
+/// `VALUESTREAM_JENKINS_DEPLOY_JOB` matches) to an environment, or a pipeline run.
+struct Target {
+    kind: Kind,
+    /// The deployment's environment (`unknown` when no parameter names it).
+    environment: Option<String>,
+}
+
+impl Target {
+    fn of(n: &Notification, job: &str, params: &Params, config: &Config) -> Self {
+        let env_param = ENV_PARAMS.iter().find_map(|p| params.get(p));
+        let short = job.rsplit('/').next().unwrap_or(job);
+        let deploy = env_param.is_some()
+            || config.jenkins_deploy_job.is_match(short)
+            || config.jenkins_deploy_job.is_match(job)
+            || config.jenkins_deploy_job.is_match(&n.name);
+        if deploy {
+            Target {
+                kind: Kind::Deployment,
+                environment: Some(env_param.unwrap_or_else(|| "unknown".into())),
+            }
+        } else {
+            Target {
+                kind: Kind::PipelineRun,
+                environment: None,
+            }
+        }
+    }
+
+    fn segment(&self) -> &'static str {
+        match self.environment {
+            Some(_) => "deployment",
+            None => "run",
+        }
+    }
+
+    fn span_name(&self, job: &str, number: u64) -> String {
+        match &self.environment {
+            Some(env) => format!("DEPLOY {env} {job} #{number}"),
+            None => format!("RUN {job} #{number}"),
+        }
+    }
+}
+
+/// Start, end, run time and outcome. A close alone starts at stamp − duration (right for 1.12+:
+/// COMPLETED is stamped with the end; earlier versions stamp it with the build's start); when
+/// STARTED was seen its start wins, and the span ends at max(stamp, start + duration): right for
+/// both.
+fn set_times(
+    w: &mut WorkEvent,
+    b: &Build,
+    job: &str,
+    act: Action,
+    stamp: Time,
+) -> Result<(), SourceError> {
+    if act != Action::Close {
         w.start = Some(stamp);
         w.time_fields = ["build.timestamp", ""];
+        return Ok(());
     }
-    let scm = b.scm.as_ref();
-    let repo = scm.and_then(|s| s.url.as_deref()).and_then(Repo::from_url);
-    let branch = scm
-        .and_then(|s| s.branch.as_deref())
-        .map(strip_branch)
-        .filter(|s| !s.is_empty());
-    let commit = scm.and_then(|s| s.commit.clone()).filter(|s| !s.is_empty());
-    w.repo = repo.clone();
-    w.head_branch = branch.clone();
-    w.head_sha = commit.clone();
-    if deploy {
-        w.environment = Some(environment.clone());
+    let ms = b.duration.unwrap_or(0);
+    let start = chrono::TimeDelta::try_milliseconds(ms)
+        .filter(|_| ms >= 0)
+        .and_then(|d| stamp.checked_sub_signed(d))
+        .ok_or_else(|| {
+            SourceError::Malformed(format!(
+                "jenkins: {job} build {}: build.duration {ms} ms is not a run time",
+                b.number
+            ))
+        })?;
+    w.start = Some(start);
+    w.end = Some(stamp);
+    w.duration_ms = Some(ms);
+    w.time_fields = ["build.timestamp - build.duration", "build.timestamp"];
+    w.outcome = Some(build_result(b.status.as_deref().unwrap_or("FAILURE")));
+    Ok(())
+}
+
+/// What the build's SCM section says: repository, branch and commit.
+struct ScmRef<'b> {
+    url: Option<&'b str>,
+    repo: Option<Repo>,
+    branch: Option<String>,
+    commit: Option<String>,
+}
+
+impl<'b> ScmRef<'b> {
+    fn of(b: &'b Build) -> Self {
+        let scm = b.scm.as_ref();
+        let url = scm.and_then(|s| s.url.as_deref());
+        ScmRef {
+            url,
+            repo: url.and_then(Repo::from_url),
+            branch: scm
+                .and_then(|s| s.branch.as_deref())
+                .map(strip_branch)
+                .filter(|s| !s.is_empty()),
+            commit: scm.and_then(|s| s.commit.clone()).filter(|s| !s.is_empty()),
+        }
     }
-    // Parents, best first: the issue the build names, the open change of its commit or
-    // branch, and last the issue its branch names (a root, when no change is open).
-    let issue = |text: &str| -> Vec<ParentRef> { vstrace_parents(text, repo.as_ref()) };
-    if let Some(t) = param(TRACE_PARAM) {
+}
+
+/// Repository, head and parents, best first: the issue the build names, the open change of its
+/// commit or branch, and last the issue its branch names (a root, when no change is open).
+fn link(w: &mut WorkEvent, scm: &ScmRef<'_>, target: &Target, params: &Params) {
+    w.repo = scm.repo.clone();
+    w.head_branch = scm.branch.clone();
+    w.head_sha = scm.commit.clone();
+    w.environment = target.environment.clone();
+    let issue = |text: &str| -> Vec<ParentRef> { vstrace_parents(text, scm.repo.as_ref()) };
+    if let Some(t) = params.get(TRACE_PARAM) {
         w.parents.extend(issue(&t));
     }
-    if let Some(repo) = &repo {
-        w.parent_by_commit(repo, commit.as_deref(), branch.as_deref());
+    if let Some(repo) = &scm.repo {
+        w.parent_by_commit(repo, scm.commit.as_deref(), scm.branch.as_deref());
     }
-    if let Some(b) = &branch {
+    if let Some(b) = &scm.branch {
         for p in issue(b) {
             if !w.parents.contains(&p) {
                 w.parents.push(p);
             }
         }
     }
-    w.pipeline = Some(job.to_string());
-    let a = &mut w.attributes;
+}
+
+/// The span's attributes: run identity, head, result status, deployment, repository.
+fn attributes(b: &Build, job: &str, act: Action, target: &Target, scm: &ScmRef<'_>) -> Attrs {
+    let mut a = Attrs::new();
     a.insert(
         attr::CICD_PIPELINE_RUN_ID.into(),
         b.number.to_string().into(),
     );
-    set_opt(a, attr::CICD_PIPELINE_RUN_URL_FULL, b.full_url.clone());
-    set_opt(a, attr::VCS_REF_HEAD_NAME, branch);
-    set_opt(a, attr::VCS_REF_HEAD_REVISION, commit);
+    set_opt(&mut a, attr::CICD_PIPELINE_RUN_URL_FULL, b.full_url.clone());
+    set_opt(&mut a, attr::VCS_REF_HEAD_NAME, scm.branch.clone());
+    set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, scm.commit.clone());
     if act == Action::Close {
-        set_opt(a, attr::JENKINS_STATUS, b.status.clone());
+        set_opt(&mut a, attr::JENKINS_STATUS, b.status.clone());
     }
-    if deploy {
-        a.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
+    if let Some(environment) = &target.environment {
+        a.insert(
+            attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+            environment.clone().into(),
+        );
         a.insert(
             attr::DEPLOYMENT_ID.into(),
             format!("{job}#{}", b.number).into(),
         );
     }
-    if let Some(repo) = &repo {
-        repo_attrs(a, repo, scm.and_then(|s| s.url.as_deref()));
-        w.traits.team = config.team_of(repo).map(str::to_string);
+    if let Some(repo) = &scm.repo {
+        repo_attrs(&mut a, repo, scm.url);
     }
-    Ok(Translation::Inputs(vec![Input::Work(w)]))
+    a
 }
 
 /// Repository identity from the SCM URL (names as the URL spells them).

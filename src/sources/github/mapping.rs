@@ -5,7 +5,7 @@ use super::payload::{
     Deployment, DeploymentStatus, Envelope, IssuePayload, PullRequest, Repository, WorkflowJob,
     WorkflowRun,
 };
-use super::{ignored, SOURCE};
+use super::SOURCE;
 use crate::config::Config;
 use crate::model::attr;
 use crate::model::ids::item_key;
@@ -13,10 +13,10 @@ use crate::model::refs::{
     deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
 };
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
-    RepoTraits, SpanEvent, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Commit, Kind, Outcome, ParentRef, Repo, RepoTraits,
+    SpanEvent, WorkEvent, WorkResult,
 };
-use crate::sources::{tracker, vcs, SourceError, Translation};
+use crate::sources::{tracker, vcs, Translation};
 
 /// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
 pub fn pipeline_result(conclusion: &str) -> Outcome {
@@ -427,19 +427,8 @@ impl Ctx<'_> {
         Ok(w)
     }
 
-    pub(super) fn push(&self, env: &Envelope) -> Result<Translation, SourceError> {
-        let Some(branch) = env
-            .git_ref
-            .as_deref()
-            .and_then(|r| r.strip_prefix("refs/heads/"))
-        else {
-            return ignored("github push: not a branch (tags are not used)".into());
-        };
-        let after = env.after.clone().unwrap_or_default();
-        if env.deleted || after.chars().all(|c| c == '0') {
-            return ignored("github push: branch deletion".into());
-        }
-        let commits: Vec<Commit> = env
+    pub(super) fn push(&self, env: &Envelope) -> Translation {
+        let commits = env
             .commits
             .iter()
             .map(|c| Commit {
@@ -449,20 +438,15 @@ impl Ctx<'_> {
                 merges: merges_a_pull_request(&c.message),
             })
             .collect();
-        let Some(time) = commits.iter().map(|c| c.time).max() else {
-            return ignored("github push: no commits".into());
-        };
-        let default = self.repository.default_branch.as_deref().unwrap_or("main");
-        Ok(Translation::Inputs(vec![Input::Push(Push {
-            repo: self.repo.clone(),
-            branch: branch.to_string(),
-            to_default_branch: branch == default,
+        let facts = vcs::PushFacts {
+            git_ref: env.git_ref.as_deref().unwrap_or_default(),
             before: env.before.clone(),
-            after,
-            time,
+            after: env.after.clone(),
+            deleted: env.deleted,
+            default_branch: self.repository.default_branch.as_deref(),
             commits,
-            attributes: self.base_attrs(),
-        })]))
+        };
+        vcs::push(SOURCE, self.repo, facts, self.base_attrs())
     }
 }
 

@@ -144,7 +144,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
                     .ok_or_else(|| missing("deployment_status"))?,
             ),
         ),
-        "push" => return ctx.push(&env),
+        "push" => return Ok(ctx.push(&env)),
         _ => unreachable!("checked against USED"),
     };
     Ok(match input {

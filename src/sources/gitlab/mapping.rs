@@ -10,8 +10,8 @@ use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::team_from_labels;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Push, Repo,
-    RepoTraits, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Repo, RepoTraits,
+    SpanEvent, Time, WorkEvent, WorkResult,
 };
 use crate::sources::{tracker, vcs, Translation};
 
@@ -252,6 +252,7 @@ impl<'a> Ctx<'a> {
             .unwrap_or_else(|| self.path.rsplit('/').next().unwrap_or(&self.path).into())
     }
 
+    /// A Pipeline Hook: the run, and a task for each job that ran to its end.
     pub(super) fn pipeline(&self, h: &PipelineHook) -> Translation {
         let p = &h.object_attributes;
         let outcome = pipeline_result(&p.status);
@@ -265,8 +266,24 @@ impl<'a> Ctx<'a> {
                 ))
             }
         };
-        let git_ref = p.git_ref.clone().filter(|r| !r.is_empty());
         let pipeline_name = self.pipeline_name(p.name.as_deref());
+        let run = self.pipeline_run(h, act, outcome, &pipeline_name);
+        let tasks = self.pipeline_tasks(h, &run.key, &pipeline_name);
+        Translation::Inputs(std::iter::once(run).chain(tasks).map(Input::Work).collect())
+    }
+
+    /// The run of a Pipeline Hook: it covers the pipeline from its creation (GitLab sends no
+    /// start time; the queue time is kept as an attribute), and its parent is the merge request
+    /// a merge-request pipeline names, else the open change of its commit or branch.
+    fn pipeline_run(
+        &self,
+        h: &PipelineHook,
+        act: Action,
+        outcome: Option<Outcome>,
+        pipeline_name: &str,
+    ) -> WorkEvent {
+        let p = &h.object_attributes;
+        let git_ref = p.git_ref.clone().filter(|r| !r.is_empty());
         let title = p
             .name
             .clone()
@@ -281,8 +298,6 @@ impl<'a> Ctx<'a> {
             act,
             &[],
         );
-        // The span covers the pipeline from its creation: GitLab sends no start time in the
-        // Pipeline Hook, and the queue time is kept as an attribute.
         w.start = Some(p.created_at);
         if act == Action::Close {
             w.end = Some(p.finished_at.unwrap_or_else(|| {
@@ -293,8 +308,6 @@ impl<'a> Ctx<'a> {
         }
         w.head_sha = Some(p.sha.clone());
         w.head_branch = git_ref.clone().filter(|_| !p.tag);
-        // Parents: the merge request a merge-request pipeline names, else the open change of
-        // the commit or branch.
         if let Some(mr) = &h.merge_request {
             if mr.target_project_id.is_none() || mr.target_project_id == self.project_id {
                 w.parents
@@ -303,7 +316,7 @@ impl<'a> Ctx<'a> {
         }
         let branch = w.head_branch.clone();
         w.parent_by_commit(&self.repo, Some(&p.sha), branch.as_deref());
-        w.pipeline = Some(pipeline_name.clone());
+        w.pipeline = Some(pipeline_name.to_string());
         let a = &mut w.attributes;
         a.insert(attr::CICD_PIPELINE_RUN_ID.into(), p.id.to_string().into());
         set_opt(
@@ -313,42 +326,51 @@ impl<'a> Ctx<'a> {
                 .clone()
                 .or_else(|| self.page(&format!("pipelines/{}", p.id))),
         );
-        set_opt(a, attr::VCS_REF_HEAD_NAME, git_ref.clone());
+        set_opt(a, attr::VCS_REF_HEAD_NAME, git_ref);
         a.insert(attr::VCS_REF_HEAD_REVISION.into(), p.sha.clone().into());
         set_opt(a, attr::TRIGGER, p.source.clone());
         if let Some(q) = p.queued_duration {
             a.insert(attr::QUEUE_DURATION_S.into(), AttrValue::Float(q));
         }
-        let run_key = w.key.clone();
-        let mut inputs = vec![Input::Work(w)];
-        // One task per job that ran to its end; running and never-run jobs have no span yet.
-        for b in &h.builds {
-            let task = TaskFacts {
-                id: b.id,
-                name: &b.name,
-                stage: b.stage.as_deref(),
-                status: &b.status,
-                created_at: b.created_at,
-                started_at: b.started_at,
-                finished_at: b.finished_at,
-                duration: b.duration,
-                queued_duration: b.queued_duration,
-                allow_failure: b.allow_failure,
-                failure_reason: b.failure_reason.as_deref(),
-                pipeline_id: p.id,
-                run_key: &run_key,
-                pipeline_name: &pipeline_name,
-                git_ref: git_ref.as_deref(),
-                tag: p.tag,
-                sha: Some(&p.sha),
-            };
-            if let Ok(t) = self.task(&task) {
-                if t.action == Action::Close {
-                    inputs.push(Input::Work(t));
-                }
-            }
-        }
-        Translation::Inputs(inputs)
+        w
+    }
+
+    /// One task per job of a Pipeline Hook that ran to its end; running and never-run jobs have
+    /// no span yet.
+    fn pipeline_tasks(
+        &self,
+        h: &PipelineHook,
+        run_key: &str,
+        pipeline_name: &str,
+    ) -> Vec<WorkEvent> {
+        let p = &h.object_attributes;
+        let git_ref = p.git_ref.as_deref().filter(|r| !r.is_empty());
+        h.builds
+            .iter()
+            .filter_map(|b| {
+                self.task(&TaskFacts {
+                    id: b.id,
+                    name: &b.name,
+                    stage: b.stage.as_deref(),
+                    status: &b.status,
+                    created_at: b.created_at,
+                    started_at: b.started_at,
+                    finished_at: b.finished_at,
+                    duration: b.duration,
+                    queued_duration: b.queued_duration,
+                    allow_failure: b.allow_failure,
+                    failure_reason: b.failure_reason.as_deref(),
+                    pipeline_id: p.id,
+                    run_key,
+                    pipeline_name,
+                    git_ref,
+                    tag: p.tag,
+                    sha: Some(&p.sha),
+                })
+                .ok()
+            })
+            .filter(|t| t.action == Action::Close)
+            .collect()
     }
 
     pub(super) fn job(&self, h: &JobHook) -> Result<WorkEvent, String> {
@@ -519,14 +541,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub(super) fn push(&self, h: &PushHook) -> Translation {
-        let Some(branch) = h.git_ref.strip_prefix("refs/heads/") else {
-            return Translation::Ignored("gitlab push: not a branch (tags are not used)".into());
-        };
-        let after = h.after.clone().unwrap_or_default();
-        if after.is_empty() || after.chars().all(|c| c == '0') {
-            return Translation::Ignored("gitlab push: branch deletion".into());
-        }
-        let commits: Vec<Commit> = h
+        let commits = h
             .commits
             .iter()
             .map(|c| Commit {
@@ -536,20 +551,15 @@ impl<'a> Ctx<'a> {
                 merges: merges_a_merge_request(&c.message),
             })
             .collect();
-        let Some(time) = commits.iter().map(|c| c.time).max() else {
-            return Translation::Ignored("gitlab push: no commits".into());
-        };
-        let default = self.default_branch.as_deref().unwrap_or("main");
-        Translation::Inputs(vec![Input::Push(Push {
-            repo: self.repo.clone(),
-            branch: branch.to_string(),
-            to_default_branch: branch == default,
+        let facts = vcs::PushFacts {
+            git_ref: &h.git_ref,
             before: h.before.clone(),
-            after,
-            time,
+            after: h.after.clone(),
+            deleted: false,
+            default_branch: self.default_branch.as_deref(),
             commits,
-            attributes: self.base_attrs(),
-        })])
+        };
+        vcs::push(SOURCE, &self.repo, facts, self.base_attrs())
     }
 }
 
