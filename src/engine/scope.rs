@@ -319,47 +319,151 @@ fn seconds(d: TimeDelta) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
 
-/// Everything that follows from a scope's facts. A pure function of the set.
+/// Everything that follows from a scope's facts. A pure function of the set, derived in stages:
+/// span durations, when each change or direct commit landed, what each deployment shipped and
+/// recovered, which deployment each incident followed, and the change failures.
 pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> Derived {
     let idx = Index::new(summaries);
-    let mut out = Derived::default();
     let mut sorted: Vec<&Summary> = summaries.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let contribute = |out: &mut Derived, owner: &str, c: Contribution| {
-        out.contributions
-            .entry(owner.to_string())
-            .or_default()
-            .push(c);
+    let mut d = Deriver {
+        out: Derived::default(),
+        failure_labels: BTreeMap::new(),
+        prod_successes: Vec::new(),
+        config,
     };
+    d.durations(&sorted);
+    let landings = Landings::of(&sorted, pushes, &idx, &mut d.out.first_commit);
+    d.deployments(&sorted, &landings);
+    d.incidents(&sorted, &idx);
+    d.finish()
+}
 
-    // Durations: one observation per finished span.
-    for s in &sorted {
-        for g in s.gens.iter().filter(|g| g.end.is_some()) {
-            let (name, labels) = duration_series(s, g);
-            let value = ms(g.end.unwrap() - g.start.unwrap_or(g.end.unwrap()));
-            contribute(
-                &mut out,
-                &s.key,
-                Contribution {
-                    name: name.into(),
-                    labels,
-                    value,
-                },
-            );
+/// When changes and direct commits reached the default branch.
+struct Landings<'a> {
+    /// Commit SHA → the first default-branch push that carried it.
+    landed_at: HashMap<&'a str, Time>,
+    /// Merge commit SHA → when its change landed (and which).
+    merged_gen_of_sha: HashMap<&'a str, (Time, String)>,
+    /// Landed changes and direct commits, in landing order.
+    landed: Vec<Landed>,
+}
+
+impl<'a> Landings<'a> {
+    fn of(
+        sorted: &[&'a Summary],
+        pushes: &'a [PushFact],
+        idx: &Index<'_>,
+        first_commit: &mut HashMap<GenRef, Time>,
+    ) -> Self {
+        let mut pushes_sorted: Vec<&PushFact> = pushes.iter().collect();
+        pushes_sorted.sort_by(|a, b| (a.time, &a.after).cmp(&(b.time, &b.after)));
+        let mut l = Landings {
+            landed_at: HashMap::new(),
+            merged_gen_of_sha: HashMap::new(),
+            landed: Vec::new(),
+        };
+        // Each commit's first landing on the default branch.
+        for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
+            for c in &p.commits {
+                l.landed_at.entry(c.sha.as_str()).or_insert(p.time);
+            }
+            l.landed_at.entry(p.after.as_str()).or_insert(p.time);
+        }
+        l.merged_changes(sorted, &branch_first_commits(pushes), first_commit);
+        l.direct_commits(&pushes_sorted, idx);
+        l.landed.sort_by(|a, b| a.at.cmp(&b.at));
+        l
+    }
+
+    /// Merged changes land when their merge commit does (else when they merged); their lead
+    /// time starts at the first commit of their branch when that is before they were opened.
+    fn merged_changes(
+        &mut self,
+        sorted: &[&'a Summary],
+        branch_first: &HashMap<&str, Time>,
+        first_commit: &mut HashMap<GenRef, Time>,
+    ) {
+        for s in sorted.iter().filter(|s| s.kind == Kind::Change) {
+            for (i, g) in s.gens.iter().enumerate() {
+                if g.result != Some(WorkResult::Merged) {
+                    continue;
+                }
+                let (Some(start), Some(end)) = (g.start, g.end) else {
+                    continue;
+                };
+                let gr = GenRef {
+                    key: s.key.clone(),
+                    gen: i as u32,
+                };
+                let first = s
+                    .head_branch
+                    .as_deref()
+                    .and_then(|b| branch_first.get(b))
+                    .copied();
+                let start_lt = first.map_or(start, |f| f.min(start));
+                if start_lt < start {
+                    first_commit.insert(gr.clone(), start_lt);
+                }
+                let at_time = g
+                    .merge_sha
+                    .as_deref()
+                    .and_then(|m| self.landed_at.get(m))
+                    .copied()
+                    .unwrap_or(end);
+                let at = (at_time, s.key.clone());
+                if let Some(m) = &g.merge_sha {
+                    self.merged_gen_of_sha.insert(m.as_str(), at.clone());
+                }
+                self.landed.push(Landed {
+                    at,
+                    change: Some(gr),
+                    start: start_lt,
+                });
+            }
         }
     }
 
-    // Landing: each commit's first landing on the default branch.
-    let mut landed_at: HashMap<&str, Time> = HashMap::new();
-    let mut pushes_sorted: Vec<&PushFact> = pushes.iter().collect();
-    pushes_sorted.sort_by(|a, b| (a.time, &a.after).cmp(&(b.time, &b.after)));
-    for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
-        for c in &p.commits {
-            landed_at.entry(c.sha.as_str()).or_insert(p.time);
+    /// Direct commits: default-branch pushes that no change brought.
+    fn direct_commits(&mut self, pushes_sorted: &[&'a PushFact], idx: &Index<'_>) {
+        for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
+            let from_change = idx.by_sha.contains_key(&p.after)
+                || p.commits
+                    .iter()
+                    .any(|c| c.merges || idx.by_sha.contains_key(&c.sha));
+            if from_change {
+                continue;
+            }
+            for c in &p.commits {
+                if self.landed_at.get(c.sha.as_str()) != Some(&p.time) {
+                    continue; // landed by an earlier push
+                }
+                self.landed.push(Landed {
+                    at: (p.time, format!("commit-{}", c.sha)),
+                    change: None,
+                    start: c.time,
+                });
+            }
         }
-        landed_at.entry(p.after.as_str()).or_insert(p.time);
     }
-    // The first commit pushed to each feature branch.
+
+    /// When the deployed commit landed: its change's landing, else its own, else `fallback`
+    /// (a commit never seen landing ships what landed before the deployment started).
+    fn upper_bound(&self, head_sha: Option<&str>, fallback: Time) -> (Time, String) {
+        let t = head_sha
+            .and_then(|sha| {
+                self.merged_gen_of_sha
+                    .get(sha)
+                    .map(|a| a.0)
+                    .or_else(|| self.landed_at.get(sha).copied())
+            })
+            .unwrap_or(fallback);
+        (t, "\u{10ffff}".to_string())
+    }
+}
+
+/// The first commit pushed to each feature branch.
+fn branch_first_commits(pushes: &[PushFact]) -> HashMap<&str, Time> {
     let mut branch_first: HashMap<&str, Time> = HashMap::new();
     for p in pushes.iter().filter(|p| !p.to_default_branch) {
         if let Some(first) = p.commits.iter().map(|c| c.time).min() {
@@ -367,267 +471,221 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
             *e = (*e).min(first);
         }
     }
-    let mut landed: Vec<Landed> = Vec::new();
-    let mut merged_gen_of_sha: HashMap<&str, (Time, String)> = HashMap::new();
-    for s in sorted.iter().filter(|s| s.kind == Kind::Change) {
-        for (i, g) in s.gens.iter().enumerate() {
-            if g.result != Some(WorkResult::Merged) {
-                continue;
-            }
-            let (Some(start), Some(end)) = (g.start, g.end) else {
-                continue;
-            };
-            let gr = GenRef {
-                key: s.key.clone(),
-                gen: i as u32,
-            };
-            let first = s
-                .head_branch
-                .as_deref()
-                .and_then(|b| branch_first.get(b))
-                .copied();
-            let start_lt = first.map_or(start, |f| f.min(start));
-            if start_lt < start {
-                out.first_commit.insert(gr.clone(), start_lt);
-            }
-            let at_time = g
-                .merge_sha
-                .as_deref()
-                .and_then(|m| landed_at.get(m))
-                .copied()
-                .unwrap_or(end);
-            let at = (at_time, s.key.clone());
-            if let Some(m) = &g.merge_sha {
-                merged_gen_of_sha.insert(m.as_str(), at.clone());
-            }
-            landed.push(Landed {
-                at,
-                change: Some(gr),
-                start: start_lt,
-            });
-        }
-    }
-    // Direct commits: default-branch pushes that no change brought.
-    for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
-        let from_change = idx.by_sha.contains_key(&p.after)
-            || p.commits
-                .iter()
-                .any(|c| c.merges || idx.by_sha.contains_key(&c.sha));
-        if from_change {
-            continue;
-        }
-        for c in &p.commits {
-            if landed_at.get(c.sha.as_str()) != Some(&p.time) {
-                continue; // landed by an earlier push
-            }
-            landed.push(Landed {
-                at: (p.time, format!("commit-{}", c.sha)),
-                change: None,
-                start: c.time,
-            });
-        }
-    }
-    landed.sort_by(|a, b| a.at.cmp(&b.at));
+    branch_first
+}
 
-    // Deployments, per environment, in finishing order.
-    struct Dep<'a> {
-        s: &'a Summary,
-        gen: u32,
-        g: &'a GenSummary,
-        end: Time,
-    }
-    let mut by_env: BTreeMap<String, Vec<Dep>> = BTreeMap::new();
-    for s in sorted.iter().filter(|s| s.kind == Kind::Deployment) {
-        for (i, g) in s.gens.iter().enumerate() {
-            if let Some(end) = g.end {
-                let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
-                by_env
-                    .entry(env.to_ascii_lowercase())
-                    .or_default()
-                    .push(Dep {
-                        s,
-                        gen: i as u32,
-                        g,
-                        end,
-                    });
-            }
-        }
-    }
-    // Successful production deployments, for incidents to find their cause.
-    let mut prod_successes: Vec<(Time, GenRef, String)> = Vec::new();
-    let mut failure_labels: BTreeMap<String, Labels> = BTreeMap::new();
-    for deps in by_env.values_mut() {
-        deps.sort_by(|a, b| (a.end, &a.s.key, a.gen).cmp(&(b.end, &b.s.key, b.gen)));
-        let mut shipped_bound: Option<(Time, String)> = None;
-        let mut failing_since: Option<Time> = None;
-        for d in deps.iter() {
-            let g = d.g;
-            let environment = g.environment.clone().unwrap_or_else(|| "unknown".into());
-            let production = config.is_production(&environment);
-            let success = !g.error && g.result.is_none_or(|r| r == WorkResult::Success);
-            let start = g.start.unwrap_or(d.end);
-            // What it shipped: changes landed after the last successful deployment, up to the
-            // deployed commit (or, when that commit was never seen landing, its start).
-            let upper_time = g
-                .head_sha
-                .as_deref()
-                .and_then(|sha| {
-                    merged_gen_of_sha
-                        .get(sha)
-                        .map(|a| a.0)
-                        .or_else(|| landed_at.get(sha).copied())
-                })
-                .unwrap_or(start);
-            let upper = (upper_time, "\u{10ffff}".to_string());
-            let shipped: Vec<&Landed> = landed
-                .iter()
-                .filter(|l| shipped_bound.as_ref().is_none_or(|b| l.at > *b) && l.at <= upper)
-                .collect();
-            let mut labels = g.labels.clone();
-            labels.insert(
-                attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
-                environment.clone(),
-            );
-            labels.insert(attr::PRODUCTION.into(), production.to_string());
-            let mut counted = labels.clone();
-            counted.insert(
-                attr::RESULT.into(),
-                g.result
-                    .map_or_else(|| UNKNOWN.into(), |r| r.as_str().into()),
-            );
-            let owner = d.s.key.as_str();
-            contribute(
-                &mut out,
-                owner,
-                Contribution {
-                    name: metrics::DEPLOYMENTS.into(),
-                    labels: counted,
-                    value: 1,
-                },
-            );
-            if success && production {
-                for l in &shipped {
-                    contribute(
-                        &mut out,
-                        owner,
-                        Contribution {
-                            name: metrics::LEAD_TIME.into(),
-                            labels: labels.clone(),
-                            value: ms(d.end - l.start).max(0),
-                        },
-                    );
-                }
-            }
-            let mut info = DeployInfo {
-                production,
-                success,
-                shipped: shipped.iter().filter_map(|l| l.change.clone()).collect(),
-                changes: shipped.len() as i64,
-                recovery_s: None,
-            };
-            let me = GenRef {
-                key: d.s.key.clone(),
-                gen: d.gen,
-            };
-            if success {
-                if let Some(failed) = failing_since.take() {
-                    info.recovery_s = Some(seconds(d.end - failed));
-                    contribute(
-                        &mut out,
-                        owner,
-                        Contribution {
-                            name: metrics::RECOVERY_TIME.into(),
-                            labels: labels.clone(),
-                            value: ms(d.end - failed).max(0),
-                        },
-                    );
-                }
-                shipped_bound = Some(upper);
-                if production {
-                    prod_successes.push((d.end, me.clone(), environment.clone()));
-                }
-            } else if g.error {
-                failing_since = failing_since.or(Some(d.end));
-                if production {
-                    failure_labels.insert(
-                        owner.to_string(),
-                        change_failure_labels(d.s, g, &environment),
-                    );
-                }
-            }
-            out.deploys.insert(me, info);
-        }
-    }
-    prod_successes.sort();
+/// A finished deployment generation, in its environment's timeline.
+struct Dep<'a> {
+    s: &'a Summary,
+    gen: u32,
+    g: &'a GenSummary,
+    end: Time,
+}
 
-    // Incidents: the latest successful production deployment before each began.
-    let window = TimeDelta::seconds(config.incident_window_secs);
-    for s in sorted.iter().filter(|s| s.kind == Kind::Incident) {
-        let Some(g0) = s.gens.first() else { continue };
-        let Some(start) = g0.start else { continue };
-        let named = s.parents.iter().any(|p| match p {
-            ParentRef::Item(_) => true,
-            p => idx.resolve(p, Some(start)).is_some(),
-        });
-        let cause = if named {
-            None
-        } else {
-            prod_successes
-                .iter()
-                .rev()
-                .find(|(end, _, _)| *end <= start && *end >= start - window)
+/// An environment's timeline as its deployments are walked in finishing order.
+#[derive(Default)]
+struct EnvTimeline {
+    /// What the last successful deployment shipped up to.
+    shipped_bound: Option<(Time, String)>,
+    /// When the environment started failing (the first failed deployment since a success).
+    failing_since: Option<Time>,
+}
+
+/// The state [`derive`] builds up across its stages.
+struct Deriver<'c> {
+    out: Derived,
+    /// Production deployments that led to a failure → the labels their failure counts under.
+    failure_labels: BTreeMap<String, Labels>,
+    /// Successful production deployments (end, deployment, environment), for incidents to find
+    /// their cause.
+    prod_successes: Vec<(Time, GenRef, String)>,
+    config: &'c Config,
+}
+
+impl Deriver<'_> {
+    fn contribute(&mut self, owner: &str, name: &str, labels: Labels, value: i64) {
+        self.out
+            .contributions
+            .entry(owner.to_string())
+            .or_default()
+            .push(Contribution {
+                name: name.into(),
+                labels,
+                value,
+            });
+    }
+
+    /// One duration observation per finished span.
+    fn durations(&mut self, sorted: &[&Summary]) {
+        for s in sorted {
+            for g in s.gens.iter() {
+                let Some(end) = g.end else { continue };
+                let (name, labels) = duration_series(s, g);
+                self.contribute(&s.key, name, labels, ms(end - g.start.unwrap_or(end)));
+            }
+        }
+    }
+
+    /// Deployments, per environment, in finishing order.
+    fn deployments(&mut self, sorted: &[&Summary], landings: &Landings<'_>) {
+        let mut by_env: BTreeMap<String, Vec<Dep>> = BTreeMap::new();
+        for s in sorted.iter().filter(|s| s.kind == Kind::Deployment) {
+            for (i, g) in s.gens.iter().enumerate() {
+                if let Some(end) = g.end {
+                    let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
+                    by_env
+                        .entry(env.to_ascii_lowercase())
+                        .or_default()
+                        .push(Dep {
+                            s,
+                            gen: i as u32,
+                            g,
+                            end,
+                        });
+                }
+            }
+        }
+        for deps in by_env.values_mut() {
+            deps.sort_by(|a, b| (a.end, &a.s.key, a.gen).cmp(&(b.end, &b.s.key, b.gen)));
+            let mut timeline = EnvTimeline::default();
+            for d in deps.iter() {
+                self.deployment(d, &mut timeline, landings);
+            }
+        }
+        self.prod_successes.sort();
+    }
+
+    /// One finished deployment: its count, the lead times of what it shipped (changes landed
+    /// after the last successful deployment, up to the deployed commit), its recovery time
+    /// when it ends a failing streak, and whether it failed in production.
+    fn deployment(&mut self, d: &Dep<'_>, timeline: &mut EnvTimeline, landings: &Landings<'_>) {
+        let g = d.g;
+        let environment = g.environment.clone().unwrap_or_else(|| "unknown".into());
+        let production = self.config.is_production(&environment);
+        let success = !g.error && g.result.is_none_or(|r| r == WorkResult::Success);
+        let upper = landings.upper_bound(g.head_sha.as_deref(), g.start.unwrap_or(d.end));
+        let shipped: Vec<&Landed> = landings
+            .landed
+            .iter()
+            .filter(|l| timeline.shipped_bound.as_ref().is_none_or(|b| l.at > *b) && l.at <= upper)
+            .collect();
+        let mut labels = g.labels.clone();
+        labels.insert(
+            attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+            environment.clone(),
+        );
+        labels.insert(attr::PRODUCTION.into(), production.to_string());
+        let mut counted = labels.clone();
+        counted.insert(
+            attr::RESULT.into(),
+            g.result
+                .map_or_else(|| UNKNOWN.into(), |r| r.as_str().into()),
+        );
+        let owner = d.s.key.as_str();
+        self.contribute(owner, metrics::DEPLOYMENTS, counted, 1);
+        if success && production {
+            for l in &shipped {
+                let lead = ms(d.end - l.start).max(0);
+                self.contribute(owner, metrics::LEAD_TIME, labels.clone(), lead);
+            }
+        }
+        let mut info = DeployInfo {
+            production,
+            success,
+            shipped: shipped.iter().filter_map(|l| l.change.clone()).collect(),
+            changes: shipped.len() as i64,
+            recovery_s: None,
         };
-        if let Some((_, dep, env)) = cause {
-            out.causes.insert(
-                s.key.clone(),
-                Cause {
-                    deployment: dep.clone(),
-                    environment: env.clone(),
-                },
-            );
-            if let Some(ds) = idx.items.get(dep.key.as_str()) {
-                if let Some(dg) = ds.gens.get(dep.gen as usize) {
-                    failure_labels
-                        .entry(dep.key.clone())
-                        .or_insert_with(|| change_failure_labels(ds, dg, env));
-                }
+        let me = GenRef {
+            key: d.s.key.clone(),
+            gen: d.gen,
+        };
+        if success {
+            if let Some(failed) = timeline.failing_since.take() {
+                info.recovery_s = Some(seconds(d.end - failed));
+                let recovery = ms(d.end - failed).max(0);
+                self.contribute(owner, metrics::RECOVERY_TIME, labels, recovery);
             }
-        }
-        for g in s.gens.iter().filter(|g| g.end.is_some()) {
-            let mut labels = g.labels.clone();
-            if let Some(c) = out.causes.get(&s.key) {
-                labels.insert(
-                    attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
-                    c.environment.clone(),
+            timeline.shipped_bound = Some(upper);
+            if production {
+                self.prod_successes
+                    .push((d.end, me.clone(), environment.clone()));
+            }
+        } else if g.error {
+            timeline.failing_since = timeline.failing_since.or(Some(d.end));
+            if production {
+                self.failure_labels.insert(
+                    owner.to_string(),
+                    change_failure_labels(d.s, g, &environment),
                 );
             }
-            contribute(
-                &mut out,
-                &s.key,
-                Contribution {
-                    name: metrics::TIME_TO_RESTORE.into(),
-                    labels,
-                    value: ms(g.end.unwrap() - g.start.unwrap_or(g.end.unwrap())),
-                },
-            );
+        }
+        self.out.deploys.insert(me, info);
+    }
+
+    /// Incidents: each follows the latest successful production deployment before it began
+    /// (within `VALUESTREAM_INCIDENT_WINDOW_SECS`) unless it names its parent; its time to
+    /// restore is labelled with that deployment's environment.
+    fn incidents(&mut self, sorted: &[&Summary], idx: &Index<'_>) {
+        let window = TimeDelta::seconds(self.config.incident_window_secs);
+        for s in sorted.iter().filter(|s| s.kind == Kind::Incident) {
+            let Some(g0) = s.gens.first() else { continue };
+            let Some(start) = g0.start else { continue };
+            let named = s.parents.iter().any(|p| match p {
+                ParentRef::Item(_) => true,
+                p => idx.resolve(p, Some(start)).is_some(),
+            });
+            let cause = if named {
+                None
+            } else {
+                self.prod_successes
+                    .iter()
+                    .rev()
+                    .find(|(end, _, _)| *end <= start && *end >= start - window)
+                    .cloned()
+            };
+            if let Some((_, dep, env)) = cause {
+                if let Some(ds) = idx.items.get(dep.key.as_str()) {
+                    if let Some(dg) = ds.gens.get(dep.gen as usize) {
+                        self.failure_labels
+                            .entry(dep.key.clone())
+                            .or_insert_with(|| change_failure_labels(ds, dg, &env));
+                    }
+                }
+                self.out.causes.insert(
+                    s.key.clone(),
+                    Cause {
+                        deployment: dep,
+                        environment: env,
+                    },
+                );
+            }
+            for g in s.gens.iter() {
+                let Some(end) = g.end else { continue };
+                let mut labels = g.labels.clone();
+                if let Some(c) = self.out.causes.get(&s.key) {
+                    labels.insert(
+                        attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
+                        c.environment.clone(),
+                    );
+                }
+                let restore = ms(end - g.start.unwrap_or(end));
+                self.contribute(&s.key, metrics::TIME_TO_RESTORE, labels, restore);
+            }
         }
     }
-    // A production deployment that led to a failure counts once, however many followed it.
-    for (owner, labels) in failure_labels {
-        contribute(
-            &mut out,
-            &owner,
-            Contribution {
-                name: metrics::CHANGE_FAILURES.into(),
-                labels,
-                value: 1,
-            },
-        );
+
+    /// A production deployment that led to a failure counts once, however many followed it;
+    /// every item's contributions are sorted.
+    fn finish(mut self) -> Derived {
+        for (owner, labels) in std::mem::take(&mut self.failure_labels) {
+            self.contribute(&owner, metrics::CHANGE_FAILURES, labels, 1);
+        }
+        for v in self.out.contributions.values_mut() {
+            v.sort();
+        }
+        self.out
     }
-    for v in out.contributions.values_mut() {
-        v.sort();
-    }
-    out
 }
 
 fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
