@@ -419,4 +419,41 @@ mod tests {
         assert_eq!(a.facts.len(), MAX_FACTS);
         assert_eq!(a.facts[0].ev.action, Action::Open);
     }
+
+    #[test]
+    fn facts_stored_with_traits_as_attributes_read_back_typed() {
+        let mut ev = WorkEvent::new(Kind::PipelineRun, "k".into(), "RUN ci".into(), Action::Open);
+        ev.start = Some(t("2024-01-01T10:00:00Z"));
+        ev.repo = Some(Repo::new("acme/api"));
+        // How a fact was written before the traits were typed.
+        let mut old = serde_json::to_value(Fact::new("jenkins", &ev)).unwrap();
+        old["ev"]["attributes"] = serde_json::json!({
+            "valuestream.repository": "acme/api",
+            "valuestream.team": "payments",
+            "valuestream.language": "Go",
+            "cicd.pipeline.name": "ci",
+            "cicd.pipeline.run.id": "7",
+        });
+        let hash = old["hash"].clone();
+        let fact: Fact = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            serde_json::Value::String(fact.hash.clone()),
+            hash,
+            "the stored hash is kept"
+        );
+        let g = &generations(&[fact])[0];
+        assert_eq!(g.traits.team.as_deref(), Some("payments"));
+        assert_eq!(g.traits.language.as_deref(), Some("Go"));
+        assert_eq!(g.pipeline.as_deref(), Some("ci"));
+        let a = g.span_attributes();
+        for (k, v) in [
+            (attr::REPOSITORY, "acme/api"),
+            (attr::TEAM, "payments"),
+            (attr::LANGUAGE, "Go"),
+            (attr::CICD_PIPELINE_NAME, "ci"),
+            (attr::CICD_PIPELINE_RUN_ID, "7"),
+        ] {
+            assert_eq!(a.get(k).and_then(AttrValue::as_str), Some(v), "{k}");
+        }
+    }
 }

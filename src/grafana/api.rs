@@ -121,6 +121,20 @@ impl Api {
         }
     }
 
+    /// `GET path`: its body, `None` on 404 (absent), any other status but 2xx an error.
+    pub async fn get_optional(&self, path: &str) -> Result<Option<Value>, GrafanaError> {
+        let answer = self.send(Method::GET, path, None).await?;
+        match answer.status {
+            s if s.is_success() => Ok(Some(answer.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(GrafanaError::Status {
+                what: format!("GET {path}"),
+                status: s.as_u16(),
+                message: answer.message(),
+            }),
+        }
+    }
+
     fn transport(&self, what: &str, e: reqwest::Error) -> GrafanaError {
         if e.is_timeout() {
             GrafanaError::Timeout {

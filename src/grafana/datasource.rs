@@ -5,7 +5,7 @@
 
 use super::api::Api;
 use super::{Change, GrafanaError};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 /// What the data source must be.
@@ -70,17 +70,8 @@ async fn find(api: &Api, uid: &str, name: &str) -> Result<Option<Value>, Grafana
         format!("/api/datasources/uid/{}", segment(uid)),
         format!("/api/datasources/name/{}", segment(name)),
     ] {
-        let answer = api.send(Method::GET, &path, None).await?;
-        match answer.status {
-            s if s.is_success() => return Ok(Some(answer.body)),
-            StatusCode::NOT_FOUND => {}
-            s => {
-                return Err(GrafanaError::Status {
-                    what: format!("GET {path}"),
-                    status: s.as_u16(),
-                    message: answer.message(),
-                })
-            }
+        if let Some(found) = api.get_optional(&path).await? {
+            return Ok(Some(found));
         }
     }
     Ok(None)

@@ -10,7 +10,7 @@ pub mod dashboards;
 mod datasource;
 
 use api::Api;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::json;
 use sha2::Digest;
 use std::sync::LazyLock;
@@ -242,17 +242,8 @@ pub fn uid_for(name: &str) -> String {
 async fn ensure_folder(api: &Api, title: &str) -> Result<(String, Change), GrafanaError> {
     let uid = uid_for(title);
     let path = format!("/api/folders/{}", datasource::segment(&uid));
-    let answer = api.send(Method::GET, &path, None).await?;
-    match answer.status {
-        s if s.is_success() => return Ok((uid, Change::Kept)),
-        StatusCode::NOT_FOUND => {}
-        s => {
-            return Err(GrafanaError::Status {
-                what: format!("GET {path}"),
-                status: s.as_u16(),
-                message: answer.message(),
-            })
-        }
+    if api.get_optional(&path).await?.is_some() {
+        return Ok((uid, Change::Kept));
     }
     let all = api
         .expect_ok(Method::GET, "/api/folders?limit=1000", None)

@@ -276,150 +276,217 @@ fn repo_of(r: &str) -> Result<Repo, SourceError> {
 
 /// One event of the body: its fields checked, as a work event.
 fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent), SourceError> {
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(malformed(format!(
-            "unknown field `{unknown}` (the fields are: {})",
-            FIELDS.join(", ")
-        )));
-    }
-    let f = Fields(obj);
-    let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
-    let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
-    let kind = kind_of(&kind_name)?;
-    let kind_name = kind_name.as_str();
-    let item = f.required("item", " (the stable ID of the work item)")?;
-    let statuses = if kind == Kind::Incident {
-        INCIDENT_STATUSES
-    } else {
-        RUN_STATUSES
-    };
-    let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
-    let phase = phase(kind_name, &status).ok_or_else(|| {
-        malformed(format!(
-            "field `status` must be one of {} for kind {kind_name:?}, got {status:?}",
-            statuses.join(", ")
-        ))
-    })?;
-    f.only_for("environment", kind_name, &["deployment"])?;
-    f.only_for("acknowledged_at", kind_name, &["incident"])?;
-    f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
-    f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+    let e = EventFields::read(obj)?;
+    let mut w = e.work_event();
+    e.add_parents(&mut w);
+    e.add_attributes(&mut w, config);
+    Ok((e.id, w))
+}
 
-    let started_at = f.time("started_at")?;
-    let finished_at = f.time("finished_at")?;
-    let acknowledged_at = f.time("acknowledged_at")?;
-    times_for_status(&phase, &status, started_at, finished_at, acknowledged_at)?;
-    // Times: the model's one rule (`model::time`, applied to every source after translation)
-    // refuses a `finished_at` (end) before `started_at` (start) and times outside the window.
-    let environment = if kind == Kind::Deployment {
-        Some(f.required("environment", " for deployments (e.g. production)")?)
-    } else {
-        None
-    };
-    let repository = f.text("repository")?;
-    let repo = repository.as_deref().map(repo_of).transpose()?;
-    let commit_sha = f.text("commit_sha")?;
-    let branch = f.text("branch")?;
-    let parent = f.text("parent")?;
-    let source_system = f.text("source_system")?;
-    let url = f.text("url")?;
-    let name = f.text("name")?;
-    let user_attrs = attributes(obj.get("attributes"))?;
+/// The fields of one event, checked.
+struct EventFields {
+    id: String,
+    kind: Kind,
+    item: String,
+    phase: Phase,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    acknowledged_at: Option<Time>,
+    environment: Option<String>,
+    /// The repository as the sender spelled it, and as the model names it.
+    repository: Option<String>,
+    repo: Option<Repo>,
+    commit_sha: Option<String>,
+    branch: Option<String>,
+    parent: Option<String>,
+    source_system: Option<String>,
+    url: Option<String>,
+    name: Option<String>,
+    attributes: Attrs,
+}
 
-    let (prefix, default_name) = match kind {
-        Kind::Deployment => ("DEPLOY", environment.clone().unwrap_or_default()),
-        Kind::PipelineRun => ("RUN", item.clone()),
-        _ => ("INCIDENT", item.clone()),
-    };
-    let span_name = format!("{prefix} {}", name.clone().unwrap_or(default_name));
-    let action = match phase {
-        Phase::Open => Action::Open,
-        Phase::Update => Action::Update,
-        Phase::Close(_) => Action::Close,
-    };
-    let scope = repo.as_ref().map_or("-", |r| r.0.as_str());
-    let mut w = WorkEvent::new(
-        kind,
-        item_key(SOURCE, kind_name, scope, &item),
-        span_name,
-        action,
-    );
-    w.start = started_at;
-    w.time_fields = ["started_at", "finished_at"];
-    if let Phase::Close(outcome) = phase {
-        w.end = finished_at;
-        w.outcome = Some(outcome);
-    }
-    w.repo = repo.clone();
-    w.environment = environment.clone();
-    w.head_sha = commit_sha.clone();
-    w.head_branch = branch.clone();
-
-    // Parents, best first: what the event names, then the change its commit or branch belongs to.
-    if let Some(p) = &parent {
-        let refs = vstrace_parents(p, repo.as_ref());
-        if !refs.is_empty() {
-            w.parents.extend(refs);
-        } else if tracker_keys(p).first().is_some_and(|k| k == p) {
-            w.parents.push(ParentRef::Item(tracker_item_key(p)));
+impl EventFields {
+    /// Reads and checks every field: known names, required ones, statuses per kind, fields
+    /// only some kinds use, and times that fit the status. The model's one time rule
+    /// (`model::time`, applied to every source after translation) refuses a `finished_at` (end)
+    /// before `started_at` (start) and times outside the window.
+    fn read(obj: &Map<String, Value>) -> Result<Self, SourceError> {
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(malformed(format!(
+                "unknown field `{unknown}` (the fields are: {})",
+                FIELDS.join(", ")
+            )));
+        }
+        let f = Fields(obj);
+        let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
+        let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
+        let kind = kind_of(&kind_name)?;
+        let kind_name = kind_name.as_str();
+        let item = f.required("item", " (the stable ID of the work item)")?;
+        let statuses = if kind == Kind::Incident {
+            INCIDENT_STATUSES
         } else {
-            w.parents.push(ParentRef::Item(p.clone()));
-        }
-    }
-    if let Some(repo) = &repo {
-        // A deployment names its change by commit only: a branch says nothing of what shipped.
-        let branch = branch.as_deref().filter(|_| kind == Kind::PipelineRun);
-        w.parent_by_commit(repo, commit_sha.as_deref(), branch);
-    }
-    if let Some(ack) = acknowledged_at {
-        w.span_events.push(SpanEvent {
-            name: "acknowledged".into(),
-            time: ack,
-            attributes: Attrs::new(),
-        });
+            RUN_STATUSES
+        };
+        let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
+        let phase = phase(kind_name, &status).ok_or_else(|| {
+            malformed(format!(
+                "field `status` must be one of {} for kind {kind_name:?}, got {status:?}",
+                statuses.join(", ")
+            ))
+        })?;
+        f.only_for("environment", kind_name, &["deployment"])?;
+        f.only_for("acknowledged_at", kind_name, &["incident"])?;
+        f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
+        f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+        let started_at = f.time("started_at")?;
+        let finished_at = f.time("finished_at")?;
+        let acknowledged_at = f.time("acknowledged_at")?;
+        times_for_status(&phase, &status, started_at, finished_at, acknowledged_at)?;
+        let environment = if kind == Kind::Deployment {
+            Some(f.required("environment", " for deployments (e.g. production)")?)
+        } else {
+            None
+        };
+        let repository = f.text("repository")?;
+        let repo = repository.as_deref().map(repo_of).transpose()?;
+        Ok(EventFields {
+            id,
+            kind,
+            item,
+            phase,
+            started_at,
+            finished_at,
+            acknowledged_at,
+            environment,
+            repository,
+            repo,
+            commit_sha: f.text("commit_sha")?,
+            branch: f.text("branch")?,
+            parent: f.text("parent")?,
+            source_system: f.text("source_system")?,
+            url: f.text("url")?,
+            name: f.text("name")?,
+            attributes: attributes(obj.get("attributes"))?,
+        })
     }
 
-    // The sender's own attributes first: what the API sets itself wins. Repository traits
-    // (`valuestream.team`, `valuestream.language`, …) the sender names are typed values.
-    let mut a = user_attrs;
-    w.traits.take_from(&mut a);
-    if w.traits.team.is_none() {
-        w.traits.team = repo
-            .as_ref()
-            .and_then(|r| config.team_of(r))
-            .map(str::to_string);
-    }
-    set_opt(&mut a, attr::SOURCE_SYSTEM, source_system);
-    set_opt(&mut a, attr::URL_FULL, url);
-    if let Some(r) = &repo {
-        // The name as the sender spelled it (the key and indexes use it lower-cased).
-        let spelled = repository.as_deref().unwrap_or_default().trim_matches('/');
-        let name = spelled.rsplit('/').next().unwrap_or(r.name());
-        a.insert(attr::VCS_REPOSITORY_NAME.into(), name.to_string().into());
-    }
-    set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, commit_sha);
-    set_opt(&mut a, attr::VCS_REF_HEAD_NAME, branch);
-    match kind {
-        Kind::Deployment => {
-            set_opt(&mut a, attr::DEPLOYMENT_ENVIRONMENT_NAME, environment);
-            a.insert(attr::DEPLOYMENT_ID.into(), item.clone().into());
+    /// The work event: key, name, action, times, outcome, repository and head.
+    fn work_event(&self) -> WorkEvent {
+        let (prefix, default_name) = match self.kind {
+            Kind::Deployment => ("DEPLOY", self.environment.clone().unwrap_or_default()),
+            Kind::PipelineRun => ("RUN", self.item.clone()),
+            _ => ("INCIDENT", self.item.clone()),
+        };
+        let span_name = format!("{prefix} {}", self.name.clone().unwrap_or(default_name));
+        let action = match self.phase {
+            Phase::Open => Action::Open,
+            Phase::Update => Action::Update,
+            Phase::Close(_) => Action::Close,
+        };
+        let scope = self.repo.as_ref().map_or("-", |r| r.0.as_str());
+        let mut w = WorkEvent::new(
+            self.kind,
+            item_key(SOURCE, self.kind.as_str(), scope, &self.item),
+            span_name,
+            action,
+        );
+        w.start = self.started_at;
+        w.time_fields = ["started_at", "finished_at"];
+        if let Phase::Close(outcome) = &self.phase {
+            w.end = self.finished_at;
+            w.outcome = Some(outcome.clone());
         }
-        Kind::PipelineRun => {
-            w.pipeline = Some(name.unwrap_or_else(|| item.clone()));
-            a.insert(attr::CICD_PIPELINE_RUN_ID.into(), item.clone().into());
+        w.repo = self.repo.clone();
+        w.environment = self.environment.clone();
+        w.head_sha = self.commit_sha.clone();
+        w.head_branch = self.branch.clone();
+        if let Some(ack) = self.acknowledged_at {
+            w.span_events.push(SpanEvent {
+                name: "acknowledged".into(),
+                time: ack,
+                attributes: Attrs::new(),
+            });
         }
-        _ => {
-            a.insert(attr::INCIDENT_ID.into(), item.clone().into());
-            set_opt(&mut a, attr::INCIDENT_TITLE, name);
-            set_opt(
-                &mut a,
-                attr::INCIDENT_ACKNOWLEDGED_AT,
-                acknowledged_at.map(|t| t.to_rfc3339()),
-            );
+        w
+    }
+
+    /// Parents, best first: what the event names, then the change its commit or branch
+    /// belongs to.
+    fn add_parents(&self, w: &mut WorkEvent) {
+        if let Some(p) = &self.parent {
+            let refs = vstrace_parents(p, self.repo.as_ref());
+            if !refs.is_empty() {
+                w.parents.extend(refs);
+            } else if tracker_keys(p).first().is_some_and(|k| k == p) {
+                w.parents.push(ParentRef::Item(tracker_item_key(p)));
+            } else {
+                w.parents.push(ParentRef::Item(p.clone()));
+            }
+        }
+        if let Some(repo) = &self.repo {
+            // A deployment names its change by commit only: a branch says nothing of what
+            // shipped.
+            let branch = self
+                .branch
+                .as_deref()
+                .filter(|_| self.kind == Kind::PipelineRun);
+            w.parent_by_commit(repo, self.commit_sha.as_deref(), branch);
         }
     }
-    w.attributes = a;
-    Ok((id, w))
+
+    /// The sender's own attributes first: what the API sets itself wins. Repository traits
+    /// (`valuestream.team`, `valuestream.language`, …) the sender names are typed values.
+    fn add_attributes(&self, w: &mut WorkEvent, config: &Config) {
+        let mut a = self.attributes.clone();
+        w.traits.take_from(&mut a);
+        if w.traits.team.is_none() {
+            w.traits.team = self
+                .repo
+                .as_ref()
+                .and_then(|r| config.team_of(r))
+                .map(str::to_string);
+        }
+        set_opt(&mut a, attr::SOURCE_SYSTEM, self.source_system.clone());
+        set_opt(&mut a, attr::URL_FULL, self.url.clone());
+        if let Some(r) = &self.repo {
+            // The name as the sender spelled it (the key and indexes use it lower-cased).
+            let spelled = self
+                .repository
+                .as_deref()
+                .unwrap_or_default()
+                .trim_matches('/');
+            let name = spelled.rsplit('/').next().unwrap_or(r.name());
+            a.insert(attr::VCS_REPOSITORY_NAME.into(), name.to_string().into());
+        }
+        set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, self.commit_sha.clone());
+        set_opt(&mut a, attr::VCS_REF_HEAD_NAME, self.branch.clone());
+        let item = &self.item;
+        match self.kind {
+            Kind::Deployment => {
+                set_opt(
+                    &mut a,
+                    attr::DEPLOYMENT_ENVIRONMENT_NAME,
+                    self.environment.clone(),
+                );
+                a.insert(attr::DEPLOYMENT_ID.into(), item.clone().into());
+            }
+            Kind::PipelineRun => {
+                w.pipeline = Some(self.name.clone().unwrap_or_else(|| item.clone()));
+                a.insert(attr::CICD_PIPELINE_RUN_ID.into(), item.clone().into());
+            }
+            _ => {
+                a.insert(attr::INCIDENT_ID.into(), item.clone().into());
+                set_opt(&mut a, attr::INCIDENT_TITLE, self.name.clone());
+                set_opt(
+                    &mut a,
+                    attr::INCIDENT_ACKNOWLEDGED_AT,
+                    self.acknowledged_at.map(|t| t.to_rfc3339()),
+                );
+            }
+        }
+        w.attributes = a;
+    }
 }
 
 /// The free `attributes` map: string, number or boolean values.
