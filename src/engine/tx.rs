@@ -4,7 +4,6 @@
 //! and the engine starts the attempt again.
 
 use crate::store::{now_epoch, Cond, Key, Order, Record, Store, StoreResult, Write};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,12 +50,6 @@ impl<'s> Tx<'s> {
             Some(Write::Delete { .. }) => None,
             None => self.read.get(key).and_then(Option::as_ref),
         }
-    }
-
-    /// The record's data, decoded; `None` when absent or not of that shape.
-    pub fn data<T: DeserializeOwned>(&self, key: &Key) -> Option<T> {
-        self.get(key)
-            .and_then(|r| serde_json::from_value(r.data.clone()).ok())
     }
 
     fn cond(&self, key: &Key) -> (Cond, u64) {
