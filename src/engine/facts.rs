@@ -427,13 +427,17 @@ mod tests {
         ev.repo = Some(Repo::new("acme/api"));
         // How a fact was written before the traits were typed.
         let mut old = serde_json::to_value(Fact::new("jenkins", &ev)).unwrap();
-        old["ev"]["attributes"] = serde_json::json!({
-            "valuestream.repository": "acme/api",
-            "valuestream.team": "payments",
-            "valuestream.language": "Go",
-            "cicd.pipeline.name": "ci",
-            "cicd.pipeline.run.id": "7",
-        });
+        old["ev"]["attributes"] = [
+            (attr::REPOSITORY, "acme/api"),
+            (attr::TEAM, "payments"),
+            (attr::LANGUAGE, "Go"),
+            (attr::CICD_PIPELINE_NAME, "ci"),
+            (attr::CICD_PIPELINE_RUN_ID, "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
         let hash = old["hash"].clone();
         let fact: Fact = serde_json::from_value(old).unwrap();
         assert_eq!(

@@ -229,7 +229,9 @@ impl Engine {
                     let exported = decode::<Summary>(tx, &sk)?
                         .map(|s| s.exported)
                         .unwrap_or_default();
-                    if let Some(summary) = Summary::of(&ev.key, &record, now, exported) {
+                    if let Some(summary) =
+                        Summary::of_generations(&ev.key, &record, &after, now, exported)
+                    {
                         tx.put(sk, &summary, config.ttl_open_secs);
                     }
                     tx.put(ik, &record, config.ttl_open_secs);

@@ -89,7 +89,23 @@ pub fn base_labels(source: &str, repo: Option<&Repo>, traits: &RepoTraits) -> La
 
 impl Summary {
     pub fn of(key: &str, record: &ItemRecord, touched: Time, exported: Vec<u32>) -> Option<Self> {
-        let gens = facts::generations(&record.facts);
+        Self::of_generations(
+            key,
+            record,
+            &facts::generations(&record.facts),
+            touched,
+            exported,
+        )
+    }
+
+    /// As [`Summary::of`], with the record's generations already read.
+    pub fn of_generations(
+        key: &str,
+        record: &ItemRecord,
+        gens: &[Gen],
+        touched: Time,
+        exported: Vec<u32>,
+    ) -> Option<Self> {
         let first = gens.first()?;
         Some(Summary {
             key: key.to_string(),
