@@ -335,6 +335,42 @@ fn the_cycle_finder_finds_cycles() {
     assert_eq!(braced("{a, b::{c, d}, e}"), ["a", "b", "e"]);
 }
 
+/// How code reads a value back out of an attribute map.
+const ATTRIBUTE_READS: &[&str] = &[
+    "attributes.get(",
+    "attributes.contains_key(",
+    "attributes.remove(",
+    "attributes.iter()",
+    "attributes.keys()",
+    "attrs.get(",
+    "attr_str(",
+];
+
+/// The typed contract: the engine decides on `WorkEvent`'s typed fields (repository, traits,
+/// pipeline, environment, result, times, references), and only ever writes attributes, onto the
+/// spans it exports. Reading one back would make an attribute key part of the contract again.
+#[test]
+fn the_engine_decides_on_typed_fields_never_on_attributes() {
+    let engine = src().join("engine");
+    let mut found = Vec::new();
+    for file in rs_files(&engine) {
+        for (n, line) in code(&file).lines().enumerate() {
+            if ATTRIBUTE_READS.iter().any(|r| line.contains(r)) {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the engine reads attributes back; give the value a typed field on WorkEvent:\n{}",
+        found.join("\n")
+    );
+    // The check finds what it looks for: the model reads attributes when it upgrades facts
+    // stored before the traits were typed.
+    let model = code(&src().join("model").join("mod.rs"));
+    assert!(ATTRIBUTE_READS.iter().any(|r| model.contains(r)) || model.contains(".remove(attr::"));
+}
+
 /// Prefixes of attribute keys: the project's own and the semantic conventions it uses.
 const KEY_PREFIXES: &[&str] = &[
     "\"valuestream.",

@@ -254,8 +254,8 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
         };
         for f in &folded {
             let ev = &f.ev;
-            gen.attributes
-                .extend(ev.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // Passed through onto the span, never read: later facts' values win.
+            gen.attributes.extend(ev.attributes.clone());
             for e in &ev.span_events {
                 if !gen.events.contains(e) {
                     gen.events.push(e.clone());
