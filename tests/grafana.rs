@@ -433,12 +433,18 @@ struct Run {
 }
 
 async fn valuestream(args: &[&str]) -> Run {
+    valuestream_with(args, &[]).await
+}
+
+async fn valuestream_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_valuestream"))
             .args(args)
             .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("GRAFANA_TOKEN")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .output(),
     )
@@ -824,6 +830,44 @@ async fn a_refused_token_is_a_clear_error_and_a_failing_exit() {
     );
     assert!(g.with(|g| g.datasources.is_empty() && g.folders.is_empty() && g.dashboards.is_empty()));
     assert_eq!(g.requests_since(0).len(), 1, "stops at the first refusal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_grafana_token_out_of_the_process_list() {
+    let g = FakeGrafana::start().await;
+    let args = [
+        "grafana",
+        "install",
+        "--url",
+        &g.base,
+        "--prometheus-url",
+        "http://prometheus:9090",
+    ];
+    let run = valuestream_with(&args, &[("GRAFANA_TOKEN", TOKEN)]).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(g.with(|g| g.datasources.len() == 1 && !g.dashboards.is_empty()));
+    // The value is what Grafana checks: a wrong one in the variable is refused as a flag's is.
+    let run = valuestream_with(&args, &[("GRAFANA_TOKEN", "glsa_wrong")]).await;
+    assert!(
+        !run.ok && run.stderr.contains("the token was refused"),
+        "{}",
+        run.stderr
+    );
+    // Neither flag nor variable: refused before anything is sent; --help names the variable.
+    let before = g.requests_since(0).len();
+    let run = valuestream_with(&args, &[]).await;
+    assert!(!run.ok && run.stderr.contains("--token"), "{}", run.stderr);
+    let help = valuestream(&["grafana", "install", "--help"]).await;
+    assert!(
+        help.stdout.contains("[env: GRAFANA_TOKEN"),
+        "{}",
+        help.stdout
+    );
+    assert_eq!(
+        g.requests_since(0).len(),
+        before,
+        "nothing sent without a token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

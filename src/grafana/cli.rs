@@ -24,8 +24,9 @@ pub struct InstallArgs {
     /// Grafana's root URL, e.g. https://g-abc123.grafana-workspace.eu-west-1.amazonaws.com.
     #[arg(long)]
     url: String,
-    /// A Grafana service account token (role Admin).
-    #[arg(long)]
+    /// A Grafana service account token (role Admin). Prefer the GRAFANA_TOKEN environment
+    /// variable: a flag's value is visible to every user in the process list.
+    #[arg(long, env = "GRAFANA_TOKEN", hide_env_values = true)]
     token: String,
     /// Prometheus's query URL: the Amazon Managed Service for Prometheus workspace's
     /// (https://aps-workspaces.REGION.amazonaws.com/workspaces/ws-…/) or a self-hosted
