@@ -335,6 +335,27 @@ fn the_cycle_finder_finds_cycles() {
     assert_eq!(braced("{a, b::{c, d}, e}"), ["a", "b", "e"]);
 }
 
+/// The lines of `src/engine` (comments left out; with `with_tests`, its unit tests too) that
+/// `matches`, as `file:line: text`.
+fn engine_lines(with_tests: bool, matches: impl Fn(&str) -> bool) -> Vec<String> {
+    let files = rs_files(&src().join("engine"));
+    assert!(files.len() > 5, "the engine's files are found");
+    let mut found = Vec::new();
+    for file in files {
+        let text = if with_tests {
+            std::fs::read_to_string(&file).unwrap()
+        } else {
+            code(&file)
+        };
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim_start().starts_with("//") && matches(line) {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
 /// How code reads a value back out of an attribute map.
 const ATTRIBUTE_READS: &[&str] = &[
     "attributes.get(",
@@ -351,15 +372,9 @@ const ATTRIBUTE_READS: &[&str] = &[
 /// spans it exports. Reading one back would make an attribute key part of the contract again.
 #[test]
 fn the_engine_decides_on_typed_fields_never_on_attributes() {
-    let engine = src().join("engine");
-    let mut found = Vec::new();
-    for file in rs_files(&engine) {
-        for (n, line) in code(&file).lines().enumerate() {
-            if ATTRIBUTE_READS.iter().any(|r| line.contains(r)) {
-                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
-            }
-        }
-    }
+    let found = engine_lines(false, |line| {
+        ATTRIBUTE_READS.iter().any(|r| line.contains(r))
+    });
     assert!(
         found.is_empty(),
         "the engine reads attributes back; give the value a typed field on WorkEvent:\n{}",
@@ -385,20 +400,7 @@ const KEY_PREFIXES: &[&str] = &[
 
 #[test]
 fn the_engine_spells_no_attribute_key() {
-    let mut found = Vec::new();
-    let engine = src().join("engine");
-    let files = rs_files(&engine);
-    assert!(files.len() > 5, "the engine's files are found");
-    for file in files {
-        for (n, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
-            if line.trim_start().starts_with("//") {
-                continue;
-            }
-            if KEY_PREFIXES.iter().any(|p| line.contains(p)) {
-                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
-            }
-        }
-    }
+    let found = engine_lines(true, |line| KEY_PREFIXES.iter().any(|p| line.contains(p)));
     assert!(
         found.is_empty(),
         "attribute keys belong in src/model/attr.rs, not as literals in the engine:\n{}",

@@ -358,14 +358,17 @@ impl RepoTraits {
 
     /// Folds a later fact's traits over these: a trait the later fact sets wins.
     pub fn fold(&mut self, later: &RepoTraits) {
-        for (k, v) in later.entries() {
-            match self.slot(k) {
-                Some(slot) => *slot = Some(v.to_string()),
-                None => {
-                    self.custom.insert(k.to_string(), v.to_string());
-                }
+        for (mine, theirs) in [
+            (&mut self.team, &later.team),
+            (&mut self.language, &later.language),
+            (&mut self.deployment_type, &later.deployment_type),
+        ] {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
             }
         }
+        self.custom
+            .extend(later.custom.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
 
