@@ -3,8 +3,10 @@
 //! - `floor/hmac+parse`: HMAC-SHA256 of the body and a `serde_json` parse of it — what any
 //!   receiver that verifies and reads a delivery must do.
 //! - `router/in-memory`: the whole request through the real router (authenticate, translate, the
-//!   engine's transaction on the in-memory embedded store, the answer), each iteration a new
-//!   distinct delivery of the same mix (issues, PRs, workflow runs, deployments).
+//!   engine's transaction on the in-memory store, the answer), each iteration a new distinct
+//!   delivery of the same mix (issues, PRs, workflow runs, deployments).
+//! - `router/redb-in-memory`: the same on the embedded store's engine (redb) kept in memory: what
+//!   redb's transactions add, without a disk (`benches/pipeline.rs` measures `serve`'s disk).
 //!
 //! Both run over the same bodies (scripts/bench/deliveries.py makes the same for the load test).
 
@@ -24,6 +26,8 @@ use valuestream::http::{router, AppState};
 use valuestream::pipeline::Pipeline;
 use valuestream::sources::verify::hmac_sha256_hex;
 use valuestream::store::embedded::EmbeddedStore;
+use valuestream::store::memory::MemoryStore;
+use valuestream::store::Store;
 
 fn per_delivery(c: &mut Criterion) {
     let deliveries = Deliveries::new();
@@ -52,8 +56,27 @@ fn per_delivery(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let stores: [(&str, Arc<dyn Store>); 2] = [
+        ("router/in-memory", Arc::new(MemoryStore::new())),
+        (
+            "router/redb-in-memory",
+            Arc::new(EmbeddedStore::in_memory().unwrap()),
+        ),
+    ];
+    for (name, store) in stores {
+        router_bench(&mut group, &rt, &deliveries, name, store);
+    }
+    group.finish();
+}
+
+fn router_bench(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    deliveries: &Deliveries,
+    name: &str,
+    store: Arc<dyn Store>,
+) {
     let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_GITHUB_SECRET", SECRET)]).unwrap());
-    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
     let pipeline = Arc::new(Pipeline::new(
         Engine::new(store, config.clone()),
         Arc::new(Discard),
@@ -64,8 +87,8 @@ fn per_delivery(c: &mut Criterion) {
         metrics_endpoint: false,
     });
     let n = Cell::new(0usize);
-    group.bench_function("router/in-memory", |b| {
-        b.to_async(&rt).iter_batched(
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
             || {
                 let i = n.get();
                 n.set(i + 1);
@@ -82,7 +105,6 @@ fn per_delivery(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    group.finish();
 }
 
 criterion_group!(benches, per_delivery);

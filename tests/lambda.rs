@@ -257,6 +257,7 @@ fn data(item: &Item) -> Value {
         .unwrap()
         .expect("a live record")
         .data
+        .to_value()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,7 @@ use valuestream::model::{FinishedSpan, Input, Time};
 use valuestream::pipeline::Pipeline;
 use valuestream::sources::{self, Delivery, Translation};
 use valuestream::store::embedded::EmbeddedStore;
+use valuestream::store::memory::MemoryStore;
 use valuestream::store::{Order, Store};
 
 /// A delivery translated once: what the pipeline is given.
@@ -126,7 +127,7 @@ async fn series(store: &dyn Store) -> BTreeMap<String, (u64, i64, Vec<u64>)> {
         .unwrap()
         .into_iter()
         .map(|r| {
-            let s: Series = serde_json::from_value(r.data).unwrap();
+            let s: Series = r.data.decode().unwrap();
             (r.key.sk, (s.count, s.sum_ms, s.buckets))
         })
         .collect()
@@ -318,7 +319,8 @@ fn check_scenarios_are_rich(cases: &[Case]) {
     }
 }
 
-/// Runs `cases` permutations of the scenarios `seeds` on the embedded store.
+/// Runs `cases` permutations of the scenarios `seeds`, alternately on the embedded store (redb, in
+/// memory) and on the in-memory store, so both answer every scenario the same way.
 fn embedded_property(seeds: &[u64], cases: u32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -328,11 +330,18 @@ fn embedded_property(seeds: &[u64], cases: u32) {
     check_scenarios_are_rich(&cases_);
     let tried = std::sync::atomic::AtomicU32::new(0);
     let result = runner(cases).run(&orders(&cases_), |(c, order)| {
-        tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let n = tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (kind, store): (&str, Arc<dyn Store>) = if n.is_multiple_of(2) {
+            ("embedded", Arc::new(EmbeddedStore::in_memory().unwrap()))
+        } else {
+            ("memory", Arc::new(MemoryStore::new()))
+        };
         let got = rt.block_on(shuffled(store, &cases_[c].deliveries, &order));
         let diff = cases_[c].expected.diff(&got);
-        prop_assert!(diff.is_empty(), "scenario {c}, order {order:?}:\n{diff}");
+        prop_assert!(
+            diff.is_empty(),
+            "scenario {c}, {kind} store, order {order:?}:\n{diff}"
+        );
         Ok(())
     });
     if let Err(e) = result {

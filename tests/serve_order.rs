@@ -323,7 +323,7 @@ async fn series(store: &dyn Store) -> BTreeMap<String, (u64, i64, Vec<u64>)> {
         .unwrap()
         .into_iter()
         .map(|r| {
-            let s: Series = serde_json::from_value(r.data).unwrap();
+            let s: Series = r.data.decode().unwrap();
             (r.key.sk, (s.count, s.sum_ms, s.buckets))
         })
         .collect()

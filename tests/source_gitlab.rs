@@ -879,7 +879,7 @@ fn recorded(store: &EmbeddedStore) -> Vec<(String, Value)> {
     dump(store)
         .into_iter()
         .map(|r| {
-            let mut data = r.data;
+            let mut data = r.data.to_value();
             if let Some(o) = data.as_object_mut() {
                 o.remove("touched"); // when the item was last written (wall clock)
             }

@@ -21,7 +21,7 @@ fn put(pk: &str, sk: &str, data: Value) -> Write {
             key: Key::new(pk, sk),
             version: 1,
             expires_at: now_epoch() + 600,
-            data,
+            data: data.into(),
         },
         cond: Cond::Any,
     }

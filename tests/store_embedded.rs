@@ -28,7 +28,7 @@ fn record(pk: &str, version: u64, ttl: i64, data: serde_json::Value) -> Record {
         key: Key::one(pk),
         version,
         expires_at: now_epoch() + ttl,
-        data,
+        data: data.into(),
     }
 }
 
@@ -65,7 +65,7 @@ async fn state_survives_reopening_the_directory() {
         .unwrap();
     let kept = got[0].as_ref().expect("a record written before the reopen");
     assert_eq!(
-        (kept.version, kept.data.clone()),
+        (kept.version, kept.data.to_value()),
         (4, json!({"open": true}))
     );
     assert!(got[1].is_none(), "a delete before the reopen stays deleted");
@@ -186,7 +186,7 @@ async fn a_store_file_of_redb_2_is_migrated_and_read() {
                     key: Key::one("fixture#single"),
                     version: 8,
                     expires_at: now_epoch() + 600,
-                    data: json!("after"),
+                    data: json!("after").into(),
                 },
                 cond: Cond::Version(7),
             }])

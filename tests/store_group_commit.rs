@@ -16,7 +16,7 @@ fn put(pk: &str, version: u64, data: serde_json::Value, cond: Cond) -> Write {
             key: Key::one(pk),
             version,
             expires_at: now_epoch() + 600,
-            data,
+            data: data.into(),
         },
         cond,
     }
@@ -87,7 +87,7 @@ async fn concurrent_commits_share_durable_commits() {
     let got = store.get_many(&keys).await.unwrap();
     for (i, r) in got.iter().enumerate() {
         let r = r.as_ref().expect("written");
-        assert_eq!((r.version, r.data.clone()), (2, json!(i * 10)));
+        assert_eq!((r.version, r.data.to_value()), (2, json!(i * 10)));
     }
     // And they are on disk: the reopened file holds all of them.
     drop(store);
@@ -163,7 +163,7 @@ async fn a_batch_is_one_durable_commit_and_a_conflict_fails_alone() {
         .await
         .unwrap();
     let fresh = got[0].as_ref().unwrap();
-    assert_eq!((fresh.version, fresh.data.clone()), (2, json!("c")));
+    assert_eq!((fresh.version, fresh.data.to_value()), (2, json!("c")));
     assert!(got[1].is_none(), "a failed caller writes nothing");
     assert_eq!(got[2].as_ref().unwrap().data, json!("v4"));
 }

@@ -408,16 +408,12 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
             EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
         };
         if r.key.sk.starts_with("s#") {
-            out.summaries
-                .push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+            out.summaries.push(r.data.decode().map_err(corrupt)?);
         } else if r.key.sk.starts_with("p#") {
-            out.pushes
-                .push(serde_json::from_value(r.data.clone()).map_err(corrupt)?);
+            out.pushes.push(r.data.decode().map_err(corrupt)?);
         } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-            out.ledger.insert(
-                owner.to_string(),
-                serde_json::from_value(r.data.clone()).map_err(corrupt)?,
-            );
+            out.ledger
+                .insert(owner.to_string(), r.data.decode().map_err(corrupt)?);
         }
     }
     out.summaries.sort_by(|a, b| a.key.cmp(&b.key));

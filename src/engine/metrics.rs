@@ -178,7 +178,7 @@ pub async fn stored(
         .await?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        match serde_json::from_value::<Series>(r.data) {
+        match r.data.decode::<Series>() {
             Ok(s) if name.is_none_or(|n| s.name == n) => out.push(s),
             Ok(_) => {}
             Err(e) => {

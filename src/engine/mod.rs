@@ -282,7 +282,9 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, EngineError> {
     match tx.get(key) {
         None => Ok(None),
-        Some(r) => serde_json::from_value(r.data.clone())
+        Some(r) => r
+            .data
+            .decode()
             .map(Some)
             .map_err(|e| EngineError::Corrupt(format!("{}/{}", key.pk, key.sk), e.to_string())),
     }

@@ -3,7 +3,7 @@
 //! version read (or on absence), so a concurrent writer makes the commit fail with a conflict
 //! and the engine starts the attempt again.
 
-use crate::store::{now_epoch, Cond, Key, Order, Record, Store, StoreResult, Write};
+use crate::store::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreResult, Write};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -77,7 +77,7 @@ impl<'s> Tx<'s> {
             key: key.clone(),
             version: version + 1,
             expires_at: now_epoch() + ttl_secs,
-            data: serde_json::to_value(value).expect("engine state serializes"),
+            data: Data::encode(value).expect("engine state serializes"),
         };
         self.writes.insert(key, Write::Put { record, cond });
     }

@@ -9,7 +9,9 @@ pub use outbox::{Drained, Pipeline, INPUTS_PER_PART};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::export::{self, ExportError, Exporter};
-use crate::store::{dynamodb::DynamoStore, embedded::EmbeddedStore, Store, StoreError};
+use crate::store::{
+    dynamodb::DynamoStore, embedded::EmbeddedStore, memory::MemoryStore, Store, StoreError,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,8 +23,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
 }
 
-/// DynamoDB when `VALUESTREAM_TABLE` is set; otherwise the embedded store in `data_dir` (or in
-/// memory when there is none).
+/// DynamoDB when `VALUESTREAM_TABLE` is set; otherwise the embedded store in `data_dir`, or the
+/// in-memory store when there is none.
 pub async fn open_store(
     config: &Config,
     data_dir: Option<&Path>,
@@ -33,7 +35,7 @@ pub async fn open_store(
     }
     Ok(match data_dir {
         Some(dir) => Arc::new(EmbeddedStore::open(dir)?),
-        None => Arc::new(EmbeddedStore::in_memory()?),
+        None => Arc::new(MemoryStore::new()),
     })
 }
 

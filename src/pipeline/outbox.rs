@@ -14,7 +14,7 @@ use crate::engine::drain::{delete_if, Settled};
 use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch};
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
-use crate::store::{now_epoch, Cond, Order, Record, StoreError, Write};
+use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
 use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
@@ -156,7 +156,7 @@ impl Pipeline {
             let Some(last) = pending.last() else { break };
             after = format!("{}\u{0}", last.key.sk);
             for rec in pending {
-                let Ok(batch) = serde_json::from_value::<ExportBatch>(rec.data.clone()) else {
+                let Ok(batch) = rec.data.decode::<ExportBatch>() else {
                     tracing::error!(key = %rec.key.sk, "an outbox batch cannot be read; it is left in place");
                     report.remaining = true;
                     continue;
@@ -287,7 +287,7 @@ async fn put_if(
         key: rec.key.clone(),
         version: *version + 1,
         expires_at: rec.expires_at,
-        data: serde_json::to_value(batch).expect("batch serializes"),
+        data: Data::encode(batch).expect("batch serializes"),
     };
     match store
         .commit(vec![Write::Put {

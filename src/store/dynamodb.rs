@@ -22,7 +22,7 @@
 //! Every wait is bounded ([`bounded`]): a DynamoDB that accepts connections but never answers
 //! turns into [`StoreError::Backend`] saying it timed out, which the router answers with 503.
 
-use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -173,8 +173,8 @@ fn key_item(key: &Key) -> HashMap<String, AttributeValue> {
 }
 
 fn record_item(record: &Record) -> StoreResult<HashMap<String, AttributeValue>> {
-    let data = serde_json::to_string(&record.data)
-        .map_err(|e| StoreError::Backend(format!("record data does not serialize: {e}")))?;
+    let data = std::str::from_utf8(record.data.as_bytes())
+        .map_err(|e| StoreError::Backend(format!("record data is not UTF-8 text: {e}")))?;
     if data.len() > MAX_DATA_BYTES {
         return Err(StoreError::Backend(format!(
             "record {}/{} holds {} bytes of data, more than the {MAX_DATA_BYTES} bytes a DynamoDB \
@@ -241,7 +241,7 @@ pub fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<O
                     ))
                 })
                 .and_then(|json| {
-                    serde_json::from_slice(&json).map_err(|e| {
+                    Data::from_json(json).map_err(|e| {
                         StoreError::Backend(format!(
                             "record {}/{} holds data that is not JSON: {e}",
                             key.pk, key.sk
@@ -249,7 +249,7 @@ pub fn decode(item: &HashMap<String, AttributeValue>, now: i64) -> StoreResult<O
                     })
                 })?
         }
-        _ => serde_json::from_str(str_attr(item, DATA)?).map_err(|e| {
+        _ => Data::from_json(str_attr(item, DATA)?.to_owned()).map_err(|e| {
             StoreError::Backend(format!(
                 "record {}/{} holds data that is not JSON: {e}",
                 key.pk, key.sk
@@ -754,10 +754,10 @@ mod tests {
             key: Key::new("scope#github/change/octo/hello/2", "facts"),
             version: 3,
             expires_at: now_epoch() + 600,
-            data: json!(facts),
+            data: json!(facts).into(),
         };
         let item = record_item(&record).unwrap();
-        let plain = serde_json::to_string(&record.data).unwrap().len();
+        let plain = record.data.len();
         assert!(!item.contains_key(DATA), "large data is not stored as text");
         let Some(AttributeValue::B(z)) = item.get(DATA_DEFLATED) else {
             panic!("large data is stored compressed: {item:?}")
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(decode(&item, now_epoch()).unwrap(), Some(record.clone()));
         // Small data stays readable text.
         let small = Record {
-            data: json!({"open": true}),
+            data: json!({"open": true}).into(),
             ..record
         };
         let item = record_item(&small).unwrap();
@@ -789,7 +789,7 @@ mod tests {
             key: Key::new("item#a", "_"),
             version: 3,
             expires_at: 2_000,
-            data: json!({"x": [1, "é"]}),
+            data: json!({"x": [1, "é"]}).into(),
         };
         let item = record_item(&rec).unwrap();
         assert_eq!(item.get("ttl"), Some(&AttributeValue::N("2000".into())));
@@ -804,7 +804,7 @@ mod tests {
             key: Key::new("item#big", "_"),
             version: 1,
             expires_at: 2_000,
-            data: json!("x".repeat(MAX_DATA_BYTES + 1)),
+            data: json!("x".repeat(MAX_DATA_BYTES + 1)).into(),
         };
         match record_item(&rec) {
             Err(StoreError::Backend(m)) => assert!(m.contains("400 KB"), "{m}"),

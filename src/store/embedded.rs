@@ -9,10 +9,10 @@ mod writer;
 
 pub use writer::WriterStats;
 
-use super::{now_epoch, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{now_epoch, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -38,15 +38,24 @@ pub struct EmbeddedStore {
     inline: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
+/// A value's layout: a format byte, the version and the expiry (little-endian), then the data's
+/// JSON text. Conditions and the sweep read the 17-byte header only.
+const FORMAT: u8 = 1;
+const HEADER: usize = 17;
+
+/// A value written before the header layout: one JSON object. Such values start with `{` (never
+/// the format byte) and are still read.
+#[derive(Deserialize)]
+struct Legacy {
     version: u64,
     expires_at: i64,
     data: serde_json::Value,
 }
 
-#[derive(Deserialize)]
-struct StoredExpiry {
+/// The version and expiry of a stored value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Header {
+    version: u64,
     expires_at: i64,
 }
 
@@ -69,38 +78,69 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn encode_value(record: &Record) -> StoreResult<Vec<u8>> {
-    #[derive(Serialize)]
-    struct StoredRef<'a> {
-        version: u64,
-        expires_at: i64,
-        data: &'a serde_json::Value,
+fn encode_value(record: &Record) -> Vec<u8> {
+    let data = record.data.as_bytes();
+    let mut v = Vec::with_capacity(HEADER + data.len());
+    v.push(FORMAT);
+    v.extend_from_slice(&record.version.to_le_bytes());
+    v.extend_from_slice(&record.expires_at.to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn header(bytes: &[u8]) -> StoreResult<Header> {
+    match bytes {
+        [FORMAT, rest @ ..] if rest.len() >= HEADER - 1 => {
+            let word = |at: usize| -> [u8; 8] { rest[at..at + 8].try_into().expect("8 bytes") };
+            Ok(Header {
+                version: u64::from_le_bytes(word(0)),
+                expires_at: i64::from_le_bytes(word(8)),
+            })
+        }
+        [b'{', ..] => {
+            let l: Legacy = serde_json::from_slice(bytes).map_err(backend)?;
+            Ok(Header {
+                version: l.version,
+                expires_at: l.expires_at,
+            })
+        }
+        _ => Err(StoreError::Backend(
+            "a stored value is neither a valuestream record nor one of an older layout".into(),
+        )),
     }
-    serde_json::to_vec(&StoredRef {
-        version: record.version,
-        expires_at: record.expires_at,
-        data: &record.data,
-    })
-    .map_err(backend)
 }
 
 fn decode(key: Key, bytes: &[u8], now: i64) -> StoreResult<Option<Record>> {
-    let s: Stored = serde_json::from_slice(bytes).map_err(backend)?;
-    if s.expires_at <= now {
+    let (h, data) = if bytes.first() == Some(&b'{') {
+        let l: Legacy = serde_json::from_slice(bytes).map_err(backend)?;
+        let h = Header {
+            version: l.version,
+            expires_at: l.expires_at,
+        };
+        (h, Data::from(l.data))
+    } else {
+        let h = header(bytes)?;
+        (h, Data::from_stored(bytes[HEADER..].to_vec()))
+    };
+    if h.expires_at <= now {
         return Ok(None);
     }
     Ok(Some(Record {
         key,
-        version: s.version,
-        expires_at: s.expires_at,
-        data: s.data,
+        version: h.version,
+        expires_at: h.expires_at,
+        data,
     }))
 }
 
+/// The version of the live value `bytes`, or `None` when it has expired.
+fn live_version(bytes: &[u8], now: i64) -> StoreResult<Option<u64>> {
+    let h = header(bytes)?;
+    Ok((h.expires_at > now).then_some(h.version))
+}
+
 fn expires_at(bytes: &[u8]) -> StoreResult<i64> {
-    serde_json::from_slice::<StoredExpiry>(bytes)
-        .map(|s| s.expires_at)
-        .map_err(backend)
+    header(bytes).map(|h| h.expires_at)
 }
 
 /// The store's own page cache. redb's default (1 GiB) lets the process grow with the file
@@ -363,5 +403,65 @@ impl Store for EmbeddedStore {
 
     fn durable_commits(&self) -> u64 {
         self.stats.durable_commits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(data: serde_json::Value) -> Record {
+        Record {
+            key: Key::new("item#a", "_"),
+            version: 7,
+            expires_at: 2_000,
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn a_value_is_a_header_then_the_json_text() {
+        let r = record(json!({"open": true, "s": "é"}));
+        let bytes = encode_value(&r);
+        assert_eq!(bytes[0], FORMAT);
+        assert_eq!(&bytes[HEADER..], r.data.as_bytes());
+        assert_eq!(
+            header(&bytes).unwrap(),
+            Header {
+                version: 7,
+                expires_at: 2_000
+            }
+        );
+        assert_eq!(
+            decode(r.key.clone(), &bytes, 1_999).unwrap(),
+            Some(r.clone())
+        );
+        assert_eq!(decode(r.key.clone(), &bytes, 2_000).unwrap(), None);
+        assert_eq!(live_version(&bytes, 1_999).unwrap(), Some(7));
+        assert_eq!(live_version(&bytes, 2_000).unwrap(), None);
+    }
+
+    #[test]
+    fn values_of_the_older_json_layout_are_read() {
+        let old = br#"{"version":3,"expires_at":2000,"data":{"x":[1,"e"]}}"#;
+        let got = decode(Key::one("old"), old, 1_000).unwrap().unwrap();
+        assert_eq!((got.version, got.expires_at), (3, 2_000));
+        assert_eq!(got.data, json!({"x": [1, "e"]}));
+        assert_eq!(live_version(old, 1_000).unwrap(), Some(3));
+        assert_eq!(expires_at(old).unwrap(), 2_000);
+    }
+
+    #[test]
+    fn a_value_of_no_known_layout_is_an_error() {
+        for bad in [
+            &b""[..],
+            &[FORMAT, 1, 2][..],
+            &b"[1]"[..],
+            &b"{\"v\":1}"[..],
+        ] {
+            assert!(header(bad).is_err(), "{bad:?}");
+            assert!(decode(Key::one("bad"), bad, 0).is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,9 +10,12 @@
 
 pub mod dynamodb;
 pub mod embedded;
+pub mod memory;
 pub mod suite;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A record's address: a partition key and a sort key.
@@ -36,14 +39,81 @@ impl Key {
 }
 
 /// One stored item.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub key: Key,
     /// Incremented by the writer on every put; conditions compare it.
     pub version: u64,
     /// Epoch seconds after which the record no longer exists.
     pub expires_at: i64,
-    pub data: serde_json::Value,
+    pub data: Data,
+}
+
+/// A record's data: the JSON text of the engine's value, kept as bytes. The engine serializes
+/// its state straight to these bytes and reads it straight back into its types; a store only
+/// moves them (no `serde_json::Value` tree in between, and a clone is a reference count).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Data(Bytes);
+
+impl Data {
+    /// The JSON text of `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(value).map(|v| Data(v.into()))
+    }
+
+    /// The value this JSON text holds.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.0)
+    }
+
+    /// Bytes a store wrote itself and reads back; they are parsed (and so checked) only when
+    /// decoded.
+    pub fn from_stored(bytes: impl Into<Bytes>) -> Self {
+        Data(bytes.into())
+    }
+
+    /// Bytes from outside (another program may have written the item): checked to be JSON.
+    pub fn from_json(bytes: impl Into<Bytes>) -> Result<Self, serde_json::Error> {
+        let bytes = bytes.into();
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)?;
+        Ok(Data(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The data as a JSON tree (tests and diagnostics; `null` when it is not JSON).
+    pub fn to_value(&self) -> serde_json::Value {
+        self.decode().unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for Data {
+    fn from(value: serde_json::Value) -> Self {
+        Data(value.to_string().into_bytes().into())
+    }
+}
+
+impl PartialEq<serde_json::Value> for Data {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.decode::<serde_json::Value>()
+            .is_ok_and(|v| &v == other)
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", String::from_utf8_lossy(&self.0))
+    }
 }
 
 /// A write's precondition.

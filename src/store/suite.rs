@@ -12,7 +12,7 @@ fn rec(key: Key, version: u64, ttl: i64, data: serde_json::Value) -> Record {
         key,
         version,
         expires_at: now_epoch() + ttl,
-        data,
+        data: data.into(),
     }
 }
 
@@ -117,7 +117,7 @@ pub async fn version_condition(store: &dyn Store, prefix: &str) {
     assert!(matches!(on_missing, Err(StoreError::Conflict)));
     let got = store.get_many(&[k]).await.unwrap();
     let r = got[0].as_ref().unwrap();
-    assert_eq!((r.version, r.data.clone()), (2, json!(2)));
+    assert_eq!((r.version, r.data.to_value()), (2, json!(2)));
 }
 
 pub async fn transaction_is_atomic(store: &dyn Store, prefix: &str) {

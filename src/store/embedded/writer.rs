@@ -4,7 +4,7 @@
 //! before it in the batch left them — and commits durably once. Each caller is answered only after
 //! that commit, so under load many deliveries share one fsync, and a lone delivery still takes one.
 
-use super::{backend, decode, encode_key, encode_value, RECORDS};
+use super::{backend, encode_key, encode_value, live_version, RECORDS};
 use crate::store::{now_epoch, Cond, StoreError, StoreResult, Write};
 use redb::{Database, ReadableTable, Table};
 use std::collections::HashMap;
@@ -149,7 +149,7 @@ fn apply_set(
             let current: Option<u64> = match own.get(&raw) {
                 Some(v) => *v,
                 None => match table.get(raw.as_slice()).map_err(backend)? {
-                    Some(v) => decode(key.clone(), v.value(), now)?.map(|r| r.version),
+                    Some(v) => live_version(v.value(), now)?,
                     None => None,
                 },
             };
@@ -165,10 +165,7 @@ fn apply_set(
         let value = match write {
             Write::Put { record, .. } => {
                 own.insert(raw.clone(), Some(record.version));
-                match encode_value(record) {
-                    Ok(v) => Some(v),
-                    Err(e) => return Ok(Err(e)),
-                }
+                Some(encode_value(record))
             }
             Write::Delete { .. } => {
                 own.insert(raw.clone(), None);
