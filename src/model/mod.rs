@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 pub type Time = DateTime<Utc>;
 
-/// An attribute value, as OpenTelemetry knows them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An attribute value, as OpenTelemetry knows them. Written as the plain JSON value; read back
+/// by the JSON type it has (see the `Deserialize` below).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AttrValue {
     Bool(bool),
@@ -22,6 +23,51 @@ pub enum AttrValue {
     Float(f64),
     Str(String),
     StrList(Vec<String>),
+}
+
+/// By the value's own JSON type, in one pass. (`#[serde(untagged)]` would buffer the value and
+/// try each variant in turn, formatting an error message for every miss: three for each string
+/// attribute of each stored fact, read on every delivery.) A whole number beyond `i64` is a
+/// float, a list must hold strings only, as before.
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AttrValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a boolean, a number, a string or a list of strings")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<AttrValue, E> {
+                Ok(AttrValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<AttrValue, E> {
+                Ok(i64::try_from(v).map_or(AttrValue::Float(v as f64), AttrValue::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AttrValue, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(AttrValue::StrList(out))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl AttrValue {
@@ -595,6 +641,37 @@ pub struct SpanLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_values_read_back_as_the_variant_they_were_written_as() {
+        let values = [
+            AttrValue::Bool(true),
+            AttrValue::Int(-3),
+            AttrValue::Int(i64::MAX),
+            AttrValue::Float(2.5),
+            AttrValue::Float(1.0),
+            AttrValue::Str("é \"quoted\"".into()),
+            AttrValue::Str("42".into()),
+            AttrValue::StrList(vec!["a".into(), "b".into()]),
+            AttrValue::StrList(vec![]),
+        ];
+        for v in values {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(
+                serde_json::from_str::<AttrValue>(&json).unwrap(),
+                v,
+                "{json}"
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<AttrValue>("18446744073709551615").unwrap(),
+            AttrValue::Float(u64::MAX as f64),
+            "beyond i64 a whole number is a float"
+        );
+        for bad in ["null", "{\"a\": 1}", "[1, 2]", "[\"a\", true]"] {
+            assert!(serde_json::from_str::<AttrValue>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn results_serialize_as_their_exported_names() {
