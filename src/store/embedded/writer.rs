@@ -1,8 +1,9 @@
 //! Group commit: the one thread that writes the embedded store. Callers hand it their write sets
 //! through a channel; it takes every set waiting at that moment, applies them in ONE redb write
 //! transaction — each set all-or-nothing, its conditions checked against the records as the sets
-//! before it in the batch left them — and commits durably once. Each caller is answered only after
-//! that commit, so under load many deliveries share one fsync, and a lone delivery still takes one.
+//! before it in the batch left them — and commits durably once. Sets that arrive while the batch is
+//! being applied join it before the commit. Each caller is answered only after that commit, so
+//! under load many deliveries share one fsync, and a lone delivery still takes one.
 
 use super::{backend, encode_key, encode_value, live_version, RECORDS};
 use crate::store::{now_epoch, Cond, StoreError, StoreResult, Write};
@@ -62,33 +63,36 @@ pub(super) fn run(db: Arc<Database>, jobs: mpsc::Receiver<Job>, stats: Arc<Write
             let _ = until.recv();
             continue;
         }
-        // Everything waiting now joins the batch (a pause ends it and waits for the next turn).
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(Job::Pause(until)) => {
-                    carried = Some(Job::Pause(until));
-                    break;
-                }
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut more = || match jobs.try_recv() {
+            // A pause ends the batch and waits for the next turn.
+            Ok(Job::Pause(until)) => {
+                carried = Some(Job::Pause(until));
+                None
             }
-        }
-        let n = batch.len() as u64;
-        apply_batch(&db, batch, &stats);
-        stats.answered.fetch_add(n, Ordering::Relaxed);
+            Ok(job) => Some(job),
+            Err(_) => None,
+        };
+        let n = apply_batch(&db, &mut batch, &mut more, &stats);
+        stats.answered.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
 /// Applies one job at once on the calling thread (the in-memory store).
 pub(super) fn apply_now(db: &Database, job: Job, stats: &WriterStats) {
-    apply_batch(db, vec![job], stats);
+    apply_batch(db, &mut vec![job], &mut || None, stats);
     stats.answered.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One transaction for the whole batch; every caller is answered after the commit (or its
-/// failure).
-fn apply_batch(db: &Database, batch: Vec<Job>, stats: &WriterStats) {
+/// One transaction for the batch: the jobs given, then those `more` hands over (everything
+/// waiting, and whatever arrives while they are applied), up to [`MAX_BATCH`]. Every caller is
+/// answered after the commit (or its failure). Returns how many were answered.
+fn apply_batch(
+    db: &Database,
+    batch: &mut Vec<Job>,
+    more: &mut dyn FnMut() -> Option<Job>,
+    stats: &WriterStats,
+) -> usize {
     let now = now_epoch();
     let mut results: Vec<StoreResult<usize>> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<bool, StoreError> {
@@ -96,14 +100,22 @@ fn apply_batch(db: &Database, batch: Vec<Job>, stats: &WriterStats) {
         let mut changed = false;
         {
             let mut table = tx.open_table(RECORDS).map_err(backend)?;
-            for job in &batch {
-                let r = match job {
+            let mut next = 0;
+            loop {
+                if next == batch.len() {
+                    match (batch.len() < MAX_BATCH).then(&mut *more).flatten() {
+                        Some(job) => batch.push(job),
+                        None => break,
+                    }
+                }
+                let r = match &batch[next] {
                     Job::Commit(writes, _) => apply_set(&mut table, writes, now)?,
                     Job::DeleteExpired(keys, _) => delete_expired(&mut table, keys, now)?,
                     Job::Pause(_) => Ok(0),
                 };
                 changed |= matches!(r, Ok(n) if n > 0);
                 results.push(r);
+                next += 1;
             }
         }
         if changed {
@@ -114,19 +126,21 @@ fn apply_batch(db: &Database, batch: Vec<Job>, stats: &WriterStats) {
         }
         Ok(changed)
     })();
+    let answered = batch.len();
     match outcome {
         Ok(_) => {
-            for (job, r) in batch.into_iter().zip(results) {
+            for (job, r) in batch.drain(..).zip(results) {
                 job.answer(r);
             }
         }
         Err(e) => {
             let msg = e.to_string();
-            for job in batch {
+            for job in batch.drain(..) {
                 job.answer(Err(StoreError::Backend(msg.clone())));
             }
         }
     }
+    answered
 }
 
 /// Applies one caller's writes if all of its conditions hold. The outer error is a storage
@@ -206,4 +220,64 @@ fn delete_expired(
         }
     }
     Ok(Ok(removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Key, Record};
+
+    fn put(pk: &str, cond: Cond) -> Write {
+        Write::Put {
+            record: Record {
+                key: Key::one(pk),
+                version: 1,
+                expires_at: now_epoch() + 60,
+                data: serde_json::json!(pk).into(),
+            },
+            cond,
+        }
+    }
+
+    #[test]
+    fn sets_handed_over_while_the_batch_is_applied_share_its_commit() {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(RECORDS).unwrap();
+        w.commit().unwrap();
+        let stats = WriterStats::default();
+        let mut answers = Vec::new();
+        let mut job = |writes: Vec<Write>| {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            Job::Commit(writes, reply)
+        };
+        let mut batch = vec![job(vec![put("a", Cond::Absent)])];
+        // Two arrive "during" the batch; the second conflicts with the first set.
+        let mut late = vec![
+            job(vec![put("a", Cond::Absent)]),
+            job(vec![put("b", Cond::Absent)]),
+        ]
+        .into_iter();
+        let answered = apply_batch(&db, &mut batch, &mut || late.next(), &stats);
+        assert_eq!(answered, 3);
+        assert_eq!(
+            stats.durable_commits.load(Ordering::Relaxed),
+            1,
+            "one commit"
+        );
+        let got: Vec<_> = answers
+            .into_iter()
+            .map(|mut a| a.try_recv().expect("answered"))
+            .collect();
+        assert!(matches!(got[0], Ok(1)), "{:?}", got[0]);
+        assert!(
+            matches!(got[1], Err(StoreError::Conflict)),
+            "checked against the set before it in the batch: {:?}",
+            got[1]
+        );
+        assert!(matches!(got[2], Ok(1)), "{:?}", got[2]);
+    }
 }
