@@ -111,17 +111,12 @@ pub fn signature_matches(secret: &str, body: &[u8], header: &str) -> bool {
 }
 
 fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError> {
-    let (action, reopened) = match event.event_type.as_str() {
-        "incident.triggered" => (Action::Open, false),
-        "incident.acknowledged" => (Action::Update, false),
-        "incident.resolved" => (Action::Close, false),
-        "incident.reopened" => (Action::Open, true),
-        other => {
-            // Annotations, priority changes, reassignments, services, pings…: not used.
-            return Ok(Translation::Ignored(format!(
-                "pagerduty event {other:?} is not used"
-            )));
-        }
+    let Some((action, reopened)) = action_of(&event.event_type) else {
+        // Annotations, priority changes, reassignments, services, pings…: not used.
+        return Ok(Translation::Ignored(format!(
+            "pagerduty event {:?} is not used",
+            event.event_type
+        )));
     };
     let incident: Incident = serde_json::from_value(event.data.clone()).map_err(|e| {
         SourceError::Malformed(format!(
@@ -129,7 +124,31 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
             event.event_type
         ))
     })?;
-    let title = incident.title.clone().unwrap_or_default();
+    let mut w = incident_event(event, &incident, action, reopened);
+    w.repo = incident
+        .service
+        .as_ref()
+        .and_then(|s| repository_of(config, s));
+    add_incident_fields(&mut w, &incident, config);
+    Ok(Translation::Inputs(vec![Input::Work(w)]))
+}
+
+/// The action of an incident event type, and whether it reopens the incident; `None` for the
+/// event types not used.
+fn action_of(event_type: &str) -> Option<(Action, bool)> {
+    Some(match event_type {
+        "incident.triggered" => (Action::Open, false),
+        "incident.acknowledged" => (Action::Update, false),
+        "incident.resolved" => (Action::Close, false),
+        "incident.reopened" => (Action::Open, true),
+        _ => return None,
+    })
+}
+
+/// The incident's work event: its name, and its times. A reopened incident starts again when
+/// it is reopened; a resolve ends it; an acknowledgement is a span event.
+fn incident_event(event: &Event, incident: &Incident, action: Action, reopened: bool) -> WorkEvent {
+    let title = incident.title.as_deref().unwrap_or_default();
     let number = incident
         .number
         .map(|n| format!("#{n}"))
@@ -142,19 +161,13 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
         action,
     );
     w.reopened = reopened;
-    w.start = Some(if reopened {
-        event.occurred_at
+    let (start, start_field) = if reopened {
+        (event.occurred_at, "event.occurred_at")
     } else {
-        incident.created_at
-    });
-    w.time_fields = [
-        if reopened {
-            "event.occurred_at"
-        } else {
-            "incident.created_at"
-        },
-        "event.occurred_at",
-    ];
+        (incident.created_at, "incident.created_at")
+    };
+    w.start = Some(start);
+    w.time_fields = [start_field, "event.occurred_at"];
     if action == Action::Close {
         w.end = Some(event.occurred_at);
         w.outcome = Some(Outcome::ok(WorkResult::Resolved));
@@ -170,15 +183,16 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
             event.occurred_at.to_rfc3339().into(),
         );
     }
-    w.repo = incident
-        .service
-        .as_ref()
-        .and_then(|s| repository_of(config, s));
+    w
+}
 
+/// The incident's attributes, and its team: the first PagerDuty team, else the team of the
+/// repository its service is mapped to.
+fn add_incident_fields(w: &mut WorkEvent, incident: &Incident, config: &Config) {
     let a = &mut w.attributes;
     a.insert(attr::INCIDENT_ID.into(), incident.id.clone().into());
     set_opt(a, attr::INCIDENT_NUMBER, incident.number);
-    if !title.is_empty() {
+    if let Some(title) = incident.title.as_deref().filter(|t| !t.is_empty()) {
         a.insert(attr::INCIDENT_TITLE.into(), title.into());
     }
     set_opt(a, attr::INCIDENT_STATUS, incident.status.clone());
@@ -208,7 +222,6 @@ fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError>
         a.insert(attr::TEAMS.into(), AttrValue::StrList(teams));
     }
     set_opt(a, attr::URL_FULL, incident.html_url.clone());
-    Ok(Translation::Inputs(vec![Input::Work(w)]))
 }
 
 /// The repository a PagerDuty service is mapped to: by service ID, else by its name (the name
