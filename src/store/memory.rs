@@ -4,7 +4,7 @@
 //! honours the same semantics as the other stores ([`super::suite`]): all-or-nothing commits
 //! under conditions, expired records absent, ranges in order.
 
-use super::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{now_epoch, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,12 +100,7 @@ impl Store for MemoryStore {
                     .filter(|v| v.expires_at > now)
                     .map(|v| v.version),
             };
-            let holds = match (cond, current) {
-                (Cond::Any, _) | (Cond::Absent, None) => true,
-                (Cond::Version(want), Some(found)) => want == found,
-                _ => false,
-            };
-            if !holds {
+            if !cond.holds(current) {
                 return Err(StoreError::Conflict);
             }
             own.insert(key, after);
@@ -147,6 +142,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Cond;
     use serde_json::json;
 
     #[tokio::test]

@@ -127,6 +127,18 @@ pub enum Cond {
     Version(u64),
 }
 
+impl Cond {
+    /// Whether the condition holds when the key's live record has version `current` (`None`:
+    /// no live record).
+    pub fn holds(self, current: Option<u64>) -> bool {
+        match (self, current) {
+            (Cond::Any, _) | (Cond::Absent, None) => true,
+            (Cond::Version(want), Some(found)) => want == found,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     Put { record: Record, cond: Cond },

@@ -167,12 +167,7 @@ fn apply_set(
                     None => None,
                 },
             };
-            let holds = match (cond, current) {
-                (Cond::Absent, None) => true,
-                (Cond::Version(v), Some(found)) => found == v,
-                _ => false,
-            };
-            if !holds {
+            if !cond.holds(current) {
                 return Ok(Err(StoreError::Conflict));
             }
         }
