@@ -52,6 +52,15 @@ struct Legacy {
     data: serde_json::Value,
 }
 
+impl Legacy {
+    fn header(&self) -> Header {
+        Header {
+            version: self.version,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// The version and expiry of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Header {
@@ -97,13 +106,9 @@ fn header(bytes: &[u8]) -> StoreResult<Header> {
                 expires_at: i64::from_le_bytes(word(8)),
             })
         }
-        [b'{', ..] => {
-            let l: Legacy = serde_json::from_slice(bytes).map_err(backend)?;
-            Ok(Header {
-                version: l.version,
-                expires_at: l.expires_at,
-            })
-        }
+        [b'{', ..] => serde_json::from_slice::<Legacy>(bytes)
+            .map(|l| l.header())
+            .map_err(backend),
         _ => Err(StoreError::Backend(
             "a stored value is neither a valuestream record nor one of an older layout".into(),
         )),
@@ -113,14 +118,9 @@ fn header(bytes: &[u8]) -> StoreResult<Header> {
 fn decode(key: Key, bytes: &[u8], now: i64) -> StoreResult<Option<Record>> {
     let (h, data) = if bytes.first() == Some(&b'{') {
         let l: Legacy = serde_json::from_slice(bytes).map_err(backend)?;
-        let h = Header {
-            version: l.version,
-            expires_at: l.expires_at,
-        };
-        (h, Data::from(l.data))
+        (l.header(), Data::from(l.data))
     } else {
-        let h = header(bytes)?;
-        (h, Data::from_stored(bytes[HEADER..].to_vec()))
+        (header(bytes)?, Data::from_stored(bytes[HEADER..].to_vec()))
     };
     if h.expires_at <= now {
         return Ok(None);

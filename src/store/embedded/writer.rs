@@ -103,7 +103,10 @@ fn apply_batch(
             let mut next = 0;
             loop {
                 if next == batch.len() {
-                    match (batch.len() < MAX_BATCH).then(&mut *more).flatten() {
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                    match more() {
                         Some(job) => batch.push(job),
                         None => break,
                     }
