@@ -74,7 +74,6 @@ pub struct Config {
     pub jira_projects: BTreeMap<String, Repo>,
     /// Lifetimes of stored state, in seconds.
     pub ttl_open_secs: i64,
-    pub ttl_delivery_secs: i64,
     pub ttl_index_secs: i64,
     /// DynamoDB table; when set the DynamoDB store is used.
     pub table: Option<String>,
@@ -104,7 +103,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_REPOSITORY_ATTRIBUTES", "repository attributes, JSON inline or @path: {\"owner/repo\" or \"owner/*\": {\"team\": ..., \"language\": ..., \"deployment.type\": ..., \"any.key\": ...}}"),
     ("VALUESTREAM_ATTRIBUTE_VALUES", "allow-lists of attribute values that become metric labels: 'language=python|go,deployment.type=container|mutable|image' (others become 'other')"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
-    ("VALUESTREAM_TTL_DELIVERY_DAYS", "days a delivery ID is remembered for redelivery detection, 1..=3650 (default 7)"),
+    ("VALUESTREAM_TTL_DELIVERY_DAYS", "no effect any more (redeliveries are recognised as long as facts live); still checked: 1..=3650"),
     ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
@@ -336,6 +335,16 @@ impl Config {
         if let Some(url) = env.text("AWS_ENDPOINT_URL_DYNAMODB") {
             endpoint_url("AWS_ENDPOINT_URL_DYNAMODB", &url)?;
         }
+        // No longer used: a delivery is recognised by the tags its facts keep, which live as long
+        // as the facts (VALUESTREAM_TTL_OPEN_DAYS). Still checked, so that a deployment that sets
+        // it keeps starting, and a bad value is still named.
+        env.int("VALUESTREAM_TTL_DELIVERY_DAYS", 7, 1..=3650, "days")?;
+        if env.text("VALUESTREAM_TTL_DELIVERY_DAYS").is_some() {
+            tracing::warn!(
+                "VALUESTREAM_TTL_DELIVERY_DAYS has no effect any more: redeliveries are recognised \
+                 for as long as the facts live (VALUESTREAM_TTL_OPEN_DAYS)"
+            );
+        }
         let table = env.text("VALUESTREAM_TABLE");
         if let Some(t) = &table {
             table_name("VALUESTREAM_TABLE", t)?;
@@ -412,7 +421,6 @@ impl Config {
                 .map(|(k, v)| (k.to_ascii_uppercase(), Repo::new(&v)))
                 .collect(),
             ttl_open_secs: ttl_open_days * day,
-            ttl_delivery_secs: env.int("VALUESTREAM_TTL_DELIVERY_DAYS", 7, 1..=3650, "days")? * day,
             ttl_index_secs: ttl_open_days * day,
             table,
             retry_secs: env.int("VALUESTREAM_RETRY_SECS", 30, 1..=3600, "seconds")? as u64,
@@ -462,7 +470,6 @@ mod tests {
         assert_eq!(c.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(c.ttl_open_secs, 90 * 86_400);
         assert_eq!(c.ttl_index_secs, 90 * 86_400);
-        assert_eq!(c.ttl_delivery_secs, 7 * 86_400);
         assert_eq!(c.incident_window_secs, 168 * 3600);
         assert_eq!(c.retry_secs, 30);
         assert_eq!(c.settle_secs, 120);
@@ -502,7 +509,6 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_body_bytes, 1024);
         assert_eq!(c.ttl_open_secs, 3650 * 86_400);
-        assert_eq!(c.ttl_delivery_secs, 86_400);
         assert_eq!(c.incident_window_secs, 8760 * 3600);
         assert_eq!((c.retry_secs, c.settle_secs), (3600, 0));
         assert_eq!(c.dynamodb_timeout_ms, 500);

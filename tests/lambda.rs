@@ -24,6 +24,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use valuestream::model::ids::delivery_tag;
 use valuestream::sources::verify::hmac_sha256_hex;
 
 const SECRET: &str = "local-github-secret";
@@ -296,9 +297,14 @@ async fn github_deliveries_through_the_lambda_runtime() {
         Some(1),
         "the issue's one fact is stored"
     );
+    assert_eq!(
+        data(issue_item)["facts"][0]["deliveries"],
+        json!([delivery_tag("github", "lambda-1")]),
+        "the fact keeps the tag of the delivery that brought it"
+    );
     assert!(
-        items.contains_key("delivery#github#lambda-1|_"),
-        "{:?}",
+        !items.keys().any(|k| k.starts_with("delivery#")),
+        "no separate delivery record: {:?}",
         items.keys()
     );
     for item in items.values() {
@@ -366,8 +372,18 @@ async fn github_deliveries_through_the_lambda_runtime() {
     ] {
         assert_eq!(data(&items[key])["exported"], json!([0]), "{key}");
     }
+    // Every delivery is remembered by the facts it brought.
+    let tags: Vec<Value> = items
+        .iter()
+        .filter(|(k, _)| k.starts_with("item#"))
+        .flat_map(|(_, item)| data(item)["facts"].as_array().cloned().unwrap_or_default())
+        .flat_map(|f| f["deliveries"].as_array().cloned().unwrap_or_default())
+        .collect();
     for d in ["lambda-1", "lambda-2", "lambda-3", "lambda-4"] {
-        assert!(items.contains_key(&format!("delivery#github#{d}|_")), "{d}");
+        assert!(
+            tags.contains(&json!(delivery_tag("github", d))),
+            "{d}: {tags:?}"
+        );
     }
     assert!(
         !items.keys().any(|k| k.starts_with("outbox")),

@@ -1,9 +1,10 @@
 //! Facts about one work item, and the generations (spans) they describe.
 //!
 //! Every work event a delivery carries is kept as a *fact* of its item, in a set: facts are
-//! deduplicated by content (the same event redelivered under a new ID adds nothing) and kept
-//! sorted by event time (payload time, never arrival), so the stored record, and everything
-//! derived from it, is a function of the set of deliveries. [`generations`] reads the facts as
+//! deduplicated by content (the same event redelivered under a new ID adds only that delivery's
+//! tag) and kept sorted by event time (payload time, never arrival), so the stored record, and
+//! everything derived from it, is a function of the set of deliveries. A fact's delivery tags are
+//! how a redelivery is recognised. [`generations`] reads the facts as
 //! the item's spans: a reopening starts the next generation; the first close of a generation ends
 //! it, and its attributes are the fold of the generation's facts in event-time order.
 
@@ -19,6 +20,11 @@ use serde::{Deserialize, Serialize};
 /// updates. Keeping the greatest facts of a total order keeps the record order-independent.
 pub const MAX_FACTS: usize = 48;
 
+/// At most this many delivery tags are kept per fact (the smallest, so the record stays a
+/// function of the set of deliveries). More than one means the same event came under several
+/// delivery IDs; redeliveries of any of them are recognised.
+pub const MAX_DELIVERIES: usize = 8;
+
 /// One work event, as a fact of its item.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "StoredFact")]
@@ -27,6 +33,10 @@ pub struct Fact {
     pub hash: String,
     pub source: String,
     pub ev: WorkEvent,
+    /// Tags ([`ids::delivery_tag`]) of the deliveries that brought this fact: a redelivery is
+    /// recognised by its tag. Facts stored before tags were kept have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<String>,
 }
 
 /// A fact as the store holds it: facts written before the repository traits and the pipeline
@@ -36,6 +46,8 @@ struct StoredFact {
     hash: String,
     source: String,
     ev: WorkEvent,
+    #[serde(default)]
+    deliveries: Vec<String>,
 }
 
 impl From<StoredFact> for Fact {
@@ -46,6 +58,7 @@ impl From<StoredFact> for Fact {
             hash: f.hash,
             source: f.source,
             ev,
+            deliveries: f.deliveries,
         }
     }
 }
@@ -57,7 +70,14 @@ impl Fact {
             hash: ids::short_hash(&body),
             source: source.to_string(),
             ev: ev.clone(),
+            deliveries: Vec::new(),
         }
+    }
+
+    /// The same fact, brought by the delivery tagged `tag`.
+    pub fn delivered_by(mut self, tag: &str) -> Self {
+        self.deliveries = vec![tag.to_string()];
+        self
     }
 
     /// When the fact happened: a close when it ended, anything else at the payload's own event
@@ -101,11 +121,44 @@ pub struct ItemRecord {
     pub facts: Vec<Fact>,
 }
 
+/// What [`ItemRecord::add`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// A fact not known before.
+    Fact,
+    /// A known fact, under a delivery not known before (only its tags changed).
+    Delivery,
+    /// Nothing: the fact and its delivery were known.
+    Nothing,
+}
+
+/// Adds the tags of `from` to `to`: sorted, deduplicated, the smallest [`MAX_DELIVERIES`].
+/// True when `to` changed.
+pub fn merge_tags(to: &mut Vec<String>, from: &[String]) -> bool {
+    let before = to.clone();
+    to.extend(from.iter().cloned());
+    to.sort();
+    to.dedup();
+    to.truncate(MAX_DELIVERIES);
+    *to != before
+}
+
 impl ItemRecord {
-    /// Adds a fact; false when the same fact was already known.
-    pub fn add(&mut self, fact: Fact) -> bool {
-        if self.facts.iter().any(|f| f.hash == fact.hash) {
-            return false;
+    /// Whether a fact of this item was brought by the delivery tagged `tag`.
+    pub fn has_delivery(&self, tag: &str) -> bool {
+        self.facts
+            .iter()
+            .any(|f| f.deliveries.iter().any(|d| d == tag))
+    }
+
+    /// Adds a fact, or the fact's delivery tags to the same fact already known.
+    pub fn add(&mut self, fact: Fact) -> Added {
+        if let Some(known) = self.facts.iter_mut().find(|f| f.hash == fact.hash) {
+            return if merge_tags(&mut known.deliveries, &fact.deliveries) {
+                Added::Delivery
+            } else {
+                Added::Nothing
+            };
         }
         self.facts.push(fact);
         if self.facts.len() > MAX_FACTS {
@@ -114,7 +167,7 @@ impl ItemRecord {
             self.facts.truncate(MAX_FACTS);
         }
         self.facts.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        true
+        Added::Fact
     }
 
     /// The repository the item belongs to (its latest fact that names one).

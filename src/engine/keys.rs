@@ -3,8 +3,7 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `item#<item key>` | an item's facts: every work event about it, deduplicated, in event-time order |
-//! | `delivery#<source>#<id>` | a delivery that was applied (redelivery detection) |
+//! | `item#<item key>` | an item's facts: every work event about it, deduplicated, in event-time order, each with the tags of the deliveries that brought it (redelivery detection) |
 //! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) |
 //! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
 //! | `scope#<scope>` / `l#<owner key>` | the metric contributions applied for an item (the ledger) |
@@ -19,9 +18,6 @@ use crate::store::Key;
 
 pub fn item(key: &str) -> Key {
     Key::one(format!("item#{key}"))
-}
-pub fn delivery(source: &str, id: &str) -> Key {
-    Key::one(format!("delivery#{source}#{id}"))
 }
 pub fn scope_pk(scope: &str) -> String {
     format!("scope#{scope}")

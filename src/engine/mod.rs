@@ -12,8 +12,10 @@
 //!
 //! 1. **A delivery only records facts** ([`Engine::apply`]): each work event joins its item's
 //!    set of facts ([`facts`]), each push its repository's pushes, and the item's compact
-//!    [`scope::Summary`] is rewritten from its facts, all in one optimistic transaction with the
-//!    delivery record. Nothing is linked, counted or exported here.
+//!    [`scope::Summary`] is rewritten from its facts, all in one optimistic transaction. Each
+//!    fact keeps the tags of the deliveries that brought it, so a redelivery finds its tag and
+//!    changes nothing (no separate delivery record: one item less per delivery). Nothing is
+//!    linked, counted or exported here.
 //! 2. **A drain settles scopes** ([`Engine::settle`]): a finished span waits
 //!    `VALUESTREAM_SETTLE_SECS` after its item's last fact arrived, then its parent, trace and
 //!    links are resolved from everything the store knows ([`spans`]); and the scope's DORA
@@ -36,7 +38,7 @@ pub mod tx;
 use crate::config::Config;
 use crate::model::{Action, FinishedSpan, Input, Time};
 use crate::store::{Store, StoreError};
-use facts::{Fact, ItemRecord};
+use facts::{Added, Fact, ItemRecord};
 use metrics::Series;
 use scope::{PushFact, Summary};
 use serde::{Deserialize, Serialize};
@@ -85,12 +87,6 @@ pub struct ExportBatch {
     /// Epoch seconds until which a drainer holds this batch.
     #[serde(default)]
     pub lease_until: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct DeliveryRecord {
-    source: String,
-    at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The time source: the wall clock, or a test's own.
@@ -151,6 +147,12 @@ impl Engine {
             let result = result.await;
             requests += tx.requests;
             match result {
+                Ok(applied) if applied.duplicate => {
+                    return Ok(Applied {
+                        requests,
+                        ..applied
+                    });
+                }
                 Ok(mut applied) => {
                     let reads = tx.requests;
                     match tx.commit().await {
@@ -181,9 +183,9 @@ impl Engine {
     ) -> Result<Applied, EngineError> {
         let now = self.now();
         let config = &self.config;
-        let delivery_key = keys::delivery(source, delivery_id);
-        // One read for the delivery record and every record the inputs touch.
-        let mut wanted = vec![delivery_key.clone()];
+        let tag = crate::model::ids::delivery_tag(source, delivery_id);
+        // One read for every record the inputs touch.
+        let mut wanted = Vec::new();
         for input in inputs {
             match input {
                 Input::Work(ev) => {
@@ -198,12 +200,14 @@ impl Engine {
             }
         }
         tx.load(wanted).await?;
-        if tx.get(&delivery_key).is_some() {
-            return Ok(Applied {
-                duplicate: true,
-                ..Applied::default()
-            });
-        }
+        // A delivery's facts are committed together, each tagged with it: one tagged fact as
+        // read (not as this attempt wrote it) means the delivery was applied before, and
+        // nothing may change.
+        let mut written = std::collections::HashSet::new();
+        let duplicate = Applied {
+            duplicate: true,
+            ..Applied::default()
+        };
         let mut applied = Applied::default();
         let mut scopes = BTreeSet::new();
         for input in inputs {
@@ -211,9 +215,19 @@ impl Engine {
                 Input::Work(ev) => {
                     let ik = keys::item(&ev.key);
                     let mut record: ItemRecord = decode(tx, &ik)?.unwrap_or_default();
+                    if !written.contains(&ik) && record.has_delivery(&tag) {
+                        return Ok(duplicate);
+                    }
+                    written.insert(ik.clone());
                     let before = facts::generations(&record.facts);
-                    if !record.add(Fact::new(source, ev)) {
-                        continue; // the same event, delivered under another ID
+                    match record.add(Fact::new(source, ev).delivered_by(&tag)) {
+                        Added::Nothing => continue,
+                        // the same event under another delivery ID: only the tags change
+                        Added::Delivery => {
+                            tx.put(ik, &record, config.ttl_open_secs);
+                            continue;
+                        }
+                        Added::Fact => {}
                     }
                     let after = facts::generations(&record.facts);
                     let was_open = before.last().is_some_and(|g| !g.closed());
@@ -241,16 +255,26 @@ impl Engine {
                     let scope = scope::scope_of(Some(&p.repo), "");
                     let pk = keys::push(&scope, &p.after);
                     let mut fact = PushFact::of(p);
+                    fact.deliveries.push(tag.clone());
+                    let mut settle = true;
                     if let Some(known) = decode::<PushFact>(tx, &pk)? {
+                        if !written.contains(&pk) && known.deliveries.contains(&tag) {
+                            return Ok(duplicate);
+                        }
                         let mut merged = known.clone();
                         merged.merge(&fact);
                         if merged == known {
                             continue;
                         }
+                        // only the tags changed: nothing to settle
+                        settle = (&merged.commits, merged.time) != (&known.commits, known.time);
                         fact = merged;
                     }
+                    written.insert(pk.clone());
                     tx.put(pk, &fact, config.ttl_index_secs);
-                    scopes.insert(scope);
+                    if settle {
+                        scopes.insert(scope);
+                    }
                 }
             }
         }
@@ -262,14 +286,6 @@ impl Engine {
                 config.ttl_open_secs,
             );
         }
-        tx.put(
-            delivery_key,
-            &DeliveryRecord {
-                source: source.to_string(),
-                at: now,
-            },
-            config.ttl_delivery_secs,
-        );
         Ok(applied)
     }
 }
@@ -287,5 +303,195 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
             .decode()
             .map(Some)
             .map_err(|e| EngineError::Corrupt(format!("{}/{}", key.pk, key.sk), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Key, Order};
+
+    fn t(s: &str) -> Time {
+        s.parse().unwrap()
+    }
+
+    fn engine() -> (Engine, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        (Engine::new(store.clone(), config), store)
+    }
+
+    fn event(action: Action, at: &str) -> Input {
+        let mut ev = WorkEvent::new(
+            Kind::Issue,
+            "gh/issue/a/b/1".into(),
+            "ISSUE #1".into(),
+            action,
+        );
+        ev.repo = Some(Repo::new("a/b"));
+        ev.at = Some(t(at));
+        if action == Action::Open {
+            ev.start = ev.at;
+        } else if action == Action::Close {
+            ev.end = ev.at;
+        }
+        Input::Work(ev)
+    }
+
+    fn push(commits: &[&str]) -> Input {
+        Input::Push(Push {
+            repo: Repo::new("a/b"),
+            branch: "main".into(),
+            to_default_branch: true,
+            before: None,
+            after: "ff00".into(),
+            time: t("2024-01-01T10:00:00Z"),
+            commits: commits
+                .iter()
+                .map(|sha| Commit {
+                    sha: sha.to_string(),
+                    time: t("2024-01-01T09:00:00Z"),
+                    message: String::new(),
+                    merges: false,
+                })
+                .collect(),
+            attributes: Default::default(),
+        })
+    }
+
+    async fn record<T: serde::de::DeserializeOwned>(store: &MemoryStore, key: Key) -> T {
+        let got = store.get_many(&[key]).await.unwrap().remove(0);
+        got.expect("stored").data.decode().unwrap()
+    }
+
+    async fn pending(store: &MemoryStore) -> usize {
+        let markers = store.query(keys::PENDING, "", "\u{10ffff}", 100, Order::Ascending);
+        markers.await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_is_found_by_its_tag_and_writes_nothing() {
+        let (engine, store) = engine();
+        let open = [event(Action::Open, "2024-01-01T10:00:00Z")];
+        let first = engine.apply("github", "d-1", &open).await.unwrap();
+        assert_eq!((first.duplicate, first.opened), (false, 1));
+        let item: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+        let tag = crate::model::ids::delivery_tag("github", "d-1");
+        assert_eq!(item.facts[0].deliveries, vec![tag]);
+        // no separate delivery record (as before tags), one wake-up marker
+        let old = store.get_many(&[Key::one("delivery#github#d-1")]).await;
+        assert_eq!(old.unwrap(), vec![None]);
+        assert_eq!(pending(&store).await, 1);
+
+        let writes = store.requests();
+        let again = engine.apply("github", "d-1", &open).await.unwrap();
+        assert!(again.duplicate, "{again:?}");
+        assert_eq!(again.requests, 1, "one read, no commit");
+        assert_eq!(store.requests(), writes + 1);
+        // The same ID from another source is another delivery.
+        let other = engine.apply("gitlab", "d-1", &open).await.unwrap();
+        assert!(!other.duplicate);
+    }
+
+    #[tokio::test]
+    async fn the_same_event_under_a_new_id_only_adds_its_tag() {
+        let (engine, store) = engine();
+        let open = [event(Action::Open, "2024-01-01T10:00:00Z")];
+        engine.apply("github", "d-1", &open).await.unwrap();
+        let summary_key = keys::summary("repo#a/b", "gh/issue/a/b/1");
+        let summary: serde_json::Value = record(&store, summary_key.clone()).await;
+
+        let second = engine.apply("github", "d-2", &open).await.unwrap();
+        assert_eq!(
+            (second.duplicate, second.opened, second.updated),
+            (false, 0, 0)
+        );
+        let item: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+        assert_eq!(item.facts.len(), 1, "one fact");
+        let mut tags = vec![
+            crate::model::ids::delivery_tag("github", "d-1"),
+            crate::model::ids::delivery_tag("github", "d-2"),
+        ];
+        tags.sort();
+        assert_eq!(item.facts[0].deliveries, tags, "both deliveries, sorted");
+        let unchanged: serde_json::Value = record(&store, summary_key).await;
+        assert_eq!(unchanged, summary, "the summary is not rewritten");
+        assert_eq!(pending(&store).await, 1, "nothing new to settle");
+        // Now both are recognised.
+        for id in ["d-1", "d-2"] {
+            assert!(engine.apply("github", id, &open).await.unwrap().duplicate);
+        }
+    }
+
+    #[tokio::test]
+    async fn two_facts_of_one_item_in_one_delivery_are_not_their_own_redelivery() {
+        let (engine, store) = engine();
+        let both = [
+            event(Action::Open, "2024-01-01T10:00:00Z"),
+            event(Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        let a = engine.apply("jenkins", "run-7", &both).await.unwrap();
+        assert_eq!((a.duplicate, a.opened, a.closed), (false, 1, 1), "{a:?}");
+        let item: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+        assert_eq!(item.facts.len(), 2);
+        assert!(
+            engine
+                .apply("jenkins", "run-7", &both)
+                .await
+                .unwrap()
+                .duplicate
+        );
+    }
+
+    #[tokio::test]
+    async fn tags_are_a_function_of_the_set_of_deliveries() {
+        let open = [event(Action::Open, "2024-01-01T10:00:00Z")];
+        let ids: Vec<String> = (0..12).map(|i| format!("d-{i}")).collect();
+        let mut stored = Vec::new();
+        for order in [ids.clone(), ids.iter().rev().cloned().collect()] {
+            let (engine, store) = engine();
+            for id in &order {
+                engine.apply("github", id, &open).await.unwrap();
+            }
+            let item: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+            assert_eq!(item.facts[0].deliveries.len(), facts::MAX_DELIVERIES);
+            stored.push(item);
+        }
+        assert_eq!(stored[0], stored[1]);
+    }
+
+    #[tokio::test]
+    async fn a_push_remembers_its_deliveries_too() {
+        let (engine, store) = engine();
+        let first = engine
+            .apply("github", "p-1", &[push(&["aa"])])
+            .await
+            .unwrap();
+        assert!(!first.duplicate);
+        assert_eq!(pending(&store).await, 1);
+        assert!(
+            engine
+                .apply("github", "p-1", &[push(&["aa"])])
+                .await
+                .unwrap()
+                .duplicate
+        );
+        // The same push under a new ID: its tag is kept, nothing to settle.
+        engine
+            .apply("github", "p-2", &[push(&["aa"])])
+            .await
+            .unwrap();
+        assert_eq!(pending(&store).await, 1);
+        // The same push listing another commit: settled again.
+        engine
+            .apply("github", "p-3", &[push(&["aa", "bb"])])
+            .await
+            .unwrap();
+        let fact: PushFact = record(&store, keys::push("repo#a/b", "ff00")).await;
+        assert_eq!(fact.commits.len(), 2);
+        assert_eq!(fact.deliveries.len(), 3);
+        assert!(pending(&store).await >= 1);
     }
 }

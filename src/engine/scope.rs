@@ -156,6 +156,9 @@ pub struct PushFact {
     pub after: String,
     pub time: Time,
     pub commits: Vec<PushCommit>,
+    /// Tags of the deliveries that brought this push (see [`super::facts::Fact::deliveries`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,11 +185,14 @@ impl PushFact {
                     merges: c.merges,
                 })
                 .collect(),
+            deliveries: Vec::new(),
         }
     }
 
-    /// One push redelivered with other commits listed: the union, in a fixed order.
+    /// One push redelivered with other commits listed: the union, in a fixed order; and the
+    /// union of the deliveries' tags.
     pub fn merge(&mut self, other: &PushFact) {
+        super::facts::merge_tags(&mut self.deliveries, &other.deliveries);
         for c in &other.commits {
             if !self.commits.iter().any(|x| x.sha == c.sha) {
                 self.commits.push(c.clone());

@@ -36,6 +36,13 @@ pub fn span_id(key: &str, generation: u32) -> String {
     hex::encode(id)
 }
 
+/// The tag a fact keeps of a delivery that brought it (16 hex digits: 64 bits of SHA-256 of the
+/// source and the delivery ID). Redelivery detection compares tags within one item's facts only,
+/// so 64 bits leave a collision practically impossible while keeping stored items small.
+pub fn delivery_tag(source: &str, delivery_id: &str) -> String {
+    hex::encode(&digest(source, delivery_id)[..8])
+}
+
 /// A short, stable ID for free text (delivery bodies without an ID, metric series…).
 pub fn short_hash(text: &[u8]) -> String {
     hex::encode(&Sha256::digest(text)[..16])
