@@ -1,6 +1,7 @@
 //! The store: a small transactional key-value interface that both the embedded store (`serve`)
 //! and DynamoDB (Lambda) implement. The engine keeps all of its state through it: open spans,
-//! link indexes, facts with the tags of their deliveries, pending exports and cumulative metric series.
+//! link indexes, facts with the tags of their deliveries, pending exports and cumulative metric
+//! series.
 //!
 //! Semantics every implementation must honour (checked by [`suite`]):
 //! - a record whose `expires_at` (epoch seconds) has passed is absent, even before it is deleted;
