@@ -27,12 +27,16 @@ fn sections() -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// The lines of `[name]`; a missing section fails the test, naming it.
+fn section(name: &str) -> Vec<String> {
+    sections()
+        .remove(name)
+        .unwrap_or_else(|| panic!("Cargo.toml has no [{name}] section"))
+}
+
 #[test]
 fn release_builds_unwind_on_panic() {
-    let s = sections();
-    let release = s
-        .get("profile.release")
-        .expect("a [profile.release] section");
+    let release = section("profile.release");
     assert!(
         release.iter().any(|l| l == "panic=\"unwind\""),
         "[profile.release] must say panic = \"unwind\" (cargo lambda adds \"abort\" when it is \
@@ -42,11 +46,7 @@ fn release_builds_unwind_on_panic() {
 
 #[test]
 fn the_lambda_build_is_size_optimised() {
-    let s = sections();
-    let lambda = s
-        .get("package.metadata.lambda.build")
-        .expect("a [package.metadata.lambda.build] section");
-    let config = lambda.join("");
+    let config = section("package.metadata.lambda.build").join("");
     for setting in [
         "'profile.release.opt-level=\"s\"'",
         "'profile.release.lto=\"fat\"'",
@@ -58,6 +58,6 @@ fn the_lambda_build_is_size_optimised() {
         );
     }
     // serve keeps its speed: the size settings are not in the plain release profile.
-    let release = s["profile.release"].join(" ");
+    let release = section("profile.release").join(" ");
     assert!(!release.contains("opt-level"), "{release}");
 }

@@ -4,9 +4,9 @@
 //! deduplicated by content (the same event redelivered under a new ID adds only that delivery's
 //! tag) and kept sorted by event time (payload time, never arrival), so the stored record, and
 //! everything derived from it, is a function of the set of deliveries. A fact's delivery tags are
-//! how a redelivery is recognised. [`generations`] reads the facts as
-//! the item's spans: a reopening starts the next generation; the first close of a generation ends
-//! it, and its attributes are the fold of the generation's facts in event-time order.
+//! how a redelivery is recognised. [`generations`] reads the facts as the item's spans: a
+//! reopening starts the next generation; the first close of a generation ends it, and its
+//! attributes are the fold of the generation's facts in event-time order.
 
 use crate::model::{attr, ids};
 use crate::model::{
