@@ -47,14 +47,22 @@ async fn calls_and_capacity_per_delivery_type() {
             "pull_request",
             merged_pr(),
             [2, 2, 6],
-            [11, 12],
+            [11, 10],
+        ),
+        // A fact after the settlement: the summary it rewrites carries the PR's ledger.
+        (
+            "PR labeled after merge",
+            "pull_request",
+            labeled_after_merge(),
+            [2, 2, 6],
+            [4, 1],
         ),
         (
             "issue closed",
             "issues",
             fixture("github/issues/closed.derived.payload.json"),
             [2, 2, 6],
-            [11, 12],
+            [11, 10],
         ),
         (
             "deployment created",
@@ -68,7 +76,7 @@ async fn calls_and_capacity_per_delivery_type() {
             "deployment_status",
             fixture("github/deployment_status/payload.json"),
             [2, 2, 6],
-            [11, 14],
+            [11, 12],
         ),
         (
             "workflow run requested",
@@ -82,7 +90,7 @@ async fn calls_and_capacity_per_delivery_type() {
             "workflow_run",
             fixture("github/workflow_run/completed.payload.json"),
             [2, 2, 6],
-            [11, 12],
+            [11, 10],
         ),
     ];
     let mut table = String::from(
@@ -110,6 +118,26 @@ async fn calls_and_capacity_per_delivery_type() {
             ));
         }
     }
+    // The summary the late label rewrote carries the PR's ledger (what the step measures).
+    let key = valuestream::engine::keys::summary(
+        "repo#codertocat/hello-world",
+        "github/change/codertocat/hello-world/2",
+    );
+    let summary = store.get_many(&[key]).await.unwrap().remove(0).unwrap();
+    let summary: serde_json::Value = summary.data.decode().unwrap();
+    let ledger = summary["ledger"]
+        .as_array()
+        .expect("a ledger in the summary");
+    assert!(!ledger.is_empty(), "{summary}");
     println!("{table}");
     assert!(over.is_empty(), "costs grew:\n{}\n{table}", over.join("\n"));
+}
+
+/// The merged PR, labeled an hour after its merge.
+fn labeled_after_merge() -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&merged_pr()).unwrap();
+    v["action"] = serde_json::json!("labeled");
+    v["label"] = serde_json::json!({"name": "released", "color": "00ff00"});
+    v["pull_request"]["updated_at"] = serde_json::json!("2019-05-15T16:21:18Z");
+    serde_json::to_vec(&v).unwrap()
 }

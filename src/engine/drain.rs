@@ -12,7 +12,7 @@ use super::tx::Tx;
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, ParentRef, Time};
 use crate::store::{Cond, Order, Record, StoreError, Write};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What one settle pass did.
 #[derive(Debug, Default)]
@@ -130,12 +130,17 @@ impl Engine {
             summaries,
             pushes,
             ledger,
+            legacy,
         } = read_scope(tx, scope).await?;
         let derived = scope::derive(&summaries, &pushes, config);
+        let summary_of = |key: &str| {
+            let i = summaries.binary_search_by(|s| s.key.as_str().cmp(key));
+            i.ok().map(|i| &summaries[i])
+        };
+        // Summaries to rewrite, each once: a new ledger, generations exported.
+        let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
 
         // Metrics: the difference between what the facts now say and what was applied.
-        let live: std::collections::HashSet<&str> =
-            summaries.iter().map(|s| s.key.as_str()).collect();
         let mut changes: Vec<(Contribution, i64)> = Vec::new();
         let owners: std::collections::BTreeSet<&String> =
             derived.contributions.keys().chain(ledger.keys()).collect();
@@ -143,9 +148,9 @@ impl Engine {
         let mut changed_owners = 0;
         for owner in owners {
             // An owner whose facts expired keeps what it contributed.
-            if !live.contains(owner.as_str()) {
+            let Some(summary) = summary_of(owner) else {
                 continue;
-            }
+            };
             let new = derived.contributions.get(owner).unwrap_or(&empty);
             let old = ledger.get(owner).unwrap_or(&empty);
             if new == old {
@@ -157,12 +162,10 @@ impl Engine {
             }
             changed_owners += 1;
             changes.extend(multiset_diff(old, new));
-            let lk = keys::ledger(scope, owner);
-            tx.absent(&lk);
-            if new.is_empty() {
-                tx.delete(lk);
-            } else {
-                tx.put(lk, new, config.ttl_open_secs);
+            let updated = rewrite.entry(owner.to_string());
+            updated.or_insert_with(|| summary.clone()).ledger = Some(new.clone());
+            if legacy.contains(owner.as_str()) {
+                tx.delete(keys::ledger(scope, owner));
             }
         }
         // Samples are stamped with the wall clock, not the settle horizon (`drain_all` looks ahead).
@@ -210,10 +213,14 @@ impl Engine {
                     exported.push(g.index);
                 }
                 exported.sort();
-                let mut updated = (*s).clone();
-                updated.exported = exported;
-                tx.put(keys::summary(scope, &s.key), &updated, config.ttl_open_secs);
+                rewrite
+                    .entry(s.key.clone())
+                    .or_insert_with(|| (*s).clone())
+                    .exported = exported;
             }
+        }
+        for (key, summary) in &rewrite {
+            tx.put(keys::summary(scope, key), summary, config.ttl_open_secs);
         }
         spans_out.sort_by(|a, b| (a.start, &a.span_id).cmp(&(b.start, &b.span_id)));
         if !spans_out.is_empty() || !points.is_empty() {
@@ -306,7 +313,7 @@ impl Engine {
             }
             let items = load_items(tx, wanted.drain(..)).await?;
             for (k, rec) in items {
-                if let Some(s) = Summary::of(&k, &rec, chrono::DateTime::UNIX_EPOCH, Vec::new()) {
+                if let Some(s) = Summary::of(&k, &rec, chrono::DateTime::UNIX_EPOCH, None) {
                     wanted.extend(named(&s));
                     external.insert(k, s);
                 }
@@ -384,8 +391,11 @@ struct ScopeRecords {
     /// Sorted by item key.
     summaries: Vec<Summary>,
     pushes: Vec<PushFact>,
-    /// Owner item key → the contributions applied for it.
+    /// Owner item key → the contributions applied for it (from its summary, or from an `l#`
+    /// record written before the ledger moved into the summary).
     ledger: BTreeMap<String, Vec<Contribution>>,
+    /// Owners whose ledger is still an `l#` record: removed when their ledger is next written.
+    legacy: BTreeSet<String>,
 }
 
 async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, EngineError> {
@@ -402,7 +412,9 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
         summaries: Vec::new(),
         pushes: Vec::new(),
         ledger: BTreeMap::new(),
+        legacy: BTreeSet::new(),
     };
+    let mut legacy = BTreeMap::new();
     for r in &records {
         let corrupt = |e: serde_json::Error| {
             EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
@@ -412,11 +424,19 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
         } else if r.key.sk.starts_with("p#") {
             out.pushes.push(r.data.decode().map_err(corrupt)?);
         } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-            out.ledger
-                .insert(owner.to_string(), r.data.decode().map_err(corrupt)?);
+            legacy.insert(owner.to_string(), r.data.decode().map_err(corrupt)?);
         }
     }
     out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
+    for s in &out.summaries {
+        if let Some(ledger) = &s.ledger {
+            out.ledger.insert(s.key.clone(), ledger.clone());
+        }
+    }
+    for (owner, ledger) in legacy {
+        out.legacy.insert(owner.clone());
+        out.ledger.entry(owner).or_insert(ledger);
+    }
     Ok(out)
 }
 

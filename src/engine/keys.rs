@@ -4,9 +4,9 @@
 //! | key | holds |
 //! |---|---|
 //! | `item#<item key>` | an item's facts: every work event about it, deduplicated, in event-time order, each with the tags of the deliveries that brought it (redelivery detection) |
-//! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) |
+//! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it |
 //! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
-//! | `scope#<scope>` / `l#<owner key>` | the metric contributions applied for an item (the ledger) |
+//! | `scope#<scope>` / `l#<owner key>` | a ledger on its own, as versions before it moved into the summary wrote it: read, removed when it next changes |
 //! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |

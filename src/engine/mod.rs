@@ -240,11 +240,9 @@ impl Engine {
                     }
                     let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
                     let sk = keys::summary(&scope, &ev.key);
-                    let exported = decode::<Summary>(tx, &sk)?
-                        .map(|s| s.exported)
-                        .unwrap_or_default();
+                    let prev = decode::<Summary>(tx, &sk)?;
                     if let Some(summary) =
-                        Summary::of_generations(&ev.key, &record, &after, now, exported)
+                        Summary::of_generations(&ev.key, &record, &after, now, prev)
                     {
                         tx.put(sk, &summary, config.ttl_open_secs);
                     }
@@ -337,6 +335,16 @@ mod tests {
         } else if action == Action::Close {
             ev.end = ev.at;
         }
+        Input::Work(ev)
+    }
+
+    /// `event` about issue `n` of the same repository.
+    fn issue(n: u32, action: Action, at: &str) -> Input {
+        let Input::Work(mut ev) = event(action, at) else {
+            unreachable!()
+        };
+        ev.key = format!("gh/issue/a/b/{n}");
+        ev.name = format!("ISSUE #{n}");
         Input::Work(ev)
     }
 
@@ -493,5 +501,113 @@ mod tests {
         assert_eq!(fact.commits.len(), 2);
         assert_eq!(fact.deliveries.len(), 3);
         assert!(pending(&store).await >= 1);
+    }
+
+    /// The histogram counts of issue durations (every series of that name).
+    async fn issue_durations(store: &MemoryStore) -> u64 {
+        let all = store.query(keys::METRIC, "", "\u{10ffff}", 1000, Order::Ascending);
+        let mut n = 0;
+        for r in all.await.unwrap() {
+            let s: Series = r.data.decode().unwrap();
+            if s.name.contains("issue") && s.name.contains("duration") {
+                n += s.count;
+            }
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn a_ledger_lives_exactly_as_long_as_its_summary() {
+        // Records expire when nothing rewrites them for VALUESTREAM_TTL_OPEN_DAYS. A late fact
+        // that changes no metric rewrites the item's summary but not what it contributed; if the
+        // ledger were a record of its own it would expire first, and the next settle of the
+        // repository would count the item again.
+        let (engine, store) = engine();
+        let day = chrono::TimeDelta::days(1);
+        let a = [
+            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "a", &a).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1);
+
+        // Much later, a fact that changes nothing that is counted.
+        let before = store.dump();
+        let late = [issue(1, Action::Update, "2024-01-01T10:30:00Z")];
+        let b = engine.apply("github", "b", &late).await.unwrap();
+        assert_eq!(b.requests, 2, "{b:?}");
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1);
+
+        // Time passes: every record of the repository that nothing rewrote since expires.
+        let scope = keys::scope_pk("repo#a/b");
+        for old in before.iter().filter(|r| r.key.pk == scope) {
+            let now = store.dump();
+            let same = now.iter().find(|r| r.key == old.key);
+            if same.is_some_and(|r| r.version == old.version) {
+                store.expire(&old.key);
+            }
+        }
+        // Another issue of the repository settles the scope again.
+        let c = [
+            issue(2, Action::Open, "2024-02-01T10:00:00Z"),
+            issue(2, Action::Close, "2024-02-01T11:00:00Z"),
+        ];
+        engine.apply("github", "c", &c).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 2, "issue 1 counted once");
+    }
+
+    #[tokio::test]
+    async fn a_ledger_stored_on_its_own_is_read_and_moved_into_the_summary() {
+        // A store written before the ledger moved into the summary holds it as `l#<owner>`.
+        let (engine, store) = engine();
+        let day = chrono::TimeDelta::days(1);
+        let a = [
+            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "a", &a).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
+        let lk = keys::ledger("repo#a/b", "gh/issue/a/b/1");
+        let mut summary: Summary = record(&store, sk.clone()).await;
+        let ledger = summary.ledger.take().expect("the ledger is in the summary");
+        assert_eq!(ledger.len(), 1, "{ledger:?}");
+        let put = |key: Key, data: crate::store::Data| crate::store::Write::Put {
+            record: crate::store::Record {
+                key,
+                version: 7,
+                expires_at: crate::store::now_epoch() + 3600,
+                data,
+            },
+            cond: crate::store::Cond::Any,
+        };
+        let old = [
+            put(sk.clone(), crate::store::Data::encode(&summary).unwrap()),
+            put(lk.clone(), crate::store::Data::encode(&ledger).unwrap()),
+        ];
+        store.commit(old.into()).await.unwrap();
+
+        // A fact that changes nothing counted leaves the old record where it is, and counts
+        // nothing again.
+        let late = [issue(1, Action::Update, "2024-01-01T10:30:00Z")];
+        engine.apply("github", "b", &late).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1);
+        assert!(store.get_many(std::slice::from_ref(&lk)).await.unwrap()[0].is_some());
+
+        // A fact that changes the duration takes the old value back through the old ledger,
+        // and moves the ledger into the summary.
+        let reclosed = [issue(1, Action::Close, "2024-01-01T10:45:00Z")];
+        engine.apply("github", "c", &reclosed).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1, "retracted, then added");
+        assert_eq!(store.get_many(&[lk]).await.unwrap(), vec![None], "removed");
+        let summary: Summary = record(&store, sk).await;
+        let moved = summary.ledger.expect("moved into the summary");
+        assert_eq!(moved.len(), 1);
+        assert_ne!(moved, ledger, "the new duration");
     }
 }

@@ -2,8 +2,8 @@
 //! linked", docs/metrics.md), in code.
 //!
 //! A scope is a repository (or, for a work item that names none, the item alone). Its
-//! partition holds one compact [`Summary`] per work item, one [`PushFact`] per push, and the
-//! ledger of metric contributions already applied. [`derive`] is a pure function of the
+//! partition holds one compact [`Summary`] per work item (with the ledger of the metric
+//! contributions already applied for it) and one [`PushFact`] per push. [`derive`] is a pure function of the
 //! summaries and pushes: it orders them by event time and decides which changes each deployment
 //! shipped, lead times, recoveries, the deployment each incident followed and change failures.
 //! Because it is recomputed from the whole set at every drain, whichever side of a relation
@@ -71,6 +71,13 @@ pub struct Summary {
     /// Generations already exported.
     #[serde(default)]
     pub exported: Vec<u32>,
+    /// The metric contributions applied for this item (its ledger), sorted; `None` until the
+    /// drain first writes it (a store written before the ledger moved here keeps it in an
+    /// `l#` record, still read). Kept in the summary so that it lives exactly as long as the
+    /// summary: a record of its own expired while a later fact kept the summary alive, and the
+    /// item was counted again. Deliveries carry it over unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Vec<Contribution>>,
 }
 
 /// The labels every metric point about a span carries. The team is lower-cased: one team named
@@ -88,13 +95,20 @@ pub fn base_labels(source: &str, repo: Option<&Repo>, traits: &RepoTraits) -> La
 }
 
 impl Summary {
-    pub fn of(key: &str, record: &ItemRecord, touched: Time, exported: Vec<u32>) -> Option<Self> {
+    /// The summary of an item's facts. What the drain recorded in the item's previous summary
+    /// (`prev`: generations exported, the ledger) is carried over.
+    pub fn of(
+        key: &str,
+        record: &ItemRecord,
+        touched: Time,
+        prev: Option<Summary>,
+    ) -> Option<Self> {
         Self::of_generations(
             key,
             record,
             &facts::generations(&record.facts),
             touched,
-            exported,
+            prev,
         )
     }
 
@@ -104,8 +118,9 @@ impl Summary {
         record: &ItemRecord,
         gens: &[Gen],
         touched: Time,
-        exported: Vec<u32>,
+        prev: Option<Summary>,
     ) -> Option<Self> {
+        let (exported, ledger) = prev.map(|p| (p.exported, p.ledger)).unwrap_or_default();
         let first = gens.first()?;
         Some(Summary {
             key: key.to_string(),
@@ -118,6 +133,7 @@ impl Summary {
             gens: gens.iter().map(gen_summary).collect(),
             touched,
             exported,
+            ledger,
         })
     }
 

@@ -34,6 +34,24 @@ impl MemoryStore {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every live record, in key order (tests and diagnostics).
+    pub fn dump(&self) -> Vec<Record> {
+        let now = now_epoch();
+        let records = self.records();
+        records
+            .iter()
+            .filter_map(|(k, v)| live(k, v, now))
+            .collect()
+    }
+
+    /// Makes a record expire now, as its TTL would (tests of what outlives what).
+    #[cfg(test)]
+    pub fn expire(&self, key: &Key) {
+        if let Some(v) = self.records().get_mut(key) {
+            v.expires_at = now_epoch() - 1;
+        }
+    }
+
     fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }

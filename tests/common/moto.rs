@@ -244,6 +244,13 @@ impl Background {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed process is gone only once the kernel has run its exit, which a busy machine
+        // may delay: wait (at most 5 s) until none is left, so that a check right after sees
+        // what stayed, not what is still dying.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.processes().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
