@@ -7,7 +7,10 @@ mod common;
 use aws_sdk_dynamodb::types::{KeyType, TimeToLiveStatus};
 use axum::http::StatusCode;
 use common::moto::Moto;
-use common::outbox::{collector_down_loses_nothing, partial_outage_sends_each_span_once, Recovery};
+use common::outbox::{
+    collector_down_loses_nothing, partial_outage_sends_each_span_once,
+    traces_outage_sends_each_span_once, Recovery,
+};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -508,4 +511,10 @@ async fn a_pipeline_with_150_jobs_is_applied_in_parts_exactly_once() {
 async fn partial_collector_outage_sends_each_span_once() {
     let moto = Moto::start().await;
     partial_outage_sends_each_span_once(Arc::new(moto.store().await)).await;
+}
+
+#[tokio::test]
+async fn a_traces_outage_sends_each_span_once() {
+    let moto = Moto::start().await;
+    traces_outage_sends_each_span_once(Arc::new(moto.store().await)).await;
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::outbox::{collector_down_loses_nothing, partial_outage_sends_each_span_once, Recovery};
+use common::outbox::{
+    collector_down_loses_nothing, partial_outage_sends_each_span_once,
+    traces_outage_sends_each_span_once, Recovery,
+};
 use serde_json::json;
 use std::sync::Arc;
 use valuestream::store::embedded::EmbeddedStore;
@@ -126,6 +129,11 @@ async fn collector_down_drain_exports_the_outbox() {
 #[tokio::test]
 async fn partial_collector_outage_sends_each_span_once() {
     partial_outage_sends_each_span_once(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
+}
+
+#[tokio::test]
+async fn a_traces_outage_sends_each_span_once() {
+    traces_outage_sends_each_span_once(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
 }
 
 #[tokio::test]

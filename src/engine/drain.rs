@@ -26,8 +26,9 @@ pub struct Settled {
 
 /// Scopes settled per pass at most; the rest wait for the next pass.
 const MARKERS_PER_PASS: usize = 500;
-/// Per transaction at most: owners whose metric contributions change, and items whose spans are
-/// settled. With the series they touch, a transaction stays under DynamoDB's 100 writes.
+/// Per transaction at most: writes for owners whose metric contributions change (their summary,
+/// and the removal of a ledger still kept on its own), and items whose spans are settled. With
+/// the series they touch, a transaction stays under DynamoDB's 100 writes.
 const OWNERS_PER_TX: usize = 12;
 const ITEMS_PER_TX: usize = 16;
 
@@ -156,15 +157,18 @@ impl Engine {
             if new == old {
                 continue;
             }
-            if changed_owners == OWNERS_PER_TX {
+            // A ledger still in an `l#` record takes a second write: its removal.
+            let on_its_own = legacy.contains(owner.as_str());
+            let writes = 1 + usize::from(on_its_own);
+            if changed_owners + writes > OWNERS_PER_TX {
                 more = true;
                 break;
             }
-            changed_owners += 1;
+            changed_owners += writes;
             changes.extend(multiset_diff(old, new));
             let updated = rewrite.entry(owner.to_string());
             updated.or_insert_with(|| summary.clone()).ledger = Some(new.clone());
-            if legacy.contains(owner.as_str()) {
+            if on_its_own {
                 tx.delete(keys::ledger(scope, owner));
             }
         }

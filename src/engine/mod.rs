@@ -76,7 +76,8 @@ pub struct Applied {
 }
 
 /// A batch waiting in the outbox. Spans and points are tracked apart: a collector that takes
-/// traces but refuses metrics gets the spans once, and only the points again.
+/// traces but refuses metrics gets the spans once, and only the points again (and the other way
+/// round).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ExportBatch {
     pub spans: Vec<FinishedSpan>,
@@ -84,6 +85,9 @@ pub struct ExportBatch {
     /// The spans were accepted by the collector.
     #[serde(default)]
     pub spans_sent: bool,
+    /// The points were accepted by the collector.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub points_sent: bool,
     /// Epoch seconds until which a drainer holds this batch.
     #[serde(default)]
     pub lease_until: i64,

@@ -5,9 +5,10 @@
 //! request path, so a webhook answer never waits for the collector. [`Pipeline::drain`] (serve's
 //! timer, the Lambda's schedule) settles the scopes that are due (their spans and metric points
 //! go to the outbox in the same transaction), then exports the outbox: a drainer leases a batch
-//! with a conditional write, sends its spans, records that they were accepted, then sends its
-//! points and removes the batch. A collector that accepts traces but refuses metrics gets the
-//! spans once and the points again at the next drain. After a failed export the pipeline waits
+//! with a conditional write, sends its points (cumulative, harmless to send again) and its spans,
+//! and removes the batch; if one signal did not go, it records which one did instead. A
+//! collector that accepts traces but refuses metrics gets the spans once and the points at a
+//! later drain, and the other way round. After a failed export the pipeline waits
 //! `retry` before it tries the collector again.
 
 use crate::engine::drain::{delete_if, Settled};
@@ -42,10 +43,13 @@ enum Outcome {
     Done,
     /// Another drainer holds it.
     Held,
-    SpansFailed,
-    PointsFailed,
-    /// Spans sent (or none); points wait for the metrics endpoint to recover.
-    PointsSkipped,
+    /// The collector refused the spans, the points, or both.
+    Failed {
+        spans: bool,
+        points: bool,
+    },
+    /// What could be tried went out; the rest waits for its endpoint to recover.
+    Skipped,
 }
 
 /// What a drain did.
@@ -161,28 +165,33 @@ impl Pipeline {
                     report.remaining = true;
                     continue;
                 };
-                if !(try_spans || batch.spans_sent || batch.spans.is_empty()) {
+                // A batch with nothing left that may be tried now is not leased.
+                let spans_due = !batch.spans_sent && !batch.spans.is_empty();
+                let points_due = !batch.points_sent && !batch.points.is_empty();
+                if (spans_due || points_due)
+                    && !(spans_due && try_spans || points_due && try_points)
+                {
                     report.remaining = true;
                     continue;
                 }
-                match self.export_one(rec, batch, try_points).await? {
+                match self.export_one(rec, batch, try_spans, try_points).await? {
                     Outcome::Done => report.exported += 1,
                     Outcome::Held => report.remaining = true,
-                    Outcome::SpansFailed => {
+                    Outcome::Failed { spans, points } => {
                         report.failed += 1;
                         report.remaining = true;
-                        try_spans = false;
-                        self.traces_quiet_until
-                            .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+                        if spans {
+                            try_spans = false;
+                            self.traces_quiet_until
+                                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+                        }
+                        if points {
+                            try_points = false;
+                            self.metrics_quiet_until
+                                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+                        }
                     }
-                    Outcome::PointsFailed => {
-                        report.failed += 1;
-                        report.remaining = true;
-                        try_points = false;
-                        self.metrics_quiet_until
-                            .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
-                    }
-                    Outcome::PointsSkipped => report.remaining = true,
+                    Outcome::Skipped => report.remaining = true,
                 }
             }
             if !try_spans && !try_points {
@@ -192,12 +201,18 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Leases and exports one batch: its spans unless sent already, then its points when
-    /// `try_points`; the batch is removed once both went out.
+    /// Leases and exports one batch: its points (when `try_points`), then its spans (when
+    /// `try_spans`), each unless sent already; the batch is removed once both went out.
+    ///
+    /// Points go first because they are cumulative values, harmless to send again, while spans
+    /// must reach the collector once: when both go out, the removal is the only write after the
+    /// spans (two writes a batch: lease, removal). When one signal could not go, the batch is
+    /// written back with what did go marked as sent, so that a later attempt sends only the rest.
     async fn export_one(
         &self,
         rec: Record,
         mut batch: ExportBatch,
+        try_spans: bool,
         try_points: bool,
     ) -> Result<Outcome, EngineError> {
         let store = &self.engine.store;
@@ -210,36 +225,37 @@ impl Pipeline {
         if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
             return Ok(Outcome::Held);
         }
-        if !batch.spans_sent && !batch.spans.is_empty() {
-            if let Err(e) = self.exporter.export_spans(&batch.spans).await {
-                tracing::warn!(error = %e, spans = batch.spans.len(), "exporting spans failed; they stay in the outbox");
-                batch.lease_until = 0;
-                put_if(store.as_ref(), &rec, &batch, &mut version).await?;
-                return Ok(Outcome::SpansFailed);
+        batch.points_sent |= batch.points.is_empty();
+        batch.spans_sent |= batch.spans.is_empty();
+        let mut failed = (false, false);
+        if !batch.points_sent && try_points {
+            match self.exporter.export_points(&batch.points).await {
+                Ok(()) => batch.points_sent = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, points = batch.points.len(), "exporting metric points failed; they stay in the outbox");
+                    failed.1 = true;
+                }
             }
-            batch.spans_sent = true;
-            // Recorded at once: a failure of the points must never send these spans again.
-            if batch.points.is_empty() || !try_points {
-                batch.lease_until = 0;
+        }
+        if !batch.spans_sent && try_spans {
+            match self.exporter.export_spans(&batch.spans).await {
+                Ok(()) => batch.spans_sent = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, spans = batch.spans.len(), "exporting spans failed; they stay in the outbox");
+                    failed.0 = true;
+                }
             }
+        }
+        if !(batch.spans_sent && batch.points_sent) {
+            // Written at once: what went out is never sent again (spans) or only once more.
+            batch.lease_until = 0;
             if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
                 return Ok(Outcome::Held);
             }
-        }
-        if !batch.points.is_empty() {
-            if !try_points {
-                if batch.lease_until != 0 {
-                    batch.lease_until = 0;
-                    put_if(store.as_ref(), &rec, &batch, &mut version).await?;
-                }
-                return Ok(Outcome::PointsSkipped);
-            }
-            if let Err(e) = self.exporter.export_points(&batch.points).await {
-                tracing::warn!(error = %e, points = batch.points.len(), "exporting metric points failed; they stay in the outbox");
-                batch.lease_until = 0;
-                put_if(store.as_ref(), &rec, &batch, &mut version).await?;
-                return Ok(Outcome::PointsFailed);
-            }
+            return Ok(match failed {
+                (false, false) => Outcome::Skipped,
+                (spans, points) => Outcome::Failed { spans, points },
+            });
         }
         match store
             .commit(vec![delete_if(rec.key.clone(), version)])
@@ -247,8 +263,8 @@ impl Pipeline {
         {
             Ok(()) | Err(StoreError::Conflict) => {}
             Err(e) => {
-                // Exported: a failure to tidy up only means the points may be sent once more
-                // (cumulative values, harmless); the spans are marked sent already.
+                // The one write after the spans went out: if it fails, the batch goes out again
+                // once its lease has run out, as it would had the process stopped here.
                 tracing::warn!(error = %e, "removing an exported batch from the outbox failed");
             }
         }

@@ -49,6 +49,7 @@ struct Received {
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     down: AtomicBool,
     metrics_down: AtomicBool,
+    traces_down: AtomicBool,
     /// Export requests received (accepted or not), per signal.
     trace_posts: std::sync::atomic::AtomicUsize,
     metric_posts: std::sync::atomic::AtomicUsize,
@@ -226,6 +227,9 @@ async fn traces(
     };
     s.trace_posts.fetch_add(1, Ordering::SeqCst);
     s.trace_headers.lock().unwrap().push(headers.clone());
+    if s.traces_down.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
+    }
     let status = accept(&s.down, &s.traces, &headers, body);
     partial_answer(status, &s.partial, |n, error_message| {
         ExportTraceServiceResponse {
@@ -284,6 +288,11 @@ impl Receiver {
     /// Answers 500 to metrics only, accepting traces (a partial collector outage).
     pub fn set_metrics_down(&self, down: bool) {
         self.state.metrics_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Answers 500 to traces only, accepting metrics.
+    pub fn set_traces_down(&self, down: bool) {
+        self.state.traces_down.store(down, Ordering::SeqCst);
     }
 
     /// How many trace and metric export requests arrived (accepted or not).

@@ -127,3 +127,49 @@ pub async fn partial_outage_sends_each_span_once(store: Arc<dyn Store>) {
         .any(|p| p.name == "valuestream.issue.duration"));
     assert_eq!(app.pipeline.pending().await.unwrap(), 0);
 }
+
+/// The collector accepts metrics but answers 500 to traces: the points go out (and again at each
+/// attempt: cumulative values, so the totals stay exact), the spans wait in the outbox and go
+/// out exactly once when traces are accepted again.
+pub async fn traces_outage_sends_each_span_once(store: Arc<dyn Store>) {
+    let app = app_with(store, test_config(&[])).await;
+    app.receiver.set_traces_down(true);
+    app.github_fixture("github/issues/opened.payload.json", "t-1")
+        .await;
+    app.github("pull_request", "t-2", super::opened_pr()).await;
+    app.github("pull_request", "t-3", merged_pr()).await;
+    let (_, b) = app
+        .github_fixture("github/issues/closed.derived.payload.json", "t-4")
+        .await;
+    assert_eq!(b["export_pending"], true, "the spans are pending: {b}");
+    for _ in 0..3 {
+        let d = app.pipeline.drain().await.unwrap();
+        assert!(d.remaining && d.failed >= 1, "{d:?}");
+    }
+    assert!(app.receiver.spans().is_empty());
+    let (trace_posts, _) = app.receiver.posts();
+    assert!(trace_posts >= 3, "the spans were retried: {trace_posts}");
+    let issues = |points: Vec<super::RPoint>| {
+        points
+            .into_iter()
+            .filter(|p| p.name == "valuestream.issue.duration")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !issues(app.receiver.points()).is_empty(),
+        "the points went out"
+    );
+
+    app.receiver.set_traces_down(false);
+    let d = app.pipeline.drain().await.unwrap();
+    assert!(!d.remaining, "{d:?}");
+    let spans = app.receiver.spans();
+    assert_eq!(spans.len(), 2, "each span once: {spans:#?}");
+    assert_eq!(app.pipeline.pending().await.unwrap(), 0);
+    let again = app.pipeline.drain().await.unwrap();
+    assert_eq!((again.exported, app.receiver.spans().len()), (0, 2));
+    // Sent more than once, the points still say one issue.
+    let latest = issues(app.receiver.latest_points());
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0].value, 1.0, "{latest:?}");
+}
