@@ -42,7 +42,7 @@ async fn calls_and_capacity_per_delivery_type() {
             [4, 1],
         ),
         ("PR opened", "pull_request", opened_pr(), [2, 2, 6], [4, 1]),
-        ("PR merged", "pull_request", merged_pr(), [2, 2, 6], [10, 9]),
+        ("PR merged", "pull_request", merged_pr(), [2, 2, 6], [9, 8]),
         // A fact after the settlement: the summary it rewrites carries the PR's ledger.
         (
             "PR labeled after merge",
@@ -56,7 +56,7 @@ async fn calls_and_capacity_per_delivery_type() {
             "issues",
             fixture("github/issues/closed.derived.payload.json"),
             [2, 2, 6],
-            [10, 9],
+            [9, 8],
         ),
         (
             "deployment created",
@@ -70,7 +70,7 @@ async fn calls_and_capacity_per_delivery_type() {
             "deployment_status",
             fixture("github/deployment_status/payload.json"),
             [2, 2, 6],
-            [10, 11],
+            [9, 10],
         ),
         (
             "workflow run requested",
@@ -84,7 +84,7 @@ async fn calls_and_capacity_per_delivery_type() {
             "workflow_run",
             fixture("github/workflow_run/completed.payload.json"),
             [2, 2, 6],
-            [10, 9],
+            [9, 8],
         ),
     ];
     let mut table = String::from(

@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::{KeyType, TimeToLiveStatus};
 use axum::http::StatusCode;
 use common::moto::Moto;
 use common::outbox::{
-    collector_down_loses_nothing, partial_outage_sends_each_span_once,
-    traces_outage_sends_each_span_once, Recovery,
+    a_settled_batch_is_leased_to_its_drainer, collector_down_loses_nothing,
+    partial_outage_sends_each_span_once, traces_outage_sends_each_span_once, Recovery,
 };
 use common::*;
 use serde_json::{json, Value};
@@ -517,4 +517,10 @@ async fn partial_collector_outage_sends_each_span_once() {
 async fn a_traces_outage_sends_each_span_once() {
     let moto = Moto::start().await;
     traces_outage_sends_each_span_once(Arc::new(moto.store().await)).await;
+}
+
+#[tokio::test]
+async fn a_settled_batch_is_leased_to_the_drainer_that_settled_it() {
+    let moto = Moto::start().await;
+    a_settled_batch_is_leased_to_its_drainer(Arc::new(moto.store().await)).await;
 }

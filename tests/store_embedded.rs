@@ -4,8 +4,8 @@
 mod common;
 
 use common::outbox::{
-    collector_down_loses_nothing, partial_outage_sends_each_span_once,
-    traces_outage_sends_each_span_once, Recovery,
+    a_settled_batch_is_leased_to_its_drainer, collector_down_loses_nothing,
+    partial_outage_sends_each_span_once, traces_outage_sends_each_span_once, Recovery,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -134,6 +134,11 @@ async fn partial_collector_outage_sends_each_span_once() {
 #[tokio::test]
 async fn a_traces_outage_sends_each_span_once() {
     traces_outage_sends_each_span_once(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
+}
+
+#[tokio::test]
+async fn a_settled_batch_is_leased_to_the_drainer_that_settled_it() {
+    a_settled_batch_is_leased_to_its_drainer(Arc::new(EmbeddedStore::in_memory().unwrap())).await;
 }
 
 #[tokio::test]

@@ -236,6 +236,12 @@ impl Engine {
             let body = serde_json::to_vec(&batch).expect("batches serialize");
             let id = crate::model::ids::short_hash(&body);
             let key = keys::outbox_item(self.now(), &format!("{scope}#{id}"));
+            // Leased to this drainer from the start: its export right after needs no lease write.
+            let batch = ExportBatch {
+                lease_until: crate::store::now_epoch() + super::LEASE_SECS,
+                lease_holder: self.holder(),
+                ..batch
+            };
             tx.absent(&key);
             tx.put(key, &batch, config.ttl_open_secs);
         }

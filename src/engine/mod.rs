@@ -91,7 +91,17 @@ pub struct ExportBatch {
     /// Epoch seconds until which a drainer holds this batch.
     #[serde(default)]
     pub lease_until: i64,
+    /// Which drainer holds it ([`Engine::holder`]); 0 for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_holder: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How long a drainer holds an outbox batch it exports.
+pub const LEASE_SECS: i64 = 60;
 
 /// The time source: the wall clock, or a test's own.
 pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
@@ -100,6 +110,8 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     clock: Clock,
+    /// This engine as a drainer: a batch it settles is put in the outbox already leased to it.
+    holder: u64,
 }
 
 /// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
@@ -120,7 +132,13 @@ impl Engine {
             store,
             config,
             clock: Arc::new(chrono::Utc::now),
+            holder: new_holder(),
         }
+    }
+
+    /// This engine's identity as a drainer (random, never 0).
+    pub fn holder(&self) -> u64 {
+        self.holder
     }
 
     /// The same engine on another clock (tests drive the settle period with it).
@@ -290,6 +308,19 @@ impl Engine {
         }
         Ok(applied)
     }
+}
+
+/// A random drainer identity: std's per-process random hash keys, so no extra dependency.
+fn new_holder() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish().max(1)
 }
 
 /// A stored record's data; a record that is there but cannot be decoded is an error, never

@@ -4,22 +4,21 @@
 //! A delivery only records facts ([`Pipeline::deliver`]); no export is ever attempted on the
 //! request path, so a webhook answer never waits for the collector. [`Pipeline::drain`] (serve's
 //! timer, the Lambda's schedule) settles the scopes that are due (their spans and metric points
-//! go to the outbox in the same transaction), then exports the outbox: a drainer leases a batch
-//! with a conditional write, sends its points (cumulative, harmless to send again) and its spans,
+//! go to the outbox in the same transaction, leased to the drainer that settled them), then
+//! exports the outbox: a drainer leases a batch (unless it settled it a moment ago) with a
+//! conditional write, sends its points (cumulative, harmless to send again) and its spans,
 //! and removes the batch; if one signal did not go, it records which one did instead. A
 //! collector that accepts traces but refuses metrics gets the spans once and the points at a
 //! later drain, and the other way round. After a failed export the pipeline waits
 //! `retry` before it tries the collector again.
 
 use crate::engine::drain::{delete_if, Settled};
-use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch};
+use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch, LEASE_SECS};
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
 use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
 use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-
-const LEASE_SECS: i64 = 60;
 
 /// Inputs applied in one transaction. An input writes three records (its facts, its summary,
 /// a wake-up marker), so a part stays well under DynamoDB's 100 writes.
@@ -206,7 +205,8 @@ impl Pipeline {
     ///
     /// Points go first because they are cumulative values, harmless to send again, while spans
     /// must reach the collector once: when both go out, the removal is the only write after the
-    /// spans (two writes a batch: lease, removal). When one signal could not go, the batch is
+    /// spans. A batch this drainer settled comes leased to it, so that is its only write; any
+    /// other batch is leased first (two writes). When one signal could not go, the batch is
     /// written back with what did go marked as sent, so that a later attempt sends only the rest.
     async fn export_one(
         &self,
@@ -217,13 +217,20 @@ impl Pipeline {
     ) -> Result<Outcome, EngineError> {
         let store = &self.engine.store;
         let now = now_epoch();
-        if batch.lease_until > now {
+        let holder = self.engine.holder();
+        // A batch this drainer settled a moment ago is leased to it already; one whose lease is
+        // half gone is leased again, so that it cannot run out during the export.
+        let mine = batch.lease_holder == holder && batch.lease_until - LEASE_SECS / 2 > now;
+        if batch.lease_until > now && !mine {
             return Ok(Outcome::Held);
         }
-        batch.lease_until = now + LEASE_SECS;
         let mut version = rec.version;
-        if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
-            return Ok(Outcome::Held);
+        if !mine {
+            batch.lease_until = now + LEASE_SECS;
+            batch.lease_holder = holder;
+            if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
+                return Ok(Outcome::Held);
+            }
         }
         batch.points_sent |= batch.points.is_empty();
         batch.spans_sent |= batch.spans.is_empty();
@@ -249,6 +256,7 @@ impl Pipeline {
         if !(batch.spans_sent && batch.points_sent) {
             // Written at once: what went out is never sent again (spans) or only once more.
             batch.lease_until = 0;
+            batch.lease_holder = 0;
             if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
                 return Ok(Outcome::Held);
             }

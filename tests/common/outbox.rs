@@ -173,3 +173,35 @@ pub async fn traces_outage_sends_each_span_once(store: Arc<dyn Store>) {
     assert_eq!(latest.len(), 1, "{latest:?}");
     assert_eq!(latest[0].value, 1.0, "{latest:?}");
 }
+
+/// A batch is put in the outbox leased to the drainer that settled it, which exports it with no
+/// lease write of its own; another drainer sharing the store (a second `serve`, an overlapping
+/// scheduled drain) leaves it alone meanwhile, so it goes out once.
+pub async fn a_settled_batch_is_leased_to_its_drainer(store: Arc<dyn Store>) {
+    let settler = app_with(store.clone(), test_config(&[])).await;
+    let other = app_with(store, test_config(&[])).await;
+    settler.set_auto_drain(false);
+    other.set_auto_drain(false);
+    settler.github("pull_request", "l-1", merged_pr()).await;
+    let far = settler.pipeline.engine.now() + chrono::TimeDelta::days(1);
+    let settled = settler.pipeline.engine.settle(far).await.unwrap();
+    assert_eq!(settled.spans.len(), 1);
+    assert_ne!(
+        settler.pipeline.engine.holder(),
+        other.pipeline.engine.holder()
+    );
+
+    let d = other.pipeline.export_outbox().await.unwrap();
+    assert_eq!((d.exported, d.remaining), (0, true), "{d:?}");
+    assert!(other.receiver.spans().is_empty() && other.receiver.points().is_empty());
+
+    let requests = settler.store.requests();
+    let d = settler.pipeline.export_outbox().await.unwrap();
+    assert_eq!((d.exported, d.remaining), (1, false), "{d:?}");
+    assert_eq!(settler.receiver.spans().len(), 1);
+    // Two pages of the outbox (the batch, then nothing after it) and the removal: no lease.
+    assert_eq!(settler.store.requests() - requests, 3);
+    let d = other.pipeline.export_outbox().await.unwrap();
+    assert_eq!((d.exported, d.remaining), (0, false), "{d:?}");
+    assert!(other.receiver.spans().is_empty());
+}
