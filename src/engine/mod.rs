@@ -551,21 +551,28 @@ mod tests {
         n
     }
 
+    /// Issue 1 of a/b, opened and closed, settled: one issue duration counted.
+    async fn settled_issue() -> (Engine, Arc<MemoryStore>) {
+        let (engine, store) = engine();
+        let a = [
+            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "a", &a).await.unwrap();
+        let day = chrono::TimeDelta::days(1);
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1);
+        (engine, store)
+    }
+
     #[tokio::test]
     async fn a_ledger_lives_exactly_as_long_as_its_summary() {
         // Records expire when nothing rewrites them for VALUESTREAM_TTL_OPEN_DAYS. A late fact
         // that changes no metric rewrites the item's summary but not what it contributed; if the
         // ledger were a record of its own it would expire first, and the next settle of the
         // repository would count the item again.
-        let (engine, store) = engine();
+        let (engine, store) = settled_issue().await;
         let day = chrono::TimeDelta::days(1);
-        let a = [
-            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
-            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
-        ];
-        engine.apply("github", "a", &a).await.unwrap();
-        engine.settle(engine.now() + day).await.unwrap();
-        assert_eq!(issue_durations(&store).await, 1);
 
         // Much later, a fact that changes nothing that is counted.
         let before = store.dump();
@@ -597,14 +604,8 @@ mod tests {
     #[tokio::test]
     async fn a_ledger_stored_on_its_own_is_read_and_moved_into_the_summary() {
         // A store written before the ledger moved into the summary holds it as `l#<owner>`.
-        let (engine, store) = engine();
+        let (engine, store) = settled_issue().await;
         let day = chrono::TimeDelta::days(1);
-        let a = [
-            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
-            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
-        ];
-        engine.apply("github", "a", &a).await.unwrap();
-        engine.settle(engine.now() + day).await.unwrap();
         let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
         let lk = keys::ledger("repo#a/b", "gh/issue/a/b/1");
         let mut summary: Summary = record(&store, sk.clone()).await;

@@ -87,18 +87,24 @@ pub async fn collector_down_loses_nothing(store: Arc<dyn Store>, recovery: Recov
     assert_eq!(app.receiver.spans().len(), 1);
 }
 
+/// Issue 1 opened, PR 2 opened and merged, issue 1 closed (delivery IDs `<prefix>-1`…); the
+/// answer to the last.
+async fn issue_and_pr(app: &super::App, prefix: &str) -> serde_json::Value {
+    let id = |n: u32| format!("{prefix}-{n}");
+    app.github_fixture("github/issues/opened.payload.json", &id(1))
+        .await;
+    app.github("pull_request", &id(2), super::opened_pr()).await;
+    app.github("pull_request", &id(3), merged_pr()).await;
+    let closed = "github/issues/closed.derived.payload.json";
+    app.github_fixture(closed, &id(4)).await.1
+}
+
 /// The collector accepts traces but answers 500 to metrics: every span is sent exactly once,
 /// the points wait in the outbox and go out once metrics are accepted again.
 pub async fn partial_outage_sends_each_span_once(store: Arc<dyn Store>) {
     let app = app_with(store, test_config(&[])).await;
     app.receiver.set_metrics_down(true);
-    app.github_fixture("github/issues/opened.payload.json", "p-1")
-        .await;
-    app.github("pull_request", "p-2", super::opened_pr()).await;
-    app.github("pull_request", "p-3", merged_pr()).await;
-    let (_, b) = app
-        .github_fixture("github/issues/closed.derived.payload.json", "p-4")
-        .await;
+    let b = issue_and_pr(&app, "p").await;
     assert_eq!(b["export_pending"], true, "the points are pending: {b}");
     for _ in 0..5 {
         let d = app.pipeline.drain().await.unwrap();
@@ -128,20 +134,14 @@ pub async fn partial_outage_sends_each_span_once(store: Arc<dyn Store>) {
     assert_eq!(app.pipeline.pending().await.unwrap(), 0);
 }
 
-/// The collector accepts metrics but answers 500 to traces: the points go out (and again at each
-/// attempt: cumulative values, so the totals stay exact), the spans wait in the outbox and go
-/// out exactly once when traces are accepted again.
+/// The collector accepts metrics but answers 500 to traces: the points go out once (recorded as
+/// sent), the spans wait in the outbox and go out exactly once when traces are accepted again.
 pub async fn traces_outage_sends_each_span_once(store: Arc<dyn Store>) {
     let app = app_with(store, test_config(&[])).await;
     app.receiver.set_traces_down(true);
-    app.github_fixture("github/issues/opened.payload.json", "t-1")
-        .await;
-    app.github("pull_request", "t-2", super::opened_pr()).await;
-    app.github("pull_request", "t-3", merged_pr()).await;
-    let (_, b) = app
-        .github_fixture("github/issues/closed.derived.payload.json", "t-4")
-        .await;
+    let b = issue_and_pr(&app, "t").await;
     assert_eq!(b["export_pending"], true, "the spans are pending: {b}");
+    let (_, metric_posts) = app.receiver.posts();
     for _ in 0..3 {
         let d = app.pipeline.drain().await.unwrap();
         assert!(d.remaining && d.failed >= 1, "{d:?}");
@@ -149,6 +149,11 @@ pub async fn traces_outage_sends_each_span_once(store: Arc<dyn Store>) {
     assert!(app.receiver.spans().is_empty());
     let (trace_posts, _) = app.receiver.posts();
     assert!(trace_posts >= 3, "the spans were retried: {trace_posts}");
+    assert_eq!(
+        app.receiver.posts().1,
+        metric_posts,
+        "points are not sent again"
+    );
     let issues = |points: Vec<super::RPoint>| {
         points
             .into_iter()
