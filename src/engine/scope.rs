@@ -3,11 +3,11 @@
 //!
 //! A scope is a repository (or, for a work item that names none, the item alone). Its
 //! partition holds one compact [`Summary`] per work item (with the ledger of the metric
-//! contributions already applied for it) and one [`PushFact`] per push. [`derive`] is a pure function of the
-//! summaries and pushes: it orders them by event time and decides which changes each deployment
-//! shipped, lead times, recoveries, the deployment each incident followed and change failures.
-//! Because it is recomputed from the whole set at every drain, whichever side of a relation
-//! arrives second makes the link, and a late fact corrects what it changes.
+//! contributions already applied for it) and one [`PushFact`] per push. [`derive`] is a pure
+//! function of the summaries and pushes: it orders them by event time and decides which changes
+//! each deployment shipped, lead times, recoveries, the deployment each incident followed and
+//! change failures. Because it is recomputed from the whole set at every drain, whichever side of
+//! a relation arrives second makes the link, and a late fact corrects what it changes.
 
 use super::facts::{self, Gen, ItemRecord};
 use super::metrics::{self, Labels};

@@ -234,24 +234,16 @@ impl Pipeline {
         }
         batch.points_sent |= batch.points.is_empty();
         batch.spans_sent |= batch.spans.is_empty();
-        let mut failed = (false, false);
+        let (mut spans_failed, mut points_failed) = (false, false);
         if !batch.points_sent && try_points {
-            match self.exporter.export_points(&batch.points).await {
-                Ok(()) => batch.points_sent = true,
-                Err(e) => {
-                    tracing::warn!(error = %e, points = batch.points.len(), "exporting metric points failed; they stay in the outbox");
-                    failed.1 = true;
-                }
-            }
+            let result = self.exporter.export_points(&batch.points).await;
+            batch.points_sent = accepted(result, "metric points", batch.points.len());
+            points_failed = !batch.points_sent;
         }
         if !batch.spans_sent && try_spans {
-            match self.exporter.export_spans(&batch.spans).await {
-                Ok(()) => batch.spans_sent = true,
-                Err(e) => {
-                    tracing::warn!(error = %e, spans = batch.spans.len(), "exporting spans failed; they stay in the outbox");
-                    failed.0 = true;
-                }
-            }
+            let result = self.exporter.export_spans(&batch.spans).await;
+            batch.spans_sent = accepted(result, "spans", batch.spans.len());
+            spans_failed = !batch.spans_sent;
         }
         if !(batch.spans_sent && batch.points_sent) {
             // Written at once: what went out is never sent again (spans) or only once more.
@@ -260,9 +252,13 @@ impl Pipeline {
             if !put_if(store.as_ref(), &rec, &batch, &mut version).await? {
                 return Ok(Outcome::Held);
             }
-            return Ok(match failed {
-                (false, false) => Outcome::Skipped,
-                (spans, points) => Outcome::Failed { spans, points },
+            return Ok(if spans_failed || points_failed {
+                Outcome::Failed {
+                    spans: spans_failed,
+                    points: points_failed,
+                }
+            } else {
+                Outcome::Skipped
             });
         }
         match store
@@ -297,6 +293,18 @@ impl Pipeline {
             .query(keys::PENDING, "", "\u{10ffff}", 10_000, Order::Ascending)
             .await?
             .len())
+    }
+}
+
+/// Whether the collector accepted a signal; a refusal is logged, and what was refused stays in
+/// the outbox.
+fn accepted(result: Result<(), crate::export::ExportError>, signal: &str, count: usize) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, signal, count, "exporting {signal} failed; they stay in the outbox");
+            false
+        }
     }
 }
 
