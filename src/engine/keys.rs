@@ -7,7 +7,7 @@
 //! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it |
 //! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
 //! | `scope#<scope>` / `l#<owner key>` | a ledger on its own, as versions before it moved into the summary wrote it: read, removed when it next changes |
-//! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come |
+//! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come; its version is the writing delivery's tag, so a drainer removes only the marker it read |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
 //!

@@ -298,16 +298,28 @@ impl Engine {
                 }
             }
         }
+        // A wake-up marker's key is its due time (in ms) and its scope, so deliveries about one
+        // scope in the same millisecond write the same key. Each writes it under a version of
+        // its own (its tag), and a drainer removes a marker only while it still has the version
+        // it read: a delivery that lands while its scope is being settled keeps its wake-up.
         let due = now + chrono::TimeDelta::seconds(config.settle_secs);
+        let version = marker_version(&tag);
         for scope in &scopes {
-            tx.put(
+            tx.put_unread(
                 keys::pending(due, scope),
                 &serde_json::json!({}),
                 config.ttl_open_secs,
+                version,
             );
         }
         Ok(applied)
     }
+}
+
+/// The version a delivery writes its wake-up markers under: its tag (64 bits of SHA-256 of
+/// source and delivery ID), never 0.
+fn marker_version(tag: &str) -> u64 {
+    u64::from_str_radix(tag, 16).unwrap_or(1).max(1)
 }
 
 /// A random drainer identity: std's per-process random hash keys, so no extra dependency.
@@ -645,5 +657,95 @@ mod tests {
         let moved = summary.ledger.expect("moved into the summary");
         assert_eq!(moved.len(), 1);
         assert_ne!(moved, ledger, "the new duration");
+    }
+
+    /// A store that runs `hook` once, right before the first commit made only of wake-up
+    /// marker removals: between a settlement's transaction and the removal of its markers.
+    struct BeforeMarkerRemoval {
+        inner: Arc<MemoryStore>,
+        hook: tokio::sync::Mutex<
+            Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        >,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for BeforeMarkerRemoval {
+        async fn get_many(
+            &self,
+            keys: &[Key],
+        ) -> crate::store::StoreResult<Vec<Option<crate::store::Record>>> {
+            self.inner.get_many(keys).await
+        }
+        async fn query(
+            &self,
+            pk: &str,
+            from: &str,
+            to: &str,
+            limit: usize,
+            order: Order,
+        ) -> crate::store::StoreResult<Vec<crate::store::Record>> {
+            self.inner.query(pk, from, to, limit, order).await
+        }
+        async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
+            let removals = writes.iter().all(
+                |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk == keys::PENDING),
+            );
+            if removals && !writes.is_empty() {
+                if let Some(hook) = self.hook.lock().await.take() {
+                    hook.await;
+                }
+            }
+            self.inner.commit(writes).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_in_the_same_millisecond_as_a_settled_one_is_not_forgotten() {
+        // With VALUESTREAM_SETTLE_SECS=0 a wake-up marker is due at once, and its key is the
+        // due time (in ms) and the scope: two deliveries about one repository in the same
+        // millisecond write the same key (GitHub sends a merge's pull_request, issues and push
+        // deliveries together). When the second lands while a drainer settles the first, the
+        // drainer's removal of the marker it read must not remove the second delivery's.
+        let inner = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "0")]).unwrap());
+        let at = t("2024-03-01T12:00:00.123Z");
+        let clock: Clock = Arc::new(move || at);
+        let second = Engine::new(inner.clone(), config.clone()).with_clock(clock.clone());
+        let hook = Box::pin(async move {
+            let b = [
+                issue(2, Action::Open, "2024-01-01T10:00:00Z"),
+                issue(2, Action::Close, "2024-01-01T12:00:00Z"),
+            ];
+            second.apply("github", "b", &b).await.unwrap();
+        });
+        let store = Arc::new(BeforeMarkerRemoval {
+            inner: inner.clone(),
+            hook: tokio::sync::Mutex::new(Some(hook)),
+        });
+        let engine = Engine::new(store.clone(), config).with_clock(clock);
+        let a = [
+            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "a", &a).await.unwrap();
+        engine.settle(at).await.unwrap();
+        assert!(
+            store.hook.lock().await.is_none(),
+            "the second delivery came in between"
+        );
+        assert_eq!(issue_durations(&inner).await, 1, "the first issue, settled");
+
+        assert_eq!(
+            pending(&inner).await,
+            1,
+            "the second delivery's marker is still there"
+        );
+        engine.settle(at).await.unwrap();
+        assert_eq!(
+            issue_durations(&inner).await,
+            2,
+            "the second issue, settled too"
+        );
+        assert_eq!(pending(&inner).await, 0);
     }
 }

@@ -82,6 +82,26 @@ impl<'s> Tx<'s> {
         self.writes.insert(key, Write::Put { record, cond });
     }
 
+    /// Writes `value` at a key this attempt has not read, whatever is stored there, under
+    /// `version` rather than a successor of what is stored: the version then tells writers of
+    /// the same key apart (wake-up markers, see `Engine::attempt`).
+    pub fn put_unread<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64, version: u64) {
+        debug_assert!(!self.read.contains_key(&key), "{key:?} was read");
+        let record = Record {
+            key: key.clone(),
+            version,
+            expires_at: now_epoch() + ttl_secs,
+            data: Data::encode(value).expect("engine state serializes"),
+        };
+        self.writes.insert(
+            key,
+            Write::Put {
+                record,
+                cond: Cond::Any,
+            },
+        );
+    }
+
     pub fn delete(&mut self, key: Key) {
         let (cond, _) = self.cond(&key);
         self.writes.insert(key.clone(), Write::Delete { key, cond });
