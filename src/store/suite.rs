@@ -30,6 +30,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     expired_is_absent(store, prefix).await;
     query_range_and_order(store, prefix).await;
     delete_with_condition(store, prefix).await;
+    versions_are_exact_over_64_bits(store, prefix).await;
     large_batch_get(store, prefix).await;
 }
 
@@ -251,6 +252,48 @@ pub async fn delete_with_condition(store: &dyn Store, prefix: &str) {
         .commit(vec![Write::Delete {
             key: k.clone(),
             cond: Cond::Version(3),
+        }])
+        .await
+        .unwrap();
+    assert!(store.get_many(&[k]).await.unwrap()[0].is_none());
+}
+
+/// Wake-up markers carry a delivery's 64-bit tag as version, rewritten under `Cond::Any` by
+/// each delivery of the same millisecond; a drainer removes one only under the version it read.
+/// Versions must therefore survive every bit (no float rounding, no signed overflow).
+pub async fn versions_are_exact_over_64_bits(store: &dyn Store, prefix: &str) {
+    let k = Key::new(format!("{prefix}wide"), "2024-03-01T12:00:00.123Z#scope");
+    let (first, second) = (u64::MAX - 1, u64::MAX - 2);
+    store
+        .commit(vec![put(rec(k.clone(), first, 60, json!({})), Cond::Any)])
+        .await
+        .unwrap();
+    let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
+    assert_eq!(got[0].as_ref().map(|r| r.version), Some(first));
+    let listed = store
+        .query(&k.pk, "", "\u{10ffff}", 10, Order::Ascending)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [first]
+    );
+    // another delivery rewrites the key: the removal under the version first read must fail
+    store
+        .commit(vec![put(rec(k.clone(), second, 60, json!({})), Cond::Any)])
+        .await
+        .unwrap();
+    let stale = store
+        .commit(vec![Write::Delete {
+            key: k.clone(),
+            cond: Cond::Version(first),
+        }])
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    store
+        .commit(vec![Write::Delete {
+            key: k.clone(),
+            cond: Cond::Version(second),
         }])
         .await
         .unwrap();
