@@ -22,10 +22,16 @@ pub struct Settled {
     /// Series whose value changed.
     pub points: Vec<Series>,
     pub scopes: usize,
+    /// Due wake-up markers are left for the next drain: the settle budget ran out.
+    pub more: bool,
 }
 
-/// Scopes settled per pass at most; the rest wait for the next pass.
+/// Wake-up markers read per query; a settle reads again while a query came back full.
 const MARKERS_PER_PASS: usize = 500;
+/// Wall time in which a settle starts new scopes (it always settles one): a backlog (a burst,
+/// a replayed history) is worked off over several drains, each leaving time to export, rather
+/// than 500 markers per drain or one drain that outlasts a 15 s Lambda.
+pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Per transaction at most: writes for owners whose metric contributions change (their summary,
 /// and the removal of a ledger still kept on its own), and items whose spans are settled. With
 /// the series they touch, a transaction stays under DynamoDB's 100 writes.
@@ -44,28 +50,43 @@ struct Round {
 const EXTERNAL_DEPTH: usize = 4;
 
 impl Engine {
-    /// Settles every scope whose facts are due at `now`.
+    /// Settles every scope whose facts are due at `now`, or as many as the engine's settle
+    /// budget allows ([`Settled::more`] then says that due markers are left).
     #[tracing::instrument(name = "engine.settle", skip(self))]
     pub async fn settle(&self, now: Time) -> Result<Settled, EngineError> {
+        let started = std::time::Instant::now();
         let to = format!("{}#\u{10ffff}", keys::time_sk(now));
-        let markers = self
-            .store
-            .query(keys::PENDING, "", &to, MARKERS_PER_PASS, Order::Ascending)
-            .await?;
-        let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for m in markers {
-            if let Some((_, scope)) = m.key.sk.split_once('#') {
-                by_scope.entry(scope.to_string()).or_default().push(m);
+        let mut out = Settled::default();
+        loop {
+            let markers = self
+                .store
+                .query(keys::PENDING, "", &to, MARKERS_PER_PASS, Order::Ascending)
+                .await?;
+            let full = markers.len() == MARKERS_PER_PASS;
+            let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+            for m in markers {
+                if let Some((_, scope)) = m.key.sk.split_once('#') {
+                    by_scope.entry(scope.to_string()).or_default().push(m);
+                }
+            }
+            for (scope, markers) in by_scope {
+                if out.scopes > 0 && started.elapsed() >= self.settle_budget {
+                    out.more = true;
+                    return Ok(out);
+                }
+                let (spans, points) = self.settle_scope(&scope, &markers, now).await?;
+                out.spans.extend(spans);
+                out.points.extend(points);
+                out.scopes += 1;
+            }
+            if !full {
+                return Ok(out);
+            }
+            if started.elapsed() >= self.settle_budget {
+                out.more = true;
+                return Ok(out);
             }
         }
-        let mut out = Settled::default();
-        for (scope, markers) in by_scope {
-            let (spans, points) = self.settle_scope(&scope, &markers, now).await?;
-            out.spans.extend(spans);
-            out.points.extend(points);
-            out.scopes += 1;
-        }
-        Ok(out)
     }
 
     async fn settle_scope(

@@ -160,22 +160,30 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     // alone for VALUESTREAM_RETRY_SECS.
     let drainer = pipeline.clone();
     let every = Duration::from_secs(drain_tick_secs(config.settle_secs));
+    // A drain that ran out of its settle budget (a backlog) is followed by the next one at once.
     tokio::spawn(async move {
+        let mut unsettled = false;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = drainer.wake.notified() => {}
-            }
-            match drainer.drain().await {
-                Ok(d) if d.exported > 0 || d.failed > 0 => {
-                    tracing::info!(
-                        settled = d.settled.len(),
-                        exported = d.exported,
-                        failed = d.failed,
-                        "drained"
-                    )
+            if !unsettled {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = drainer.wake.notified() => {}
                 }
-                Ok(_) => {}
+            }
+            unsettled = false;
+            match drainer.drain().await {
+                Ok(d) => {
+                    unsettled = d.unsettled;
+                    if d.exported > 0 || d.failed > 0 || d.unsettled {
+                        tracing::info!(
+                            settled = d.settled.len(),
+                            exported = d.exported,
+                            failed = d.failed,
+                            unsettled = d.unsettled,
+                            "drained"
+                        )
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick")
                 }

@@ -222,6 +222,7 @@ impl Handler {
                     exported = d.exported,
                     failed = d.failed,
                     remaining = d.remaining,
+                    unsettled = d.unsettled,
                     elapsed_ms,
                     scheduled_at,
                     "scheduled drain"
@@ -231,6 +232,7 @@ impl Handler {
                     "exported": d.exported,
                     "failed": d.failed,
                     "remaining": d.remaining,
+                    "unsettled": d.unsettled,
                 }))
             }
             Err(e) => {

@@ -62,6 +62,8 @@ pub struct Drained {
     pub failed: usize,
     /// Batches are still waiting in the outbox.
     pub remaining: bool,
+    /// Due facts are still waiting to be settled: the settle budget ran out (drain again).
+    pub unsettled: bool,
 }
 
 impl Pipeline {
@@ -137,9 +139,10 @@ impl Pipeline {
     /// Settles what is due at `now`, then exports every batch it can lease.
     #[tracing::instrument(name = "drain", skip(self))]
     pub async fn drain_at(&self, now: Time) -> Result<Drained, EngineError> {
-        let Settled { spans, .. } = self.engine.settle(now).await?;
+        let Settled { spans, more, .. } = self.engine.settle(now).await?;
         let mut report = self.export_outbox().await?;
         report.settled = spans;
+        report.unsettled = more;
         Ok(report)
     }
 
