@@ -203,7 +203,7 @@ impl Handler {
                 };
                 Ok(serde_json::to_value(response)?)
             }
-            Ok(Invocation::Scheduled(event)) => self.drain(event).await,
+            Ok(Invocation::Scheduled(event)) => self.drain(event, context.deadline()).await,
             Err(e) => {
                 tracing::warn!(error = %e, request_id = %context.request_id, "unknown event");
                 Err(e)
@@ -211,10 +211,34 @@ impl Handler {
         }
     }
 
-    async fn drain(&self, event: EventBridgeEvent) -> Result<Value, LambdaError> {
+    /// One drain, and more while a backlog is left and the invocation has time for another
+    /// (each settles for at most `SETTLE_BUDGET`, then exports).
+    async fn drain(
+        &self,
+        event: EventBridgeEvent,
+        deadline: std::time::SystemTime,
+    ) -> Result<Value, LambdaError> {
         let scheduled_at = event.time.unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = self.pipeline.drain().await;
+        let mut result = self.pipeline.drain().await;
+        let mut drains = 1;
+        // room for another drain: its settle budget and as much again for its export
+        let room = 2 * crate::engine::drain::SETTLE_BUDGET;
+        while let Ok(d) = &result {
+            let left = deadline
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if !d.unsettled || left < room {
+                break;
+            }
+            let (exported, failed) = (d.exported, d.failed);
+            result = self.pipeline.drain().await.map(|mut next| {
+                next.exported += exported;
+                next.failed += failed;
+                next
+            });
+            drains += 1;
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(d) => {
@@ -223,6 +247,7 @@ impl Handler {
                     failed = d.failed,
                     remaining = d.remaining,
                     unsettled = d.unsettled,
+                    drains,
                     elapsed_ms,
                     scheduled_at,
                     "scheduled drain"

@@ -128,12 +128,22 @@ impl Pipeline {
         self.drain_at(self.engine.now()).await
     }
 
-    /// Settles everything, due or not (replay at the end of its files), and exports.
+    /// Settles everything, due or not (replay at the end of its files), and exports: drains
+    /// until no settle budget runs out.
     pub async fn drain_all(&self) -> Result<Drained, EngineError> {
         let far = self.engine.now()
             + chrono::TimeDelta::seconds(self.engine.config.settle_secs)
             + chrono::TimeDelta::days(1);
-        self.drain_at(far).await
+        let mut all = self.drain_at(far).await?;
+        while all.unsettled {
+            let next = self.drain_at(far).await?;
+            all.settled.extend(next.settled);
+            all.exported += next.exported;
+            all.failed += next.failed;
+            all.remaining = next.remaining;
+            all.unsettled = next.unsettled;
+        }
+        Ok(all)
     }
 
     /// Settles what is due at `now`, then exports every batch it can lease.
@@ -337,5 +347,58 @@ async fn put_if(
         }
         Err(StoreError::Conflict) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::export::Discard;
+    use crate::model::{Action, Kind, Repo, WorkEvent};
+    use crate::store::memory::MemoryStore;
+
+    /// Issue 1 of repository `a/<r>`, opened and closed.
+    fn closed_issue(r: usize) -> Vec<Input> {
+        [
+            (Action::Open, "2024-01-01T10:00:00Z"),
+            (Action::Close, "2024-01-01T11:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(action, at)| {
+            let key = format!("gh/issue/a/{r}/1");
+            let mut ev = WorkEvent::new(Kind::Issue, key, "ISSUE #1".into(), action);
+            ev.repo = Some(Repo::new(&format!("a/{r}")));
+            ev.at = Some(at.parse().unwrap());
+            if action == Action::Open {
+                ev.start = ev.at;
+            } else {
+                ev.end = ev.at;
+            }
+            Input::Work(ev)
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn drain_all_settles_everything_whatever_the_settle_budget() {
+        // `replay` drains once at the end of its files: a budget that runs out must not leave
+        // repositories unsettled when the process exits.
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let engine = Engine::new(store, config).with_settle_budget(std::time::Duration::ZERO);
+        let pipeline = Pipeline::new(engine, Arc::new(Discard));
+        for r in 0..3 {
+            let id = format!("d-{r}");
+            pipeline
+                .deliver("github", &id, &closed_issue(r))
+                .await
+                .unwrap();
+        }
+        let first = pipeline.drain().await.unwrap();
+        assert_eq!(first.settled.len(), 0, "not due yet");
+        let all = pipeline.drain_all().await.unwrap();
+        assert_eq!(all.settled.len(), 3, "one issue span per repository");
+        assert_eq!((all.exported, all.unsettled), (3, false));
     }
 }
