@@ -360,6 +360,34 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Inputs that tests of the engine and of the pipeline share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::model::{Action, Input, Kind, Repo, WorkEvent};
+
+    /// Issue 1 of repository `a/<r>`, opened and closed (one delivery's inputs).
+    pub(crate) fn closed_issue(r: usize) -> Vec<Input> {
+        [
+            (Action::Open, "2024-01-01T10:00:00Z"),
+            (Action::Close, "2024-01-01T11:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(action, at)| {
+            let key = format!("gh/issue/a/{r}/1");
+            let mut ev = WorkEvent::new(Kind::Issue, key, "ISSUE #1".into(), action);
+            ev.repo = Some(Repo::new(&format!("a/{r}")));
+            ev.at = Some(at.parse().unwrap());
+            if action == Action::Open {
+                ev.start = ev.at;
+            } else {
+                ev.end = ev.at;
+            }
+            Input::Work(ev)
+        })
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,22 +786,6 @@ mod tests {
         assert_eq!(pending(&inner).await, 0);
     }
 
-    /// Issue 1 of repository `a/<r>`, opened and closed in one delivery.
-    fn closed_in_repo(r: usize) -> Vec<Input> {
-        let mut inputs = vec![
-            issue(1, Action::Open, "2024-01-01T10:00:00Z"),
-            issue(1, Action::Close, "2024-01-01T11:00:00Z"),
-        ];
-        for input in &mut inputs {
-            let Input::Work(ev) = input else {
-                unreachable!()
-            };
-            ev.repo = Some(Repo::new(&format!("a/{r}")));
-            ev.key = format!("gh/issue/a/{r}/1");
-        }
-        inputs
-    }
-
     #[tokio::test]
     async fn a_backlog_is_settled_by_one_drain_within_its_budget() {
         // More due wake-up markers than one query reads (500): a burst, or a replayed history.
@@ -782,7 +794,7 @@ mod tests {
         let (engine, store) = engine();
         for r in 0..1_200 {
             engine
-                .apply("github", &format!("d-{r}"), &closed_in_repo(r))
+                .apply("github", &format!("d-{r}"), &testing::closed_issue(r))
                 .await
                 .unwrap();
         }
@@ -801,7 +813,7 @@ mod tests {
         for r in 0..3 {
             let d = format!("d-{r}");
             engine
-                .apply("github", &d, &closed_in_repo(r))
+                .apply("github", &d, &testing::closed_issue(r))
                 .await
                 .unwrap();
         }

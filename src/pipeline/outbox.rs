@@ -354,31 +354,9 @@ async fn put_if(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::engine::testing::closed_issue;
     use crate::export::Discard;
-    use crate::model::{Action, Kind, Repo, WorkEvent};
     use crate::store::memory::MemoryStore;
-
-    /// Issue 1 of repository `a/<r>`, opened and closed.
-    fn closed_issue(r: usize) -> Vec<Input> {
-        [
-            (Action::Open, "2024-01-01T10:00:00Z"),
-            (Action::Close, "2024-01-01T11:00:00Z"),
-        ]
-        .into_iter()
-        .map(|(action, at)| {
-            let key = format!("gh/issue/a/{r}/1");
-            let mut ev = WorkEvent::new(Kind::Issue, key, "ISSUE #1".into(), action);
-            ev.repo = Some(Repo::new(&format!("a/{r}")));
-            ev.at = Some(at.parse().unwrap());
-            if action == Action::Open {
-                ev.start = ev.at;
-            } else {
-                ev.end = ev.at;
-            }
-            Input::Work(ev)
-        })
-        .collect()
-    }
 
     #[tokio::test]
     async fn drain_all_settles_everything_whatever_the_settle_budget() {
