@@ -73,13 +73,7 @@ impl<'s> Tx<'s> {
     /// Writes `value` at `key`, living `ttl_secs` from now.
     pub fn put<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64) {
         let (cond, version) = self.cond(&key);
-        let record = Record {
-            key: key.clone(),
-            version: version + 1,
-            expires_at: now_epoch() + ttl_secs,
-            data: Data::encode(value).expect("engine state serializes"),
-        };
-        self.writes.insert(key, Write::Put { record, cond });
+        self.put_as(key, value, ttl_secs, version + 1, cond);
     }
 
     /// Writes `value` at a key this attempt has not read, whatever is stored there, under
@@ -87,19 +81,24 @@ impl<'s> Tx<'s> {
     /// the same key apart (wake-up markers, see `Engine::attempt`).
     pub fn put_unread<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64, version: u64) {
         debug_assert!(!self.read.contains_key(&key), "{key:?} was read");
+        self.put_as(key, value, ttl_secs, version, Cond::Any);
+    }
+
+    fn put_as<T: Serialize>(
+        &mut self,
+        key: Key,
+        value: &T,
+        ttl_secs: i64,
+        version: u64,
+        cond: Cond,
+    ) {
         let record = Record {
             key: key.clone(),
             version,
             expires_at: now_epoch() + ttl_secs,
             data: Data::encode(value).expect("engine state serializes"),
         };
-        self.writes.insert(
-            key,
-            Write::Put {
-                record,
-                cond: Cond::Any,
-            },
-        );
+        self.writes.insert(key, Write::Put { record, cond });
     }
 
     pub fn delete(&mut self, key: Key) {

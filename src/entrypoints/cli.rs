@@ -170,10 +170,8 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
                     _ = drainer.wake.notified() => {}
                 }
             }
-            unsettled = false;
-            match drainer.drain().await {
+            unsettled = match drainer.drain().await {
                 Ok(d) => {
-                    unsettled = d.unsettled;
                     if d.exported > 0 || d.failed > 0 || d.unsettled {
                         tracing::info!(
                             settled = d.settled.len(),
@@ -183,11 +181,13 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
                             "drained"
                         )
                     }
+                    d.unsettled
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick")
+                    tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick");
+                    false
                 }
-            }
+            };
         }
     });
     let sweeper = store.clone();

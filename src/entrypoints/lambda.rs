@@ -220,23 +220,21 @@ impl Handler {
     ) -> Result<Value, LambdaError> {
         let scheduled_at = event.time.unwrap_or_default();
         let started = std::time::Instant::now();
-        let mut result = self.pipeline.drain().await;
-        let mut drains = 1;
         // room for another drain: its settle budget and as much again for its export
         let room = 2 * crate::engine::drain::SETTLE_BUDGET;
-        while let Ok(d) = &result {
-            let left = deadline
+        let has_room = || {
+            deadline
                 .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            if !d.unsettled || left < room {
+                .is_ok_and(|left| left >= room)
+        };
+        let mut result = self.pipeline.drain().await;
+        let mut drains = 1;
+        while let Ok(d) = result {
+            if !d.unsettled || !has_room() {
+                result = Ok(d);
                 break;
             }
-            let (exported, failed) = (d.exported, d.failed);
-            result = self.pipeline.drain().await.map(|mut next| {
-                next.exported += exported;
-                next.failed += failed;
-                next
-            });
+            result = self.pipeline.drain().await.map(|next| d.then(next));
             drains += 1;
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;

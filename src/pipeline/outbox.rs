@@ -66,6 +66,20 @@ pub struct Drained {
     pub unsettled: bool,
 }
 
+impl Drained {
+    /// This drain followed by `next`: what both did, and what `next` left.
+    pub fn then(mut self, next: Drained) -> Drained {
+        self.settled.extend(next.settled);
+        Drained {
+            settled: self.settled,
+            exported: self.exported + next.exported,
+            failed: self.failed + next.failed,
+            remaining: next.remaining,
+            unsettled: next.unsettled,
+        }
+    }
+}
+
 impl Pipeline {
     pub fn new(engine: Engine, exporter: Arc<dyn Exporter>) -> Self {
         Pipeline {
@@ -136,12 +150,7 @@ impl Pipeline {
             + chrono::TimeDelta::days(1);
         let mut all = self.drain_at(far).await?;
         while all.unsettled {
-            let next = self.drain_at(far).await?;
-            all.settled.extend(next.settled);
-            all.exported += next.exported;
-            all.failed += next.failed;
-            all.remaining = next.remaining;
-            all.unsettled = next.unsettled;
+            all = all.then(self.drain_at(far).await?);
         }
         Ok(all)
     }
