@@ -12,7 +12,9 @@ use super::tx::Tx;
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, ParentRef, Time};
 use crate::store::{Cond, Order, Record, StoreError, Write};
+use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// What one settle pass did.
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ const MARKERS_PER_PASS: usize = 500;
 /// a replayed history) is worked off over several drains, each leaving time to export, rather
 /// than 500 markers per drain or one drain that outlasts a 15 s Lambda.
 pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// Repositories settled at once by a drain (each its own transactions).
+pub const SCOPES_AT_ONCE: usize = 8;
 /// Per transaction at most: writes for owners whose metric contributions change (their summary,
 /// and the removal of a ledger still kept on its own), and items whose spans are settled. With
 /// the series they touch, a transaction stays under DynamoDB's 100 writes.
@@ -69,15 +73,42 @@ impl Engine {
                     by_scope.entry(scope.to_string()).or_default().push(m);
                 }
             }
-            for (scope, markers) in by_scope {
-                if out.scopes > 0 && started.elapsed() >= self.settle_budget {
+            // A repository's series all carry its name, so settlements of two repositories
+            // never write the same record and run side by side (a drain on DynamoDB waits on
+            // round trips, not CPU). Scopes of items that name no repository can share series
+            // (by team, by source): those are settled one at a time, so they do not make each
+            // other retry. Both lanes start no new scope once the budget is spent.
+            let (repos, items): (Vec<_>, Vec<_>) = by_scope
+                .into_iter()
+                .partition(|(scope, _)| scope.starts_with("repo#"));
+            let begun = AtomicUsize::new(out.scopes);
+            let may_start = |_: &(String, Vec<Record>)| {
+                if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {
+                    return false;
+                }
+                begun.fetch_add(1, Relaxed);
+                true
+            };
+            for (lane, at_once) in [(items, 1), (repos, self.scopes_at_once)] {
+                let todo = lane.len();
+                let mut settled =
+                    futures_util::stream::iter(lane.into_iter().take_while(may_start))
+                        .map(|(scope, markers)| async move {
+                            self.settle_scope(&scope, &markers, now).await
+                        })
+                        .buffered(at_once);
+                let mut done = 0;
+                while let Some(result) = settled.next().await {
+                    let (spans, points) = result?;
+                    out.spans.extend(spans);
+                    out.points.extend(points);
+                    out.scopes += 1;
+                    done += 1;
+                }
+                if done < todo {
                     out.more = true;
                     return Ok(out);
                 }
-                let (spans, points) = self.settle_scope(&scope, &markers, now).await?;
-                out.spans.extend(spans);
-                out.points.extend(points);
-                out.scopes += 1;
             }
             if !full {
                 return Ok(out);
@@ -545,5 +576,105 @@ mod tests {
         let d = multiset_diff(&old, &new);
         assert_eq!(d, vec![(c("a", 1), -1), (c("b", 5), -1), (c("b", 7), 1)]);
         assert!(multiset_diff(&new, &new).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod concurrency {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{Action, Input, Kind, WorkEvent};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Key, Store, StoreResult};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    /// A store whose commits take 3 ms (a round trip) and which records how many were in flight
+    /// at once.
+    #[derive(Default)]
+    struct RoundTrips {
+        inner: MemoryStore,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for RoundTrips {
+        async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+            self.inner.get_many(keys).await
+        }
+        async fn query(
+            &self,
+            pk: &str,
+            from: &str,
+            to: &str,
+            limit: usize,
+            order: Order,
+        ) -> StoreResult<Vec<Record>> {
+            self.inner.query(pk, from, to, limit, order).await
+        }
+        async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            let result = self.inner.commit(writes).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            result
+        }
+    }
+
+    /// Issue `n`, opened and closed, in repository `a/<n>` or in none.
+    fn closed(n: usize, in_repo: bool) -> Vec<Input> {
+        let mut ev = WorkEvent::new(
+            Kind::Issue,
+            format!("jira/issue/{n}"),
+            format!("ISSUE-{n}"),
+            Action::Close,
+        );
+        ev.repo = in_repo.then(|| crate::model::Repo::new(&format!("a/{n}")));
+        ev.start = Some("2024-01-01T10:00:00Z".parse().unwrap());
+        ev.end = Some("2024-01-01T11:00:00Z".parse().unwrap());
+        ev.at = ev.end;
+        vec![Input::Work(ev)]
+    }
+
+    async fn settle_all(in_repo: bool) -> (Settled, usize) {
+        let store = Arc::new(RoundTrips::default());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let engine = Engine::new(store.clone(), config);
+        for n in 0..20 {
+            let inputs = closed(n, in_repo);
+            engine
+                .apply("jira", &format!("d-{n}"), &inputs)
+                .await
+                .unwrap();
+        }
+        store.most.store(0, SeqCst);
+        let settled = engine
+            .settle(engine.now() + chrono::TimeDelta::days(1))
+            .await
+            .unwrap();
+        (settled, store.most.load(SeqCst))
+    }
+
+    #[tokio::test]
+    async fn repositories_are_settled_side_by_side() {
+        let (settled, most) = settle_all(true).await;
+        assert_eq!((settled.scopes, settled.spans.len()), (20, 20));
+        assert_eq!(most, SCOPES_AT_ONCE, "commits in flight at once");
+        // spans come out in scope order whatever finished first
+        let names: Vec<_> = settled.spans.iter().map(|s| s.name.clone()).collect();
+        let mut by_scope: Vec<_> = (0..20).map(|n| (format!("a/{n}"), n)).collect();
+        by_scope.sort();
+        let want: Vec<_> = by_scope.iter().map(|(_, n)| format!("ISSUE-{n}")).collect();
+        assert_eq!(names, want);
+    }
+
+    #[tokio::test]
+    async fn items_without_a_repository_are_settled_one_at_a_time() {
+        // their series (by team, by source) can be shared: side by side they would conflict
+        let (settled, most) = settle_all(false).await;
+        assert_eq!((settled.scopes, settled.spans.len()), (20, 20));
+        assert_eq!(most, 1, "commits in flight at once");
     }
 }

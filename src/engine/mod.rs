@@ -114,6 +114,7 @@ pub struct Engine {
     holder: u64,
     /// Wall time in which one settle starts new scopes ([`drain::SETTLE_BUDGET`]).
     settle_budget: Duration,
+    scopes_at_once: usize,
 }
 
 /// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
@@ -136,6 +137,7 @@ impl Engine {
             clock: Arc::new(chrono::Utc::now),
             holder: new_holder(),
             settle_budget: drain::SETTLE_BUDGET,
+            scopes_at_once: drain::SCOPES_AT_ONCE,
         }
     }
 
@@ -153,6 +155,13 @@ impl Engine {
     /// The same engine with another settle budget (tests of a backlog).
     pub fn with_settle_budget(mut self, budget: Duration) -> Self {
         self.settle_budget = budget;
+        self
+    }
+
+    /// The same engine settling at most `n` repositories at once (1: one after the other, as
+    /// before; `benches/settle.rs` compares the two).
+    pub fn with_scopes_at_once(mut self, n: usize) -> Self {
+        self.scopes_at_once = n.max(1);
         self
     }
 
