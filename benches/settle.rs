@@ -62,7 +62,9 @@ async fn run(store: Arc<dyn Store>, deliveries: &Deliveries, repos: usize, at_on
     let engine = Engine::new(store.clone(), config.clone())
         .with_settle_budget(Duration::from_secs(3600))
         .with_scopes_at_once(at_once);
-    let pipeline = Arc::new(Pipeline::new(engine, Arc::new(Discard)));
+    let pipeline = Arc::new(
+        Pipeline::new(engine, Arc::new(Discard)).with_export_budget(Duration::from_secs(3600)),
+    );
     let engine = &pipeline.engine;
     let app = router(AppState {
         pipeline: pipeline.clone(),
@@ -95,14 +97,22 @@ async fn run(store: Arc<dyn Store>, deliveries: &Deliveries, repos: usize, at_on
         .unwrap();
     let took = started.elapsed();
     assert!(!settled.more, "one settle, everything due");
+    let (requests, fsyncs) = (store.requests() - requests, store.durable_commits() - fsyncs);
+    // The export that follows, one batch after another (the exporter discards: only the
+    // store's share of it, a removal per batch).
+    let exporting = Instant::now();
+    let exported = pipeline.export_outbox().await.unwrap();
+    let export_took = exporting.elapsed();
     println!(
-        "  {at_once} at once: {:>4} scopes, {:>5} spans in {:>8.2?} = {:>6.0} scopes/s, {} store requests, {} fsyncs",
+        "  {at_once} at once: {:>4} scopes, {:>5} spans in {:>8.2?} = {:>6.0} scopes/s, {} store requests, {} fsyncs; then {} batches exported in {:.2?}",
         settled.scopes,
         settled.spans.len(),
         took,
         settled.scopes as f64 / took.as_secs_f64(),
-        store.requests() - requests,
-        store.durable_commits() - fsyncs,
+        requests,
+        fsyncs,
+        exported.exported,
+        export_took,
     );
 }
 

@@ -493,9 +493,16 @@ async fn scheduled_events_drain_through_the_lambda_runtime() {
             &answer["exported"],
             &answer["failed"],
             &answer["remaining"],
-            &answer["unsettled"]
+            &answer["unsettled"],
+            &answer["unexported"]
         ),
-        (&json!(0), &json!(0), &json!(false), &json!(false)),
+        (
+            &json!(0),
+            &json!(0),
+            &json!(false),
+            &json!(false),
+            &json!(false)
+        ),
         "{answer}"
     );
 

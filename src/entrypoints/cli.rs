@@ -160,28 +160,30 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     // alone for VALUESTREAM_RETRY_SECS.
     let drainer = pipeline.clone();
     let every = Duration::from_secs(drain_tick_secs(config.settle_secs));
-    // A drain that ran out of its settle budget (a backlog) is followed by the next one at once.
+    // A drain that ran out of its settle or export budget (a backlog) is followed by the next
+    // one at once.
     tokio::spawn(async move {
-        let mut unsettled = false;
+        let mut cut_short = false;
         loop {
-            if !unsettled {
+            if !cut_short {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = drainer.wake.notified() => {}
                 }
             }
-            unsettled = match drainer.drain().await {
+            cut_short = match drainer.drain().await {
                 Ok(d) => {
-                    if d.exported > 0 || d.failed > 0 || d.unsettled {
+                    if d.exported > 0 || d.failed > 0 || d.cut_short() {
                         tracing::info!(
                             settled = d.settled.len(),
                             exported = d.exported,
                             failed = d.failed,
                             unsettled = d.unsettled,
+                            unexported = d.unexported,
                             "drained"
                         )
                     }
-                    d.unsettled
+                    d.cut_short()
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick");

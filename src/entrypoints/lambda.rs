@@ -212,7 +212,7 @@ impl Handler {
     }
 
     /// One drain, and more while a backlog is left and the invocation has time for another
-    /// (each settles for at most `SETTLE_BUDGET`, then exports).
+    /// (each settles for at most `SETTLE_BUDGET`, then exports for at most `EXPORT_BUDGET`).
     async fn drain(
         &self,
         event: EventBridgeEvent,
@@ -220,8 +220,8 @@ impl Handler {
     ) -> Result<Value, LambdaError> {
         let scheduled_at = event.time.unwrap_or_default();
         let started = std::time::Instant::now();
-        // room for another drain: its settle budget and as much again for its export
-        let room = 2 * crate::engine::drain::SETTLE_BUDGET;
+        // room for another drain: its settle budget and its export budget
+        let room = crate::engine::drain::SETTLE_BUDGET + crate::pipeline::outbox::EXPORT_BUDGET;
         let has_room = || {
             deadline
                 .duration_since(std::time::SystemTime::now())
@@ -230,7 +230,7 @@ impl Handler {
         let mut result = self.pipeline.drain().await;
         let mut drains = 1;
         while let Ok(d) = result {
-            if !d.unsettled || !has_room() {
+            if !d.cut_short() || !has_room() {
                 result = Ok(d);
                 break;
             }
@@ -245,6 +245,7 @@ impl Handler {
                     failed = d.failed,
                     remaining = d.remaining,
                     unsettled = d.unsettled,
+                    unexported = d.unexported,
                     drains,
                     elapsed_ms,
                     scheduled_at,
@@ -256,6 +257,7 @@ impl Handler {
                     "failed": d.failed,
                     "remaining": d.remaining,
                     "unsettled": d.unsettled,
+                    "unexported": d.unexported,
                 }))
             }
             Err(e) => {

@@ -23,6 +23,12 @@ use std::sync::Arc;
 /// Inputs applied in one transaction. An input writes three records (its facts, its summary,
 /// a wake-up marker), so a part stays well under DynamoDB's 100 writes.
 pub const INPUTS_PER_PART: usize = 16;
+/// Wall time in which an export starts new batches (it always tries one). A drain that settled
+/// a backlog (up to 8 repositories at once for `SETTLE_BUDGET`) can put a thousand batches in
+/// the outbox, each two collector requests and a removal: exported one after another without a
+/// bound, they could outlast a 15 s Lambda, which would then be stopped between a batch's spans
+/// going out and its removal, and that batch would go out twice.
+pub const EXPORT_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Pipeline {
     pub engine: Engine,
@@ -35,6 +41,8 @@ pub struct Pipeline {
     metrics_quiet_until: AtomicI64,
     /// Woken after each delivery when spans settle at once (settle 0).
     pub wake: Arc<tokio::sync::Notify>,
+    /// See [`EXPORT_BUDGET`].
+    export_budget: std::time::Duration,
 }
 
 /// What exporting one batch came to.
@@ -64,6 +72,8 @@ pub struct Drained {
     pub remaining: bool,
     /// Due facts are still waiting to be settled: the settle budget ran out (drain again).
     pub unsettled: bool,
+    /// Batches that could go out now are still waiting: the export budget ran out (drain again).
+    pub unexported: bool,
 }
 
 impl Drained {
@@ -76,7 +86,13 @@ impl Drained {
             failed: self.failed + next.failed,
             remaining: next.remaining,
             unsettled: next.unsettled,
+            unexported: next.unexported,
         }
+    }
+
+    /// A budget ran out with work left that can be done now: drain again at once.
+    pub fn cut_short(&self) -> bool {
+        self.unsettled || self.unexported
     }
 }
 
@@ -89,7 +105,14 @@ impl Pipeline {
             traces_quiet_until: AtomicI64::new(0),
             metrics_quiet_until: AtomicI64::new(0),
             wake: Arc::new(tokio::sync::Notify::new()),
+            export_budget: EXPORT_BUDGET,
         }
+    }
+
+    /// The same pipeline with another export budget (tests of a backlog).
+    pub fn with_export_budget(mut self, budget: std::time::Duration) -> Self {
+        self.export_budget = budget;
+        self
     }
 
     /// The same pipeline, waiting `secs` after a failed export before the next attempt.
@@ -143,13 +166,13 @@ impl Pipeline {
     }
 
     /// Settles everything, due or not (replay at the end of its files), and exports: drains
-    /// until no settle budget runs out.
+    /// until no settle or export budget runs out.
     pub async fn drain_all(&self) -> Result<Drained, EngineError> {
         let far = self.engine.now()
             + chrono::TimeDelta::seconds(self.engine.config.settle_secs)
             + chrono::TimeDelta::days(1);
         let mut all = self.drain_at(far).await?;
-        while all.unsettled {
+        while all.cut_short() {
             all = all.then(self.drain_at(far).await?);
         }
         Ok(all)
@@ -165,10 +188,13 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Exports every pending batch it can lease. Traces and metrics are tried apart: after a
-    /// failure of one signal, that signal is left alone for `retry_secs` while the other goes on.
+    /// Exports every pending batch it can lease, or as many as the export budget allows
+    /// ([`Drained::unexported`]). Traces and metrics are tried apart: after a failure of one
+    /// signal, that signal is left alone for `retry_secs` while the other goes on.
     pub async fn export_outbox(&self) -> Result<Drained, EngineError> {
         let store = &self.engine.store;
+        let started = std::time::Instant::now();
+        let mut tried = 0;
         let mut report = Drained::default();
         let now = now_epoch();
         let mut try_spans = now >= self.traces_quiet_until.load(AtomicOrdering::Relaxed);
@@ -195,6 +221,12 @@ impl Pipeline {
                     report.remaining = true;
                     continue;
                 }
+                if tried > 0 && started.elapsed() >= self.export_budget {
+                    report.remaining = true;
+                    report.unexported = true;
+                    return Ok(report);
+                }
+                tried += 1;
                 match self.export_one(rec, batch, try_spans, try_points).await? {
                     Outcome::Done => report.exported += 1,
                     Outcome::Held => report.remaining = true,
@@ -387,5 +419,56 @@ mod tests {
         let all = pipeline.drain_all().await.unwrap();
         assert_eq!(all.settled.len(), 3, "one issue span per repository");
         assert_eq!((all.exported, all.unsettled), (3, false));
+    }
+
+    #[tokio::test]
+    async fn an_export_out_of_budget_leaves_the_rest_to_the_next_drain() {
+        // A drain that settled a backlog must not export without end (a 15 s Lambda stopped
+        // between a batch's spans and its removal sends that batch twice).
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let pipeline = Pipeline::new(Engine::new(store, config), Arc::new(Discard))
+            .with_export_budget(std::time::Duration::ZERO);
+        for r in 0..3 {
+            let id = format!("d-{r}");
+            pipeline
+                .deliver("github", &id, &closed_issue(r))
+                .await
+                .unwrap();
+        }
+        let later = pipeline.engine.now() + chrono::TimeDelta::days(1);
+        let first = pipeline.drain_at(later).await.unwrap();
+        assert_eq!(first.settled.len(), 3, "settling has its own budget");
+        // Each drain exports one batch at least and says whether it stopped early.
+        let mut passes = vec![(first.exported, first.unexported, first.cut_short())];
+        for _ in 0..2 {
+            let d = pipeline.drain_at(later).await.unwrap();
+            passes.push((d.exported, d.unexported, d.cut_short()));
+        }
+        assert_eq!(
+            passes,
+            [(1, true, true), (1, true, true), (1, false, false)]
+        );
+        assert_eq!(pipeline.pending().await.unwrap(), 0);
+
+        // drain_all goes on until the outbox is empty
+        let pipeline = Pipeline::new(
+            Engine::new(
+                Arc::new(MemoryStore::new()),
+                Arc::new(Config::from_pairs(&[]).unwrap()),
+            ),
+            Arc::new(Discard),
+        )
+        .with_export_budget(std::time::Duration::ZERO);
+        for r in 0..3 {
+            let id = format!("d-{r}");
+            pipeline
+                .deliver("github", &id, &closed_issue(r))
+                .await
+                .unwrap();
+        }
+        let all = pipeline.drain_all().await.unwrap();
+        assert_eq!((all.exported, all.unexported), (3, false));
+        assert_eq!(pipeline.pending().await.unwrap(), 0);
     }
 }
