@@ -1,5 +1,6 @@
-//! How long a drain takes to settle a backlog, one repository at a time against several at once
-//! (`Engine::with_scopes_at_once`), printed side by side (figures, not a timed test).
+//! How long a drain takes to settle a backlog and export it, one repository and one batch at a
+//! time against several at once (`Engine::with_scopes_at_once`,
+//! `Pipeline::with_exports_at_once`), printed side by side (figures, not a timed test).
 //!
 //! `cargo bench --bench settle` applies every delivery of BENCH_REPOS repositories (default 500;
 //! 8 distinct signed GitHub deliveries each, through the real router) and then times one
@@ -63,7 +64,9 @@ async fn run(store: Arc<dyn Store>, deliveries: &Deliveries, repos: usize, at_on
         .with_settle_budget(Duration::from_secs(3600))
         .with_scopes_at_once(at_once);
     let pipeline = Arc::new(
-        Pipeline::new(engine, Arc::new(Discard)).with_export_budget(Duration::from_secs(3600)),
+        Pipeline::new(engine, Arc::new(Discard))
+            .with_export_budget(Duration::from_secs(3600))
+            .with_exports_at_once(at_once),
     );
     let engine = &pipeline.engine;
     let app = router(AppState {
@@ -97,9 +100,12 @@ async fn run(store: Arc<dyn Store>, deliveries: &Deliveries, repos: usize, at_on
         .unwrap();
     let took = started.elapsed();
     assert!(!settled.more, "one settle, everything due");
-    let (requests, fsyncs) = (store.requests() - requests, store.durable_commits() - fsyncs);
-    // The export that follows, one batch after another (the exporter discards: only the
-    // store's share of it, a removal per batch).
+    let (requests, fsyncs) = (
+        store.requests() - requests,
+        store.durable_commits() - fsyncs,
+    );
+    // The export that follows (the exporter discards: only the store's share of it, a removal
+    // per batch).
     let exporting = Instant::now();
     let exported = pipeline.export_outbox().await.unwrap();
     let export_took = exporting.elapsed();
@@ -127,6 +133,7 @@ fn main() {
         .unwrap();
     let deliveries = Deliveries::new();
     let wide = valuestream::engine::drain::SCOPES_AT_ONCE;
+    assert_eq!(wide, valuestream::pipeline::outbox::EXPORTS_AT_ONCE);
     rt.block_on(async {
         println!("embedded store on disk (as serve), a backlog of {repos} repositories due:");
         for at_once in [1, wide] {

@@ -17,7 +17,8 @@ use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch, LEASE_SECS}
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
 use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
-use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 /// Inputs applied in one transaction. An input writes three records (its facts, its summary,
@@ -29,6 +30,8 @@ pub const INPUTS_PER_PART: usize = 16;
 /// bound, they could outlast a 15 s Lambda, which would then be stopped between a batch's spans
 /// going out and its removal, and that batch would go out twice.
 pub const EXPORT_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// Batches exported at once (each its own collector requests and store writes).
+pub const EXPORTS_AT_ONCE: usize = 8;
 
 pub struct Pipeline {
     pub engine: Engine,
@@ -43,6 +46,8 @@ pub struct Pipeline {
     pub wake: Arc<tokio::sync::Notify>,
     /// See [`EXPORT_BUDGET`].
     export_budget: std::time::Duration,
+    /// See [`EXPORTS_AT_ONCE`].
+    exports_at_once: usize,
 }
 
 /// What exporting one batch came to.
@@ -51,12 +56,31 @@ enum Outcome {
     /// Another drainer holds it.
     Held,
     /// The collector refused the spans, the points, or both.
-    Failed {
-        spans: bool,
-        points: bool,
-    },
+    Failed,
     /// What could be tried went out; the rest waits for its endpoint to recover.
     Skipped,
+}
+
+/// Which signals one export may still try: cleared by the first failure of each.
+struct Signals {
+    spans: AtomicBool,
+    points: AtomicBool,
+}
+
+impl Signals {
+    fn any(&self) -> bool {
+        self.spans.load(AtomicOrdering::Relaxed) || self.points.load(AtomicOrdering::Relaxed)
+    }
+
+    /// The batch has something left to send, and it may be tried now (a batch with nothing
+    /// left is removed by its attempt).
+    fn any_due(&self, batch: &ExportBatch) -> bool {
+        let spans_due = !batch.spans_sent && !batch.spans.is_empty();
+        let points_due = !batch.points_sent && !batch.points.is_empty();
+        !(spans_due || points_due)
+            || spans_due && self.spans.load(AtomicOrdering::Relaxed)
+            || points_due && self.points.load(AtomicOrdering::Relaxed)
+    }
 }
 
 /// What a drain did.
@@ -106,7 +130,15 @@ impl Pipeline {
             metrics_quiet_until: AtomicI64::new(0),
             wake: Arc::new(tokio::sync::Notify::new()),
             export_budget: EXPORT_BUDGET,
+            exports_at_once: EXPORTS_AT_ONCE,
         }
+    }
+
+    /// The same pipeline exporting at most `n` batches at once (1: one after the other, as
+    /// before; `benches/settle.rs` compares the two).
+    pub fn with_exports_at_once(mut self, n: usize) -> Self {
+        self.exports_at_once = n.max(1);
+        self
     }
 
     /// The same pipeline with another export budget (tests of a backlog).
@@ -189,16 +221,20 @@ impl Pipeline {
     }
 
     /// Exports every pending batch it can lease, or as many as the export budget allows
-    /// ([`Drained::unexported`]). Traces and metrics are tried apart: after a failure of one
-    /// signal, that signal is left alone for `retry_secs` while the other goes on.
+    /// ([`Drained::unexported`]), up to [`EXPORTS_AT_ONCE`] batches at once. Traces and metrics
+    /// are tried apart: after a failure of one signal, that signal is left alone for
+    /// `retry_secs` while the other goes on (batches started after the failure no longer try
+    /// it; those already under way finish their attempt).
     pub async fn export_outbox(&self) -> Result<Drained, EngineError> {
         let store = &self.engine.store;
         let started = std::time::Instant::now();
         let mut tried = 0;
         let mut report = Drained::default();
         let now = now_epoch();
-        let mut try_spans = now >= self.traces_quiet_until.load(AtomicOrdering::Relaxed);
-        let mut try_points = now >= self.metrics_quiet_until.load(AtomicOrdering::Relaxed);
+        let signals = Signals {
+            spans: AtomicBool::new(now >= self.traces_quiet_until.load(AtomicOrdering::Relaxed)),
+            points: AtomicBool::new(now >= self.metrics_quiet_until.load(AtomicOrdering::Relaxed)),
+        };
         let mut after = String::new();
         loop {
             let pending = store
@@ -206,48 +242,43 @@ impl Pipeline {
                 .await?;
             let Some(last) = pending.last() else { break };
             after = format!("{}\u{0}", last.key.sk);
+            let mut todo = Vec::new();
             for rec in pending {
                 let Ok(batch) = rec.data.decode::<ExportBatch>() else {
                     tracing::error!(key = %rec.key.sk, "an outbox batch cannot be read; it is left in place");
                     report.remaining = true;
                     continue;
                 };
-                // A batch with nothing left that may be tried now is not leased.
-                let spans_due = !batch.spans_sent && !batch.spans.is_empty();
-                let points_due = !batch.points_sent && !batch.points.is_empty();
-                if (spans_due || points_due)
-                    && !(spans_due && try_spans || points_due && try_points)
-                {
+                if !signals.any_due(&batch) {
                     report.remaining = true;
                     continue;
                 }
                 if tried > 0 && started.elapsed() >= self.export_budget {
                     report.remaining = true;
                     report.unexported = true;
-                    return Ok(report);
+                    break;
                 }
                 tried += 1;
-                match self.export_one(rec, batch, try_spans, try_points).await? {
+                todo.push((rec, batch));
+            }
+            // Every attempt runs to its end before an error is returned: one stopped between a
+            // batch's spans going out and its removal would send those spans again.
+            let outcomes: Vec<_> = futures_util::stream::iter(todo)
+                .map(|(rec, batch)| self.export_one(rec, batch, &signals))
+                .buffered(self.exports_at_once)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome? {
                     Outcome::Done => report.exported += 1,
-                    Outcome::Held => report.remaining = true,
-                    Outcome::Failed { spans, points } => {
+                    Outcome::Failed => {
                         report.failed += 1;
                         report.remaining = true;
-                        if spans {
-                            try_spans = false;
-                            self.traces_quiet_until
-                                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
-                        }
-                        if points {
-                            try_points = false;
-                            self.metrics_quiet_until
-                                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
-                        }
                     }
-                    Outcome::Skipped => report.remaining = true,
+                    Outcome::Held | Outcome::Skipped => report.remaining = true,
                 }
             }
-            if !try_spans && !try_points {
+            if report.unexported || !signals.any() {
                 break;
             }
         }
@@ -266,9 +297,14 @@ impl Pipeline {
         &self,
         rec: Record,
         mut batch: ExportBatch,
-        try_spans: bool,
-        try_points: bool,
+        signals: &Signals,
     ) -> Result<Outcome, EngineError> {
+        // A signal may have failed since this batch was picked: nothing to try, nothing leased.
+        if !signals.any_due(&batch) {
+            return Ok(Outcome::Skipped);
+        }
+        let try_spans = signals.spans.load(AtomicOrdering::Relaxed);
+        let try_points = signals.points.load(AtomicOrdering::Relaxed);
         let store = &self.engine.store;
         let now = now_epoch();
         let holder = self.engine.holder();
@@ -299,6 +335,17 @@ impl Pipeline {
             batch.spans_sent = accepted(result, "spans", batch.spans.len());
             spans_failed = !batch.spans_sent;
         }
+        // Batches started from now on leave a failed signal alone.
+        if spans_failed {
+            signals.spans.store(false, AtomicOrdering::Relaxed);
+            self.traces_quiet_until
+                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+        }
+        if points_failed {
+            signals.points.store(false, AtomicOrdering::Relaxed);
+            self.metrics_quiet_until
+                .store(now_epoch() + self.retry_secs, AtomicOrdering::Relaxed);
+        }
         if !(batch.spans_sent && batch.points_sent) {
             // Written at once: what went out is never sent again (spans) or only once more.
             batch.lease_until = 0;
@@ -307,10 +354,7 @@ impl Pipeline {
                 return Ok(Outcome::Held);
             }
             return Ok(if spans_failed || points_failed {
-                Outcome::Failed {
-                    spans: spans_failed,
-                    points: points_failed,
-                }
+                Outcome::Failed
             } else {
                 Outcome::Skipped
             });
@@ -470,5 +514,119 @@ mod tests {
         let all = pipeline.drain_all().await.unwrap();
         assert_eq!((all.exported, all.unexported), (3, false));
         assert_eq!(pipeline.pending().await.unwrap(), 0);
+    }
+
+    /// A collector that takes 3 ms per request, refuses spans when `spans_down`, and records
+    /// how many requests were in flight at once and how many span requests it got.
+    #[derive(Default)]
+    struct SlowCollector {
+        spans_down: bool,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        span_requests: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SlowCollector {
+        async fn request(&self) {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::export::Exporter for SlowCollector {
+        async fn export_spans(
+            &self,
+            _spans: &[FinishedSpan],
+        ) -> Result<(), crate::export::ExportError> {
+            self.span_requests
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.request().await;
+            if self.spans_down {
+                return Err(crate::export::ExportError::Unreachable("down".into()));
+            }
+            Ok(())
+        }
+        async fn export_points(
+            &self,
+            _points: &[crate::engine::metrics::Series],
+        ) -> Result<(), crate::export::ExportError> {
+            self.request().await;
+            Ok(())
+        }
+    }
+
+    /// 20 repositories settled into 20 batches, exported through `collector`.
+    async fn export_twenty(collector: Arc<SlowCollector>) -> (Pipeline, Drained) {
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let pipeline = Pipeline::new(Engine::new(store, config), collector);
+        for r in 0..20 {
+            let id = format!("d-{r}");
+            pipeline
+                .deliver("github", &id, &closed_issue(r))
+                .await
+                .unwrap();
+        }
+        let later = pipeline.engine.now() + chrono::TimeDelta::days(1);
+        let drained = pipeline.drain_at(later).await.unwrap();
+        assert_eq!(drained.settled.len(), 20);
+        (pipeline, drained)
+    }
+
+    #[tokio::test]
+    async fn batches_are_exported_side_by_side() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let collector = Arc::new(SlowCollector::default());
+        let (pipeline, drained) = export_twenty(collector.clone()).await;
+        assert_eq!((drained.exported, drained.failed), (20, 0));
+        assert_eq!(
+            collector.span_requests.load(SeqCst),
+            20,
+            "each batch's spans once"
+        );
+        assert_eq!(
+            collector.most.load(SeqCst),
+            EXPORTS_AT_ONCE,
+            "requests at once"
+        );
+        assert_eq!(pipeline.pending().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_signal_is_not_tried_by_batches_started_after_the_refusal() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let collector = Arc::new(SlowCollector {
+            spans_down: true,
+            ..SlowCollector::default()
+        });
+        let (pipeline, drained) = export_twenty(collector.clone()).await;
+        // The first wave was under way when the first refusal came back; nothing after it
+        // asked the collector for spans again. The points of every batch still went out.
+        let tried = collector.span_requests.load(SeqCst);
+        assert!(
+            (1..=EXPORTS_AT_ONCE).contains(&tried),
+            "{tried} span requests"
+        );
+        assert_eq!((drained.exported, drained.failed), (0, tried));
+        assert!(drained.remaining);
+        assert_eq!(pipeline.pending().await.unwrap(), 20, "every batch kept");
+        let batches = pipeline
+            .engine
+            .store
+            .query(keys::OUTBOX, "", "\u{10ffff}", 100, Order::Ascending)
+            .await
+            .unwrap();
+        let sent = |b: &Record| {
+            let b: ExportBatch = b.data.decode().unwrap();
+            (b.points_sent || b.points.is_empty(), b.spans_sent)
+        };
+        assert!(
+            batches.iter().all(|b| sent(b) == (true, false)),
+            "points out, spans kept"
+        );
     }
 }
