@@ -443,6 +443,24 @@ mod tests {
     use crate::export::Discard;
     use crate::store::memory::MemoryStore;
 
+    /// A pipeline on a fresh in-memory store, exporting through `exporter`.
+    fn fresh_pipeline(exporter: Arc<dyn crate::export::Exporter>) -> Pipeline {
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        Pipeline::new(Engine::new(store, config), exporter)
+    }
+
+    /// Delivers a closed issue in each of `n` repositories.
+    async fn close_issues(pipeline: &Pipeline, n: usize) {
+        for r in 0..n {
+            let id = format!("d-{r}");
+            pipeline
+                .deliver("github", &id, &closed_issue(r))
+                .await
+                .unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn drain_all_settles_everything_whatever_the_settle_budget() {
         // `replay` drains once at the end of its files: a budget that runs out must not leave
@@ -451,13 +469,7 @@ mod tests {
         let config = Arc::new(Config::from_pairs(&[]).unwrap());
         let engine = Engine::new(store, config).with_settle_budget(std::time::Duration::ZERO);
         let pipeline = Pipeline::new(engine, Arc::new(Discard));
-        for r in 0..3 {
-            let id = format!("d-{r}");
-            pipeline
-                .deliver("github", &id, &closed_issue(r))
-                .await
-                .unwrap();
-        }
+        close_issues(&pipeline, 3).await;
         let first = pipeline.drain().await.unwrap();
         assert_eq!(first.settled.len(), 0, "not due yet");
         let all = pipeline.drain_all().await.unwrap();
@@ -469,17 +481,9 @@ mod tests {
     async fn an_export_out_of_budget_leaves_the_rest_to_the_next_drain() {
         // A drain that settled a backlog must not export without end (a 15 s Lambda stopped
         // between a batch's spans and its removal sends that batch twice).
-        let store = Arc::new(MemoryStore::new());
-        let config = Arc::new(Config::from_pairs(&[]).unwrap());
-        let pipeline = Pipeline::new(Engine::new(store, config), Arc::new(Discard))
-            .with_export_budget(std::time::Duration::ZERO);
-        for r in 0..3 {
-            let id = format!("d-{r}");
-            pipeline
-                .deliver("github", &id, &closed_issue(r))
-                .await
-                .unwrap();
-        }
+        let pipeline =
+            fresh_pipeline(Arc::new(Discard)).with_export_budget(std::time::Duration::ZERO);
+        close_issues(&pipeline, 3).await;
         let later = pipeline.engine.now() + chrono::TimeDelta::days(1);
         let first = pipeline.drain_at(later).await.unwrap();
         assert_eq!(first.settled.len(), 3, "settling has its own budget");
@@ -496,21 +500,9 @@ mod tests {
         assert_eq!(pipeline.pending().await.unwrap(), 0);
 
         // drain_all goes on until the outbox is empty
-        let pipeline = Pipeline::new(
-            Engine::new(
-                Arc::new(MemoryStore::new()),
-                Arc::new(Config::from_pairs(&[]).unwrap()),
-            ),
-            Arc::new(Discard),
-        )
-        .with_export_budget(std::time::Duration::ZERO);
-        for r in 0..3 {
-            let id = format!("d-{r}");
-            pipeline
-                .deliver("github", &id, &closed_issue(r))
-                .await
-                .unwrap();
-        }
+        let pipeline =
+            fresh_pipeline(Arc::new(Discard)).with_export_budget(std::time::Duration::ZERO);
+        close_issues(&pipeline, 3).await;
         let all = pipeline.drain_all().await.unwrap();
         assert_eq!((all.exported, all.unexported), (3, false));
         assert_eq!(pipeline.pending().await.unwrap(), 0);
@@ -561,16 +553,8 @@ mod tests {
 
     /// 20 repositories settled into 20 batches, exported through `collector`.
     async fn export_twenty(collector: Arc<SlowCollector>) -> (Pipeline, Drained) {
-        let store = Arc::new(MemoryStore::new());
-        let config = Arc::new(Config::from_pairs(&[]).unwrap());
-        let pipeline = Pipeline::new(Engine::new(store, config), collector);
-        for r in 0..20 {
-            let id = format!("d-{r}");
-            pipeline
-                .deliver("github", &id, &closed_issue(r))
-                .await
-                .unwrap();
-        }
+        let pipeline = fresh_pipeline(collector);
+        close_issues(&pipeline, 20).await;
         let later = pipeline.engine.now() + chrono::TimeDelta::days(1);
         let drained = pipeline.drain_at(later).await.unwrap();
         assert_eq!(drained.settled.len(), 20);
