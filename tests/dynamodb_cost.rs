@@ -135,3 +135,85 @@ fn labeled_after_merge() -> Vec<u8> {
     v["pull_request"]["updated_at"] = serde_json::json!("2019-05-15T16:21:18Z");
     serde_json::to_vec(&v).unwrap()
 }
+
+/// One repository's eight deliveries of `scripts/bench-load`'s mix (issue opened, PR opened,
+/// workflow run requested and completed, PR merged, deployment created and succeeded, issue
+/// closed) within one settle period, then one drain: the drain settles the four closed items in
+/// one settlement of the repository, not four. docs/cost.md's "settled together" column comes
+/// from this table; the test fails when it needs more requests or write units than measured.
+#[tokio::test]
+async fn a_repository_whose_closings_settle_together() {
+    let moto = Moto::start().await;
+    let store = Arc::new(moto.store().await);
+    let app = app_with(store.clone(), test_config(&[])).await;
+    app.set_auto_drain(false);
+    // The run fixtures come from another repository: moved into the issue's and PR's.
+    let repository = fixture_json("github/issues/opened.payload.json")["repository"].clone();
+    let run = |rel: &str| edit(rel, |v| v["repository"] = repository.clone());
+    let mix: Vec<(&str, Vec<u8>)> = vec![
+        ("issues", fixture("github/issues/opened.payload.json")),
+        ("pull_request", opened_pr()),
+        (
+            "workflow_run",
+            run("github/workflow_run/requested.payload.json"),
+        ),
+        (
+            "workflow_run",
+            run("github/workflow_run/completed.payload.json"),
+        ),
+        ("pull_request", merged_pr()),
+        ("deployment", fixture("github/deployment/payload.json")),
+        (
+            "deployment_status",
+            fixture("github/deployment_status/payload.json"),
+        ),
+        (
+            "issues",
+            fixture("github/issues/closed.derived.payload.json"),
+        ),
+    ];
+    let deliveries = mix.len() as u64;
+    let before = (store.requests(), store.capacity());
+    for (i, (event, body)) in mix.into_iter().enumerate() {
+        let (s, b) = app.github(event, &format!("together-{i}"), body).await;
+        assert_eq!(s, StatusCode::OK, "{event}: {b}");
+        assert_eq!(b["status"], "processed", "{event}: {b}");
+    }
+    let (c, r, w) = delta(&store, before);
+    let before = (store.requests(), store.capacity());
+    let drained = app.pipeline.drain_all().await.unwrap();
+    let (dc, dr, dw) = delta(&store, before);
+    // A scheduled drain with nothing due (docs/cost.md's "scheduled drain" row).
+    let before = (store.requests(), store.capacity());
+    app.pipeline.drain_all().await.unwrap();
+    let (ic, ir, iw) = delta(&store, before);
+    let mut names: Vec<&str> = drained.settled.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        4,
+        "the four closed items, in one drain: {names:?}"
+    );
+    assert!(!drained.unsettled && !drained.remaining, "{drained:?}");
+    println!(
+        "\n| {deliveries} deliveries | calls | RCU | WCU | drain calls | drain RCU | drain WCU | WCU per delivery |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | one repository, settled together | {c} | {r} | {w} | {dc} | {dr} | {dw} | {:.2} |\n\
+         | then a drain with nothing due | – | – | – | {ic} | {ir} | {iw} | – |\n",
+        (w + dw) as f64 / deliveries as f64
+    );
+    // Measured against moto: the deliveries as in the table of the test above (8 × 2 calls,
+    // 6 WCU each). The drain: one query of the markers, one settlement of the repository (its
+    // reads and one transaction), the batch's export and removal, and the eight markers removed
+    // one by one (1 WCU each; 16 in one transaction before). Each closing settled alone costs
+    // 9 calls and 8-10 WCU instead, each opening 4 and 1 (the test above).
+    assert_eq!(c, 2 * deliveries, "delivery calls");
+    assert!(w <= 6 * deliveries, "delivery WCU {w}");
+    assert!(dc <= 16, "drain calls {dc} (at most 16)");
+    assert!(dw <= 32, "drain WCU {dw} (at most 32)");
+    assert_eq!(
+        (ic, iw),
+        (2, 0),
+        "an idle drain: the marker and outbox queries, no write"
+    );
+}

@@ -36,6 +36,8 @@ const MARKERS_PER_PASS: usize = 500;
 pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Repositories settled at once by a drain (each its own transactions).
 pub const SCOPES_AT_ONCE: usize = 8;
+/// Wake-up markers of one settled scope removed at once (each its own conditional delete).
+const MARKERS_AT_ONCE: usize = 16;
 /// Per transaction at most: writes for owners whose metric contributions change (their summary,
 /// and the removal of a ledger still kept on its own), and items whose spans are settled. With
 /// the series they touch, a transaction stays under DynamoDB's 100 writes.
@@ -157,13 +159,18 @@ impl Engine {
             }
             return Err(EngineError::Contention(MAX_ATTEMPTS));
         }
-        // The wake-up markers go last; one that changed meanwhile stays for the next pass.
-        for chunk in markers.chunks(50) {
-            let deletes = chunk
-                .iter()
-                .map(|m| delete_if(m.key.clone(), m.version))
-                .collect();
-            match self.store.commit(deletes).await {
+        // The wake-up markers go last, each removed on its own: one that a delivery rewrote
+        // meanwhile stays for the next pass without keeping the others, and on DynamoDB a lone
+        // conditional delete costs 1 WCU where the same delete inside a transaction costs 2.
+        let deletes: Vec<Write> = markers
+            .iter()
+            .map(|m| delete_if(m.key.clone(), m.version))
+            .collect();
+        let mut removals = futures_util::stream::iter(deletes)
+            .map(|delete| self.store.commit(vec![delete]))
+            .buffer_unordered(MARKERS_AT_ONCE);
+        while let Some(removed) = removals.next().await {
+            match removed {
                 Ok(()) | Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }

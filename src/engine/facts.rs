@@ -128,7 +128,8 @@ pub enum Added {
     Fact,
     /// A known fact, under a delivery not known before (only its tags changed).
     Delivery,
-    /// Nothing: the fact and its delivery were known.
+    /// Nothing: the fact and its delivery were known, or the fact is one the cap
+    /// ([`MAX_FACTS`]) does not keep.
     Nothing,
 }
 
@@ -160,6 +161,7 @@ impl ItemRecord {
                 Added::Nothing
             };
         }
+        let hash = fact.hash.clone();
         self.facts.push(fact);
         if self.facts.len() > MAX_FACTS {
             self.facts
@@ -167,7 +169,13 @@ impl ItemRecord {
             self.facts.truncate(MAX_FACTS);
         }
         self.facts.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        Added::Fact
+        // Over the cap, the fact with the lowest priority goes; when that is the new one, the
+        // record is as before and there is nothing to write (its redeliveries likewise).
+        if self.facts.iter().any(|f| f.hash == hash) {
+            Added::Fact
+        } else {
+            Added::Nothing
+        }
     }
 
     /// The repository the item belongs to (its latest fact that names one).
@@ -471,6 +479,29 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.facts.len(), MAX_FACTS);
         assert_eq!(a.facts[0].ev.action, Action::Open);
+    }
+
+    #[test]
+    fn a_fact_the_cap_does_not_keep_changes_nothing() {
+        let update = |s: i64| {
+            let mut u = ev(Action::Update, "2024-01-01T00:00:00Z", None, None);
+            u.at = Some(t("2024-01-01T00:00:00Z") + chrono::TimeDelta::seconds(s));
+            u
+        };
+        let mut evs = vec![ev(Action::Open, "2024-01-01T00:00:00Z", None, None)];
+        evs.extend((100..100 + MAX_FACTS as i64 - 1).map(update));
+        let mut r = record(&evs);
+        assert_eq!(r.facts.len(), MAX_FACTS);
+        let full = r.clone();
+        // Older than every kept update: the cap drops it, and the record is as it was.
+        let old = Fact::new("jira", &update(5)).delivered_by("00000000000000aa");
+        assert_eq!(r.add(old.clone()), Added::Nothing);
+        assert_eq!(r, full);
+        assert_eq!(r.add(old), Added::Nothing, "its redelivery too");
+        // Newer than the oldest kept update: kept, and the oldest goes.
+        assert_eq!(r.add(Fact::new("jira", &update(1_000))), Added::Fact);
+        assert_eq!(r.facts.len(), MAX_FACTS);
+        assert_ne!(r, full);
     }
 
     #[test]

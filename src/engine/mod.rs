@@ -527,6 +527,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fact_the_cap_does_not_keep_writes_nothing() {
+        let (engine, store) = engine();
+        let open = [event(Action::Open, "2024-01-01T10:00:00Z")];
+        engine.apply("github", "d-open", &open).await.unwrap();
+        for i in 0..facts::MAX_FACTS {
+            let at = t("2024-01-02T00:00:00Z") + chrono::TimeDelta::seconds(i as i64);
+            let update = [event(Action::Update, &at.to_rfc3339())];
+            engine
+                .apply("github", &format!("d-{i}"), &update)
+                .await
+                .unwrap();
+        }
+        let item: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+        assert_eq!(item.facts.len(), facts::MAX_FACTS);
+        let markers = pending(&store).await;
+        // An update older than every kept one: the cap would drop it at once. Before, it was
+        // written anyway (the record unchanged, a wake-up marker added), and so was every
+        // redelivery of it, its tag being dropped with it.
+        let late = [event(Action::Update, "2024-01-01T12:00:00Z")];
+        for _ in 0..2 {
+            let requests = store.requests();
+            let applied = engine.apply("github", "d-late", &late).await.unwrap();
+            assert_eq!(applied.requests, 1, "one read, no commit: {applied:?}");
+            assert_eq!(store.requests(), requests + 1);
+        }
+        let after: ItemRecord = record(&store, keys::item("gh/issue/a/b/1")).await;
+        assert_eq!(after, item);
+        assert_eq!(pending(&store).await, markers, "nothing to settle");
+    }
+
+    #[tokio::test]
     async fn two_facts_of_one_item_in_one_delivery_are_not_their_own_redelivery() {
         let (engine, store) = engine();
         let both = [

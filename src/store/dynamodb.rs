@@ -34,7 +34,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
-    KeysAndAttributes, Put, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    KeysAndAttributes, Put, ReturnValue, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
     TimeToLiveStatus, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
@@ -78,8 +78,12 @@ pub struct DynamoStore {
 /// Capacity units consumed so far, computed from item sizes as DynamoDB bills on-demand tables:
 /// a write 1 WCU per started KB of the item (its names and values), twice inside a transaction;
 /// a strongly consistent read 1 RCU per started 4 KB of each item (BatchGetItem, absent items
-/// 1), of the page (Query, at least 1). A delete is counted as 1 WCU (2 in a transaction), the
-/// size of a small record.
+/// 1), of the page (Query, at least 1). A delete is billed by the size of the item it removes:
+/// a `DeleteItem` asks for the old item (`ALL_OLD`, which costs no capacity) and counts its size,
+/// at least 1 WCU; a delete inside a transaction is counted as 2 (the engine deletes only small
+/// records there: wake-up markers and ledgers). A put over a larger item is counted by the new
+/// item's size (DynamoDB bills the larger; the engine's records grow, except an outbox batch
+/// written back after a failed export).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {
     pub read_units: u64,
@@ -381,11 +385,11 @@ impl DynamoStore {
     }
 
     async fn delete_one(&self, key: &Key, cond: Cond, now: i64) -> StoreResult<()> {
-        self.consume(0, 1);
         let mut req = self
             .client
             .delete_item()
             .table_name(&self.table)
+            .return_values(ReturnValue::AllOld)
             .set_key(Some(key_item(key)));
         if let Some(c) = condition(cond, now) {
             req = req
@@ -395,7 +399,11 @@ impl DynamoStore {
         }
         self.count();
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                let removed = out.attributes().map_or(0, item_size);
+                self.consume(0, units(removed, 1024));
+                Ok(())
+            }
             Err(e) => Err(match e.as_service_error() {
                 Some(DeleteItemError::ConditionalCheckFailedException(_))
                 | Some(DeleteItemError::TransactionConflictException(_)) => StoreError::Conflict,
