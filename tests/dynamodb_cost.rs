@@ -25,12 +25,18 @@ fn delta(store: &DynamoStore, before: (u64, Capacity)) -> (u64, u64, u64) {
     )
 }
 
-#[tokio::test]
-async fn calls_and_capacity_per_delivery_type() {
+/// The router on a fresh table of moto_server, draining only when a test says so.
+async fn app_on_moto() -> (Moto, Arc<DynamoStore>, App) {
     let moto = Moto::start().await;
     let store = Arc::new(moto.store().await);
     let app = app_with(store.clone(), test_config(&[])).await;
     app.set_auto_drain(false);
+    (moto, store, app)
+}
+
+#[tokio::test]
+async fn calls_and_capacity_per_delivery_type() {
+    let (_moto, store, app) = app_on_moto().await;
     // Measured against moto (see docs/cost.md): a delivery is one read of 2 items and one
     // transaction of 3 (item, summary, wake-up marker). A regression makes a figure grow.
     let steps: Vec<Step> = vec![
@@ -143,10 +149,7 @@ fn labeled_after_merge() -> Vec<u8> {
 /// from this table; the test fails when it needs more requests or write units than measured.
 #[tokio::test]
 async fn a_repository_whose_closings_settle_together() {
-    let moto = Moto::start().await;
-    let store = Arc::new(moto.store().await);
-    let app = app_with(store.clone(), test_config(&[])).await;
-    app.set_auto_drain(false);
+    let (_moto, store, app) = app_on_moto().await;
     // The run fixtures come from another repository: moved into the issue's and PR's.
     let repository = fixture_json("github/issues/opened.payload.json")["repository"].clone();
     let run = |rel: &str| edit(rel, |v| v["repository"] = repository.clone());
