@@ -827,6 +827,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rewritten_marker_stays_on_its_own_and_the_others_go() {
+        // Two deliveries about one repository, a millisecond apart: two wake-up markers. While
+        // the drainer settles them, a third delivery lands in the second one's millisecond and
+        // rewrites its marker. The drainer removes each marker on its own: the first goes, the
+        // rewritten one stays. (Removed in one transaction, the rewritten marker made the
+        // removal fail and kept both.)
+        let inner = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "0")]).unwrap());
+        let first = t("2024-03-01T12:00:00.100Z");
+        let second = t("2024-03-01T12:00:00.101Z");
+        let at = |time: Time| -> Clock { Arc::new(move || time) };
+        let plain = |time| Engine::new(inner.clone(), config.clone()).with_clock(at(time));
+        let late = plain(second);
+        let hook = Box::pin(async move {
+            let c = [
+                issue(3, Action::Open, "2024-01-01T10:00:00Z"),
+                issue(3, Action::Close, "2024-01-01T13:00:00Z"),
+            ];
+            late.apply("github", "c", &c).await.unwrap();
+        });
+        for (n, time, id) in [(1, first, "a"), (2, second, "b")] {
+            let closed = [
+                issue(n, Action::Open, "2024-01-01T10:00:00Z"),
+                issue(n, Action::Close, "2024-01-01T11:00:00Z"),
+            ];
+            plain(time).apply("github", id, &closed).await.unwrap();
+        }
+        assert_eq!(pending(&inner).await, 2);
+        let store = Arc::new(BeforeMarkerRemoval {
+            inner: inner.clone(),
+            hook: tokio::sync::Mutex::new(Some(hook)),
+        });
+        let drainer = Engine::new(store.clone(), config).with_clock(at(second));
+        drainer.settle(second).await.unwrap();
+        assert!(
+            store.hook.lock().await.is_none(),
+            "the third came in between"
+        );
+        assert_eq!(issue_durations(&inner).await, 2);
+        assert_eq!(
+            pending(&inner).await,
+            1,
+            "only the rewritten marker is left"
+        );
+        drainer.settle(second).await.unwrap();
+        assert_eq!(issue_durations(&inner).await, 3, "the third, settled next");
+        assert_eq!(pending(&inner).await, 0);
+    }
+
+    #[tokio::test]
     async fn a_backlog_is_settled_by_one_drain_within_its_budget() {
         // More due wake-up markers than one query reads (500): a burst, or a replayed history.
         // A drain used to settle the first 500 only, so a backlog on AWS (a drain a minute)
