@@ -5,7 +5,7 @@
 
 use super::open_store;
 use crate::config::Config;
-use crate::export::console;
+use crate::export::{self, console};
 use crate::http::{router, Answer, AppState};
 use crate::model::FinishedSpan;
 use crate::pipeline::{self, Pipeline};
@@ -152,8 +152,12 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     if let Some(secrets) = crate::secrets::start_from_env(&config).await? {
         secrets.spawn_refresh();
     }
-    let pipeline =
-        pipeline::build(config.clone(), Some(&data_dir), Box::new(console::Console)).await?;
+    let pipeline = pipeline::build(
+        config.clone(),
+        Some(&data_dir),
+        export::from_env(Box::new(console::Console))?,
+    )
+    .await?;
     let store = pipeline.engine.store.clone();
     // Settle and export in the background, never on a request: every few seconds (and at once
     // after a delivery when the settle period is 0); after a failed export the collector is left
@@ -343,7 +347,8 @@ async fn local_app(
     let mut local = config.clone();
     local.allow_unsigned = true;
     let local = Arc::new(local);
-    let pipeline = pipeline::build(local.clone(), data_dir, Box::new(console::Console)).await?;
+    let exporter = export::from_env(Box::new(console::Console))?;
+    let pipeline = pipeline::build(local.clone(), data_dir, exporter).await?;
     let app = router(AppState {
         pipeline: pipeline.clone(),
         config: local,

@@ -70,7 +70,8 @@ async fn start() -> anyhow::Result<Handler> {
     let secrets = crate::secrets::start_from_env(&config).await?;
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
-    let pipeline = pipeline::build(config.clone(), None, Box::new(export::Discard)).await?;
+    let exporter = export::from_settings(otlp, Box::new(export::Discard))?;
+    let pipeline = pipeline::build(config.clone(), None, exporter).await?;
     let handler = Handler {
         app: router(AppState {
             pipeline: pipeline.clone(),

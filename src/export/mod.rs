@@ -34,6 +34,14 @@ pub trait Exporter: Send + Sync {
 pub fn from_env(fallback: Box<dyn Exporter>) -> Result<Box<dyn Exporter>, ExportError> {
     let settings =
         otlp::OtlpSettings::from_env().map_err(|e| ExportError::Config(e.to_string()))?;
+    from_settings(settings, fallback)
+}
+
+/// OTLP with `settings` when there are some, otherwise `fallback`.
+pub fn from_settings(
+    settings: Option<otlp::OtlpSettings>,
+    fallback: Box<dyn Exporter>,
+) -> Result<Box<dyn Exporter>, ExportError> {
     match settings {
         Some(settings) => Ok(Box::new(otlp::OtlpExporter::new(settings)?)),
         None => Ok(fallback),

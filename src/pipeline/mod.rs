@@ -8,7 +8,7 @@ pub use outbox::{Drained, Pipeline, INPUTS_PER_PART};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::export::{self, ExportError, Exporter};
+use crate::export::{ExportError, Exporter};
 use crate::store::{
     dynamodb::DynamoStore, embedded::EmbeddedStore, memory::MemoryStore, Store, StoreError,
 };
@@ -46,9 +46,8 @@ pub async fn open_store(
 pub async fn build(
     config: Arc<Config>,
     data_dir: Option<&Path>,
-    fallback: Box<dyn Exporter>,
+    exporter: Box<dyn Exporter>,
 ) -> Result<Arc<Pipeline>, PipelineError> {
-    let exporter = export::from_env(fallback)?;
     let store = open_store(&config, data_dir).await?;
     let retry_secs = config.retry_secs as i64;
     Ok(Arc::new(
