@@ -39,10 +39,10 @@ pub async fn open_store(
     })
 }
 
-/// The pipeline the configuration asks for: the exporter first (OTLP when an
-/// `OTEL_EXPORTER_OTLP_*ENDPOINT` is set, else `fallback`), so that every setting is checked
-/// before anything is opened; then the store ([`open_store`]); the engine over both, waiting
-/// `VALUESTREAM_RETRY_SECS` after a failed export.
+/// The pipeline the configuration asks for, sending to `exporter` (callers build it first, with
+/// [`crate::export::from_env`] or [`crate::export::from_settings`], so that every setting is
+/// checked before anything is opened): the store ([`open_store`]) and the engine over both,
+/// waiting `VALUESTREAM_RETRY_SECS` after a failed export.
 pub async fn build(
     config: Arc<Config>,
     data_dir: Option<&Path>,
