@@ -84,6 +84,9 @@ pub struct Config {
     pub settle_secs: i64,
     /// Longest wait for one DynamoDB operation, retries included, in milliseconds.
     pub dynamodb_timeout_ms: u64,
+    /// Most links one exported span carries (`OTEL_SPAN_LINK_COUNT_LIMIT`); the rest are
+    /// counted in the span's dropped-links count.
+    pub span_link_limit: usize,
 }
 
 /// Names and one-line descriptions of the service's own environment variables; each source's
@@ -128,6 +131,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "CA certificates for traces, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
     ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "CA certificates for metrics, overrides OTEL_EXPORTER_OTLP_CERTIFICATE"),
     ("OTEL_RESOURCE_ATTRIBUTES", "resource attributes added to every export: 'key=value,key2=value2' (values percent-encoded)"),
+    ("OTEL_SPAN_LINK_COUNT_LIMIT", "most links one exported span carries, 0..=10000 (default 128, OpenTelemetry's); a deployment that shipped more changes links the most recently landed ones, counts the rest as dropped links and keeps the true number in valuestream.deployment.changes"),
     ("OTEL_SERVICE_NAME", "service.name of every resource (default: the source system for traces, valuestream for metrics)"),
     ("RUST_LOG", "log filter (default info)"),
 ];
@@ -368,6 +372,8 @@ impl Config {
             incident_label: env
                 .text("VALUESTREAM_INCIDENT_LABEL")
                 .unwrap_or_else(|| "incident".into()),
+            span_link_limit: env.int("OTEL_SPAN_LINK_COUNT_LIMIT", 128, 0..=10_000, "links")?
+                as usize,
             incident_window_secs: env.int(
                 "VALUESTREAM_INCIDENT_WINDOW_HOURS",
                 168,

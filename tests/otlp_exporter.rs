@@ -152,6 +152,7 @@ fn sample() -> (Vec<FinishedSpan>, Vec<Series>) {
                 .into_iter()
                 .collect(),
         }],
+        dropped_links: 0,
         error: true,
         status_message: Some("failed".into()),
     };

@@ -6,7 +6,7 @@
 use super::facts::{self, ItemRecord};
 use super::keys;
 use super::metrics::{self, Series};
-use super::scope::{self, Contribution, Index, PushFact, Summary};
+use super::scope::{self, Contribution, Index, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
 use super::tx::Tx;
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
@@ -26,6 +26,36 @@ pub struct Settled {
     pub scopes: usize,
     /// Due wake-up markers are left for the next drain: the settle budget ran out.
     pub more: bool,
+    /// Scopes whose settlement failed this pass: each was put aside ([`QUARANTINE_FIRST`],
+    /// doubling up to [`QUARANTINE_MOST`]) while the others settled and exported.
+    pub failed: Vec<Failed>,
+}
+
+/// A scope whose settlement failed, and why.
+#[derive(Debug)]
+pub struct Failed {
+    pub scope: String,
+    pub error: EngineError,
+    /// Failures in a row, this one included.
+    pub failures: u32,
+    /// When it is tried again.
+    pub retry_at: Time,
+}
+
+/// How long a scope whose settlement failed is left alone, the first time; it doubles with
+/// every failure in a row up to [`QUARANTINE_MOST`].
+pub const QUARANTINE_FIRST: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+pub const QUARANTINE_MOST: chrono::TimeDelta = chrono::TimeDelta::seconds(3600);
+
+/// What a wake-up marker holds: nothing, or how many settlements of its scope failed in a row.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Wake-up markers read per query; a settle reads again while a query came back full.
@@ -63,15 +93,34 @@ impl Engine {
         let started = std::time::Instant::now();
         let to = format!("{}#\u{10ffff}", keys::time_sk(now));
         let mut out = Settled::default();
+        // A scope put aside after a failure waits for the wall clock, not for the horizon
+        // (`drain_all` looks a day ahead).
+        let wall = keys::time_sk(self.now());
+        let mut from = String::new();
         loop {
             let markers = self
                 .store
-                .query(keys::PENDING, "", &to, MARKERS_PER_PASS, Order::Ascending)
+                .query(
+                    keys::PENDING,
+                    &from,
+                    &to,
+                    MARKERS_PER_PASS,
+                    Order::Ascending,
+                )
                 .await?;
             let full = markers.len() == MARKERS_PER_PASS;
+            // The next pass reads on from here: what this one leaves behind waits for a drain.
+            if let Some(last) = markers.last() {
+                from = format!("{}\u{0}", last.key.sk);
+            }
             let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
             for m in markers {
-                if let Some((_, scope)) = m.key.sk.split_once('#') {
+                let Some((due, scope)) = m.key.sk.split_once('#') else {
+                    continue;
+                };
+                let put_aside =
+                    due > wall.as_str() && m.data.decode::<Marker>().is_ok_and(|m| m.failures > 0);
+                if !put_aside {
                     by_scope.entry(scope.to_string()).or_default().push(m);
                 }
             }
@@ -96,15 +145,23 @@ impl Engine {
                 let mut settled =
                     futures_util::stream::iter(lane.into_iter().take_while(may_start))
                         .map(|(scope, markers)| async move {
-                            self.settle_scope(&scope, &markers, now).await
+                            let result = self.settle_scope(&scope, &markers, now).await;
+                            match result {
+                                Ok(settled) => Ok(settled),
+                                Err(error) => Err(self.quarantine(scope, &markers, error).await),
+                            }
                         })
                         .buffered(at_once);
                 let mut done = 0;
                 while let Some(result) = settled.next().await {
-                    let (spans, points) = result?;
-                    out.spans.extend(spans);
-                    out.points.extend(points);
-                    out.scopes += 1;
+                    match result {
+                        Ok((spans, points)) => {
+                            out.spans.extend(spans);
+                            out.points.extend(points);
+                            out.scopes += 1;
+                        }
+                        Err(failed) => out.failed.push(failed),
+                    }
                     done += 1;
                 }
                 if done < todo {
@@ -119,6 +176,53 @@ impl Engine {
                 out.more = true;
                 return Ok(out);
             }
+        }
+    }
+
+    /// Puts a scope whose settlement failed aside, so that one repository (a record too large,
+    /// a bug, a store error about its partition) never stops the others or the export: its
+    /// wake-up markers move to a later time, counting the failures in a row, and the next
+    /// drains leave it alone until then. A marker a delivery rewrote meanwhile stays as it is.
+    async fn quarantine(&self, scope: String, markers: &[Record], error: EngineError) -> Failed {
+        let failures = 1 + markers
+            .iter()
+            .filter_map(|m| m.data.decode::<Marker>().ok())
+            .map(|m| m.failures)
+            .max()
+            .unwrap_or(0);
+        let wait =
+            (QUARANTINE_FIRST * 2i32.saturating_pow(failures.min(16) - 1)).min(QUARANTINE_MOST);
+        let retry_at = self.now() + wait;
+        tracing::error!(
+            scope = %scope,
+            error = %error,
+            failures,
+            retry_in_secs = wait.num_seconds(),
+            "settlement failed; the scope is put aside and retried later, the others go on"
+        );
+        let version = markers.iter().map(|m| m.version).max().unwrap_or(1);
+        for m in markers {
+            let mut tx = Tx::new(self.store.as_ref());
+            tx.seen(m);
+            tx.delete(m.key.clone());
+            tx.put_unread(
+                keys::pending(retry_at, &scope),
+                &Marker { failures },
+                self.config.ttl_open_secs,
+                version,
+            );
+            match tx.commit().await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => {
+                    tracing::warn!(scope = %scope, error = %e, "a failed scope's wake-up marker stays where it was");
+                }
+            }
+        }
+        Failed {
+            scope,
+            error,
+            failures,
+            retry_at,
         }
     }
 
@@ -201,7 +305,7 @@ impl Engine {
         let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
 
         // Metrics: the difference between what the facts now say and what was applied.
-        let mut changes: Vec<(Contribution, i64)> = Vec::new();
+        let mut changes: Vec<Tally> = Vec::new();
         let owners: std::collections::BTreeSet<&String> =
             derived.contributions.keys().chain(ledger.keys()).collect();
         let empty = Vec::new();
@@ -224,9 +328,12 @@ impl Engine {
                 break;
             }
             changed_owners += writes;
-            changes.extend(multiset_diff(old, new));
-            let updated = rewrite.entry(owner.to_string());
-            updated.or_insert_with(|| summary.clone()).ledger = Some(new.clone());
+            changes.extend(scope::tally_diff(old, new));
+            let updated = rewrite
+                .entry(owner.to_string())
+                .or_insert_with(|| summary.clone());
+            updated.tally = Some(new.clone());
+            updated.ledger = None;
             if on_its_own {
                 tx.delete(keys::ledger(scope, owner));
             }
@@ -260,6 +367,7 @@ impl Engine {
                 idx: &idx,
                 external: &external,
                 derived: &derived,
+                link_limit: config.span_link_limit,
             };
             for s in &due {
                 let Some(record) = items.get(&s.key) else {
@@ -311,11 +419,11 @@ impl Engine {
         })
     }
 
-    /// Applies contributions (+1) and retractions (-1) to their series.
+    /// Applies the differences of tallies to their series.
     async fn apply_changes(
         &self,
         tx: &mut Tx<'_>,
-        changes: &[(Contribution, i64)],
+        changes: &[Tally],
         now: Time,
     ) -> Result<Vec<Series>, EngineError> {
         if changes.is_empty() {
@@ -323,12 +431,12 @@ impl Engine {
         }
         let ids: Vec<_> = changes
             .iter()
-            .map(|(c, _)| keys::series(&metrics::series_id(&c.name, &c.labels)))
+            .map(|c| keys::series(&metrics::series_id(&c.name, &c.labels)))
             .collect();
         tx.load(ids.clone()).await?;
         let now_ns = metrics::time_ns(now);
         let mut touched: BTreeMap<crate::store::Key, Series> = BTreeMap::new();
-        for ((c, sign), key) in changes.iter().zip(ids) {
+        for (c, key) in changes.iter().zip(ids) {
             if !touched.contains_key(&key) {
                 let known: Option<Series> = decode(tx, &key)?;
                 let Some(def) = metrics::CATALOGUE.iter().find(|d| d.name == c.name) else {
@@ -340,7 +448,7 @@ impl Engine {
                 );
             }
             let series = touched.get_mut(&key).expect("inserted above");
-            series.apply(c.value, *sign, now_ns);
+            series.apply_tally(c, now_ns);
         }
         // Series never expire: they are the cumulative totals.
         const FOREVER: i64 = 100 * 365 * 86_400;
@@ -431,6 +539,7 @@ impl Engine {
             idx: &idx,
             external: &external,
             derived: &derived,
+            link_limit: self.config.span_link_limit,
         };
         let Some(g) = facts::generations(&record.facts).pop() else {
             return Ok(None);
@@ -460,9 +569,9 @@ struct ScopeRecords {
     /// Sorted by item key.
     summaries: Vec<Summary>,
     pushes: Vec<PushFact>,
-    /// Owner item key → the contributions applied for it (from its summary, or from an `l#`
-    /// record written before the ledger moved into the summary).
-    ledger: BTreeMap<String, Vec<Contribution>>,
+    /// Owner item key → the contributions applied for it, summed per series (from its
+    /// summary, or from an `l#` record written before the ledger moved into the summary).
+    ledger: BTreeMap<String, Vec<Tally>>,
     /// Owners whose ledger is still an `l#` record: removed when their ledger is next written.
     legacy: BTreeSet<String>,
 }
@@ -493,13 +602,14 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
         } else if r.key.sk.starts_with("p#") {
             out.pushes.push(r.data.decode().map_err(corrupt)?);
         } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-            legacy.insert(owner.to_string(), r.data.decode().map_err(corrupt)?);
+            let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
+            legacy.insert(owner.to_string(), scope::tally(&old));
         }
     }
     out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
     for s in &out.summaries {
-        if let Some(ledger) = &s.ledger {
-            out.ledger.insert(s.key.clone(), ledger.clone());
+        if let Some(applied) = s.applied() {
+            out.ledger.insert(s.key.clone(), applied);
         }
     }
     for (owner, ledger) in legacy {
@@ -524,65 +634,11 @@ async fn load_items(
     Ok(out)
 }
 
-/// The contributions to take back (-1) and to add (+1) to go from `old` to `new` (both sorted).
-fn multiset_diff(old: &[Contribution], new: &[Contribution]) -> Vec<(Contribution, i64)> {
-    let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                out.push((a.clone(), -1));
-                i += 1;
-            }
-            (Some(_), Some(b)) => {
-                out.push((b.clone(), 1));
-                j += 1;
-            }
-            (Some(a), None) => {
-                out.push((a.clone(), -1));
-                i += 1;
-            }
-            (None, Some(b)) => {
-                out.push((b.clone(), 1));
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    out
-}
-
 /// A delete conditioned on the version read.
 pub(crate) fn delete_if(key: crate::store::Key, version: u64) -> Write {
     Write::Delete {
         key,
         cond: Cond::Version(version),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn c(name: &str, v: i64) -> Contribution {
-        Contribution {
-            name: name.into(),
-            labels: Default::default(),
-            value: v,
-        }
-    }
-
-    #[test]
-    fn the_diff_takes_back_what_changed_only() {
-        let old = vec![c("a", 1), c("a", 1), c("b", 5)];
-        let new = vec![c("a", 1), c("b", 7)];
-        let d = multiset_diff(&old, &new);
-        assert_eq!(d, vec![(c("a", 1), -1), (c("b", 5), -1), (c("b", 7), 1)]);
-        assert!(multiset_diff(&new, &new).is_empty());
     }
 }
 

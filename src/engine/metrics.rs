@@ -121,6 +121,28 @@ impl Series {
         }
     }
 
+    /// Applies the difference of two tallies of one item's observations (see
+    /// [`super::scope::tally_diff`]) as one update at `now_ns`.
+    pub fn apply_tally(&mut self, d: &super::scope::Tally, now_ns: u64) {
+        self.count = (self.count as i64 + d.count).max(0) as u64;
+        if self.kind == MetricKind::Histogram {
+            if self.sum_ms == 0 && self.sum != 0.0 {
+                self.sum_ms = (self.sum * 1000.0).round() as i64;
+            }
+            self.sum_ms += d.sum_ms;
+            self.sum = self.sum_ms as f64 / 1000.0;
+            if self.buckets.len() != BUCKETS.len() + 1 {
+                self.buckets.resize(BUCKETS.len() + 1, 0);
+            }
+            for (i, n) in &d.buckets {
+                if let Some(b) = self.buckets.get_mut(*i) {
+                    *b = (*b as i64 + n).max(0) as u64;
+                }
+            }
+        }
+        self.time_ns = now_ns.max(self.time_ns + 1);
+    }
+
     /// Adds (`sign` 1) or takes back (`sign` -1) one contribution at `now_ns`: a counter's
     /// increment in whole units, or a histogram observation in milliseconds.
     pub fn apply(&mut self, value: i64, sign: i64, now_ns: u64) {
@@ -135,10 +157,7 @@ impl Series {
                 }
                 self.sum_ms += sign * value;
                 self.sum = self.sum_ms as f64 / 1000.0;
-                let i = BUCKETS
-                    .iter()
-                    .position(|b| value as f64 <= *b * 1000.0)
-                    .unwrap_or(BUCKETS.len());
+                let i = bucket_of(value);
                 if self.buckets.len() != BUCKETS.len() + 1 {
                     self.buckets.resize(BUCKETS.len() + 1, 0);
                 }
@@ -147,6 +166,15 @@ impl Series {
         }
         self.time_ns = now_ns.max(self.time_ns + 1);
     }
+}
+
+/// The bucket of a histogram observation in milliseconds: the first bound it does not exceed,
+/// or the overflow bucket.
+pub fn bucket_of(value_ms: i64) -> usize {
+    BUCKETS
+        .iter()
+        .position(|b| value_ms as f64 <= *b * 1000.0)
+        .unwrap_or(BUCKETS.len())
 }
 
 pub fn time_ns(t: Time) -> u64 {

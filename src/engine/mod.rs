@@ -690,6 +690,33 @@ mod tests {
         assert_eq!(issue_durations(&store).await, 2, "issue 1 counted once");
     }
 
+    /// The ledger as versions before tallies wrote it: one contribution per observation.
+    fn contributions_of(tally: &[scope::Tally]) -> Vec<scope::Contribution> {
+        tally
+            .iter()
+            .map(|t| {
+                assert_eq!(t.count, 1, "one observation: {t:?}");
+                scope::Contribution {
+                    name: t.name.clone(),
+                    labels: t.labels.clone(),
+                    value: t.sum_ms,
+                }
+            })
+            .collect()
+    }
+
+    fn put_raw(key: Key, data: crate::store::Data) -> crate::store::Write {
+        crate::store::Write::Put {
+            record: crate::store::Record {
+                key,
+                version: 7,
+                expires_at: crate::store::now_epoch() + 3600,
+                data,
+            },
+            cond: crate::store::Cond::Any,
+        }
+    }
+
     #[tokio::test]
     async fn a_ledger_stored_on_its_own_is_read_and_moved_into_the_summary() {
         // A store written before the ledger moved into the summary holds it as `l#<owner>`.
@@ -698,20 +725,12 @@ mod tests {
         let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
         let lk = keys::ledger("repo#a/b", "gh/issue/a/b/1");
         let mut summary: Summary = record(&store, sk.clone()).await;
-        let ledger = summary.ledger.take().expect("the ledger is in the summary");
-        assert_eq!(ledger.len(), 1, "{ledger:?}");
-        let put = |key: Key, data: crate::store::Data| crate::store::Write::Put {
-            record: crate::store::Record {
-                key,
-                version: 7,
-                expires_at: crate::store::now_epoch() + 3600,
-                data,
-            },
-            cond: crate::store::Cond::Any,
-        };
+        let tally = summary.tally.take().expect("the tally is in the summary");
+        assert_eq!(tally.len(), 1, "{tally:?}");
+        let ledger = contributions_of(&tally);
         let old = [
-            put(sk.clone(), crate::store::Data::encode(&summary).unwrap()),
-            put(lk.clone(), crate::store::Data::encode(&ledger).unwrap()),
+            put_raw(sk.clone(), crate::store::Data::encode(&summary).unwrap()),
+            put_raw(lk.clone(), crate::store::Data::encode(&ledger).unwrap()),
         ];
         store.commit(old.into()).await.unwrap();
 
@@ -731,9 +750,37 @@ mod tests {
         assert_eq!(issue_durations(&store).await, 1, "retracted, then added");
         assert_eq!(store.get_many(&[lk]).await.unwrap(), vec![None], "removed");
         let summary: Summary = record(&store, sk).await;
-        let moved = summary.ledger.expect("moved into the summary");
+        let moved = summary.tally.expect("moved into the summary");
         assert_eq!(moved.len(), 1);
-        assert_ne!(moved, ledger, "the new duration");
+        assert_ne!(moved, tally, "the new duration");
+    }
+
+    #[tokio::test]
+    async fn a_ledger_of_contributions_in_the_summary_is_read_as_its_tally() {
+        // Versions before tallies kept one contribution per observation in the summary.
+        let (engine, store) = settled_issue().await;
+        let day = chrono::TimeDelta::days(1);
+        let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
+        let mut summary: Summary = record(&store, sk.clone()).await;
+        let tally = summary.tally.take().unwrap();
+        summary.ledger = Some(contributions_of(&tally));
+        let data = crate::store::Data::encode(&summary).unwrap();
+        store.commit(vec![put_raw(sk.clone(), data)]).await.unwrap();
+        let sum_ms = || async {
+            let series = metrics::stored(store.as_ref(), Some(metrics::ISSUE_DURATION));
+            series.await.unwrap().iter().map(|s| s.sum_ms).sum::<i64>()
+        };
+        assert_eq!(sum_ms().await, 3_600_000);
+
+        // Closed 15 minutes earlier: the old hour is taken back through the old ledger.
+        let reclosed = [issue(1, Action::Close, "2024-01-01T10:45:00Z")];
+        engine.apply("github", "c", &reclosed).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1, "retracted, then added");
+        assert_eq!(sum_ms().await, 2_700_000);
+        let summary: Summary = record(&store, sk).await;
+        assert_eq!(summary.ledger, None, "rewritten as a tally");
+        assert_eq!(summary.tally.unwrap()[0].sum_ms, 2_700_000);
     }
 
     /// A store that runs `hook` once, right before the first commit made only of wake-up

@@ -78,6 +78,13 @@ pub struct Summary {
     /// item was counted again. Deliveries carry it over unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<Vec<Contribution>>,
+    /// The ledger as the drain writes it now: the contributions applied for this item summed
+    /// per series ([`Tally`]), so its size depends on how many series the item counts in, never
+    /// on how many observations (a deployment that ships 5,000 changes keeps one lead-time
+    /// tally, not 5,000 entries). `None` until the drain first writes it; a summary that still
+    /// holds the older `ledger` is read through [`Summary::applied`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Vec<Tally>>,
 }
 
 /// The labels every metric point about a span carries. The team is lower-cased: one team named
@@ -120,7 +127,9 @@ impl Summary {
         touched: Time,
         prev: Option<Summary>,
     ) -> Option<Self> {
-        let (exported, ledger) = prev.map(|p| (p.exported, p.ledger)).unwrap_or_default();
+        let (exported, ledger, tally) = prev
+            .map(|p| (p.exported, p.ledger, p.tally))
+            .unwrap_or_default();
         let first = gens.first()?;
         Some(Summary {
             key: key.to_string(),
@@ -134,7 +143,16 @@ impl Summary {
             touched,
             exported,
             ledger,
+            tally,
         })
+    }
+
+    /// What the drain applied for this item, summed per series: the tally, or the tally of a
+    /// ledger written before tallies; `None` when nothing was applied yet.
+    pub fn applied(&self) -> Option<Vec<Tally>> {
+        self.tally
+            .clone()
+            .or_else(|| self.ledger.as_deref().map(tally))
     }
 
     /// The generation that was current at `t`: the last that started at or before it.
@@ -229,6 +247,93 @@ pub struct Contribution {
     pub value: i64,
 }
 
+/// One item's contributions to one series, summed: a counter's total, or a histogram's
+/// observation count, sum and bucket counts. Histograms add up, so the difference of two
+/// tallies applied to a series gives exactly what taking back and adding each observation
+/// would, whatever their number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Tally {
+    pub name: String,
+    pub labels: Labels,
+    /// Counter total, or histogram observation count.
+    pub count: i64,
+    /// Histogram sum in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sum_ms: i64,
+    /// Histogram bucket index (see [`metrics::BUCKETS`]) → observations; only non-zero ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<usize, i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl Tally {
+    fn empty(name: &str, labels: &Labels) -> Self {
+        Tally {
+            name: name.to_string(),
+            labels: labels.clone(),
+            count: 0,
+            sum_ms: 0,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, value: i64) {
+        match metrics::def(&self.name).kind {
+            metrics::MetricKind::Counter => self.count += value.max(0),
+            metrics::MetricKind::Histogram => {
+                self.count += 1;
+                self.sum_ms += value;
+                *self.buckets.entry(metrics::bucket_of(value)).or_default() += 1;
+            }
+        }
+    }
+
+    fn is_nothing(&self) -> bool {
+        self.count == 0 && self.sum_ms == 0 && self.buckets.values().all(|n| *n == 0)
+    }
+}
+
+/// Contributions summed per series, in series order.
+pub fn tally(contributions: &[Contribution]) -> Vec<Tally> {
+    let mut by_series: BTreeMap<(&str, &Labels), Tally> = BTreeMap::new();
+    for c in contributions {
+        by_series
+            .entry((c.name.as_str(), &c.labels))
+            .or_insert_with(|| Tally::empty(&c.name, &c.labels))
+            .add(c.value);
+    }
+    by_series.into_values().collect()
+}
+
+/// What to apply to each series to go from `old` to `new` (both in series order): `new`
+/// minus `old`, per series; series whose tally did not change are left out.
+pub fn tally_diff(old: &[Tally], new: &[Tally]) -> Vec<Tally> {
+    let mut by_series: BTreeMap<(&str, &Labels), Tally> = BTreeMap::new();
+    for (sign, side) in [(-1, old), (1, new)] {
+        for t in side {
+            let d = by_series
+                .entry((t.name.as_str(), &t.labels))
+                .or_insert_with(|| Tally::empty(&t.name, &t.labels));
+            d.count += sign * t.count;
+            d.sum_ms += sign * t.sum_ms;
+            for (i, n) in &t.buckets {
+                *d.buckets.entry(*i).or_default() += sign * n;
+            }
+        }
+    }
+    by_series
+        .into_values()
+        .map(|mut d| {
+            d.buckets.retain(|_, n| *n != 0);
+            d
+        })
+        .filter(|d| !d.is_nothing())
+        .collect()
+}
+
 /// A span's identity in its scope.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GenRef {
@@ -262,8 +367,8 @@ pub struct Derived {
     pub causes: HashMap<String, Cause>,
     /// Merged change → the first commit time, when before its creation.
     pub first_commit: HashMap<GenRef, Time>,
-    /// Owner item key → its metric contributions, sorted.
-    pub contributions: BTreeMap<String, Vec<Contribution>>,
+    /// Owner item key → its metric contributions, summed per series ([`tally`]).
+    pub contributions: BTreeMap<String, Vec<Tally>>,
 }
 
 /// The commit and branch indexes of a scope.
@@ -366,6 +471,7 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     let mut d = Deriver {
         out: Derived::default(),
+        contributions: BTreeMap::new(),
         failure_labels: BTreeMap::new(),
         prod_successes: Vec::new(),
         config,
@@ -532,6 +638,8 @@ struct EnvTimeline {
 /// The state [`derive`] builds up across its stages.
 struct Deriver<'c> {
     out: Derived,
+    /// Owner item key → its contributions, one by one, until [`Deriver::finish`] sums them.
+    contributions: BTreeMap<String, Vec<Contribution>>,
     /// Production deployments that led to a failure → the labels their failure counts under.
     failure_labels: BTreeMap<String, Labels>,
     /// Successful production deployments (end, deployment, environment), for incidents to find
@@ -542,8 +650,7 @@ struct Deriver<'c> {
 
 impl Deriver<'_> {
     fn contribute(&mut self, owner: &str, name: &str, labels: Labels, value: i64) {
-        self.out
-            .contributions
+        self.contributions
             .entry(owner.to_string())
             .or_default()
             .push(Contribution {
@@ -714,13 +821,13 @@ impl Deriver<'_> {
     }
 
     /// A production deployment that led to a failure counts once, however many followed it;
-    /// every item's contributions are sorted.
+    /// every item's contributions are summed per series.
     fn finish(mut self) -> Derived {
         for (owner, labels) in std::mem::take(&mut self.failure_labels) {
             self.contribute(&owner, metrics::CHANGE_FAILURES, labels, 1);
         }
-        for v in self.out.contributions.values_mut() {
-            v.sort();
+        for (owner, contributions) in std::mem::take(&mut self.contributions) {
+            self.out.contributions.insert(owner, tally(&contributions));
         }
         self.out
     }
@@ -767,4 +874,120 @@ fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
     };
     labels.insert(attr::RESULT.into(), result);
     (name, labels)
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(name: &str, team: &str, v: i64) -> Contribution {
+        let mut labels = Labels::new();
+        labels.insert("team".into(), team.into());
+        Contribution {
+            name: name.into(),
+            labels,
+            value: v,
+        }
+    }
+
+    #[test]
+    fn a_tally_sums_a_series_whatever_the_number_of_observations() {
+        let many: Vec<_> = (0..5_000)
+            .map(|i| c(metrics::LEAD_TIME, "a", i * 1000))
+            .collect();
+        let t = tally(&many);
+        assert_eq!(t.len(), 1, "one series");
+        assert_eq!(t[0].count, 5_000);
+        assert_eq!(t[0].sum_ms, (0..5_000).map(|i| i * 1000).sum::<i64>());
+        assert_eq!(t[0].buckets.values().sum::<i64>(), 5_000);
+        let size = serde_json::to_vec(&t).unwrap().len();
+        assert!(size < 1_000, "{size} bytes for 5,000 observations");
+    }
+
+    #[test]
+    fn a_counter_tally_is_its_total() {
+        let t = tally(&[
+            c(metrics::DEPLOYMENTS, "a", 1),
+            c(metrics::DEPLOYMENTS, "a", 1),
+        ]);
+        assert_eq!((t[0].count, t[0].sum_ms, t[0].buckets.len()), (2, 0, 0));
+    }
+
+    #[test]
+    fn the_diff_leaves_out_what_did_not_change() {
+        let old = tally(&[
+            c(metrics::LEAD_TIME, "a", 1000),
+            c(metrics::LEAD_TIME, "b", 5000),
+        ]);
+        let new = tally(&[
+            c(metrics::LEAD_TIME, "a", 1000),
+            c(metrics::LEAD_TIME, "b", 7000),
+        ]);
+        let d = tally_diff(&old, &new);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].labels["team"].as_str(), d[0].count, d[0].sum_ms),
+            ("b", 0, 2000)
+        );
+        assert!(tally_diff(&new, &new).is_empty());
+        // a series that is gone is taken back whole
+        let gone = tally_diff(&new, &[]);
+        assert_eq!(gone.iter().map(|t| t.count).sum::<i64>(), -2);
+    }
+
+    fn series_of(contributions: &[Contribution]) -> BTreeMap<String, (u64, i64, Vec<u64>)> {
+        let mut out: BTreeMap<String, metrics::Series> = BTreeMap::new();
+        for x in contributions {
+            out.entry(metrics::series_id(&x.name, &x.labels))
+                .or_insert_with(|| metrics::Series::new(&x.name, x.labels.clone(), 0))
+                .apply(x.value, 1, 1);
+        }
+        out.into_iter()
+            .map(|(k, s)| (k, (s.count, s.sum_ms, s.buckets)))
+            .collect()
+    }
+
+    fn contribution() -> impl Strategy<Value = Contribution> {
+        let names = prop_oneof![
+            Just(metrics::LEAD_TIME),
+            Just(metrics::DEPLOYMENTS),
+            Just(metrics::RECOVERY_TIME),
+        ];
+        (
+            names,
+            prop_oneof![Just("a"), Just("b")],
+            0i64..40_000_000_000,
+        )
+            .prop_map(|(n, t, v)| c(n, t, if n == metrics::DEPLOYMENTS { 1 } else { v }))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, rng_seed: proptest::test_runner::RngSeed::Fixed(30), ..ProptestConfig::default() })]
+        /// Applying the difference of two tallies to the series of `old` gives exactly the
+        /// series of `new`, as taking back and adding each observation did.
+        #[test]
+        fn applying_a_tally_diff_gives_the_series_of_the_new_set(
+            old in proptest::collection::vec(contribution(), 0..40),
+            new in proptest::collection::vec(contribution(), 0..40),
+        ) {
+            let mut series: BTreeMap<String, metrics::Series> = BTreeMap::new();
+            for x in &old {
+                series.entry(metrics::series_id(&x.name, &x.labels))
+                    .or_insert_with(|| metrics::Series::new(&x.name, x.labels.clone(), 0))
+                    .apply(x.value, 1, 1);
+            }
+            for d in tally_diff(&tally(&old), &tally(&new)) {
+                series.entry(metrics::series_id(&d.name, &d.labels))
+                    .or_insert_with(|| metrics::Series::new(&d.name, d.labels.clone(), 0))
+                    .apply_tally(&d, 2);
+            }
+            let got: BTreeMap<_, _> = series
+                .into_iter()
+                .filter(|(_, s)| s.count != 0 || s.sum_ms != 0)
+                .map(|(k, s)| (k, (s.count, s.sum_ms, s.buckets)))
+                .collect();
+            prop_assert_eq!(got, series_of(&new));
+        }
+    }
 }

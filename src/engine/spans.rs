@@ -26,6 +26,8 @@ pub struct Resolver<'a> {
     /// Summaries of items outside the scope that a parent chain names.
     pub external: &'a HashMap<String, Summary>,
     pub derived: &'a Derived,
+    /// Most links one span carries (`OTEL_SPAN_LINK_COUNT_LIMIT`).
+    pub link_limit: usize,
 }
 
 impl Resolver<'_> {
@@ -141,6 +143,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         }
     }
     let mut links = Vec::new();
+    let mut dropped_links = 0u32;
     if g.index > 0 {
         links.push(link(
             trace_id.clone(),
@@ -174,11 +177,18 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
                 );
             }
             if g.repo.is_some() {
-                for c in &info.shipped {
+                // A successful deployment shipped its changes; a failed or cancelled one only
+                // attempted to. Past the link limit, the most recently landed changes are
+                // linked and the others counted as dropped links.
+                let kind = if info.success { "shipped" } else { "attempted" };
+                let room = r.link_limit.saturating_sub(links.len());
+                let skip = info.shipped.len().saturating_sub(room);
+                for c in &info.shipped[skip..] {
                     if let Some(cs) = r.span_of_key(&c.key, Some(c.gen)) {
-                        links.push(link(cs.trace_id, cs.span_id, "shipped", Some(&c.key)));
+                        links.push(link(cs.trace_id, cs.span_id, kind, Some(&c.key)));
                     }
                 }
+                dropped_links += skip as u32;
                 attributes.insert(
                     attr::DEPLOYMENT_CHANGES.into(),
                     AttrValue::Int(info.changes),
@@ -214,6 +224,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         attributes,
         events: g.events.clone(),
         links,
+        dropped_links,
         error,
         status_message: if error {
             g.result().map(|r| r.as_str().to_string())

@@ -22,6 +22,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The exposition text of `series`, grouped into families by Prometheus name.
+/// valuestream's own health, after the delivery series: settlements that failed in this process
+/// (each put its repository aside for a while; the log line names it and the cause).
+pub fn render_health(settle_failures: u64) -> String {
+    format!(
+        "# HELP valuestream_settle_failures_total Settlements that failed and put their scope aside, in this process.\n\
+         # TYPE valuestream_settle_failures_total counter\n\
+         valuestream_settle_failures_total {settle_failures}\n"
+    )
+}
+
 pub fn render_series(series: &[Series]) -> String {
     // family name → (kind, help, samples of every series)
     let mut families: BTreeMap<String, (MetricKind, String, Vec<&Series>)> = BTreeMap::new();

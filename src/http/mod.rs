@@ -198,7 +198,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            crate::export::prometheus::render_series(&series),
+            format!(
+                "{}{}",
+                crate::export::prometheus::render_series(&series),
+                crate::export::prometheus::render_health(app.pipeline.settle_failures()),
+            ),
         )
             .into_response(),
         Err(e) => ApiError::Engine(EngineError::Store(e)).into_response(),

@@ -611,6 +611,10 @@ pub enum Input {
     Push(Push),
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// A finished span, ready to export.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinishedSpan {
@@ -626,6 +630,9 @@ pub struct FinishedSpan {
     pub attributes: Attrs,
     pub events: Vec<SpanEvent>,
     pub links: Vec<SpanLink>,
+    /// Links left out past the link limit (OTLP's `dropped_links_count`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub dropped_links: u32,
     pub error: bool,
     pub status_message: Option<String>,
 }

@@ -48,6 +48,9 @@ pub struct Pipeline {
     export_budget: std::time::Duration,
     /// See [`EXPORTS_AT_ONCE`].
     exports_at_once: usize,
+    /// Settlements that failed in this process (each put its scope aside): `GET /metrics`
+    /// shows it as `valuestream_settle_failures_total`.
+    settle_failures: std::sync::atomic::AtomicU64,
 }
 
 /// What exporting one batch came to.
@@ -96,6 +99,9 @@ pub struct Drained {
     pub remaining: bool,
     /// Due facts are still waiting to be settled: the settle budget ran out (drain again).
     pub unsettled: bool,
+    /// Scopes whose settlement failed in this drain and were put aside (logged with their
+    /// cause; the other scopes settled and exported).
+    pub put_aside: Vec<String>,
     /// Batches that could go out now are still waiting: the export budget ran out (drain again).
     pub unexported: bool,
 }
@@ -104,7 +110,9 @@ impl Drained {
     /// This drain followed by `next`: what both did, and what `next` left.
     pub fn then(mut self, next: Drained) -> Drained {
         self.settled.extend(next.settled);
+        self.put_aside.extend(next.put_aside);
         Drained {
+            put_aside: self.put_aside,
             settled: self.settled,
             exported: self.exported + next.exported,
             failed: self.failed + next.failed,
@@ -131,7 +139,14 @@ impl Pipeline {
             wake: Arc::new(tokio::sync::Notify::new()),
             export_budget: EXPORT_BUDGET,
             exports_at_once: EXPORTS_AT_ONCE,
+            settle_failures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Settlements that failed in this process since it started.
+    pub fn settle_failures(&self) -> u64 {
+        self.settle_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The same pipeline exporting at most `n` batches at once (1: one after the other, as
@@ -213,10 +228,20 @@ impl Pipeline {
     /// Settles what is due at `now`, then exports every batch it can lease.
     #[tracing::instrument(name = "drain", skip(self))]
     pub async fn drain_at(&self, now: Time) -> Result<Drained, EngineError> {
-        let Settled { spans, more, .. } = self.engine.settle(now).await?;
+        // A scope whose settlement fails is put aside by the engine (and logged there); the
+        // others' spans and points are exported all the same.
+        let Settled {
+            spans,
+            more,
+            failed,
+            ..
+        } = self.engine.settle(now).await?;
+        self.settle_failures
+            .fetch_add(failed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut report = self.export_outbox().await?;
         report.settled = spans;
         report.unsettled = more;
+        report.put_aside = failed.into_iter().map(|f| f.scope).collect();
         Ok(report)
     }
 

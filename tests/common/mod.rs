@@ -84,6 +84,8 @@ pub struct RSpan {
     pub status_code: i32,
     pub status_message: String,
     pub links: Vec<(String, String, BTreeMap<String, Value>)>,
+    /// OTLP's `dropped_links_count`: links left out past the link limit.
+    pub dropped_links: u32,
     pub events: Vec<(String, u64)>,
 }
 
@@ -390,6 +392,7 @@ pub fn decode_spans(requests: &[ExportTraceServiceRequest]) -> Vec<RSpan> {
                             .as_ref()
                             .map(|st| st.message.clone())
                             .unwrap_or_default(),
+                        dropped_links: s.dropped_links_count,
                         links: s
                             .links
                             .iter()

@@ -83,6 +83,7 @@ pub fn span_data(s: &FinishedSpan) -> SpanData {
             )
         })
         .collect();
+    links.dropped_count = s.dropped_links;
     SpanData {
         span_context: context(&s.trace_id, &s.span_id),
         parent_span_id: s
