@@ -125,9 +125,9 @@ async fn calls_and_capacity_per_delivery_type() {
     );
     let summary = store.get_many(&[key]).await.unwrap().remove(0).unwrap();
     let summary: serde_json::Value = summary.data.decode().unwrap();
-    let ledger = summary["ledger"]
+    let ledger = summary["tally"]
         .as_array()
-        .expect("a ledger in the summary");
+        .expect("a ledger (its tally) in the summary");
     assert!(!ledger.is_empty(), "{summary}");
     println!("{table}");
     assert!(over.is_empty(), "costs grew:\n{}\n{table}", over.join("\n"));

@@ -376,11 +376,12 @@ async fn in_order(posted: &[Posted]) -> Outcome {
     Outcome {
         spans,
         series: series(store.as_ref()).await,
+        // serve's /metrics ends with its own health: no settlement failed
         exposition: prometheus::render_series(
             &valuestream::engine::metrics::stored(store.as_ref(), None)
                 .await
                 .unwrap(),
-        ),
+        ) + &prometheus::render_health(0),
     }
 }
 

@@ -122,8 +122,8 @@ impl Series {
     }
 
     /// Applies the difference of two tallies of one item's observations (see
-    /// [`super::scope::tally_diff`]) as one update at `now_ns`.
-    pub fn apply_tally(&mut self, d: &super::scope::Tally, now_ns: u64) {
+    /// [`tally_diff`]) as one update at `now_ns`.
+    pub fn apply_tally(&mut self, d: &Tally, now_ns: u64) {
         self.count = (self.count as i64 + d.count).max(0) as u64;
         if self.kind == MetricKind::Histogram {
             if self.sum_ms == 0 && self.sum != 0.0 {
@@ -175,6 +175,81 @@ pub fn bucket_of(value_ms: i64) -> usize {
         .iter()
         .position(|b| value_ms as f64 <= *b * 1000.0)
         .unwrap_or(BUCKETS.len())
+}
+
+/// One item's contributions to one series, summed: a counter's total, or a histogram's
+/// observation count, sum and bucket counts. Histograms add up, so the difference of two
+/// tallies applied to a series gives exactly what taking back and adding each observation
+/// would, whatever their number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Tally {
+    pub name: String,
+    pub labels: Labels,
+    /// Counter total, or histogram observation count.
+    pub count: i64,
+    /// Histogram sum in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sum_ms: i64,
+    /// Histogram bucket index (see [`BUCKETS`]) → observations; only non-zero ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<usize, i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl Tally {
+    pub fn empty(name: &str, labels: &Labels) -> Self {
+        Tally {
+            name: name.to_string(),
+            labels: labels.clone(),
+            count: 0,
+            sum_ms: 0,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, value: i64) {
+        match def(&self.name).kind {
+            MetricKind::Counter => self.count += value.max(0),
+            MetricKind::Histogram => {
+                self.count += 1;
+                self.sum_ms += value;
+                *self.buckets.entry(bucket_of(value)).or_default() += 1;
+            }
+        }
+    }
+
+    fn is_nothing(&self) -> bool {
+        self.count == 0 && self.sum_ms == 0 && self.buckets.values().all(|n| *n == 0)
+    }
+}
+
+/// What to apply to each series to go from `old` to `new` (both in series order): `new`
+/// minus `old`, per series; series whose tally did not change are left out.
+pub fn tally_diff(old: &[Tally], new: &[Tally]) -> Vec<Tally> {
+    let mut by_series: BTreeMap<(&str, &Labels), Tally> = BTreeMap::new();
+    for (sign, side) in [(-1, old), (1, new)] {
+        for t in side {
+            let d = by_series
+                .entry((t.name.as_str(), &t.labels))
+                .or_insert_with(|| Tally::empty(&t.name, &t.labels));
+            d.count += sign * t.count;
+            d.sum_ms += sign * t.sum_ms;
+            for (i, n) in &t.buckets {
+                *d.buckets.entry(*i).or_default() += sign * n;
+            }
+        }
+    }
+    by_series
+        .into_values()
+        .map(|mut d| {
+            d.buckets.retain(|_, n| *n != 0);
+            d
+        })
+        .filter(|d| !d.is_nothing())
+        .collect()
 }
 
 pub fn time_ns(t: Time) -> u64 {
