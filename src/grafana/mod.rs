@@ -486,7 +486,7 @@ mod tests {
         })
         .contains("needs --prometheus-url"));
         assert!(err(Install {
-            prometheus_url: Some(amp.into()),
+            prometheus_url: Some("http://p:9090".into()),
             sigv4_auth_type: Some("ec2_iam_role".into()),
             ..opts()
         })
