@@ -1814,7 +1814,11 @@ async fn a_workspace_id_gives_a_short_lived_token_that_is_deleted_after_the_inst
     assert_eq!(tokens.len(), 1);
     let (token_id, token) = tokens.iter().next().unwrap();
     assert_eq!(token["secondsToLive"], 600);
-    assert_eq!(deleted, [token_id.clone()], "the token made is deleted");
+    assert_eq!(
+        deleted,
+        std::slice::from_ref(token_id),
+        "the token made is deleted"
+    );
     assert!(live.is_empty(), "no token left behind");
     let sa = accounts[0]["id"].as_str().unwrap();
     assert_eq!(
