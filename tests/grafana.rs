@@ -1396,6 +1396,7 @@ async fn help_lists_the_command_and_its_flags() {
         "--datasource-name",
         "--lookback",
         "--timeout-secs",
+        "--skip-health-check",
     ] {
         assert!(help.stdout.contains(flag), "{flag}: {}", help.stdout);
     }
@@ -1753,6 +1754,22 @@ async fn a_datasource_grafana_cannot_query_fails_the_install_with_grafanas_messa
         g.with(|g| g.dashboards.is_empty()),
         "nothing else installed"
     );
+    let run = valuestream(&[
+        "grafana",
+        "install",
+        "--url",
+        &base,
+        "--token",
+        TOKEN,
+        "--prometheus-url",
+        AMP,
+        "--sigv4-region",
+        "eu-west-1",
+        "--skip-health-check",
+    ])
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(g.with(|g| g.dashboards.len()), dashboard_files().len());
 }
 
 // ------------------------------------------------------------------ --workspace-id

@@ -81,6 +81,10 @@ pub struct InstallArgs {
     /// Bound of each request to Grafana, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout_secs: u64,
+    /// Import the dashboards even if Grafana cannot query the data source yet (e.g. before the
+    /// workspace role may query Amazon Managed Service for Prometheus).
+    #[arg(long)]
+    skip_health_check: bool,
 }
 
 pub async fn run(cmd: GrafanaCommand) -> anyhow::Result<()> {
@@ -96,6 +100,7 @@ pub async fn run(cmd: GrafanaCommand) -> anyhow::Result<()> {
                 datasource_name: a.datasource_name,
                 lookback: a.lookback,
                 timeout: Duration::from_secs(a.timeout_secs),
+                skip_health_check: a.skip_health_check,
             };
             match a.workspace_id {
                 Some(id) => {
