@@ -101,3 +101,61 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The README's `## Deploy to AWS` section.
+fn deploy_section() -> String {
+    let readme = read("README.md");
+    let start = readme.find("\n## Deploy to AWS").expect("a deploy section");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    rest[..end].to_string()
+}
+
+/// Every `valuestream grafana install` command of `text`'s sh blocks, continuation lines joined.
+fn grafana_install_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for block in text.split("```sh\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let joined = block.replace("\\\n", " ");
+        for line in joined.lines() {
+            let line = line.split(" #").next().unwrap().trim();
+            if line.starts_with("valuestream grafana install") {
+                out.push(line.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_deploy_section_gets_the_cli_before_it_runs_grafana_install() {
+    let deploy = deploy_section();
+    let get = deploy
+        .find("cargo install --locked --path .")
+        .expect("the deploy section says how to get the valuestream CLI");
+    let run = deploy
+        .find("valuestream grafana install --workspace-id")
+        .expect("the deploy section runs grafana install --workspace-id");
+    assert!(get < run, "the CLI is installed before it is run");
+}
+
+#[test]
+fn every_grafana_install_flag_in_the_readme_exists() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_valuestream"))
+        .args(["grafana", "install", "--help"])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    let commands = grafana_install_commands(&read("README.md"));
+    assert!(commands.len() >= 4, "{commands:#?}");
+    for c in &commands {
+        for flag in c.split_whitespace().filter(|w| w.starts_with("--")) {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "{flag} in {c:?}"
+            );
+        }
+    }
+}

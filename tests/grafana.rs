@@ -25,6 +25,23 @@
 //!   sibling pages;
 //! - the SigV4 settings of a Prometheus data source for Amazon Managed Service for Prometheus:
 //!   <https://grafana.com/docs/grafana/latest/datasources/prometheus/configure/aws-authentication/>.
+//!
+//! It models one server generation at a time ([`Generation`]): its `GET /api/frontend/settings`
+//! (`buildInfo.version`, `awsAllowedAuthProviders`), whether `GET
+//! /api/plugins/grafana-amazonprometheus-datasource/settings` finds the plugin, and whether the
+//! core `prometheus` type still signs with SigV4. Like Grafana, it saves any SigV4 provider and
+//! refuses it when the data source is queried (`GET /api/datasources/uid/:uid/health`, or
+//! [`FakeGrafana::query`] for a panel's query), with the message of that generation's
+//! grafana-aws-sdk: "attempting to use an auth type for SigV4 that is not allowed" (Grafana 9 to
+//! 11), "trying to use non-allowed auth method <type>" (12 on). A core data source with SigV4 on a
+//! server without core SigV4 sends unsigned queries, which Amazon Managed Service for Prometheus
+//! answers 403.
+//!
+//! Under `/workspaces/…` the same server stands in for the Amazon Managed Grafana API (REST-JSON,
+//! <https://docs.aws.amazon.com/grafana/latest/APIReference/>): `DescribeWorkspace`,
+//! `ListWorkspaceServiceAccounts`, `CreateWorkspaceServiceAccount`,
+//! `CreateWorkspaceServiceAccountToken` and `DeleteWorkspaceServiceAccountToken`, which moto does
+//! not model. A token it creates is a Grafana token until deleted.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -37,11 +54,106 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "glsa_valuestream_test_token";
+const AMAZON: &str = "grafana-amazonprometheus-datasource";
+const AMP: &str =
+    "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0123abcd-4567-89ef-0123-456789abcdef/";
+const WORKSPACE: &str = "g-0123456789";
+
+/// One Grafana server generation: what it publishes and what it can query.
+#[derive(Clone, Debug)]
+struct Generation {
+    version: &'static str,
+    allowed: &'static [&'static str],
+    /// `grafana-amazonprometheus-datasource` installed.
+    plugin: bool,
+    /// The core `prometheus` type signs with SigV4.
+    core_sigv4: bool,
+}
+
+const SELF_HOSTED: &[&str] = &["default", "keys", "credentials"];
+const AMG: &[&str] = &["ec2_iam_role"];
+
+impl Generation {
+    fn self_hosted_10() -> Self {
+        Generation {
+            version: "10.4.1",
+            allowed: SELF_HOSTED,
+            plugin: false,
+            core_sigv4: true,
+        }
+    }
+    fn self_hosted_11() -> Self {
+        Generation {
+            version: "11.6.0",
+            allowed: SELF_HOSTED,
+            plugin: false,
+            core_sigv4: true,
+        }
+    }
+    fn amg_9_4() -> Self {
+        Generation {
+            version: "9.4.7",
+            allowed: AMG,
+            plugin: false,
+            core_sigv4: true,
+        }
+    }
+    fn amg_10_4() -> Self {
+        Generation {
+            version: "10.4.1",
+            allowed: AMG,
+            plugin: false,
+            core_sigv4: true,
+        }
+    }
+    fn amg_12() -> Self {
+        Generation {
+            version: "12.0.2",
+            allowed: AMG,
+            plugin: true,
+            core_sigv4: false,
+        }
+    }
+    fn grafana_13() -> Self {
+        Generation {
+            version: "13.0.0",
+            allowed: SELF_HOSTED,
+            plugin: true,
+            core_sigv4: false,
+        }
+    }
+    fn major(&self) -> u32 {
+        self.version.split('.').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Default for Generation {
+    fn default() -> Self {
+        Self::self_hosted_10()
+    }
+}
+
+/// The Amazon Managed Grafana API's state for one workspace.
+#[derive(Default)]
+struct Aws {
+    /// Service accounts: `{id, name, grafanaRole, isDisabled}`.
+    accounts: Vec<Value>,
+    /// Token id → `{serviceAccountId, name, key, secondsToLive}`, as created.
+    tokens: BTreeMap<String, Value>,
+    /// Token ids deleted.
+    deleted: Vec<String>,
+    /// Every call: "METHOD /path -> status".
+    calls: Vec<String>,
+}
 
 // ------------------------------------------------------------------ the stand-in for Grafana
 
 #[derive(Default)]
 struct Grafana {
+    server: Generation,
+    /// Tokens created through the AWS API and not deleted: valid like [`TOKEN`].
+    live_tokens: Vec<String>,
+    aws: Aws,
     next_id: i64,
     datasources: BTreeMap<String, Value>,
     folders: BTreeMap<String, Value>,
@@ -92,18 +204,20 @@ impl Grafana {
                 wrong.push(format!("{key} missing"));
             }
         }
-        if b["type"] != "prometheus" {
+        let plugin_type = b["type"] == AMAZON;
+        if b["type"] != "prometheus" && !plugin_type {
             wrong.push(format!("type {} is not prometheus", b["type"]));
+        }
+        if plugin_type && !self.server.plugin {
+            wrong.push(format!("type {AMAZON}: the plugin is not installed"));
         }
         if b["access"] != "proxy" {
             wrong.push(format!("access {} is not proxy", b["access"]));
         }
         let jd = &b["jsonData"];
-        if jd["sigV4Auth"] == true
-            && (jd["sigV4AuthType"] != "default" || !is_str(jd, "sigV4Region"))
-        {
+        if jd["sigV4Auth"] == true && (!is_str(jd, "sigV4AuthType") || !is_str(jd, "sigV4Region")) {
             wrong.push(format!(
-                "sigV4Auth needs sigV4AuthType default and sigV4Region: {jd}"
+                "sigV4Auth needs sigV4AuthType and sigV4Region: {jd}"
             ));
         }
         if !wrong.is_empty() {
@@ -111,6 +225,50 @@ impl Grafana {
                 .push(format!("{what}: {}", wrong.join(", ")));
         }
         wrong.is_empty()
+    }
+
+    /// What a query through the data source `uid` gives on this server: `Err` with Grafana's
+    /// message when it cannot sign as configured.
+    fn query(&self, uid: &str) -> Result<(), String> {
+        let ds = self
+            .datasources
+            .get(uid)
+            .ok_or_else(|| "Data source not found".to_string())?;
+        let jd = &ds["jsonData"];
+        if ds["type"] == AMAZON && !self.server.plugin {
+            return Err(format!("plugin {AMAZON} not found"));
+        }
+        if jd["sigV4Auth"] != true {
+            return Ok(());
+        }
+        if ds["type"] == "prometheus" && !self.server.core_sigv4 {
+            return Err(
+                "bad_response: 403 Forbidden: {\"message\":\"Missing Authentication Token\"} \
+                 (the core prometheus type sends the query unsigned)"
+                    .into(),
+            );
+        }
+        let auth = jd["sigV4AuthType"].as_str().unwrap_or_default();
+        if !self.server.allowed.contains(&auth) {
+            return Err(if self.server.major() >= 12 {
+                format!("trying to use non-allowed auth method {auth}")
+            } else {
+                "attempting to use an auth type for SigV4 that is not allowed".into()
+            });
+        }
+        Ok(())
+    }
+
+    /// Grafana 13's start-up migration: every core data source that signs with SigV4 becomes of
+    /// the plugin's type, with the same UID and settings.
+    fn upgrade_to_13_and_migrate(&mut self) {
+        self.server = Generation::grafana_13();
+        for ds in self.datasources.values_mut() {
+            if ds["type"] == "prometheus" && ds["jsonData"]["sigV4Auth"] == true {
+                ds["type"] = json!(AMAZON);
+                ds["version"] = json!(ds["version"].as_i64().unwrap() + 1);
+            }
+        }
     }
 
     fn handle(
@@ -133,6 +291,40 @@ impl Grafana {
         let what = format!("{method} {path}");
         let body = body.unwrap_or(Value::Null);
         match (method.as_str(), segs.as_slice()) {
+            ("GET", ["api", "frontend", "settings"]) => answer(
+                StatusCode::OK,
+                json!({
+                    "appSubUrl": "",
+                    "awsAllowedAuthProviders": self.server.allowed,
+                    "awsAssumeRoleEnabled": true,
+                    "buildInfo": {"version": self.server.version, "commit": "abc123", "edition": "Open Source", "env": "production"},
+                    "datasources": {},
+                }),
+            ),
+            ("GET", ["api", "plugins", id, "settings"]) => {
+                if *id == AMAZON && self.server.plugin {
+                    answer(
+                        StatusCode::OK,
+                        json!({"id": AMAZON, "type": "datasource", "name": "Amazon Managed Service for Prometheus", "enabled": true, "info": {"version": "2.3.0"}}),
+                    )
+                } else {
+                    message(
+                        StatusCode::NOT_FOUND,
+                        "Plugin not found, no installed plugin with that id",
+                    )
+                }
+            }
+            ("GET", ["api", "datasources", "uid", uid, "health"]) => match self.query(uid) {
+                Ok(()) => answer(
+                    StatusCode::OK,
+                    json!({"status": "OK", "message": "Successfully queried the Prometheus API."}),
+                ),
+                Err(m) if m == "Data source not found" => message(StatusCode::NOT_FOUND, &m),
+                Err(m) => answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"status": "ERROR", "message": m}),
+                ),
+            },
             ("GET", ["api", "datasources"]) => answer(
                 StatusCode::OK,
                 json!(self.datasources.values().collect::<Vec<_>>()),
@@ -351,7 +543,24 @@ async fn serve_grafana(State(g): State<FakeGrafana>, req: Request) -> Response {
         .unwrap();
     let mut s = g.state.lock().unwrap();
     let what = format!("{method} {path}");
-    let resp = if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+    if path.starts_with("/workspaces/") {
+        let body = serde_json::from_slice::<Value>(&bytes).ok();
+        let resp = s.handle_aws(
+            &method,
+            &path,
+            auth.as_deref(),
+            content_type.as_deref(),
+            body,
+        );
+        let status = resp.status().as_u16();
+        s.aws.calls.push(format!("{what} -> {status}"));
+        return resp;
+    }
+    let valid = auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .is_some_and(|t| t == TOKEN || s.live_tokens.iter().any(|l| l == t));
+    let resp = if !valid {
         message(StatusCode::UNAUTHORIZED, "Invalid API key")
     } else if bytes.is_empty() {
         if matches!(method, Method::POST | Method::PUT) {
@@ -375,7 +584,180 @@ async fn serve_grafana(State(g): State<FakeGrafana>, req: Request) -> Response {
     resp
 }
 
+fn aws_error(status: StatusCode, kind: &str, m: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE.as_str(), "application/json"),
+            ("x-amzn-errortype", kind),
+        ],
+        json!({ "message": m }).to_string(),
+    )
+        .into_response()
+}
+
+impl Grafana {
+    /// The Amazon Managed Grafana API for the workspace [`WORKSPACE`]: SigV4-signed requests
+    /// (service `grafana`), JSON bodies, the answers' documented fields.
+    fn handle_aws(
+        &mut self,
+        method: &Method,
+        path: &str,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let signed = auth.is_some_and(|a| {
+            a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDVALUESTREAMTEST/")
+                && a.contains("/grafana/aws4_request")
+        });
+        if !signed {
+            self.violations.push(format!(
+                "{method} {path}: not SigV4-signed for grafana: {auth:?}"
+            ));
+            return aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", "not signed");
+        }
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let Some(ws) = segs.get(1).copied() else {
+            return aws_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                "no workspace",
+            );
+        };
+        if ws != WORKSPACE {
+            return aws_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!("Workspace {ws} not found"),
+            );
+        }
+        let body = body.unwrap_or(Value::Null);
+        if *method == Method::POST && content_type != Some("application/json") {
+            self.violations
+                .push(format!("{method} {path}: content type {content_type:?}"));
+        }
+        match (method.as_str(), &segs[2..]) {
+            ("GET", []) => answer(
+                StatusCode::OK,
+                json!({"workspace": {
+                    "id": WORKSPACE,
+                    "endpoint": format!("{WORKSPACE}.grafana-workspace.eu-west-1.amazonaws.com"),
+                    "grafanaVersion": self.server.version,
+                    "status": "ACTIVE",
+                    "accountAccessType": "CURRENT_ACCOUNT",
+                    "authentication": {"providers": ["AWS_SSO"]},
+                    "permissionType": "CUSTOMER_MANAGED",
+                    "dataSources": ["PROMETHEUS"],
+                    "created": 1.7e9,
+                    "modified": 1.7e9,
+                }}),
+            ),
+            ("GET", ["serviceaccounts"]) => answer(
+                StatusCode::OK,
+                json!({"workspaceId": WORKSPACE, "serviceAccounts": self.aws.accounts}),
+            ),
+            ("POST", ["serviceaccounts"]) => {
+                if !is_str(&body, "name") || body["grafanaRole"] != "ADMIN" {
+                    self.violations.push(format!(
+                        "{method} {path}: needs name and grafanaRole ADMIN: {body}"
+                    ));
+                    return aws_error(StatusCode::BAD_REQUEST, "ValidationException", "invalid");
+                }
+                if self.aws.accounts.iter().any(|a| a["name"] == body["name"]) {
+                    return aws_error(
+                        StatusCode::CONFLICT,
+                        "ConflictException",
+                        "service account exists",
+                    );
+                }
+                let id = (self.aws.accounts.len() + 2).to_string();
+                let a = json!({"id": id, "name": body["name"], "grafanaRole": "ADMIN", "isDisabled": "false"});
+                self.aws.accounts.push(a);
+                answer(
+                    StatusCode::OK,
+                    json!({"id": id, "name": body["name"], "grafanaRole": "ADMIN", "workspaceId": WORKSPACE}),
+                )
+            }
+            ("POST", [_, sa, "tokens"]) if segs[2] == "serviceaccounts" => {
+                let sa = sa.to_string();
+                if !self.aws.accounts.iter().any(|a| a["id"] == sa) {
+                    return aws_error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFoundException",
+                        "no service account",
+                    );
+                }
+                let ttl = body["secondsToLive"].as_i64().unwrap_or(0);
+                if !is_str(&body, "name") || !(1..=2_592_000).contains(&ttl) {
+                    self.violations.push(format!(
+                        "{method} {path}: needs name and secondsToLive: {body}"
+                    ));
+                    return aws_error(StatusCode::BAD_REQUEST, "ValidationException", "invalid");
+                }
+                let id = (self.aws.tokens.len() + 1).to_string();
+                let key = format!("glsa_workspace_token_{id}");
+                self.aws.tokens.insert(
+                    id.clone(),
+                    json!({"serviceAccountId": sa, "name": body["name"], "key": key, "secondsToLive": ttl}),
+                );
+                self.live_tokens.push(key.clone());
+                answer(
+                    StatusCode::OK,
+                    json!({"serviceAccountId": sa, "workspaceId": WORKSPACE,
+                           "serviceAccountToken": {"id": id, "name": body["name"], "key": key}}),
+                )
+            }
+            ("DELETE", [_, sa, "tokens", token]) if segs[2] == "serviceaccounts" => {
+                let Some(t) = self.aws.tokens.get(*token) else {
+                    return aws_error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFoundException",
+                        "no token",
+                    );
+                };
+                if t["serviceAccountId"] != *sa {
+                    return aws_error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFoundException",
+                        "no token",
+                    );
+                }
+                let key = t["key"].clone();
+                self.live_tokens.retain(|k| *k != key);
+                self.aws.deleted.push(token.to_string());
+                answer(
+                    StatusCode::OK,
+                    json!({"serviceAccountId": sa, "tokenId": token, "workspaceId": WORKSPACE}),
+                )
+            }
+            _ => {
+                self.violations.push(format!(
+                    "{method} {path}: not an AMG API call this command makes"
+                ));
+                aws_error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFoundException",
+                    "unknown",
+                )
+            }
+        }
+    }
+}
+
 impl FakeGrafana {
+    /// A stand-in for one server generation.
+    async fn of(generation: Generation) -> Self {
+        let g = Self::start().await;
+        g.with(|s| s.server = generation);
+        g
+    }
+
+    /// A panel's query through the data source `uid`.
+    fn query(&self, uid: &str) -> Result<(), String> {
+        self.with(|g| g.query(uid))
+    }
+
     async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let g = FakeGrafana {
@@ -498,7 +880,11 @@ fn resolve(d: &Value, reference: &Value, what: &str) -> String {
                 .find(|v| v["name"] == name)
                 .unwrap_or_else(|| panic!("{what}: no variable {name}"));
             assert_eq!(v["type"], "datasource", "{what}: ${name} type");
-            assert_eq!(v["query"], "prometheus", "{what}: ${name} lists Prometheus");
+            assert!(
+                v["query"] == "prometheus" || v["query"] == AMAZON,
+                "{what}: ${name} lists Prometheus: {}",
+                v["query"]
+            );
             v["current"]["value"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{what}: ${name} has no current value"))
@@ -507,10 +893,21 @@ fn resolve(d: &Value, reference: &Value, what: &str) -> String {
     }
 }
 
-/// Every panel, target and query variable of every stored dashboard queries `uid`.
+/// Every panel, target and query variable of every stored dashboard queries `uid`, and the
+/// `$datasource` variable lists that data source's type.
 fn assert_bound_to(g: &FakeGrafana, uid: &str) {
-    let dashboards = g.with(|g| g.dashboards.clone());
+    let (dashboards, kind) = g.with(|g| (g.dashboards.clone(), g.datasources[uid]["type"].clone()));
     for (duid, (d, _, _)) in &dashboards {
+        let var = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "datasource")
+            .unwrap();
+        assert_eq!(
+            var["query"], kind,
+            "{duid}: $datasource lists the type of {uid}"
+        );
         let mut refs = 0;
         for p in d["panels"].as_array().unwrap() {
             let what = format!("{duid} / {}", p["title"]);
@@ -617,6 +1014,7 @@ async fn installing_twice_gives_one_datasource_one_folder_and_every_dashboard_on
             for v in o["templating"]["list"].as_array_mut().unwrap() {
                 if v["name"] == "datasource" {
                     v["current"] = json!({});
+                    v["query"] = json!("prometheus");
                 }
             }
         }
@@ -991,10 +1389,14 @@ async fn help_lists_the_command_and_its_flags() {
         "--token",
         "--prometheus-url",
         "--sigv4-region",
+        "--sigv4-auth-type",
+        "--workspace-id",
+        "--region",
         "--folder",
         "--datasource-name",
         "--lookback",
         "--timeout-secs",
+        "--skip-health-check",
     ] {
         assert!(help.stdout.contains(flag), "{flag}: {}", help.stdout);
     }
@@ -1081,4 +1483,480 @@ fn provisioning_examples_give_what_the_command_installs() {
             assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", d.file);
         }
     }
+}
+
+// ------------------------------------------------------------------ server generations
+
+/// `grafana install` for Amazon Managed Service for Prometheus (`AMP`) on `g`.
+async fn install_amp(g: &FakeGrafana, extra: &[&str]) -> Run {
+    let mut args = vec!["--prometheus-url", AMP, "--sigv4-region", "eu-west-1"];
+    args.extend_from_slice(extra);
+    install(g, &args).await
+}
+
+/// The only data source `g` holds: its uid and model.
+fn only_datasource(g: &FakeGrafana) -> (String, Value) {
+    let ds = g.with(|g| g.datasources.clone());
+    assert_eq!(ds.len(), 1, "one data source: {ds:#?}");
+    let (uid, d) = ds.into_iter().next().unwrap();
+    (uid, d)
+}
+
+/// One install on a fresh stand-in of `generation`: the data source it made, checked to query.
+async fn installs_and_queries(generation: Generation, kind: &str, auth: &str) {
+    let what = format!("{generation:?}");
+    let g = FakeGrafana::of(generation).await;
+    let run = install_amp(&g, &[]).await;
+    assert!(run.ok, "{what}: {}", run.stderr);
+    g.assert_no_violations();
+    let (uid, d) = only_datasource(&g);
+    assert_eq!(d["type"], kind, "{what}");
+    assert_eq!(
+        d["jsonData"],
+        json!({"httpMethod": "POST", "sigV4Auth": true, "sigV4AuthType": auth, "sigV4Region": "eu-west-1"}),
+        "{what}"
+    );
+    assert_eq!(g.query(&uid), Ok(()), "{what}: a panel's query works");
+    let log = g.requests_since(0);
+    for r in [
+        "GET /api/frontend/settings -> 200".to_string(),
+        format!("GET /api/datasources/uid/{uid}/health -> 200"),
+    ] {
+        assert!(log.contains(&r), "{what}: {r}: {log:#?}");
+    }
+    assert!(
+        run.stdout
+            .contains(&format!("type {kind}, SigV4 with {auth}")),
+        "{what}: the summary says what was chosen: {}",
+        run.stdout
+    );
+    assert_bound_to(&g, &uid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_hosted_grafana_10_and_11_sign_with_the_default_chain() {
+    for generation in [Generation::self_hosted_10(), Generation::self_hosted_11()] {
+        installs_and_queries(generation, "prometheus", "default").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amazon_managed_grafana_9_4_and_10_4_sign_with_the_workspace_role() {
+    for generation in [Generation::amg_9_4(), Generation::amg_10_4()] {
+        installs_and_queries(generation, "prometheus", "ec2_iam_role").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amazon_managed_grafana_12_gets_the_amazon_prometheus_plugin_type() {
+    installs_and_queries(Generation::amg_12(), AMAZON, "ec2_iam_role").await;
+    // What the core type would give there: saved, and every query unsigned.
+    let g = FakeGrafana::of(Generation::amg_12()).await;
+    g.with(|g| {
+        g.datasources.insert(
+            "core".into(),
+            json!({"uid": "core", "name": "core", "type": "prometheus", "url": AMP,
+                   "jsonData": {"sigV4Auth": true, "sigV4AuthType": "ec2_iam_role", "sigV4Region": "eu-west-1"}}),
+        )
+    });
+    let e = g.query("core").unwrap_err();
+    assert!(e.contains("403"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_13_migrated_our_datasource_and_a_rerun_keeps_its_type_and_uid() {
+    let g = FakeGrafana::of(Generation::self_hosted_11()).await;
+    let first = install_amp(&g, &[]).await;
+    assert!(first.ok, "{}", first.stderr);
+    let (uid, d) = only_datasource(&g);
+    assert_eq!(d["type"], "prometheus");
+    g.with(Grafana::upgrade_to_13_and_migrate);
+    let (_, migrated) = only_datasource(&g);
+    assert_eq!(migrated["type"], AMAZON);
+    assert_eq!(g.query(&uid), Ok(()), "the migrated data source queries");
+
+    let logged = g.with(|g| g.log.len());
+    let second = install_amp(&g, &[]).await;
+    assert!(second.ok, "no WrongDatasourceType: {}", second.stderr);
+    g.assert_no_violations();
+    let (uid2, d) = only_datasource(&g);
+    assert_eq!(uid2, uid, "the same uid");
+    assert_eq!(d["type"], AMAZON, "the type Grafana gave it, kept");
+    assert_eq!(d["jsonData"]["sigV4AuthType"], "default");
+    let again = g.requests_since(logged);
+    assert!(
+        again.contains(&format!("PUT /api/datasources/uid/{uid} -> 200")),
+        "{again:#?}"
+    );
+    assert!(!again
+        .iter()
+        .any(|r| r.starts_with("POST /api/datasources ")));
+    assert_eq!(g.query(&uid), Ok(()));
+    assert_bound_to(&g, &uid);
+
+    // Without --prometheus-url, the migrated data source is found and kept as it is.
+    let run = install(&g, &[]).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("type {AMAZON}")),
+        "{}",
+        run.stdout
+    );
+    assert_bound_to(&g, &uid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_13_without_the_plugin_is_told_to_install_it() {
+    let g = FakeGrafana::of(Generation {
+        plugin: false,
+        ..Generation::grafana_13()
+    })
+    .await;
+    let run = install_amp(&g, &[]).await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains("grafana-amazonprometheus-datasource, which is not installed"),
+        "{}",
+        run.stderr
+    );
+    assert!(g.with(|g| g.datasources.is_empty()));
+}
+
+/// The data source the command wrote before it read the server: core type, `default` provider.
+fn old_datasource() -> Value {
+    json!({"id": 1, "uid": "valuestream-prometheus", "orgId": 1, "name": "valuestream Prometheus",
+           "type": "prometheus", "access": "proxy", "url": AMP, "basicAuth": false, "isDefault": false,
+           "jsonData": {"httpMethod": "POST", "sigV4Auth": true, "sigV4AuthType": "default", "sigV4Region": "eu-west-1"},
+           "version": 1})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_default_only_datasource_fails_on_amazon_managed_grafana_and_a_rerun_fixes_it() {
+    let migrated = {
+        let mut d = old_datasource();
+        d["type"] = json!(AMAZON);
+        d
+    };
+    for (generation, old, refusal) in [
+        (
+            Generation::amg_9_4(),
+            old_datasource(),
+            "attempting to use an auth type for SigV4 that is not allowed",
+        ),
+        (
+            Generation::amg_10_4(),
+            old_datasource(),
+            "attempting to use an auth type for SigV4 that is not allowed",
+        ),
+        // The core type on AMG 12: unsigned.
+        (Generation::amg_12(), old_datasource(), "403 Forbidden"),
+        // Moved to the plugin's type, as Grafana's migration does: the provider is refused.
+        (
+            Generation::amg_12(),
+            migrated.clone(),
+            "trying to use non-allowed auth method default",
+        ),
+    ] {
+        let what = format!("{generation:?} {}", old["type"]);
+        let g = FakeGrafana::of(generation).await;
+        g.with(|g| g.datasources.insert("valuestream-prometheus".into(), old));
+        // What the old behaviour left: a saved data source whose every query is refused.
+        let e = g.query("valuestream-prometheus").unwrap_err();
+        assert!(e.contains(refusal), "{what}: {e}");
+        // Asking for that provider again is refused before anything is written.
+        let run = install_amp(&g, &["--sigv4-auth-type", "default"]).await;
+        assert!(!run.ok, "{what}");
+        assert!(
+            run.stderr.contains("invalid --sigv4-auth-type")
+                && run.stderr.contains("does not allow \"default\"")
+                && run.stderr.contains("ec2_iam_role"),
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(
+            !g.requests_since(0).iter().any(|r| r.starts_with("PUT ")),
+            "{what}"
+        );
+        // The command as it is now repairs it in place.
+        let run = install_amp(&g, &[]).await;
+        assert!(run.ok, "{what}: {}", run.stderr);
+        g.assert_no_violations();
+        let (uid, d) = only_datasource(&g);
+        assert_eq!(uid, "valuestream-prometheus", "{what}");
+        assert_eq!(d["jsonData"]["sigV4AuthType"], "ec2_iam_role", "{what}");
+        let kind = if g.with(|g| g.server.plugin) {
+            AMAZON
+        } else {
+            "prometheus"
+        };
+        assert_eq!(d["type"], kind, "{what}");
+        assert_eq!(g.query(&uid), Ok(()), "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datasource_grafana_cannot_query_fails_the_install_with_grafanas_message() {
+    // A Grafana that publishes no providers (so the command assumes Grafana's default list)
+    // but allows only the workspace role: the health check catches the refusal.
+    let g = FakeGrafana::of(Generation::amg_10_4()).await;
+    let real = g.base.clone();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", proxy.local_addr().unwrap());
+    let app = Router::new().fallback(move |req: Request| {
+        let real = real.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+            let url = format!("{real}{}", parts.uri);
+            let mut r = reqwest::Client::new().request(parts.method.clone(), &url);
+            for (k, v) in &parts.headers {
+                if k != header::HOST {
+                    r = r.header(k, v);
+                }
+            }
+            let resp = r.body(bytes).send().await.unwrap();
+            let status = resp.status();
+            let mut body: Value =
+                serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null);
+            if parts.uri.path() == "/api/frontend/settings" {
+                body.as_object_mut()
+                    .unwrap()
+                    .remove("awsAllowedAuthProviders");
+            }
+            answer(status, body)
+        }
+    });
+    tokio::spawn(async move { axum::serve(proxy, app).await.unwrap() });
+    let run = valuestream(&[
+        "grafana",
+        "install",
+        "--url",
+        &base,
+        "--token",
+        TOKEN,
+        "--prometheus-url",
+        AMP,
+        "--sigv4-region",
+        "eu-west-1",
+    ])
+    .await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("Grafana cannot query it")
+            && run
+                .stderr
+                .contains("attempting to use an auth type for SigV4 that is not allowed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        g.with(|g| g.dashboards.is_empty()),
+        "nothing else installed"
+    );
+    let run = valuestream(&[
+        "grafana",
+        "install",
+        "--url",
+        &base,
+        "--token",
+        TOKEN,
+        "--prometheus-url",
+        AMP,
+        "--sigv4-region",
+        "eu-west-1",
+        "--skip-health-check",
+    ])
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(g.with(|g| g.dashboards.len()), dashboard_files().len());
+}
+
+// ------------------------------------------------------------------ --workspace-id
+
+async fn install_workspace(g: &FakeGrafana, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "grafana",
+        "install",
+        "--workspace-id",
+        WORKSPACE,
+        "--url",
+        &g.base,
+    ];
+    args.extend_from_slice(extra);
+    valuestream_with(
+        &args,
+        &[
+            ("AWS_ENDPOINT_URL_GRAFANA", g.base.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIDVALUESTREAMTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_id_gives_a_short_lived_token_that_is_deleted_after_the_install() {
+    let g = FakeGrafana::of(Generation::amg_10_4()).await;
+    let run = install_workspace(
+        &g,
+        &[
+            "--region",
+            "eu-west-1",
+            "--prometheus-url",
+            AMP,
+            "--sigv4-region",
+            "eu-west-1",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    g.assert_no_violations();
+    let (accounts, tokens, deleted, calls, live) = g.with(|g| {
+        (
+            g.aws.accounts.clone(),
+            g.aws.tokens.clone(),
+            g.aws.deleted.clone(),
+            g.aws.calls.clone(),
+            g.live_tokens.clone(),
+        )
+    });
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["name"], "valuestream");
+    assert_eq!(accounts[0]["grafanaRole"], "ADMIN");
+    assert_eq!(tokens.len(), 1);
+    let (token_id, token) = tokens.iter().next().unwrap();
+    assert_eq!(token["secondsToLive"], 600);
+    assert_eq!(
+        deleted,
+        std::slice::from_ref(token_id),
+        "the token made is deleted"
+    );
+    assert!(live.is_empty(), "no token left behind");
+    let sa = accounts[0]["id"].as_str().unwrap();
+    assert_eq!(
+        calls,
+        [
+            format!("GET /workspaces/{WORKSPACE} -> 200"),
+            format!("GET /workspaces/{WORKSPACE}/serviceaccounts -> 200"),
+            format!("POST /workspaces/{WORKSPACE}/serviceaccounts -> 200"),
+            format!("POST /workspaces/{WORKSPACE}/serviceaccounts/{sa}/tokens -> 200"),
+            format!("DELETE /workspaces/{WORKSPACE}/serviceaccounts/{sa}/tokens/{token_id} -> 200"),
+        ]
+    );
+    // The install ran with that token, on the workspace's Grafana.
+    let (uid, d) = only_datasource(&g);
+    assert_eq!(d["jsonData"]["sigV4AuthType"], "ec2_iam_role");
+    assert_eq!(g.with(|g| g.dashboards.len()), dashboard_files().len());
+    assert_bound_to(&g, &uid);
+    assert!(
+        run.stdout.contains("service account \"valuestream\"")
+            && run.stdout.contains("created, used and deleted"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains(token["key"].as_str().unwrap()),
+        "the key is never printed"
+    );
+
+    // A second run reuses the service account (AWS_REGION gives the region).
+    let run = install_workspace(
+        &g,
+        &["--prometheus-url", AMP, "--sigv4-region", "eu-west-1"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    g.assert_no_violations();
+    let (accounts, tokens, deleted, live) = g.with(|g| {
+        (
+            g.aws.accounts.clone(),
+            g.aws.tokens.clone(),
+            g.aws.deleted.clone(),
+            g.live_tokens.clone(),
+        )
+    });
+    assert_eq!(accounts.len(), 1, "reused");
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(deleted.len(), 2);
+    assert!(live.is_empty());
+    assert!(
+        run.stdout.contains("found, kept as it is"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_workspace_install_still_deletes_its_token() {
+    let g = FakeGrafana::of(Generation::amg_12()).await;
+    // A data source of our name and another type: the install fails after the token exists.
+    g.with(|g| {
+        g.datasources.insert(
+            "loki".into(),
+            json!({"id": 1, "uid": "loki", "name": "valuestream Prometheus", "type": "loki",
+                   "url": "http://loki:3100", "jsonData": {}, "version": 1}),
+        )
+    });
+    let run = install_workspace(
+        &g,
+        &["--prometheus-url", AMP, "--sigv4-region", "eu-west-1"],
+    )
+    .await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("is of type \"loki\""), "{}", run.stderr);
+    let (tokens, deleted, live) = g.with(|g| {
+        (
+            g.aws.tokens.clone(),
+            g.aws.deleted.clone(),
+            g.live_tokens.clone(),
+        )
+    });
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(deleted.len(), 1, "deleted after the failure");
+    assert!(live.is_empty());
+
+    // An unknown workspace: AWS's error, and no token made.
+    let run = valuestream_with(
+        &[
+            "grafana",
+            "install",
+            "--workspace-id",
+            "g-fedcba9876",
+            "--url",
+            &g.base,
+        ],
+        &[
+            ("AWS_ENDPOINT_URL_GRAFANA", g.base.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIDVALUESTREAMTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ],
+    )
+    .await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("DescribeWorkspace g-fedcba9876")
+            && run.stderr.contains("ResourceNotFoundException"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(g.with(|g| g.aws.tokens.len()), 1, "no second token");
+
+    // A malformed workspace ID is refused before anything is sent.
+    let before = g.with(|g| g.aws.calls.len());
+    let run = install_workspace(&g, &["--region", "Ireland"]).await;
+    assert!(
+        !run.ok && run.stderr.contains("invalid --region"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(g.with(|g| g.aws.calls.len()), before);
 }

@@ -34,12 +34,21 @@ pub const DASHBOARDS: &[Dashboard] = &[
 pub struct Binding<'a> {
     pub datasource_uid: &'a str,
     pub datasource_name: &'a str,
+    /// Its type (`prometheus` or `grafana-amazonprometheus-datasource`).
+    pub datasource_type: &'a str,
     /// The `$lookback` constant; `None` keeps the file's value.
     pub lookback: Option<&'a str>,
 }
 
 /// The dashboard model to post: `id` cleared (Grafana matches by `uid`), the `$datasource`
-/// variable's current value set to the data source, `$lookback` set when asked.
+/// variable's current value set to the data source and its plugin type to the data source's,
+/// `$lookback` set when asked.
+///
+/// The files' variable lists `prometheus`, which Grafana 12 and later read as every Prometheus
+/// flavour (the core type and `grafana-amazonprometheus-datasource` alike: `DatasourceSrv.getList`
+/// with a `pluginId` of either lists both), so a file-provisioned dashboard follows a data source
+/// that Grafana 13 migrated. The installed copy names the installed data source's type, which
+/// lists it on every version (a Grafana 11 lists only the exact type).
 pub fn bind(d: &Dashboard, b: &Binding) -> Result<Value, GrafanaError> {
     let bad = |reason: &str| GrafanaError::BadDashboard {
         file: d.file,
@@ -60,6 +69,7 @@ pub fn bind(d: &Dashboard, b: &Binding) -> Result<Value, GrafanaError> {
         .iter_mut()
         .find(|v| v["name"] == "datasource" && v["type"] == "datasource")
         .ok_or_else(|| bad("no $datasource variable of type datasource"))?;
+    ds["query"] = json!(b.datasource_type);
     ds["current"] = json!({
         "selected": true,
         "text": b.datasource_name,
@@ -89,6 +99,7 @@ mod tests {
                 &Binding {
                     datasource_uid: "ds-1",
                     datasource_name: "P",
+                    datasource_type: "grafana-amazonprometheus-datasource",
                     lookback: Some("30d"),
                 },
             )
@@ -96,6 +107,11 @@ mod tests {
             let vars = m["templating"]["list"].as_array().unwrap();
             let ds = vars.iter().find(|v| v["name"] == "datasource").unwrap();
             assert_eq!(ds["current"]["value"], "ds-1", "{}", d.file);
+            assert_eq!(
+                ds["query"], "grafana-amazonprometheus-datasource",
+                "{}",
+                d.file
+            );
             let lb = vars.iter().find(|v| v["name"] == "lookback").unwrap();
             assert_eq!(lb["query"], "30d", "{}", d.file);
             assert!(m["id"].is_null());

@@ -3,11 +3,18 @@
 //! creates or updates the Prometheus data source, creates the folder if missing and imports every
 //! embedded dashboard bound to that data source, in that folder. Everything is found by UID, so
 //! running it again gives the same result.
+//!
+//! It first reads what the server supports ([`datasource::detect`]): the AWS credentials
+//! providers it allows for SigV4 and whether the Amazon Managed Service for Prometheus plugin is
+//! installed, so that the data source it creates can query on that Grafana; then it asks Grafana
+//! to check the data source. With an Amazon Managed Grafana workspace ID instead of a URL and a
+//! token, [`workspace`] makes a short-lived token through the AWS API and deletes it afterwards.
 
 mod api;
 pub mod cli;
 pub mod dashboards;
 mod datasource;
+pub mod workspace;
 
 use api::Api;
 use reqwest::Method;
@@ -17,6 +24,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use datasource::Installed as InstalledDatasource;
+pub use datasource::Server;
+pub use datasource::{AMAZON as AMAZON_PROMETHEUS_TYPE, CORE as PROMETHEUS_TYPE};
 
 /// What `install` was asked to do, as given on the command line.
 #[derive(Debug, Clone)]
@@ -29,12 +38,16 @@ pub struct Install {
     pub prometheus_url: Option<String>,
     /// SigV4 signing region (Amazon Managed Service for Prometheus).
     pub sigv4_region: Option<String>,
+    /// The SigV4 credentials provider (`sigV4AuthType`); `None` = the best the server allows.
+    pub sigv4_auth_type: Option<String>,
     pub folder: String,
     pub datasource_name: String,
     /// The dashboards' `$lookback`; `None` keeps theirs (90d).
     pub lookback: Option<String>,
     /// Bound of each request.
     pub timeout: Duration,
+    /// Leave out Grafana's check that it can query the data source.
+    pub skip_health_check: bool,
 }
 
 /// What a run did to one object.
@@ -69,6 +82,8 @@ pub struct Imported {
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// What the server supports.
+    pub server: Server,
     pub datasource: InstalledDatasource,
     pub folder_uid: String,
     pub folder_title: String,
@@ -121,14 +136,44 @@ pub enum GrafanaError {
          Amazon Managed Service for Prometheus) to create it"
     )]
     NoDatasource { name: String },
-    #[error("the data source {name:?} is of type {found}, not prometheus: choose another --datasource-name")]
+    #[error(
+        "the data source {name:?} is of type {found}, neither prometheus nor \
+         grafana-amazonprometheus-datasource: choose another --datasource-name"
+    )]
     WrongDatasourceType { name: String, found: String },
+    #[error(
+        "this Grafana allows no AWS auth provider for SigV4 (awsAllowedAuthProviders is empty): \
+         set [aws] allowed_auth_providers in its configuration"
+    )]
+    NoAuthProvider,
+    #[error(
+        "Grafana {version} signs Prometheus queries with SigV4 only through the plugin \
+         grafana-amazonprometheus-datasource, which is not installed: install it \
+         (Administration → Plugins and data → Plugins → Amazon Managed Service for Prometheus), \
+         then run this again"
+    )]
+    NeedsAmazonPlugin { version: String },
+    #[error(
+        "the data source {name:?} (uid {uid}) was saved, but Grafana cannot query it (health \
+         check answered {status}: {message}); nothing else was installed \
+         (--skip-health-check installs the dashboards all the same)"
+    )]
+    Unhealthy {
+        name: String,
+        uid: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{what}: {message}")]
+    Aws { what: String, message: String },
     #[error("the embedded dashboard {file} is unusable: {reason}")]
     BadDashboard { file: &'static str, reason: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
 
+static AUTH_TYPE: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[a-z0-9_]{1,64}$").unwrap());
 static REGION: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$").unwrap());
 static DURATION: LazyLock<regex::Regex> =
@@ -191,6 +236,17 @@ impl Install {
                 return Err(invalid(
                     "--sigv4-region",
                     &format!("{r:?} is not an AWS region such as eu-west-1"),
+                ));
+            }
+        }
+        if let Some(a) = &self.sigv4_auth_type {
+            if self.sigv4_region.is_none() {
+                return Err(invalid("--sigv4-auth-type", "needs --sigv4-region"));
+            }
+            if !AUTH_TYPE.is_match(a) {
+                return Err(invalid(
+                    "--sigv4-auth-type",
+                    &format!("{a:?} is not an AWS auth provider name such as ec2_iam_role"),
                 ));
             }
         }
@@ -273,15 +329,21 @@ async fn ensure_folder(api: &Api, title: &str) -> Result<(String, Change), Grafa
 pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
     opts.validate()?;
     let api = Api::new(&opts.url, &opts.token, opts.timeout)?;
+    let server = datasource::detect(&api).await?;
     let ds = datasource::ensure(
         &api,
+        &server,
         &datasource::Wanted {
             name: &opts.datasource_name,
             url: opts.prometheus_url.as_deref(),
             sigv4_region: opts.sigv4_region.as_deref(),
+            sigv4_auth_type: opts.sigv4_auth_type.as_deref(),
         },
     )
     .await?;
+    if !opts.skip_health_check {
+        datasource::check_health(&api, &ds).await?;
+    }
     let (folder_uid, folder) = ensure_folder(&api, &opts.folder).await?;
     let mut imported = Vec::new();
     for d in dashboards::DASHBOARDS {
@@ -290,6 +352,7 @@ pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
             &dashboards::Binding {
                 datasource_uid: &ds.uid,
                 datasource_name: &ds.name,
+                datasource_type: &ds.kind,
                 lookback: opts.lookback.as_deref(),
             },
         )?;
@@ -319,6 +382,7 @@ pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
         });
     }
     Ok(Outcome {
+        server,
         datasource: ds,
         folder_uid,
         folder_title: opts.folder.clone(),
@@ -330,15 +394,36 @@ pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
 impl Outcome {
     /// What a run did, one line per object.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "data source {:?} (uid {}): {}\nfolder {:?} (uid {}): {}\n",
+        let mut s =
+            format!(
+            "Grafana {} (AWS auth providers allowed: {}; Amazon Managed Service for Prometheus \
+             plugin: {})\n",
+            self.server.version.as_deref().unwrap_or("of unknown version"),
+            if self.server.allowed_auth.is_empty() {
+                "none".to_string()
+            } else {
+                self.server.allowed_auth.join(", ")
+            },
+            if self.server.amazon_plugin {
+                "installed"
+            } else {
+                "not installed"
+            },
+        );
+        let signing = match &self.datasource.sigv4_auth_type {
+            Some(a) => format!(", SigV4 with {a}"),
+            None => String::new(),
+        };
+        s.push_str(&format!(
+            "data source {:?} (uid {}, type {}{signing}): {}\nfolder {:?} (uid {}): {}\n",
             self.datasource.name,
             self.datasource.uid,
+            self.datasource.kind,
             self.datasource.change,
             self.folder_title,
             self.folder_uid,
             self.folder
-        );
+        ));
         for d in &self.dashboards {
             s.push_str(&format!(
                 "dashboard {:?} (uid {}): imported, version {}: {}\n",
@@ -359,10 +444,12 @@ mod tests {
             token: "glsa_x".into(),
             prometheus_url: None,
             sigv4_region: None,
+            sigv4_auth_type: None,
             folder: "valuestream".into(),
             datasource_name: "valuestream Prometheus".into(),
             lookback: None,
             timeout: Duration::from_secs(30),
+            skip_health_check: false,
         }
     }
 
@@ -404,6 +491,19 @@ mod tests {
             ..opts()
         })
         .contains("needs --prometheus-url"));
+        assert!(err(Install {
+            prometheus_url: Some("http://p:9090".into()),
+            sigv4_auth_type: Some("ec2_iam_role".into()),
+            ..opts()
+        })
+        .contains("--sigv4-auth-type: needs --sigv4-region"));
+        assert!(err(Install {
+            prometheus_url: Some(amp.into()),
+            sigv4_region: Some("eu-west-1".into()),
+            sigv4_auth_type: Some("Workspace IAM role".into()),
+            ..opts()
+        })
+        .starts_with("invalid --sigv4-auth-type"));
         assert!(err(Install {
             lookback: Some("90 days".into()),
             ..opts()
