@@ -136,9 +136,16 @@ fn dynamodb_actions_the_code_uses() -> std::collections::BTreeSet<String> {
         store.contains(".transact_write_items()"),
         "the store commits with TransactWriteItems"
     );
-    for call in [".create_table()", ".describe_table()", ".update_time_to_live()"] {
+    for call in [
+        ".create_table()",
+        ".describe_table()",
+        ".update_time_to_live()",
+    ] {
         assert!(init.contains(call), "{call} belongs to create_table (init)");
-        assert!(!store.contains(call), "{call} outside create_table: grant it");
+        assert!(
+            !store.contains(call),
+            "{call} outside create_table: grant it"
+        );
     }
     used
 }
@@ -149,7 +156,11 @@ fn table_access_is_exactly_what_the_code_calls() {
     let all = statements(&t);
     let table: Vec<&Statement> = all
         .iter()
-        .filter(|s| actions(&s.statement).iter().any(|a| a.starts_with("dynamodb:")))
+        .filter(|s| {
+            actions(&s.statement)
+                .iter()
+                .any(|a| a.starts_with("dynamodb:"))
+        })
         .collect();
     assert_eq!(table.len(), 1, "one DynamoDB statement: {table:?}");
     let granted: std::collections::BTreeSet<String> =
@@ -367,7 +378,10 @@ fn statements(t: &Value) -> Vec<Statement> {
                 })
                 .unwrap_or_default(),
             "AWS::IAM::RolePolicy" | "AWS::IAM::Policy" => {
-                vec![(resource_condition.clone(), &r["Properties"]["PolicyDocument"])]
+                vec![(
+                    resource_condition.clone(),
+                    &r["Properties"]["PolicyDocument"],
+                )]
             }
             _ => vec![],
         };
@@ -572,7 +586,10 @@ fn managed_prometheus_is_on_by_default_with_the_collector_layer() {
     regions.sort_unstable();
     let mut published = ADOT_LAYER_REGIONS.to_vec();
     published.sort_unstable();
-    assert_eq!(regions, published, "a collector layer region ADOT does not list");
+    assert_eq!(
+        regions, published,
+        "a collector layer region ADOT does not list"
+    );
     assert!(template_text().contains("aws-otel.github.io/docs/getting-started/lambda"));
     for (region, arns) in mapping {
         let arn = arns["Arm64"].as_str().unwrap();
@@ -786,7 +803,10 @@ fn the_collector_policies_exist_before_the_function_runs() {
 /// and it notifies the topic(s) when there is one.
 fn alarm<'a>(t: &'a Value, name: &str) -> &'a Value {
     let a = &t["Resources"][name];
-    assert_eq!(a["Type"], "AWS::CloudWatch::Alarm", "alarm {name} is missing");
+    assert_eq!(
+        a["Type"], "AWS::CloudWatch::Alarm",
+        "alarm {name} is missing"
+    );
     assert!(a.get("Condition").is_none(), "{name} is created always");
     let p = &a["Properties"];
     assert_eq!(p["TreatMissingData"], "notBreaching", "{name}");
@@ -813,7 +833,11 @@ fn metric(p: &Value) -> (Value, &str, Vec<(String, Value)>) {
                 .collect()
         })
         .unwrap_or_default();
-    (p["Namespace"].clone(), p["MetricName"].as_str().unwrap(), dims)
+    (
+        p["Namespace"].clone(),
+        p["MetricName"].as_str().unwrap(),
+        dims,
+    )
 }
 
 #[test]
@@ -853,7 +877,11 @@ fn every_alarm_watches_the_right_metric() {
         let p = alarm(&t, name);
         assert_eq!(
             metric(p),
-            (json!("AWS/Lambda"), m, vec![("FunctionName".into(), function.clone())])
+            (
+                json!("AWS/Lambda"),
+                m,
+                vec![("FunctionName".into(), function.clone())]
+            )
         );
         assert_eq!(p["Threshold"], 1);
     }
@@ -874,7 +902,11 @@ fn every_alarm_watches_the_right_metric() {
     let p = alarm(&t, "Api5xxAlarm");
     assert_eq!(
         metric(p),
-        (json!("AWS/ApiGateway"), "5xx", vec![("ApiId".into(), json!({"Ref": "HttpApi"}))])
+        (
+            json!("AWS/ApiGateway"),
+            "5xx",
+            vec![("ApiId".into(), json!({"Ref": "HttpApi"}))]
+        )
     );
     assert_eq!(p["Statistic"], "Average");
     // 401s per source route, from the access log.
@@ -928,7 +960,10 @@ fn every_alarm_watches_the_right_metric() {
             assert_eq!(metric["MetricName"], m);
             assert_eq!(q["MetricStat"]["Stat"], "Sum");
             let dims = metric["Dimensions"].as_array().unwrap();
-            assert_eq!(dims[0], json!({"Name": "TableName", "Value": {"Ref": "StateTable"}}));
+            assert_eq!(
+                dims[0],
+                json!({"Name": "TableName", "Value": {"Ref": "StateTable"}})
+            );
             assert_eq!(dims[1]["Name"], "Operation");
             ops.insert(dims[1]["Value"].as_str().unwrap().to_string());
             assert!(
@@ -969,7 +1004,10 @@ fn every_alarm_watches_the_right_metric() {
             filter["Properties"]["LogGroupName"],
             json!({"Ref": "ValuestreamLogGroup"})
         );
-        assert_eq!(filter["Properties"]["MetricTransformations"][0]["MetricNamespace"], own);
+        assert_eq!(
+            filter["Properties"]["MetricTransformations"][0]["MetricNamespace"],
+            own
+        );
     }
     // A backlog alarm needs a backlog that outlives several drains, not one busy minute.
     for name in ["SettleBacklogAlarm", "OutboxBacklogAlarm"] {
@@ -994,7 +1032,12 @@ fn a_failed_drain_lands_in_the_failure_queue() {
     // EventBridge: an event it could not deliver.
     let drain = &f["Events"]["Drain"]["Properties"];
     assert_eq!(drain["DeadLetterConfig"], json!({"Arn": queue}));
-    assert!(drain["RetryPolicy"]["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 60);
+    assert!(
+        drain["RetryPolicy"]["MaximumEventAgeInSeconds"]
+            .as_u64()
+            .unwrap()
+            <= 60
+    );
     // ... which the rule may send, and only this rule.
     let policy = &r["DrainFailureQueuePolicy"]["Properties"];
     assert_eq!(policy["Queues"], json!([{"Ref": "DrainFailureQueue"}]));
@@ -1048,7 +1091,11 @@ fn pattern_matches(pattern: &str, line: &Value) -> bool {
         .expect("a JSON pattern")
         .trim();
     let clause = |c: &str| -> bool {
-        let c = c.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let c = c
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         let lookup = |path: &str| -> Value {
             let mut v = line.clone();
             for part in path.trim().trim_start_matches("$.").split('.') {
@@ -1110,10 +1157,19 @@ fn json_log_lines(emit: impl FnOnce()) -> Vec<Value> {
 fn log_metric_filters_match_lines_the_code_writes() {
     // The function logs JSON, in tracing-subscriber's default (nested "fields") layout.
     let lambda = std::fs::read_to_string(repo().join("src/entrypoints/lambda.rs")).unwrap();
-    assert!(lambda.contains("super::init_logging(true)"), "the Lambda entry point logs JSON");
+    assert!(
+        lambda.contains("super::init_logging(true)"),
+        "the Lambda entry point logs JSON"
+    );
     let logging = std::fs::read_to_string(repo().join("src/entrypoints/mod.rs")).unwrap();
-    assert!(logging.contains("builder.json().without_time()"), "{logging}");
-    assert!(!logging.contains("flatten_event"), "fields are no longer under \"fields\"");
+    assert!(
+        logging.contains("builder.json().without_time()"),
+        "{logging}"
+    );
+    assert!(
+        !logging.contains("flatten_event"),
+        "fields are no longer under \"fields\""
+    );
     // The lines, as the code writes them.
     let outbox = std::fs::read_to_string(repo().join("src/pipeline/outbox.rs")).unwrap();
     assert!(outbox.contains(
@@ -1121,8 +1177,15 @@ fn log_metric_filters_match_lines_the_code_writes() {
     ));
     assert!(outbox.contains(r#"accepted(result, "metric points", "#));
     assert!(outbox.contains(r#"accepted(result, "spans", "#));
-    for field in ["remaining = d.remaining,", "unsettled = d.unsettled,", "\"scheduled drain\""] {
-        assert!(lambda.contains(field), "the drain summary line lost {field}");
+    for field in [
+        "remaining = d.remaining,",
+        "unsettled = d.unsettled,",
+        "\"scheduled drain\"",
+    ] {
+        assert!(
+            lambda.contains(field),
+            "the drain summary line lost {field}"
+        );
     }
     let lines = json_log_lines(|| {
         for signal in ["spans", "metric points"] {
@@ -1131,24 +1194,50 @@ fn log_metric_filters_match_lines_the_code_writes() {
             tracing::warn!(error = %e, signal, count, "exporting {signal} failed; they stay in the outbox");
         }
         for (remaining, unsettled) in [(true, false), (false, true), (false, false)] {
-            tracing::info!(exported = 1usize, failed = 0usize, remaining, unsettled, unexported = false, drains = 1, elapsed_ms = 5u64, scheduled_at = "2026-11-23T12:00:00Z", "scheduled drain");
+            tracing::info!(
+                exported = 1usize,
+                failed = 0usize,
+                remaining,
+                unsettled,
+                unexported = false,
+                drains = 1,
+                elapsed_ms = 5u64,
+                scheduled_at = "2026-11-23T12:00:00Z",
+                "scheduled drain"
+            );
         }
-        tracing::warn!(error = "x", "removing an exported batch from the outbox failed");
+        tracing::warn!(
+            error = "x",
+            "removing an exported batch from the outbox failed"
+        );
     });
     assert_eq!(lines.len(), 6, "{lines:?}");
     let r = template()["Resources"].clone();
-    let pattern = |name: &str| r[name]["Properties"]["FilterPattern"].as_str().unwrap().to_string();
+    let pattern = |name: &str| {
+        r[name]["Properties"]["FilterPattern"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let matched = |name: &str| -> Vec<usize> {
         let p = pattern(name);
-        (0..lines.len()).filter(|i| pattern_matches(&p, &lines[*i])).collect()
+        (0..lines.len())
+            .filter(|i| pattern_matches(&p, &lines[*i]))
+            .collect()
     };
     assert_eq!(matched("CollectorExportFailureMetricFilter"), [0, 1]);
     assert_eq!(matched("OutboxBacklogMetricFilter"), [2]);
     assert_eq!(matched("SettleBacklogMetricFilter"), [3]);
     // And the access log's 401 filter against the access log's own shape.
     let access = |status: &str| json!({"routeKey": "POST /webhooks/github", "status": status});
-    assert!(pattern_matches(&pattern("ApiUnauthorizedMetricFilter"), &access("401")));
-    assert!(!pattern_matches(&pattern("ApiUnauthorizedMetricFilter"), &access("202")));
+    assert!(pattern_matches(
+        &pattern("ApiUnauthorizedMetricFilter"),
+        &access("401")
+    ));
+    assert!(!pattern_matches(
+        &pattern("ApiUnauthorizedMetricFilter"),
+        &access("202")
+    ));
 }
 
 // ---------------------------------------------------------------- Managed Grafana
@@ -1188,7 +1277,10 @@ fn managed_grafana_is_optional_and_queries_only_this_stack() {
     assert_eq!(role["Condition"], "CreateManagedGrafana");
     let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"];
     assert_eq!(trust.as_array().unwrap().len(), 1);
-    assert_eq!(trust[0]["Principal"], json!({"Service": "grafana.amazonaws.com"}));
+    assert_eq!(
+        trust[0]["Principal"],
+        json!({"Service": "grafana.amazonaws.com"})
+    );
     assert_eq!(trust[0]["Action"], "sts:AssumeRole");
     assert_eq!(
         trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
@@ -1197,8 +1289,14 @@ fn managed_grafana_is_optional_and_queries_only_this_stack() {
     // (its AMP access is checked in policies_are_least_privilege)
     let o = &t["Outputs"];
     assert_eq!(o["GrafanaWorkspaceId"]["Condition"], "CreateManagedGrafana");
-    assert_eq!(o["GrafanaWorkspaceId"]["Value"], json!({"Ref": "GrafanaWorkspace"}));
-    assert_eq!(o["GrafanaWorkspaceUrl"]["Condition"], "CreateManagedGrafana");
+    assert_eq!(
+        o["GrafanaWorkspaceId"]["Value"],
+        json!({"Ref": "GrafanaWorkspace"})
+    );
+    assert_eq!(
+        o["GrafanaWorkspaceUrl"]["Condition"],
+        "CreateManagedGrafana"
+    );
     assert_eq!(
         o["GrafanaWorkspaceUrl"]["Value"],
         json!({"Fn::Sub": "https://${GrafanaWorkspace.Endpoint}"})
