@@ -635,11 +635,15 @@ impl Deriver<'_> {
         let production = self.config.is_production(&environment);
         let success = !g.error && g.result.is_none_or(|r| r == WorkResult::Success);
         let upper = landings.upper_bound(g.head_sha.as_deref(), g.start.unwrap_or(d.end));
-        let shipped: Vec<&Landed> = landings
-            .landed
-            .iter()
-            .filter(|l| timeline.shipped_bound.as_ref().is_none_or(|b| l.at > *b) && l.at <= upper)
-            .collect();
+        // Landed changes are in landing order: what this deployment shipped is one range,
+        // found by two binary searches (not a scan of every change per deployment).
+        let landed = &landings.landed;
+        let from = timeline
+            .shipped_bound
+            .as_ref()
+            .map_or(0, |b| landed.partition_point(|l| l.at <= *b));
+        let to = landed.partition_point(|l| l.at <= upper).max(from);
+        let shipped: Vec<&Landed> = landed[from..to].iter().collect();
         let mut labels = g.labels.clone();
         labels.insert(
             attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),

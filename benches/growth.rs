@@ -1,0 +1,336 @@
+//! How one settlement's cost grows with a repository's history (issue 30): figures, printed side
+//! by side for each history size, not a timed test.
+//!
+//! `cargo bench --bench growth` builds, for each size in BENCH_GROWTH (default
+//! `0,1000,5000,10000`; the issue's table goes to 50,000), one repository's settled history:
+//! that many merged PRs, each with its merge pushed to the default branch, and a successful
+//! production deployment every 10 PRs. The history is applied through the engine
+//! (`Engine::apply`, as deliveries are), then brought to the state a long-running drain leaves
+//! it in (every span exported, every ledger written) with one derivation, so that building it
+//! does not take the quadratic time the issue is about. It then times one new PR merge's
+//! settlement (the drain that follows it), on two stores:
+//! - the in-memory store, counting requests and the DynamoDB capacity units the same reads and
+//!   writes would cost (record data size: 1 RCU per started 4 KB of a query's items or per item
+//!   read, 2 WCU per started KB written inside a transaction, 1 alone: an upper bound, since the
+//!   DynamoDB store keeps records of 600 bytes or more compressed);
+//! - the embedded store on disk (as `serve` opens it).
+//!
+//! Memory is the peak of live heap bytes during the settlement (a counting allocator), over what
+//! was live before it.
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use valuestream::config::Config;
+use valuestream::engine::{keys, scope, Engine};
+use valuestream::model::{
+    Action, Commit, Input, Kind, Outcome, Push, Repo, Time, WorkEvent, WorkResult,
+};
+use valuestream::store::embedded::EmbeddedStore;
+use valuestream::store::memory::MemoryStore;
+use valuestream::store::{Cond, Key, Order, Record, Store, StoreResult, Write};
+
+/// The global allocator, counting live bytes and their peak.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// A store that counts requests and the capacity units DynamoDB would bill for them.
+struct Metered<S> {
+    inner: S,
+    requests: AtomicU64,
+    rcu: AtomicU64,
+    wcu: AtomicU64,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S) -> Self {
+        Metered {
+            inner,
+            requests: AtomicU64::new(0),
+            rcu: AtomicU64::new(0),
+            wcu: AtomicU64::new(0),
+        }
+    }
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.requests.load(Relaxed),
+            self.rcu.load(Relaxed),
+            self.wcu.load(Relaxed),
+        )
+    }
+}
+
+fn units(bytes: usize, per: usize) -> u64 {
+    bytes.div_ceil(per).max(1) as u64
+}
+
+#[async_trait]
+impl<S: Store> Store for Metered<S> {
+    async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+        self.requests.fetch_add(1, Relaxed);
+        let got = self.inner.get_many(keys).await?;
+        let rcu: u64 = got
+            .iter()
+            .map(|r| units(r.as_ref().map_or(0, |r| r.data.len()), 4096))
+            .sum();
+        self.rcu.fetch_add(rcu, Relaxed);
+        Ok(got)
+    }
+    async fn query(
+        &self,
+        pk: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+        order: Order,
+    ) -> StoreResult<Vec<Record>> {
+        let got = self.inner.query(pk, from, to, limit, order).await?;
+        let bytes: usize = got.iter().map(|r| r.data.len() + r.key.sk.len()).sum();
+        // DynamoDB answers a query in pages of at most 1 MB: one request each.
+        self.requests
+            .fetch_add(bytes.div_ceil(1 << 20).max(1) as u64, Relaxed);
+        self.rcu.fetch_add(units(bytes, 4096), Relaxed);
+        Ok(got)
+    }
+    async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+        self.requests.fetch_add(1, Relaxed);
+        let per = if writes.len() > 1 { 2 } else { 1 };
+        let wcu: u64 = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { record, .. } => per * units(record.data.len(), 1024),
+                Write::Delete { .. } => per,
+            })
+            .sum();
+        self.wcu.fetch_add(wcu, Relaxed);
+        self.inner.commit(writes).await
+    }
+}
+
+const REPO: &str = "acme/monorepo";
+
+fn t0() -> Time {
+    "2025-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn sha(n: usize) -> String {
+    format!("{n:040x}")
+}
+
+/// PR `n`, merged at `t0 + n minutes`, and the push of its merge commit to main.
+fn merged(n: usize) -> Vec<Input> {
+    let at = t0() + TimeDelta::minutes(n as i64);
+    let mut ev = WorkEvent::new(
+        Kind::Change,
+        format!("gh/pr/{REPO}/{n}"),
+        format!("PR #{n}"),
+        Action::Close,
+    );
+    ev.repo = Some(Repo::new(REPO));
+    ev.start = Some(at - TimeDelta::hours(3));
+    ev.end = Some(at);
+    ev.at = Some(at);
+    ev.outcome = Some(Outcome::ok(WorkResult::Merged));
+    ev.merge_sha = Some(sha(n));
+    let push = Push {
+        repo: Repo::new(REPO),
+        branch: "main".into(),
+        to_default_branch: true,
+        before: None,
+        after: sha(n),
+        time: at,
+        commits: vec![Commit {
+            sha: sha(n),
+            time: at,
+            message: format!("Merge pull request #{n}"),
+            merges: true,
+        }],
+        attributes: Default::default(),
+    };
+    vec![Input::Work(ev), Input::Push(push)]
+}
+
+/// The production deployment after PR `n`.
+fn deployment(n: usize) -> Input {
+    let start = t0() + TimeDelta::minutes(n as i64) + TimeDelta::seconds(30);
+    let mut ev = WorkEvent::new(
+        Kind::Deployment,
+        format!("gh/deployment/{REPO}/{n}"),
+        "deploy production".to_string(),
+        Action::Close,
+    );
+    ev.repo = Some(Repo::new(REPO));
+    ev.environment = Some("production".into());
+    ev.start = Some(start);
+    ev.end = Some(start + TimeDelta::seconds(20));
+    ev.at = ev.end;
+    ev.head_sha = Some(sha(n));
+    ev.outcome = Some(Outcome::ok(WorkResult::Success));
+    Input::Work(ev)
+}
+
+/// `prs` merged PRs with a deployment every 10, settled as a long-running drain leaves them.
+async fn history(engine: &Engine, prs: usize) {
+    for n in 0..prs {
+        let mut inputs = merged(n);
+        if n % 10 == 9 {
+            inputs.push(deployment(n));
+        }
+        engine
+            .apply("github", &format!("h-{n}"), &inputs)
+            .await
+            .unwrap();
+    }
+    let store = engine.store.as_ref();
+    let pk = keys::scope_pk(&format!("repo#{REPO}"));
+    let records = store
+        .query(&pk, "", "\u{10ffff}", usize::MAX, Order::Ascending)
+        .await
+        .unwrap();
+    let mut summaries: Vec<scope::Summary> = Vec::new();
+    let mut pushes = Vec::new();
+    for r in &records {
+        if r.key.sk.starts_with("s#") {
+            summaries.push(r.data.decode().unwrap());
+        } else if r.key.sk.starts_with("p#") {
+            pushes.push(r.data.decode().unwrap());
+        }
+    }
+    summaries.sort_by(|a, b| a.key.cmp(&b.key));
+    let derived = scope::derive(&summaries, &pushes, &engine.config);
+    let mut writes = Vec::new();
+    for mut s in summaries {
+        s.exported = (0..s.gens.len() as u32)
+            .filter(|i| s.gens[*i as usize].end.is_some())
+            .collect();
+        s.tally = Some(
+            derived
+                .contributions
+                .get(&s.key)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let key = Key::new(pk.clone(), format!("s#{}", s.key));
+        let data = valuestream::store::Data::encode(&s).unwrap();
+        writes.push(Write::Put {
+            record: Record {
+                key,
+                version: 1_000_000,
+                expires_at: valuestream::store::now_epoch() + 86_400,
+                data,
+            },
+            cond: Cond::Any,
+        });
+    }
+    for m in store
+        .query(
+            keys::PENDING,
+            "",
+            "\u{10ffff}",
+            usize::MAX,
+            Order::Ascending,
+        )
+        .await
+        .unwrap()
+    {
+        writes.push(Write::Delete {
+            key: m.key,
+            cond: Cond::Any,
+        });
+    }
+    for chunk in writes.chunks(100) {
+        store.commit(chunk.to_vec()).await.unwrap();
+    }
+}
+
+struct Figures {
+    ms: f64,
+    requests: u64,
+    rcu: u64,
+    wcu: u64,
+    peak_kib: usize,
+}
+
+/// One new PR merge, then the settlement that follows it.
+async fn one_settlement<S: Store + 'static>(store: Arc<Metered<S>>, prs: usize) -> Figures {
+    let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "0")]).unwrap());
+    let engine = Engine::new(store.clone(), config);
+    history(&engine, prs).await;
+    engine
+        .apply("github", "new", &merged(prs + 1))
+        .await
+        .unwrap();
+    let (r0, rcu0, wcu0) = store.counts();
+    let live = LIVE.load(Relaxed);
+    PEAK.store(live, Relaxed);
+    let started = Instant::now();
+    let settled = engine
+        .settle(engine.now() + TimeDelta::days(1))
+        .await
+        .unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(settled.spans.len(), 1, "the new PR's span");
+    let (r1, rcu1, wcu1) = store.counts();
+    Figures {
+        ms,
+        requests: r1 - r0,
+        rcu: rcu1 - rcu0,
+        wcu: wcu1 - wcu0,
+        peak_kib: (PEAK.load(Relaxed) - live) / 1024,
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_GROWTH")
+        .unwrap_or_else(|_| "0,1000,5000,10000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_GROWTH: sizes, comma-separated")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("one merged PR's settlement, by merged PRs already in the repository (a deployment every 10)");
+        println!(
+            "| merged PRs | in-memory (DynamoDB model): ms | requests | RCU | WCU | peak heap KiB | embedded on disk: ms | peak heap KiB |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for prs in sizes {
+            let mem = one_settlement(Arc::new(Metered::new(MemoryStore::new())), prs).await;
+            let dir = tempfile::tempdir().unwrap();
+            let disk = EmbeddedStore::open(dir.path()).unwrap();
+            let emb = one_settlement(Arc::new(Metered::new(disk)), prs).await;
+            println!(
+                "| {prs} | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
+                mem.ms, mem.requests, mem.rcu, mem.wcu, mem.peak_kib, emb.ms, emb.peak_kib
+            );
+        }
+    });
+}
