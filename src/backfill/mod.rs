@@ -211,9 +211,10 @@ impl Client {
         let mut attempt = 0u32;
         let mut secondary = 0u32;
         loop {
-            self.respect_pause().await;
             let sent = {
                 let _permit = self.permits.acquire().await.expect("never closed");
+                // After the permit: a request queued behind one that saw the limit run out waits.
+                self.respect_pause().await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 let resp = self
                     .http
@@ -433,11 +434,12 @@ pub fn recorded(source: &str, headers: &[(&str, String)], body: &Value, label: S
 pub struct Summary {
     /// API items read, by kind (`issues`, `pull_requests`, `commits`, …).
     pub items: BTreeMap<String, u64>,
-    /// Deliveries answered `processed` that added a fact.
-    pub new: u64,
-    /// Deliveries answered `processed` whose facts were known (a webhook brought them).
-    pub known: u64,
-    /// Deliveries answered `duplicate` (a backfill before brought them).
+    /// Deliveries answered `processed`: facts the store did not hold under this delivery ID.
+    pub processed: u64,
+    /// Of those, the ones that opened, updated or closed no span (their facts were known, e.g.
+    /// a webhook brought them, or they only add a status event).
+    pub unchanged: u64,
+    /// Deliveries answered `duplicate` (an earlier backfill brought them).
     pub duplicate: u64,
     pub ignored: u64,
     pub refused: u64,
@@ -448,18 +450,18 @@ pub struct Summary {
 
 impl Summary {
     pub fn deliveries(&self) -> u64 {
-        self.new + self.known + self.duplicate + self.ignored + self.refused
+        self.processed + self.duplicate + self.ignored + self.refused
     }
 
     /// The summary lines printed at the end.
     pub fn lines(&self) -> String {
         let items: Vec<String> = self.items.iter().map(|(k, n)| format!("{k} {n}")).collect();
         format!(
-            "backfill: items read: {}\nbackfill: deliveries {}: {} new, {} already known, {} duplicate, {} ignored, {} refused\nbackfill: API requests {} ({} retried), {:.1} s waited for rate limits",
+            "backfill: items read: {}\nbackfill: deliveries {}: {} new ({} of them changed no span), {} duplicate, {} ignored, {} refused\nbackfill: API requests {} ({} retried), {:.1} s waited for rate limits",
             items.join(", "),
             self.deliveries(),
-            self.new,
-            self.known,
+            self.processed,
+            self.unchanged,
             self.duplicate,
             self.ignored,
             self.refused,
@@ -490,8 +492,12 @@ pub async fn deliver_all(
             }
             (_, "duplicate") => summary.duplicate += 1,
             (_, "ignored") => summary.ignored += 1,
-            _ if changed => summary.new += 1,
-            _ => summary.known += 1,
+            _ => {
+                summary.processed += 1;
+                if !changed {
+                    summary.unchanged += 1;
+                }
+            }
         }
     }
     Ok(())
