@@ -301,7 +301,11 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "a backfill writes nothing itself: the router's pipeline does",
     ),
     ("http", "backfill", "hosts run backfills, not the router"),
-    ("pipeline", "backfill", "hosts run backfills, not the pipeline"),
+    (
+        "pipeline",
+        "backfill",
+        "hosts run backfills, not the pipeline",
+    ),
     ("pipeline", "entrypoints", "hosts build the pipeline"),
     ("http", "entrypoints", "hosts serve the router"),
 ];

@@ -22,8 +22,8 @@ use valuestream::backfill::{github, Client, ClientSettings, Sink, Summary};
 use valuestream::engine::facts::ItemRecord;
 use valuestream::engine::scope::PushFact;
 use valuestream::model::FinishedSpan;
-use valuestream::store::embedded::EmbeddedStore;
 use valuestream::replay::Recorded;
+use valuestream::store::embedded::EmbeddedStore;
 
 const REPO: &str = "Codertocat/Hello-World";
 const BRANCH: &str = "master";
@@ -284,7 +284,9 @@ fn webhooks(s: &Scenario) -> Vec<Hook> {
         v["deleted"] = json!(false);
         v["commits"] = json!(with
             .iter()
-            .map(|c| json!({"id": c.sha, "message": c.message, "timestamp": c.at, "distinct": true}))
+            .map(
+                |c| json!({"id": c.sha, "message": c.message, "timestamp": c.at, "distinct": true})
+            )
             .collect::<Vec<_>>());
         v["head_commit"] = v["commits"].as_array().unwrap().last().cloned().unwrap();
         v
@@ -292,8 +294,14 @@ fn webhooks(s: &Scenario) -> Vec<Hook> {
     let merge = by_sha[sha('b').as_str()];
     let head = by_sha[sha('a').as_str()];
     hook("push", push(merge, &[head, merge]));
-    hook("push", push(by_sha[sha('d').as_str()], &[by_sha[sha('d').as_str()]]));
-    hook("push", push(by_sha[sha('e').as_str()], &[by_sha[sha('e').as_str()]]));
+    hook(
+        "push",
+        push(by_sha[sha('d').as_str()], &[by_sha[sha('d').as_str()]]),
+    );
+    hook(
+        "push",
+        push(by_sha[sha('e').as_str()], &[by_sha[sha('e').as_str()]]),
+    );
     for r in &s.runs {
         let mut v = base("github/workflow_run/requested.payload.json");
         let mut requested = r.clone();
@@ -424,7 +432,11 @@ impl Fake {
     }
 
     /// The full list a path names, or None (404).
-    fn list(&self, path: &str, q: &HashMap<String, String>) -> Option<(Vec<Value>, Option<&'static str>)> {
+    fn list(
+        &self,
+        path: &str,
+        q: &HashMap<String, String>,
+    ) -> Option<(Vec<Value>, Option<&'static str>)> {
         let base = format!("/repos/{REPO}");
         let rest = path.strip_prefix(&base)?;
         let since = q.get("since").cloned();
@@ -448,7 +460,9 @@ impl Fake {
             }
             "/pulls" => {
                 let mut all = self.s.pulls.clone();
-                all.sort_by_key(|v| std::cmp::Reverse(v["updated_at"].as_str().unwrap().to_string()));
+                all.sort_by_key(|v| {
+                    std::cmp::Reverse(v["updated_at"].as_str().unwrap().to_string())
+                });
                 (all, None)
             }
             "/commits" => {
@@ -471,9 +485,10 @@ impl Fake {
                         self.s.jobs.get(&id.parse::<u64>().ok()?).cloned()?,
                         Some("jobs"),
                     ),
-                    ["", "deployments", id, "statuses"] => {
-                        (self.s.statuses.get(&id.parse::<u64>().ok()?).cloned()?, None)
-                    }
+                    ["", "deployments", id, "statuses"] => (
+                        self.s.statuses.get(&id.parse::<u64>().ok()?).cloned()?,
+                        None,
+                    ),
                     _ => return None,
                 }
             }
@@ -487,7 +502,9 @@ fn query_map(q: &str) -> HashMap<String, String> {
         .map(|(k, v)| {
             (
                 k.to_string(),
-                percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
             )
         })
         .collect()
@@ -509,7 +526,10 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         let seen_before = fake.seen.lock().unwrap();
         let faults = fake.faults.lock().unwrap();
         faults.iter().find_map(|(suffix, nth, f)| {
-            let hits = seen_before.iter().filter(|s| s.path.ends_with(suffix.as_str())).count();
+            let hits = seen_before
+                .iter()
+                .filter(|s| s.path.ends_with(suffix.as_str()))
+                .count();
             (path.ends_with(suffix.as_str()) && hits + 1 == *nth).then_some(*f)
         })
     };
@@ -548,7 +568,11 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         }
         Some(Fault::BadGateway) => {
             seen.status = 502;
-            return respond(&fake, seen, (StatusCode::BAD_GATEWAY, "bad gateway").into_response());
+            return respond(
+                &fake,
+                seen,
+                (StatusCode::BAD_GATEWAY, "bad gateway").into_response(),
+            );
         }
         _ => {}
     }
@@ -558,7 +582,10 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         r["topics"] = json!([]);
         (r, None)
     } else if path == "/rate_limit" {
-        (json!({"resources": {"core": {"limit": 5000, "remaining": 4999}}}), None)
+        (
+            json!({"resources": {"core": {"limit": 5000, "remaining": 4999}}}),
+            None,
+        )
     } else {
         let Some((all, wrap)) = fake.list(&path, &q) else {
             seen.status = 404;
@@ -570,7 +597,12 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         };
         let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
         let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-        let items: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+        let items: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .cloned()
+            .collect();
         let link = (page * per_page < all.len()).then(|| {
             let mut kept: Vec<String> = query
                 .split('&')
@@ -606,7 +638,10 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         seen.reset_at = Some(now + Duration::from_millis(until_ms.max(0) as u64));
     } else {
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("4000"));
-        h.insert("x-ratelimit-reset", (epoch + 3600).to_string().parse().unwrap());
+        h.insert(
+            "x-ratelimit-reset",
+            (epoch + 3600).to_string().parse().unwrap(),
+        );
     }
     if let Some(l) = link {
         h.insert("link", l.parse().unwrap());
@@ -687,7 +722,9 @@ fn facts(store: &EmbeddedStore) -> BTreeMap<String, Vec<String>> {
 
 async fn post_hooks(app: &App, hooks: &[Hook]) {
     for (event, id, body) in hooks {
-        let (status, v) = app.github(event, id, serde_json::to_vec(body).unwrap()).await;
+        let (status, v) = app
+            .github(event, id, serde_json::to_vec(body).unwrap())
+            .await;
         assert_eq!(status, StatusCode::OK, "{event} {id}: {v}");
         assert_ne!(v["status"], "ignored", "{event} {id}: {v}");
     }
@@ -765,8 +802,17 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
     post_hooks(&app, &webhooks(&scenario())).await;
     let reference = settle(&app, &mut BTreeMap::new()).await;
     let names: Vec<&str> = reference.spans.values().map(|s| s.name.as_str()).collect();
-    for want in ["ISSUE #1", "PR #2", "RUN CI", "JOB test", "DEPLOY production"] {
-        assert!(names.iter().any(|n| n.starts_with(want)), "{want} in {names:?}");
+    for want in [
+        "ISSUE #1",
+        "PR #2",
+        "RUN CI",
+        "JOB test",
+        "DEPLOY production",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want} in {names:?}"
+        );
     }
     assert!(
         reference.metrics.iter().any(|l| l.contains("lead_time"))
@@ -790,16 +836,26 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
     let fake = Fake::start(scenario(), vec![]).await;
     let backfill_store = Arc::new(EmbeddedStore::in_memory().unwrap());
     let app = new_app_on(backfill_store.clone()).await;
-    let summary = backfill(&app, &client(&fake.url(), TOKEN, 2)).await.unwrap();
+    let summary = backfill(&app, &client(&fake.url(), TOKEN, 2))
+        .await
+        .unwrap();
     let only = settle(&app, &mut BTreeMap::new()).await;
-    assert_eq!(reference, only, "backfill only:\n{}", diff(&reference, &only));
+    assert_eq!(
+        reference,
+        only,
+        "backfill only:\n{}",
+        diff(&reference, &only)
+    );
     // Not only the same spans and series: the very same facts (an "opened" delivery carries
     // the object as it was opened), and the same pushes.
     assert_eq!(facts(&hooks_store), facts(&backfill_store));
     assert_eq!(summary.duplicate, 0, "{summary:?}");
     assert_eq!(summary.processed, summary.deliveries());
     assert_eq!(summary.refused + summary.ignored, 0, "{summary:?}");
-    assert_eq!(summary.items["pull_requests"], 1, "the old PR is outside the window");
+    assert_eq!(
+        summary.items["pull_requests"], 1,
+        "the old PR is outside the window"
+    );
     assert_eq!(summary.items["issues"], 2);
     assert_eq!(summary.items["commits"], 4);
     eprintln!("{}", summary.lines());
@@ -810,9 +866,16 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
     post_hooks(&app, &half).await;
-    let summary = backfill(&app, &client(&fake.url(), TOKEN, 100)).await.unwrap();
+    let summary = backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
     let mixed = settle(&app, &mut BTreeMap::new()).await;
-    assert_eq!(reference, mixed, "half webhooks, then backfill:\n{}", diff(&reference, &mixed));
+    assert_eq!(
+        reference,
+        mixed,
+        "half webhooks, then backfill:\n{}",
+        diff(&reference, &mixed)
+    );
     // The webhooks' facts come again under the backfill's delivery IDs: processed, no new span.
     assert_eq!(summary.duplicate, 0, "{summary:?}");
     assert!(summary.unchanged >= half.len() as u64, "{summary:?}");
@@ -821,10 +884,17 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
     // (d) the backfill first, then every webhook arrives late: nothing new.
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
-    backfill(&app, &client(&fake.url(), TOKEN, 100)).await.unwrap();
+    backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
     post_hooks(&app, &hooks).await;
     let late = settle(&app, &mut BTreeMap::new()).await;
-    assert_eq!(reference, late, "backfill, then webhooks:\n{}", diff(&reference, &late));
+    assert_eq!(
+        reference,
+        late,
+        "backfill, then webhooks:\n{}",
+        diff(&reference, &late)
+    );
 }
 
 #[tokio::test]
@@ -832,10 +902,14 @@ async fn a_second_backfill_adds_nothing() {
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
     let mut spans = BTreeMap::new();
-    let first = backfill(&app, &client(&fake.url(), TOKEN, 3)).await.unwrap();
+    let first = backfill(&app, &client(&fake.url(), TOKEN, 3))
+        .await
+        .unwrap();
     let once = settle(&app, &mut spans).await;
     assert!(first.processed > 10, "{first:?}");
-    let second = backfill(&app, &client(&fake.url(), TOKEN, 3)).await.unwrap();
+    let second = backfill(&app, &client(&fake.url(), TOKEN, 3))
+        .await
+        .unwrap();
     assert_eq!(second.deliveries(), first.deliveries());
     assert_eq!(
         (second.duplicate, second.processed),
@@ -857,7 +931,9 @@ async fn pages_rate_limits_secondary_limits_and_5xx_are_followed() {
     let fake = Fake::start(scenario(), faults).await;
     let app = new_app().await;
     let started = Instant::now();
-    let summary = backfill(&app, &client(&fake.url(), TOKEN, 1)).await.unwrap();
+    let summary = backfill(&app, &client(&fake.url(), TOKEN, 1))
+        .await
+        .unwrap();
     let seen = fake.seen();
     let reference = webhooks_only().await;
     let got = settle(&app, &mut BTreeMap::new()).await;
@@ -867,7 +943,11 @@ async fn pages_rate_limits_secondary_limits_and_5xx_are_followed() {
     for s in seen.iter().filter(|s| s.path != format!("/repos/{REPO}")) {
         assert!(s.query.contains("per_page=1"), "{s:?}");
     }
-    let pages = |suffix: &str| seen.iter().filter(|s| s.path.ends_with(suffix) && s.status == 200).count();
+    let pages = |suffix: &str| {
+        seen.iter()
+            .filter(|s| s.path.ends_with(suffix) && s.status == 200)
+            .count()
+    };
     // 3 issues and pull requests updated since --since (2 issues + PR #2), one page each, and the
     // last page has no next link.
     assert_eq!(pages("/issues"), 3, "{seen:#?}");
@@ -880,13 +960,20 @@ async fn pages_rate_limits_secondary_limits_and_5xx_are_followed() {
     assert_eq!(fake.count("/pulls"), 3);
     assert_eq!(seen.iter().filter(|s| s.status == 502).count(), 1);
     // The secondary limit: the same page again, a second or more later.
-    let commits: Vec<&Seen> = seen.iter().filter(|s| s.path.ends_with("/commits")).collect();
+    let commits: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/commits"))
+        .collect();
     assert_eq!(commits[1].status, 429);
     assert_eq!(commits[1].query, commits[2].query);
     assert!(commits[2].at - commits[1].at >= Duration::from_millis(950));
     // The primary limit ran out: no new request until its reset (the one other request the
     // concurrency of 2 allows may have been under way already).
-    let (i, exhausted) = seen.iter().enumerate().find(|(_, s)| s.reset_at.is_some()).unwrap();
+    let (i, exhausted) = seen
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.reset_at.is_some())
+        .unwrap();
     let reset = exhausted.reset_at.unwrap();
     let early: Vec<&Seen> = seen[i + 1..]
         .iter()
@@ -924,7 +1011,9 @@ async fn an_answer_that_does_not_parse_names_the_endpoint_and_the_field() {
     let app = new_app().await;
     let err = format!(
         "{:#}",
-        backfill(&app, &client(&fake.url(), TOKEN, 100)).await.unwrap_err()
+        backfill(&app, &client(&fake.url(), TOKEN, 100))
+            .await
+            .unwrap_err()
     );
     assert!(err.contains("/pulls") && err.contains("head.ref"), "{err}");
     // Nothing of the repository was delivered: it is read whole before anything is sent.
@@ -955,7 +1044,9 @@ async fn feature_branch_pushes_are_webhook_only() {
 
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
-    backfill(&app, &client(&fake.url(), TOKEN, 100)).await.unwrap();
+    backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
     let only = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(only, webhooks_only().await);
     assert!(!only.metrics.is_empty());
@@ -966,7 +1057,9 @@ async fn feature_branch_pushes_are_webhook_only() {
 
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
-    backfill(&app, &client(&fake.url(), TOKEN, 100)).await.unwrap();
+    backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
     post_hooks(&app, std::slice::from_ref(&branch_push)).await;
     let healed = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(with_branch, healed, "{}", diff(&with_branch, &healed));
@@ -996,7 +1089,18 @@ async fn the_command_needs_github_token_before_anything_is_written() {
     let data = dir.path().join("store");
     let data = data.to_str().unwrap();
     let url = fake.url();
-    let args = ["backfill", "github", "--repo", REPO, "--since", SINCE, "--api-url", &url, "--data-dir", data];
+    let args = [
+        "backfill",
+        "github",
+        "--repo",
+        REPO,
+        "--since",
+        SINCE,
+        "--api-url",
+        &url,
+        "--data-dir",
+        data,
+    ];
     let out = tokio::task::spawn_blocking({
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), None)
@@ -1011,13 +1115,21 @@ async fn the_command_needs_github_token_before_anything_is_written() {
 
     let out = tokio::task::spawn_blocking({
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), Some("wrong"))
+        move || {
+            cli(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Some("wrong"),
+            )
+        }
     })
     .await
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("GITHUB_TOKEN") && stderr.contains("401"), "{stderr}");
+    assert!(
+        stderr.contains("GITHUB_TOKEN") && stderr.contains("401"),
+        "{stderr}"
+    );
     assert!(!std::path::Path::new(data).exists(), "no store opened");
 }
 
@@ -1030,14 +1142,27 @@ async fn the_command_writes_the_store_once() {
     let url = fake.url();
     let run = || {
         let args: Vec<String> = [
-            "backfill", "github", "--repo", REPO, "--since", SINCE, "--api-url", &url, "--data-dir", &data,
-            "--page-size", "2",
+            "backfill",
+            "github",
+            "--repo",
+            REPO,
+            "--since",
+            SINCE,
+            "--api-url",
+            &url,
+            "--data-dir",
+            &data,
+            "--page-size",
+            "2",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         tokio::task::spawn_blocking(move || {
-            cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), Some(TOKEN))
+            cli(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Some(TOKEN),
+            )
         })
     };
     let first = run().await.unwrap();
@@ -1047,10 +1172,16 @@ async fn the_command_writes_the_store_once() {
     );
     assert!(first.status.success(), "{out}\n{err}");
     assert!(out.contains("0 duplicate"), "{out}");
-    assert!(err.contains("pull requests: page 1"), "progress lines: {err}");
+    assert!(
+        err.contains("pull requests: page 1"),
+        "progress lines: {err}"
+    );
     assert!(out.contains("API requests"), "{out}");
     let second = run().await.unwrap();
     let out2 = String::from_utf8_lossy(&second.stdout).into_owned();
     assert!(second.status.success(), "{out2}");
-    assert!(out2.contains(": 0 new (0 of them changed no span), 19 duplicate,"), "{out2}");
+    assert!(
+        out2.contains(": 0 new (0 of them changed no span), 19 duplicate,"),
+        "{out2}"
+    );
 }

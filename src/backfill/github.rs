@@ -60,10 +60,7 @@ pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyho
     let mut summary = Summary::default();
     for repo in &opts.repos {
         let deliveries = read_repo(client, opts, repo, &mut summary.items).await?;
-        eprintln!(
-            "backfill: {repo}: {} deliveries to send",
-            deliveries.len()
-        );
+        eprintln!("backfill: {repo}: {} deliveries to send", deliveries.len());
         deliver_all(sink, &deliveries, &mut summary).await?;
     }
     summary.requests = client.requests();
@@ -94,10 +91,17 @@ pub async fn read_repo(
         since: opts.since,
         until: opts.until,
     };
-    let since = opts.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let since = opts
+        .since
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let until_q = opts
         .until
-        .map(|u| format!("&until={}", u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .map(|u| {
+            format!(
+                "&until={}",
+                u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
         .unwrap_or_default();
     let created = match opts.until {
         Some(u) => format!(
@@ -106,7 +110,8 @@ pub async fn read_repo(
         ),
         None => format!(">={since}"),
     };
-    let created = percent_encoding::utf8_percent_encode(&created, percent_encoding::NON_ALPHANUMERIC);
+    let created =
+        percent_encoding::utf8_percent_encode(&created, percent_encoding::NON_ALPHANUMERIC);
     let label = |what: &str| format!("{full_name} {what}");
 
     let issues_path = format!("{base}/issues?state=all&sort=updated&direction=asc&since={since}");
@@ -223,7 +228,15 @@ pub async fn read_repo(
     .await?;
     let mut n_status = 0;
     for (d, (path, statuses)) in kept.iter().zip(&statuses) {
-        n_status += deployment_deliveries(d, statuses, &repository, &w, &ep(&deps_path), &ep(path), &mut out)?;
+        n_status += deployment_deliveries(
+            d,
+            statuses,
+            &repository,
+            &w,
+            &ep(&deps_path),
+            &ep(path),
+            &mut out,
+        )?;
     }
     *items.entry("deployments".into()).or_default() += kept.len() as u64;
     *items.entry("deployment_statuses".into()).or_default() += n_status;
@@ -608,5 +621,7 @@ fn pushes(commits: &[Value], branch: &str, ep: &str) -> anyhow::Result<Vec<Value
 
 /// Reads `field` to check an item, for callers outside (tests): the endpoint and field named.
 pub fn check_field(v: &Value, name: &str, ep: &str) -> anyhow::Result<()> {
-    field(v, name, ep).map(|_| ()).context("checking an API item")
+    field(v, name, ep)
+        .map(|_| ())
+        .context("checking an API item")
 }

@@ -157,10 +157,7 @@ impl Client {
     /// A list path with `per_page` added.
     pub fn list_url(&self, path: &str) -> String {
         let sep = if path.contains('?') { '&' } else { '?' };
-        self.url(&format!(
-            "{path}{sep}per_page={}",
-            self.settings.page_size
-        ))
+        self.url(&format!("{path}{sep}per_page={}", self.settings.page_size))
     }
 
     async fn wait(&self, d: Duration, why: &str, count: bool) {
@@ -326,13 +323,15 @@ impl Client {
             let items = match page.body {
                 Value::Array(items) => items,
                 // Lists wrapped in an object: {"total_count": n, "workflow_runs": [...]}.
-                Value::Object(mut m) => match m.iter().find(|(_, v)| v.is_array()).map(|(k, _)| k.clone()) {
-                    Some(k) => match m.remove(&k) {
-                        Some(Value::Array(items)) => items,
-                        _ => unreachable!("checked to be an array"),
-                    },
-                    None => bail!("GET {u}: the answer holds no list"),
-                },
+                Value::Object(mut m) => {
+                    match m.iter().find(|(_, v)| v.is_array()).map(|(k, _)| k.clone()) {
+                        Some(k) => match m.remove(&k) {
+                            Some(Value::Array(items)) => items,
+                            _ => unreachable!("checked to be an array"),
+                        },
+                        None => bail!("GET {u}: the answer holds no list"),
+                    }
+                }
                 _ => bail!("GET {u}: the answer is not a list"),
             };
             pages += 1;
@@ -411,7 +410,9 @@ fn brief(v: &Value) -> String {
 /// A stable delivery ID for a synthesized delivery: the same item, event, action and time give
 /// the same ID, so a second backfill is answered `duplicate`.
 pub fn delivery_id(source: &str, event: &str, action: &str, object: &str, at: &str) -> String {
-    let h = crate::model::ids::short_hash(format!("{source}\n{event}\n{action}\n{object}\n{at}").as_bytes());
+    let h = crate::model::ids::short_hash(
+        format!("{source}\n{event}\n{action}\n{object}\n{at}").as_bytes(),
+    );
     format!("backfill-{h}")
 }
 
@@ -524,7 +525,10 @@ mod tests {
     #[test]
     fn the_next_link_is_found() {
         let l = r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=5>; rel="last""#;
-        assert_eq!(next_link(l).as_deref(), Some("https://api.github.com/x?page=2"));
+        assert_eq!(
+            next_link(l).as_deref(),
+            Some("https://api.github.com/x?page=2")
+        );
         assert_eq!(next_link(r#"<https://a/x?page=1>; rel="prev""#), None);
     }
 

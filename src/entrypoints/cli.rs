@@ -227,20 +227,17 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
                 until,
             };
             // The token is tried before the store is opened: a refused one writes nothing.
-            client
-                .get(&client.url("/rate_limit"))
-                .await
-                .or_else(|e| {
-                    // An Enterprise Server with rate limiting off answers 404 here.
-                    if e.to_string().contains("answered 404") {
-                        Ok(backfill::Page {
-                            body: serde_json::Value::Null,
-                            next: None,
-                        })
-                    } else {
-                        Err(e)
-                    }
-                })?;
+            client.get(&client.url("/rate_limit")).await.or_else(|e| {
+                // An Enterprise Server with rate limiting off answers 404 here.
+                if e.to_string().contains("answered 404") {
+                    Ok(backfill::Page {
+                        body: serde_json::Value::Null,
+                        next: None,
+                    })
+                } else {
+                    Err(e)
+                }
+            })?;
             let (target, config) = match to {
                 Some(base) => (Target::Remote(base, reqwest::Client::new()), config),
                 None => {
