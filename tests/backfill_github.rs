@@ -16,6 +16,7 @@ use axum::Router;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use valuestream::backfill::{github, Client, ClientSettings, Sink, Summary};
@@ -1184,4 +1185,143 @@ async fn the_command_writes_the_store_once() {
         out2.contains(": 0 new (0 of them changed no span), 19 duplicate,"),
         "{out2}"
     );
+}
+
+#[tokio::test]
+async fn the_same_result_on_dynamodb() {
+    let reference = webhooks_only().await;
+    let moto = common::moto::Moto::start().await;
+
+    let fake = Fake::start(scenario(), vec![]).await;
+    let app = app_with(Arc::new(moto.store().await), test_config(&[])).await;
+    app.set_auto_drain(false);
+    backfill(&app, &client(&fake.url(), TOKEN, 2))
+        .await
+        .unwrap();
+    let only = settle(&app, &mut BTreeMap::new()).await;
+    assert_eq!(
+        reference,
+        only,
+        "backfill on DynamoDB:\n{}",
+        diff(&reference, &only)
+    );
+
+    let hooks = webhooks(&scenario());
+    let half: Vec<Hook> = hooks.iter().skip(1).step_by(2).cloned().collect();
+    let app = app_with(Arc::new(moto.store().await), test_config(&[])).await;
+    app.set_auto_drain(false);
+    post_hooks(&app, &half).await;
+    backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
+    let mut spans = BTreeMap::new();
+    let mixed = settle(&app, &mut spans).await;
+    assert_eq!(
+        reference,
+        mixed,
+        "mixed on DynamoDB:\n{}",
+        diff(&reference, &mixed)
+    );
+    let second = backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
+    assert_eq!(second.duplicate, second.deliveries(), "{second:?}");
+    assert_eq!(mixed, settle(&app, &mut spans).await);
+}
+
+/// `--to URL`: the deliveries go to a running instance, signed with the configured secret.
+#[tokio::test]
+async fn the_command_posts_to_a_running_instance() {
+    let reference = webhooks_only().await;
+    let app = new_app().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let to = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app.router.clone()).into_future());
+    let fake = Fake::start(scenario(), vec![]).await;
+    let url = fake.url();
+    let args: Vec<String> = [
+        "backfill",
+        "github",
+        "--repo",
+        REPO,
+        "--since",
+        SINCE,
+        "--api-url",
+        &url,
+        "--to",
+        &to,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_valuestream"));
+        cmd.args(&args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VALUESTREAM_") || k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("GITHUB_TOKEN", TOKEN)
+            .env("VALUESTREAM_GITHUB_SECRET", GITHUB_SECRET)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("deliveries 19: 19 new"), "{stdout}");
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
+}
+
+/// API requests per pull request on a repository of many: lists cost one request per page of
+/// 100 (pull requests are listed by `/pulls` and, as issues, by `/issues`).
+#[tokio::test]
+async fn requests_per_pull_request() {
+    const N: u64 = 200;
+    let mut s = scenario();
+    let template = s.pulls[0].clone();
+    s.pulls.clear();
+    s.issues.clear();
+    s.runs.clear();
+    s.jobs.clear();
+    s.deployments.clear();
+    s.statuses.clear();
+    for n in 0..N {
+        let mut pr = template.clone();
+        pr["number"] = json!(100 + n);
+        pr["id"] = json!(100 + n);
+        pr["head"]["ref"] = json!(format!("feature-{n}"));
+        pr["head"]["sha"] = json!(format!("{:040x}", n + 1));
+        pr["merge_commit_sha"] = json!(format!("{:040x}", 1_000_000 + n));
+        pr["body"] = json!("");
+        s.pulls.push(pr);
+    }
+    let fake = Fake::start(s, vec![]).await;
+    let app = new_app().await;
+    let started = Instant::now();
+    let summary = backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let per_pr = summary.requests as f64 / N as f64;
+    eprintln!(
+        "{N} pull requests: {} requests ({per_pr:.3} per pull request), {} deliveries in {took:.2} s ({:.0} items/s, debug build, through the router)",
+        summary.requests,
+        summary.deliveries(),
+        N as f64 / took
+    );
+    assert_eq!(summary.items["pull_requests"], N);
+    // opened and closed per pull request, and the scenario's three default-branch pushes
+    assert_eq!(summary.processed, 2 * N + 3);
+    // 1 repository + 2 pages of /issues (the PRs, as issues) + 2 of /pulls + 1 each of
+    // /commits, /actions/runs and /deployments.
+    assert_eq!(summary.requests, 8);
+    assert!(per_pr <= 1.2);
 }
