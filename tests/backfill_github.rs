@@ -582,6 +582,11 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         let mut r = fake.s.repository.clone();
         r["topics"] = json!([]);
         (r, None)
+    } else if path == "/orgs/Codertocat/repos" {
+        let mut archived = fake.s.repository.clone();
+        archived["full_name"] = json!("Codertocat/Old");
+        archived["archived"] = json!(true);
+        (json!([fake.s.repository, archived]), None)
     } else if path == "/rate_limit" {
         (
             json!({"resources": {"core": {"limit": 5000, "remaining": 4999}}}),
@@ -683,6 +688,7 @@ fn client(url: &str, token: &str, page_size: u32) -> Arc<Client> {
 fn options() -> github::Options {
     github::Options {
         repos: vec![REPO.into()],
+        orgs: vec![],
         since: SINCE.parse().unwrap(),
         until: None,
     }
@@ -1324,4 +1330,84 @@ async fn requests_per_pull_request() {
     // /commits, /actions/runs and /deployments.
     assert_eq!(summary.requests, 8);
     assert!(per_pr <= 1.2);
+}
+
+/// `--org`: every repository of the organization but the archived ones.
+#[tokio::test]
+async fn an_organization_is_read_repository_by_repository() {
+    let reference = webhooks_only().await;
+    let fake = Fake::start(scenario(), vec![]).await;
+    let app = new_app().await;
+    let opts = github::Options {
+        repos: vec![],
+        orgs: vec!["Codertocat".into()],
+        since: SINCE.parse().unwrap(),
+        until: None,
+    };
+    let summary = github::run(&client(&fake.url(), TOKEN, 100), &opts, &RouterSink(&app))
+        .await
+        .unwrap();
+    assert_eq!(summary.processed, 19, "{summary:?}");
+    assert_eq!(fake.count("/repos/Codertocat/Old"), 0, "archived: not read");
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
+}
+
+/// The window starts counting at --since: the pull request merged before it (and shipped by a
+/// deployment before it) is not read, so the first deployment of the window ships only what
+/// landed after --since.
+#[tokio::test]
+async fn the_first_deployment_of_the_window_ships_only_what_landed_in_it() {
+    let mut s = scenario();
+    // The old PR #7 was merged on the default branch in January and deployed then.
+    let old_merge = sha('7');
+    s.commits.last_mut().unwrap().parents = vec![old_merge.clone()];
+    s.commits.push(C {
+        sha: old_merge.clone(),
+        parents: vec![],
+        at: "2024-01-02T10:00:00Z".into(),
+        message: "Merge pull request #7 from Codertocat/old".into(),
+    });
+    let mut old_dep = s.deployments[2].clone();
+    old_dep["id"] = json!(300);
+    old_dep["sha"] = json!(old_merge);
+    old_dep["created_at"] = json!("2024-01-03T10:00:00Z");
+    s.deployments.push(old_dep);
+    s.statuses.insert(
+        300,
+        vec![{
+            let mut st = s.statuses[&301][0].clone();
+            st["id"] = json!(3001);
+            st["created_at"] = json!("2024-01-03T10:05:00Z");
+            st
+        }],
+    );
+    let fake = Fake::start(s, vec![]).await;
+    let app = new_app().await;
+    let summary = backfill(&app, &client(&fake.url(), TOKEN, 100))
+        .await
+        .unwrap();
+    assert_eq!(summary.items["pull_requests"], 1, "{summary:?}");
+    assert_eq!(summary.items["deployments"], 3, "{summary:?}");
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    let first = got
+        .spans
+        .values()
+        .find(|s| {
+            s.attributes.get("deployment.id").map(|v| format!("{v:?}"))
+                == Some(format!(
+                    "{:?}",
+                    valuestream::model::AttrValue::from("301".to_string())
+                ))
+        })
+        .expect("deployment 301");
+    let changes = first.attributes.get("valuestream.deployment.changes");
+    assert_eq!(
+        changes.map(|v| format!("{v:?}")),
+        Some(format!("{:?}", valuestream::model::AttrValue::from(1i64))),
+        "{first:?}"
+    );
+    // The same as the webhooks of the window alone.
+    let reference = webhooks_only().await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
 }

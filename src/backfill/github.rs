@@ -40,6 +40,8 @@ pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub struct Options {
     /// `owner/name`.
     pub repos: Vec<String>,
+    /// Organizations (or users) whose repositories are all read (archived ones left out).
+    pub orgs: Vec<String>,
     pub since: Time,
     pub until: Option<Time>,
 }
@@ -58,7 +60,25 @@ pub fn token_from_env() -> anyhow::Result<String> {
 /// repository whose reading failed delivers nothing.
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    for repo in &opts.repos {
+    let mut repos = opts.repos.clone();
+    for org in &opts.orgs {
+        let path = format!("/orgs/{org}/repos?type=all&sort=full_name");
+        let ep = format!("GET {path}");
+        for r in client
+            .get_list(&format!("{org} repositories"), &path, |_| true)
+            .await?
+        {
+            let name = field_str(&r, "full_name", &ep)?.to_string();
+            if r["archived"] != Value::Bool(true) && !repos.contains(&name) {
+                repos.push(name);
+            }
+        }
+    }
+    anyhow::ensure!(
+        !repos.is_empty(),
+        "no repositories to read (--repo or --org)"
+    );
+    for repo in &repos {
         let deliveries = read_repo(client, opts, repo, &mut summary.items).await?;
         eprintln!("backfill: {repo}: {} deliveries to send", deliveries.len());
         deliver_all(sink, &deliveries, &mut summary).await?;

@@ -283,6 +283,19 @@ impl Client {
                         self.pause_until_reset(reset, "the rate limit to reset").await;
                         continue;
                     }
+                    // A secondary limit without retry-after: GitHub asks for at least a minute.
+                    if String::from_utf8_lossy(&body)
+                        .to_ascii_lowercase()
+                        .contains("secondary rate limit")
+                    {
+                        secondary += 1;
+                        if secondary > MAX_SECONDARY_WAITS {
+                            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
+                        }
+                        self.wait(Duration::from_secs(60), "a secondary rate limit", true)
+                            .await;
+                        continue;
+                    }
                     bail!(
                         "GET {url} answered {status}: {} (does the token in {} have read access?)",
                         String::from_utf8_lossy(&body),

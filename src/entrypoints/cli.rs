@@ -127,8 +127,11 @@ enum BackfillSource {
     #[command(after_help = ENV_HELP.as_str())]
     Github {
         /// OWNER/NAME; repeat for more repositories.
-        #[arg(long = "repo", required = true)]
+        #[arg(long = "repo", required_unless_present = "orgs")]
         repos: Vec<String>,
+        /// Every repository of this organization (archived ones left out); repeatable.
+        #[arg(long = "org")]
+        orgs: Vec<String>,
         /// Start of the window: RFC 3339, a date (YYYY-MM-DD) or a duration back from now (90d, 12w).
         #[arg(long)]
         since: String,
@@ -191,6 +194,7 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
     match source {
         BackfillSource::Github {
             repos,
+            orgs,
             since,
             until,
             api_url,
@@ -223,6 +227,7 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
             let client = Client::new(settings)?;
             let opts = github::Options {
                 repos,
+                orgs,
                 since,
                 until,
             };
