@@ -377,6 +377,9 @@ struct Fake {
     /// (path suffix, nth matching request (1-based), fault).
     faults: Mutex<Vec<(String, usize, Fault)>>,
     seen: Mutex<Vec<Seen>>,
+    /// At most this many runs in one filtered list (GitHub: 1,000), and the last list's total.
+    run_cap: Mutex<usize>,
+    run_total: Mutex<usize>,
 }
 
 impl Fake {
@@ -392,6 +395,8 @@ impl Fake {
                     .collect(),
             ),
             seen: Mutex::new(Vec::new()),
+            run_cap: Mutex::new(1000),
+            run_total: Mutex::new(0),
         });
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -477,13 +482,35 @@ impl Fake {
                     .collect();
                 (all, None)
             }
-            "/actions/runs" => (self.s.runs.clone(), Some("workflow_runs")),
+            "/actions/runs" => {
+                // created=A..B (both included), cut at the API's cap like GitHub's 1,000.
+                let created = q.get("created").cloned().unwrap_or_default();
+                let (from, to) = created.split_once("..").unwrap_or((created.as_str(), ""));
+                let mut runs: Vec<Value> = self
+                    .s
+                    .runs
+                    .iter()
+                    .filter(|r| {
+                        let c = r["created_at"].as_str().unwrap();
+                        c >= from && (to.is_empty() || c <= to)
+                    })
+                    .cloned()
+                    .collect();
+                let total = runs.len();
+                runs.truncate(*self.run_cap.lock().unwrap());
+                *self.run_total.lock().unwrap() = total;
+                (runs, Some("workflow_runs"))
+            }
             "/deployments" => (self.s.deployments.clone(), None),
             _ => {
                 let parts: Vec<&str> = rest.split('/').collect();
                 match parts[..] {
                     ["", "actions", "runs", id, "jobs"] => (
-                        self.s.jobs.get(&id.parse::<u64>().ok()?).cloned()?,
+                        self.s
+                            .jobs
+                            .get(&id.parse::<u64>().ok()?)
+                            .cloned()
+                            .unwrap_or_default(),
                         Some("jobs"),
                     ),
                     ["", "deployments", id, "statuses"] => (
@@ -627,8 +654,13 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
                 last_q.join("&")
             )
         });
+        let total = if wrap == Some("workflow_runs") {
+            *fake.run_total.lock().unwrap()
+        } else {
+            all.len()
+        };
         let body = match wrap {
-            Some(k) => json!({"total_count": all.len(), k: items}),
+            Some(k) => json!({"total_count": total, k: items}),
             None => Value::Array(items),
         };
         (body, link)
@@ -686,12 +718,7 @@ fn client(url: &str, token: &str, page_size: u32) -> Arc<Client> {
 }
 
 fn options() -> github::Options {
-    github::Options {
-        repos: vec![REPO.into()],
-        orgs: vec![],
-        since: SINCE.parse().unwrap(),
-        until: None,
-    }
+    github::Options::new(vec![REPO.into()], SINCE.parse().unwrap(), None)
 }
 
 async fn backfill(app: &App, client: &Arc<Client>) -> anyhow::Result<Summary> {
@@ -1338,12 +1365,8 @@ async fn an_organization_is_read_repository_by_repository() {
     let reference = webhooks_only().await;
     let fake = Fake::start(scenario(), vec![]).await;
     let app = new_app().await;
-    let opts = github::Options {
-        repos: vec![],
-        orgs: vec!["Codertocat".into()],
-        since: SINCE.parse().unwrap(),
-        until: None,
-    };
+    let mut opts = github::Options::new(vec![], SINCE.parse().unwrap(), None);
+    opts.orgs = vec!["Codertocat".into()];
     let summary = github::run(&client(&fake.url(), TOKEN, 100), &opts, &RouterSink(&app))
         .await
         .unwrap();
@@ -1410,4 +1433,43 @@ async fn the_first_deployment_of_the_window_ships_only_what_landed_in_it() {
     // The same as the webhooks of the window alone.
     let reference = webhooks_only().await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));
+}
+
+/// GitHub lists at most 1,000 workflow runs for one filter (`total_count` says how many there
+/// are): a window holding more is read in halves until each half fits.
+#[tokio::test]
+async fn a_run_list_over_the_cap_is_read_in_halves() {
+    let mut s = scenario();
+    for i in 0..6u64 {
+        let mut r = s.runs[0].clone();
+        r["id"] = json!(1000 + i);
+        r["head_sha"] = json!(sha('c'));
+        r["head_branch"] = json!("other");
+        r["created_at"] = json!(t(&format!("{:02}:30", 14 + i)));
+        r["run_started_at"] = json!(t(&format!("{:02}:31", 14 + i)));
+        r["updated_at"] = json!(t(&format!("{:02}:40", 14 + i)));
+        s.runs.push(r);
+    }
+    let fake = Fake::start(s, vec![]).await;
+    *fake.run_cap.lock().unwrap() = 2;
+    let app = new_app().await;
+    let mut opts = options();
+    opts.until = Some(t("23:00").parse().unwrap());
+    opts.run_list_cap = 2;
+    let summary = github::run(&client(&fake.url(), TOKEN, 100), &opts, &RouterSink(&app))
+        .await
+        .unwrap();
+    assert_eq!(summary.items["workflow_runs"], 7, "{summary:?}");
+    assert!(
+        fake.count("/actions/runs") > 3,
+        "split into several windows"
+    );
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    assert_eq!(
+        got.spans
+            .values()
+            .filter(|s| s.name.starts_with("RUN "))
+            .count(),
+        7
+    );
 }

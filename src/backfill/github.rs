@@ -8,7 +8,7 @@
 //! | `GET /repos/{o}/{r}/issues?state=all&since=` | `issues` `opened` (the issue as it was opened), `closed` when closed |
 //! | `GET /repos/{o}/{r}/pulls?state=all&sort=updated` | `pull_request` `opened`, `closed` (merged or not) |
 //! | `GET /repos/{o}/{r}/commits?sha=<default>&since=` | one `push` to the default branch per first-parent commit, carrying the commits its merge brought |
-//! | `GET /repos/{o}/{r}/actions/runs?created=>=` | `workflow_run` `requested`, `completed` |
+//! | `GET /repos/{o}/{r}/actions/runs?created=SINCE..UNTIL` (halved while over 1,000) | `workflow_run` `requested`, `completed` |
 //! | `GET /repos/{o}/{r}/actions/runs/{id}/jobs` | `workflow_job` `in_progress`, `completed` |
 //! | `GET /repos/{o}/{r}/deployments` | `deployment` `created` |
 //! | `GET /repos/{o}/{r}/deployments/{id}/statuses` | `deployment_status` `created`, one per status |
@@ -19,8 +19,8 @@
 //! answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, field_time, field_u64, opt_time, recorded, Client,
-    Sink, Summary,
+    deliver_all, delivery_id, field, field_str, field_time, field_u64, opt_time, recorded, Capped,
+    Client, Sink, Summary,
 };
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -44,6 +44,21 @@ pub struct Options {
     pub orgs: Vec<String>,
     pub since: Time,
     pub until: Option<Time>,
+    /// GitHub lists at most this many workflow runs for one filter (1,000): a window holding
+    /// more is read in halves.
+    pub run_list_cap: u64,
+}
+
+impl Options {
+    pub fn new(repos: Vec<String>, since: Time, until: Option<Time>) -> Self {
+        Options {
+            repos,
+            orgs: Vec::new(),
+            since,
+            until,
+            run_list_cap: 1000,
+        }
+    }
 }
 
 /// The token from `GITHUB_TOKEN`, or an error naming it.
@@ -123,21 +138,13 @@ pub async fn read_repo(
             )
         })
         .unwrap_or_default();
-    let created = match opts.until {
-        Some(u) => format!(
-            "{since}..{}",
-            u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ),
-        None => format!(">={since}"),
-    };
-    let created =
-        percent_encoding::utf8_percent_encode(&created, percent_encoding::NON_ALPHANUMERIC);
     let label = |what: &str| format!("{full_name} {what}");
 
     let issues_path = format!("{base}/issues?state=all&sort=updated&direction=asc&since={since}");
     let pulls_path = format!("{base}/pulls?state=all&sort=updated&direction=desc");
     let commits_path = format!("{base}/commits?sha={default_branch}&since={since}{until_q}");
-    let runs_path = format!("{base}/actions/runs?created={created}");
+    let runs_path = format!("{base}/actions/runs");
+    let runs_until = opts.until.unwrap_or_else(chrono::Utc::now);
     let deps_path = format!("{base}/deployments");
     let (l_issues, l_pulls, l_commits, l_runs, l_deps) = (
         label("issues"),
@@ -156,7 +163,14 @@ pub async fn read_repo(
                 .is_none_or(|t| t >= opts.since)
         }),
         client.get_list(&l_commits, &commits_path, |_| true),
-        client.get_list(&l_runs, &runs_path, |_| true),
+        runs_in(
+            client,
+            &l_runs,
+            &runs_path,
+            opts.since,
+            runs_until,
+            opts.run_list_cap
+        ),
         client.get_list(&l_deps, &deps_path, |page| {
             page.last()
                 .and_then(|p| p["created_at"].as_str())
@@ -261,6 +275,45 @@ pub async fn read_repo(
     *items.entry("deployments".into()).or_default() += kept.len() as u64;
     *items.entry("deployment_statuses".into()).or_default() += n_status;
     Ok(out)
+}
+
+/// The workflow runs created from `from` to `to` (both included, to the second); a window
+/// holding more runs than the API lists for one filter is read in two halves.
+fn runs_in<'a>(
+    client: &'a Client,
+    what: &'a str,
+    path: &'a str,
+    from: Time,
+    to: Time,
+    cap: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Value>>> + Send + 'a>> {
+    Box::pin(async move {
+        let secs = |t: Time| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let range = format!("{}..{}", secs(from), secs(to));
+        let q = percent_encoding::utf8_percent_encode(&range, percent_encoding::NON_ALPHANUMERIC);
+        let filtered = format!("{path}?created={q}");
+        let one_second = chrono::TimeDelta::seconds(1);
+        match client
+            .get_list_capped(what, &filtered, |_| true, cap)
+            .await?
+        {
+            Capped::All(runs) => Ok(runs),
+            Capped::Over(_) if to - from > one_second => {
+                let mid = from + (to - from) / 2;
+                let mut runs = runs_in(client, what, path, from, mid, cap).await?;
+                let later = runs_in(client, what, path, mid + one_second, to, cap).await?;
+                for r in later {
+                    if !runs.iter().any(|x| x["id"] == r["id"]) {
+                        runs.push(r);
+                    }
+                }
+                Ok(runs)
+            }
+            Capped::Over(total) => bail!(
+                "GET {filtered}: {total} workflow runs created within one second, over the {cap} the API lists"
+            ),
+        }
+    })
 }
 
 /// The window an item's events must fall in.

@@ -328,11 +328,34 @@ impl Client {
         path: &str,
         more: impl Fn(&[Value]) -> bool,
     ) -> anyhow::Result<Vec<Value>> {
+        match self.get_list_capped(what, path, more, u64::MAX).await? {
+            Capped::All(items) => Ok(items),
+            Capped::Over(_) => unreachable!("no cap"),
+        }
+    }
+
+    /// As [`Client::get_list`], but a list whose first page says it holds more than `cap`
+    /// items (`total_count`: a search-backed list GitHub cuts at 1,000) is not read further.
+    pub async fn get_list_capped(
+        &self,
+        what: &str,
+        path: &str,
+        more: impl Fn(&[Value]) -> bool,
+        cap: u64,
+    ) -> anyhow::Result<Capped> {
         let mut url = Some(self.list_url(path));
         let mut out = Vec::new();
         let mut pages = 0;
         while let Some(u) = url {
             let page = self.get(&u).await?;
+            if pages == 0 {
+                if let Some(total) = page.body.get("total_count").and_then(Value::as_u64) {
+                    if total > cap {
+                        eprintln!("backfill: {what}: {total} items, over the {cap} the API lists: splitting");
+                        return Ok(Capped::Over(total));
+                    }
+                }
+            }
             let items = match page.body {
                 Value::Array(items) => items,
                 // Lists wrapped in an object: {"total_count": n, "workflow_runs": [...]}.
@@ -353,8 +376,14 @@ impl Client {
             out.extend(items);
             url = if go_on { page.next } else { None };
         }
-        Ok(out)
+        Ok(Capped::All(out))
     }
+}
+
+/// A list read whole, or the `total_count` of one over its cap.
+pub enum Capped {
+    All(Vec<Value>),
+    Over(u64),
 }
 
 /// The `rel="next"` URL of a `Link` header.

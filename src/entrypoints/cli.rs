@@ -225,12 +225,8 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
             settings.page_size = page_size;
             settings.concurrency = concurrency.max(1);
             let client = Client::new(settings)?;
-            let opts = github::Options {
-                repos,
-                orgs,
-                since,
-                until,
-            };
+            let mut opts = github::Options::new(repos, since, until);
+            opts.orgs = orgs;
             // The token is tried before the store is opened: a refused one writes nothing.
             client.get(&client.url("/rate_limit")).await.or_else(|e| {
                 // An Enterprise Server with rate limiting off answers 404 here.
