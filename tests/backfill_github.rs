@@ -62,6 +62,8 @@ struct Scenario {
     deployments: Vec<Value>,
     /// Newest first, as `GET /deployments/{id}/statuses` lists them.
     statuses: BTreeMap<u64, Vec<Value>>,
+    /// Issues' closes and reopenings, oldest first: number → (`closed`/`reopened`, time).
+    history: BTreeMap<u64, Vec<(String, String)>>,
 }
 
 fn object(rel: &str, key: &str) -> Value {
@@ -88,11 +90,23 @@ fn scenario() -> Scenario {
     incident["id"] = json!(5555);
     incident["title"] = json!("Checkout is down");
     incident["created_at"] = json!(t("13:45"));
-    incident["updated_at"] = json!(t("13:45"));
-    incident["closed_at"] = Value::Null;
-    incident["state"] = json!("open");
-    incident["state_reason"] = Value::Null;
+    incident["updated_at"] = json!(t("14:30"));
+    incident["closed_at"] = json!(t("14:30"));
+    incident["state"] = json!("closed");
+    incident["state_reason"] = json!("completed");
     incident["labels"] = json!([{"name": "incident"}]);
+    // Closed too early, reopened, closed for good.
+    let history = BTreeMap::from([
+        (1, vec![("closed".to_string(), t("11:05"))]),
+        (
+            5,
+            vec![
+                ("closed".to_string(), t("14:00")),
+                ("reopened".to_string(), t("14:10")),
+                ("closed".to_string(), t("14:30")),
+            ],
+        ),
+    ]);
 
     let (head, merge, base0, d1, d2) = (sha('a'), sha('b'), sha('0'), sha('d'), sha('e'));
     let mut pr = object("github/pull_request/closed.payload.json", "pull_request");
@@ -224,6 +238,7 @@ fn scenario() -> Scenario {
         jobs: BTreeMap::from([(100, vec![job])]),
         deployments,
         statuses,
+        history,
     }
 }
 
@@ -249,7 +264,25 @@ fn webhooks(s: &Scenario) -> Vec<Hook> {
         opened["updated_at"] = i["created_at"].clone();
         v["issue"] = opened;
         hook("issues", v.clone());
-        if !i["closed_at"].is_null() {
+        let turns = &s.history[&i["number"].as_u64().unwrap()];
+        if turns.iter().any(|(a, _)| a == "reopened") {
+            for (action, at) in turns {
+                let mut then = i.clone();
+                then["updated_at"] = json!(at);
+                if action == "closed" {
+                    then["state"] = json!("closed");
+                    then["closed_at"] = json!(at);
+                    then["state_reason"] = json!("completed");
+                } else {
+                    then["state"] = json!("open");
+                    then["closed_at"] = Value::Null;
+                    then["state_reason"] = json!("reopened");
+                }
+                v["action"] = json!(action);
+                v["issue"] = then;
+                hook("issues", v.clone());
+            }
+        } else if !i["closed_at"].is_null() {
             let mut closed = i.clone();
             closed["updated_at"] = i["closed_at"].clone();
             v["action"] = json!("closed");
@@ -480,6 +513,41 @@ impl Fake {
                     .filter(|c| since.as_deref().is_none_or(|s| c.at.as_str() >= s))
                     .map(|c| self.commit(c))
                     .collect();
+                (all, None)
+            }
+            "/issues/events" => {
+                // Newest first; a pull request's events carry `issue.pull_request`.
+                let mut all = Vec::new();
+                let mut id = 0;
+                let mut event = |kind: &str, at: &str, issue: &Value| {
+                    id += 1;
+                    json!({
+                        "id": id,
+                        "node_id": format!("IE_{id}"),
+                        "url": format!("https://api.github.com/repos/{REPO}/issues/events/{id}"),
+                        "actor": {"login": "Codertocat", "id": 21031067, "type": "User"},
+                        "event": kind,
+                        "commit_id": null,
+                        "commit_url": null,
+                        "created_at": at,
+                        "state_reason": if kind == "closed" { json!("completed") } else { Value::Null },
+                        "issue": issue,
+                    })
+                };
+                for i in &self.s.issues {
+                    all.push(event("labeled", i["created_at"].as_str().unwrap(), i));
+                    for (kind, at) in &self.s.history[&i["number"].as_u64().unwrap()] {
+                        all.push(event(kind, at, i));
+                    }
+                }
+                for p in &self.s.pulls {
+                    let mut as_issue = p.clone();
+                    as_issue["pull_request"] = json!({"url": p["url"]});
+                    all.push(event("closed", p["closed_at"].as_str().unwrap(), &as_issue));
+                }
+                all.sort_by_key(|e| {
+                    std::cmp::Reverse(e["created_at"].as_str().unwrap().to_string())
+                });
                 (all, None)
             }
             "/actions/runs" => {
@@ -1215,7 +1283,7 @@ async fn the_command_writes_the_store_once() {
     let out2 = String::from_utf8_lossy(&second.stdout).into_owned();
     assert!(second.status.success(), "{out2}");
     assert!(
-        out2.contains(": 0 new (0 of them changed no span), 19 duplicate,"),
+        out2.contains(": 0 new (0 of them changed no span), 22 duplicate,"),
         "{out2}"
     );
 }
@@ -1308,7 +1376,7 @@ async fn the_command_posts_to_a_running_instance() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("deliveries 19: 19 new"), "{stdout}");
+    assert!(stdout.contains("deliveries 22: 22 new"), "{stdout}");
     let got = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));
 }
@@ -1353,9 +1421,9 @@ async fn requests_per_pull_request() {
     assert_eq!(summary.items["pull_requests"], N);
     // opened and closed per pull request, and the scenario's three default-branch pushes
     assert_eq!(summary.processed, 2 * N + 3);
-    // 1 repository + 2 pages of /issues (the PRs, as issues) + 2 of /pulls + 1 each of
-    // /commits, /actions/runs and /deployments.
-    assert_eq!(summary.requests, 8);
+    // 1 repository + 2 pages of /issues (the PRs, as issues) + 2 of /pulls + 2 of
+    // /issues/events (a close each) + 1 each of /commits, /actions/runs and /deployments.
+    assert_eq!(summary.requests, 10);
     assert!(per_pr <= 1.2);
 }
 
@@ -1370,7 +1438,7 @@ async fn an_organization_is_read_repository_by_repository() {
     let summary = github::run(&client(&fake.url(), TOKEN, 100), &opts, &RouterSink(&app))
         .await
         .unwrap();
-    assert_eq!(summary.processed, 19, "{summary:?}");
+    assert_eq!(summary.processed, 22, "{summary:?}");
     assert_eq!(fake.count("/repos/Codertocat/Old"), 0, "archived: not read");
     let got = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));

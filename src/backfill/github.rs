@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /repos/{o}/{r}` | the `repository` object of every delivery |
 //! | `GET /repos/{o}/{r}/issues?state=all&since=` | `issues` `opened` (the issue as it was opened), `closed` when closed |
+//! | `GET /repos/{o}/{r}/issues/events` | a reopened issue's history: `closed` and `reopened` per turn |
 //! | `GET /repos/{o}/{r}/pulls?state=all&sort=updated` | `pull_request` `opened`, `closed` (merged or not) |
 //! | `GET /repos/{o}/{r}/commits?sha=<default>&since=` | one `push` to the default branch per first-parent commit, carrying the commits its merge brought |
 //! | `GET /repos/{o}/{r}/actions/runs?created=SINCE..UNTIL` (halved while over 1,000) | `workflow_run` `requested`, `completed` |
@@ -146,6 +147,7 @@ pub async fn read_repo(
     let runs_path = format!("{base}/actions/runs");
     let runs_until = opts.until.unwrap_or_else(chrono::Utc::now);
     let deps_path = format!("{base}/deployments");
+    let events_path = format!("{base}/issues/events");
     let (l_issues, l_pulls, l_commits, l_runs, l_deps) = (
         label("issues"),
         label("pull requests"),
@@ -153,7 +155,8 @@ pub async fn read_repo(
         label("workflow runs"),
         label("deployments"),
     );
-    let (issues, pulls, commits, runs, deps) = futures_util::try_join!(
+    let l_events = label("issue events");
+    let (issues, pulls, commits, runs, deps, events) = futures_util::try_join!(
         client.get_list(&l_issues, &issues_path, |_| true),
         client.get_list(&l_pulls, &pulls_path, |page| {
             // newest updates first: stop after the first page that reaches before --since
@@ -177,7 +180,16 @@ pub async fn read_repo(
                 .and_then(|t| t.parse::<Time>().ok())
                 .is_none_or(|t| t >= opts.since)
         }),
+        // Newest first: the close/reopen history of the window's issues.
+        client.get_list(&l_events, &events_path, |page| {
+            page.last()
+                .and_then(|p| p["created_at"].as_str())
+                .and_then(|t| t.parse::<Time>().ok())
+                .is_none_or(|t| t >= opts.since)
+        }),
     )?;
+    let history = history(&events, &format!("GET {events_path}"))?;
+    *items.entry("issue_events".into()).or_default() += events.len() as u64;
 
     let mut out = Vec::new();
     let ep = |p: &str| format!("GET {p}");
@@ -185,7 +197,15 @@ pub async fn read_repo(
     // Issues (the list holds pull requests too: they are read from /pulls).
     let mut n = 0;
     for issue in issues.iter().filter(|i| i.get("pull_request").is_none()) {
-        n += issue_deliveries(issue, &repository, &w, &ep(&issues_path), &mut out)?;
+        let number = field_u64(issue, "number", &ep(&issues_path))?;
+        n += issue_deliveries(
+            issue,
+            history.get(&number).map(Vec::as_slice).unwrap_or_default(),
+            &repository,
+            &w,
+            &ep(&issues_path),
+            &mut out,
+        )?;
     }
     *items.entry("issues".into()).or_default() += n;
 
@@ -378,9 +398,44 @@ fn time_str(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
+/// One close or reopening of an issue: (when, `closed` or `reopened`, the event's time as
+/// written, its `state_reason`).
+type Turn = (Time, String, String, Option<String>);
+
+/// The `closed` and `reopened` events of issues (not pull requests), by issue number, oldest
+/// first.
+fn history(events: &[Value], ep: &str) -> anyhow::Result<HashMap<u64, Vec<Turn>>> {
+    let mut out: HashMap<u64, Vec<Turn>> = HashMap::new();
+    for e in events {
+        let kind = field_str(e, "event", ep)?;
+        if !matches!(kind, "closed" | "reopened") {
+            continue;
+        }
+        let issue = field(e, "issue", ep)?;
+        if issue.get("pull_request").is_some_and(|p| !p.is_null()) {
+            continue;
+        }
+        let number = field_u64(issue, "number", ep)?;
+        let at = field_time(e, "created_at", ep)?;
+        out.entry(number).or_default().push((
+            at,
+            kind.to_string(),
+            time_str(e, "created_at"),
+            e["state_reason"].as_str().map(str::to_string),
+        ));
+    }
+    for turns in out.values_mut() {
+        turns.sort();
+    }
+    Ok(out)
+}
+
 /// An issue's `opened` and (when closed) `closed` deliveries; 1 when the issue is in the window.
+/// An issue that was reopened gets its whole history: a `closed` and a `reopened` delivery per
+/// turn, as its webhooks came.
 fn issue_deliveries(
     issue: &Value,
+    turns: &[Turn],
     repository: &Value,
     w: &Window,
     ep: &str,
@@ -390,7 +445,9 @@ fn issue_deliveries(
     field_str(issue, "title", ep)?;
     let created = field_time(issue, "created_at", ep)?;
     let closed = opt_time(issue, "closed_at", ep)?;
-    let in_window = w.contains(created) || closed.is_some_and(|c| w.contains(c));
+    let in_window = w.contains(created)
+        || closed.is_some_and(|c| w.contains(c))
+        || turns.iter().any(|t| w.contains(t.0));
     if !in_window || !w.not_after(created) {
         return Ok(0);
     }
@@ -408,8 +465,40 @@ fn issue_deliveries(
         &time_str(issue, "created_at"),
         json!({"action": "opened", "issue": opened, "repository": repository}),
     ));
-    if let Some(c) = closed.filter(|c| w.not_after(*c)) {
-        let _ = c;
+    if turns.iter().any(|t| t.1 == "reopened") {
+        let last = turns.len() - 1;
+        for (i, (at, action, written, reason)) in turns.iter().enumerate() {
+            if !w.not_after(*at) {
+                break;
+            }
+            let mut then = issue.clone();
+            then["updated_at"] = json!(written);
+            if action == "closed" {
+                then["state"] = json!("closed");
+                then["closed_at"] = json!(written);
+                let reason = reason.clone().or_else(|| {
+                    (i == last)
+                        .then(|| issue["state_reason"].as_str().map(str::to_string))
+                        .flatten()
+                });
+                then["state_reason"] = json!(reason.unwrap_or_else(|| "completed".into()));
+            } else {
+                then["state"] = json!("open");
+                then["closed_at"] = Value::Null;
+                then["closed_by"] = Value::Null;
+                then["state_reason"] = json!("reopened");
+            }
+            out.push(delivery(
+                "issues",
+                action,
+                &id,
+                written,
+                json!({"action": action, "issue": then, "repository": repository}),
+            ));
+        }
+        return Ok(1);
+    }
+    if closed.is_some_and(|c| w.not_after(c)) {
         let mut closed = issue.clone();
         closed["state"] = json!("closed");
         closed["updated_at"] = issue["closed_at"].clone();
