@@ -1541,3 +1541,45 @@ async fn a_run_list_over_the_cap_is_read_in_halves() {
         7
     );
 }
+
+/// Random parts of the webhooks, in random order, before and after a backfill (a delivery lost
+/// in an outage, a late redelivery): always the webhooks' spans and series.
+#[tokio::test]
+async fn any_split_of_webhooks_around_a_backfill_gives_the_same_result() {
+    let reference = webhooks_only().await;
+    let fake = Fake::start(scenario(), vec![]).await;
+    let hooks = webhooks(&scenario());
+    for seed in 1..=6u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut before: Vec<Hook> = Vec::new();
+        let mut after: Vec<Hook> = Vec::new();
+        for h in &hooks {
+            match rng.u8(0..4) {
+                0 => before.push(h.clone()),
+                1 => after.push(h.clone()),
+                2 => {
+                    before.push(h.clone());
+                    after.push(h.clone()); // redelivered after the backfill
+                }
+                _ => {} // lost: only the backfill brings it
+            }
+        }
+        rng.shuffle(&mut before);
+        rng.shuffle(&mut after);
+        let app = new_app().await;
+        post_hooks(&app, &before).await;
+        backfill(&app, &client(&fake.url(), TOKEN, 3))
+            .await
+            .unwrap();
+        post_hooks(&app, &after).await;
+        let got = settle(&app, &mut BTreeMap::new()).await;
+        assert_eq!(
+            reference,
+            got,
+            "seed {seed}: {} before, {} after:\n{}",
+            before.len(),
+            after.len(),
+            diff(&reference, &got)
+        );
+    }
+}
