@@ -10,6 +10,7 @@
 //! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
 
 pub mod analysis;
+pub mod backfill;
 pub mod config;
 pub mod engine;
 pub mod entrypoints;

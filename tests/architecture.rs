@@ -275,6 +275,37 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "the store holds records, whatever they mean",
     ),
     ("pipeline", "http", "the router calls the pipeline"),
+    (
+        "engine",
+        "backfill",
+        "the engine never knows a delivery came from an API",
+    ),
+    (
+        "sources",
+        "backfill",
+        "a backfill synthesizes deliveries; sources translate them as any other",
+    ),
+    (
+        "backfill",
+        "sources",
+        "a backfill only synthesizes deliveries: the router's source translates them",
+    ),
+    (
+        "backfill",
+        "engine",
+        "a backfill's deliveries reach the engine through the router only",
+    ),
+    (
+        "backfill",
+        "store",
+        "a backfill writes nothing itself: the router's pipeline does",
+    ),
+    ("http", "backfill", "hosts run backfills, not the router"),
+    (
+        "pipeline",
+        "backfill",
+        "hosts run backfills, not the pipeline",
+    ),
     ("pipeline", "entrypoints", "hosts build the pipeline"),
     ("http", "entrypoints", "hosts serve the router"),
 ];

@@ -104,9 +104,56 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Read history from a sender's API and feed it through the pipeline as the webhook
+    /// deliveries the sender would have sent (`backfill github`).
+    ///
+    /// Writes to the embedded store under --data-dir (or DynamoDB when VALUESTREAM_TABLE is set),
+    /// or posts to a running instance with --to. A second backfill adds nothing.
+    #[command(after_help = ENV_HELP.as_str())]
+    Backfill {
+        #[command(subcommand)]
+        source: BackfillSource,
+    },
     /// Put the Prometheus data source and the dashboards into a Grafana (`grafana install`).
     #[command(subcommand)]
     Grafana(crate::grafana::cli::GrafanaCommand),
+}
+
+/// One sub-command per sender `backfill` reads.
+#[derive(Subcommand)]
+enum BackfillSource {
+    /// GitHub: issues, pull requests, default-branch commits, workflow runs and jobs,
+    /// deployments and their statuses. The token is read from GITHUB_TOKEN.
+    #[command(after_help = ENV_HELP.as_str())]
+    Github {
+        /// OWNER/NAME; repeat for more repositories.
+        #[arg(long = "repo", required_unless_present = "orgs")]
+        repos: Vec<String>,
+        /// Every repository of this organization (archived ones left out); repeatable.
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// Start of the window: RFC 3339, a date (YYYY-MM-DD) or a duration back from now (90d, 12w).
+        #[arg(long)]
+        since: String,
+        /// End of the window (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// The API; GitHub Enterprise Server: https://HOST/api/v3.
+        #[arg(long, default_value = crate::backfill::github::DEFAULT_API_URL)]
+        api_url: String,
+        /// Directory of the embedded store (as serve).
+        #[arg(long, default_value = ".valuestream", conflicts_with = "to")]
+        data_dir: PathBuf,
+        /// Post to a running instance (e.g. http://127.0.0.1:3000) instead of writing the store.
+        #[arg(long)]
+        to: Option<String>,
+        /// Items per page (per_page, at most 100).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// API requests in flight at most.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -138,6 +185,97 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Grafana(cmd) => crate::grafana::cli::run(cmd).await,
+        Command::Backfill { source } => backfill_cmd(source).await,
+    }
+}
+
+async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
+    use crate::backfill::{self, github, Client, ClientSettings};
+    match source {
+        BackfillSource::Github {
+            repos,
+            orgs,
+            since,
+            until,
+            api_url,
+            data_dir,
+            to,
+            page_size,
+            concurrency,
+        } => {
+            super::init_logging(false);
+            // Everything is checked before anything is opened or written.
+            let now = chrono::Utc::now();
+            let since = backfill::parse_time(&since, now).context("--since")?;
+            let until = until
+                .map(|u| backfill::parse_time(&u, now))
+                .transpose()
+                .context("--until")?;
+            anyhow::ensure!(
+                until.is_none_or(|u| u > since),
+                "--until must be after --since"
+            );
+            anyhow::ensure!(
+                (1..=100).contains(&page_size),
+                "--page-size is from 1 to 100"
+            );
+            let token = github::token_from_env()?;
+            let config = Config::from_env()?;
+            let mut settings = ClientSettings::new(&api_url, token, github::TOKEN_VAR);
+            settings.page_size = page_size;
+            settings.concurrency = concurrency.max(1);
+            let client = Client::new(settings)?;
+            let mut opts = github::Options::new(repos, since, until);
+            opts.orgs = orgs;
+            // The token is tried before the store is opened: a refused one writes nothing.
+            client.get(&client.url("/rate_limit")).await.or_else(|e| {
+                // An Enterprise Server with rate limiting off answers 404 here.
+                if e.to_string().contains("answered 404") {
+                    Ok(backfill::Page {
+                        body: serde_json::Value::Null,
+                        next: None,
+                    })
+                } else {
+                    Err(e)
+                }
+            })?;
+            let (target, config) = match to {
+                Some(base) => (Target::Remote(base, reqwest::Client::new()), config),
+                None => {
+                    let (app, pipeline) = local_app(&config, Some(&data_dir)).await?;
+                    (Target::Local(app, pipeline), config)
+                }
+            };
+            let sink = Signed {
+                target: &target,
+                config: &config,
+            };
+            let summary = github::run(&client, &opts, &sink).await?;
+            if let Target::Local(_, pipeline) = &target {
+                let drained = pipeline.drain_all().await?;
+                eprintln!("backfill: {} span(s) settled", drained.settled.len());
+            }
+            println!("{}", summary.lines());
+            anyhow::ensure!(
+                summary.refused == 0,
+                "{} deliveries were refused",
+                summary.refused
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A backfill's deliveries, signed like `replay` signs unsigned ones, to the target.
+struct Signed<'a> {
+    target: &'a Target,
+    config: &'a Config,
+}
+
+#[async_trait::async_trait]
+impl crate::backfill::Sink for Signed<'_> {
+    async fn deliver(&self, rec: &replay::Recorded) -> anyhow::Result<(u16, String)> {
+        self.target.send(rec, &headers_of(rec, self.config)).await
     }
 }
 
