@@ -990,6 +990,7 @@ fn every_alarm_watches_the_right_metric() {
     // valuestream's own lines, through the log metric filters.
     for (name, m) in [
         ("CollectorExportFailuresAlarm", "CollectorExportFailures"),
+        ("SettleFailuresAlarm", "SettleFailures"),
         ("SettleBacklogAlarm", "DrainsWithSettleBacklog"),
         ("OutboxBacklogAlarm", "DrainsWithOutboxBacklog"),
     ] {
@@ -1180,6 +1181,10 @@ fn log_metric_filters_match_lines_the_code_writes() {
         r#"tracing::warn!(error = %e, signal, count, "exporting {signal} failed; they stay in the outbox");"#
     ));
     assert!(outbox.contains(r#"accepted(result, "metric points", "#));
+    let drain = std::fs::read_to_string(repo().join("src/engine/drain.rs")).unwrap();
+    assert!(drain.contains(
+        r#""settlement failed; the scope is put aside and retried later, the others go on""#
+    ));
     assert!(outbox.contains(r#"accepted(result, "spans", "#));
     for field in [
         "remaining = d.remaining,",
@@ -1214,8 +1219,15 @@ fn log_metric_filters_match_lines_the_code_writes() {
             error = "x",
             "removing an exported batch from the outbox failed"
         );
+        tracing::error!(
+            scope = "repo#a/b",
+            error = "stored record x cannot be read",
+            failures = 1u32,
+            retry_in_secs = 60i64,
+            "settlement failed; the scope is put aside and retried later, the others go on"
+        );
     });
-    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!(lines.len(), 7, "{lines:?}");
     let r = template()["Resources"].clone();
     let pattern = |name: &str| {
         r[name]["Properties"]["FilterPattern"]
@@ -1232,6 +1244,7 @@ fn log_metric_filters_match_lines_the_code_writes() {
     assert_eq!(matched("CollectorExportFailureMetricFilter"), [0, 1]);
     assert_eq!(matched("OutboxBacklogMetricFilter"), [2]);
     assert_eq!(matched("SettleBacklogMetricFilter"), [3]);
+    assert_eq!(matched("SettleFailuresMetricFilter"), [6]);
     // And the access log's 401 filter against the access log's own shape.
     let access = |status: &str| json!({"routeKey": "POST /webhooks/github", "status": status});
     assert!(pattern_matches(
