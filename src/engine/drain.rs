@@ -31,6 +31,14 @@ pub struct Settled {
     pub failed: Vec<Failed>,
 }
 
+/// What settling one scope did.
+struct ScopeSettled {
+    spans: Vec<FinishedSpan>,
+    points: Vec<Series>,
+    /// Nothing is left to settle: its wake-up markers were removed.
+    finished: bool,
+}
+
 /// A scope whose settlement failed, and why.
 #[derive(Debug)]
 pub struct Failed {
@@ -145,7 +153,8 @@ impl Engine {
                 let mut settled =
                     futures_util::stream::iter(lane.into_iter().take_while(may_start))
                         .map(|(scope, markers)| async move {
-                            let result = self.settle_scope(&scope, &markers, now).await;
+                            let deadline = started + self.settle_budget;
+                            let result = self.settle_scope(&scope, &markers, now, deadline).await;
                             match result {
                                 Ok(settled) => Ok(settled),
                                 Err(error) => Err(self.quarantine(scope, &markers, error).await),
@@ -153,18 +162,20 @@ impl Engine {
                         })
                         .buffered(at_once);
                 let mut done = 0;
+                let mut unfinished = false;
                 while let Some(result) = settled.next().await {
                     match result {
-                        Ok((spans, points)) => {
-                            out.spans.extend(spans);
-                            out.points.extend(points);
+                        Ok(scope) => {
+                            out.spans.extend(scope.spans);
+                            out.points.extend(scope.points);
                             out.scopes += 1;
+                            unfinished |= !scope.finished;
                         }
                         Err(failed) => out.failed.push(failed),
                     }
                     done += 1;
                 }
-                if done < todo {
+                if done < todo || unfinished {
                     out.more = true;
                     return Ok(out);
                 }
@@ -226,12 +237,16 @@ impl Engine {
         }
     }
 
+    /// Settles one scope in rounds (each one transaction) until nothing is left or `deadline`
+    /// passed (a repository with a long backlog is worked off over several drains: its
+    /// markers stay until it is done).
     async fn settle_scope(
         &self,
         scope: &str,
         markers: &[Record],
         now: Time,
-    ) -> Result<(Vec<FinishedSpan>, Vec<Series>), EngineError> {
+        deadline: std::time::Instant,
+    ) -> Result<ScopeSettled, EngineError> {
         let mut spans = Vec::new();
         let mut points: BTreeMap<String, Series> = BTreeMap::new();
         // Rounds, each one transaction within DynamoDB's limits, until nothing is left to do.
@@ -249,10 +264,17 @@ impl Engine {
                             for p in round.points {
                                 points.insert(metrics::series_id(&p.name, &p.labels), p);
                             }
-                            if round.more {
-                                continue 'rounds;
+                            if !round.more {
+                                break 'rounds;
                             }
-                            break 'rounds;
+                            if std::time::Instant::now() >= deadline {
+                                return Ok(ScopeSettled {
+                                    spans,
+                                    points: points.into_values().collect(),
+                                    finished: false,
+                                });
+                            }
+                            continue 'rounds;
                         }
                         Err(StoreError::Conflict) => continue,
                         Err(e) => return Err(e.into()),
@@ -279,7 +301,11 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok((spans, points.into_values().collect()))
+        Ok(ScopeSettled {
+            spans,
+            points: points.into_values().collect(),
+            finished: true,
+        })
     }
 
     async fn settle_attempt(
@@ -651,6 +677,7 @@ mod concurrency {
     use crate::store::{Key, Store, StoreResult};
     use std::sync::atomic::Ordering::SeqCst;
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// A store whose commits take 3 ms (a round trip) and which records how many were in flight
     /// at once.
@@ -731,6 +758,48 @@ mod concurrency {
         by_scope.sort();
         let want: Vec<_> = by_scope.iter().map(|(_, n)| format!("ISSUE-{n}")).collect();
         assert_eq!(names, want);
+    }
+
+    #[tokio::test]
+    async fn a_long_backlog_of_one_repository_is_worked_off_over_several_drains() {
+        // 40 closed issues of one repository: 3 rounds of at most 16 spans. With no time left
+        // after the first round, a drain stops there and keeps the repository's wake-up.
+        let store = Arc::new(MemoryStore::default());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let engine = Engine::new(store.clone(), config).with_settle_budget(Duration::ZERO);
+        for n in 0..40 {
+            let mut inputs = closed(n, true);
+            if let Input::Work(ev) = &mut inputs[0] {
+                ev.repo = Some(crate::model::Repo::new("a/b"));
+            }
+            engine
+                .apply("jira", &format!("d-{n}"), &inputs)
+                .await
+                .unwrap();
+        }
+        let later = engine.now() + chrono::TimeDelta::days(1);
+        let markers = || async {
+            let found = store.query(keys::PENDING, "", "\u{10ffff}", 100, Order::Ascending);
+            found.await.unwrap().len()
+        };
+        let before = markers().await;
+        assert!(before > 0);
+        let mut spans = Vec::new();
+        let mut drains = 0;
+        loop {
+            let settled = engine.settle(later).await.unwrap();
+            drains += 1;
+            assert!(settled.spans.len() <= ITEMS_PER_TX, "one round per drain");
+            spans.extend(settled.spans);
+            if !settled.more {
+                break;
+            }
+            assert_eq!(markers().await, before, "drain {drains} keeps the wake-up");
+            assert!(drains < 10, "no progress");
+        }
+        assert!(drains >= 3, "{drains} drains");
+        assert_eq!(markers().await, 0, "removed once done");
+        assert_eq!(spans.len(), 40);
     }
 
     #[tokio::test]
