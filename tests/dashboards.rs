@@ -800,9 +800,8 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         .unwrap_or_else(|| panic!("/metrics ends with valuestream's own health:\n{empty}"));
     assert_eq!(delivery_part, "", "no delivery series yet");
     assert!(
-        health_part
-            .lines()
-            .any(|l| l == r#"valuestream_health_deliveries_total{source="github",answer="refused_401"} 0"#),
+        health_part.lines().any(|l| l
+            == r#"valuestream_health_deliveries_total{source="github",answer="refused_401"} 0"#),
         "{empty}"
     );
 
@@ -1163,9 +1162,11 @@ async fn prove_health_dashboard(
     assert_eq!(refused.status().as_u16(), 401);
     let refused_401 =
         r#"valuestream_health_deliveries_total{source="github",answer="refused_401"}"#;
-    wait_for("the refused delivery in Prometheus", Duration::from_secs(30), || async {
-        prom.scalar(refused_401).await == Some(1.0)
-    })
+    wait_for(
+        "the refused delivery in Prometheus",
+        Duration::from_secs(30),
+        || async { prom.scalar(refused_401).await == Some(1.0) },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let at = unix_now();
@@ -1188,6 +1189,7 @@ async fn prove_health_dashboard(
         interval_ms: 600_000,
         lookback,
     };
+    let metric_re = regex::Regex::new(r"valuestream_[a-zA-Z0-9_:]*").unwrap();
     let panels = d["panels"].as_array().unwrap();
     for panel in panels {
         let title = panel["title"].as_str().unwrap();
@@ -1197,21 +1199,24 @@ async fn prove_health_dashboard(
             "{HEALTH}: two panels are titled {title:?}"
         );
         let targets = panel["targets"].as_array().unwrap();
-        assert!(!targets.is_empty(), "{HEALTH}: panel {title:?} has no query");
+        assert!(
+            !targets.is_empty(),
+            "{HEALTH}: panel {title:?} has no query"
+        );
         for t in targets {
             let ref_id = t["refId"].as_str().unwrap();
             let raw = t["expr"].as_str().unwrap();
             let what = format!("{HEALTH} / {title} / {ref_id}");
             // Every metric it names (`name{`, `name[`, `name)` alike).
-            let names: Vec<String> = regex::Regex::new(r"valuestream_[a-zA-Z0-9_:]*")
-                .unwrap()
+            let names: Vec<String> = metric_re
                 .find_iter(raw)
                 .map(|m| m.as_str().to_string())
                 .collect();
             assert!(!names.is_empty(), "{what} reads a metric");
             for m in names {
                 assert!(
-                    m.starts_with("valuestream_health_") || m == "valuestream_settle_failures_total",
+                    m.starts_with("valuestream_health_")
+                        || m == "valuestream_settle_failures_total",
                     "{what} reads {m}: health.json reads only the health series"
                 );
                 assert!(
@@ -1241,10 +1246,13 @@ async fn prove_health_dashboard(
         .unwrap_or_else(|| panic!("github's refused 401s: {}", show(&got)));
     assert!(github.1 > 0.0, "github's refused 401s: {}", show(&got));
     // The 20 deliveries of the scenario: 19 processed, 1 duplicate.
-    for (answer, want) in [("processed", 19.0), ("duplicate", 1.0), ("refused_401", 1.0)] {
-        let expr = format!(
-            r#"valuestream_health_deliveries_total{{source="github",answer="{answer}"}}"#
-        );
+    for (answer, want) in [
+        ("processed", 19.0),
+        ("duplicate", 1.0),
+        ("refused_401", 1.0),
+    ] {
+        let expr =
+            format!(r#"valuestream_health_deliveries_total{{source="github",answer="{answer}"}}"#);
         assert_eq!(prom.scalar(&expr).await, Some(want), "{expr}");
     }
 }

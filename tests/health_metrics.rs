@@ -36,15 +36,27 @@ async fn deliveries_are_counted_by_source_and_answer() {
     let (s, b) = app
         .github_fixture("github/issues/opened.payload.json", "health-1")
         .await;
-    assert_eq!((s.as_u16(), b["status"].as_str()), (200, Some("processed")), "{b}");
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (200, Some("processed")),
+        "{b}"
+    );
     let (s, b) = app
         .github_fixture("github/issues/opened.payload.json", "health-1")
         .await;
-    assert_eq!((s.as_u16(), b["status"].as_str()), (200, Some("duplicate")), "{b}");
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (200, Some("duplicate")),
+        "{b}"
+    );
     let (s, b) = app
-        .github_fixture("github/ping/payload.json", "health-2")
+        .github("star", "health-2", br#"{"action":"created"}"#.to_vec())
         .await;
-    assert_eq!((s.as_u16(), b["status"].as_str()), (202, Some("ignored")), "{b}");
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (202, Some("ignored")),
+        "{b}"
+    );
     let body = fixture("github/issues/opened.payload.json");
     let (s, _) = app
         .post(
@@ -131,15 +143,24 @@ async fn the_settle_backlog_and_a_refused_export_show() {
     assert_eq!(backlog.due_scopes, 1, "{backlog:?}");
     assert!(backlog.oldest_due_age_secs >= 1.0, "{backlog:?}");
     let (_, text) = app.get("/metrics").await;
-    assert_eq!(value(&text, "valuestream_health_settle_due_scopes"), Some(1.0));
+    assert_eq!(
+        value(&text, "valuestream_health_settle_due_scopes"),
+        Some(1.0)
+    );
 
     // Settled into the outbox; the collector refuses it.
     let d = app.pipeline.drain().await.unwrap();
     assert!(d.remaining && d.failed > 0, "{d:?}");
     let (_, text) = app.get("/metrics").await;
-    assert_eq!(value(&text, "valuestream_health_settle_due_scopes"), Some(0.0));
     assert_eq!(
-        value(&text, r#"valuestream_health_outbox_pending_batches{signal="traces"}"#),
+        value(&text, "valuestream_health_settle_due_scopes"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"valuestream_health_outbox_pending_batches{signal="traces"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -147,13 +168,23 @@ async fn the_settle_backlog_and_a_refused_export_show() {
         + app.pipeline.health.export_failures("traces");
     assert!(failures >= 1);
     assert_eq!(
-        value(&text, r#"valuestream_health_export_failures_total{signal="traces"}"#),
+        value(
+            &text,
+            r#"valuestream_health_export_failures_total{signal="traces"}"#
+        ),
         Some(app.pipeline.health.export_failures("traces") as f64)
     );
     assert!(
-        value(&text, r#"valuestream_health_export_failures_total{signal="metrics"}"#).unwrap()
-            + value(&text, r#"valuestream_health_export_failures_total{signal="traces"}"#)
-                .unwrap()
+        value(
+            &text,
+            r#"valuestream_health_export_failures_total{signal="metrics"}"#
+        )
+        .unwrap()
+            + value(
+                &text,
+                r#"valuestream_health_export_failures_total{signal="traces"}"#
+            )
+            .unwrap()
             >= 1.0
     );
     assert!(value(&text, "valuestream_health_outbox_oldest_age_seconds").is_some());

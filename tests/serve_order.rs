@@ -536,7 +536,9 @@ async fn exposition(base: &str) -> String {
         .split_once("# HELP valuestream_health_")
         .unwrap_or_else(|| panic!("{base}/metrics ends with its own health:\n{text}"));
     assert!(
-        health.lines().any(|l| l == "valuestream_settle_failures_total 0"),
+        health
+            .lines()
+            .any(|l| l == "valuestream_settle_failures_total 0"),
         "no settlement failed:\n{health}"
     );
     dora.to_string()

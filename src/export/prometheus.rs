@@ -83,7 +83,9 @@ pub fn render_health(families: &[HealthFamily]) -> String {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             match &s.value {
-                HealthValue::Number(v) => sample(&mut out, f.name, &labels, None, &format_float(*v)),
+                HealthValue::Number(v) => {
+                    sample(&mut out, f.name, &labels, None, &format_float(*v))
+                }
                 HealthValue::Histogram {
                     bounds,
                     counts,
@@ -108,8 +110,20 @@ pub fn render_health(families: &[HealthFamily]) -> String {
                         Some("+Inf"),
                         &count.to_string(),
                     );
-                    sample(&mut out, &format!("{}_sum", f.name), &labels, None, &format_float(*sum));
-                    sample(&mut out, &format!("{}_count", f.name), &labels, None, &count.to_string());
+                    sample(
+                        &mut out,
+                        &format!("{}_sum", f.name),
+                        &labels,
+                        None,
+                        &format_float(*sum),
+                    );
+                    sample(
+                        &mut out,
+                        &format!("{}_count", f.name),
+                        &labels,
+                        None,
+                        &count.to_string(),
+                    );
                 }
             }
         }
@@ -609,7 +623,10 @@ valuestream_deployments_total{deployment_environment_name=\"staging\",valuestrea
                 help: "Deliveries.",
                 kind: HealthKind::Counter,
                 samples: vec![HealthSample {
-                    labels: vec![("source", "github".into()), ("answer", "refused_401".into())],
+                    labels: vec![
+                        ("source", "github".into()),
+                        ("answer", "refused_401".into()),
+                    ],
                     value: HealthValue::Number(3.0),
                 }],
             },

@@ -196,7 +196,11 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(app): State<AppState>) -> Response {
     let read = async {
         let series = app.pipeline.series().await.map_err(EngineError::Store)?;
-        let health = app.pipeline.health_families().await.map_err(EngineError::Store)?;
+        let health = app
+            .pipeline
+            .health_families()
+            .await
+            .map_err(EngineError::Store)?;
         Ok::<_, EngineError>((series, health))
     };
     match read.await {

@@ -106,7 +106,12 @@ impl Default for Health {
             deliveries: Mutex::default(),
             export_failures: Default::default(),
             drain: Mutex::new(Hist::new(DRAIN_BUCKETS)),
-            store_latency: Mutex::new(OPERATIONS.iter().map(|_| Hist::new(STORE_BUCKETS)).collect()),
+            store_latency: Mutex::new(
+                OPERATIONS
+                    .iter()
+                    .map(|_| Hist::new(STORE_BUCKETS))
+                    .collect(),
+            ),
             store_errors: Default::default(),
             store_conflicts: Default::default(),
         }
@@ -463,7 +468,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         // 6 answers of one source, nothing else.
-        assert_eq!(text.matches("valuestream_health_deliveries_total{").count(), 6);
+        assert_eq!(
+            text.matches("valuestream_health_deliveries_total{").count(),
+            6
+        );
         assert_eq!(text.matches("# TYPE").count(), 11);
     }
 
@@ -496,15 +504,28 @@ mod tests {
     #[tokio::test]
     async fn the_measured_store_counts_requests_errors_and_conflicts_apart() {
         let health = Arc::new(Health::new());
-        let conflicting = MeasuredStore::new(Arc::new(Failing(StoreError::Conflict)), health.clone());
+        let conflicting =
+            MeasuredStore::new(Arc::new(Failing(StoreError::Conflict)), health.clone());
         let failing = MeasuredStore::new(
             Arc::new(Failing(StoreError::Backend("down".into()))),
             health.clone(),
         );
-        assert!(conflicting.get_many(&[Key::one("a"), Key::one("b")]).await.is_ok());
-        assert!(conflicting.query("p", "", "z", 1, Order::Ascending).await.is_err());
-        assert!(matches!(conflicting.commit(vec![]).await, Err(StoreError::Conflict)));
-        assert!(matches!(failing.commit(vec![]).await, Err(StoreError::Backend(_))));
+        assert!(conflicting
+            .get_many(&[Key::one("a"), Key::one("b")])
+            .await
+            .is_ok());
+        assert!(conflicting
+            .query("p", "", "z", 1, Order::Ascending)
+            .await
+            .is_err());
+        assert!(matches!(
+            conflicting.commit(vec![]).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(
+            failing.commit(vec![]).await,
+            Err(StoreError::Backend(_))
+        ));
         assert!(failing.commit(vec![]).await.is_err());
         assert_eq!(health.store_counts("get_many"), (1, 0, 0));
         assert_eq!(health.store_counts("query"), (1, 1, 0));
