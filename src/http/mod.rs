@@ -1,7 +1,9 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
 //! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
-//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve). Every error is
-//! mapped to its status in [`ApiError`], with a JSON body that says why.
+//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve: the stored
+//! series, then valuestream's own health). Every error is mapped to its status in [`ApiError`],
+//! with a JSON body that says why; every delivery's answer is counted by source and answer
+//! ([`crate::pipeline::health`]).
 
 use crate::config::Config;
 use crate::engine::{Applied, EngineError};
