@@ -161,6 +161,7 @@ const fn row(
 }
 
 const DO: &str = "dora.json";
+const HEALTH: &str = "health.json";
 const DV: &str = "delivery.json";
 
 /// Every target of every panel. A panel or target missing here fails the test.
@@ -699,12 +700,18 @@ fn check_dashboard_shape(name: &str, d: &Value) -> String {
             .is_match(&lookback),
         "{name}: $lookback {lookback:?} is a Prometheus duration"
     );
-    for (var, label) in [
-        ("repository", "valuestream_repository"),
-        ("team", "valuestream_team"),
-        ("environment", "deployment_environment_name"),
-        ("source", "valuestream_source"),
-    ] {
+    // The filters of the dashboards of delivery series; health.json filters its own series.
+    let filters: &[(&str, &str)] = if name == HEALTH {
+        &[("source", "valuestream_health_deliveries_total, source")]
+    } else {
+        &[
+            ("repository", "valuestream_repository"),
+            ("team", "valuestream_team"),
+            ("environment", "deployment_environment_name"),
+            ("source", "valuestream_source"),
+        ]
+    };
+    for &(var, label) in filters {
         let v = vars
             .iter()
             .find(|v| v["name"] == var)
@@ -787,7 +794,16 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         empty.headers()["content-type"],
         "text/plain; version=0.0.4; charset=utf-8"
     );
-    assert_eq!(empty.text().await.unwrap(), "", "no series yet");
+    let empty = empty.text().await.unwrap();
+    let (delivery_part, health_part) = empty
+        .split_once("# HELP valuestream_health_")
+        .unwrap_or_else(|| panic!("/metrics ends with valuestream's own health:\n{empty}"));
+    assert_eq!(delivery_part, "", "no delivery series yet");
+    assert!(
+        health_part.lines().any(|l| l
+            == r#"valuestream_health_deliveries_total{source="github",answer="refused_401"} 0"#),
+        "{empty}"
+    );
 
     // Prometheus scraping /metrics every second.
     let prom_port = free_port();
@@ -861,7 +877,11 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         .text()
         .await
         .unwrap();
-    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+    let types: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE"))
+        .filter(|l| !l.contains(" valuestream_health_") && !l.contains(" valuestream_settle_"))
+        .collect();
     assert_eq!(
         types,
         [
@@ -1102,6 +1122,8 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         assert_eq!(v["data"], json!(want), "values of {label}");
     }
 
+    prove_health_dashboard(&prom, &http, &base, &text, &mut report).await;
+
     println!("\npanel → query → observed value (range 1d, interval 1d, lookback 90d)");
     for (what, expr, shown) in &report {
         if expr.is_empty() {
@@ -1111,6 +1133,128 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
         }
     }
     drop(serve);
+}
+
+// ------------------------------------------------------------------ health.json
+
+/// Every target of health.json returns data on the real Prometheus that scraped the scenario,
+/// after a delivery with a bad signature (a refused 401): the deliveries by answer, the refused
+/// 401s of github, the backlog and outbox gauges (0: everything settled and exported), the
+/// export failures (0 per signal: serve writes to the console), the drains and store requests
+/// the scenario made.
+async fn prove_health_dashboard(
+    prom: &Prom,
+    http: &reqwest::Client,
+    base: &str,
+    exposition: &str,
+    report: &mut Vec<(String, String, String)>,
+) {
+    let refused = http
+        .post(format!("{base}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "health-refused")
+        .header("x-hub-signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let refused_401 =
+        r#"valuestream_health_deliveries_total{source="github",answer="refused_401"}"#;
+    wait_for(
+        "the refused delivery in Prometheus",
+        Duration::from_secs(30),
+        || async { prom.scalar(refused_401).await == Some(1.0) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let at = unix_now();
+    let exposed: Vec<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
+    let d = load_dashboard(HEALTH);
+    let lookback = check_dashboard_shape(HEALTH, &d);
+    // The whole run within one rate window.
+    let vars = Vars {
+        repository: ".*",
+        team: ".*",
+        environment: ".*",
+        source: ".*",
+        range: "10m",
+        range_s: 600,
+        interval: "10m",
+        interval_ms: 600_000,
+        lookback,
+    };
+    let metric_re = regex::Regex::new(r"valuestream_[a-zA-Z0-9_:]*").unwrap();
+    let panels = d["panels"].as_array().unwrap();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(
+            panels.iter().filter(|p| p["title"] == title).count(),
+            1,
+            "{HEALTH}: two panels are titled {title:?}"
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(
+            !targets.is_empty(),
+            "{HEALTH}: panel {title:?} has no query"
+        );
+        for t in targets {
+            let ref_id = t["refId"].as_str().unwrap();
+            let raw = t["expr"].as_str().unwrap();
+            let what = format!("{HEALTH} / {title} / {ref_id}");
+            // Every metric it names (`name{`, `name[`, `name)` alike).
+            let names: Vec<String> = metric_re
+                .find_iter(raw)
+                .map(|m| m.as_str().to_string())
+                .collect();
+            assert!(!names.is_empty(), "{what} reads a metric");
+            for m in names {
+                assert!(
+                    m.starts_with("valuestream_health_")
+                        || m == "valuestream_settle_failures_total",
+                    "{what} reads {m}: health.json reads only the health series"
+                );
+                assert!(
+                    exposed.contains(&m),
+                    "{what} reads {m}, which /metrics does not expose"
+                );
+            }
+            let expr = substitute(raw, &vars);
+            let got = prom
+                .query(&expr, at)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{expr}"));
+            assert!(!got.is_empty(), "{what}: no data\n{expr}");
+            report.push((what, expr, show(&got)));
+        }
+    }
+    // What the 401 panel shows: github's refusals, at a rate over the window.
+    let panel = panels
+        .iter()
+        .find(|p| p["title"] == "Refused 401s by source")
+        .expect("a panel of refused 401s");
+    let expr = substitute(panel["targets"][0]["expr"].as_str().unwrap(), &vars);
+    let got = prom.query(&expr, at).await.unwrap();
+    let github = got
+        .iter()
+        .find(|(l, _)| l.get("source").map(String::as_str) == Some("github"))
+        .unwrap_or_else(|| panic!("github's refused 401s: {}", show(&got)));
+    assert!(github.1 > 0.0, "github's refused 401s: {}", show(&got));
+    // The 20 deliveries of the scenario: 19 processed, 1 duplicate.
+    for (answer, want) in [
+        ("processed", 19.0),
+        ("duplicate", 1.0),
+        ("refused_401", 1.0),
+    ] {
+        let expr =
+            format!(r#"valuestream_health_deliveries_total{{source="github",answer="{answer}"}}"#);
+        assert_eq!(prom.scalar(&expr).await, Some(want), "{expr}");
+    }
 }
 
 // ------------------------------------------------------------------ correlations.json

@@ -964,7 +964,7 @@ async fn installing_twice_gives_one_datasource_one_folder_and_every_dashboard_on
     assert!(first.ok, "{}", first.stderr);
     g.assert_no_violations();
     let n = dashboard_files().len();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     let (datasources, folders, dashboards) = g.with(|g| {
         (
             g.datasources.clone(),
@@ -998,7 +998,8 @@ async fn installing_twice_gives_one_datasource_one_folder_and_every_dashboard_on
         [
             "valuestream-correlations",
             "valuestream-delivery",
-            "valuestream-dora"
+            "valuestream-dora",
+            "valuestream-health"
         ]
     );
     assert_bound_to(&g, uid);

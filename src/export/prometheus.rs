@@ -21,17 +21,117 @@ use crate::engine::metrics::{self, MetricKind, Series};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The exposition text of `series`, grouped into families by Prometheus name.
-/// valuestream's own health, after the delivery series: settlements that failed in this process
-/// (each put its repository aside for a while; the log line names it and the cause).
-pub fn render_health(settle_failures: u64) -> String {
-    format!(
-        "# HELP valuestream_settle_failures_total Settlements that failed and put their scope aside, in this process.\n\
-         # TYPE valuestream_settle_failures_total counter\n\
-         valuestream_settle_failures_total {settle_failures}\n"
-    )
+/// What kind of family a health metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthKind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
+/// One sample of a health family: its labels (bounded values: sources, answers, signals,
+/// operations; never a delivery ID, item key or repository) and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSample {
+    pub labels: Vec<(&'static str, String)>,
+    pub value: HealthValue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthValue {
+    /// A counter's total or a gauge's value.
+    Number(f64),
+    /// Bucket counts (not cumulative, one per bound plus the overflow), sum and count.
+    Histogram {
+        bounds: &'static [f64],
+        counts: Vec<u64>,
+        sum: f64,
+        count: u64,
+    },
+}
+
+/// One family of valuestream's own health (`valuestream_health_*`, `valuestream_settle_failures_total`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthFamily {
+    /// The full Prometheus name (a counter's ends in `_total`; a histogram's has no suffix).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: HealthKind,
+    pub samples: Vec<HealthSample>,
+}
+
+/// valuestream's own health, after the delivery series (docs/metrics.md, "valuestream's own
+/// health"): families in the order given, samples in the order given.
+pub fn render_health(families: &[HealthFamily]) -> String {
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+        let _ = writeln!(
+            out,
+            "# TYPE {} {}",
+            f.name,
+            match f.kind {
+                HealthKind::Counter => "counter",
+                HealthKind::Gauge => "gauge",
+                HealthKind::Histogram => "histogram",
+            }
+        );
+        for s in &f.samples {
+            let labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            match &s.value {
+                HealthValue::Number(v) => {
+                    sample(&mut out, f.name, &labels, None, &format_float(*v))
+                }
+                HealthValue::Histogram {
+                    bounds,
+                    counts,
+                    sum,
+                    count,
+                } => {
+                    let mut cumulative = 0u64;
+                    for (i, bound) in bounds.iter().enumerate() {
+                        cumulative += counts.get(i).copied().unwrap_or(0);
+                        sample(
+                            &mut out,
+                            &format!("{}_bucket", f.name),
+                            &labels,
+                            Some(&format_float(*bound)),
+                            &cumulative.to_string(),
+                        );
+                    }
+                    sample(
+                        &mut out,
+                        &format!("{}_bucket", f.name),
+                        &labels,
+                        Some("+Inf"),
+                        &count.to_string(),
+                    );
+                    sample(
+                        &mut out,
+                        &format!("{}_sum", f.name),
+                        &labels,
+                        None,
+                        &format_float(*sum),
+                    );
+                    sample(
+                        &mut out,
+                        &format!("{}_count", f.name),
+                        &labels,
+                        None,
+                        &count.to_string(),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The exposition text of `series`, grouped into families by Prometheus name.
 pub fn render_series(series: &[Series]) -> String {
     // family name → (kind, help, samples of every series)
     let mut families: BTreeMap<String, (MetricKind, String, Vec<&Series>)> = BTreeMap::new();
@@ -513,6 +613,63 @@ valuestream_deployments_total{deployment_environment_name=\"staging\",valuestrea
                 "a value and no timestamp: {l}"
             );
         }
+    }
+
+    #[test]
+    fn health_families_in_text_format() {
+        let families = [
+            HealthFamily {
+                name: "valuestream_health_deliveries_total",
+                help: "Deliveries.",
+                kind: HealthKind::Counter,
+                samples: vec![HealthSample {
+                    labels: vec![
+                        ("source", "github".into()),
+                        ("answer", "refused_401".into()),
+                    ],
+                    value: HealthValue::Number(3.0),
+                }],
+            },
+            HealthFamily {
+                name: "valuestream_health_settle_oldest_due_age_seconds",
+                help: "Age.",
+                kind: HealthKind::Gauge,
+                samples: vec![HealthSample {
+                    labels: vec![],
+                    value: HealthValue::Number(1.5),
+                }],
+            },
+            HealthFamily {
+                name: "valuestream_health_drain_duration_seconds",
+                help: "Drains.",
+                kind: HealthKind::Histogram,
+                samples: vec![HealthSample {
+                    labels: vec![],
+                    value: HealthValue::Histogram {
+                        bounds: &[0.1, 1.0],
+                        counts: vec![2, 0, 1],
+                        sum: 2.25,
+                        count: 3,
+                    },
+                }],
+            },
+        ];
+        assert_eq!(
+            render_health(&families),
+            "# HELP valuestream_health_deliveries_total Deliveries.\n\
+# TYPE valuestream_health_deliveries_total counter\n\
+valuestream_health_deliveries_total{source=\"github\",answer=\"refused_401\"} 3\n\
+# HELP valuestream_health_settle_oldest_due_age_seconds Age.\n\
+# TYPE valuestream_health_settle_oldest_due_age_seconds gauge\n\
+valuestream_health_settle_oldest_due_age_seconds 1.5\n\
+# HELP valuestream_health_drain_duration_seconds Drains.\n\
+# TYPE valuestream_health_drain_duration_seconds histogram\n\
+valuestream_health_drain_duration_seconds_bucket{le=\"0.1\"} 2\n\
+valuestream_health_drain_duration_seconds_bucket{le=\"1\"} 2\n\
+valuestream_health_drain_duration_seconds_bucket{le=\"+Inf\"} 3\n\
+valuestream_health_drain_duration_seconds_sum 2.25\n\
+valuestream_health_drain_duration_seconds_count 3\n"
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const DASHBOARDS: &[Dashboard] = &[
         file: "dora.json",
         json: include_str!("../../dashboards/dora.json"),
     },
+    Dashboard {
+        file: "health.json",
+        json: include_str!("../../dashboards/health.json"),
+    },
 ];
 
 /// The data source a dashboard is bound to.

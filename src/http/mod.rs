@@ -1,12 +1,15 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
 //! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
-//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve). Every error is
-//! mapped to its status in [`ApiError`], with a JSON body that says why.
+//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve: the stored
+//! series, then valuestream's own health). Every error is mapped to its status in [`ApiError`],
+//! with a JSON body that says why; every delivery's answer is counted by source and answer
+//! ([`crate::pipeline::health`]).
 
 use crate::config::Config;
 use crate::engine::{Applied, EngineError};
 use crate::model::time::{self, TimeError};
 use crate::model::Input;
+use crate::pipeline::health::answer_label;
 use crate::pipeline::Pipeline;
 use crate::sources::registry::{self, SourceEntry};
 use crate::sources::{Delivery, SourceError, Translated, Translation};
@@ -162,6 +165,7 @@ pub fn router(state: AppState) -> Router {
     let mut r = Router::new();
     // One route per registered source; any other name is answered 404 with the list.
     for entry in registry::SOURCES {
+        state.pipeline.health.register_source(entry.name);
         r = r.route(
             entry.route,
             post(
@@ -169,7 +173,7 @@ pub fn router(state: AppState) -> Router {
                       RawQuery(query): RawQuery,
                       headers: HeaderMap,
                       body: Result<Bytes, BytesRejection>| {
-                    webhook(app, entry, query, headers, body)
+                    counted(app, entry, query, headers, body)
                 },
             ),
         );
@@ -192,8 +196,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    match app.pipeline.series().await {
-        Ok(series) => (
+    let read = async {
+        let series = app.pipeline.series().await.map_err(EngineError::Store)?;
+        let health = app
+            .pipeline
+            .health_families()
+            .await
+            .map_err(EngineError::Store)?;
+        Ok::<_, EngineError>((series, health))
+    };
+    match read.await {
+        Ok((series, health)) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -201,11 +214,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
             format!(
                 "{}{}",
                 crate::export::prometheus::render_series(&series),
-                crate::export::prometheus::render_health(app.pipeline.settle_failures()),
+                crate::export::prometheus::render_health(&health),
             ),
         )
             .into_response(),
-        Err(e) => ApiError::Engine(EngineError::Store(e)).into_response(),
+        Err(e) => ApiError::Engine(e).into_response(),
     }
 }
 
@@ -240,8 +253,34 @@ async fn correlations(
     Ok(Json(correlations::correlate(&q, &series)?).into_response())
 }
 
-async fn unknown_source(Path(source): Path<String>) -> ApiError {
-    ApiError::UnknownSource(source)
+async fn unknown_source(State(app): State<AppState>, Path(source): Path<String>) -> ApiError {
+    // Counted under one name: the path's own name would be a label anyone can multiply.
+    let e = ApiError::UnknownSource(source);
+    app.pipeline
+        .health
+        .delivery("unknown", answer_label(e.status().as_u16(), "error"));
+    e
+}
+
+/// [`webhook`], its answer counted in the health metrics by source and answer.
+async fn counted(
+    app: AppState,
+    entry: &'static SourceEntry,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let health = app.pipeline.health.clone();
+    let (status, answer) = match webhook(app, entry, query, headers, body).await {
+        Ok((status, answer)) => (status, answer),
+        Err(e) => {
+            let status = e.status();
+            health.delivery(entry.name, answer_label(status.as_u16(), "error"));
+            return e.into_response();
+        }
+    };
+    health.delivery(entry.name, answer_label(status.as_u16(), &answer.status));
+    (status, Json(answer)).into_response()
 }
 
 /// `POST /webhooks/<source>`: read the body, verify and translate it, check and enrich the
@@ -253,7 +292,7 @@ async fn webhook(
     query: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Answer), ApiError> {
     let body = read_body(&app.config, &headers, body)?;
     let delivery = Delivery {
         headers: &headers,
@@ -265,7 +304,7 @@ async fn webhook(
         Translation::Ignored(reason) => {
             tracing::info!(source = entry.name, reason, "delivery ignored");
             let answer = Answer::ignored(translated.delivery_id, reason);
-            return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
+            return Ok((StatusCode::ACCEPTED, answer));
         }
         Translation::Inputs(inputs) => prepare(entry, &app.config, inputs)?,
     };
@@ -282,7 +321,7 @@ async fn webhook(
         requests = applied.requests,
         "delivery applied"
     );
-    Ok((StatusCode::OK, Json(answer)).into_response())
+    Ok((StatusCode::OK, answer))
 }
 
 /// The body, within the size limit, of a JSON content type. A missing Content-Type is accepted

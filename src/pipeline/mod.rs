@@ -2,6 +2,7 @@
 //! built in one place, [`build`], from the configuration, by every host: Lambda, `serve` and
 //! `replay`. Nothing below it (engine, store, export) knows it exists.
 
+pub mod health;
 pub mod outbox;
 
 pub use outbox::{Drained, Pipeline, INPUTS_PER_PART};

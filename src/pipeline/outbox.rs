@@ -16,6 +16,7 @@ use crate::engine::drain::{delete_if, Settled};
 use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch, LEASE_SECS};
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
+use crate::pipeline::health::{Backlog, Health, MeasuredStore, SCRAPE_CAP};
 use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
@@ -51,6 +52,9 @@ pub struct Pipeline {
     /// Settlements that failed in this process (each put its scope aside): `GET /metrics`
     /// shows it as `valuestream_settle_failures_total`.
     settle_failures: std::sync::atomic::AtomicU64,
+    /// This process's own health (`GET /metrics`, after the DORA series): deliveries, export
+    /// failures, drain durations, store requests (the engine's store is measured through it).
+    pub health: Arc<Health>,
 }
 
 /// What exporting one batch came to.
@@ -129,8 +133,11 @@ impl Drained {
 }
 
 impl Pipeline {
-    pub fn new(engine: Engine, exporter: Arc<dyn Exporter>) -> Self {
+    pub fn new(mut engine: Engine, exporter: Arc<dyn Exporter>) -> Self {
+        let health = Arc::new(Health::new());
+        engine.store = Arc::new(MeasuredStore::new(engine.store.clone(), health.clone()));
         Pipeline {
+            health,
             engine,
             exporter,
             retry_secs: 30,
@@ -228,6 +235,13 @@ impl Pipeline {
     /// Settles what is due at `now`, then exports every batch it can lease.
     #[tracing::instrument(name = "drain", skip(self))]
     pub async fn drain_at(&self, now: Time) -> Result<Drained, EngineError> {
+        let started = std::time::Instant::now();
+        let drained = self.drain_at_unmeasured(now).await;
+        self.health.drained(started.elapsed());
+        drained
+    }
+
+    async fn drain_at_unmeasured(&self, now: Time) -> Result<Drained, EngineError> {
         // A scope whose settlement fails is put aside by the engine (and logged there); the
         // others' spans and points are exported all the same.
         let Settled {
@@ -354,11 +368,17 @@ impl Pipeline {
             let result = self.exporter.export_points(&batch.points).await;
             batch.points_sent = accepted(result, "metric points", batch.points.len());
             points_failed = !batch.points_sent;
+            if points_failed {
+                self.health.export_failed("metrics");
+            }
         }
         if !batch.spans_sent && try_spans {
             let result = self.exporter.export_spans(&batch.spans).await;
             batch.spans_sent = accepted(result, "spans", batch.spans.len());
             spans_failed = !batch.spans_sent;
+            if spans_failed {
+                self.health.export_failed("traces");
+            }
         }
         // Batches started from now on leave a failed signal alone.
         if spans_failed {
@@ -406,6 +426,68 @@ impl Pipeline {
             .query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending)
             .await?
             .len())
+    }
+
+    /// What waits in the store now, for `GET /metrics`: the wake-up markers that are due (and
+    /// how long the oldest has been), the outbox batches per signal (and the oldest's age).
+    /// Two queries, each of at most [`SCRAPE_CAP`] records.
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let store = &self.engine.store;
+        let now = self.engine.now();
+        let age = |sk: &str| -> f64 {
+            sk.split_once('#')
+                .and_then(|(t, _)| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or(0.0, |t| {
+                    ((now - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0)
+                        .max(0.0)
+                })
+        };
+        // Markers sort by due time: those up to now are due, the first is the oldest.
+        let due = store
+            .query(
+                keys::PENDING,
+                "",
+                &format!("{}#\u{10ffff}", keys::time_sk(now)),
+                SCRAPE_CAP,
+                Order::Ascending,
+            )
+            .await?;
+        let mut backlog = Backlog {
+            due_scopes: due.len(),
+            oldest_due_age_secs: due.first().map_or(0.0, |r| age(&r.key.sk)),
+            ..Backlog::default()
+        };
+        let outbox = store
+            .query(keys::OUTBOX, "", "\u{10ffff}", SCRAPE_CAP, Order::Ascending)
+            .await?;
+        backlog.outbox_oldest_age_secs = outbox.first().map_or(0.0, |r| age(&r.key.sk));
+        for rec in &outbox {
+            // Only the flags and lengths: the spans themselves are not parsed.
+            #[derive(serde::Deserialize)]
+            struct Waiting {
+                #[serde(default)]
+                spans: Vec<serde::de::IgnoredAny>,
+                #[serde(default)]
+                points: Vec<serde::de::IgnoredAny>,
+                #[serde(default)]
+                spans_sent: bool,
+                #[serde(default)]
+                points_sent: bool,
+            }
+            if let Ok(b) = rec.data.decode::<Waiting>() {
+                backlog.outbox_traces += usize::from(!b.spans_sent && !b.spans.is_empty());
+                backlog.outbox_metrics += usize::from(!b.points_sent && !b.points.is_empty());
+            }
+        }
+        Ok(backlog)
+    }
+
+    /// valuestream's own health now: the process's counters and the store's backlog.
+    pub async fn health_families(
+        &self,
+    ) -> Result<Vec<crate::export::prometheus::HealthFamily>, StoreError> {
+        let backlog = self.backlog().await?;
+        Ok(self.health.families(&backlog, self.settle_failures()))
     }
 
     /// Number of scopes with facts waiting for their settle period.
