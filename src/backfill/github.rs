@@ -239,9 +239,14 @@ pub async fn read_repo(
     }
     *items.entry("workflow_runs".into()).or_default() += runs.len() as u64;
     let concurrency = client.settings.concurrency.max(1);
-    let jobs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(runs.iter().map(|run| {
+    // Owned IDs, not references, in the streams: the future stays `Send` for any caller (a
+    // spawned task, the scheduled sync), which borrowed items defeat (rust-lang/rust#102211).
+    let run_ids: Vec<u64> = runs
+        .iter()
+        .map(|run| run["id"].as_u64().unwrap_or_default())
+        .collect();
+    let jobs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(run_ids.into_iter().map(|id| {
         let client = client.clone();
-        let id = run["id"].as_u64().unwrap_or_default();
         let path = format!("{base}/actions/runs/{id}/jobs");
         let what = label(&format!("jobs of run {id}"));
         async move {
@@ -267,9 +272,12 @@ pub async fn read_repo(
             kept.push(d);
         }
     }
-    let statuses: Vec<(String, Vec<Value>)> = futures_util::stream::iter(kept.iter().map(|d| {
+    let dep_ids: Vec<u64> = kept
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap_or_default())
+        .collect();
+    let statuses: Vec<(String, Vec<Value>)> = futures_util::stream::iter(dep_ids.into_iter().map(|id| {
         let client = client.clone();
-        let id = d["id"].as_u64().unwrap_or_default();
         let path = format!("{base}/deployments/{id}/statuses");
         let what = label(&format!("statuses of deployment {id}"));
         async move {

@@ -1,6 +1,7 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
 //! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
-//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve). Every error is
+//! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve; with the
+//! scheduled sync's healed counter, [`crate::sync`]). Every error is
 //! mapped to its status in [`ApiError`], with a JSON body that says why.
 
 use crate::config::Config;
@@ -97,6 +98,10 @@ pub struct Answer {
     /// Closing facts recorded: their spans are exported once settled.
     #[serde(default)]
     pub closed: u32,
+    /// Facts the store did not hold before (0: every fact was known, e.g. the same event under
+    /// another delivery ID).
+    #[serde(default)]
+    pub facts: u32,
     /// Seconds before the spans this delivery finished are exported.
     #[serde(default)]
     pub settle_secs: i64,
@@ -151,6 +156,7 @@ impl Answer {
             opened: applied.opened,
             updated: applied.updated,
             closed: applied.closed,
+            facts: applied.facts,
             settle_secs,
             store_requests: applied.requests,
         }
@@ -192,6 +198,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
+    // The scheduled sync's healed counter (crate::sync), after the DORA series and the health.
+    let healed = match crate::sync::exposition(app.pipeline.engine.store.as_ref()).await {
+        Ok(text) => text,
+        Err(e) => return ApiError::Engine(EngineError::Store(e)).into_response(),
+    };
     match app.pipeline.series().await {
         Ok(series) => (
             [(
@@ -199,7 +210,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
             format!(
-                "{}{}",
+                "{}{}{healed}",
                 crate::export::prometheus::render_series(&series),
                 crate::export::prometheus::render_health(app.pipeline.settle_failures()),
             ),
