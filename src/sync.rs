@@ -474,11 +474,17 @@ mod tests {
         assert_eq!(s.budget, None);
         assert_eq!(s.api_url, "https://api.github.com");
         let s = settings(&[
-            ("VALUESTREAM_SYNC_GITHUB_REPOS", " a/b, Codertocat/Hello-World ,"),
+            (
+                "VALUESTREAM_SYNC_GITHUB_REPOS",
+                " a/b, Codertocat/Hello-World ,",
+            ),
             ("VALUESTREAM_SYNC_SECS", "60"),
             ("VALUESTREAM_SYNC_LOOKBACK_SECS", "3600"),
             ("VALUESTREAM_SYNC_BUDGET_SECS", "30"),
-            ("VALUESTREAM_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+            (
+                "VALUESTREAM_GITHUB_API_URL",
+                "https://ghe.example.com/api/v3/",
+            ),
         ])
         .unwrap();
         assert_eq!(s.repos, ["a/b", "Codertocat/Hello-World"]);
@@ -538,8 +544,7 @@ mod tests {
             ..Cursor::default()
         }]);
         assert!(text.contains("# TYPE valuestream_sync_healed_total counter\n"));
-        assert!(text.ends_with(
-            "valuestream_sync_healed_total{source=\"github\",repository=\"o/r\"} 3\n"
-        ));
+        assert!(text
+            .ends_with("valuestream_sync_healed_total{source=\"github\",repository=\"o/r\"} 3\n"));
     }
 }

@@ -323,7 +323,11 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "pipeline",
         "a sync reads and writes its own records; deliveries go through the Sink",
     ),
-    ("engine", "sync", "the engine never knows a delivery came from a sync"),
+    (
+        "engine",
+        "sync",
+        "the engine never knows a delivery came from a sync",
+    ),
     ("http", "entrypoints", "hosts serve the router"),
 ];
 

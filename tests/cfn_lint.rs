@@ -274,7 +274,10 @@ fn a_second_rule_syncs_only_when_repositories_are_named() {
     let r = &t["Resources"];
     let rule = &r["SyncRule"];
     assert_eq!(rule["Type"], "AWS::Events::Rule");
-    assert_eq!(rule["Condition"], "HasSyncRepos", "no repositories, no rule");
+    assert_eq!(
+        rule["Condition"], "HasSyncRepos",
+        "no repositories, no rule"
+    );
     assert_eq!(
         rule["Properties"]["ScheduleExpression"],
         json!({"Ref": "SyncSchedule"})
@@ -307,7 +310,10 @@ fn a_second_rule_syncs_only_when_repositories_are_named() {
         env["VALUESTREAM_SYNC_GITHUB_REPOS"],
         json!({"Ref": "SyncGithubRepos"})
     );
-    assert!(env.get("GITHUB_TOKEN").is_none(), "the token stays in the secret");
+    assert!(
+        env.get("GITHUB_TOKEN").is_none(),
+        "the token stays in the secret"
+    );
     // The parameter's pattern takes what the function's setting takes.
     let pattern = p["SyncGithubRepos"]["AllowedPattern"].as_str().unwrap();
     let re = regex::Regex::new(pattern).unwrap();

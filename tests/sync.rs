@@ -64,7 +64,10 @@ fn is_lost(h: &Hook) -> bool {
 
 /// The `/metrics` lines without the healed counter, and the healed counter's lines.
 fn split_healed(r: &fake_github::Result) -> (Vec<String>, Vec<String>) {
-    r.metrics.iter().cloned().partition(|l| !l.starts_with(HEALED))
+    r.metrics
+        .iter()
+        .cloned()
+        .partition(|l| !l.starts_with(HEALED))
 }
 
 fn healed_line(n: u64) -> String {
@@ -126,7 +129,11 @@ async fn a_sync_heals_lost_webhooks_once_and_a_second_run_reads_from_the_cursor(
         "the same spans:\n{}",
         diff(&reference, &healed)
     );
-    assert_eq!(counter, [healed_line(3)], "/metrics counts the healed deliveries");
+    assert_eq!(
+        counter,
+        [healed_line(3)],
+        "/metrics counts the healed deliveries"
+    );
     let (_, text) = app.get("/metrics").await;
     assert!(
         text.contains(&format!("# TYPE {HEALED} counter\n")),
@@ -160,7 +167,11 @@ async fn a_sync_heals_lost_webhooks_once_and_a_second_run_reads_from_the_cursor(
         second.deliveries() < first.deliveries(),
         "the second run reads less: {second:?}"
     );
-    assert_eq!(before, state(&store), "the second run wrote nothing but its cursor");
+    assert_eq!(
+        before,
+        state(&store),
+        "the second run wrote nothing but its cursor"
+    );
     let again = settle(&app, &mut spans).await; // panics on a span exported twice
     assert_eq!(again, healed, "{}", diff(&healed, &again));
     let c = cursors(store.as_ref()).await.unwrap();
@@ -174,7 +185,12 @@ async fn a_sync_heals_lost_webhooks_once_and_a_second_run_reads_from_the_cursor(
         asked
             .iter()
             .filter(|s| s.path.ends_with(suffix))
-            .map(|s| query_map(&s.query).get("since").cloned().unwrap_or_default())
+            .map(|s| {
+                query_map(&s.query)
+                    .get("since")
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect()
     };
     let cursor = "2024-03-01T13:25:00Z";
@@ -241,14 +257,20 @@ async fn a_failed_or_unstarted_repository_waits_for_the_next_run() {
     assert_eq!((report.synced(), report.failed()), (1, 1), "{report:?}");
     let failed = report.repos.iter().find(|r| r.error.is_some()).unwrap();
     assert_eq!(failed.repository, missing);
-    assert!(failed.error.as_deref().unwrap().contains("404"), "{failed:?}");
+    assert!(
+        failed.error.as_deref().unwrap().contains("404"),
+        "{failed:?}"
+    );
     let c = cursors(store.as_ref()).await.unwrap();
     assert_eq!(c.len(), 1, "only the synced repository has a cursor: {c:?}");
     assert_eq!(c[0].repository, REPO);
 
     // No budget at all: nothing is started, no cursor moves.
     let report = sync
-        .run_at(at("13:50"), Limits::new(Duration::ZERO, Duration::from_secs(60)))
+        .run_at(
+            at("13:50"),
+            Limits::new(Duration::ZERO, Duration::from_secs(60)),
+        )
         .await
         .unwrap();
     assert_eq!(report.skipped(), 2, "{report:?}");
@@ -307,12 +329,34 @@ fn bad_sync_settings_stop_serve_naming_the_variable() {
     let repos = ("VALUESTREAM_SYNC_GITHUB_REPOS", REPO);
     let token = ("GITHUB_TOKEN", TOKEN);
     for (env, var) in [
-        (vec![("VALUESTREAM_SYNC_GITHUB_REPOS", "not-a-repo")], "VALUESTREAM_SYNC_GITHUB_REPOS"),
-        (vec![repos, token, ("VALUESTREAM_SYNC_SECS", "30")], "VALUESTREAM_SYNC_SECS"),
-        (vec![("VALUESTREAM_SYNC_SECS", "15m")], "VALUESTREAM_SYNC_SECS"),
-        (vec![repos, token, ("VALUESTREAM_SYNC_LOOKBACK_SECS", "0")], "VALUESTREAM_SYNC_LOOKBACK_SECS"),
-        (vec![repos, token, ("VALUESTREAM_SYNC_BUDGET_SECS", "-1")], "VALUESTREAM_SYNC_BUDGET_SECS"),
-        (vec![repos, token, ("VALUESTREAM_GITHUB_API_URL", "api.github.com")], "VALUESTREAM_GITHUB_API_URL"),
+        (
+            vec![("VALUESTREAM_SYNC_GITHUB_REPOS", "not-a-repo")],
+            "VALUESTREAM_SYNC_GITHUB_REPOS",
+        ),
+        (
+            vec![repos, token, ("VALUESTREAM_SYNC_SECS", "30")],
+            "VALUESTREAM_SYNC_SECS",
+        ),
+        (
+            vec![("VALUESTREAM_SYNC_SECS", "15m")],
+            "VALUESTREAM_SYNC_SECS",
+        ),
+        (
+            vec![repos, token, ("VALUESTREAM_SYNC_LOOKBACK_SECS", "0")],
+            "VALUESTREAM_SYNC_LOOKBACK_SECS",
+        ),
+        (
+            vec![repos, token, ("VALUESTREAM_SYNC_BUDGET_SECS", "-1")],
+            "VALUESTREAM_SYNC_BUDGET_SECS",
+        ),
+        (
+            vec![
+                repos,
+                token,
+                ("VALUESTREAM_GITHUB_API_URL", "api.github.com"),
+            ],
+            "VALUESTREAM_GITHUB_API_URL",
+        ),
         // Repositories to sync and no token anywhere.
         (vec![repos], "GITHUB_TOKEN"),
     ] {
@@ -337,7 +381,13 @@ async fn serve_runs_a_sync_on_its_timer() {
     // Far enough back to reach the scenario's day.
     let lookback = (chrono::Utc::now() - at("00:00")).num_seconds() + 86_400;
     let mut child = std::process::Command::new(BIN)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data-dir", "state"])
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "state",
+        ])
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -380,7 +430,9 @@ async fn serve_runs_a_sync_on_its_timer() {
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 20, "{line}");
     assert!(
-        line.starts_with(&format!("{HEALED}{{source=\"github\",repository=\"{REPO}\"}}")),
+        line.starts_with(&format!(
+            "{HEALED}{{source=\"github\",repository=\"{REPO}\"}}"
+        )),
         "{line}"
     );
 }

@@ -245,18 +245,19 @@ pub async fn read_repo(
         .iter()
         .map(|run| run["id"].as_u64().unwrap_or_default())
         .collect();
-    let jobs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(run_ids.into_iter().map(|id| {
-        let client = client.clone();
-        let path = format!("{base}/actions/runs/{id}/jobs");
-        let what = label(&format!("jobs of run {id}"));
-        async move {
-            let jobs = client.get_list(&what, &path, |_| true).await?;
-            anyhow::Ok((path, jobs))
-        }
-    }))
-    .buffered(concurrency)
-    .try_collect()
-    .await?;
+    let jobs: Vec<(String, Vec<Value>)> =
+        futures_util::stream::iter(run_ids.into_iter().map(|id| {
+            let client = client.clone();
+            let path = format!("{base}/actions/runs/{id}/jobs");
+            let what = label(&format!("jobs of run {id}"));
+            async move {
+                let jobs = client.get_list(&what, &path, |_| true).await?;
+                anyhow::Ok((path, jobs))
+            }
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
     let mut n = 0;
     for (path, jobs) in &jobs {
         for job in jobs {
@@ -276,18 +277,19 @@ pub async fn read_repo(
         .iter()
         .map(|d| d["id"].as_u64().unwrap_or_default())
         .collect();
-    let statuses: Vec<(String, Vec<Value>)> = futures_util::stream::iter(dep_ids.into_iter().map(|id| {
-        let client = client.clone();
-        let path = format!("{base}/deployments/{id}/statuses");
-        let what = label(&format!("statuses of deployment {id}"));
-        async move {
-            let s = client.get_list(&what, &path, |_| true).await?;
-            anyhow::Ok((path, s))
-        }
-    }))
-    .buffered(concurrency)
-    .try_collect()
-    .await?;
+    let statuses: Vec<(String, Vec<Value>)> =
+        futures_util::stream::iter(dep_ids.into_iter().map(|id| {
+            let client = client.clone();
+            let path = format!("{base}/deployments/{id}/statuses");
+            let what = label(&format!("statuses of deployment {id}"));
+            async move {
+                let s = client.get_list(&what, &path, |_| true).await?;
+                anyhow::Ok((path, s))
+            }
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
     let mut n_status = 0;
     for (d, (path, statuses)) in kept.iter().zip(&statuses) {
         n_status += deployment_deliveries(

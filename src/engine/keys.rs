@@ -48,7 +48,10 @@ pub fn series(id: &str) -> Key {
 pub const SYNC: &str = "sync";
 /// The scheduled sync's record of one repository of one source (lower-case `owner/name`).
 pub fn sync_cursor(source: &str, repository: &str) -> Key {
-    Key::new(SYNC, format!("{source}#{}", repository.to_ascii_lowercase()))
+    Key::new(
+        SYNC,
+        format!("{source}#{}", repository.to_ascii_lowercase()),
+    )
 }
 
 /// A time as a sort key: fixed width, so string order is time order.

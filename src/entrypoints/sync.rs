@@ -95,8 +95,11 @@ impl Syncer {
     pub async fn run_at(&self, now: crate::model::Time, limits: Limits) -> anyhow::Result<Report> {
         // The token in force now: a rotated secret is picked up at the next run.
         let token = self.settings.token(&self.config)?;
-        let mut client =
-            ClientSettings::new(&self.settings.api_url, token, crate::backfill::github::TOKEN_VAR);
+        let mut client = ClientSettings::new(
+            &self.settings.api_url,
+            token,
+            crate::backfill::github::TOKEN_VAR,
+        );
         client.quiet = true;
         let report = sync::run(
             self.pipeline.engine.store.as_ref(),
@@ -125,7 +128,10 @@ impl Syncer {
                     .settings
                     .limits(every.saturating_sub(Duration::from_secs(1)));
                 if let Err(e) = self.run(limits).await {
-                    tracing::warn!(error = format!("{e:#}"), "sync failed; retrying at the next tick");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "sync failed; retrying at the next tick"
+                    );
                 }
             }
         });
