@@ -52,6 +52,9 @@ pub struct Config {
     pub jira_secret: Secret,
     pub pagerduty_secret: Secret,
     pub events_token: Secret,
+    /// The GitHub API token the scheduled sync reads with (`GITHUB_TOKEN`, or the `github_token`
+    /// key of the Secrets Manager secret, which wins when present).
+    pub github_token: Secret,
     /// Accept deliveries without a signature or token (`serve` only).
     pub allow_unsigned: bool,
     /// Largest accepted body, in bytes.
@@ -97,6 +100,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_SECRET_TTL_SECS", "seconds the secret's values are used before it is read again (a rotation needs no redeploy), 1..=86400 (default 300)"),
     ("VALUESTREAM_SECRET_TIMEOUT_MS", "longest wait for one Secrets Manager call, retries included, 100..=60000 ms (default 3000)"),
     ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "Secrets Manager endpoint override (moto, LocalStack): an http(s) URL"),
+    ("VALUESTREAM_SYNC_GITHUB_REPOS", "scheduled sync: GitHub repositories re-read from the API to heal lost deliveries, 'owner/name,owner/name' (empty: no sync)"),
+    ("VALUESTREAM_SYNC_SECS", "serve: seconds between two syncs, 60..=86400 (default 900); in Lambda the SyncSchedule rule decides"),
+    ("VALUESTREAM_SYNC_LOOKBACK_SECS", "how far back a repository's first sync reads (and the furthest any sync reads), 60..=315360000 seconds (default 259200 = 3 days); later syncs read from the previous one's start minus 10 minutes"),
+    ("VALUESTREAM_SYNC_BUDGET_SECS", "seconds a sync run may start new repositories for, 1..=86400 (default: 60 % of VALUESTREAM_SYNC_SECS in serve, of the invocation's time in Lambda); the rest wait for the next run"),
+    ("VALUESTREAM_GITHUB_API_URL", "GitHub API the sync reads (default https://api.github.com; Enterprise Server: https://HOST/api/v3)"),
+    ("GITHUB_TOKEN", "GitHub token the sync reads the API with (read access to contents, issues, pull requests, actions, deployments); or the secret's github_token key"),
     ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
     ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),
@@ -360,6 +369,7 @@ impl Config {
             jira_secret: Secret::new(env.text("VALUESTREAM_JIRA_SECRET")),
             pagerduty_secret: Secret::new(env.text("VALUESTREAM_PAGERDUTY_SECRET")),
             events_token: Secret::new(env.text("VALUESTREAM_EVENTS_TOKEN")),
+            github_token: Secret::new(env.text("GITHUB_TOKEN")),
             allow_unsigned: env.boolean("VALUESTREAM_ALLOW_UNSIGNED", false)?,
             max_body_bytes: env.int(
                 "VALUESTREAM_MAX_BODY_BYTES",

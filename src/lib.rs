@@ -6,6 +6,8 @@
 //! - [`export`] sends them over OTLP (or prints them);
 //! - the [`pipeline`] wires engine, store and exporter (with the outbox) from the configuration;
 //! - [`analysis`] answers questions over the stored metric state (correlations);
+//! - [`backfill`] reads senders' APIs into deliveries, and [`sync`] re-reads them on a schedule
+//!   to heal lost webhook deliveries;
 //! - [`grafana`] installs the dashboards into a Grafana (`valuestream grafana install`);
 //! - [`http`] is the one router that both [`entrypoints`] (Lambda and the CLI) serve.
 
@@ -23,3 +25,4 @@ pub mod replay;
 pub mod secrets;
 pub mod sources;
 pub mod store;
+pub mod sync;

@@ -6,7 +6,8 @@
 //! again on the first request after `VALUESTREAM_SECRET_TTL_SECS`, so a rotation needs no
 //! redeploy. Both the `AWSCURRENT` and the `AWSPREVIOUS` version are read: while the senders are
 //! switched to a new value, a delivery signed with either verifies. Every Secrets Manager call is
-//! bounded by `VALUESTREAM_SECRET_TIMEOUT_MS`.
+//! bounded by `VALUESTREAM_SECRET_TIMEOUT_MS`. The same secret may hold the API token of the
+//! scheduled sync (`github_token`, [`TOKEN_KEYS`]), read with the same TTL and rotation rules.
 //!
 //! This module owns those settings, the reads ([`SecretStore`], [`SecretsManager`]) and the
 //! refresh ([`WebhookSecrets`]); the sources only see the candidate values of each
@@ -31,6 +32,13 @@ pub const KEYS: [(&str, &str); 6] = [
     ("pagerduty", "VALUESTREAM_PAGERDUTY_SECRET"),
     ("events", "VALUESTREAM_EVENTS_TOKEN"),
 ];
+
+/// Further keys of the same secret: API tokens the scheduled sync reads senders' APIs with
+/// ([`crate::sync`]), and the environment variable each stands for. Read with the same TTL and
+/// at the same time as the webhook secrets; unlike those, a token set in the environment may
+/// stay set: the secret's key, when present, wins, and without it the environment's value stays
+/// in force.
+pub const TOKEN_KEYS: [(&str, &str); 1] = [("github_token", "GITHUB_TOKEN")];
 
 /// Default of `VALUESTREAM_SECRET_TTL_SECS`.
 pub const TTL_SECS: i64 = 300;
@@ -287,7 +295,13 @@ pub fn parse(
         stage,
         problem: p,
     };
-    let keys = || KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+    let keys = || {
+        KEYS.iter()
+            .chain(TOKEN_KEYS.iter())
+            .map(|(k, _)| *k)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         problem(format!(
             "is not JSON ({e}); it must be an object with the keys {}",
@@ -302,7 +316,7 @@ pub fn parse(
     };
     let mut out = BTreeMap::new();
     for (key, v) in obj {
-        if !KEYS.iter().any(|(k, _)| *k == key) {
+        if !KEYS.iter().chain(TOKEN_KEYS.iter()).any(|(k, _)| *k == key) {
             return Err(problem(format!(
                 "has the key {key:?}; the keys are {}",
                 keys()
@@ -333,6 +347,8 @@ pub struct WebhookSecrets {
     store: Box<dyn SecretStore>,
     ttl: Duration,
     targets: Vec<(&'static str, Secret)>,
+    /// API tokens ([`TOKEN_KEYS`]): replaced only when the secret holds their key.
+    tokens: Vec<(&'static str, Secret)>,
     /// When the next read is due.
     due: tokio::sync::Mutex<Instant>,
 }
@@ -355,10 +371,15 @@ impl WebhookSecrets {
                 (*key, secret.clone())
             })
             .collect();
+        let tokens = TOKEN_KEYS
+            .iter()
+            .map(|(key, _)| (*key, config.github_token.clone()))
+            .collect();
         WebhookSecrets {
             store,
             ttl,
             targets,
+            tokens,
             due: tokio::sync::Mutex::new(Instant::now()),
         }
     }
@@ -406,6 +427,14 @@ impl WebhookSecrets {
                 }
             }
             secret.replace(values);
+        }
+        for (key, token) in &self.tokens {
+            if let Some(now) = current.get(*key) {
+                let mut values = vec![now.clone()];
+                values.extend(previous.get(*key).filter(|b| *b != now).cloned());
+                token.replace(values);
+                loaded.sources.push(key.to_string());
+            }
         }
         Ok(loaded)
     }
@@ -554,6 +583,8 @@ mod tests {
     fn parse_reads_the_source_keys_and_refuses_anything_else() {
         let v = parse("s", CURRENT, r#"{"github":"g","jira":" ","events":"e"}"#).unwrap();
         assert_eq!(v.len(), 2);
+        let v = parse("s", CURRENT, r#"{"github":"g","github_token":"t"}"#).unwrap();
+        assert_eq!(v["github_token"], "t");
         assert_eq!(v["github"], "g");
         for (text, want) in [
             ("nope", "is not JSON"),

@@ -307,6 +307,27 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "hosts run backfills, not the pipeline",
     ),
     ("pipeline", "entrypoints", "hosts build the pipeline"),
+    (
+        "sync",
+        "http",
+        "a sync delivers through a Sink; the host hands it the router",
+    ),
+    (
+        "sync",
+        "sources",
+        "a sync's deliveries are translated by the router's source",
+    ),
+    ("sync", "entrypoints", "hosts run syncs"),
+    (
+        "sync",
+        "pipeline",
+        "a sync reads and writes its own records; deliveries go through the Sink",
+    ),
+    (
+        "engine",
+        "sync",
+        "the engine never knows a delivery came from a sync",
+    ),
     ("http", "entrypoints", "hosts serve the router"),
 ];
 

@@ -79,6 +79,8 @@ fn cfn_lint_reports_nothing() {
             "GrafanaAuthenticationProvider=SAML",
             "AlarmEmail=ops@example.com",
             "AlarmTopicArn=arn:aws:sns:us-east-1:123456789012:pager",
+            "SyncGithubRepos=my-org/shop,my-org/api",
+            "SyncSchedule=rate(5 minutes)",
         ],
     ] {
         let mut cmd = Command::new(&cfn_lint);
@@ -256,6 +258,86 @@ fn a_schedule_drains_through_the_same_function() {
     assert!(function.contains("MaximumRetryAttempts: 0"), "{function}");
 }
 
+/// The scheduled sync: a rule of its own, only when SyncGithubRepos names repositories, whose
+/// constant input the handler takes as a sync (not a drain), and the repositories reach the
+/// function's environment.
+#[test]
+fn a_second_rule_syncs_only_when_repositories_are_named() {
+    let t = template();
+    let p = &t["Parameters"];
+    assert_eq!(p["SyncSchedule"]["Default"], "rate(15 minutes)");
+    assert_eq!(p["SyncGithubRepos"]["Default"], "");
+    assert_eq!(
+        t["Conditions"]["HasSyncRepos"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "SyncGithubRepos"}, ""]}]})
+    );
+    let r = &t["Resources"];
+    let rule = &r["SyncRule"];
+    assert_eq!(rule["Type"], "AWS::Events::Rule");
+    assert_eq!(
+        rule["Condition"], "HasSyncRepos",
+        "no repositories, no rule"
+    );
+    assert_eq!(
+        rule["Properties"]["ScheduleExpression"],
+        json!({"Ref": "SyncSchedule"})
+    );
+    assert_eq!(rule["Properties"]["State"], "ENABLED");
+    let targets = rule["Properties"]["Targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(
+        targets[0]["Arn"],
+        json!({"Fn::GetAtt": ["ValuestreamFunction", "Arn"]})
+    );
+    let input: Value = serde_json::from_str(targets[0]["Input"].as_str().unwrap()).unwrap();
+    assert!(
+        matches!(
+            valuestream::entrypoints::lambda::classify(input.clone()),
+            Ok(valuestream::entrypoints::lambda::Invocation::Sync)
+        ),
+        "the rule's input {input} is a sync for the handler"
+    );
+    let permission = &r["SyncRulePermission"];
+    assert_eq!(permission["Type"], "AWS::Lambda::Permission");
+    assert_eq!(permission["Condition"], "HasSyncRepos");
+    let pp = &permission["Properties"];
+    assert_eq!(pp["Principal"], "events.amazonaws.com");
+    assert_eq!(pp["Action"], "lambda:InvokeFunction");
+    assert_eq!(pp["FunctionName"], json!({"Ref": "ValuestreamFunction"}));
+    assert_eq!(pp["SourceArn"], json!({"Fn::GetAtt": ["SyncRule", "Arn"]}));
+    let env = &r["ValuestreamFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["VALUESTREAM_SYNC_GITHUB_REPOS"],
+        json!({"Ref": "SyncGithubRepos"})
+    );
+    assert!(
+        env.get("GITHUB_TOKEN").is_none(),
+        "the token stays in the secret"
+    );
+    // The parameter's pattern takes what the function's setting takes.
+    let pattern = p["SyncGithubRepos"]["AllowedPattern"].as_str().unwrap();
+    let re = regex::Regex::new(pattern).unwrap();
+    for ok in ["", "o/r", "my-org/shop,my-org/api.v2"] {
+        assert!(re.is_match(ok), "{ok}");
+        valuestream::sync::SyncSettings::from_lookup(|k| {
+            (k == "VALUESTREAM_SYNC_GITHUB_REPOS").then(|| ok.to_string())
+        })
+        .unwrap();
+    }
+    for bad in ["o", "o/r/x", "o/r,", "o/r, a/b"] {
+        assert!(!re.is_match(bad), "{bad}");
+    }
+    // With repositories the transform keeps the rule (and the Drain schedule).
+    let on = tempfile::tempdir().unwrap();
+    let cfn = transformed(&template_with_defaults(
+        on.path(),
+        &[("SyncGithubRepos", "my-org/shop")],
+    ));
+    let r = &cfn["Resources"];
+    assert_eq!(r["SyncRule"]["Type"], "AWS::Events::Rule");
+    assert_eq!(r["ValuestreamFunctionDrain"]["Type"], "AWS::Events::Rule");
+}
+
 #[test]
 fn no_secret_parameter_in_outputs() {
     let text = template_text();
@@ -424,9 +506,11 @@ fn template_with_defaults(dir: &Path, defaults: &[(&str, &str)]) -> PathBuf {
     path
 }
 
+/// The optional parts on: Managed Grafana, alarm e-mail, and the sync rule.
 const GRAFANA_ON: &[(&str, &str)] = &[
     ("ManagedGrafana", "true"),
     ("AlarmEmail", "ops@example.com"),
+    ("SyncGithubRepos", "my-org/shop,my-org/api"),
 ];
 
 #[test]
@@ -1377,7 +1461,12 @@ fn no_secret_in_the_function_environment() {
         .keys()
         .map(String::as_str)
         .collect();
-    let want: Vec<&str> = valuestream::secrets::KEYS.iter().map(|(k, _)| *k).collect();
+    // ... and the sync's API token.
+    let want: Vec<&str> = valuestream::secrets::KEYS
+        .iter()
+        .chain(valuestream::secrets::TOKEN_KEYS.iter())
+        .map(|(k, _)| *k)
+        .collect();
     let mut sorted = want.clone();
     sorted.sort_unstable();
     assert_eq!(keys, sorted);

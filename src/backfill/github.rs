@@ -239,19 +239,25 @@ pub async fn read_repo(
     }
     *items.entry("workflow_runs".into()).or_default() += runs.len() as u64;
     let concurrency = client.settings.concurrency.max(1);
-    let jobs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(runs.iter().map(|run| {
-        let client = client.clone();
-        let id = run["id"].as_u64().unwrap_or_default();
-        let path = format!("{base}/actions/runs/{id}/jobs");
-        let what = label(&format!("jobs of run {id}"));
-        async move {
-            let jobs = client.get_list(&what, &path, |_| true).await?;
-            anyhow::Ok((path, jobs))
-        }
-    }))
-    .buffered(concurrency)
-    .try_collect()
-    .await?;
+    // Owned IDs, not references, in the streams: the future stays `Send` for any caller (a
+    // spawned task, the scheduled sync), which borrowed items defeat (rust-lang/rust#102211).
+    let run_ids: Vec<u64> = runs
+        .iter()
+        .map(|run| run["id"].as_u64().unwrap_or_default())
+        .collect();
+    let jobs: Vec<(String, Vec<Value>)> =
+        futures_util::stream::iter(run_ids.into_iter().map(|id| {
+            let client = client.clone();
+            let path = format!("{base}/actions/runs/{id}/jobs");
+            let what = label(&format!("jobs of run {id}"));
+            async move {
+                let jobs = client.get_list(&what, &path, |_| true).await?;
+                anyhow::Ok((path, jobs))
+            }
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
     let mut n = 0;
     for (path, jobs) in &jobs {
         for job in jobs {
@@ -267,19 +273,23 @@ pub async fn read_repo(
             kept.push(d);
         }
     }
-    let statuses: Vec<(String, Vec<Value>)> = futures_util::stream::iter(kept.iter().map(|d| {
-        let client = client.clone();
-        let id = d["id"].as_u64().unwrap_or_default();
-        let path = format!("{base}/deployments/{id}/statuses");
-        let what = label(&format!("statuses of deployment {id}"));
-        async move {
-            let s = client.get_list(&what, &path, |_| true).await?;
-            anyhow::Ok((path, s))
-        }
-    }))
-    .buffered(concurrency)
-    .try_collect()
-    .await?;
+    let dep_ids: Vec<u64> = kept
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap_or_default())
+        .collect();
+    let statuses: Vec<(String, Vec<Value>)> =
+        futures_util::stream::iter(dep_ids.into_iter().map(|id| {
+            let client = client.clone();
+            let path = format!("{base}/deployments/{id}/statuses");
+            let what = label(&format!("statuses of deployment {id}"));
+            async move {
+                let s = client.get_list(&what, &path, |_| true).await?;
+                anyhow::Ok((path, s))
+            }
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
     let mut n_status = 0;
     for (d, (path, statuses)) in kept.iter().zip(&statuses) {
         n_status += deployment_deliveries(

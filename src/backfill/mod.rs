@@ -75,6 +75,8 @@ pub struct ClientSettings {
     pub retries: u32,
     /// The first backoff; doubled on every retry.
     pub backoff: Duration,
+    /// No progress line per page (the scheduled sync logs one summary per run instead).
+    pub quiet: bool,
 }
 
 impl ClientSettings {
@@ -88,6 +90,7 @@ impl ClientSettings {
             timeout: Duration::from_secs(30),
             retries: 4,
             backoff: Duration::from_millis(500),
+            quiet: false,
         }
     }
 }
@@ -371,7 +374,9 @@ impl Client {
                 _ => bail!("GET {u}: the answer is not a list"),
             };
             pages += 1;
-            eprintln!("backfill: {what}: page {pages}, {} item(s)", items.len());
+            if !self.settings.quiet {
+                eprintln!("backfill: {what}: page {pages}, {} item(s)", items.len());
+            }
             let go_on = more(&items);
             out.extend(items);
             url = if go_on { page.next } else { None };
@@ -482,6 +487,10 @@ pub struct Summary {
     /// Of those, the ones that opened, updated or closed no span (their facts were known, e.g.
     /// a webhook brought them, or they only add a status event).
     pub unchanged: u64,
+    /// Of the processed ones, the deliveries that brought at least one fact the store did not
+    /// hold: what no webhook (and no earlier backfill) had brought. A scheduled sync counts
+    /// these as healed.
+    pub new_facts: u64,
     /// Deliveries answered `duplicate` (an earlier backfill brought them).
     pub duplicate: u64,
     pub ignored: u64,
@@ -500,11 +509,12 @@ impl Summary {
     pub fn lines(&self) -> String {
         let items: Vec<String> = self.items.iter().map(|(k, n)| format!("{k} {n}")).collect();
         format!(
-            "backfill: items read: {}\nbackfill: deliveries {}: {} new ({} of them changed no span), {} duplicate, {} ignored, {} refused\nbackfill: API requests {} ({} retried), {:.1} s waited for rate limits",
+            "backfill: items read: {}\nbackfill: deliveries {}: {} new ({} of them changed no span, {} brought facts the store did not hold), {} duplicate, {} ignored, {} refused\nbackfill: API requests {} ({} retried), {:.1} s waited for rate limits",
             items.join(", "),
             self.deliveries(),
             self.processed,
             self.unchanged,
+            self.new_facts,
             self.duplicate,
             self.ignored,
             self.refused,
@@ -539,6 +549,9 @@ pub async fn deliver_all(
                 summary.processed += 1;
                 if !changed {
                     summary.unchanged += 1;
+                }
+                if answer["facts"].as_u64().unwrap_or(0) > 0 {
+                    summary.new_facts += 1;
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come; its version is the writing delivery's tag, so a drainer removes only the marker it read |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
+//! | `sync` / `<source>#<repository>` | the scheduled sync's cursor of one repository (where the next sync starts reading) and the deliveries it healed so far ([`crate::sync`]; the engine never reads it) |
 //!
 //! A scope is `repo#<owner/name>` for a repository's items and pushes, or `item#<item key>` for
 //! an item that names no repository.
@@ -42,6 +43,15 @@ pub fn outbox_item(at: crate::model::Time, scope: &str) -> Key {
 pub const METRIC: &str = "metric";
 pub fn series(id: &str) -> Key {
     Key::new(METRIC, id)
+}
+
+pub const SYNC: &str = "sync";
+/// The scheduled sync's record of one repository of one source (lower-case `owner/name`).
+pub fn sync_cursor(source: &str, repository: &str) -> Key {
+    Key::new(
+        SYNC,
+        format!("{source}#{}", repository.to_ascii_lowercase()),
+    )
 }
 
 /// A time as a sort key: fixed width, so string order is time order.

@@ -71,6 +71,9 @@ pub struct Applied {
     pub updated: u32,
     /// Closing facts recorded: their spans are exported once settled.
     pub closed: u32,
+    /// Facts the store did not hold before (work events, and pushes or the commits they add),
+    /// whether or not they changed a span: 0 for the same facts under another delivery ID.
+    pub facts: u32,
     /// Store requests this delivery took (reads and the commit).
     pub requests: u32,
 }
@@ -267,7 +270,7 @@ impl Engine {
                             tx.put(ik, &record, config.ttl_open_secs);
                             continue;
                         }
-                        Added::Fact => {}
+                        Added::Fact => applied.facts += 1,
                     }
                     let after = facts::generations(&record.facts);
                     let was_open = before.last().is_some_and(|g| !g.closed());
@@ -311,6 +314,7 @@ impl Engine {
                     written.insert(pk.clone());
                     tx.put(pk, &fact, config.ttl_index_secs);
                     if settle {
+                        applied.facts += 1;
                         scopes.insert(scope);
                     }
                 }

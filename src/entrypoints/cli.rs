@@ -286,9 +286,14 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("VALUESTREAM_ALLOW_UNSIGNED is on: deliveries without a signature or token are accepted");
     }
     // Every setting is checked before anything is opened or served.
+    let sync_settings = crate::sync::SyncSettings::from_env()?;
     // VALUESTREAM_SECRET_ARN: webhook secrets from Secrets Manager, re-read every TTL.
     if let Some(secrets) = crate::secrets::start_from_env(&config).await? {
         secrets.spawn_refresh();
+    }
+    // A sync needs its token (from the environment or the secret) before anything is opened.
+    if sync_settings.enabled() {
+        sync_settings.token(&config)?;
     }
     let pipeline = pipeline::build(
         config.clone(),
@@ -344,6 +349,20 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
+    // VALUESTREAM_SYNC_GITHUB_REPOS: lost deliveries healed from the API on a timer of its own.
+    if sync_settings.enabled() {
+        tracing::info!(
+            repositories = ?sync_settings.repos,
+            every_secs = sync_settings.every.as_secs(),
+            "sync on"
+        );
+        Arc::new(super::sync::Syncer::new(
+            sync_settings,
+            pipeline.clone(),
+            config.clone(),
+        ))
+        .spawn_timer();
+    }
     let app = router(AppState {
         pipeline,
         config,

@@ -11,6 +11,11 @@
 //!   The answer is a small JSON summary, `{"status":"drained","exported":…,"failed":…,
 //!   "remaining":…}`; a drain that fails (the store is unreachable) is logged and answered as a
 //!   function error.
+//! - **The scheduled sync** (`{"valuestream":"sync"}`, the `Input` of the `SyncRule` in
+//!   `template.yaml`, created when `SyncGithubRepos` names repositories) re-reads the configured
+//!   repositories from the GitHub API and heals what webhooks missed ([`crate::sync`]), within
+//!   60 % of the invocation's time (or `VALUESTREAM_SYNC_BUDGET_SECS`); the answer is the run's
+//!   summary, `{"status":"synced","healed":…,…}`.
 //! - **Anything else** is answered with a function error (`UnknownEvent`) that says what the
 //!   function takes; the sandbox keeps serving the next invocation.
 //!
@@ -62,16 +67,30 @@ async fn start() -> anyhow::Result<Handler> {
         .as_ref()
         .context("VALUESTREAM_TABLE must be set when running in Lambda")?;
     let otlp = export::otlp::OtlpSettings::from_env()?;
+    let sync_settings = crate::sync::SyncSettings::from_env()?;
     if otlp.is_none() {
         tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is not set: finished spans and metric points are discarded");
     }
     // Webhook secrets from Secrets Manager when VALUESTREAM_SECRET_ARN is set (read now; an
     // unreadable secret fails the cold start), re-read on a request once their TTL has passed.
     let secrets = crate::secrets::start_from_env(&config).await?;
+    // A missing GitHub token fails the sync invocations only, never the webhooks.
+    if sync_settings.enabled() {
+        if let Err(e) = sync_settings.token(&config) {
+            tracing::error!(error = %e, "the scheduled sync cannot run");
+        }
+    }
     let config = Arc::new(config);
     // No drain on the first delivery: the scheduled drain sends whatever a sandbox left behind.
     let exporter = export::from_settings(otlp, Box::new(export::Discard))?;
     let pipeline = pipeline::build(config.clone(), None, exporter).await?;
+    let sync = sync_settings.enabled().then(|| {
+        Arc::new(super::sync::Syncer::new(
+            sync_settings,
+            pipeline.clone(),
+            config.clone(),
+        ))
+    });
     let handler = Handler {
         app: router(AppState {
             pipeline: pipeline.clone(),
@@ -80,6 +99,7 @@ async fn start() -> anyhow::Result<Handler> {
         }),
         pipeline,
         secrets,
+        sync,
     };
     Ok(handler)
 }
@@ -87,8 +107,10 @@ async fn start() -> anyhow::Result<Handler> {
 /// Why an invocation was answered with a function error.
 #[derive(Debug, thiserror::Error)]
 pub enum LambdaError {
-    #[error("not an event this function takes ({0}); it takes API Gateway HTTP API (payload 2.0) requests and EventBridge scheduled events (\"source\": \"aws.events\", \"detail-type\": \"Scheduled Event\")")]
+    #[error("not an event this function takes ({0}); it takes API Gateway HTTP API (payload 2.0) requests, EventBridge scheduled events (\"source\": \"aws.events\", \"detail-type\": \"Scheduled Event\") and the sync rule's {{\"valuestream\": \"sync\"}}")]
     UnknownEvent(String),
+    #[error("the scheduled sync failed: {0}")]
+    Sync(String),
     #[error("draining the outbox failed: {0}")]
     Drain(#[from] EngineError),
     #[error("the router's answer could not be turned into an API Gateway response: {0}")]
@@ -100,6 +122,7 @@ impl From<LambdaError> for Diagnostic {
         let error_type = match &e {
             LambdaError::UnknownEvent(_) => "UnknownEvent",
             LambdaError::Drain(_) => "DrainFailed",
+            LambdaError::Sync(_) => "SyncFailed",
             LambdaError::Response(_) => "InvalidResponse",
         };
         Diagnostic {
@@ -129,6 +152,8 @@ pub enum Invocation {
     Http(Box<LambdaRequest>),
     /// A scheduled drain.
     Scheduled(EventBridgeEvent),
+    /// A scheduled sync (the `SyncRule`'s constant input `{"valuestream": "sync"}`).
+    Sync,
 }
 
 /// Tells the two event kinds apart; anything else is [`LambdaError::UnknownEvent`].
@@ -137,6 +162,14 @@ pub fn classify(event: Value) -> Result<Invocation, LambdaError> {
         return Err(LambdaError::UnknownEvent(format!(
             "a JSON {}, not an object",
             json_kind(&event)
+        )));
+    }
+    if let Some(marker) = event.get("valuestream") {
+        if marker == "sync" {
+            return Ok(Invocation::Sync);
+        }
+        return Err(LambdaError::UnknownEvent(format!(
+            "\"valuestream\": {marker}; the only one is \"sync\""
         )));
     }
     if event.get("detail-type").is_some() {
@@ -185,6 +218,8 @@ pub struct Handler {
     pub pipeline: Arc<Pipeline>,
     /// Webhook secrets read from Secrets Manager, if any.
     pub secrets: Option<Arc<crate::secrets::WebhookSecrets>>,
+    /// The scheduled sync, when `VALUESTREAM_SYNC_GITHUB_REPOS` names repositories.
+    pub sync: Option<Arc<super::sync::Syncer>>,
 }
 
 impl Handler {
@@ -205,9 +240,33 @@ impl Handler {
                 Ok(serde_json::to_value(response)?)
             }
             Ok(Invocation::Scheduled(event)) => self.drain(event, context.deadline()).await,
+            Ok(Invocation::Sync) => self.sync(context.deadline()).await,
             Err(e) => {
                 tracing::warn!(error = %e, request_id = %context.request_id, "unknown event");
                 Err(e)
+            }
+        }
+    }
+
+    /// One sync run, bounded by the invocation's deadline (less a margin for the answer).
+    async fn sync(&self, deadline: std::time::SystemTime) -> Result<Value, LambdaError> {
+        let Some(syncer) = &self.sync else {
+            tracing::info!("sync event, but VALUESTREAM_SYNC_GITHUB_REPOS names no repository");
+            return Ok(json!({"status": "sync off", "repositories": 0}));
+        };
+        // A rotated token (the secret's github_token) is read like the webhook secrets.
+        if let Some(secrets) = &self.secrets {
+            secrets.refresh_if_due().await;
+        }
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(std::time::Duration::from_secs(2));
+        match syncer.run(syncer.settings.limits(left)).await {
+            Ok(report) => Ok(report.to_json()),
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "scheduled sync failed");
+                Err(LambdaError::Sync(format!("{e:#}")))
             }
         }
     }
@@ -295,6 +354,16 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_sync_rule_input_is_a_sync() {
+        assert!(matches!(
+            classify(json!({"valuestream": "sync"})).unwrap(),
+            Invocation::Sync
+        ));
+        let e = classify(json!({"valuestream": "drain"})).unwrap_err();
+        assert!(e.to_string().contains("the only one is"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod lambda;
+pub mod sync;
 
 pub use crate::pipeline::open_store;
 

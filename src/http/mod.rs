@@ -1,8 +1,9 @@
 //! The HTTP surface: one axum [`Router`] served by `serve` (axum) and by Lambda (lambda_http).
 //! Routes: `POST /webhooks/{source}`, `GET /healthz`, `GET /correlations` (what slow and failing
 //! work has in common, [`crate::analysis::correlations`]), `GET /metrics` (serve: the stored
-//! series, then valuestream's own health). Every error is mapped to its status in [`ApiError`],
-//! with a JSON body that says why; every delivery's answer is counted by source and answer
+//! series, then valuestream's own health, then the scheduled sync's healed counter,
+//! [`crate::sync`]). Every error is mapped to its status in [`ApiError`], with a JSON body that
+//! says why; every delivery's answer is counted by source and answer
 //! ([`crate::pipeline::health`]).
 
 use crate::config::Config;
@@ -100,6 +101,10 @@ pub struct Answer {
     /// Closing facts recorded: their spans are exported once settled.
     #[serde(default)]
     pub closed: u32,
+    /// Facts the store did not hold before (0: every fact was known, e.g. the same event under
+    /// another delivery ID).
+    #[serde(default)]
+    pub facts: u32,
     /// Seconds before the spans this delivery finished are exported.
     #[serde(default)]
     pub settle_secs: i64,
@@ -154,6 +159,7 @@ impl Answer {
             opened: applied.opened,
             updated: applied.updated,
             closed: applied.closed,
+            facts: applied.facts,
             settle_secs,
             store_requests: applied.requests,
         }
@@ -203,16 +209,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
             .health_families()
             .await
             .map_err(EngineError::Store)?;
-        Ok::<_, EngineError>((series, health))
+        // The scheduled sync's healed counter (crate::sync), after the DORA series and the health.
+        let healed = crate::sync::exposition(app.pipeline.engine.store.as_ref())
+            .await
+            .map_err(EngineError::Store)?;
+        Ok::<_, EngineError>((series, health, healed))
     };
     match read.await {
-        Ok((series, health)) => (
+        Ok((series, health, healed)) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
             format!(
-                "{}{}",
+                "{}{}{healed}",
                 crate::export::prometheus::render_series(&series),
                 crate::export::prometheus::render_health(&health),
             ),

@@ -204,6 +204,7 @@ impl Pipeline {
                 total.opened += a.opened;
                 total.updated += a.updated;
                 total.closed += a.closed;
+                total.facts += a.facts;
                 total.requests += a.requests;
             }
             total
