@@ -458,6 +458,14 @@ impl<'a> Ctx<'a> {
             self.page(&format!("jobs/{}", t.id)),
         );
         set_opt(a, attr::TASK_STAGE, t.stage);
+        // OpenTelemetry's task types are GitLab's default stage names.
+        if let Some(kind) = t.stage.and_then(|st| {
+            ["build", "test", "deploy"]
+                .into_iter()
+                .find(|k| st.eq_ignore_ascii_case(k))
+        }) {
+            a.insert(attr::CICD_PIPELINE_TASK_TYPE.into(), kind.into());
+        }
         set_opt(a, attr::VCS_REF_HEAD_NAME, t.git_ref);
         set_opt(a, attr::VCS_REF_HEAD_REVISION, t.sha);
         if t.allow_failure {
