@@ -14,7 +14,7 @@ use super::metrics::{self, Labels};
 pub use super::metrics::{tally_diff, Tally};
 use crate::config::Config;
 use crate::model::attr;
-use crate::model::{AttrValue, Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
+use crate::model::{Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
 
 /// The result label of a finished item whose delivery named no result.
 const UNKNOWN: &str = "unknown";
@@ -186,14 +186,8 @@ fn gen_summary(g: &Gen) -> GenSummary {
         environment: g.environment.clone(),
         labels: base_labels(&g.source, g.repo.as_ref(), &g.traits),
         pipeline: g.pipeline.clone(),
-        title: match (g.kind, g.attributes.get(attr::VCS_CHANGE_TITLE)) {
-            (Kind::Change, Some(AttrValue::Str(t))) => Some(t.clone()),
-            _ => None,
-        },
-        change_labels: match (g.kind, g.attributes.get(attr::LABELS)) {
-            (Kind::Change, Some(AttrValue::StrList(l))) => l.clone(),
-            _ => Vec::new(),
-        },
+        title: g.change_title.clone(),
+        change_labels: g.change_labels.clone(),
     }
 }
 

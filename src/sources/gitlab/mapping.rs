@@ -238,6 +238,9 @@ impl<'a> Ctx<'a> {
             attr::VCS_REF_BASE_NAME.into(),
             mr.target_branch.clone().into(),
         );
+        w.change_title = Some(mr.title.clone());
+        w.change_labels = labels.clone();
+        let a = &mut w.attributes;
         a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
         set_opt(a, attr::URL_FULL, mr.url.clone());
         set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
