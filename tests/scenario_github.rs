@@ -784,7 +784,14 @@ async fn rework_an_incident_then_a_hotfix_deploy_while_it_is_open() {
         status(2001, "10:00", "10:05"),
         (
             "issues",
-            issue("opened", 5, "Checkout is down", &t("10:30"), None, &["incident"]),
+            issue(
+                "opened",
+                5,
+                "Checkout is down",
+                &t("10:30"),
+                None,
+                &["incident"],
+            ),
         ),
         status(2002, "11:00", "11:05"),
         (

@@ -607,6 +607,9 @@ async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
     );
     let p = point(&app, "valuestream.deployment.rework").expect("rework counted");
     assert_eq!(p.value, 1.0);
-    assert_eq!(p.labels["valuestream.deployment.rework.reason"], "failed_state");
+    assert_eq!(
+        p.labels["valuestream.deployment.rework.reason"],
+        "failed_state"
+    );
     assert_eq!(p.labels["valuestream.source"], "events");
 }

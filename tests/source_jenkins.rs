@@ -512,11 +512,17 @@ async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
     let failed = app
         .receiver
         .span("DEPLOY production deploy-hello-world #12");
-    assert_eq!(failed.attr("valuestream.deployment.rework"), Some(&json!(false)));
+    assert_eq!(
+        failed.attr("valuestream.deployment.rework"),
+        Some(&json!(false))
+    );
     let fixed = app
         .receiver
         .span("DEPLOY production deploy-hello-world #13");
-    assert_eq!(fixed.attr("valuestream.deployment.rework"), Some(&json!(true)));
+    assert_eq!(
+        fixed.attr("valuestream.deployment.rework"),
+        Some(&json!(true))
+    );
     assert_eq!(
         fixed.attr_str("valuestream.deployment.rework.reason"),
         "failed_state"

@@ -300,8 +300,7 @@ fn failed(s: &Series) -> bool {
 /// A production deployment count that ran (rework's total and selected series).
 fn ran_in_production(s: &Series) -> bool {
     s.labels.get(attr::PRODUCTION).is_some_and(|p| p == "true")
-        && s
-            .labels
+        && s.labels
             .get(attr::RESULT)
             .is_none_or(|r| !RAN_NOTHING.contains(&r.as_str()))
 }
@@ -555,10 +554,9 @@ mod tests {
     #[test]
     fn rework_ranks_the_values_of_unplanned_production_deployments() {
         let mut reason_a = counter(metrics::REWORK, "a", "true", "success", 4);
-        reason_a.labels.insert(
-            attr::DEPLOYMENT_REWORK_REASON.into(),
-            "failed_state".into(),
-        );
+        reason_a
+            .labels
+            .insert(attr::DEPLOYMENT_REWORK_REASON.into(), "failed_state".into());
         let series = vec![
             counter(metrics::DEPLOYMENTS, "a", "true", "success", 10),
             counter(metrics::DEPLOYMENTS, "b", "true", "success", 10),
@@ -567,7 +565,11 @@ mod tests {
             reason_a,
             counter(metrics::REWORK, "b", "true", "success", 1),
             counter(metrics::REWORK, "b", "true", "cancellation", 2),
-            series(metrics::DEPLOYMENT_DURATION, &[("valuestream.team", "c")], &[60.0]),
+            series(
+                metrics::DEPLOYMENT_DURATION,
+                &[("valuestream.team", "c")],
+                &[60.0],
+            ),
         ];
         let r = correlate(&q("deployment", "rework", None).unwrap(), &series).unwrap();
         assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (20, 5, None));

@@ -1122,7 +1122,10 @@ mod rework_tests {
         summary(key, Kind::Incident, g)
     }
 
-    fn reasons(summaries: &[Summary], pairs: &[(&str, &str)]) -> BTreeMap<String, Option<&'static str>> {
+    fn reasons(
+        summaries: &[Summary],
+        pairs: &[(&str, &str)],
+    ) -> BTreeMap<String, Option<&'static str>> {
         let config = Config::from_pairs(pairs).unwrap();
         let d = derive(summaries, &[], &config);
         let mut out = BTreeMap::new();

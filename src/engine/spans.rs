@@ -195,10 +195,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
                 );
             }
             if info.production {
-                attributes.insert(
-                    attr::DEPLOYMENT_REWORK.into(),
-                    info.rework.is_some().into(),
-                );
+                attributes.insert(attr::DEPLOYMENT_REWORK.into(), info.rework.is_some().into());
                 if let Some(reason) = info.rework {
                     attributes.insert(
                         attr::DEPLOYMENT_REWORK_REASON.into(),
