@@ -61,6 +61,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Environments whose deployments count for DORA.
     pub production_env: Regex,
+    /// Change titles (and labels) that make a deployment shipping them rework: a revert or a
+    /// hotfix (docs/metrics.md "Deployment rework rate").
+    pub rework_pattern: Regex,
     /// The label that makes an issue an incident.
     pub incident_label: String,
     /// How far back an incident looks for the deployment that caused it, in seconds.
@@ -109,6 +112,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
     ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),
+    ("VALUESTREAM_REWORK_PATTERN", "regex of change titles and labels that make a production deployment shipping them rework (default \\b(revert|hotfix)\\b, case-insensitive)"),
     ("VALUESTREAM_INCIDENT_LABEL", "issue label that marks an incident (default incident)"),
     ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "how far back an incident looks for its deployment, 1..=8760 hours (default 168)"),
     ("VALUESTREAM_TEAMS", "repository to team map: 'owner/repo=team,owner/*=team'"),
@@ -379,6 +383,7 @@ impl Config {
             )? as usize,
             production_env: env
                 .regex("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod|production)$")?,
+            rework_pattern: env.regex("VALUESTREAM_REWORK_PATTERN", r"\b(revert|hotfix)\b")?,
             incident_label: env
                 .text("VALUESTREAM_INCIDENT_LABEL")
                 .unwrap_or_else(|| "incident".into()),
@@ -605,6 +610,7 @@ mod tests {
             ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "treu")]),
             ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "2")]),
             ("VALUESTREAM_PRODUCTION_ENV_PATTERN", vec![("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod")]),
+            ("VALUESTREAM_REWORK_PATTERN", vec![("VALUESTREAM_REWORK_PATTERN", "(hotfix")]),
             ("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", vec![("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "[deploy")]),
             ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "owner/repo")]),
             ("VALUESTREAM_TEAMS", vec![("VALUESTREAM_TEAMS", "owner/repo=")]),

@@ -285,7 +285,7 @@ async fn planted_slowness_and_failures_rank_first_on_the_endpoint_and_the_cli() 
         ("kind=bug", "parameter `kind` must be one of"),
         (
             "kind=issue&by=speed",
-            "parameter `by` must be duration or failure",
+            "parameter `by` must be duration, failure or rework",
         ),
         ("kind=issue&by=failure", "issues have no failed result"),
         (

@@ -766,3 +766,84 @@ async fn every_other_github_event_is_ignored_with_202() {
         );
     }
 }
+
+/// Deployment rework (docs/metrics.md "Deployment rework rate"): an incident follows a
+/// production deployment, and the hotfix deployment that starts while it is open is rework
+/// (`incident`); the one after its resolution is not. Exported as the span attributes and the
+/// `valuestream.deployment.rework` counter.
+#[tokio::test]
+async fn rework_an_incident_then_a_hotfix_deploy_while_it_is_open() {
+    let app = app().await;
+    let status = |id: u64, created: &str, at: &str| {
+        (
+            "deployment_status",
+            deployment_status(id, "m1", "production", &t(created), "success", &t(at)),
+        )
+    };
+    let steps: Vec<(&str, Vec<u8>)> = vec![
+        status(2001, "10:00", "10:05"),
+        (
+            "issues",
+            issue(
+                "opened",
+                5,
+                "Checkout is down",
+                &t("10:30"),
+                None,
+                &["incident"],
+            ),
+        ),
+        status(2002, "11:00", "11:05"),
+        (
+            "issues",
+            issue(
+                "closed",
+                5,
+                "Checkout is down",
+                &t("10:30"),
+                Some(&t("12:00")),
+                &["incident"],
+            ),
+        ),
+        status(2003, "12:30", "12:35"),
+    ];
+    for (i, (event, body)) in steps.into_iter().enumerate() {
+        let (s, b) = app.github(event, &format!("rework-{i}"), body).await;
+        assert_eq!(s, StatusCode::OK, "step {i} ({event}): {b}");
+    }
+    let spans = app.receiver.spans();
+    let deploy = |id: &str| -> RSpan {
+        let found: Vec<&RSpan> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("DEPLOY") && s.attr_str("deployment.id") == id)
+            .collect();
+        assert_eq!(found.len(), 1, "deployment {id}");
+        found[0].clone()
+    };
+    let rework = |s: &RSpan| {
+        (
+            s.attr("valuestream.deployment.rework").cloned(),
+            s.attr("valuestream.deployment.rework.reason").cloned(),
+        )
+    };
+    assert_eq!(rework(&deploy("2001")), (Some(json!(false)), None));
+    assert_eq!(
+        rework(&deploy("2002")),
+        (Some(json!(true)), Some(json!("incident"))),
+        "the hotfix deployment started while the incident was open"
+    );
+    assert_eq!(rework(&deploy("2003")), (Some(json!(false)), None));
+    let points = app.receiver.latest_points();
+    let counted: Vec<&RPoint> = points
+        .iter()
+        .filter(|p| p.name == "valuestream.deployment.rework")
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(counted[0].value, 1.0);
+    assert_eq!(
+        counted[0].labels["valuestream.deployment.rework.reason"],
+        "incident"
+    );
+    assert_eq!(counted[0].labels["valuestream.production"], "true");
+    assert_eq!(counted[0].labels["valuestream.result"], "success");
+}

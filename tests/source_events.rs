@@ -566,3 +566,50 @@ async fn content_type_must_be_json_when_present() {
         assert_eq!(s, StatusCode::OK, "{ct:?}: {b}");
     }
 }
+
+/// Deployment rework (docs/metrics.md "Deployment rework rate"): failed deploy, then the fixing
+/// deploy. The second deployment started while production was failed: rework
+/// (`failed_state`); the first one started in a good state.
+#[tokio::test]
+async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
+    let (app, _) = events_app(&[]).await;
+    let failed = edit("events/deployment_succeeded.json", |v| {
+        v["id"] = json!("argocd-checkout-production-41-failed");
+        v["item"] = json!("argocd/checkout/production/41");
+        v["status"] = json!("failed");
+        v["started_at"] = json!("2024-03-10T13:00:00Z");
+        v["finished_at"] = json!("2024-03-10T13:10:00Z");
+    });
+    let (s, b) = bearer(&app, failed).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = ev_fixture(&app, "deployment_succeeded").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rework = |item: &str| {
+        let key = item_key("events", "deployment", "Codertocat/Hello-World", item);
+        let s = app
+            .receiver
+            .spans()
+            .into_iter()
+            .find(|s| s.span_id == ids::span_id(&key, 0))
+            .unwrap_or_else(|| panic!("{item}"));
+        (
+            s.attr("valuestream.deployment.rework").cloned(),
+            s.attr("valuestream.deployment.rework.reason").cloned(),
+        )
+    };
+    assert_eq!(
+        rework("argocd/checkout/production/41"),
+        (Some(json!(false)), None)
+    );
+    assert_eq!(
+        rework("argocd/checkout/production/42"),
+        (Some(json!(true)), Some(json!("failed_state")))
+    );
+    let p = point(&app, "valuestream.deployment.rework").expect("rework counted");
+    assert_eq!(p.value, 1.0);
+    assert_eq!(
+        p.labels["valuestream.deployment.rework.reason"],
+        "failed_state"
+    );
+    assert_eq!(p.labels["valuestream.source"], "events");
+}

@@ -984,3 +984,48 @@ async fn system_hook_push_is_handled_like_the_push_hook() {
         "{text}"
     );
 }
+
+/// Deployment rework (docs/metrics.md "Deployment rework rate"): a production deployment that
+/// ships a merge request titled `Revert "…"` is rework (`fix_change`).
+#[tokio::test]
+async fn rework_a_deployment_that_ships_a_revert_is_rework() {
+    let (app, _) = gitlab_app().await;
+    let revert = mr(|v| {
+        let a = &mut v["object_attributes"];
+        a["action"] = json!("merge");
+        a["state"] = json!("merged");
+        a["merge_commit_sha"] = json!(MERGE_SHA);
+        a["updated_at"] = json!("2013-12-04 09:00:00 UTC");
+        a["title"] = json!("Revert \"Add the API files\"");
+    });
+    let (s, b) = gl(&app, "Merge Request Hook", Some("m"), revert).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let deploy = deployment("success", "2013-12-04 12:00:00 +0100", |v| {
+        v["project"]["path_with_namespace"] = json!("gitlabhq/gitlab-test");
+        v["environment"] = json!("production");
+        v["commit_url"] = json!(format!(
+            "http://example.com/gitlabhq/gitlab-test/-/commit/{MERGE_SHA}"
+        ));
+    });
+    let (s, b) = gl(&app, "Deployment Hook", Some("d"), deploy).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let d = app.receiver.span("DEPLOY production");
+    assert_eq!(d.attr("valuestream.deployment.changes"), Some(&json!(1)));
+    assert_eq!(d.attr("valuestream.deployment.rework"), Some(&json!(true)));
+    assert_eq!(
+        d.attr_str("valuestream.deployment.rework.reason"),
+        "fix_change"
+    );
+    let points = app.receiver.latest_points();
+    let rework: Vec<_> = points
+        .iter()
+        .filter(|p| p.name == "valuestream.deployment.rework")
+        .collect();
+    assert_eq!(rework.len(), 1, "{rework:?}");
+    assert_eq!(rework[0].value, 1.0);
+    assert_eq!(
+        rework[0].labels["valuestream.deployment.rework.reason"],
+        "fix_change"
+    );
+    assert_eq!(rework[0].labels["valuestream.source"], "gitlab");
+}

@@ -490,3 +490,54 @@ async fn absurd_epochs_and_durations_are_refused_naming_the_field() {
     assert_eq!(dump(&store), before, "refused deliveries change nothing");
     assert!(app.receiver.spans().is_empty(), "nothing exported as 0");
 }
+
+/// Deployment rework (docs/metrics.md "Deployment rework rate"): failed deploy, then the fixing
+/// deploy. The fixing one started while production was failed: rework (`failed_state`).
+#[tokio::test]
+async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
+    let (app, _) = jenkins_app().await;
+    let (s, b) = jk_fixture(&app, "deploy-finalized-failure.json").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let fixing = edit("jenkins/deploy-finalized-failure.json", |v| {
+        let b = &mut v["build"];
+        b["number"] = json!(13);
+        b["full_url"] = json!("https://ci.example.com/job/deploy-hello-world/13/");
+        b["url"] = json!("job/deploy-hello-world/13/");
+        // Ends 1700003900000 after 95 s: started after #12 failed (1700003695000).
+        b["timestamp"] = json!(1_700_003_900_000u64);
+        b["status"] = json!("SUCCESS");
+    });
+    let (s, b) = jk(&app, fixing).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let failed = app
+        .receiver
+        .span("DEPLOY production deploy-hello-world #12");
+    assert_eq!(
+        failed.attr("valuestream.deployment.rework"),
+        Some(&json!(false))
+    );
+    let fixed = app
+        .receiver
+        .span("DEPLOY production deploy-hello-world #13");
+    assert_eq!(
+        fixed.attr("valuestream.deployment.rework"),
+        Some(&json!(true))
+    );
+    assert_eq!(
+        fixed.attr_str("valuestream.deployment.rework.reason"),
+        "failed_state"
+    );
+    let points = app.receiver.latest_points();
+    let rework: Vec<_> = points
+        .iter()
+        .filter(|p| p.name == "valuestream.deployment.rework")
+        .collect();
+    assert_eq!(rework.len(), 1, "{rework:?}");
+    assert_eq!(rework[0].value, 1.0);
+    assert_eq!(
+        rework[0].labels["valuestream.deployment.rework.reason"],
+        "failed_state"
+    );
+    assert_eq!(rework[0].labels["valuestream.source"], "jenkins");
+    assert_eq!(rework[0].labels["valuestream.result"], "success");
+}

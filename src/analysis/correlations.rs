@@ -11,6 +11,9 @@
 //!   at least 90 % of all observations at or below it (so at most 10 % are slow);
 //! - **failed** (`by=failure`, runs and deployments): observations whose `valuestream.result` is
 //!   a failure ([`FAILED_RESULTS`]);
+//! - **rework** (`by=rework`, deployments): the production deployments that ran (not cancelled
+//!   or skipped) are the total (`valuestream.deployments`) and the rework ones the selected
+//!   (`valuestream.deployment.rework`, docs/metrics.md "Deployment rework rate");
 //! - for every label value (except the result labels, `valuestream.production` and
 //!   `valuestream.repository`, which is what the attributes group): `count` (items with the value),
 //!   `share_all` = count ÷ total, `share_selected` = its share among the slow or failed ones, and
@@ -50,10 +53,14 @@ pub const FAILED_RESULTS: &[&str] = &["failure", "error", "timeout"];
 /// Labels that are not attributes to correlate with.
 const NOT_ATTRIBUTES: &[&str] = &[
     attr::RESULT,
-    "cicd.pipeline.result",
+    attr::CICD_PIPELINE_RESULT,
     attr::PRODUCTION,
     attr::REPOSITORY,
+    attr::DEPLOYMENT_REWORK_REASON,
 ];
+
+/// Results of deployments that deployed nothing: neither in the rework rate's total nor in it.
+const RAN_NOTHING: &[&str] = &["cancellation", "skip"];
 
 /// The value a series without a label has for it.
 pub const UNSET: &str = "(unset)";
@@ -102,6 +109,8 @@ impl WorkKind {
 pub enum By {
     Duration,
     Failure,
+    /// Deployments only: unplanned production deployments.
+    Rework,
 }
 
 impl By {
@@ -109,6 +118,7 @@ impl By {
         match self {
             By::Duration => "duration",
             By::Failure => "failure",
+            By::Rework => "rework",
         }
     }
 }
@@ -120,7 +130,7 @@ pub enum QueryError {
     MissingKind,
     #[error("parameter `kind` must be one of issue, change, run, deployment, got {0:?}")]
     Kind(String),
-    #[error("parameter `by` must be duration or failure, got {0:?}")]
+    #[error("parameter `by` must be duration, failure or rework, got {0:?}")]
     By(String),
     #[error("parameter `threshold_s` must be a positive number of seconds, at most {max}, got {0:?}", max = BUCKETS[BUCKETS.len() - 1])]
     Threshold(String),
@@ -128,6 +138,8 @@ pub enum QueryError {
     ThresholdWithFailure,
     #[error("{0}s have no failed result: use by=duration")]
     NoFailures(&'static str),
+    #[error("by=rework applies to kind=deployment only, got kind {0}")]
+    ReworkOfDeploymentsOnly(&'static str),
     #[error("unknown parameter `{0}` (the parameters are kind, by, threshold_s)")]
     Unknown(String),
 }
@@ -161,6 +173,7 @@ impl Query {
                     by = match v {
                         "duration" => By::Duration,
                         "failure" => By::Failure,
+                        "rework" => By::Rework,
                         other => return Err(QueryError::By(other.to_string())),
                     }
                 }
@@ -178,13 +191,14 @@ impl Query {
             }
         }
         let kind = kind.ok_or(QueryError::MissingKind)?;
-        if by == By::Failure {
-            if threshold.is_some() {
-                return Err(QueryError::ThresholdWithFailure);
-            }
-            if !kind.has_failures() {
-                return Err(QueryError::NoFailures(kind.as_str()));
-            }
+        if by != By::Duration && threshold.is_some() {
+            return Err(QueryError::ThresholdWithFailure);
+        }
+        if by == By::Failure && !kind.has_failures() {
+            return Err(QueryError::NoFailures(kind.as_str()));
+        }
+        if by == By::Rework && kind != WorkKind::Deployment {
+            return Err(QueryError::ReworkOfDeploymentsOnly(kind.as_str()));
         }
         Ok(Query {
             kind,
@@ -234,9 +248,16 @@ pub struct Report {
     pub attributes: Vec<Correlation>,
 }
 
-/// Every stored series of the kind's duration histogram.
+/// Every stored series of the kind's duration histogram; for deployments also those of the
+/// deployment and rework counters (`by=rework`).
 pub async fn read_series(store: &dyn Store, kind: WorkKind) -> Result<Vec<Series>, StoreError> {
-    metrics::stored(store, Some(kind.metric())).await
+    let mut out = metrics::stored(store, Some(kind.metric())).await?;
+    if kind == WorkKind::Deployment {
+        for name in [metrics::DEPLOYMENTS, metrics::REWORK] {
+            out.extend(metrics::stored(store, Some(name)).await?);
+        }
+    }
+    Ok(out)
 }
 
 /// The smallest bucket bound at or above `t`.
@@ -276,8 +297,19 @@ fn failed(s: &Series) -> bool {
         .is_some_and(|r| FAILED_RESULTS.contains(&r.as_str()))
 }
 
+/// A production deployment count that ran (rework's total and selected series).
+fn ran_in_production(s: &Series) -> bool {
+    s.labels.get(attr::PRODUCTION).is_some_and(|p| p == "true")
+        && s.labels
+            .get(attr::RESULT)
+            .is_none_or(|r| !RAN_NOTHING.contains(&r.as_str()))
+}
+
 /// The correlations of `q` over `series` (those of other metrics are ignored).
 pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
+    if q.by == By::Rework {
+        return Ok(rework(q, series));
+    }
     let series: Vec<&Series> = series
         .iter()
         .filter(|s| s.name == q.kind.metric())
@@ -289,7 +321,7 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
         }
     }
     let threshold = match q.by {
-        By::Failure => None,
+        By::Failure | By::Rework => None,
         By::Duration => match q.threshold_s {
             Some(t) => Some(snap_to_bound(t)),
             None => quantile_bound(&all_buckets, 0.9),
@@ -299,7 +331,7 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
         match (q.by, threshold) {
             (By::Duration, Some(t)) => above(s, t),
             (By::Duration, None) => 0,
-            (By::Failure, _) => {
+            (By::Failure | By::Rework, _) => {
                 if failed(s) {
                     s.count
                 } else {
@@ -308,21 +340,42 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
             }
         }
     };
-    let total: u64 = series.iter().map(|s| s.count).sum();
-    let chosen: u64 = series.iter().map(|s| selected(s)).sum();
+    let counted: Vec<(&Series, u64, u64)> =
+        series.iter().map(|s| (*s, s.count, selected(s))).collect();
+    Ok(ranked(q, threshold, &counted))
+}
+
+/// `by=rework`: the production deployments that ran, and the rework ones among them.
+fn rework(q: &Query, series: &[Series]) -> Report {
+    let counted: Vec<(&Series, u64, u64)> = series
+        .iter()
+        .filter(|s| ran_in_production(s))
+        .filter_map(|s| match s.name.as_str() {
+            metrics::DEPLOYMENTS => Some((s, s.count, 0)),
+            metrics::REWORK => Some((s, 0, s.count)),
+            _ => None,
+        })
+        .collect();
+    ranked(q, None, &counted)
+}
+
+/// Every attribute value's share among all and among the selected, ranked; `counted` holds
+/// each series with the items it counts among all and among the selected.
+fn ranked(q: &Query, threshold: Option<f64>, counted: &[(&Series, u64, u64)]) -> Report {
+    let total: u64 = counted.iter().map(|c| c.1).sum();
+    let chosen: u64 = counted.iter().map(|c| c.2).sum();
     // attribute → value → (all, selected)
     let mut tally: BTreeMap<&str, BTreeMap<&str, (u64, u64)>> = BTreeMap::new();
-    let names: std::collections::BTreeSet<&str> = series
+    let names: std::collections::BTreeSet<&str> = counted
         .iter()
-        .flat_map(|s| s.labels.keys().map(String::as_str))
+        .flat_map(|c| c.0.labels.keys().map(String::as_str))
         .filter(|k| !NOT_ATTRIBUTES.contains(k))
         .collect();
-    for s in &series {
-        let sel = selected(s);
+    for (s, all, sel) in counted {
         for name in &names {
             let value = s.labels.get(*name).map_or(UNSET, String::as_str);
             let e = tally.entry(name).or_default().entry(value).or_default();
-            e.0 += s.count;
+            e.0 += all;
             e.1 += sel;
         }
     }
@@ -358,7 +411,7 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
             .then(a.attribute.cmp(&b.attribute))
             .then(a.value.cmp(&b.value))
     });
-    Ok(Report {
+    Report {
         kind: q.kind,
         by: q.by,
         threshold_s: threshold,
@@ -366,7 +419,7 @@ pub fn correlate(q: &Query, series: &[Series]) -> Result<Report, QueryError> {
         slow_or_failed: chosen,
         min_count: MIN_COUNT,
         attributes,
-    })
+    }
 }
 
 /// The report as a text table (the CLI's output).
@@ -376,6 +429,7 @@ pub fn table(r: &Report) -> String {
         (By::Duration, Some(t)) => format!("slow = longer than {t} s (a bucket bound)"),
         (By::Duration, None) => "slow = (no data)".to_string(),
         (By::Failure, _) => format!("failed = result {}", FAILED_RESULTS.join("|")),
+        (By::Rework, _) => "rework = unplanned production deployments".to_string(),
     };
     out.push_str(&format!(
         "kind {}, by {}: {what}; {} of {} items\n",
@@ -479,6 +533,60 @@ mod tests {
             ),
             series(metrics::CHANGE_DURATION, &[py[0]], &[864000.0; 100]),
         ]
+    }
+
+    fn counter(name: &str, team: &str, env_prod: &str, result: &str, n: u64) -> Series {
+        let labels: Labels = [
+            ("valuestream.team", team),
+            ("valuestream.production", env_prod),
+            ("valuestream.result", result),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut s = Series::new(name, labels, 1);
+        s.count = n;
+        s
+    }
+
+    /// Team a: 4 of its 10 production deployments are rework, team b: 1 of 10; staging and
+    /// cancelled deployments count in neither the total nor the rework.
+    #[test]
+    fn rework_ranks_the_values_of_unplanned_production_deployments() {
+        let mut reason_a = counter(metrics::REWORK, "a", "true", "success", 4);
+        reason_a
+            .labels
+            .insert(attr::DEPLOYMENT_REWORK_REASON.into(), "failed_state".into());
+        let series = vec![
+            counter(metrics::DEPLOYMENTS, "a", "true", "success", 10),
+            counter(metrics::DEPLOYMENTS, "b", "true", "success", 10),
+            counter(metrics::DEPLOYMENTS, "a", "false", "success", 5),
+            counter(metrics::DEPLOYMENTS, "b", "true", "cancellation", 3),
+            reason_a,
+            counter(metrics::REWORK, "b", "true", "success", 1),
+            counter(metrics::REWORK, "b", "true", "cancellation", 2),
+            series(
+                metrics::DEPLOYMENT_DURATION,
+                &[("valuestream.team", "c")],
+                &[60.0],
+            ),
+        ];
+        let r = correlate(&q("deployment", "rework", None).unwrap(), &series).unwrap();
+        assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (20, 5, None));
+        let names: Vec<&str> = r.attributes.iter().map(|c| c.attribute.as_str()).collect();
+        assert_eq!(names, ["valuestream.team", "valuestream.team"], "{r:?}");
+        let a = &r.attributes[0];
+        assert_eq!((a.value.as_str(), a.count), ("a", 10));
+        assert!((a.share_selected - 0.8).abs() < 1e-12 && (a.lift - 1.6).abs() < 1e-12);
+        assert!(table(&r).contains("rework = unplanned production deployments"));
+        assert_eq!(
+            q("issue", "rework", None),
+            Err(QueryError::ReworkOfDeploymentsOnly("issue"))
+        );
+        assert_eq!(
+            q("deployment", "rework", Some("60")),
+            Err(QueryError::ThresholdWithFailure)
+        );
     }
 
     #[test]

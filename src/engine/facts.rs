@@ -206,6 +206,9 @@ pub struct Gen {
     pub environment: Option<String>,
     pub traits: RepoTraits,
     pub pipeline: Option<String>,
+    /// Changes: the title and labels of the latest fact that names them.
+    pub change_title: Option<String>,
+    pub change_labels: Vec<String>,
 }
 
 impl Gen {
@@ -312,6 +315,8 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             environment: None,
             traits: RepoTraits::default(),
             pipeline: None,
+            change_title: None,
+            change_labels: Vec::new(),
         };
         for f in &folded {
             let ev = &f.ev;
@@ -338,6 +343,11 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             gen.environment = ev.environment.clone().or(gen.environment.take());
             gen.traits.fold(&ev.traits);
             gen.pipeline = ev.pipeline.clone().or(gen.pipeline.take());
+            if ev.change_title.is_some() {
+                // A change's event names its title and all its labels.
+                gen.change_title = ev.change_title.clone();
+                gen.change_labels = ev.change_labels.clone();
+            }
         }
         gen.start = if g == 0 {
             folded.iter().find_map(|f| f.ev.start)

@@ -49,6 +49,12 @@ pub struct GenSummary {
     pub labels: Labels,
     #[serde(default)]
     pub pipeline: Option<String>,
+    /// A change's title and labels: what the rework rule reads (`VALUESTREAM_REWORK_PATTERN`).
+    /// Kept as text, not as a verdict, so that a new pattern applies to stored summaries too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub change_labels: Vec<String>,
 }
 
 /// A compact view of a work item, in its scope's partition.
@@ -180,6 +186,8 @@ fn gen_summary(g: &Gen) -> GenSummary {
         environment: g.environment.clone(),
         labels: base_labels(&g.source, g.repo.as_ref(), &g.traits),
         pipeline: g.pipeline.clone(),
+        title: g.change_title.clone(),
+        change_labels: g.change_labels.clone(),
     }
 }
 
@@ -276,6 +284,33 @@ pub struct DeployInfo {
     pub shipped: Vec<GenRef>,
     pub changes: i64,
     pub recovery_s: Option<f64>,
+    /// Why a production deployment is rework; `None`: planned (or not in production).
+    pub rework: Option<ReworkReason>,
+}
+
+/// Why a production deployment is *rework* (unplanned), the first that holds, in this order
+/// (docs/metrics.md "Deployment rework rate"):
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReworkReason {
+    /// It started while its repository and environment were failed: after a failed deployment,
+    /// before the next successful one finished.
+    FailedState,
+    /// It started while an incident that followed a production deployment of its repository
+    /// and environment was open.
+    Incident,
+    /// It shipped a change whose title or a label matches `VALUESTREAM_REWORK_PATTERN` (a
+    /// revert, a hotfix).
+    FixChange,
+}
+
+impl ReworkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReworkReason::FailedState => "failed_state",
+            ReworkReason::Incident => "incident",
+            ReworkReason::FixChange => "fix_change",
+        }
+    }
 }
 
 /// What follows for one incident.
@@ -400,12 +435,16 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
         contributions: BTreeMap::new(),
         failure_labels: BTreeMap::new(),
         prod_successes: Vec::new(),
+        failed_states: BTreeMap::new(),
+        incident_windows: BTreeMap::new(),
+        prod_deploys: Vec::new(),
         config,
     };
     d.durations(&sorted);
     let landings = Landings::of(&sorted, pushes, &idx, &mut d.out.first_commit);
     d.deployments(&sorted, &landings);
     d.incidents(&sorted, &idx);
+    d.rework(&idx);
     d.finish()
 }
 
@@ -559,6 +598,25 @@ struct EnvTimeline {
     shipped_bound: Option<(Time, String)>,
     /// When the environment started failing (the first failed deployment since a success).
     failing_since: Option<Time>,
+    /// The failed states so far: from the first failed deployment to the end of the successful
+    /// one that recovered (`None`: not recovered).
+    failed: Vec<Window>,
+}
+
+/// A time window, `[from, to)`; `to` is `None` while it lasts.
+type Window = (Time, Option<Time>);
+
+fn within(t: Time, (from, to): Window) -> bool {
+    t >= from && to.is_none_or(|to| t < to)
+}
+
+/// A finished production deployment, waiting for the rework rule.
+struct ProdDeploy {
+    me: GenRef,
+    environment: String,
+    start: Time,
+    /// The labels its count carries in `valuestream.deployments`.
+    counted: Labels,
 }
 
 /// The state [`derive`] builds up across its stages.
@@ -571,6 +629,11 @@ struct Deriver<'c> {
     /// Successful production deployments (end, deployment, environment), for incidents to find
     /// their cause.
     prod_successes: Vec<(Time, GenRef, String)>,
+    /// Environment (lower case) → its failed states.
+    failed_states: BTreeMap<String, Vec<Window>>,
+    /// Environment (lower case) → the windows its incidents were open.
+    incident_windows: BTreeMap<String, Vec<Window>>,
+    prod_deploys: Vec<ProdDeploy>,
     config: &'c Config,
 }
 
@@ -616,12 +679,16 @@ impl Deriver<'_> {
                 }
             }
         }
-        for deps in by_env.values_mut() {
+        for (env, deps) in by_env.iter_mut() {
             deps.sort_by(|a, b| (a.end, &a.s.key, a.gen).cmp(&(b.end, &b.s.key, b.gen)));
             let mut timeline = EnvTimeline::default();
             for d in deps.iter() {
                 self.deployment(d, &mut timeline, landings);
             }
+            if let Some(since) = timeline.failing_since {
+                timeline.failed.push((since, None));
+            }
+            self.failed_states.insert(env.clone(), timeline.failed);
         }
         self.prod_successes.sort();
     }
@@ -657,6 +724,18 @@ impl Deriver<'_> {
                 .map_or_else(|| UNKNOWN.into(), |r| r.as_str().into()),
         );
         let owner = d.s.key.as_str();
+        let me = GenRef {
+            key: d.s.key.clone(),
+            gen: d.gen,
+        };
+        if production {
+            self.prod_deploys.push(ProdDeploy {
+                me: me.clone(),
+                environment: environment.to_ascii_lowercase(),
+                start: g.start.unwrap_or(d.end),
+                counted: counted.clone(),
+            });
+        }
         self.contribute(owner, metrics::DEPLOYMENTS, counted, 1);
         if success && production {
             for l in &shipped {
@@ -670,13 +749,11 @@ impl Deriver<'_> {
             shipped: shipped.iter().filter_map(|l| l.change.clone()).collect(),
             changes: shipped.len() as i64,
             recovery_s: None,
-        };
-        let me = GenRef {
-            key: d.s.key.clone(),
-            gen: d.gen,
+            rework: None,
         };
         if success {
             if let Some(failed) = timeline.failing_since.take() {
+                timeline.failed.push((failed, Some(d.end)));
                 info.recovery_s = Some(seconds(d.end - failed));
                 let recovery = ms(d.end - failed).max(0);
                 self.contribute(owner, metrics::RECOVERY_TIME, labels, recovery);
@@ -727,6 +804,11 @@ impl Deriver<'_> {
                             .or_insert_with(|| change_failure_labels(ds, dg, &env));
                     }
                 }
+                let last_end = s.gens.last().and_then(|g| g.end);
+                self.incident_windows
+                    .entry(env.to_ascii_lowercase())
+                    .or_default()
+                    .push((start, last_end));
                 self.out.causes.insert(
                     s.key.clone(),
                     Cause {
@@ -747,6 +829,55 @@ impl Deriver<'_> {
                 let restore = ms(end - g.start.unwrap_or(end));
                 self.contribute(&s.key, metrics::TIME_TO_RESTORE, labels, restore);
             }
+        }
+    }
+
+    /// The rework rule, once failed states and incidents are known: each finished production
+    /// deployment is rework for the first [`ReworkReason`] that holds, counted in
+    /// `valuestream.deployment.rework` with the labels of its `valuestream.deployments` count
+    /// and the reason.
+    fn rework(&mut self, idx: &Index<'_>) {
+        let config = self.config;
+        let pattern = &config.rework_pattern;
+        let fixes = |c: &GenRef| {
+            idx.items
+                .get(c.key.as_str())
+                .and_then(|s| s.gens.get(c.gen as usize))
+                .is_some_and(|g| {
+                    g.title.as_deref().is_some_and(|t| pattern.is_match(t))
+                        || g.change_labels.iter().any(|l| pattern.is_match(l))
+                })
+        };
+        for p in std::mem::take(&mut self.prod_deploys) {
+            let open_in = |windows: &BTreeMap<String, Vec<Window>>| {
+                windows
+                    .get(&p.environment)
+                    .is_some_and(|ws| ws.iter().any(|w| within(p.start, *w)))
+            };
+            let reason = if open_in(&self.failed_states) {
+                Some(ReworkReason::FailedState)
+            } else if open_in(&self.incident_windows) {
+                Some(ReworkReason::Incident)
+            } else if self
+                .out
+                .deploys
+                .get(&p.me)
+                .is_some_and(|i| i.shipped.iter().any(fixes))
+            {
+                Some(ReworkReason::FixChange)
+            } else {
+                None
+            };
+            let Some(reason) = reason else { continue };
+            if let Some(info) = self.out.deploys.get_mut(&p.me) {
+                info.rework = Some(reason);
+            }
+            let mut labels = p.counted;
+            labels.insert(
+                attr::DEPLOYMENT_REWORK_REASON.into(),
+                reason.as_str().into(),
+            );
+            self.contribute(&p.me.key, metrics::REWORK, labels, 1);
         }
     }
 
@@ -918,6 +1049,268 @@ mod tally_tests {
                 .map(|(k, s)| (k, (s.count, s.sum_ms, s.buckets)))
                 .collect();
             prop_assert_eq!(got, series_of(&new));
+        }
+    }
+}
+
+/// The rework rule's known answers (docs/metrics.md "Deployment rework rate"): one scope, one
+/// repository, deployments to `production` (and `staging`), times in minutes.
+#[cfg(test)]
+mod rework_tests {
+    use super::*;
+
+    fn at(min: i64) -> Time {
+        "2024-06-03T10:00:00Z".parse::<Time>().unwrap() + TimeDelta::minutes(min)
+    }
+
+    fn gen(start: i64, end: Option<i64>) -> GenSummary {
+        GenSummary {
+            start: Some(at(start)),
+            end: end.map(at),
+            result: None,
+            error: false,
+            merge_sha: None,
+            head_sha: None,
+            environment: None,
+            labels: base_labels("github", Some(&Repo::new("o/r")), &RepoTraits::default()),
+            pipeline: None,
+            title: None,
+            change_labels: Vec::new(),
+        }
+    }
+
+    fn summary(key: &str, kind: Kind, g: GenSummary) -> Summary {
+        Summary {
+            key: key.into(),
+            source: "github".into(),
+            kind,
+            gens: vec![g],
+            parents: Vec::new(),
+            follows: Vec::new(),
+            head_shas: Vec::new(),
+            head_branch: None,
+            touched: at(0),
+            exported: Vec::new(),
+            ledger: None,
+            tally: None,
+        }
+    }
+
+    /// A deployment from `start` to `end`; `ok` false: it failed.
+    fn deploy(key: &str, env: &str, start: i64, end: i64, ok: bool) -> Summary {
+        let mut g = gen(start, Some(end));
+        g.environment = Some(env.into());
+        g.result = Some(if ok {
+            WorkResult::Success
+        } else {
+            WorkResult::Failure
+        });
+        g.error = !ok;
+        summary(key, Kind::Deployment, g)
+    }
+
+    /// A change merged at `merged`, with its title and labels.
+    fn change(key: &str, merged: i64, title: &str, labels: &[&str]) -> Summary {
+        let mut g = gen(merged - 60, Some(merged));
+        g.result = Some(WorkResult::Merged);
+        g.title = Some(title.into());
+        g.change_labels = labels.iter().map(|l| l.to_string()).collect();
+        summary(key, Kind::Change, g)
+    }
+
+    fn incident(key: &str, start: i64, end: Option<i64>) -> Summary {
+        let mut g = gen(start, end);
+        if end.is_some() {
+            g.result = Some(WorkResult::Resolved);
+        }
+        summary(key, Kind::Incident, g)
+    }
+
+    fn reasons(
+        summaries: &[Summary],
+        pairs: &[(&str, &str)],
+    ) -> BTreeMap<String, Option<&'static str>> {
+        let config = Config::from_pairs(pairs).unwrap();
+        let d = derive(summaries, &[], &config);
+        let mut out = BTreeMap::new();
+        for (gr, info) in &d.deploys {
+            let reason = info.rework.map(ReworkReason::as_str);
+            // The counter holds exactly the rework deployments, once, under their reason.
+            let counted: Vec<&Tally> = d
+                .contributions
+                .get(&gr.key)
+                .into_iter()
+                .flatten()
+                .filter(|t| t.name == metrics::REWORK)
+                .collect();
+            match reason {
+                Some(r) => {
+                    assert_eq!(counted.len(), 1, "{gr:?}");
+                    assert_eq!(counted[0].count, 1);
+                    assert_eq!(counted[0].labels[attr::DEPLOYMENT_REWORK_REASON], r);
+                    assert_eq!(counted[0].labels[attr::PRODUCTION], "true");
+                }
+                None => assert!(counted.is_empty(), "{gr:?}: {counted:?}"),
+            }
+            out.insert(gr.key.clone(), reason);
+        }
+        out
+    }
+
+    struct Case {
+        name: &'static str,
+        items: Vec<Summary>,
+        config: Vec<(&'static str, &'static str)>,
+        /// Deployment key → its rework reason.
+        want: Vec<(&'static str, Option<&'static str>)>,
+    }
+
+    fn cases() -> Vec<Case> {
+        let fs = Some("failed_state");
+        let inc = Some("incident");
+        let fix = Some("fix_change");
+        vec![
+            Case {
+                name: "a planned deployment is not rework",
+                items: vec![deploy("d1", "production", 0, 5, true)],
+                config: vec![],
+                want: vec![("d1", None)],
+            },
+            Case {
+                name: "failed deploy, then the fixing deploy: the fixing one is rework",
+                items: vec![
+                    deploy("d1", "production", 0, 5, false),
+                    deploy("d2", "production", 10, 20, true),
+                    deploy("d3", "production", 30, 35, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", fs), ("d3", None)],
+            },
+            Case {
+                name: "every deployment until the recovery is rework, failed ones too",
+                items: vec![
+                    deploy("d1", "production", 0, 5, false),
+                    deploy("d2", "production", 6, 8, false),
+                    deploy("d3", "production", 10, 20, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", fs), ("d3", fs)],
+            },
+            Case {
+                name: "a deployment started before the failure is not rework",
+                items: vec![
+                    deploy("d1", "production", 0, 5, false),
+                    deploy("d2", "production", 2, 20, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", None)],
+            },
+            Case {
+                name: "a deployment started during a failed state that another recovered is rework",
+                items: vec![
+                    deploy("d1", "production", 0, 5, false),
+                    deploy("d2", "production", 8, 30, true),
+                    deploy("d3", "production", 6, 10, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", fs), ("d3", fs)],
+            },
+            Case {
+                name: "staging failures and deployments are not production rework",
+                items: vec![
+                    deploy("s1", "staging", 0, 5, false),
+                    deploy("s2", "staging", 10, 20, true),
+                    deploy("d1", "production", 10, 20, true),
+                ],
+                config: vec![],
+                want: vec![("s1", None), ("s2", None), ("d1", None)],
+            },
+            Case {
+                name: "an incident, then a hotfix deploy while it is open",
+                items: vec![
+                    deploy("d1", "production", 0, 5, true),
+                    incident("i1", 10, Some(60)),
+                    deploy("d2", "production", 30, 40, true),
+                    deploy("d3", "production", 70, 80, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", inc), ("d3", None)],
+            },
+            Case {
+                name: "an incident still open makes every later deployment rework",
+                items: vec![
+                    deploy("d1", "production", 0, 5, true),
+                    incident("i1", 10, None),
+                    deploy("d2", "production", 300, 310, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", inc)],
+            },
+            Case {
+                name: "an incident that followed no deployment makes nothing rework",
+                items: vec![
+                    incident("i1", 0, Some(60)),
+                    deploy("d1", "production", 30, 40, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None)],
+            },
+            Case {
+                name: "a revert, a hotfix title and a hotfix label are fix changes",
+                items: vec![
+                    change("c1", -30, "Revert \"Add the cache\"", &[]),
+                    deploy("d1", "production", 0, 5, true),
+                    change("c2", 10, "HOTFIX: null check", &[]),
+                    deploy("d2", "production", 20, 25, true),
+                    change("c3", 30, "Null check", &["bug", "hotfix"]),
+                    deploy("d3", "production", 40, 45, true),
+                    change("c4", 50, "Prevent reversed lists; hotfixes later", &[]),
+                    deploy("d4", "production", 60, 65, true),
+                ],
+                config: vec![],
+                want: vec![("d1", fix), ("d2", fix), ("d3", fix), ("d4", None)],
+            },
+            Case {
+                name: "a failed state wins over a fix change",
+                items: vec![
+                    deploy("d1", "production", 0, 5, false),
+                    change("c1", 6, "Revert \"Add the cache\"", &[]),
+                    deploy("d2", "production", 10, 20, true),
+                ],
+                config: vec![],
+                want: vec![("d1", None), ("d2", fs)],
+            },
+            Case {
+                name: "the pattern is configurable",
+                items: vec![
+                    change("c1", -30, "Rollback the cache", &[]),
+                    deploy("d1", "production", 0, 5, true),
+                    change("c2", 10, "Hotfix the cache", &[]),
+                    deploy("d2", "production", 20, 25, true),
+                ],
+                config: vec![("VALUESTREAM_REWORK_PATTERN", "^rollback")],
+                want: vec![("d1", fix), ("d2", None)],
+            },
+        ]
+    }
+
+    #[test]
+    fn rework_known_answers() {
+        for c in cases() {
+            let got = reasons(&c.items, &c.config);
+            let want: BTreeMap<String, Option<&str>> =
+                c.want.iter().map(|(k, r)| (k.to_string(), *r)).collect();
+            assert_eq!(got, want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn rework_is_the_same_whatever_the_order_of_the_summaries() {
+        for c in cases() {
+            let mut items = c.items.clone();
+            let want = reasons(&items, &c.config);
+            items.reverse();
+            assert_eq!(reasons(&items, &c.config), want, "{}", c.name);
         }
     }
 }

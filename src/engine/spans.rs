@@ -194,6 +194,15 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
                     AttrValue::Int(info.changes),
                 );
             }
+            if info.production {
+                attributes.insert(attr::DEPLOYMENT_REWORK.into(), info.rework.is_some().into());
+                if let Some(reason) = info.rework {
+                    attributes.insert(
+                        attr::DEPLOYMENT_REWORK_REASON.into(),
+                        reason.as_str().into(),
+                    );
+                }
+            }
             if let Some(rec) = info.recovery_s {
                 attributes.insert(
                     attr::DEPLOYMENT_RECOVERY_TIME_S.into(),
@@ -212,6 +221,15 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         _ => {}
     }
     let error = g.error();
+    if error && matches!(s.kind, Kind::PipelineRun | Kind::Task) {
+        // OpenTelemetry CI/CD: a failed run or task names its class of error; the source's own
+        // (GitLab's failure reason) wins, else the result (`failure`, `timeout`, …).
+        if let Some(result) = g.result() {
+            attributes
+                .entry(attr::ERROR_TYPE.into())
+                .or_insert_with(|| result.as_str().into());
+        }
+    }
     Some(FinishedSpan {
         source: s.source.clone(),
         trace_id,

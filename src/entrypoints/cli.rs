@@ -80,7 +80,8 @@ enum Command {
         /// issue, change, run or deployment.
         #[arg(long)]
         kind: String,
-        /// duration (slow ones) or failure (failed runs and deployments).
+        /// duration (slow ones), failure (failed runs and deployments) or rework (rework
+        /// production deployments).
         #[arg(long, default_value = "duration")]
         by: String,
         /// Slow = longer than this many seconds (raised to the next histogram bucket bound);

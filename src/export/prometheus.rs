@@ -457,6 +457,10 @@ mod tests {
                 "valuestream.deployment.recovery_time",
                 "valuestream_deployment_recovery_time_seconds",
             ),
+            (
+                "valuestream.deployment.rework",
+                "valuestream_deployment_rework_total",
+            ),
         ];
         assert_eq!(
             CATALOGUE.len(),

@@ -13,6 +13,7 @@ pub const CICD_PIPELINE_TASK_NAME: &str = "cicd.pipeline.task.name";
 pub const CICD_PIPELINE_TASK_RUN_ID: &str = "cicd.pipeline.task.run.id";
 pub const CICD_PIPELINE_TASK_RUN_RESULT: &str = "cicd.pipeline.task.run.result";
 pub const CICD_PIPELINE_TASK_RUN_URL_FULL: &str = "cicd.pipeline.task.run.url.full";
+pub const CICD_PIPELINE_TASK_TYPE: &str = "cicd.pipeline.task.type";
 pub const DEPLOYMENT_ENVIRONMENT_NAME: &str = "deployment.environment.name";
 pub const DEPLOYMENT_ID: &str = "deployment.id";
 pub const DEPLOYMENT_STATUS: &str = "deployment.status";
@@ -41,6 +42,12 @@ pub const CHANGE_FIRST_COMMIT_TIME: &str = "valuestream.change.first_commit_time
 pub const CHANGE_MERGE_REVISION: &str = "valuestream.change.merge_revision";
 pub const DEPLOYMENT_CHANGES: &str = "valuestream.deployment.changes";
 pub const DEPLOYMENT_RECOVERY_TIME_S: &str = "valuestream.deployment.recovery_time_s";
+/// Whether a production deployment is rework (unplanned: docs/metrics.md "Deployment rework
+/// rate"), on its span.
+pub const DEPLOYMENT_REWORK: &str = "valuestream.deployment.rework";
+/// Why a deployment is rework (`failed_state`, `incident`, `fix_change`): a span attribute and
+/// a label of the rework counter.
+pub const DEPLOYMENT_REWORK_REASON: &str = "valuestream.deployment.rework.reason";
 pub const DEPLOYMENT_STATUS_DESCRIPTION: &str = "valuestream.deployment.status_description";
 pub const ENVIRONMENT_TIER: &str = "valuestream.environment.tier";
 pub const ENVIRONMENT_URL: &str = "valuestream.environment.url";
@@ -107,4 +114,5 @@ pub mod metric {
     pub const CHANGE_FAILURES: &str = "valuestream.change_failures";
     pub const TIME_TO_RESTORE: &str = "valuestream.time_to_restore";
     pub const RECOVERY_TIME: &str = "valuestream.deployment.recovery_time";
+    pub const REWORK: &str = "valuestream.deployment.rework";
 }

@@ -464,6 +464,13 @@ pub struct WorkEvent {
     /// Runs and tasks: the pipeline's name (`cicd.pipeline.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// Changes: the title, which the rework rule reads (docs/metrics.md "Deployment rework
+    /// rate"); the span shows it as `vcs.change.title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_title: Option<String>,
+    /// Changes: the labels, which the rework rule reads (`valuestream.labels` on the span).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub change_labels: Vec<String>,
     /// Point-in-time events to add to the span.
     #[serde(default)]
     pub span_events: Vec<SpanEvent>,
@@ -564,6 +571,8 @@ impl WorkEvent {
             environment: None,
             traits: RepoTraits::default(),
             pipeline: None,
+            change_title: None,
+            change_labels: Vec::new(),
             span_events: Vec::new(),
             at: None,
             duration_ms: None,

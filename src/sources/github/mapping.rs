@@ -226,6 +226,9 @@ impl Ctx<'_> {
             attr::VCS_REF_BASE_REVISION.into(),
             pr.base.sha.clone().into(),
         );
+        w.change_title = Some(pr.title.clone());
+        w.change_labels = labels.clone();
+        let a = &mut w.attributes;
         a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
         set_opt(a, attr::URL_FULL, pr.html_url.clone());
         set_opt(a, attr::AUTHOR, pr.user.as_ref().map(|u| u.login.clone()));

@@ -238,6 +238,9 @@ impl<'a> Ctx<'a> {
             attr::VCS_REF_BASE_NAME.into(),
             mr.target_branch.clone().into(),
         );
+        w.change_title = Some(mr.title.clone());
+        w.change_labels = labels.clone();
+        let a = &mut w.attributes;
         a.insert(attr::LABELS.into(), AttrValue::StrList(labels));
         set_opt(a, attr::URL_FULL, mr.url.clone());
         set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
@@ -458,6 +461,14 @@ impl<'a> Ctx<'a> {
             self.page(&format!("jobs/{}", t.id)),
         );
         set_opt(a, attr::TASK_STAGE, t.stage);
+        // OpenTelemetry's task types are GitLab's default stage names.
+        if let Some(kind) = t.stage.and_then(|st| {
+            ["build", "test", "deploy"]
+                .into_iter()
+                .find(|k| st.eq_ignore_ascii_case(k))
+        }) {
+            a.insert(attr::CICD_PIPELINE_TASK_TYPE.into(), kind.into());
+        }
         set_opt(a, attr::VCS_REF_HEAD_NAME, t.git_ref);
         set_opt(a, attr::VCS_REF_HEAD_REVISION, t.sha);
         if t.allow_failure {
