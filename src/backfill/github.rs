@@ -245,19 +245,14 @@ pub async fn read_repo(
         .iter()
         .map(|run| run["id"].as_u64().unwrap_or_default())
         .collect();
-    let jobs: Vec<(String, Vec<Value>)> =
-        futures_util::stream::iter(run_ids.into_iter().map(|id| {
-            let client = client.clone();
-            let path = format!("{base}/actions/runs/{id}/jobs");
-            let what = label(&format!("jobs of run {id}"));
-            async move {
-                let jobs = client.get_list(&what, &path, |_| true).await?;
-                anyhow::Ok((path, jobs))
-            }
-        }))
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
+    let jobs = lists_by_id(
+        client,
+        run_ids,
+        concurrency,
+        |id| format!("{base}/actions/runs/{id}/jobs"),
+        |id| label(&format!("jobs of run {id}")),
+    )
+    .await?;
     let mut n = 0;
     for (path, jobs) in &jobs {
         for job in jobs {
@@ -277,19 +272,14 @@ pub async fn read_repo(
         .iter()
         .map(|d| d["id"].as_u64().unwrap_or_default())
         .collect();
-    let statuses: Vec<(String, Vec<Value>)> =
-        futures_util::stream::iter(dep_ids.into_iter().map(|id| {
-            let client = client.clone();
-            let path = format!("{base}/deployments/{id}/statuses");
-            let what = label(&format!("statuses of deployment {id}"));
-            async move {
-                let s = client.get_list(&what, &path, |_| true).await?;
-                anyhow::Ok((path, s))
-            }
-        }))
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
+    let statuses = lists_by_id(
+        client,
+        dep_ids,
+        concurrency,
+        |id| format!("{base}/deployments/{id}/statuses"),
+        |id| label(&format!("statuses of deployment {id}")),
+    )
+    .await?;
     let mut n_status = 0;
     for (d, (path, statuses)) in kept.iter().zip(&statuses) {
         n_status += deployment_deliveries(
@@ -792,6 +782,29 @@ fn pushes(commits: &[Value], branch: &str, ep: &str) -> anyhow::Result<Vec<Value
 }
 
 /// Reads `field` to check an item, for callers outside (tests): the endpoint and field named.
+/// The whole list at `path(id)` for each of `ids`, in `ids`' order, at most `concurrency`
+/// requests at once: (path, items) per ID. Paths and labels are made before the requests start,
+/// so the future holds only owned values and stays `Send` (rust-lang/rust#102211).
+async fn lists_by_id(
+    client: &Arc<Client>,
+    ids: Vec<u64>,
+    concurrency: usize,
+    path: impl Fn(u64) -> String,
+    what: impl Fn(u64) -> String,
+) -> anyhow::Result<Vec<(String, Vec<Value>)>> {
+    let requests: Vec<(String, String)> = ids.into_iter().map(|id| (path(id), what(id))).collect();
+    futures_util::stream::iter(requests.into_iter().map(|(path, what)| {
+        let client = client.clone();
+        async move {
+            let items = client.get_list(&what, &path, |_| true).await?;
+            anyhow::Ok((path, items))
+        }
+    }))
+    .buffered(concurrency)
+    .try_collect()
+    .await
+}
+
 pub fn check_field(v: &Value, name: &str, ep: &str) -> anyhow::Result<()> {
     field(v, name, ep)
         .map(|_| ())
