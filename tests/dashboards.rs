@@ -14,6 +14,7 @@
 //!   push feature/a      first commit 03-04 08:00
 //!   run 501 CI          feature/a 09:05 → 09:15 success                          (600 s)
 //!   PR #11 feature/a    created 09:00, merged 12:00 (merge commit M11)           (10800 s)
+//!   review of PR #11    approved by octocat at 10:30
 //!   push master         M11 "Merge pull request #11 …" (the change's own commit)
 //!   run 502 CI          master 12:01 → 12:09 success                             (480 s)
 //!   run 503 CI          feature/b 10:05 → 10:07 failure                          (120 s)
@@ -92,6 +93,17 @@ const RECOVERY: f64 = 2700.0;
 /// production deployments.
 const REWORK: f64 = 1.0;
 const REWORK_RATE: f64 = REWORK / PROD_DEPLOYS;
+/// Change stages (docs/metrics.md "Change stages"):
+///   PR #11: coding 08:00 (first commit on feature/a) → 09:00 (opened, not a draft) = 3600 s;
+///           pickup 09:00 → 10:30 (octocat's review) = 5400 s; review 10:30 → 12:00 = 5400 s;
+///           deploy 12:00 (merge) → 15:10 (1001) = 11400 s
+///   PR #12: no commit before it opened, no review: deploy 13:00 → 15:10 = 7800 s only
+///   PR #13: deploy 10:00 → 11:50 (1003; 1002 failed) = 6600 s only
+/// Single observations interpolate inside their bucket: coding (le=3600, from 1800) p50 2700,
+/// p90 3420; pickup and review (le=7200, from 3600) p50 5400, p90 6840. Deploy: 6600 in
+/// le=7200, 7800 and 11400 in le=14400: p50 rank 1.5 → 7200 + 7200 × 0.5/2 = 9000, p90 rank 2.7
+/// → 7200 + 7200 × 1.7/2 = 13320. Every merged change was deployed: 3 − 3 = 0 not yet.
+const STAGE_DEPLOY_MEAN: f64 = (11400.0 + 7800.0 + 6600.0) / 3.0;
 /// Deployment durations: 1004 300, 1001 600, 1002 300, 1003 1200.
 const DEPLOY_DURATIONS: [f64; 4] = [300.0, 600.0, 300.0, 1200.0];
 /// p50: rank 2 → le=300 holds 2: 120 + 180 × 2/2 = 300. p90: rank 3.6 → le=1800 (cumulative 4,
@@ -198,6 +210,14 @@ const TABLE: &[Row] = &[
     row(DO, "Deployment rework rate trend", "A",            V(REWORK_RATE),                  Nothing),
     row(DO, "Recovery time / time to restore trend", "A",   V(TTR),                          Nothing),
     row(DO, "Recovery time / time to restore trend", "B",   V(RECOVERY),                     Nothing),
+    row(DO, "Where the time goes (mean per change, by repository)", "A",
+        By(&[("coding/codertocat/hello-world", 3600.0), ("deploy/codertocat/hello-world", STAGE_DEPLOY_MEAN),
+             ("pickup/codertocat/hello-world", 5400.0), ("review/codertocat/hello-world", 5400.0)]), Same),
+    row(DO, "Stage durations (p50 / p90)", "A",
+        By(&[("coding", 2700.0), ("deploy", 9000.0), ("pickup", 5400.0), ("review", 5400.0)]), Same),
+    row(DO, "Stage durations (p50 / p90)", "B",
+        By(&[("coding", 3420.0), ("deploy", 13320.0), ("pickup", 6840.0), ("review", 6840.0)]), Same),
+    row(DO, "Merged, not yet deployed", "A",                V(0.0),                          Same),
     // ---- delivery.json (4 deployments: 3 production, 1 staging; 3 succeeded)
     row(DV, "Deployments by source", "A",                   By(&[("github", 4.0)]),          By(&[("github", 1.0)])),
     row(DV, "Deployment success ratio by source", "A",      By(&[("github", 0.75)]),         By(&[("github", 1.0)])),
@@ -259,6 +279,7 @@ fn scenario() -> Vec<(String, Value)> {
         f(b, "17-deployment-1003-production-success", "deployment_status", deployment_status(1003, "production", "e13", "2024-03-05T11:30:00Z", "2024-03-05T11:50:00Z", "success")),
         f(b, "18-incident-20-opened", "issues", issue("opened", 20, "2024-03-05T12:00:00Z", None, &["incident"])),
         f(b, "19-incident-20-resolved", "issues", issue("closed", 20, "2024-03-05T12:00:00Z", Some("2024-03-05T13:30:00Z"), &["incident"])),
+        f(a, "21-review-11-approved", "pull_request_review", review(11, "feature/a", "2024-03-04T09:00:00Z", "2024-03-04T10:30:00Z", "approved", "octocat")),
         // GitHub redelivers with the same X-GitHub-Delivery: it must count nothing.
         (format!("{b}/20-deployment-1001-redelivered.json"), delivery("deployment_status", "metrics-dora-11", deployment_1001())),
     ]

@@ -6,11 +6,12 @@
 use super::facts::{self, ItemRecord};
 use super::keys;
 use super::metrics::{self, Series};
-use super::scope::{self, Contribution, Index, PushFact, Summary, Tally};
+use super::scope::{self, Contribution, GenRef, Index, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
+use super::stages::StageName;
 use super::tx::Tx;
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
-use crate::model::{FinishedSpan, ParentRef, Time};
+use crate::model::{FinishedSpan, Kind, ParentRef, Time};
 use crate::store::{Cond, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -395,6 +396,20 @@ impl Engine {
                 derived: &derived,
                 link_limit: config.span_link_limit,
             };
+            // Generations exported in this round: a change's deploy stage goes out with
+            // whichever of the change and its deployment is exported last.
+            let exporting: BTreeSet<GenRef> = due
+                .iter()
+                .flat_map(|s| {
+                    s.gens.iter().enumerate().filter_map(|(i, g)| {
+                        let gen = i as u32;
+                        (g.end.is_some() && !s.exported.contains(&gen)).then(|| GenRef {
+                            key: s.key.clone(),
+                            gen,
+                        })
+                    })
+                })
+                .collect();
             for s in &due {
                 let Some(record) = items.get(&s.key) else {
                     continue;
@@ -407,6 +422,7 @@ impl Engine {
                     if let Some(span) = spans::build(&resolver, s, &g) {
                         spans_out.push(span);
                     }
+                    spans_out.extend(stage_spans(&resolver, s, g.index, &exporting));
                     exported.push(g.index);
                 }
                 exported.sort();
@@ -587,6 +603,56 @@ impl Engine {
             attributes: g.span_attributes(),
             events: g.events,
         }))
+    }
+}
+
+/// The stage spans that go out with generation `gen` of `s` (docs/metrics.md "Change stages"):
+/// a change's coding, pickup and review stages; its deploy stage if the deployment that first
+/// shipped it was exported before; for a deployment, the deploy stages of the changes it first
+/// shipped that were exported before or go out in this round (`exporting`).
+fn stage_spans(
+    r: &Resolver<'_>,
+    s: &Summary,
+    gen: u32,
+    exporting: &BTreeSet<GenRef>,
+) -> Vec<FinishedSpan> {
+    let me = GenRef {
+        key: s.key.clone(),
+        gen,
+    };
+    let exported_before = |g: &GenRef| {
+        r.idx
+            .items
+            .get(g.key.as_str())
+            .is_some_and(|x| x.exported.contains(&g.gen))
+    };
+    match s.kind {
+        Kind::Change => {
+            let deployed_before = r
+                .derived
+                .first_deploy
+                .get(&me)
+                .is_some_and(|d| exported_before(d) && spans::deploy_stage_shown(r, &me, d));
+            spans::stage_spans(r, s, gen, |n| n != StageName::Deploy || deployed_before)
+        }
+        Kind::Deployment => {
+            let Some(info) = r.derived.deploys.get(&me) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for c in &info.shipped {
+                if !spans::deploy_stage_shown(r, c, &me)
+                    || !(exported_before(c) || exporting.contains(c))
+                {
+                    continue;
+                }
+                if let Some(cs) = r.idx.items.get(c.key.as_str()) {
+                    out.extend(spans::stage_spans(r, cs, c.gen, |n| n == StageName::Deploy));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -10,8 +10,8 @@
 
 use crate::model::{attr, ids};
 use crate::model::{
-    Action, Attrs, Kind, Outcome, ParentRef, Repo, RepoTraits, SpanEvent, Time, WorkEvent,
-    WorkResult,
+    Action, Attrs, ChangeStep, Kind, Outcome, ParentRef, Repo, RepoTraits, SpanEvent, Time,
+    WorkEvent, WorkResult,
 };
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -109,9 +109,18 @@ impl Fact {
         (self.time(), self.rank(), &self.hash)
     }
 
-    fn keep_priority(&self) -> (bool, Time, u8, &str) {
+    /// Over the cap, the facts with the greatest priority stay: opens and closes, then updates
+    /// that carry a change's steps (the earliest first: the first review and the ready mark
+    /// bound the stages), then the latest plain updates.
+    fn keep_priority(&self) -> (u8, i128, u8, &str) {
         let (t, r, h) = self.order_key();
-        (self.ev.action != Action::Update, t, r, h)
+        let nanos =
+            i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos());
+        match (self.ev.action, self.ev.steps.is_empty()) {
+            (Action::Update, true) => (0, nanos, r, h),
+            (Action::Update, false) => (1, -nanos, r, h),
+            _ => (2, nanos, r, h),
+        }
     }
 }
 
@@ -209,6 +218,9 @@ pub struct Gen {
     /// Changes: the title and labels of the latest fact that names them.
     pub change_title: Option<String>,
     pub change_labels: Vec<String>,
+    /// Changes: the generation's steps (drafts, ready, review requests, reviews up to its
+    /// close), in time order.
+    pub steps: Vec<ChangeStep>,
 }
 
 impl Gen {
@@ -317,6 +329,7 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             pipeline: None,
             change_title: None,
             change_labels: Vec::new(),
+            steps: Vec::new(),
         };
         for f in &folded {
             let ev = &f.ev;
@@ -325,6 +338,11 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             for e in &ev.span_events {
                 if !gen.events.contains(e) {
                     gen.events.push(e.clone());
+                }
+            }
+            for step in &ev.steps {
+                if !gen.steps.contains(step) {
+                    gen.steps.push(step.clone());
                 }
             }
             for p in &ev.parents {
@@ -349,6 +367,7 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
                 gen.change_labels = ev.change_labels.clone();
             }
         }
+        gen.steps.sort();
         gen.start = if g == 0 {
             folded.iter().find_map(|f| f.ev.start)
         } else {

@@ -44,6 +44,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: TIME_TO_RESTORE, kind: MetricKind::Histogram, unit: "s", description: "Time to restore service: incident resolved minus incident triggered." },
     MetricDef { name: RECOVERY_TIME, kind: MetricKind::Histogram, unit: "s", description: "Failed deployment recovery time: first failed deployment to the next successful deployment of the same repository and environment." },
     MetricDef { name: REWORK, kind: MetricKind::Counter, unit: "{deployment}", description: "Deployment rework: finished production deployments that were unplanned (started while the repository and environment were failed or had an open incident, or shipped a revert/hotfix change), by reason; divided by valuestream.deployments it is the deployment rework rate." },
+    MetricDef { name: STAGE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Where a merged change's time went, by valuestream.change.stage: coding (first commit to ready for review), pickup (ready to first review), review (first review to merge), deploy (merge to the first successful production deployment that shipped it)." },
 ];
 
 /// Histogram bucket upper bounds, in seconds: from a second (jobs) to a year (issues).

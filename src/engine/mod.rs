@@ -33,6 +33,7 @@ pub mod keys;
 pub mod metrics;
 pub mod scope;
 pub mod spans;
+pub mod stages;
 pub mod tx;
 
 use crate::config::Config;

@@ -12,9 +12,10 @@
 use super::facts::{self, Gen, ItemRecord};
 use super::metrics::{self, Labels};
 pub use super::metrics::{tally_diff, Tally};
+use super::stages::{self, ChangeTimes, Stage, StageName};
 use crate::config::Config;
 use crate::model::attr;
-use crate::model::{Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
+use crate::model::{ChangeStep, Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
 
 /// The result label of a finished item whose delivery named no result.
 const UNKNOWN: &str = "unknown";
@@ -55,6 +56,9 @@ pub struct GenSummary {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub change_labels: Vec<String>,
+    /// A change's steps (drafts, ready, reviews) up to its close: what the stage rule reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ChangeStep>,
 }
 
 /// A compact view of a work item, in its scope's partition.
@@ -188,6 +192,7 @@ fn gen_summary(g: &Gen) -> GenSummary {
         pipeline: g.pipeline.clone(),
         title: g.change_title.clone(),
         change_labels: g.change_labels.clone(),
+        steps: g.steps.clone(),
     }
 }
 
@@ -328,6 +333,10 @@ pub struct Derived {
     pub causes: HashMap<String, Cause>,
     /// Merged change → the first commit time, when before its creation.
     pub first_commit: HashMap<GenRef, Time>,
+    /// Each merged change generation's stages ([`stages::stages`]), in order.
+    pub stages: HashMap<GenRef, Vec<Stage>>,
+    /// The first successful production deployment that shipped each change generation.
+    pub first_deploy: HashMap<GenRef, GenRef>,
     /// Owner item key → its metric contributions, summed per series ([`tally`]).
     pub contributions: BTreeMap<String, Vec<Tally>>,
 }
@@ -438,11 +447,13 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> De
         failed_states: BTreeMap::new(),
         incident_windows: BTreeMap::new(),
         prod_deploys: Vec::new(),
+        shipped_first: HashMap::new(),
         config,
     };
     d.durations(&sorted);
     let landings = Landings::of(&sorted, pushes, &idx, &mut d.out.first_commit);
     d.deployments(&sorted, &landings);
+    d.stages(&sorted);
     d.incidents(&sorted, &idx);
     d.rework(&idx);
     d.finish()
@@ -634,6 +645,9 @@ struct Deriver<'c> {
     /// Environment (lower case) → the windows its incidents were open.
     incident_windows: BTreeMap<String, Vec<Window>>,
     prod_deploys: Vec<ProdDeploy>,
+    /// Change generation → (end, deployment) of the first successful production deployment
+    /// that shipped it.
+    shipped_first: HashMap<GenRef, (Time, GenRef)>,
     config: &'c Config,
 }
 
@@ -741,6 +755,15 @@ impl Deriver<'_> {
             for l in &shipped {
                 let lead = ms(d.end - l.start).max(0);
                 self.contribute(owner, metrics::LEAD_TIME, labels.clone(), lead);
+                if let Some(c) = &l.change {
+                    let first = self
+                        .shipped_first
+                        .entry(c.clone())
+                        .or_insert_with(|| (d.end, me.clone()));
+                    if (d.end, &me) < (first.0, &first.1) {
+                        *first = (d.end, me.clone());
+                    }
+                }
             }
         }
         let mut info = DeployInfo {
@@ -773,6 +796,50 @@ impl Deriver<'_> {
             }
         }
         self.out.deploys.insert(me, info);
+    }
+
+    /// Each merged change generation's stages ([`stages`]): coding, pickup and review counted
+    /// for the change, deploy for the deployment that first shipped it (so that it moves with
+    /// the shipped set), all with the change's labels.
+    fn stages(&mut self, sorted: &[&Summary]) {
+        for s in sorted.iter().filter(|s| s.kind == Kind::Change) {
+            for (i, g) in s.gens.iter().enumerate() {
+                if g.result != Some(WorkResult::Merged) {
+                    continue;
+                }
+                let (Some(opened), Some(merged)) = (g.start, g.end) else {
+                    continue;
+                };
+                let me = GenRef {
+                    key: s.key.clone(),
+                    gen: i as u32,
+                };
+                let deploy = self.shipped_first.get(&me).cloned();
+                let times = ChangeTimes {
+                    opened,
+                    merged,
+                    first_commit: self.out.first_commit.get(&me).copied(),
+                    steps: &g.steps,
+                    deployed: deploy.as_ref().map(|(end, _)| *end),
+                };
+                let found = stages::stages(&times);
+                for stage in &found {
+                    let mut labels = g.labels.clone();
+                    labels.insert(attr::CHANGE_STAGE.into(), stage.name.as_str().into());
+                    let owner = match (&deploy, stage.name) {
+                        (Some((_, d)), StageName::Deploy) => d.key.clone(),
+                        _ => s.key.clone(),
+                    };
+                    self.contribute(&owner, metrics::STAGE_DURATION, labels, stage.millis());
+                }
+                if let Some((_, d)) = deploy {
+                    self.out.first_deploy.insert(me.clone(), d);
+                }
+                if !found.is_empty() {
+                    self.out.stages.insert(me, found);
+                }
+            }
+        }
     }
 
     /// Incidents: each follows the latest successful production deployment before it began
@@ -1076,6 +1143,7 @@ mod rework_tests {
             pipeline: None,
             title: None,
             change_labels: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -1292,6 +1360,63 @@ mod rework_tests {
                 want: vec![("d1", fix), ("d2", None)],
             },
         ]
+    }
+
+    #[test]
+    fn stages_are_counted_for_the_change_and_the_deployment_that_first_shipped_it() {
+        use crate::model::{ChangeStep, ReviewState, ReviewerKind};
+        let mut c = change("c1", 60, "Add the cache", &[]);
+        c.gens[0].steps = vec![ChangeStep::review(
+            at(20),
+            ReviewState::Approved,
+            ReviewerKind::Human,
+        )];
+        let items = vec![
+            c,
+            deploy("s1", "staging", 65, 68, true),
+            deploy("d1", "production", 70, 90, true),
+            deploy("d2", "production", 100, 120, true),
+        ];
+        let config = Config::from_pairs(&[]).unwrap();
+        let d = derive(&items, &[], &config);
+        let me = GenRef {
+            key: "c1".into(),
+            gen: 0,
+        };
+        let got: Vec<(&str, Time, Time)> = d.stages[&me]
+            .iter()
+            .map(|s| (s.name.as_str(), s.start, s.end))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pickup", at(0), at(20)),
+                ("review", at(20), at(60)),
+                ("deploy", at(60), at(90)),
+            ]
+        );
+        assert_eq!(d.first_deploy[&me].key, "d1", "staging does not count");
+        let stage_tallies = |owner: &str| -> Vec<(String, i64, i64)> {
+            d.contributions
+                .get(owner)
+                .into_iter()
+                .flatten()
+                .filter(|t| t.name == metrics::STAGE_DURATION)
+                .map(|t| (t.labels[attr::CHANGE_STAGE].clone(), t.count, t.sum_ms))
+                .collect()
+        };
+        assert_eq!(
+            stage_tallies("c1"),
+            [
+                ("pickup".to_string(), 1, 20 * 60_000),
+                ("review".to_string(), 1, 40 * 60_000)
+            ]
+        );
+        assert_eq!(
+            stage_tallies("d1"),
+            [("deploy".to_string(), 1, 30 * 60_000)]
+        );
+        assert!(stage_tallies("d2").is_empty() && stage_tallies("s1").is_empty());
     }
 
     #[test]

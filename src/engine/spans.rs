@@ -4,6 +4,7 @@
 
 use super::facts::Gen;
 use super::scope::{Derived, GenRef, Index, Summary};
+use super::stages::StageName;
 use crate::model::attr;
 use crate::model::ids;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind, ParentRef, SpanLink};
@@ -250,4 +251,76 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
             None
         },
     })
+}
+
+/// Whether the deploy stage of change generation `change` goes out with deployment `dep`'s
+/// links: the deployment first shipped it and it is among the changes the deployment links
+/// (the most recently landed, up to the link limit), so that a deployment that ships 5,000
+/// changes adds at most as many stage spans as links.
+pub fn deploy_stage_shown(r: &Resolver<'_>, change: &GenRef, dep: &GenRef) -> bool {
+    if r.derived.first_deploy.get(change) != Some(dep) {
+        return false;
+    }
+    let Some(info) = r.derived.deploys.get(dep) else {
+        return false;
+    };
+    let skip = info.shipped.len().saturating_sub(r.link_limit);
+    info.shipped[skip..].contains(change)
+}
+
+/// The stage child spans of generation `gen` of change `s` (docs/metrics.md "Change stages")
+/// that `pick` selects: children of the change's span, in its trace, with the payload's times
+/// and IDs that follow from the change's key, the stage and the generation. The deploy stage
+/// links the deployment that first shipped the change.
+pub fn stage_spans(
+    r: &Resolver<'_>,
+    s: &Summary,
+    gen: u32,
+    pick: impl Fn(StageName) -> bool,
+) -> Vec<FinishedSpan> {
+    let me = GenRef {
+        key: s.key.clone(),
+        gen,
+    };
+    let Some(stages) = r.derived.stages.get(&me) else {
+        return Vec::new();
+    };
+    let trace_id = r.trace(s, 0);
+    let parent = ids::span_id(&s.key, gen);
+    let mut out = Vec::new();
+    for stage in stages.iter().filter(|st| pick(st.name)) {
+        let mut attributes = Attrs::new();
+        if let Some(g) = s.gens.get(gen as usize) {
+            for (k, v) in &g.labels {
+                attributes.insert(k.clone(), v.clone().into());
+            }
+        }
+        attributes.insert(attr::KEY.into(), s.key.clone().into());
+        attributes.insert(attr::CHANGE_STAGE.into(), stage.name.as_str().into());
+        let mut links = Vec::new();
+        if stage.name == StageName::Deploy {
+            if let Some(dep) = r.derived.first_deploy.get(&me) {
+                if let Some(ds) = r.span_of_key(&dep.key, Some(dep.gen)) {
+                    links.push(link(ds.trace_id, ds.span_id, "deployed_by", Some(&dep.key)));
+                }
+            }
+        }
+        out.push(FinishedSpan {
+            source: s.source.clone(),
+            trace_id: trace_id.clone(),
+            span_id: ids::span_id(&format!("{}#stage#{}", s.key, stage.name.as_str()), gen),
+            parent_span_id: Some(parent.clone()),
+            name: stage.name.as_str().to_string(),
+            kind: Kind::Change,
+            start: stage.start,
+            end: stage.end,
+            attributes,
+            events: Vec::new(),
+            links,
+            dropped_links: 0,
+            error: false,
+            status_message: None,
+        });
+    }
+    out
 }

@@ -461,6 +461,10 @@ mod tests {
                 "valuestream.deployment.rework",
                 "valuestream_deployment_rework_total",
             ),
+            (
+                "valuestream.change.stage.duration",
+                "valuestream_change_stage_duration_seconds",
+            ),
         ];
         assert_eq!(
             CATALOGUE.len(),

@@ -93,6 +93,13 @@ pub const SOURCE: &str = "valuestream.source";
 pub const SOURCE_SYSTEM: &str = "valuestream.source_system";
 pub const TASK_ALLOW_FAILURE: &str = "valuestream.task.allow_failure";
 pub const TASK_STAGE: &str = "valuestream.task.stage";
+/// A change's stage (`coding`, `pickup`, `review`, `deploy`): the stage child span's and the
+/// stage-duration histogram's label (docs/metrics.md "Change stages").
+pub const CHANGE_STAGE: &str = "valuestream.change.stage";
+/// A review's state (`approved`, `changes_requested`, `commented`) on its span event.
+pub const REVIEW_STATE: &str = "valuestream.review.state";
+/// Who reviewed, as a kind (`human`, `bot`, `author`): never a name.
+pub const REVIEWER_KIND: &str = "valuestream.reviewer.kind";
 /// The team that owns the repository (payload label/topic, `VALUESTREAM_TEAMS`, or
 /// `VALUESTREAM_REPOSITORY_ATTRIBUTES`).
 pub const TEAM: &str = "valuestream.team";
@@ -115,4 +122,5 @@ pub mod metric {
     pub const TIME_TO_RESTORE: &str = "valuestream.time_to_restore";
     pub const RECOVERY_TIME: &str = "valuestream.deployment.recovery_time";
     pub const REWORK: &str = "valuestream.deployment.rework";
+    pub const STAGE_DURATION: &str = "valuestream.change.stage.duration";
 }

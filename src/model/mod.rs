@@ -427,6 +427,108 @@ pub struct SpanEvent {
     pub attributes: Attrs,
 }
 
+/// A change's step on its way to merge, with the payload's time: what the stage rule reads
+/// (docs/metrics.md "Change stages"). Kinds of reviewer, never names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChangeStep {
+    pub time: Time,
+    pub kind: StepKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<ReviewerKind>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Opened as, or converted to, a draft.
+    Draft,
+    /// Marked ready for review.
+    Ready,
+    ReviewRequested,
+    Review,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    Approved,
+    ChangesRequested,
+    Commented,
+}
+
+/// Who reviewed: a person other than the author, a bot, or the change's author.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewerKind {
+    Human,
+    Bot,
+    Author,
+}
+
+impl ReviewState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewState::Approved => "approved",
+            ReviewState::ChangesRequested => "changes_requested",
+            ReviewState::Commented => "commented",
+        }
+    }
+}
+
+impl ReviewerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewerKind::Human => "human",
+            ReviewerKind::Bot => "bot",
+            ReviewerKind::Author => "author",
+        }
+    }
+}
+
+impl ChangeStep {
+    pub fn new(kind: StepKind, time: Time) -> Self {
+        ChangeStep {
+            time,
+            kind,
+            review: None,
+            reviewer: None,
+        }
+    }
+
+    pub fn review(time: Time, state: ReviewState, reviewer: ReviewerKind) -> Self {
+        ChangeStep {
+            time,
+            kind: StepKind::Review,
+            review: Some(state),
+            reviewer: Some(reviewer),
+        }
+    }
+
+    /// The span event that shows the step on the change's span.
+    pub fn span_event(&self) -> SpanEvent {
+        let name = match self.kind {
+            StepKind::Draft => "converted to draft",
+            StepKind::Ready => "ready for review",
+            StepKind::ReviewRequested => "review requested",
+            StepKind::Review => "review submitted",
+        };
+        let mut attributes = Attrs::new();
+        if let Some(state) = self.review {
+            attributes.insert(attr::REVIEW_STATE.into(), state.as_str().into());
+        }
+        if let Some(who) = self.reviewer {
+            attributes.insert(attr::REVIEWER_KIND.into(), who.as_str().into());
+        }
+        SpanEvent {
+            name: name.into(),
+            time: self.time,
+            attributes,
+        }
+    }
+}
+
 /// One thing a delivery says about one work item.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkEvent {
@@ -471,6 +573,10 @@ pub struct WorkEvent {
     /// Changes: the labels, which the rework rule reads (`valuestream.labels` on the span).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub change_labels: Vec<String>,
+    /// Changes: drafts, ready for review, review requests and reviews, which the stage rule
+    /// reads (docs/metrics.md "Change stages").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ChangeStep>,
     /// Point-in-time events to add to the span.
     #[serde(default)]
     pub span_events: Vec<SpanEvent>,
@@ -532,6 +638,12 @@ impl WorkEvent {
         self.at = updated;
     }
 
+    /// Records a change's step, and shows it as a span event.
+    pub fn add_step(&mut self, step: ChangeStep) {
+        self.span_events.push(step.span_event());
+        self.steps.push(step);
+    }
+
     /// Sets the pipeline name, unless `name` is empty.
     pub fn set_pipeline(&mut self, name: Option<String>) {
         self.pipeline = name.filter(|n| !n.is_empty());
@@ -573,6 +685,7 @@ impl WorkEvent {
             pipeline: None,
             change_title: None,
             change_labels: Vec::new(),
+            steps: Vec::new(),
             span_events: Vec::new(),
             at: None,
             duration_ms: None,

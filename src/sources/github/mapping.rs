@@ -2,8 +2,8 @@
 //! attributes of the semantic conventions.
 
 use super::payload::{
-    Deployment, DeploymentStatus, Envelope, IssuePayload, PullRequest, Repository, WorkflowJob,
-    WorkflowRun,
+    Deployment, DeploymentStatus, Envelope, IssuePayload, PullRequest, Repository, Review,
+    WorkflowJob, WorkflowRun,
 };
 use super::SOURCE;
 use crate::config::Config;
@@ -13,8 +13,8 @@ use crate::model::refs::{
     deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
 };
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Kind, Outcome, ParentRef, Repo, RepoTraits,
-    SpanEvent, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Kind, Outcome, ParentRef, Repo,
+    RepoTraits, ReviewState, ReviewerKind, SpanEvent, StepKind, WorkEvent, WorkResult,
 };
 use crate::sources::{tracker, vcs, Translation};
 
@@ -158,7 +158,7 @@ impl Ctx<'_> {
             "reopened" => (Action::Open, true),
             "closed" => (Action::Close, false),
             "edited" | "labeled" | "unlabeled" | "synchronize" | "converted_to_draft"
-            | "ready_for_review" => (Action::Update, false),
+            | "ready_for_review" | "review_requested" => (Action::Update, false),
             other => return Err(format!("github pull_request action {other:?} is not used")),
         };
         let mut w = self.work(
@@ -192,16 +192,16 @@ impl Ctx<'_> {
         } else {
             "open"
         };
-        if matches!(action, "converted_to_draft" | "ready_for_review") {
-            w.span_events.push(SpanEvent {
-                name: if action == "converted_to_draft" {
-                    "converted to draft".into()
-                } else {
-                    "ready for review".into()
-                },
-                time: pr.updated_at.unwrap_or(pr.created_at),
-                attributes: Attrs::new(),
-            });
+        // The change's steps, which the stage rule reads (docs/metrics.md "Change stages").
+        let updated = pr.updated_at.unwrap_or(pr.created_at);
+        match action {
+            "opened" if pr.draft => w
+                .steps
+                .push(ChangeStep::new(StepKind::Draft, pr.created_at)),
+            "converted_to_draft" => w.add_step(ChangeStep::new(StepKind::Draft, updated)),
+            "ready_for_review" => w.add_step(ChangeStep::new(StepKind::Ready, updated)),
+            "review_requested" => w.add_step(ChangeStep::new(StepKind::ReviewRequested, updated)),
+            _ => {}
         }
         // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
         vcs::change_parents(
@@ -233,6 +233,43 @@ impl Ctx<'_> {
         set_opt(a, attr::URL_FULL, pr.html_url.clone());
         set_opt(a, attr::AUTHOR, pr.user.as_ref().map(|u| u.login.clone()));
         set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
+        Ok(w)
+    }
+
+    /// A `pull_request_review` delivery: a step of the change, at the review's own time (a
+    /// dismissal or an edit changes no stage and is not used).
+    pub(super) fn review(
+        &self,
+        action: &str,
+        pr: &PullRequest,
+        review: &Review,
+    ) -> Result<WorkEvent, String> {
+        if action != "submitted" {
+            return Err(format!(
+                "github pull_request_review action {action:?} is not used"
+            ));
+        }
+        let state = match review.state.to_ascii_lowercase().as_str() {
+            "approved" => ReviewState::Approved,
+            "changes_requested" => ReviewState::ChangesRequested,
+            "commented" => ReviewState::Commented,
+            other => return Err(format!("github review state {other:?} is not used")),
+        };
+        let author = pr.user.as_ref().map(|u| u.login.as_str());
+        let reviewer = match &review.user {
+            Some(u) if u.kind.as_deref() == Some("Bot") || u.login.ends_with("[bot]") => {
+                ReviewerKind::Bot
+            }
+            Some(u) if Some(u.login.as_str()) == author => ReviewerKind::Author,
+            _ => ReviewerKind::Human,
+        };
+        let mut w = self.pull_request("edited", pr)?;
+        let at = review
+            .submitted_at
+            .or(pr.updated_at)
+            .unwrap_or(pr.created_at);
+        w.at = Some(at);
+        w.add_step(ChangeStep::review(at, state, reviewer));
         Ok(w)
     }
 

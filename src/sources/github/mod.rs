@@ -1,4 +1,4 @@
-//! GitHub: `X-Hub-Signature-256` verification and the translation of `issues`, `pull_request`,
+//! GitHub: `X-Hub-Signature-256` verification and the translation of `issues`, `pull_request`, `pull_request_review`,
 //! `workflow_run`, `workflow_job`, `deployment`, `deployment_status` and `push` deliveries into
 //! normalized events. The payload model (only the fields we use) and its mapping to
 //! semantic-convention attributes live here and nowhere else.
@@ -79,6 +79,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
         "ping",
         "issues",
         "pull_request",
+        "pull_request_review",
         "workflow_run",
         "workflow_job",
         "deployment",
@@ -114,6 +115,13 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
             env.pull_request
                 .as_ref()
                 .ok_or_else(|| missing("pull_request"))?,
+        ),
+        "pull_request_review" => ctx.review(
+            &action,
+            env.pull_request
+                .as_ref()
+                .ok_or_else(|| missing("pull_request"))?,
+            env.review.as_ref().ok_or_else(|| missing("review"))?,
         ),
         "workflow_run" => ctx.workflow_run(
             &action,

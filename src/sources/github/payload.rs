@@ -21,6 +21,19 @@ pub(super) struct Label {
 #[derive(Deserialize)]
 pub(super) struct User {
     pub(super) login: String,
+    /// `User`, `Bot` or `Organization`.
+    #[serde(rename = "type", default)]
+    pub(super) kind: Option<String>,
+}
+
+/// A `pull_request_review` delivery's review.
+#[derive(Deserialize)]
+pub(super) struct Review {
+    pub(super) user: Option<User>,
+    /// `approved`, `changes_requested`, `commented` or `dismissed` (webhooks write it in lower
+    /// case, the REST API in upper case).
+    pub(super) state: String,
+    pub(super) submitted_at: Option<Time>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +151,7 @@ pub(super) struct Envelope {
     pub(super) repository: Option<Repository>,
     pub(super) issue: Option<IssuePayload>,
     pub(super) pull_request: Option<PullRequest>,
+    pub(super) review: Option<Review>,
     pub(super) workflow_run: Option<WorkflowRun>,
     pub(super) workflow_job: Option<WorkflowJob>,
     pub(super) deployment: Option<Deployment>,

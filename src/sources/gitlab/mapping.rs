@@ -10,8 +10,8 @@ use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::team_from_labels;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Commit, Input, Kind, Outcome, ParentRef, Repo, RepoTraits,
-    SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Input, Kind, Outcome, ParentRef, Repo,
+    RepoTraits, ReviewState, ReviewerKind, StepKind, Time, WorkEvent, WorkResult,
 };
 use crate::sources::{tracker, vcs, Translation};
 
@@ -209,13 +209,7 @@ impl<'a> Ctx<'a> {
         } else {
             "open"
         };
-        if action == "approved" {
-            w.span_events.push(SpanEvent {
-                name: "approved".into(),
-                time: mr.updated_at.unwrap_or(mr.created_at),
-                attributes: Attrs::new(),
-            });
-        }
+        self.change_steps(&mut w, h, action);
         // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
         vcs::change_parents(
             &mut w,
@@ -245,6 +239,48 @@ impl<'a> Ctx<'a> {
         set_opt(a, attr::URL_FULL, mr.url.clone());
         set_opt(a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
         Ok(w)
+    }
+
+    /// The merge request's steps, which the stage rule reads (docs/metrics.md "Change stages"):
+    /// opened as a draft, draft → ready and back (`changes.draft`), reviewers added
+    /// (`changes.reviewers`), and approvals (`approval`/`approved`, by the hook's `user`).
+    fn change_steps(&self, w: &mut WorkEvent, h: &MergeRequestHook, action: &str) {
+        let mr = &h.object_attributes;
+        let updated = mr.updated_at.unwrap_or(mr.created_at);
+        if matches!(action, "open" | "opened") && (mr.draft || mr.work_in_progress) {
+            w.steps
+                .push(ChangeStep::new(StepKind::Draft, mr.created_at));
+        }
+        let changes = h.changes.as_ref();
+        if let Some(d) = changes.and_then(|c| c.draft.as_ref()) {
+            match (d.previous, d.current) {
+                (Some(true), Some(false)) => w.add_step(ChangeStep::new(StepKind::Ready, updated)),
+                (Some(false), Some(true)) => w.add_step(ChangeStep::new(StepKind::Draft, updated)),
+                _ => {}
+            }
+        }
+        if let Some(r) = changes.and_then(|c| c.reviewers.as_ref()) {
+            let len = |v: &Option<Vec<serde_json::Value>>| v.as_ref().map_or(0, Vec::len);
+            if len(&r.current) > len(&r.previous) {
+                w.add_step(ChangeStep::new(StepKind::ReviewRequested, updated));
+            }
+        }
+        if matches!(action, "approved" | "approval") {
+            let by = h.user.as_ref();
+            let username = by.map(|u| u.username.as_str()).unwrap_or_default();
+            // GitLab's project and group access tokens act as `project_<id>_bot_…` users.
+            let bot = username.ends_with("-bot")
+                || username.ends_with("[bot]")
+                || username.contains("_bot");
+            let reviewer = if bot {
+                ReviewerKind::Bot
+            } else if by.and_then(|u| u.id).is_some() && by.and_then(|u| u.id) == mr.author_id {
+                ReviewerKind::Author
+            } else {
+                ReviewerKind::Human
+            };
+            w.add_step(ChangeStep::review(updated, ReviewState::Approved, reviewer));
+        }
     }
 
     /// The pipeline's name for `cicd.pipeline.name`: its own name (GitLab ≥ 16), else the

@@ -60,6 +60,30 @@ pub(super) struct MergeRequestHook {
     pub(super) object_attributes: MergeRequestAttrs,
     #[serde(default)]
     pub(super) labels: Vec<Label>,
+    /// Who did what the hook reports (the approver of an `approval`).
+    pub(super) user: Option<HookUser>,
+    /// What an `update` changed (GitLab's merge request events: `draft`, `reviewers`…).
+    #[serde(default)]
+    pub(super) changes: Option<MrChanges>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct HookUser {
+    pub(super) id: Option<u64>,
+    #[serde(default)]
+    pub(super) username: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct MrChanges {
+    pub(super) draft: Option<Changed<bool>>,
+    pub(super) reviewers: Option<Changed<Vec<serde_json::Value>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Changed<T> {
+    pub(super) previous: Option<T>,
+    pub(super) current: Option<T>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +109,7 @@ pub(super) struct MergeRequestAttrs {
     pub(super) target_branch: String,
     pub(super) last_commit: Option<LastCommit>,
     pub(super) merge_commit_sha: Option<String>,
+    pub(super) author_id: Option<u64>,
     #[serde(default)]
     pub(super) draft: bool,
     #[serde(default)]
