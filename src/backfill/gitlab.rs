@@ -12,6 +12,7 @@
 //! | `GET /projects/:id/pipelines?updated_after=` + `GET /projects/:id/pipelines/:pid` (`pipelines.md`) | Pipeline Hook `running` at its creation, and its final status with its jobs as `builds` |
 //! | `GET /projects/:id/jobs` (`jobs.md`, keyset pagination, newest first) | Job Hook `running` at its start, and its final status |
 //! | `GET /projects/:id/deployments?updated_after=` (`deployments.md`) | Deployment Hook `running` and its final status |
+//! | `GET /projects/:id/environments` (`environments.md`) | the hooks' `environment_tier` (the deployments list names no tier) |
 //!
 //! The pipelines list lacks `finished_at`, `duration` and `queued_duration` (the run's end and
 //! queue time): each pipeline of the window is read once more on its own. A merge-request
@@ -27,8 +28,8 @@
 //! backfill is answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field_str, field_time, field_u64, opt_time, recorded, Api,
-    Client, ClientSettings, Sink, Summary,
+    deliver_all, delivery_id, field_str, field_time, field_u64, opt_time, recorded, Api, Client,
+    ClientSettings, Sink, Summary,
 };
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -134,7 +135,10 @@ pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyho
     );
     for project in &projects {
         let deliveries = read_project(client, opts, project, &mut summary.items).await?;
-        eprintln!("backfill: {project}: {} deliveries to send", deliveries.len());
+        eprintln!(
+            "backfill: {project}: {} deliveries to send",
+            deliveries.len()
+        );
         deliver_all(sink, &deliveries, &mut summary).await?;
     }
     summary.requests = client.requests();
@@ -197,7 +201,12 @@ pub async fn read_project(
     let after_day = (opts.since - chrono::TimeDelta::days(1)).format("%Y-%m-%d");
     let before_day = opts
         .until
-        .map(|u| format!("&before={}", (u + chrono::TimeDelta::days(1)).format("%Y-%m-%d")))
+        .map(|u| {
+            format!(
+                "&before={}",
+                (u + chrono::TimeDelta::days(1)).format("%Y-%m-%d")
+            )
+        })
         .unwrap_or_default();
     let until_q = opts
         .until
@@ -218,6 +227,8 @@ pub async fn read_project(
     let jobs_path = format!("{base}/jobs?pagination=keyset&order_by=id&sort=desc");
     let deps_path =
         format!("{base}/deployments?updated_after={since}&order_by=updated_at&sort=asc");
+    let envs_path = format!("{base}/environments");
+    let l_envs = label("environments");
     let (l_issues, l_events, l_mrs, l_commits, l_pipelines, l_jobs, l_deps) = (
         label("issues"),
         label("issue events"),
@@ -234,7 +245,7 @@ pub async fn read_project(
             None => Ok(Vec::new()),
         }
     };
-    let (issues, events, mrs, commits, pipelines, jobs, deps) = futures_util::try_join!(
+    let (issues, events, mrs, commits, pipelines, jobs, deps, envs) = futures_util::try_join!(
         client.get_list(&l_issues, &issues_path, |_| true),
         client.get_list(&l_events, &events_path, |_| true),
         client.get_list(&l_mrs, &mrs_path, |_| true),
@@ -247,6 +258,7 @@ pub async fn read_project(
             opts.since
         )),
         client.get_list(&l_deps, &deps_path, |_| true),
+        client.get_list(&l_envs, &envs_path, |_| true),
     )?;
     let ep = |p: &str| format!("GET {p}");
     let mut out = Vec::new();
@@ -293,7 +305,11 @@ pub async fn read_project(
             kept.push(field_u64(pl, "id", &ep(&pipelines_path))?);
         }
     }
-    let details = gets(client, kept.iter().map(|id| format!("{base}/pipelines/{id}"))).await?;
+    let details = gets(
+        client,
+        kept.iter().map(|id| format!("{base}/pipelines/{id}")),
+    )
+    .await?;
     let mut missing: BTreeSet<u64> = BTreeSet::new();
     for (_, d) in &details {
         if let Some(iid) = mr_of_ref(d["ref"].as_str().unwrap_or_default()) {
@@ -304,7 +320,9 @@ pub async fn read_project(
     }
     for (p, mr) in gets(
         client,
-        missing.iter().map(|iid| format!("{base}/merge_requests/{iid}")),
+        missing
+            .iter()
+            .map(|iid| format!("{base}/merge_requests/{iid}")),
     )
     .await?
     {
@@ -323,7 +341,16 @@ pub async fn read_project(
     for (dp, d) in &details {
         let pid = field_u64(d, "id", &ep(dp))?;
         let js = jobs_of.get(&pid).map(Vec::as_slice).unwrap_or_default();
-        pipeline_deliveries(d, js, &mr_by_iid, &ctx, &w, &ep(dp), &ep(&jobs_path), &mut out)?;
+        pipeline_deliveries(
+            d,
+            js,
+            &mr_by_iid,
+            &ctx,
+            &w,
+            &ep(dp),
+            &ep(&jobs_path),
+            &mut out,
+        )?;
         for j in js {
             n_jobs += job_deliveries(j, d, &ctx, &w, &ep(&jobs_path), &mut out)?;
         }
@@ -332,10 +359,15 @@ pub async fn read_project(
     *items.entry("jobs".into()).or_default() += n_jobs;
 
     // Deployments created in the window (as far back as the changes: see the README).
+    let mut tiers: HashMap<String, Value> = HashMap::new();
+    for e in &envs {
+        let name = field_str(e, "name", &ep(&envs_path))?;
+        tiers.insert(name.to_string(), e["tier"].clone());
+    }
     let mut n = 0;
     for d in &deps {
         if w.contains(field_time(d, "created_at", &ep(&deps_path))?) {
-            n += deployment_deliveries(d, &ctx, &w, &ep(&deps_path), &mut out)?;
+            n += deployment_deliveries(d, &tiers, &ctx, &w, &ep(&deps_path), &mut out)?;
         }
     }
     *items.entry("deployments".into()).or_default() += n;
@@ -823,7 +855,8 @@ fn pipeline_deliveries(
                 "created_at": p["created_at"],
                 "finished_at": if ended { p["finished_at"].clone() } else { Value::Null },
                 "duration": if ended { p["duration"].clone() } else { Value::Null },
-                "queued_duration": if ended { p["queued_duration"].clone() } else { Value::Null },
+                // known once it runs: the `running` hook carries it too
+                "queued_duration": p["queued_duration"],
                 "variables": [],
                 "url": p["web_url"],
             },
@@ -937,6 +970,7 @@ fn job_deliveries(
 /// one (when it finished, else its last update); 1 when it ran.
 fn deployment_deliveries(
     d: &Value,
+    tiers: &HashMap<String, Value>,
     ctx: &Project,
     w: &Window,
     ep: &str,
@@ -966,7 +1000,7 @@ fn deployment_deliveries(
             "deployable_id": deployable["id"],
             "deployable_url": deployable["web_url"],
             "environment": env,
-            "environment_tier": d["environment"]["tier"],
+            "environment_tier": tiers.get(env).unwrap_or(&d["environment"]["tier"]),
             "environment_slug": d["environment"]["slug"],
             "environment_external_url": d["environment"]["external_url"],
             "project": ctx.project,
