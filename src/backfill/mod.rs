@@ -84,9 +84,9 @@ pub struct ClientSettings {
 }
 
 /// The API a [`Client`] speaks. GitHub: `Authorization: Bearer`, `x-ratelimit-*`. GitLab:
-/// `PRIVATE-TOKEN` and `RateLimit-Remaining`/`RateLimit-Reset` (GitLab docs
-/// `user/gitlab_com/index.md` (rate limits), `security/rate_limits.md`); a 429 waits for its
-/// `Retry-After`, else for `RateLimit-Reset`, else a minute.
+/// `PRIVATE-TOKEN` and `RateLimit-Remaining`/`RateLimit-Reset` (GitLab docs "GitLab.com rate
+/// limits", `doc/security/rate_limits.md`); a 429 waits for its `Retry-After`, else for
+/// `RateLimit-Reset`, else a minute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Api {
     #[default]
