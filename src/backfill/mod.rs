@@ -8,8 +8,10 @@
 //! headers, rate limits, secondary limits, retries of 5xx with backoff, a timeout per request,
 //! a bound on requests at once), `--since`/`--until` parsing, the [`Sink`] deliveries go to, and
 //! the progress lines and summary. [`github`] maps GitHub's endpoints onto deliveries.
+//! [`gitlab`] maps GitLab's (the client speaks its headers with [`Api::GitLab`]).
 
 pub mod github;
+pub mod gitlab;
 
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -77,6 +79,19 @@ pub struct ClientSettings {
     pub backoff: Duration,
     /// No progress line per page (the scheduled sync logs one summary per run instead).
     pub quiet: bool,
+    /// Whose API: how the token is sent and which rate-limit headers are read.
+    pub api: Api,
+}
+
+/// The API a [`Client`] speaks. GitHub: `Authorization: Bearer`, `x-ratelimit-*`. GitLab:
+/// `PRIVATE-TOKEN` and `RateLimit-Remaining`/`RateLimit-Reset` (GitLab docs "GitLab.com rate
+/// limits", `doc/security/rate_limits.md`); a 429 waits for its `Retry-After`, else for
+/// `RateLimit-Reset`, else a minute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    #[default]
+    GitHub,
+    GitLab,
 }
 
 impl ClientSettings {
@@ -91,6 +106,7 @@ impl ClientSettings {
             retries: 4,
             backoff: Duration::from_millis(500),
             quiet: false,
+            api: Api::GitHub,
         }
     }
 }
@@ -216,14 +232,19 @@ impl Client {
                 // After the permit: a request queued behind one that saw the limit run out waits.
                 self.respect_pause().await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let resp = self
-                    .http
-                    .get(url)
-                    .header("authorization", format!("Bearer {}", self.settings.token))
-                    .header("accept", "application/vnd.github+json")
-                    .header("x-github-api-version", "2022-11-28")
-                    .send()
-                    .await;
+                let req = match self.settings.api {
+                    Api::GitHub => self
+                        .http
+                        .get(url)
+                        .header("authorization", format!("Bearer {}", self.settings.token))
+                        .header("accept", "application/vnd.github+json")
+                        .header("x-github-api-version", "2022-11-28"),
+                    Api::GitLab => self
+                        .http
+                        .get(url)
+                        .header("private-token", &self.settings.token),
+                };
+                let resp = req.send().await;
                 match resp {
                     Ok(r) => {
                         let status = r.status().as_u16();
@@ -254,8 +275,13 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let remaining = header("x-ratelimit-remaining").and_then(|v| v.parse::<i64>().ok());
-            let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok());
+            // GitLab's names without the `x-` (`RateLimit-Remaining`, `RateLimit-Reset`).
+            let remaining = header("x-ratelimit-remaining")
+                .or_else(|| header("ratelimit-remaining"))
+                .and_then(|v| v.parse::<i64>().ok());
+            let reset = header("x-ratelimit-reset")
+                .or_else(|| header("ratelimit-reset"))
+                .and_then(|v| v.parse::<i64>().ok());
             let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
             match status {
                 200..=299 => {
@@ -297,6 +323,15 @@ impl Client {
                         }
                         self.wait(Duration::from_secs(60), "a secondary rate limit", true)
                             .await;
+                        continue;
+                    }
+                    // GitLab: a 429 that says no more (no Retry-After, no reset) waits a minute.
+                    if status == 429 && self.settings.api == Api::GitLab {
+                        secondary += 1;
+                        if secondary > MAX_SECONDARY_WAITS {
+                            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
+                        }
+                        self.wait(Duration::from_secs(60), "a rate limit", true).await;
                         continue;
                     }
                     bail!(

@@ -155,6 +155,38 @@ enum BackfillSource {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// GitLab: issues, merge requests, default-branch commits, pipelines and jobs, deployments.
+    /// The token (read_api scope) is read from GITLAB_TOKEN.
+    #[command(after_help = ENV_HELP.as_str())]
+    Gitlab {
+        /// GROUP/NAME (or GROUP/SUBGROUP/NAME); repeat for more projects.
+        #[arg(long = "project", required_unless_present = "groups")]
+        projects: Vec<String>,
+        /// Every project of this group and its subgroups (archived ones left out); repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Start of the window: RFC 3339, a date (YYYY-MM-DD) or a duration back from now (90d, 12w).
+        #[arg(long)]
+        since: String,
+        /// End of the window (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// The API; self-managed GitLab: https://HOST/api/v4.
+        #[arg(long, default_value = crate::backfill::gitlab::DEFAULT_API_URL)]
+        api_url: String,
+        /// Directory of the embedded store (as serve).
+        #[arg(long, default_value = ".valuestream", conflicts_with = "to")]
+        data_dir: PathBuf,
+        /// Post to a running instance (e.g. http://127.0.0.1:3000) instead of writing the store.
+        #[arg(long)]
+        to: Option<String>,
+        /// Items per page (per_page, at most 100).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// API requests in flight at most.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -252,6 +284,68 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
                 config: &config,
             };
             let summary = github::run(&client, &opts, &sink).await?;
+            if let Target::Local(_, pipeline) = &target {
+                let drained = pipeline.drain_all().await?;
+                eprintln!("backfill: {} span(s) settled", drained.settled.len());
+            }
+            println!("{}", summary.lines());
+            anyhow::ensure!(
+                summary.refused == 0,
+                "{} deliveries were refused",
+                summary.refused
+            );
+            Ok(())
+        }
+        BackfillSource::Gitlab {
+            projects,
+            groups,
+            since,
+            until,
+            api_url,
+            data_dir,
+            to,
+            page_size,
+            concurrency,
+        } => {
+            use crate::backfill::gitlab;
+            super::init_logging(false);
+            // Everything is checked before anything is opened or written.
+            let now = chrono::Utc::now();
+            let since = backfill::parse_time(&since, now).context("--since")?;
+            let until = until
+                .map(|u| backfill::parse_time(&u, now))
+                .transpose()
+                .context("--until")?;
+            anyhow::ensure!(
+                until.is_none_or(|u| u > since),
+                "--until must be after --since"
+            );
+            anyhow::ensure!(
+                (1..=100).contains(&page_size),
+                "--page-size is from 1 to 100"
+            );
+            let token = gitlab::token_from_env()?;
+            let config = Config::from_env()?;
+            let mut settings = gitlab::settings(&api_url, token);
+            settings.page_size = page_size;
+            settings.concurrency = concurrency.max(1);
+            let client = Client::new(settings)?;
+            let mut opts = gitlab::Options::new(projects, since, until);
+            opts.groups = groups;
+            // The token is tried before the store is opened: a refused one writes nothing.
+            gitlab::check_token(&client, &opts).await?;
+            let target = match to {
+                Some(base) => Target::Remote(base, reqwest::Client::new()),
+                None => {
+                    let (app, pipeline) = local_app(&config, Some(&data_dir)).await?;
+                    Target::Local(app, pipeline)
+                }
+            };
+            let sink = Signed {
+                target: &target,
+                config: &config,
+            };
+            let summary = gitlab::run(&client, &opts, &sink).await?;
             if let Target::Local(_, pipeline) = &target {
                 let drained = pipeline.drain_all().await?;
                 eprintln!("backfill: {} span(s) settled", drained.settled.len());
