@@ -10,6 +10,8 @@
 //! the progress lines and summary. [`github`] maps GitHub's endpoints onto deliveries.
 
 pub mod github;
+pub mod jira;
+pub mod pagerduty;
 
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -77,6 +79,10 @@ pub struct ClientSettings {
     pub backoff: Duration,
     /// No progress line per page (the scheduled sync logs one summary per run instead).
     pub quiet: bool,
+    /// The authentication and `Accept` headers of every request, for an API other than
+    /// GitHub's (PagerDuty's `Authorization: Token token=…`, Jira's Basic auth); `None`: GitHub's
+    /// (`Bearer` token, `application/vnd.github+json`, the API version).
+    pub request_headers: Option<Vec<(String, String)>>,
 }
 
 impl ClientSettings {
@@ -91,6 +97,7 @@ impl ClientSettings {
             retries: 4,
             backoff: Duration::from_millis(500),
             quiet: false,
+            request_headers: None,
         }
     }
 }
@@ -216,14 +223,18 @@ impl Client {
                 // After the permit: a request queued behind one that saw the limit run out waits.
                 self.respect_pause().await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let resp = self
-                    .http
-                    .get(url)
-                    .header("authorization", format!("Bearer {}", self.settings.token))
-                    .header("accept", "application/vnd.github+json")
-                    .header("x-github-api-version", "2022-11-28")
-                    .send()
-                    .await;
+                let req = match &self.settings.request_headers {
+                    Some(headers) => headers
+                        .iter()
+                        .fold(self.http.get(url), |r, (k, v)| r.header(k, v)),
+                    None => self
+                        .http
+                        .get(url)
+                        .header("authorization", format!("Bearer {}", self.settings.token))
+                        .header("accept", "application/vnd.github+json")
+                        .header("x-github-api-version", "2022-11-28"),
+                };
+                let resp = req.send().await;
                 match resp {
                     Ok(r) => {
                         let status = r.status().as_u16();
