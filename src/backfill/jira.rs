@@ -123,8 +123,15 @@ fn jql_date(t: Time) -> String {
     t.format("%Y-%m-%d %H:%M").to_string()
 }
 
+/// Percent-encoded for a query value or a path segment (RFC 3986's unreserved characters kept:
+/// an issue key `SHOP-42` stays as it is).
 fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
 /// The deliveries the window makes, and the items read counted into `items`.
