@@ -275,9 +275,9 @@ pub fn apply(fields: &mut Value, c: &Change) {
         match i["field"].as_str().unwrap() {
             "status" => fields["status"] = status(to_s.unwrap()),
             "resolution" => {
-                if to.is_some() {
-                    fields["resolution"] = json!({"id": to, "name": to_s,
-                        "self": format!("{SITE}/rest/api/3/resolution/{}", to.unwrap()), "description": ""});
+                if let Some(id) = to {
+                    fields["resolution"] = json!({"id": id, "name": to_s,
+                        "self": format!("{SITE}/rest/api/3/resolution/{id}"), "description": ""});
                     fields["resolutiondate"] = json!(c.at);
                 } else {
                     fields["resolution"] = Value::Null;
