@@ -12,6 +12,8 @@
 
 pub mod github;
 pub mod gitlab;
+pub mod jira;
+pub mod pagerduty;
 
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -81,6 +83,10 @@ pub struct ClientSettings {
     pub quiet: bool,
     /// Whose API: how the token is sent and which rate-limit headers are read.
     pub api: Api,
+    /// The authentication and `Accept` headers of every request, for an API other than
+    /// GitHub's and GitLab's (PagerDuty's `Authorization: Token token=…`, Jira's Basic auth);
+    /// `None`: those of [`Api`].
+    pub request_headers: Option<Vec<(String, String)>>,
 }
 
 /// The API a [`Client`] speaks. GitHub: `Authorization: Bearer`, `x-ratelimit-*`. GitLab:
@@ -107,6 +113,7 @@ impl ClientSettings {
             backoff: Duration::from_millis(500),
             quiet: false,
             api: Api::GitHub,
+            request_headers: None,
         }
     }
 }
@@ -232,14 +239,17 @@ impl Client {
                 // After the permit: a request queued behind one that saw the limit run out waits.
                 self.respect_pause().await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let req = match self.settings.api {
-                    Api::GitHub => self
+                let req = match (&self.settings.request_headers, self.settings.api) {
+                    (Some(headers), _) => headers
+                        .iter()
+                        .fold(self.http.get(url), |r, (k, v)| r.header(k, v)),
+                    (None, Api::GitHub) => self
                         .http
                         .get(url)
                         .header("authorization", format!("Bearer {}", self.settings.token))
                         .header("accept", "application/vnd.github+json")
                         .header("x-github-api-version", "2022-11-28"),
-                    Api::GitLab => self
+                    (None, Api::GitLab) => self
                         .http
                         .get(url)
                         .header("private-token", &self.settings.token),

@@ -106,7 +106,8 @@ enum Command {
         table: Option<String>,
     },
     /// Read history from a sender's API and feed it through the pipeline as the webhook
-    /// deliveries the sender would have sent (`backfill github`).
+    /// deliveries the sender would have sent (`backfill github`, `backfill pagerduty`,
+    /// `backfill jira`).
     ///
     /// Writes to the embedded store under --data-dir (or DynamoDB when VALUESTREAM_TABLE is set),
     /// or posts to a running instance with --to. A second backfill adds nothing.
@@ -187,6 +188,55 @@ enum BackfillSource {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// PagerDuty: the incidents of services, with their trigger, acknowledge and resolve log
+    /// entries. The API key is read from PAGERDUTY_TOKEN.
+    #[command(after_help = ENV_HELP.as_str())]
+    Pagerduty {
+        /// A service ID (PIJ90N7); repeat for more services.
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+        #[command(flatten)]
+        common: BackfillArgs,
+        /// The API.
+        #[arg(long, default_value = crate::backfill::pagerduty::DEFAULT_API_URL)]
+        api_url: String,
+    },
+    /// Jira Cloud: the issues of projects, with their changelog (status transitions). The
+    /// credentials are read from JIRA_EMAIL and JIRA_TOKEN.
+    #[command(after_help = ENV_HELP.as_str())]
+    Jira {
+        /// A project key (SHOP); repeat for more projects.
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+        #[command(flatten)]
+        common: BackfillArgs,
+        /// The site, e.g. https://acme.atlassian.net.
+        #[arg(long)]
+        api_url: String,
+    },
+}
+
+/// What `backfill pagerduty` and `backfill jira` take besides their items and API.
+#[derive(clap::Args)]
+struct BackfillArgs {
+    /// Start of the window: RFC 3339, a date (YYYY-MM-DD) or a duration back from now (90d, 12w).
+    #[arg(long)]
+    since: String,
+    /// End of the window (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Directory of the embedded store (as serve).
+    #[arg(long, default_value = ".valuestream", conflicts_with = "to")]
+    data_dir: PathBuf,
+    /// Post to a running instance (e.g. http://127.0.0.1:3000) instead of writing the store.
+    #[arg(long)]
+    to: Option<String>,
+    /// Items per page (at most 100).
+    #[arg(long, default_value_t = 100)]
+    page_size: u32,
+    /// API requests in flight at most.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -225,6 +275,9 @@ pub async fn run() -> anyhow::Result<()> {
 async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
     use crate::backfill::{self, github, Client, ClientSettings};
     match source {
+        BackfillSource::Pagerduty { .. } | BackfillSource::Jira { .. } => {
+            backfill_read_then_deliver(source).await
+        }
         BackfillSource::Github {
             repos,
             orgs,
@@ -359,6 +412,103 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `backfill pagerduty` and `backfill jira`: the window and settings checked, everything read
+/// (a refused token or an answer that does not parse stops here, before the store is opened),
+/// then delivered to the store or the running instance.
+async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()> {
+    use crate::backfill::{self, jira, pagerduty, Client};
+    super::init_logging(false);
+    let (BackfillSource::Pagerduty { common, .. } | BackfillSource::Jira { common, .. }) = &source
+    else {
+        unreachable!("github and gitlab are backfill_cmd's own")
+    };
+    let now = chrono::Utc::now();
+    let since = backfill::parse_time(&common.since, now).context("--since")?;
+    let until = common
+        .until
+        .as_deref()
+        .map(|u| backfill::parse_time(u, now))
+        .transpose()
+        .context("--until")?;
+    anyhow::ensure!(
+        until.is_none_or(|u| u > since),
+        "--until must be after --since"
+    );
+    anyhow::ensure!(
+        (1..=100).contains(&common.page_size),
+        "--page-size is from 1 to 100"
+    );
+    let config = Config::from_env()?;
+    let mut items = BTreeMap::new();
+    let (client, deliveries) = match &source {
+        BackfillSource::Pagerduty {
+            services, api_url, ..
+        } => {
+            let token = pagerduty::token_from_env()?;
+            let mut settings = pagerduty::settings(api_url, token);
+            settings.page_size = common.page_size;
+            settings.concurrency = common.concurrency.max(1);
+            let client = Client::new(settings)?;
+            let opts = pagerduty::Options::new(services.clone(), since, until);
+            let d = pagerduty::read(&client, &opts, &mut items).await?;
+            (client, d)
+        }
+        BackfillSource::Jira {
+            projects, api_url, ..
+        } => {
+            let (email, token) = jira::credentials_from_env()?;
+            let mut settings = jira::settings(api_url, &email, &token);
+            settings.page_size = common.page_size;
+            settings.concurrency = common.concurrency.max(1);
+            let client = Client::new(settings)?;
+            let opts = jira::Options {
+                projects: projects.clone(),
+                since,
+                until,
+            };
+            let d = jira::read(&client, &opts, &mut items).await?;
+            (client, d)
+        }
+        BackfillSource::Github { .. } | BackfillSource::Gitlab { .. } => {
+            unreachable!("github and gitlab are backfill_cmd's own")
+        }
+    };
+    eprintln!("backfill: {} deliveries to send", deliveries.len());
+    let target = match &common.to {
+        Some(base) => Target::Remote(base.clone(), reqwest::Client::new()),
+        None => {
+            let (app, pipeline) = local_app(&config, Some(&common.data_dir)).await?;
+            Target::Local(app, pipeline)
+        }
+    };
+    let sink = Signed {
+        target: &target,
+        config: &config,
+    };
+    let mut summary = backfill::Summary {
+        items,
+        ..Default::default()
+    };
+    backfill::deliver_all(&sink, &deliveries, &mut summary).await?;
+    summary.requests = client.requests();
+    summary.retries = client
+        .stats
+        .retries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    summary.waited_secs = client.waited_secs();
+    if let Target::Local(_, pipeline) = &target {
+        let drained = pipeline.drain_all().await?;
+        eprintln!("backfill: {} span(s) settled", drained.settled.len());
+    }
+    println!("{}", summary.lines());
+    anyhow::ensure!(
+        summary.refused == 0,
+        "{} deliveries were refused",
+        summary.refused
+    );
+    Ok(())
 }
 
 /// A backfill's deliveries, signed like `replay` signs unsigned ones, to the target.

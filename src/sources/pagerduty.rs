@@ -18,6 +18,7 @@ use crate::model::ids::item_key;
 use crate::model::{
     set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
+use chrono::Timelike;
 use serde::Deserialize;
 
 pub struct PagerDuty;
@@ -77,7 +78,14 @@ impl Source for PagerDuty {
     }
 
     fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
-        let env: Envelope = parse_json(SOURCE, d.body)?;
+        let mut env: Envelope = parse_json(SOURCE, d.body)?;
+        // To the second: the REST API's log entries (what `backfill pagerduty` reads) give their
+        // times to the second, the webhooks to the millisecond; both then record one fact.
+        env.event.occurred_at = env
+            .event
+            .occurred_at
+            .with_nanosecond(0)
+            .unwrap_or(env.event.occurred_at);
         let translation = translate(&env.event, config)?;
         Ok(Translated {
             delivery_id: env.event.id,

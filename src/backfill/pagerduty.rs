@@ -1,0 +1,431 @@
+//! PagerDuty's REST API (v2) as Generic Webhooks v3 deliveries: each incident of the services
+//! in the window becomes the `incident.*` events PagerDuty sent about it, built from its log
+//! entries, so the facts are the facts the webhooks record ([`crate::sources::pagerduty`]).
+//!
+//! | Endpoint | Deliveries |
+//! |---|---|
+//! | `GET /incidents?service_ids[]=…&since=&until=&time_zone=UTC&sort_by=created_at:asc&limit=&offset=` | one incident object per delivery's `event.data` |
+//! | `GET /incidents/{id}/log_entries?time_zone=UTC&limit=&offset=` | `trigger_log_entry` → `incident.triggered` (a trigger after a resolve → `incident.reopened`), `acknowledge_log_entry` → `incident.acknowledged`, `resolve_log_entry` → `incident.resolved` |
+//!
+//! Shapes, from PagerDuty's OpenAPI description (`PagerDuty/api-schema`,
+//! `reference/REST/openapiv3.json`): both lists are wrapped in an object with the classic
+//! pagination fields `limit`, `offset`, `more` (`{"incidents": […], "limit": 100, "offset": 0,
+//! "more": true}`, `{"log_entries": […], …}`); an incident has `id`, `incident_number`, `title`,
+//! `status`, `created_at`, `html_url`, `urgency`, `service`, `teams`, `priority` (references with
+//! `id` and `summary`); a log entry has `id`, `type`, `created_at`, `agent`. The incident list's
+//! `since`/`until` span at most 6 months (the window is read in pieces of 180 days) and filter by
+//! creation; classic pagination stops at offset + limit = 10,000 (a window holding more is read
+//! in halves). Times are asked in UTC (`time_zone=UTC`; log entries default to the account's
+//! zone).
+//!
+//! The webhook's `event.data` is the incident with `number` for the REST `incident_number`, and
+//! the status it had then; `event.occurred_at` is the log entry's `created_at`. Delivery IDs are
+//! a hash of (event type, incident, log entry, time): a second backfill is answered `duplicate`.
+
+use super::{
+    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Client,
+    ClientSettings, Sink, Summary,
+};
+use crate::model::Time;
+use crate::replay::Recorded;
+use anyhow::{bail, Context};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// The environment variable the token is read from.
+pub const TOKEN_VAR: &str = "PAGERDUTY_TOKEN";
+/// The public API.
+pub const DEFAULT_API_URL: &str = "https://api.pagerduty.com";
+/// Classic pagination answers while offset + limit stays within this.
+pub const OFFSET_CAP: u64 = 10_000;
+/// The incident list's `since`..`until` may span at most 6 months.
+pub const MAX_WINDOW_DAYS: i64 = 180;
+
+/// What to read.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Service IDs (`PIJ90N7`).
+    pub services: Vec<String>,
+    pub since: Time,
+    /// Default: now.
+    pub until: Option<Time>,
+    /// PagerDuty lists at most this many items for one query (offset + limit): a window
+    /// holding more incidents is read in halves.
+    pub offset_cap: u64,
+}
+
+impl Options {
+    pub fn new(services: Vec<String>, since: Time, until: Option<Time>) -> Self {
+        Options {
+            services,
+            since,
+            until,
+            offset_cap: OFFSET_CAP,
+        }
+    }
+}
+
+/// The token from `PAGERDUTY_TOKEN`, or an error naming it.
+pub fn token_from_env() -> anyhow::Result<String> {
+    match std::env::var(TOKEN_VAR) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => bail!(
+            "{TOKEN_VAR} is not set: backfill reads the PagerDuty REST API with an API key (a read-only account key, or a user key of someone who sees the services' incidents)"
+        ),
+    }
+}
+
+/// Client settings for PagerDuty: `Authorization: Token token=…` and the v2 `Accept` header.
+pub fn settings(api_url: &str, token: String) -> ClientSettings {
+    let mut s = ClientSettings::new(api_url, token, TOKEN_VAR);
+    s.request_headers = Some(vec![
+        ("authorization".into(), format!("Token token={}", s.token)),
+        (
+            "accept".into(),
+            "application/vnd.pagerduty+json;version=2".into(),
+        ),
+    ]);
+    s
+}
+
+/// Reads every incident of the services in the window, then delivers what was read: an error
+/// while reading delivers nothing.
+pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
+    let deliveries = read(client, opts, &mut summary.items).await?;
+    if !client.settings.quiet {
+        eprintln!(
+            "backfill: pagerduty: {} deliveries to send",
+            deliveries.len()
+        );
+    }
+    deliver_all(sink, &deliveries, &mut summary).await?;
+    summary.requests = client.requests();
+    summary.retries = client
+        .stats
+        .retries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    summary.waited_secs = client.waited_secs();
+    Ok(summary)
+}
+
+fn secs(t: Time) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The deliveries the incidents of the window make, and the items read counted into `items`.
+pub async fn read(
+    client: &Arc<Client>,
+    opts: &Options,
+    items: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<Vec<Recorded>> {
+    anyhow::ensure!(!opts.services.is_empty(), "no services to read (--service)");
+    let until = opts.until.unwrap_or_else(chrono::Utc::now);
+    anyhow::ensure!(until > opts.since, "--until must be after --since");
+    // Pieces of at most 180 days, oldest first.
+    let mut incidents: Vec<Value> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut from = opts.since;
+    while from < until {
+        let to = (from + chrono::TimeDelta::days(MAX_WINDOW_DAYS)).min(until);
+        for i in incidents_in(client, opts, from, to).await? {
+            let id = i["id"].as_str().unwrap_or_default().to_string();
+            if seen.insert(id) {
+                incidents.push(i);
+            }
+        }
+        from = to;
+    }
+    // The list's own filter is on creation; the window is checked here too, to the second.
+    let list_ep = "GET /incidents";
+    let mut kept = Vec::new();
+    for i in incidents {
+        field_str(&i, "id", list_ep)?;
+        let created = field_time(&i, "created_at", list_ep)?;
+        if created >= opts.since && created <= until {
+            kept.push(i);
+        }
+    }
+    *items.entry("incidents".into()).or_default() += kept.len() as u64;
+
+    let ids: Vec<String> = kept
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let concurrency = client.settings.concurrency.max(1);
+    let logs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(ids.into_iter().map(|id| {
+        let client = client.clone();
+        async move {
+            let path = format!("/incidents/{id}/log_entries?time_zone=UTC");
+            let entries = paged(
+                &client,
+                &format!("log entries of {id}"),
+                &path,
+                "log_entries",
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("GET {path}: more than {OFFSET_CAP} log entries"))?;
+            anyhow::Ok((path, entries))
+        }
+    }))
+    .buffered(concurrency)
+    .try_collect()
+    .await?;
+
+    let mut out = Vec::new();
+    let mut n_entries = 0;
+    for (incident, (path, entries)) in kept.iter().zip(&logs) {
+        n_entries += entries.len() as u64;
+        incident_deliveries(
+            incident,
+            entries,
+            until,
+            list_ep,
+            &format!("GET {path}"),
+            &mut out,
+        )?;
+    }
+    *items.entry("log_entries".into()).or_default() += n_entries;
+    Ok(out)
+}
+
+/// Every page of a classic-paginated list (`limit`/`offset`/`more`), the items under `key`;
+/// `None` when the list goes on past [`OFFSET_CAP`] (the caller narrows the query).
+async fn paged(
+    client: &Client,
+    what: &str,
+    path: &str,
+    key: &str,
+) -> anyhow::Result<Option<Vec<Value>>> {
+    paged_capped(client, what, path, key, OFFSET_CAP).await
+}
+
+async fn paged_capped(
+    client: &Client,
+    what: &str,
+    path: &str,
+    key: &str,
+    cap: u64,
+) -> anyhow::Result<Option<Vec<Value>>> {
+    let limit = u64::from(client.settings.page_size.clamp(1, 100));
+    let mut offset = 0u64;
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = client.url(&format!("{path}{sep}limit={limit}&offset={offset}"));
+        let page = client.get(&url).await?;
+        let ep = format!("GET {path}");
+        let list = field(&page.body, key, &ep)?
+            .as_array()
+            .with_context(|| format!("{ep}: field {key:?} is not a list"))?;
+        let more = match page.body.get("more") {
+            Some(Value::Bool(b)) => *b,
+            None | Some(Value::Null) => false,
+            Some(other) => bail!("{ep}: field \"more\" is not a boolean: {other}"),
+        };
+        pages += 1;
+        if !client.settings.quiet {
+            eprintln!("backfill: {what}: page {pages}, {} item(s)", list.len());
+        }
+        out.extend(list.iter().cloned());
+        if !more || list.is_empty() {
+            return Ok(Some(out));
+        }
+        offset += list.len() as u64;
+        if offset + limit > cap {
+            return Ok(None);
+        }
+    }
+}
+
+/// The incidents of the services created from `from` to `to`; a window holding more than the
+/// API lists for one query is read in two halves.
+fn incidents_in<'a>(
+    client: &'a Client,
+    opts: &'a Options,
+    from: Time,
+    to: Time,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Value>>> + Send + 'a>> {
+    Box::pin(async move {
+        let services: String = opts
+            .services
+            .iter()
+            .map(|s| {
+                format!(
+                    "service_ids%5B%5D={}&",
+                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect();
+        let path = format!(
+            "/incidents?{services}since={}&until={}&time_zone=UTC&sort_by=created_at:asc",
+            secs(from),
+            secs(to)
+        );
+        let what = format!("incidents {}..{}", secs(from), secs(to));
+        match paged_capped(client, &what, &path, "incidents", opts.offset_cap).await? {
+            Some(list) => Ok(list),
+            None if to - from > chrono::TimeDelta::seconds(1) => {
+                eprintln!(
+                    "backfill: {what}: over the {} incidents one query lists: splitting",
+                    opts.offset_cap
+                );
+                let mid = from + (to - from) / 2;
+                let mut list = incidents_in(client, opts, from, mid).await?;
+                for i in incidents_in(client, opts, mid, to).await? {
+                    if !list.iter().any(|x| x["id"] == i["id"]) {
+                        list.push(i);
+                    }
+                }
+                Ok(list)
+            }
+            None => bail!(
+                "GET {path}: more than {} incidents created within one second",
+                opts.offset_cap
+            ),
+        }
+    })
+}
+
+/// The incident as a v3 webhook's `event.data`, with the status it had at that event.
+fn incident_data(incident: &Value, status: &str, ep: &str) -> anyhow::Result<Value> {
+    let number = field_u64(incident, "incident_number", ep)?;
+    field_str(incident, "service.id", ep)?;
+    let assignees: Vec<Value> = incident["assignments"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["assignee"].clone()).collect())
+        .unwrap_or_default();
+    Ok(json!({
+        "id": incident["id"],
+        "type": "incident",
+        "self": incident["self"],
+        "html_url": incident["html_url"],
+        "number": number,
+        "status": status,
+        "incident_key": incident["incident_key"],
+        "created_at": incident["created_at"],
+        "title": incident["title"],
+        "service": incident["service"],
+        "assignees": assignees,
+        "escalation_policy": incident["escalation_policy"],
+        "teams": incident.get("teams").cloned().unwrap_or_else(|| json!([])),
+        "priority": incident["priority"],
+        "urgency": incident["urgency"],
+        "conference_bridge": incident["conference_bridge"],
+        "resolve_reason": incident["resolve_reason"],
+    }))
+}
+
+/// Where an incident stands while its log is walked.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    New,
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
+/// The `incident.*` deliveries of one incident, from its log entries oldest first: the events
+/// PagerDuty's webhooks send for the status changes the mapping reads.
+fn incident_deliveries(
+    incident: &Value,
+    entries: &[Value],
+    until: Time,
+    ep: &str,
+    log_ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<()> {
+    let id = field_str(incident, "id", ep)?.to_string();
+    let mut log: Vec<(Time, &Value)> = Vec::new();
+    for e in entries {
+        field_str(e, "id", log_ep)?;
+        field_str(e, "type", log_ep)?;
+        log.push((field_time(e, "created_at", log_ep)?, e));
+    }
+    // Oldest first; entries of one second keep the API's order.
+    log.sort_by_key(|(t, _)| *t);
+    let mut state = State::New;
+    let mut push =
+        |event_type: &str, status: &str, at: &str, entry: &Value| -> anyhow::Result<()> {
+            let entry_id = entry["id"].as_str().unwrap_or("created");
+            let delivery = delivery_id("pagerduty", event_type, &id, entry_id, at);
+            let body = json!({
+                "event": {
+                    "id": delivery,
+                    "event_type": event_type,
+                    "resource_type": "incident",
+                    "occurred_at": at,
+                    "agent": entry.get("agent").cloned().unwrap_or(Value::Null),
+                    "client": null,
+                    "data": incident_data(incident, status, ep)?,
+                }
+            });
+            out.push(recorded(
+                "pagerduty",
+                &[],
+                &body,
+                format!("pagerduty/{event_type}/{id}"),
+            ));
+            Ok(())
+        };
+    for (t, e) in &log {
+        if *t > until {
+            break;
+        }
+        let at = e["created_at"].as_str().unwrap_or_default();
+        match (e["type"].as_str().unwrap_or_default(), state) {
+            ("trigger_log_entry", State::New) => {
+                push("incident.triggered", "triggered", at, e)?;
+                state = State::Triggered;
+            }
+            // No log entry type is documented for a reopening: a trigger after a resolve is one.
+            ("trigger_log_entry", State::Resolved) => {
+                push("incident.reopened", "triggered", at, e)?;
+                state = State::Triggered;
+            }
+            // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
+            // enum, `acknowledge_log_entry` in the list's).
+            ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
+                if s == State::New {
+                    push(
+                        "incident.triggered",
+                        "triggered",
+                        incident["created_at"].as_str().unwrap_or_default(),
+                        &Value::Null,
+                    )?;
+                }
+                push("incident.acknowledged", "acknowledged", at, e)?;
+                state = State::Acknowledged;
+            }
+            ("unacknowledge_log_entry", State::Acknowledged) => state = State::Triggered,
+            ("resolve_log_entry", s) if s != State::Resolved => {
+                if s == State::New {
+                    push(
+                        "incident.triggered",
+                        "triggered",
+                        incident["created_at"].as_str().unwrap_or_default(),
+                        &Value::Null,
+                    )?;
+                }
+                push("incident.resolved", "resolved", at, e)?;
+                state = State::Resolved;
+            }
+            // Notifications, escalations, assignments, notes, urgency and priority changes:
+            // their webhooks are not used.
+            _ => {}
+        }
+    }
+    if state == State::New {
+        // A log that does not reach back to the trigger (or not read yet): the incident exists.
+        push(
+            "incident.triggered",
+            "triggered",
+            incident["created_at"].as_str().unwrap_or_default(),
+            &Value::Null,
+        )?;
+    }
+    Ok(())
+}
