@@ -8,9 +8,11 @@
 //! - **EventBridge scheduled events** (`"source": "aws.events"`, `"detail-type": "Scheduled
 //!   Event"`, from the `Drain` schedule in `template.yaml`) run [`Pipeline::drain`]: finished spans
 //!   whose settle period has passed, and batches a failed export left in the outbox, are exported.
-//!   The answer is a small JSON summary, `{"status":"drained","exported":…,"failed":…,
-//!   "remaining":…}`; a drain that fails (the store is unreachable) is logged and answered as a
-//!   function error.
+//!   Then valuestream's own health goes over OTLP ([`super::export_health`]: this sandbox's
+//!   counters, the store's backlog, the sync's healed counter), within what is left of the
+//!   invocation. The answer is a small JSON summary, `{"status":"drained","exported":…,
+//!   "failed":…,"remaining":…,"health":"sent"|"failed"|"skipped"|"off"}`; a drain that fails
+//!   (the store is unreachable) is logged and answered as a function error.
 //! - **The scheduled sync** (`{"valuestream":"sync"}`, the `Input` of the `SyncRule` in
 //!   `template.yaml`, created when `SyncGithubRepos` names repositories) re-reads the configured
 //!   repositories from the GitHub API and heals what webhooks missed ([`crate::sync`]), within
@@ -297,6 +299,17 @@ impl Handler {
             result = self.pipeline.drain().await.map(|next| d.then(next));
             drains += 1;
         }
+        // valuestream's own health, after the drains (so that it counts them), bounded by what
+        // is left of the invocation; a drain that failed still sends what it can.
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(std::time::Duration::from_secs(1));
+        let health = if left.is_zero() {
+            crate::pipeline::HealthExport::Skipped
+        } else {
+            super::export_health(&self.pipeline, left).await
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(d) => {
@@ -307,6 +320,7 @@ impl Handler {
                     unsettled = d.unsettled,
                     unexported = d.unexported,
                     drains,
+                    health = health.as_str(),
                     elapsed_ms,
                     scheduled_at,
                     "scheduled drain"
@@ -318,6 +332,7 @@ impl Handler {
                     "remaining": d.remaining,
                     "unsettled": d.unsettled,
                     "unexported": d.unexported,
+                    "health": health.as_str(),
                 }))
             }
             Err(e) => {
