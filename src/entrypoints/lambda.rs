@@ -301,10 +301,7 @@ impl Handler {
         }
         // valuestream's own health, after the drains (so that it counts them), bounded by what
         // is left of the invocation; a drain that failed still sends what it can.
-        let left = deadline
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(std::time::Duration::from_secs(1));
+        let left = health_budget(deadline, std::time::SystemTime::now());
         let health = if left.is_zero() {
             crate::pipeline::HealthExport::Skipped
         } else {
@@ -321,6 +318,7 @@ impl Handler {
                     unexported = d.unexported,
                     drains,
                     health = health.as_str(),
+                    health_within_ms = left.as_millis() as u64,
                     elapsed_ms,
                     scheduled_at,
                     "scheduled drain"
@@ -343,6 +341,25 @@ impl Handler {
     }
 }
 
+/// The time valuestream's own health may take after a drain: what is left of the invocation
+/// less a second for the answer; [`HEALTH_WITHOUT_DEADLINE`] when the runtime gave no deadline
+/// (a deadline more than a day past: a local emulator's `0`).
+fn health_budget(
+    deadline: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> std::time::Duration {
+    match deadline.duration_since(now) {
+        Ok(left) => left.saturating_sub(std::time::Duration::from_secs(1)),
+        Err(past) if past.duration() > std::time::Duration::from_secs(86_400) => {
+            HEALTH_WITHOUT_DEADLINE
+        }
+        Err(_) => std::time::Duration::ZERO,
+    }
+}
+
+/// See [`health_budget`].
+pub const HEALTH_WITHOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +367,25 @@ mod tests {
     fn event_file(rel: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_health_takes_what_is_left_of_the_invocation() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = SystemTime::now();
+        assert_eq!(
+            health_budget(now + Duration::from_secs(10), now),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            health_budget(now + Duration::from_millis(500), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            health_budget(now - Duration::from_secs(5), now),
+            Duration::ZERO
+        );
+        assert_eq!(health_budget(UNIX_EPOCH, now), HEALTH_WITHOUT_DEADLINE);
     }
 
     #[test]
