@@ -13,6 +13,10 @@
 //! Metric points keep their protobuf encoding ([`metrics`] says why `opentelemetry-otlp`'s
 //! `MetricExporter` cannot carry them) and share the trace exporter's transport and settings
 //! ([`transport`]).
+//!
+//! valuestream's own health goes over the same metrics transport, in a request of its own
+//! ([`health`]: scope `valuestream.health`, the process's counters under its
+//! `service.instance.id`).
 
 pub mod health;
 pub mod metrics;
