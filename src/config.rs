@@ -85,6 +85,9 @@ pub struct Config {
     pub table: Option<String>,
     /// Seconds a failing collector is left alone before the next export attempt.
     pub retry_secs: u64,
+    /// `serve`: seconds between two exports of valuestream's own health over OTLP (Lambda
+    /// sends it after each scheduled drain).
+    pub health_export_secs: u64,
     /// Seconds a finished span waits before export, so that deliveries arriving out of order
     /// within that time give identical spans; 0 exports at once.
     pub settle_secs: i64,
@@ -124,6 +127,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
     ("VALUESTREAM_RETRY_SECS", "seconds a failing collector is left alone before exports are tried again, 1..=3600 (default 30)"),
+    ("VALUESTREAM_HEALTH_EXPORT_SECS", "serve: seconds between two exports of valuestream's own health over OTLP (the first one this long after start), 1..=3600 (default 60); Lambda sends it after each scheduled drain"),
     ("AWS_ENDPOINT_URL_DYNAMODB", "DynamoDB endpoint override (local DynamoDB, moto): an http(s) URL"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol: http/protobuf (default) or grpc"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "protocol for traces, overrides OTEL_EXPORTER_OTLP_PROTOCOL"),
@@ -445,6 +449,12 @@ impl Config {
             ttl_index_secs: ttl_open_days * day,
             table,
             retry_secs: env.int("VALUESTREAM_RETRY_SECS", 30, 1..=3600, "seconds")? as u64,
+            health_export_secs: env.int(
+                "VALUESTREAM_HEALTH_EXPORT_SECS",
+                60,
+                1..=3600,
+                "seconds",
+            )? as u64,
             settle_secs: env.int("VALUESTREAM_SETTLE_SECS", 120, 0..=86_400, "seconds")?,
             dynamodb_timeout_ms: env.int(
                 "VALUESTREAM_DYNAMODB_TIMEOUT_MS",
@@ -493,6 +503,7 @@ mod tests {
         assert_eq!(c.ttl_index_secs, 90 * 86_400);
         assert_eq!(c.incident_window_secs, 168 * 3600);
         assert_eq!(c.retry_secs, 30);
+        assert_eq!(c.health_export_secs, 60);
         assert_eq!(c.settle_secs, 120);
         assert_eq!(c.dynamodb_timeout_ms, 8_000);
         assert!(!c.allow_unsigned);
@@ -602,6 +613,8 @@ mod tests {
             ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "0")]),
             ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "3601")]),
             ("VALUESTREAM_RETRY_SECS", vec![("VALUESTREAM_RETRY_SECS", "30s")]),
+            ("VALUESTREAM_HEALTH_EXPORT_SECS", vec![("VALUESTREAM_HEALTH_EXPORT_SECS", "0")]),
+            ("VALUESTREAM_HEALTH_EXPORT_SECS", vec![("VALUESTREAM_HEALTH_EXPORT_SECS", "3601")]),
             ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "-1")]),
             ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "86401")]),
             ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", vec![("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "0")]),

@@ -18,6 +18,7 @@
 use crate::backfill::{self, github, Client, ClientSettings, Sink, Summary};
 use crate::config::{endpoint_url, Config, ConfigError, Settings};
 use crate::engine::keys;
+use crate::export::prometheus::{HealthFamily, HealthKind, HealthSample, HealthValue};
 use crate::model::Time;
 use crate::store::{Cond, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
 use chrono::TimeDelta;
@@ -183,6 +184,10 @@ pub struct Cursor {
     /// Successful syncs.
     #[serde(default)]
     pub syncs: u64,
+    /// When the record was created: where `healed` started counting (the start time of the
+    /// healed counter over OTLP). Absent in records written before it was kept.
+    #[serde(default)]
+    pub created: Option<Time>,
 }
 
 /// Every repository's record, in key order.
@@ -219,7 +224,14 @@ async fn save(
         let found = read(store, &key).await?;
         let (mut c, cond, version) = match found {
             Some((c, v)) => (c, Cond::Version(v), v + 1),
-            None => (Cursor::default(), Cond::Absent, 1),
+            None => (
+                Cursor {
+                    created: Some(chrono::Utc::now()),
+                    ..Cursor::default()
+                },
+                Cond::Absent,
+                1,
+            ),
         };
         c.source = SOURCE.to_string();
         c.repository = repository.to_string();
@@ -431,9 +443,8 @@ pub fn render_healed(cursors: &[Cursor]) -> String {
     if cursors.is_empty() {
         return String::new();
     }
-    let mut out = String::from(
-        "# HELP valuestream_sync_healed_total Deliveries the scheduled sync found that no webhook had brought (facts the store did not hold): the webhooks you are missing.\n\
-         # TYPE valuestream_sync_healed_total counter\n",
+    let mut out = format!(
+        "# HELP valuestream_sync_healed_total {HEALED_HELP}\n# TYPE valuestream_sync_healed_total counter\n"
     );
     for c in cursors {
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -446,6 +457,39 @@ pub fn render_healed(cursors: &[Cursor]) -> String {
     }
     out
 }
+
+/// The healed counter as valuestream's own health sends it over OTLP
+/// ([`crate::export::HealthSnapshot::shared`]): `valuestream.sync.healed` (unit `{delivery}`,
+/// which the collector names `valuestream_sync_healed_total`), one series per repository a sync
+/// has a record of, each starting when its record was created; `None` when there is none.
+pub fn healed_family(cursors: &[Cursor]) -> Option<HealthFamily> {
+    if cursors.is_empty() {
+        return None;
+    }
+    Some(HealthFamily {
+        name: "valuestream_sync_healed_total",
+        otel_name: "valuestream.sync.healed",
+        unit: "{delivery}",
+        help: HEALED_HELP,
+        kind: HealthKind::Counter,
+        samples: cursors
+            .iter()
+            .map(|c| HealthSample {
+                labels: vec![
+                    ("source", c.source.clone()),
+                    ("repository", c.repository.clone()),
+                ],
+                value: HealthValue::Number(c.healed as f64),
+                start_ns: c
+                    .created
+                    .and_then(|t| t.timestamp_nanos_opt())
+                    .map(|n| n.max(0) as u64),
+            })
+            .collect(),
+    })
+}
+
+const HEALED_HELP: &str = "Deliveries the scheduled sync found that no webhook had brought (facts the store did not hold): the webhooks you are missing.";
 
 /// The healed counter as `GET /metrics` shows it, read from the store.
 pub async fn exposition(store: &dyn Store) -> StoreResult<String> {

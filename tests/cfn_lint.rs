@@ -402,7 +402,12 @@ fn template() -> Value {
 }
 
 /// The regions of ADOT's Lambda layers, as aws-otel.github.io/docs/getting-started/lambda lists
-/// them ("Supported Regions", the same on each language page).
+/// them ("Supported Regions", the same on each language page), and as the layer's own repository
+/// publishes them: https://github.com/aws-observability/aws-otel-lambda at commit
+/// 57474388690ede309017681136025c8b6a56520e (2025-05-30 release), `.github/workflows/release.yml`
+/// (the `aws_region` default of the publishing job) and the arm64 collector layer ARNs of
+/// `go/sample-apps/aws-sdk/deploy/wrapper/layer_arm64.tf`, all
+/// `arn:aws:lambda:<region>:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1`.
 const ADOT_LAYER_REGIONS: &[&str] = &[
     "us-east-1",
     "us-east-2",
@@ -677,13 +682,18 @@ fn managed_prometheus_is_on_by_default_with_the_collector_layer() {
     assert!(template_text().contains("aws-otel.github.io/docs/getting-started/lambda"));
     for (region, arns) in mapping {
         let arn = arns["Arm64"].as_str().unwrap();
-        assert!(
-            arn.starts_with(&format!(
-                "arn:aws:lambda:{region}:901920570463:layer:aws-otel-collector-arm64-ver-"
-            )),
-            "{region}: {arn}"
+        // Exactly the published ARN (layer name and version) of that release.
+        assert_eq!(
+            arn,
+            format!(
+                "arn:aws:lambda:{region}:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1"
+            ),
+            "{region}"
         );
     }
+    assert!(template_text().contains(
+        "github.com/aws-observability/aws-otel-lambda at 57474388690ede309017681136025c8b6a56520e"
+    ));
     assert_eq!(
         t["Conditions"]["HasCollectorLayerOverride"],
         json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "CollectorLayerArn"}, ""]}]})

@@ -41,6 +41,8 @@
 mod common;
 #[path = "fixtures/metrics/deliveries.rs"]
 mod deliveries;
+#[path = "common/fake_github.rs"]
+mod fake_github;
 #[path = "fixtures/correlations/scenario.rs"]
 mod seed;
 
@@ -783,6 +785,10 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
     deliveries::check_files("dora", &scenario());
     let tmp = tempfile::tempdir().unwrap();
 
+    // A GitHub API whose repository has one issue no webhook of the scenario brings (#99,
+    // opened and still open: no metric series of its own): the sync at serve's start heals
+    // it, for the "webhooks you are missing" panel of health.json.
+    let fake = fake_github::Fake::start(missed_issue_scenario(), vec![]).await;
     // valuestream serve, the real binary, no OTLP endpoint.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -790,6 +796,10 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
     let serve = Proc {
         name: "valuestream serve",
         child: valuestream()
+            .env("VALUESTREAM_SYNC_GITHUB_REPOS", fake_github::REPO)
+            .env("VALUESTREAM_GITHUB_API_URL", fake.url())
+            .env("GITHUB_TOKEN", fake_github::TOKEN)
+            .env("VALUESTREAM_SYNC_LOOKBACK_SECS", "315360000")
             .args([
                 "serve",
                 "--addr",
@@ -909,7 +919,11 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
     let types: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("# TYPE"))
-        .filter(|l| !l.contains(" valuestream_health_") && !l.contains(" valuestream_settle_"))
+        .filter(|l| {
+            !l.contains(" valuestream_health_")
+                && !l.contains(" valuestream_settle_")
+                && !l.contains(" valuestream_sync_")
+        })
         .collect();
     assert_eq!(
         types,
@@ -1172,11 +1186,39 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
 
 // ------------------------------------------------------------------ health.json
 
+/// The fake GitHub API's repository for the sync at serve's start: the scenario's repository
+/// with one more issue, #99, opened and still open, which no webhook of the scenario brings.
+/// An open issue is no metric series, so every DORA figure stays as computed by hand; the sync
+/// heals one delivery (its `issues` `opened`).
+fn missed_issue_scenario() -> fake_github::Scenario {
+    let mut issue = fake_github::object("github/issues/opened.payload.json", "issue");
+    issue["number"] = json!(99);
+    issue["title"] = json!("A webhook that never came");
+    issue["created_at"] = json!("2024-03-01T09:00:00Z");
+    issue["updated_at"] = json!("2024-03-01T09:00:00Z");
+    issue["closed_at"] = Value::Null;
+    issue["state"] = json!("open");
+    issue["labels"] = json!([]);
+    fake_github::Scenario {
+        repository: fake_github::object("github/issues/opened.payload.json", "repository"),
+        issues: vec![issue],
+        pulls: vec![],
+        commits: vec![],
+        runs: vec![],
+        jobs: BTreeMap::new(),
+        deployments: vec![],
+        statuses: BTreeMap::new(),
+        // Never closed nor reopened.
+        history: BTreeMap::from([(99, vec![])]),
+    }
+}
+
 /// Every target of health.json returns data on the real Prometheus that scraped the scenario,
 /// after a delivery with a bad signature (a refused 401): the deliveries by answer, the refused
 /// 401s of github, the backlog and outbox gauges (0: everything settled and exported), the
 /// export failures (0 per signal: serve writes to the console), the drains and store requests
-/// the scenario made.
+/// the scenario made, and the one delivery the sync at serve's start healed (the "webhooks you
+/// are missing" panel).
 async fn prove_health_dashboard(
     prom: &Prom,
     http: &reqwest::Client,
@@ -1251,7 +1293,8 @@ async fn prove_health_dashboard(
             for m in names {
                 assert!(
                     m.starts_with("valuestream_health_")
-                        || m == "valuestream_settle_failures_total",
+                        || m == "valuestream_settle_failures_total"
+                        || m == "valuestream_sync_healed_total",
                     "{what} reads {m}: health.json reads only the health series"
                 );
                 assert!(
@@ -1280,9 +1323,10 @@ async fn prove_health_dashboard(
         .find(|(l, _)| l.get("source").map(String::as_str) == Some("github"))
         .unwrap_or_else(|| panic!("github's refused 401s: {}", show(&got)));
     assert!(github.1 > 0.0, "github's refused 401s: {}", show(&got));
-    // The 20 deliveries of the scenario: 19 processed, 1 duplicate.
+    // The 20 deliveries of the scenario: 19 processed, 1 duplicate; and the sync's one
+    // delivery, processed through the same router.
     for (answer, want) in [
-        ("processed", 19.0),
+        ("processed", 20.0),
         ("duplicate", 1.0),
         ("refused_401", 1.0),
     ] {
@@ -1290,6 +1334,23 @@ async fn prove_health_dashboard(
             format!(r#"valuestream_health_deliveries_total{{source="github",answer="{answer}"}}"#);
         assert_eq!(prom.scalar(&expr).await, Some(want), "{expr}");
     }
+    // What the healed panel shows: the one delivery of #99, in all; its per-interval increase
+    // is 0 here (the sync ran before Prometheus' first scrape, and increase() does not count a
+    // series' first sample).
+    let panel = panels
+        .iter()
+        .find(|p| p["title"] == "Webhooks you are missing: deliveries the sync healed")
+        .expect("a panel of what the sync healed");
+    let total = substitute(panel["targets"][1]["expr"].as_str().unwrap(), &vars);
+    let got = prom.query(&total, at).await.unwrap();
+    assert_eq!(got.len(), 1, "{}", show(&got));
+    assert_eq!(
+        got[0].0.get("repository").map(String::as_str),
+        Some(fake_github::REPO),
+        "{}",
+        show(&got)
+    );
+    assert_eq!(got[0].1, 1.0, "healed in all: {}", show(&got));
 }
 
 // ------------------------------------------------------------------ correlations.json

@@ -339,8 +339,28 @@ async fn github_deliveries_through_the_lambda_runtime() {
         )
         .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("processed")), "{b}");
-    lambda.drain().await;
+    let drained = lambda.drain().await;
     let issue = receiver.span("ISSUE #1");
+    // After the drain, the sandbox's own health went out too (scope valuestream.health): its
+    // deliveries under its own service.instance.id, the store's gauges under the shared resource.
+    assert_eq!(drained["health"], "sent", "{drained}\n{}", lambda.logs());
+    let health = receiver.health();
+    let processed = health
+        .iter()
+        .filter(|p| {
+            p.name == "valuestream.health.deliveries"
+                && p.labels.get("answer").map(String::as_str) == Some("processed")
+                && p.labels.get("source").map(String::as_str) == Some("github")
+        })
+        .max_by_key(|p| p.time_ns)
+        .unwrap_or_else(|| panic!("the sandbox's deliveries: {health:#?}"));
+    assert!(processed.value >= 2.0, "{processed:?}");
+    assert_eq!(processed.resource["service.instance.id"].len(), 32);
+    let due = health
+        .iter()
+        .find(|p| p.name == "valuestream.health.settle.due_scopes")
+        .expect("the settle backlog gauge");
+    assert!(!due.resource.contains_key("service.instance.id"));
 
     assert_issue_and_pr_trace(&issue, &change);
     // The same router answers GET /correlations from the DynamoDB metric state: issue #1 and

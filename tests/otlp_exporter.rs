@@ -479,6 +479,7 @@ async fn serve_exports_over_grpc_from_the_standard_variables() {
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s%20k"),
             ("OTEL_SERVICE_NAME", "vs-test"),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("VALUESTREAM_HEALTH_EXPORT_SECS", "1"),
         ],
         dir.path(),
     );
@@ -521,6 +522,35 @@ async fn serve_exports_over_grpc_from_the_standard_variables() {
     }
     let spans = grpc.spans();
     assert!(spans.iter().all(|s| s.service == "vs-test"), "{spans:?}");
+    // serve's health timer (VALUESTREAM_HEALTH_EXPORT_SECS=1): the two deliveries, counted by
+    // this process under its own service.instance.id, with the configured resource.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let processed = loop {
+        let health = grpc.health();
+        let latest = health
+            .iter()
+            .filter(|p| {
+                p.name == "valuestream.health.deliveries"
+                    && p.labels.get("answer").map(String::as_str) == Some("processed")
+                    && p.labels.get("source").map(String::as_str) == Some("github")
+            })
+            .max_by_key(|p| p.time_ns)
+            .cloned();
+        if let Some(p) = latest.filter(|p| p.value >= 2.0) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no health over gRPC within 20 s: {health:#?}\n{}",
+            serve.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(processed.value, 2.0);
+    assert_eq!(processed.resource["service.name"], "vs-test");
+    assert_eq!(processed.resource["deployment.environment"], "test");
+    assert_eq!(processed.resource["service.instance.id"].len(), 32);
+    assert!(processed.start_ns > 0 && processed.start_ns < processed.time_ns);
     let (trace_meta, metric_meta) = grpc.metadata();
     for m in trace_meta.iter().chain(&metric_meta) {
         assert_eq!(m.get("x-api-key").map(String::as_str), Some("s k"), "{m:?}");

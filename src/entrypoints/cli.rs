@@ -584,6 +584,21 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
             };
         }
     });
+    // valuestream's own health over OTLP (when an endpoint is set): every
+    // VALUESTREAM_HEALTH_EXPORT_SECS, the first one that long after start, in a task of its
+    // own (bounded by the interval; a request never waits for it).
+    if pipeline.exporter.exports_health() {
+        let reporter = pipeline.clone();
+        let every = Duration::from_secs(config.health_export_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                super::export_health(&reporter, every).await;
+            }
+        });
+    }
     let sweeper = store.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

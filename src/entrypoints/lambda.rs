@@ -8,9 +8,11 @@
 //! - **EventBridge scheduled events** (`"source": "aws.events"`, `"detail-type": "Scheduled
 //!   Event"`, from the `Drain` schedule in `template.yaml`) run [`Pipeline::drain`]: finished spans
 //!   whose settle period has passed, and batches a failed export left in the outbox, are exported.
-//!   The answer is a small JSON summary, `{"status":"drained","exported":…,"failed":…,
-//!   "remaining":…}`; a drain that fails (the store is unreachable) is logged and answered as a
-//!   function error.
+//!   Then valuestream's own health goes over OTLP ([`super::export_health`]: this sandbox's
+//!   counters, the store's backlog, the sync's healed counter), within what is left of the
+//!   invocation. The answer is a small JSON summary, `{"status":"drained","exported":…,
+//!   "failed":…,"remaining":…,"health":"sent"|"failed"|"skipped"|"off"}`; a drain that fails
+//!   (the store is unreachable) is logged and answered as a function error.
 //! - **The scheduled sync** (`{"valuestream":"sync"}`, the `Input` of the `SyncRule` in
 //!   `template.yaml`, created when `SyncGithubRepos` names repositories) re-reads the configured
 //!   repositories from the GitHub API and heals what webhooks missed ([`crate::sync`]), within
@@ -297,6 +299,14 @@ impl Handler {
             result = self.pipeline.drain().await.map(|next| d.then(next));
             drains += 1;
         }
+        // valuestream's own health, after the drains (so that it counts them), bounded by what
+        // is left of the invocation; a drain that failed still sends what it can.
+        let left = health_budget(deadline, std::time::SystemTime::now());
+        let health = if left.is_zero() {
+            crate::pipeline::HealthExport::Skipped
+        } else {
+            super::export_health(&self.pipeline, left).await
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(d) => {
@@ -307,6 +317,8 @@ impl Handler {
                     unsettled = d.unsettled,
                     unexported = d.unexported,
                     drains,
+                    health = health.as_str(),
+                    health_within_ms = left.as_millis() as u64,
                     elapsed_ms,
                     scheduled_at,
                     "scheduled drain"
@@ -318,6 +330,7 @@ impl Handler {
                     "remaining": d.remaining,
                     "unsettled": d.unsettled,
                     "unexported": d.unexported,
+                    "health": health.as_str(),
                 }))
             }
             Err(e) => {
@@ -328,6 +341,25 @@ impl Handler {
     }
 }
 
+/// The time valuestream's own health may take after a drain: what is left of the invocation
+/// less a second for the answer; [`HEALTH_WITHOUT_DEADLINE`] when the runtime gave no deadline
+/// (a deadline more than a day past: a local emulator's `0`).
+fn health_budget(
+    deadline: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> std::time::Duration {
+    match deadline.duration_since(now) {
+        Ok(left) => left.saturating_sub(std::time::Duration::from_secs(1)),
+        Err(past) if past.duration() > std::time::Duration::from_secs(86_400) => {
+            HEALTH_WITHOUT_DEADLINE
+        }
+        Err(_) => std::time::Duration::ZERO,
+    }
+}
+
+/// See [`health_budget`].
+pub const HEALTH_WITHOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +367,25 @@ mod tests {
     fn event_file(rel: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_health_takes_what_is_left_of_the_invocation() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = SystemTime::now();
+        assert_eq!(
+            health_budget(now + Duration::from_secs(10), now),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            health_budget(now + Duration::from_millis(500), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            health_budget(now - Duration::from_secs(5), now),
+            Duration::ZERO
+        );
+        assert_eq!(health_budget(UNIX_EPOCH, now), HEALTH_WITHOUT_DEADLINE);
     }
 
     #[test]

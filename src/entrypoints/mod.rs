@@ -20,3 +20,36 @@ pub fn init_logging(json: bool) {
         builder.compact().try_init()
     };
 }
+
+/// valuestream's own health over OTLP, as the hosts send it (Lambda: after each scheduled
+/// drain; `serve`: every `VALUESTREAM_HEALTH_EXPORT_SECS`), never on a request: the pipeline's
+/// snapshot plus the sync's healed counter read from the store, all within `within` (the
+/// store's and the exporter's own timeouts bound each request; this bounds the whole).
+pub async fn export_health(
+    pipeline: &crate::pipeline::Pipeline,
+    within: std::time::Duration,
+) -> crate::pipeline::HealthExport {
+    use crate::pipeline::HealthExport;
+    if !pipeline.exporter.exports_health() {
+        return HealthExport::Off;
+    }
+    let work = async {
+        let cursors = crate::sync::cursors(pipeline.engine.store.as_ref()).await?;
+        let shared = crate::sync::healed_family(&cursors).into_iter().collect();
+        pipeline.export_health(shared).await
+    };
+    match tokio::time::timeout(within, work).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading the store for valuestream's own health failed; not exported this time");
+            HealthExport::Failed
+        }
+        Err(_) => {
+            tracing::warn!(
+                within_ms = within.as_millis() as u64,
+                "exporting valuestream's own health did not finish in time; not exported this time"
+            );
+            HealthExport::Failed
+        }
+    }
+}

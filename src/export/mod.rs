@@ -21,12 +21,43 @@ pub enum ExportError {
     Failed(String),
 }
 
+/// valuestream's own health at one moment, as it goes over OTLP (docs/metrics.md,
+/// "valuestream's own health"): never a DORA series, never in the outbox; sent whole each time
+/// (cumulative), so a lost export is repaired by the next one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSnapshot {
+    /// This process's `service.instance.id`: its counters are its own, so each process is a
+    /// series of its own (a query adds them up).
+    pub instance: String,
+    /// When this process started counting (the start time of its cumulative points).
+    pub start_ns: u64,
+    /// When the snapshot was taken (every point's time).
+    pub time_ns: u64,
+    /// The process's counters and histograms, cumulative since `start_ns`, sent under the
+    /// process resource (`service.instance.id` = `instance`).
+    pub process: Vec<prometheus::HealthFamily>,
+    /// What the store holds, the same whichever process reads it (the backlog gauges, the
+    /// sync's healed counter): sent under the shared metrics resource, as the DORA series are,
+    /// so that two processes give one series, not two to add up.
+    pub shared: Vec<prometheus::HealthFamily>,
+}
+
 #[async_trait]
 pub trait Exporter: Send + Sync {
     /// Sends finished spans; an error leaves them pending in the outbox for a later retry.
     async fn export_spans(&self, spans: &[FinishedSpan]) -> Result<(), ExportError>;
     /// Sends metric points (cumulative series values); an error leaves them pending.
     async fn export_points(&self, points: &[Series]) -> Result<(), ExportError>;
+    /// Whether [`Exporter::export_health`] sends anywhere (only OTLP does: `serve` without an
+    /// endpoint shows its health on `GET /metrics` only).
+    fn exports_health(&self) -> bool {
+        false
+    }
+    /// Sends valuestream's own health; nothing is kept for a retry (the next snapshot holds
+    /// every total).
+    async fn export_health(&self, _snapshot: &HealthSnapshot) -> Result<(), ExportError> {
+        Ok(())
+    }
 }
 
 /// The exporter the environment asks for: OTLP when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set,

@@ -35,6 +35,10 @@ pub enum HealthKind {
 pub struct HealthSample {
     pub labels: Vec<(&'static str, String)>,
     pub value: HealthValue,
+    /// Over OTLP, the start of a counter or histogram that is not the process's: a series kept
+    /// in the store (the sync's healed counter) starts when its record was created. `None`: the
+    /// process start (or no start, for a gauge).
+    pub start_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +59,10 @@ pub enum HealthValue {
 pub struct HealthFamily {
     /// The full Prometheus name (a counter's ends in `_total`; a histogram's has no suffix).
     pub name: &'static str,
+    /// The OTLP name and unit: the collector's translation of the two ([`prometheus_name`]) is
+    /// `name`, so the dashboards read the same series scraped or sent over OTLP.
+    pub otel_name: &'static str,
+    pub unit: &'static str,
     pub help: &'static str,
     pub kind: HealthKind,
     pub samples: Vec<HealthSample>,
@@ -628,6 +636,8 @@ valuestream_deployments_total{deployment_environment_name=\"staging\",valuestrea
         let families = [
             HealthFamily {
                 name: "valuestream_health_deliveries_total",
+                otel_name: "valuestream.health.deliveries",
+                unit: "{delivery}",
                 help: "Deliveries.",
                 kind: HealthKind::Counter,
                 samples: vec![HealthSample {
@@ -636,19 +646,25 @@ valuestream_deployments_total{deployment_environment_name=\"staging\",valuestrea
                         ("answer", "refused_401".into()),
                     ],
                     value: HealthValue::Number(3.0),
+                    start_ns: None,
                 }],
             },
             HealthFamily {
                 name: "valuestream_health_settle_oldest_due_age_seconds",
+                otel_name: "valuestream.health.settle.oldest_due_age",
+                unit: "s",
                 help: "Age.",
                 kind: HealthKind::Gauge,
                 samples: vec![HealthSample {
                     labels: vec![],
                     value: HealthValue::Number(1.5),
+                    start_ns: None,
                 }],
             },
             HealthFamily {
                 name: "valuestream_health_drain_duration_seconds",
+                otel_name: "valuestream.health.drain.duration",
+                unit: "s",
                 help: "Drains.",
                 kind: HealthKind::Histogram,
                 samples: vec![HealthSample {
@@ -659,6 +675,7 @@ valuestream_deployments_total{deployment_environment_name=\"staging\",valuestrea
                         sum: 2.25,
                         count: 3,
                     },
+                    start_ns: None,
                 }],
             },
         ];

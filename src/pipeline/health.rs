@@ -9,6 +9,7 @@
 //! operations): no delivery ID, item key or repository name.
 
 use crate::export::prometheus::{HealthFamily, HealthKind, HealthSample, HealthValue};
+use crate::export::HealthSnapshot;
 use crate::store::{Key, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -98,11 +99,38 @@ pub struct Health {
     store_latency: Mutex<Vec<Hist>>,
     store_errors: [AtomicU64; 3],
     store_conflicts: [AtomicU64; 3],
+    /// This process's `service.instance.id` over OTLP: 128 random bits in hex, new each start.
+    instance: String,
+    /// When this process started counting (nanoseconds since the epoch): the start time of its
+    /// cumulative points over OTLP.
+    start_ns: u64,
+}
+
+/// 128 bits no other process has, in hex: std's per-process random hash keys over the process
+/// ID and the clock (no random-number crate needed for an identity).
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(now_ns());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
+            instance: instance_id(),
+            start_ns: now_ns(),
             deliveries: Mutex::default(),
             export_failures: Default::default(),
             drain: Mutex::new(Hist::new(DRAIN_BUCKETS)),
@@ -214,12 +242,46 @@ impl Health {
         )
     }
 
+    /// This process's `service.instance.id` over OTLP.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// When this process started counting, in nanoseconds since the epoch.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// What goes over OTLP at `time_ns`: the same families as `GET /metrics` shows, the
+    /// process's counters and histograms apart from what the store holds (the gauges, and
+    /// `shared`: the sync's healed counter, which the host reads from the store).
+    pub fn snapshot(
+        &self,
+        backlog: &Backlog,
+        settle_failures: u64,
+        shared: Vec<HealthFamily>,
+        time_ns: u64,
+    ) -> HealthSnapshot {
+        let (gauges, process): (Vec<HealthFamily>, Vec<HealthFamily>) = self
+            .families(backlog, settle_failures)
+            .into_iter()
+            .partition(|f| f.kind == HealthKind::Gauge);
+        HealthSnapshot {
+            instance: self.instance.clone(),
+            start_ns: self.start_ns,
+            time_ns: time_ns.max(self.start_ns),
+            process,
+            shared: gauges.into_iter().chain(shared).collect(),
+        }
+    }
+
     /// The process's counters as families, with `backlog` read from the store at scrape time
     /// and the settle failures the pipeline counted.
     pub fn families(&self, backlog: &Backlog, settle_failures: u64) -> Vec<HealthFamily> {
         let number = |labels: Vec<(&'static str, String)>, v: f64| HealthSample {
             labels,
             value: HealthValue::Number(v),
+            start_ns: None,
         };
         let per = |name: &'static str, values: &[&'static str], f: &dyn Fn(usize) -> f64| {
             values
@@ -244,24 +306,32 @@ impl Health {
         vec![
             HealthFamily {
                 name: "valuestream_health_deliveries_total",
+                otel_name: "valuestream.health.deliveries",
+                unit: "{delivery}",
                 help: "Deliveries answered, by source and answer (processed, duplicate, ignored, refused_401, refused_4xx, error_5xx), in this process.",
                 kind: HealthKind::Counter,
                 samples: deliveries,
             },
             HealthFamily {
                 name: "valuestream_health_settle_due_scopes",
+                otel_name: "valuestream.health.settle.due_scopes",
+                unit: "{scope}",
                 help: "Scopes whose settle time has come and that wait for a drain (counted up to 1000).",
                 kind: HealthKind::Gauge,
                 samples: vec![number(vec![], backlog.due_scopes as f64)],
             },
             HealthFamily {
                 name: "valuestream_health_settle_oldest_due_age_seconds",
+                otel_name: "valuestream.health.settle.oldest_due_age",
+                unit: "s",
                 help: "Seconds since the oldest due scope became due (0 when none is due).",
                 kind: HealthKind::Gauge,
                 samples: vec![number(vec![], backlog.oldest_due_age_secs)],
             },
             HealthFamily {
                 name: "valuestream_health_outbox_pending_batches",
+                otel_name: "valuestream.health.outbox.pending_batches",
+                unit: "{batch}",
                 help: "Outbox batches whose spans (traces) or points (metrics) the collector has not taken yet (counted up to 1000).",
                 kind: HealthKind::Gauge,
                 samples: per("signal", SIGNALS, &|i| {
@@ -270,12 +340,16 @@ impl Health {
             },
             HealthFamily {
                 name: "valuestream_health_outbox_oldest_age_seconds",
+                otel_name: "valuestream.health.outbox.oldest_age",
+                unit: "s",
                 help: "Age in seconds of the oldest outbox batch (0 when the outbox is empty).",
                 kind: HealthKind::Gauge,
                 samples: vec![number(vec![], backlog.outbox_oldest_age_secs)],
             },
             HealthFamily {
                 name: "valuestream_health_export_failures_total",
+                otel_name: "valuestream.health.export.failures",
+                unit: "{export}",
                 help: "Exports the collector refused or did not answer, per signal, in this process.",
                 kind: HealthKind::Counter,
                 samples: per("signal", SIGNALS, &|i| {
@@ -284,15 +358,20 @@ impl Health {
             },
             HealthFamily {
                 name: "valuestream_health_drain_duration_seconds",
+                otel_name: "valuestream.health.drain.duration",
+                unit: "s",
                 help: "Wall time of each drain (settle what is due, export the outbox), in this process.",
                 kind: HealthKind::Histogram,
                 samples: vec![HealthSample {
                     labels: vec![],
                     value: self.drain.lock().unwrap().value(),
+                    start_ns: None,
                 }],
             },
             HealthFamily {
                 name: "valuestream_health_store_request_duration_seconds",
+                otel_name: "valuestream.health.store.request.duration",
+                unit: "s",
                 help: "Store requests (get_many, query, commit) and their latency, whatever their outcome, in this process.",
                 kind: HealthKind::Histogram,
                 samples: OPERATIONS
@@ -301,11 +380,14 @@ impl Health {
                     .map(|(op, h)| HealthSample {
                         labels: vec![("operation", op.to_string())],
                         value: h.value(),
+                        start_ns: None,
                     })
                     .collect(),
             },
             HealthFamily {
                 name: "valuestream_health_store_errors_total",
+                otel_name: "valuestream.health.store.errors",
+                unit: "{request}",
                 help: "Store requests that failed (a backend error: throttling, timeout, unavailable), by operation, in this process.",
                 kind: HealthKind::Counter,
                 samples: per("operation", OPERATIONS, &|i| {
@@ -314,6 +396,8 @@ impl Health {
             },
             HealthFamily {
                 name: "valuestream_health_store_conflicts_total",
+                otel_name: "valuestream.health.store.conflicts",
+                unit: "{request}",
                 help: "Commits whose condition failed (another writer came first; retried), by operation, in this process.",
                 kind: HealthKind::Counter,
                 samples: per("operation", OPERATIONS, &|i| {
@@ -322,6 +406,8 @@ impl Health {
             },
             HealthFamily {
                 name: "valuestream_settle_failures_total",
+                otel_name: "valuestream.settle.failures",
+                unit: "{settlement}",
                 help: "Settlements that failed and put their scope aside, in this process.",
                 kind: HealthKind::Counter,
                 samples: vec![number(vec![], settle_failures as f64)],
@@ -473,6 +559,81 @@ mod tests {
             6
         );
         assert_eq!(text.matches("# TYPE").count(), 11);
+    }
+
+    #[test]
+    fn otlp_names_translate_to_the_exposition_names() {
+        use crate::engine::metrics::MetricKind;
+        use crate::export::prometheus::prometheus_name;
+        let health = Health::new();
+        let mut families = health.families(&Backlog::default(), 0);
+        families.extend(crate::sync::healed_family(&[crate::sync::Cursor {
+            source: "github".into(),
+            repository: "o/r".into(),
+            healed: 2,
+            ..Default::default()
+        }]));
+        assert_eq!(families.len(), 12);
+        for f in &families {
+            // The collector adds `_total` to a monotonic sum only; a gauge and a histogram
+            // get no suffix.
+            let kind = match f.kind {
+                HealthKind::Counter => MetricKind::Counter,
+                HealthKind::Gauge | HealthKind::Histogram => MetricKind::Histogram,
+            };
+            assert_eq!(
+                prometheus_name(f.otel_name, f.unit, kind),
+                f.name,
+                "{} ({})",
+                f.otel_name,
+                f.unit
+            );
+            assert!(
+                f.otel_name.starts_with("valuestream.health.")
+                    || ["valuestream.settle.failures", "valuestream.sync.healed"]
+                        .contains(&f.otel_name),
+                "{}",
+                f.otel_name
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_process_counters_apart_from_the_store_gauges() {
+        let health = Health::new();
+        health.register_source("github");
+        health.delivery("github", "processed");
+        let healed = crate::sync::healed_family(&[crate::sync::Cursor {
+            source: "github".into(),
+            repository: "o/r".into(),
+            healed: 2,
+            ..Default::default()
+        }]);
+        let snap = health.snapshot(&Backlog::default(), 1, healed.into_iter().collect(), 0);
+        assert_eq!(snap.instance.len(), 32);
+        assert_ne!(
+            snap.instance,
+            Health::new().instance,
+            "one identity per process"
+        );
+        assert_eq!(snap.start_ns, health.start_ns());
+        assert!(
+            snap.time_ns >= snap.start_ns,
+            "a point never precedes its start"
+        );
+        let names = |fs: &[HealthFamily]| fs.iter().map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(&snap.shared),
+            [
+                "valuestream_health_settle_due_scopes",
+                "valuestream_health_settle_oldest_due_age_seconds",
+                "valuestream_health_outbox_pending_batches",
+                "valuestream_health_outbox_oldest_age_seconds",
+                "valuestream_sync_healed_total",
+            ]
+        );
+        assert_eq!(snap.process.len(), 7);
+        assert!(snap.process.iter().all(|f| f.kind != HealthKind::Gauge));
     }
 
     /// A store whose commits fail with `fail` (a backend error or a conflict).

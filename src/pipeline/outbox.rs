@@ -57,6 +57,30 @@ pub struct Pipeline {
     pub health: Arc<Health>,
 }
 
+/// What one export of valuestream's own health came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthExport {
+    /// The collector took it.
+    Sent,
+    /// The collector refused it or did not answer in time (logged).
+    Failed,
+    /// Not tried: the metrics endpoint failed a moment ago and is left alone for now.
+    Skipped,
+    /// No OTLP endpoint: the health is on `GET /metrics` only.
+    Off,
+}
+
+impl HealthExport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthExport::Sent => "sent",
+            HealthExport::Failed => "failed",
+            HealthExport::Skipped => "skipped",
+            HealthExport::Off => "off",
+        }
+    }
+}
+
 /// What exporting one batch came to.
 enum Outcome {
     Done,
@@ -489,6 +513,38 @@ impl Pipeline {
     ) -> Result<Vec<crate::export::prometheus::HealthFamily>, StoreError> {
         let backlog = self.backlog().await?;
         Ok(self.health.families(&backlog, self.settle_failures()))
+    }
+
+    /// Sends valuestream's own health over OTLP (the exporter's metrics endpoint, bounded by
+    /// its timeout): the process's counters, the store's backlog (two bounded queries) and
+    /// `shared` (what the host read from the store besides: the sync's healed counter). Hosts
+    /// call it from their drain schedule or a timer, never on a request. Nothing is kept for a
+    /// retry: the next snapshot carries every total. While the metrics endpoint is left alone
+    /// after a failure (`VALUESTREAM_RETRY_SECS`), nothing is tried.
+    pub async fn export_health(
+        &self,
+        shared: Vec<crate::export::prometheus::HealthFamily>,
+    ) -> Result<HealthExport, StoreError> {
+        if !self.exporter.exports_health() {
+            return Ok(HealthExport::Off);
+        }
+        if now_epoch() < self.metrics_quiet_until.load(AtomicOrdering::Relaxed) {
+            return Ok(HealthExport::Skipped);
+        }
+        let backlog = self.backlog().await?;
+        let snapshot = self.health.snapshot(
+            &backlog,
+            self.settle_failures(),
+            shared,
+            crate::pipeline::health::now_ns(),
+        );
+        Ok(match self.exporter.export_health(&snapshot).await {
+            Ok(()) => HealthExport::Sent,
+            Err(e) => {
+                tracing::warn!(error = %e, "exporting valuestream's own health failed; the next export sends every total again");
+                HealthExport::Failed
+            }
+        })
     }
 
     /// Number of scopes with facts waiting for their settle period.

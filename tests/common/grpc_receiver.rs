@@ -6,7 +6,7 @@
 //! [`Receiver`]: super::Receiver
 
 use super::moto::{repo, venv_tool, Background};
-use super::{decode_points, decode_spans, RPoint, RSpan};
+use super::{decode_health, decode_points, decode_spans, HPoint, RPoint, RSpan};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -124,6 +124,16 @@ impl GrpcReceiver {
             .map(|(r, _)| r)
             .collect();
         decode_points(&reqs)
+    }
+
+    /// valuestream's own health points received so far (scope `valuestream.health`).
+    pub fn health(&self) -> Vec<HPoint> {
+        let reqs: Vec<ExportMetricsServiceRequest> = self
+            .requests("metrics")
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        decode_health(&reqs)
     }
 
     /// The metadata of every trace and metric export request.

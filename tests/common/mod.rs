@@ -346,6 +346,11 @@ impl Receiver {
         decode_points(&self.state.metrics.lock().unwrap())
     }
 
+    /// valuestream's own health points received so far (scope `valuestream.health`).
+    pub fn health(&self) -> Vec<HPoint> {
+        decode_health(&self.state.metrics.lock().unwrap())
+    }
+
     /// The latest (highest sample time) point of every series: the exact totals.
     pub fn latest_points(&self) -> Vec<RPoint> {
         latest_points(self.points())
@@ -422,7 +427,12 @@ pub fn decode_points(requests: &[ExportMetricsServiceRequest]) -> Vec<RPoint> {
     let mut out = Vec::new();
     for req in requests {
         for rm in &req.resource_metrics {
-            for sm in &rm.scope_metrics {
+            // The DORA series only: valuestream's own health has a scope of its own.
+            for sm in rm
+                .scope_metrics
+                .iter()
+                .filter(|sm| sm.scope.as_ref().is_none_or(|s| s.name != HEALTH_SCOPE))
+            {
                 for m in &sm.metrics {
                     let label = |kvs: &[KeyValue]| {
                         attrs(kvs)
@@ -463,6 +473,125 @@ pub fn decode_points(requests: &[ExportMetricsServiceRequest]) -> Vec<RPoint> {
                                     sum: p.sum.unwrap_or_default(),
                                     buckets: p.bucket_counts.clone(),
                                     cumulative: h.aggregation_temporality == 2,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The instrumentation scope of valuestream's own health over OTLP.
+pub const HEALTH_SCOPE: &str = "valuestream.health";
+
+/// One point of valuestream's own health as a receiver decoded it: its resource, its kind
+/// (`gauge`, `sum` or `histogram`) and temporality, for assertions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HPoint {
+    pub resource: BTreeMap<String, String>,
+    pub name: String,
+    pub unit: String,
+    pub kind: &'static str,
+    pub cumulative: bool,
+    pub monotonic: bool,
+    pub labels: BTreeMap<String, String>,
+    pub start_ns: u64,
+    pub time_ns: u64,
+    /// A gauge's or counter's value, a histogram's count.
+    pub value: f64,
+    pub sum: f64,
+    pub bounds: Vec<f64>,
+    pub buckets: Vec<u64>,
+}
+
+/// The health points of `requests` (scope `valuestream.health`), in arrival order.
+pub fn decode_health(requests: &[ExportMetricsServiceRequest]) -> Vec<HPoint> {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as N;
+    let strings = |kvs: &[KeyValue]| -> BTreeMap<String, String> {
+        attrs(kvs)
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let number = |v: &Option<N>| match v {
+        Some(N::AsInt(i)) => *i as f64,
+        Some(N::AsDouble(d)) => *d,
+        None => f64::NAN,
+    };
+    let mut out = Vec::new();
+    for req in requests {
+        for rm in &req.resource_metrics {
+            let resource = strings(
+                &rm.resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default(),
+            );
+            for sm in rm
+                .scope_metrics
+                .iter()
+                .filter(|sm| sm.scope.as_ref().is_some_and(|s| s.name == HEALTH_SCOPE))
+            {
+                for m in &sm.metrics {
+                    let base = HPoint {
+                        resource: resource.clone(),
+                        name: m.name.clone(),
+                        unit: m.unit.clone(),
+                        kind: "",
+                        cumulative: false,
+                        monotonic: false,
+                        labels: BTreeMap::new(),
+                        start_ns: 0,
+                        time_ns: 0,
+                        value: 0.0,
+                        sum: 0.0,
+                        bounds: vec![],
+                        buckets: vec![],
+                    };
+                    match &m.data {
+                        Some(metric::Data::Gauge(g)) => {
+                            for p in &g.data_points {
+                                out.push(HPoint {
+                                    kind: "gauge",
+                                    labels: strings(&p.attributes),
+                                    start_ns: p.start_time_unix_nano,
+                                    time_ns: p.time_unix_nano,
+                                    value: number(&p.value),
+                                    ..base.clone()
+                                });
+                            }
+                        }
+                        Some(metric::Data::Sum(sum)) => {
+                            for p in &sum.data_points {
+                                out.push(HPoint {
+                                    kind: "sum",
+                                    cumulative: sum.aggregation_temporality == 2,
+                                    monotonic: sum.is_monotonic,
+                                    labels: strings(&p.attributes),
+                                    start_ns: p.start_time_unix_nano,
+                                    time_ns: p.time_unix_nano,
+                                    value: number(&p.value),
+                                    ..base.clone()
+                                });
+                            }
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                out.push(HPoint {
+                                    kind: "histogram",
+                                    cumulative: h.aggregation_temporality == 2,
+                                    labels: strings(&p.attributes),
+                                    start_ns: p.start_time_unix_nano,
+                                    time_ns: p.time_unix_nano,
+                                    value: p.count as f64,
+                                    sum: p.sum.unwrap_or_default(),
+                                    bounds: p.explicit_bounds.clone(),
+                                    buckets: p.bucket_counts.clone(),
+                                    ..base.clone()
                                 });
                             }
                         }

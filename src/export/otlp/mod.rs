@@ -13,7 +13,12 @@
 //! Metric points keep their protobuf encoding ([`metrics`] says why `opentelemetry-otlp`'s
 //! `MetricExporter` cannot carry them) and share the trace exporter's transport and settings
 //! ([`transport`]).
+//!
+//! valuestream's own health goes over the same metrics transport, in a request of its own
+//! ([`health`]: scope `valuestream.health`, the process's counters under its
+//! `service.instance.id`).
 
+pub mod health;
 pub mod metrics;
 pub mod resource;
 pub mod settings;
@@ -147,6 +152,27 @@ impl Exporter for OtlpExporter {
             return Ok(());
         }
         let request = metrics::metrics_request(points, self.resources.metrics());
+        transport::send_metrics(&self.metrics, &self.settings.metrics, request).await
+    }
+
+    fn exports_health(&self) -> bool {
+        true
+    }
+
+    /// One metrics request to the metrics endpoint, bounded like every other by
+    /// `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` ([`health`]).
+    async fn export_health(
+        &self,
+        snapshot: &crate::export::HealthSnapshot,
+    ) -> Result<(), ExportError> {
+        let request = health::health_request(
+            snapshot,
+            self.resources.process_metrics(&snapshot.instance),
+            self.resources.metrics(),
+        );
+        if request.resource_metrics.is_empty() {
+            return Ok(());
+        }
         transport::send_metrics(&self.metrics, &self.settings.metrics, request).await
     }
 }

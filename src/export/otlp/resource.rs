@@ -61,15 +61,32 @@ impl Resources {
 
     /// The resource of every metric point, as OTLP protobuf attributes.
     pub fn metrics(&self) -> Vec<ProtoKeyValue> {
-        self.attributes(NAMESPACE)
-            .into_iter()
-            .map(|(key, v)| ProtoKeyValue {
-                key,
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(v)),
-                }),
-                ..Default::default()
-            })
-            .collect()
+        proto(self.attributes(NAMESPACE))
     }
+
+    /// The resource of one process's own health counters: the metrics resource with
+    /// `service.instance.id` = `instance` (replacing one from `OTEL_RESOURCE_ATTRIBUTES`: each
+    /// process's counters must stay a series of their own).
+    pub fn process_metrics(&self, instance: &str) -> Vec<ProtoKeyValue> {
+        let mut attributes: Vec<(String, String)> = self
+            .attributes(NAMESPACE)
+            .into_iter()
+            .filter(|(k, _)| k != "service.instance.id")
+            .collect();
+        attributes.push(("service.instance.id".into(), instance.into()));
+        proto(attributes)
+    }
+}
+
+fn proto(attributes: Vec<(String, String)>) -> Vec<ProtoKeyValue> {
+    attributes
+        .into_iter()
+        .map(|(key, v)| ProtoKeyValue {
+            key,
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
