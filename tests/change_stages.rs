@@ -192,10 +192,26 @@ async fn a_pull_request_s_stages_are_child_spans_and_a_histogram() {
     assert_eq!(pr.span_id, ids::span_id(PR_KEY, 0));
     let got = stages(&app);
     let want = [
-        ("coding", "2024-03-04T08:00:00Z", "2024-03-04T09:40:00Z"),
-        ("pickup", "2024-03-04T09:40:00Z", "2024-03-04T10:30:00Z"),
-        ("review", "2024-03-04T10:30:00Z", "2024-03-04T12:00:00Z"),
-        ("deploy", "2024-03-04T12:00:00Z", "2024-03-04T15:10:00Z"),
+        (
+            "coding",
+            "2024-03-04T08:00:00.000Z",
+            "2024-03-04T09:40:00.000Z",
+        ),
+        (
+            "pickup",
+            "2024-03-04T09:40:00.000Z",
+            "2024-03-04T10:30:00.000Z",
+        ),
+        (
+            "review",
+            "2024-03-04T10:30:00.000Z",
+            "2024-03-04T12:00:00.000Z",
+        ),
+        (
+            "deploy",
+            "2024-03-04T12:00:00.000Z",
+            "2024-03-04T15:10:00.000Z",
+        ),
     ];
     assert_eq!(got.len(), 4, "{got:#?}");
     for (name, start, end) in want {
@@ -242,11 +258,11 @@ async fn a_pull_request_s_stages_are_child_spans_and_a_histogram() {
         .map(|(n, t)| (n.clone(), rfc3339(*t)))
         .collect();
     for (name, at) in [
-        ("review submitted", "2024-03-04T09:20:00Z"),
-        ("ready for review", "2024-03-04T09:40:00Z"),
-        ("review requested", "2024-03-04T09:45:00Z"),
-        ("review submitted", "2024-03-04T09:50:00Z"),
-        ("review submitted", "2024-03-04T10:30:00Z"),
+        ("review submitted", "2024-03-04T09:20:00.000Z"),
+        ("ready for review", "2024-03-04T09:40:00.000Z"),
+        ("review requested", "2024-03-04T09:45:00.000Z"),
+        ("review submitted", "2024-03-04T09:50:00.000Z"),
+        ("review submitted", "2024-03-04T10:30:00.000Z"),
     ] {
         assert!(
             events.contains(&(name.to_string(), at.to_string())),
@@ -254,7 +270,7 @@ async fn a_pull_request_s_stages_are_child_spans_and_a_histogram() {
         );
     }
     assert!(
-        !events.iter().any(|(_, t)| t == "2024-03-04T12:30:00Z"),
+        !events.iter().any(|(_, t)| t == "2024-03-04T12:30:00.000Z"),
         "a review after the merge is late news: {events:?}"
     );
     // The histogram: one observation per stage, exact seconds.

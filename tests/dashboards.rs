@@ -932,6 +932,7 @@ async fn dashboards_show_the_exact_answers_of_a_known_scenario() {
             "# TYPE valuestream_change_duration_seconds histogram",
             "# TYPE valuestream_change_failures_total counter",
             "# TYPE valuestream_change_lead_time_seconds histogram",
+            "# TYPE valuestream_change_stage_duration_seconds histogram",
             "# TYPE valuestream_deployment_duration_seconds histogram",
             "# TYPE valuestream_deployment_recovery_time_seconds histogram",
             "# TYPE valuestream_deployment_rework_total counter",
@@ -1323,10 +1324,10 @@ async fn prove_health_dashboard(
         .find(|(l, _)| l.get("source").map(String::as_str) == Some("github"))
         .unwrap_or_else(|| panic!("github's refused 401s: {}", show(&got)));
     assert!(github.1 > 0.0, "github's refused 401s: {}", show(&got));
-    // The 20 deliveries of the scenario: 19 processed, 1 duplicate; and the sync's one
+    // The 21 deliveries of the scenario: 20 processed, 1 duplicate; and the sync's one
     // delivery, processed through the same router.
     for (answer, want) in [
-        ("processed", 20.0),
+        ("processed", 21.0),
         ("duplicate", 1.0),
         ("refused_401", 1.0),
     ] {

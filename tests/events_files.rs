@@ -371,7 +371,22 @@ async fn the_demo_events_tell_the_readme_story() {
         "{answers:?}"
     );
     let spans = app.receiver.spans();
-    assert_eq!(spans.len(), 10);
+    let stages: Vec<String> = spans
+        .iter()
+        .filter(|s| s.attr("valuestream.change.stage").is_some())
+        .map(|s| format!("{} {}", s.attr_str("valuestream.key"), s.name))
+        .collect();
+    // Both PRs' first commits were pushed before they opened; no review: coding and deploy.
+    assert_eq!(
+        stages,
+        [
+            "github/change/codertocat/hello-world/2 coding",
+            "github/change/codertocat/hello-world/2 deploy",
+            "github/change/codertocat/hello-world/3 coding",
+            "github/change/codertocat/hello-world/3 deploy",
+        ]
+    );
+    assert_eq!(spans.len(), 14, "10 work items and 4 stages");
     let mut traces: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
     traces.sort();
     traces.dedup();
