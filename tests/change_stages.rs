@@ -338,3 +338,78 @@ async fn the_deploy_stage_goes_out_with_whichever_is_exported_last() {
     assert_eq!(a.len(), 4, "{a:#?}");
     assert_eq!(a, stages(&deploy_first));
 }
+
+/// Squash and rebase merges: the merge commit GitHub reports is the squash commit, or the last
+/// of the rebased commits, pushed without a merge message; the deployment that ships it ends
+/// the change's deploy stage, and the rebased commits are not counted as direct commits.
+#[tokio::test]
+async fn squash_and_rebase_merges_have_a_deploy_stage() {
+    let cases: [(&str, &[(&str, &str, &str)]); 2] = [
+        (
+            "sq11",
+            &[("sq11", "2024-03-04T12:00:00Z", "Add feature a (#11)")],
+        ),
+        (
+            "rb11",
+            &[
+                ("rb1", "2024-03-04T12:00:00Z", "Start feature a"),
+                ("rb2", "2024-03-04T12:00:00Z", "Test feature a"),
+                ("rb11", "2024-03-04T12:00:00Z", "Finish feature a"),
+            ],
+        ),
+    ];
+    for (merge, commits) in cases {
+        let app = app().await;
+        app.set_auto_drain(false);
+        let bodies = [
+            (
+                "pull_request",
+                "m",
+                pull_request(
+                    11,
+                    "feature/a",
+                    "2024-03-04T09:00:00Z",
+                    "2024-03-04T12:00:00Z",
+                    Some(merge),
+                ),
+            ),
+            ("push", "p", push("master", commits)),
+            (
+                "deployment_status",
+                "d",
+                deployment_status(
+                    1001,
+                    "production",
+                    merge,
+                    "2024-03-04T15:00:00Z",
+                    "2024-03-04T15:10:00Z",
+                    "success",
+                ),
+            ),
+        ];
+        for (event, id, body) in bodies {
+            let (s, b) = app
+                .github(event, id, serde_json::to_vec(&body).unwrap())
+                .await;
+            assert!(s.is_success(), "{merge} {id}: {b}");
+        }
+        app.pipeline.drain_all().await.unwrap();
+        let got = stages(&app);
+        let deploy = got
+            .get("deploy")
+            .unwrap_or_else(|| panic!("{merge}: {got:#?}"));
+        assert_eq!(
+            (deploy["start"].as_str(), deploy["end"].as_str()),
+            (
+                Some("2024-03-04T12:00:00.000Z"),
+                Some("2024-03-04T15:10:00.000Z")
+            ),
+            "{merge}"
+        );
+        let lead = point(&app, "valuestream.change.lead_time").expect("lead time");
+        assert_eq!(
+            lead.value, 1.0,
+            "{merge}: one change shipped, no direct commits"
+        );
+    }
+}

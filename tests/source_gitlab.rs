@@ -1029,3 +1029,47 @@ async fn rework_a_deployment_that_ships_a_revert_is_rework() {
     );
     assert_eq!(rework[0].labels["valuestream.source"], "gitlab");
 }
+
+/// Link kinds (issue 27 part 5): a successful deployment links the merge request it shipped
+/// `shipped`; a failed or canceled one only attempted it (`attempted`), and still counts it in
+/// `valuestream.deployment.changes`.
+#[tokio::test]
+async fn a_failed_or_canceled_deployment_only_attempted_its_changes() {
+    for (status, kind) in [
+        ("success", "shipped"),
+        ("failed", "attempted"),
+        ("canceled", "attempted"),
+    ] {
+        let (app, _) = gitlab_app().await;
+        let merged = mr(|v| {
+            let a = &mut v["object_attributes"];
+            a["action"] = json!("merge");
+            a["state"] = json!("merged");
+            a["merge_commit_sha"] = json!(MERGE_SHA);
+            a["updated_at"] = json!("2013-12-04 09:00:00 UTC");
+        });
+        let (s, b) = gl(&app, "Merge Request Hook", Some("m"), merged).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let deploy = deployment(status, "2013-12-04 12:00:00 +0100", |v| {
+            v["project"]["path_with_namespace"] = json!("gitlabhq/gitlab-test");
+            v["environment"] = json!("production");
+            v["commit_url"] = json!(format!(
+                "http://example.com/gitlabhq/gitlab-test/-/commit/{MERGE_SHA}"
+            ));
+        });
+        let (s, b) = gl(&app, "Deployment Hook", Some("d"), deploy).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let d = app.receiver.span("DEPLOY production");
+        assert_eq!(
+            d.attr("valuestream.deployment.changes"),
+            Some(&json!(1)),
+            "{status}"
+        );
+        let kinds: Vec<_> = d
+            .links
+            .iter()
+            .filter_map(|l| l.2.get("valuestream.link").cloned())
+            .collect();
+        assert_eq!(kinds, [json!(kind)], "{status}");
+    }
+}

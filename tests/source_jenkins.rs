@@ -541,3 +541,41 @@ async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
     assert_eq!(rework[0].labels["valuestream.source"], "jenkins");
     assert_eq!(rework[0].labels["valuestream.result"], "success");
 }
+
+/// Link kinds (issue 27 part 5): a successful Jenkins deployment links the change it shipped
+/// `shipped`; a failed or aborted one only attempted it (`attempted`), and still counts it in
+/// `valuestream.deployment.changes`.
+#[tokio::test]
+async fn a_failed_or_aborted_deployment_only_attempted_its_changes() {
+    const MERGE_SHA: &str = "c4295bd74fb0f4fda03689c3df3f2803b658fd85";
+    for (status, kind) in [
+        ("SUCCESS", "shipped"),
+        ("FAILURE", "attempted"),
+        ("ABORTED", "attempted"),
+    ] {
+        let (app, _) = jenkins_app().await;
+        // PR #2 of Codertocat/Hello-World, merged as MERGE_SHA.
+        let (s, b) = app.github("pull_request", "pr-merged", merged_pr()).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let deploy = edit("jenkins/deploy-finalized-failure.json", |v| {
+            v["build"]["status"] = json!(status);
+            v["build"]["scm"]["commit"] = json!(MERGE_SHA);
+        });
+        let (s, b) = jk(&app, deploy).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let d = app
+            .receiver
+            .span("DEPLOY production deploy-hello-world #12");
+        assert_eq!(
+            d.attr("valuestream.deployment.changes"),
+            Some(&json!(1)),
+            "{status}"
+        );
+        let kinds: Vec<_> = d
+            .links
+            .iter()
+            .filter_map(|l| l.2.get("valuestream.link").cloned())
+            .collect();
+        assert_eq!(kinds, [json!(kind)], "{status}");
+    }
+}

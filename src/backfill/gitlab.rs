@@ -173,7 +173,7 @@ fn iso(t: Time) -> String {
 fn reaches(page: &[Value], key: &str, since: Time) -> bool {
     page.last()
         .and_then(|p| p[key].as_str())
-        .and_then(crate::sources::timestamp::parse)
+        .and_then(crate::model::timestamp::parse)
         .is_none_or(|t| t >= since)
 }
 
@@ -1026,7 +1026,7 @@ fn deployment_deliveries(
             .or(d["updated_at"].as_str())
             .unwrap_or_default()
             .to_string();
-        if crate::sources::timestamp::parse(&at).is_none_or(|t| w.not_after(t)) {
+        if crate::model::timestamp::parse(&at).is_none_or(|t| w.not_after(t)) {
             out.push(delivery(
                 "Deployment Hook",
                 status,

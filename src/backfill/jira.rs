@@ -32,9 +32,9 @@
 use super::{
     deliver_all, delivery_id, field, field_str, recorded, Client, ClientSettings, Sink, Summary,
 };
+use crate::model::timestamp;
 use crate::model::Time;
 use crate::replay::Recorded;
-use crate::sources::timestamp;
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};

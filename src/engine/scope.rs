@@ -1420,6 +1420,44 @@ mod rework_tests {
     }
 
     #[test]
+    fn a_reopened_change_has_the_stages_of_its_merged_generation() {
+        use crate::model::{ChangeStep, ReviewState, ReviewerKind};
+        let review = |m| ChangeStep::review(at(m), ReviewState::Commented, ReviewerKind::Human);
+        // Opened at 0, closed unmerged at 30 (reviewed at 20), reopened at 60, reviewed at 70,
+        // merged at 100.
+        let mut first = gen(0, Some(30));
+        first.result = Some(WorkResult::Closed);
+        first.steps = vec![review(20)];
+        let mut second = gen(60, Some(100));
+        second.result = Some(WorkResult::Merged);
+        second.steps = vec![review(70)];
+        let mut c = summary("c1", Kind::Change, first);
+        c.gens.push(second);
+        let config = Config::from_pairs(&[]).unwrap();
+        let d = derive(&[c], &[], &config);
+        let of = |gen| {
+            d.stages
+                .get(&GenRef {
+                    key: "c1".into(),
+                    gen,
+                })
+                .map(|v| {
+                    v.iter()
+                        .map(|s| (s.name.as_str(), s.start, s.end))
+                        .collect::<Vec<_>>()
+                })
+        };
+        assert_eq!(of(0), None, "a generation closed unmerged has no stages");
+        assert_eq!(
+            of(1),
+            Some(vec![
+                ("pickup", at(60), at(70)),
+                ("review", at(70), at(100))
+            ])
+        );
+    }
+
+    #[test]
     fn rework_known_answers() {
         for c in cases() {
             let got = reasons(&c.items, &c.config);

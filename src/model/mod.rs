@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod ids;
 pub mod refs;
 pub mod time;
+pub mod timestamp;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

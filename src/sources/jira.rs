@@ -13,10 +13,11 @@ use super::{
 use crate::config::Config;
 use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
+use crate::model::timestamp;
 use crate::model::{
     set_opt, Action, AttrValue, Attrs, Input, Outcome, SpanEvent, Time, WorkEvent, WorkResult,
 };
-use crate::sources::{timestamp, tracker};
+use crate::sources::tracker;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 

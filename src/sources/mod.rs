@@ -10,7 +10,6 @@ pub mod jenkins;
 pub mod jira;
 pub mod pagerduty;
 pub mod registry;
-pub mod timestamp;
 pub mod tracker;
 pub mod vcs;
 pub mod verify;

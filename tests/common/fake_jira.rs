@@ -304,7 +304,7 @@ pub fn apply(fields: &mut Value, c: &Change) {
 }
 
 fn ms(jira: &str) -> i64 {
-    valuestream::sources::timestamp::parse(jira)
+    valuestream::model::timestamp::parse(jira)
         .unwrap()
         .timestamp_millis()
 }
@@ -451,7 +451,7 @@ fn jql_le(date: &str, jira: &str) -> bool {
     let d = chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M")
         .unwrap()
         .and_utc();
-    d <= valuestream::sources::timestamp::parse(jira).unwrap()
+    d <= valuestream::model::timestamp::parse(jira).unwrap()
 }
 
 async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> Response {

@@ -4,7 +4,7 @@ use crate::model::Time;
 use serde::Deserialize;
 
 /// GitLab's timestamps (`2016-08-12 15:23:28 UTC`, RFC 3339, …).
-pub use crate::sources::timestamp::de;
+pub use crate::model::timestamp::de;
 
 // ---------------------------------------------------------------- payload model
 
