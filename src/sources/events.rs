@@ -463,9 +463,8 @@ impl EventFields {
             if self.finished_at.is_some_and(|end| step.time > end) {
                 continue;
             }
-            let opened_as_draft = step.kind == StepKind::Draft
-                && matches!(self.phase, Phase::Open | Phase::Reopen)
-                && self.started_at.is_some_and(|s| step.time <= s);
+            let opened_as_draft =
+                step.kind == StepKind::Draft && self.started_at.is_some_and(|s| step.time <= s);
             if opened_as_draft {
                 w.steps.push(step.clone());
             } else {
