@@ -5,11 +5,14 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use valuestream::config::Config;
 use valuestream::model::ids::{self, item_key};
-use valuestream::sources::events::{FIELDS, INCIDENT_STATUSES, KINDS, RUN_STATUSES};
+use valuestream::sources::events::{
+    CHANGE_STATUSES, FIELDS, INCIDENT_STATUSES, KINDS, MAX_LABELS, MAX_STEPS, REVIEWER_KINDS,
+    REVIEW_STATES, RUN_STATUSES, STEP_FIELDS, STEP_TYPES,
+};
 use valuestream::sources::verify::hmac_sha256_hex;
 use valuestream::store::embedded::EmbeddedStore;
 
@@ -503,16 +506,55 @@ fn published_schema_matches_what_the_api_accepts() {
     let all: BTreeSet<String> = strs(RUN_STATUSES)
         .union(&strs(INCIDENT_STATUSES))
         .cloned()
+        .chain(strs(CHANGE_STATUSES))
         .collect();
     assert_eq!(set(&schema["properties"]["status"]["enum"]), all);
-    let per_kind = &schema["allOf"][0];
+    // Each kind's statuses, in the `if kind … then status …` rule that names the kind.
+    let per_kind = |kind: &str| -> BTreeSet<String> {
+        let rules: Vec<&Value> = schema["allOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["then"]["properties"]["status"].is_object())
+            .filter(|r| {
+                let k = &r["if"]["properties"]["kind"];
+                k["const"] == kind
+                    || k["enum"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|x| x == kind))
+            })
+            .collect();
+        assert_eq!(rules.len(), 1, "one rule for kind {kind}");
+        set(&rules[0]["then"]["properties"]["status"]["enum"])
+    };
+    assert_eq!(per_kind("incident"), strs(INCIDENT_STATUSES));
+    assert_eq!(per_kind("change"), strs(CHANGE_STATUSES));
+    assert_eq!(per_kind("deployment"), strs(RUN_STATUSES));
+    assert_eq!(per_kind("pipeline_run"), strs(RUN_STATUSES));
+    // A change's steps and labels.
+    let steps = &schema["properties"]["steps"];
+    assert_eq!(steps["maxItems"], json!(MAX_STEPS));
     assert_eq!(
-        set(&per_kind["then"]["properties"]["status"]["enum"]),
-        strs(INCIDENT_STATUSES)
+        schema["properties"]["labels"]["maxItems"],
+        json!(MAX_LABELS)
+    );
+    let step = &steps["items"];
+    assert_eq!(step["additionalProperties"], json!(false));
+    let step_props: BTreeSet<&str> = step["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(step_props, STEP_FIELDS.iter().copied().collect());
+    assert_eq!(set(&step["properties"]["type"]["enum"]), strs(STEP_TYPES));
+    assert_eq!(
+        set(&step["properties"]["state"]["enum"]),
+        strs(REVIEW_STATES)
     );
     assert_eq!(
-        set(&per_kind["else"]["properties"]["status"]["enum"]),
-        strs(RUN_STATUSES)
+        set(&step["properties"]["reviewer"]["enum"]),
+        strs(REVIEWER_KINDS)
     );
     let required: BTreeSet<String> = set(&schema["required"]);
     assert_eq!(required, strs(&["id", "kind", "item", "status"]));
@@ -612,4 +654,473 @@ async fn rework_the_deploy_that_fixes_a_failed_one_is_rework() {
         "failed_state"
     );
     assert_eq!(p.labels["valuestream.source"], "events");
+}
+
+// ---------------------------------------------------------------- changes (issue 27 part 3)
+
+const CHANGE_ITEM: &str = "1234";
+
+fn change_key() -> String {
+    item_key("events", "change", "Codertocat/Hello-World", CHANGE_ITEM)
+}
+
+/// A review reported after the merge event, made after the merge: late news.
+fn late_review() -> Vec<u8> {
+    edit("events/change_reviewed.json", |v| {
+        v["id"] = json!("gerrit-hello-world-1234-late-review");
+        v["steps"] = json!([{"type": "review", "at": "2024-03-10T12:30:00Z",
+            "state": "commented", "reviewer": "human"}]);
+    })
+}
+
+/// Change 1234 (tests/fixtures/events/change_*.json): opened as a draft 09:00, ready 09:40,
+/// review requested 09:45, a bot's review 09:50, the first review by a person 10:30, merged
+/// 12:00 as f95f852, a review after the merge 12:30; then Argo CD's production deployment of
+/// f95f852, 13:30 → 13:41:07 (tests/fixtures/events/deployment_*.json).
+fn change_deliveries() -> Vec<Vec<u8>> {
+    vec![
+        fixture("events/change_opened.json"),
+        fixture("events/change_reviewed.json"),
+        fixture("events/change_merged.json"),
+        late_review(),
+        fixture("events/deployment_started.json"),
+        fixture("events/deployment_succeeded.json"),
+    ]
+}
+
+/// Delivers `order` of [`change_deliveries`] (each twice when `redeliver`: the second time is a
+/// duplicate) into a fresh app, settling at the end.
+async fn run_change(order: &[usize], redeliver: bool) -> App {
+    let (app, _) = events_app(&[]).await;
+    app.set_auto_drain(false);
+    let all = change_deliveries();
+    for &i in order {
+        let (s, b) = bearer(&app, all[i].clone()).await;
+        assert_eq!(
+            (s, b["status"].as_str()),
+            (StatusCode::OK, Some("processed")),
+            "{i}: {b}"
+        );
+        if redeliver {
+            let (s, b) = signed(&app, all[i].clone()).await;
+            assert_eq!(
+                (s, b["status"].as_str()),
+                (StatusCode::OK, Some("duplicate")),
+                "{i}: the same id again is a redelivery: {b}"
+            );
+        }
+    }
+    app.pipeline.drain_all().await.unwrap();
+    app
+}
+
+/// The stage spans by name: (start, end, trace, parent, span, links).
+fn stage_spans(app: &App) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for s in app
+        .receiver
+        .spans()
+        .iter()
+        .filter(|s| s.attr("valuestream.change.stage").is_some())
+    {
+        let prev = out.insert(
+            s.name.clone(),
+            json!({
+                "start": rfc3339(s.start_ns), "end": rfc3339(s.end_ns),
+                "trace": s.trace_id, "parent": s.parent_span_id, "span": s.span_id,
+                "links": s.links.iter().map(|l| l.2.get("valuestream.link").cloned()).collect::<Vec<_>>(),
+            }),
+        );
+        assert!(prev.is_none(), "stage {} exported twice", s.name);
+    }
+    out
+}
+
+/// `valuestream_change_stage_duration_seconds` by stage: (count, sum).
+fn stage_histogram(metrics: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in metrics.lines() {
+        for (suffix, slot) in [("_count{", 0), ("_sum{", 1)] {
+            let family = format!("valuestream_change_stage_duration_seconds{suffix}");
+            let Some(rest) = line.strip_prefix(&family) else {
+                continue;
+            };
+            let stage = rest
+                .split("valuestream_change_stage=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_string();
+            assert!(
+                rest.contains("valuestream_source=\"events\""),
+                "labelled with the events source: {line}"
+            );
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            let e = out.entry(stage).or_default();
+            if slot == 0 {
+                e.0 += value;
+            } else {
+                e.1 += value;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_change_s_stages_through_the_events_api_are_child_spans_and_a_histogram() {
+    let n = change_deliveries().len();
+    let app = run_change(&(0..n).collect::<Vec<_>>(), true).await;
+    let change = app.receiver.span("CHANGE");
+    assert_eq!(change.name, "CHANGE Cache the checkout totals");
+    assert_eq!(change.service, "events");
+    assert_eq!(change.span_id, ids::span_id(&change_key(), 0));
+    assert_eq!(change.trace_id, ids::trace_id(&change_key()));
+    assert_eq!(
+        (rfc3339(change.start_ns), rfc3339(change.end_ns)),
+        (
+            "2024-03-10T09:00:00.000Z".to_string(),
+            "2024-03-10T12:00:00.000Z".to_string()
+        )
+    );
+    assert_eq!(change.attr_str("valuestream.kind"), "change");
+    assert_eq!(change.attr_str("valuestream.result"), "merged");
+    assert_eq!(change.attr_str("vcs.change.id"), CHANGE_ITEM);
+    assert_eq!(change.attr_str("vcs.change.state"), "merged");
+    assert_eq!(
+        change.attr_str("vcs.change.title"),
+        "Cache the checkout totals"
+    );
+    assert_eq!(
+        change.attr_str("vcs.ref.head.name"),
+        "feature/checkout-cache"
+    );
+    assert_eq!(
+        change.attr_str("vcs.ref.head.revision"),
+        "c0ffee52bd8fca8fcc58a9a2d6c842781e32a215",
+        "the head commit of the open change"
+    );
+    assert_eq!(
+        change.attr_str("valuestream.change.merge_revision"),
+        "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
+    );
+    assert_eq!(
+        change.attr("valuestream.labels"),
+        Some(&json!(["performance"]))
+    );
+    assert_eq!(change.attr_str("valuestream.source_system"), "gerrit");
+
+    // The stages as the rule (src/engine/stages.rs) gives them: opened as a draft, so coding
+    // lasts until ready; the bot's review starts no stage; deploy ends with the deployment.
+    let got = stage_spans(&app);
+    let want = [
+        (
+            "coding",
+            "2024-03-10T09:00:00.000Z",
+            "2024-03-10T09:40:00.000Z",
+        ),
+        (
+            "pickup",
+            "2024-03-10T09:40:00.000Z",
+            "2024-03-10T10:30:00.000Z",
+        ),
+        (
+            "review",
+            "2024-03-10T10:30:00.000Z",
+            "2024-03-10T12:00:00.000Z",
+        ),
+        (
+            "deploy",
+            "2024-03-10T12:00:00.000Z",
+            "2024-03-10T13:41:07.000Z",
+        ),
+    ];
+    assert_eq!(got.len(), 4, "{got:#?}");
+    for (name, start, end) in want {
+        let s = &got[name];
+        assert_eq!(
+            (s["start"].as_str(), s["end"].as_str()),
+            (Some(start), Some(end)),
+            "{name}"
+        );
+        assert_eq!(s["trace"], json!(change.trace_id), "{name}");
+        assert_eq!(s["parent"], json!(change.span_id), "{name}");
+        let key = format!("{}#stage#{name}", change_key());
+        assert_eq!(s["span"], json!(ids::span_id(&key, 0)), "{name}");
+    }
+    let dep = app.receiver.span("DEPLOY");
+    assert_eq!(got["deploy"]["links"], json!(["deployed_by"]));
+    let deploy = app.receiver.span("deploy");
+    assert_eq!(
+        deploy.links[0].1, dep.span_id,
+        "deploy links its deployment"
+    );
+    assert_eq!(
+        dep.attr("valuestream.deployment.changes"),
+        Some(&json!(1)),
+        "the deployment shipped the change's merge commit"
+    );
+    assert!(
+        dep.links.iter().any(
+            |l| l.1 == change.span_id && l.2.get("valuestream.link") == Some(&json!("shipped"))
+        ),
+        "{:?}",
+        dep.links
+    );
+
+    // Steps are the change span's events; the draft it was opened as and the review after the
+    // merge are not.
+    let events: Vec<(String, String)> = change
+        .events
+        .iter()
+        .map(|(n, t)| (n.clone(), rfc3339(*t)))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("ready for review", "2024-03-10T09:40:00.000Z"),
+            ("review requested", "2024-03-10T09:45:00.000Z"),
+            ("review submitted", "2024-03-10T09:50:00.000Z"),
+            ("review submitted", "2024-03-10T10:30:00.000Z"),
+        ]
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+    );
+
+    // One observation per stage, exact seconds; lead time from the opening to the deployment.
+    let (_, metrics) = app.get("/metrics").await;
+    let want: BTreeMap<String, (f64, f64)> = [
+        ("coding", 2400.0),
+        ("pickup", 3000.0),
+        ("review", 5400.0),
+        ("deploy", 6067.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), (1.0, v)))
+    .collect();
+    assert_eq!(stage_histogram(&metrics), want, "{metrics}");
+    let lead = point(&app, "valuestream.change.lead_time").expect("lead time");
+    assert_eq!((lead.value, lead.sum), (1.0, 16867.0));
+}
+
+#[tokio::test]
+async fn a_change_s_stages_are_the_same_whatever_the_delivery_order() {
+    let n = change_deliveries().len();
+    let in_order = run_change(&(0..n).collect::<Vec<_>>(), false).await;
+    let want_spans = stage_spans(&in_order);
+    let want_hist = stage_histogram(&in_order.get("/metrics").await.1);
+    assert_eq!(want_spans.len(), 4);
+    let mut orders: Vec<Vec<usize>> = vec![(0..n).rev().collect()];
+    let mut seed = 1234u64;
+    for _ in 0..4 {
+        let mut o: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            o.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        orders.push(o);
+    }
+    // The merged event alone carries every step: the other change events add nothing.
+    orders.push(vec![2, 4, 5]);
+    for o in orders {
+        let app = run_change(&o, false).await;
+        assert_eq!(stage_spans(&app), want_spans, "order {o:?}");
+        assert_eq!(
+            stage_histogram(&app.get("/metrics").await.1),
+            want_hist,
+            "order {o:?}"
+        );
+    }
+}
+
+/// The first commit comes from the pushes valuestream receives for the change's repository and
+/// branch (here GitHub's), as for a pull request: coding starts there.
+#[tokio::test]
+async fn a_change_s_coding_starts_at_the_first_commit_pushed_to_its_branch() {
+    let (app, _) = events_app(&[]).await;
+    let mut push = fixture_json("github/push/payload.json");
+    push["ref"] = json!("refs/heads/feature/checkout-cache");
+    push["created"] = json!(false);
+    push["deleted"] = json!(false);
+    let commit = json!({
+        "id": "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "tree_id": "7ee", "distinct": true,
+        "message": "Start the cache", "timestamp": "2024-03-10T08:00:00Z",
+        "author": {"name": "Codertocat", "email": "c@example.com"},
+        "committer": {"name": "Codertocat", "email": "c@example.com"},
+        "added": [], "removed": [], "modified": ["README.md"],
+    });
+    push["after"] = commit["id"].clone();
+    push["head_commit"] = commit.clone();
+    push["commits"] = json!([commit]);
+    let (s, b) = app
+        .github("push", "push-feature", serde_json::to_vec(&push).unwrap())
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, b) = ev_fixture(&app, "change_merged").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let got = stage_spans(&app);
+    assert_eq!(
+        (
+            got["coding"]["start"].as_str(),
+            got["coding"]["end"].as_str()
+        ),
+        (
+            Some("2024-03-10T08:00:00.000Z"),
+            Some("2024-03-10T09:40:00.000Z")
+        )
+    );
+    assert_eq!(
+        app.receiver
+            .span("CHANGE")
+            .attr_str("valuestream.change.first_commit_time"),
+        "2024-03-10T08:00:00+00:00"
+    );
+}
+
+/// A change reopened after it was closed is a new span from the reopening, with its own stages.
+#[tokio::test]
+async fn a_reopened_change_is_a_new_span_with_its_own_stages() {
+    let (app, _) = events_app(&[]).await;
+    let closed = edit("events/change_merged.json", |v| {
+        v["id"] = json!("c-closed");
+        v["status"] = json!("closed");
+        v["finished_at"] = json!("2024-03-10T11:00:00Z");
+        v["commit_sha"] = json!(null);
+    });
+    let reopened = edit("events/change_opened.json", |v| {
+        v["id"] = json!("c-reopened");
+        v["status"] = json!("reopened");
+        v["started_at"] = json!("2024-03-11T09:00:00Z");
+        v["steps"] = json!(null);
+    });
+    let merged = edit("events/change_merged.json", |v| {
+        v["id"] = json!("c-merged");
+        v["started_at"] = json!("2024-03-11T09:00:00Z");
+        v["finished_at"] = json!("2024-03-11T12:00:00Z");
+        v["steps"] = json!([{"type": "review", "at": "2024-03-11T10:00:00Z",
+            "state": "approved", "reviewer": "human"}]);
+    });
+    for body in [closed, reopened, merged] {
+        let (s, b) = bearer(&app, body).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let spans: Vec<RSpan> = app
+        .receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.name.starts_with("CHANGE"))
+        .collect();
+    assert_eq!(spans.len(), 2);
+    let second = spans
+        .iter()
+        .find(|s| s.span_id == ids::span_id(&change_key(), 1))
+        .expect("the second generation");
+    assert_eq!(rfc3339(second.start_ns), "2024-03-11T09:00:00.000Z");
+    assert_eq!(second.attr_str("valuestream.result"), "merged");
+    let got = stage_spans(&app);
+    assert_eq!(
+        got.len(),
+        2,
+        "pickup and review of the merged generation: {got:#?}"
+    );
+    assert_eq!(got["pickup"]["start"], "2024-03-11T09:00:00.000Z");
+    assert_eq!(got["review"]["end"], "2024-03-11T12:00:00.000Z");
+    assert_eq!(got["review"]["parent"], json!(second.span_id));
+}
+
+#[tokio::test]
+async fn bad_changes_and_steps_are_400_naming_the_field() {
+    let (app, store) = events_app(&[]).await;
+    let before = dump(&store);
+    let merged = "events/change_merged.json";
+    let with_step = |step: Value| {
+        edit(merged, |v| {
+            v["steps"].as_array_mut().unwrap().push(step);
+        })
+    };
+    let too_many: Vec<Value> = (0..101)
+        .map(|_| json!({"type": "review_requested", "at": "2024-03-10T09:45:00Z"}))
+        .collect();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            with_step(json!({"type": "approval", "at": "2024-03-10T10:00:00Z"})),
+            "field `steps[5].type` must be one of draft, ready, review_requested, review",
+        ),
+        (
+            with_step(json!({"type": "ready", "at": "2024-03-10 10:00"})),
+            "field `steps[5].at` must be an RFC 3339 time",
+        ),
+        (
+            with_step(json!({"type": "ready", "at": "2024-03-10T10:00:00Z", "state": "approved"})),
+            "field `steps[5].state` is only for steps of type \"review\"",
+        ),
+        (
+            with_step(json!({"type": "review", "at": "2024-03-10T10:00:00Z", "state": "approved"})),
+            "field `steps[5].reviewer` is required for a review",
+        ),
+        (
+            with_step(json!({"type": "review", "at": "2024-03-10T10:00:00Z", "state": "approved", "reviewer": "octocat"})),
+            "field `steps[5].reviewer` must be one of human, bot, author",
+        ),
+        (
+            with_step(json!({"type": "ready", "at": "2024-03-10T10:00:00Z", "by": "octocat"})),
+            "unknown field `steps[5].by`",
+        ),
+        (
+            with_step(json!({"type": "ready", "at": "1999-01-01T00:00:00Z"})),
+            "field `steps[5].at` 1999-01-01T00:00:00+00:00 is outside",
+        ),
+        (
+            edit(merged, |v| v["steps"] = json!(too_many)),
+            "field `steps` has 101 steps, more than 100",
+        ),
+        (
+            edit(merged, |v| v["steps"] = json!({"type": "ready"})),
+            "field `steps` must be an array",
+        ),
+        (
+            edit(merged, |v| v["labels"] = json!(["ok", 3])),
+            "field `labels[1]` must be a string",
+        ),
+        (
+            edit(merged, |v| v["status"] = json!("succeeded")),
+            "field `status` must be one of opened, reopened, updated, merged, closed for kind \"change\"",
+        ),
+        (
+            edit(merged, |v| {
+                v.as_object_mut().unwrap().remove("repository");
+            }),
+            "field `repository` is required for changes",
+        ),
+        (
+            edit(merged, |v| v["environment"] = json!("production")),
+            "field `environment` is not used for kind \"change\"",
+        ),
+        (
+            edit("events/deployment_succeeded.json", |v| {
+                v["steps"] = json!([])
+            }),
+            "field `steps` is not used for kind \"deployment\"",
+        ),
+        (
+            edit("events/incident_triggered.json", |v| {
+                v["labels"] = json!(["sev1"])
+            }),
+            "field `labels` is not used for kind \"incident\"",
+        ),
+        (
+            edit("events/change_reviewed.json", |v| {
+                v.as_object_mut().unwrap().remove("started_at");
+            }),
+            "field `started_at` is required when status is \"updated\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let (s, b) = bearer(&app, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{want}: {b}");
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.contains(want), "{want:?} not in {reason:?}");
+    }
+    assert_eq!(dump(&store), before, "refused events change nothing");
 }

@@ -1,5 +1,6 @@
 //! The generic events API (`POST /webhooks/events`) for any tool without a source of its own:
-//! Argo CD, Spinnaker, a deploy script, another incident tool. One small JSON event per request,
+//! Argo CD, Spinnaker, a deploy script, another incident tool, a code-review tool (Gerrit,
+//! Bitbucket, Azure Repos) reporting its changes and their steps. One small JSON event per request,
 //! published as `schemas/events.schema.json`; authenticated by `Authorization: Bearer <token>` or
 //! `X-Valuestream-Signature: sha256=<HMAC-SHA256 of the body under the token>`.
 //!
@@ -7,6 +8,7 @@
 //! is wrong. Unknown fields are refused: a typo such as `finshed_at` would otherwise silently
 //! leave a deployment open.
 
+use super::vcs;
 use super::{
     authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation, UniqueJson,
 };
@@ -14,9 +16,10 @@ use crate::config::Config;
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_parents};
+use crate::model::time::{earliest, MAX_AHEAD};
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Kind, Outcome, ParentRef, Repo, SpanEvent, Time,
-    WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Input, Kind, Outcome, ParentRef, Repo,
+    ReviewState, ReviewerKind, SpanEvent, StepKind, Time, WorkEvent, WorkResult,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -40,13 +43,15 @@ pub const FIELDS: &[&str] = &[
     "commit_sha",
     "branch",
     "parent",
+    "labels",
+    "steps",
     "source_system",
     "url",
     "attributes",
 ];
 
 /// The kinds of work item the API reports.
-pub const KINDS: &[&str] = &["deployment", "pipeline_run", "incident"];
+pub const KINDS: &[&str] = &["deployment", "pipeline_run", "incident", "change"];
 
 /// Statuses of pipeline runs and deployments. The first three keep the item open; the others
 /// finish it (the `cicd.pipeline.result` values are accepted as they are, too).
@@ -69,6 +74,29 @@ pub const RUN_STATUSES: &[&str] = &[
 
 /// Statuses of incidents; `resolved` finishes it.
 pub const INCIDENT_STATUSES: &[&str] = &["triggered", "acknowledged", "resolved"];
+
+/// Statuses of changes (pull/merge requests, Gerrit changes): `opened` and `reopened` start a
+/// span, `updated` adds to it (steps, title, labels, head commit), `merged` and `closed` finish it.
+pub const CHANGE_STATUSES: &[&str] = &["opened", "reopened", "updated", "merged", "closed"];
+
+/// The fields of one of a change's `steps`.
+pub const STEP_FIELDS: &[&str] = &["type", "at", "state", "reviewer"];
+
+/// A step's `type`: the change became a draft, was marked ready for review, a review was
+/// requested, a review was submitted.
+pub const STEP_TYPES: &[&str] = &["draft", "ready", "review_requested", "review"];
+
+/// A review's `state`.
+pub const REVIEW_STATES: &[&str] = &["approved", "changes_requested", "commented"];
+
+/// A review's `reviewer`: a kind of reviewer, never a name.
+pub const REVIEWER_KINDS: &[&str] = &["human", "bot", "author"];
+
+/// Most `steps` one event carries (send more in further `updated` events).
+pub const MAX_STEPS: usize = 100;
+
+/// Most `labels` one event carries.
+pub const MAX_LABELS: usize = 100;
 
 /// Longest accepted `id`, `item` and free-text value, in characters.
 const MAX_TEXT: usize = 1024;
@@ -141,27 +169,43 @@ fn malformed(why: String) -> SourceError {
     SourceError::Malformed(format!("events: {why}"))
 }
 
-/// Reads the fields of one event, naming the field in every complaint.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Reads the fields of one event (or of one of its steps: `prefix` is then `steps[2].`),
+/// naming the field in every complaint.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: String,
+}
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
+    fn new(obj: &'a Map<String, Value>) -> Self {
+        Fields {
+            obj,
+            prefix: String::new(),
+        }
+    }
+
+    fn is_set(&self, field: &str) -> bool {
+        self.obj.get(field).is_some_and(|v| !v.is_null())
+    }
+
     fn text(&self, field: &str) -> Result<Option<String>, SourceError> {
-        match self.0.get(field) {
+        let name = format!("{}{field}", self.prefix);
+        match self.obj.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(malformed(format!("field `{field}` must not be empty")))
+                Err(malformed(format!("field `{name}` must not be empty")))
             }
             Some(Value::String(s)) if s.chars().count() > MAX_TEXT => Err(malformed(format!(
-                "field `{field}` is longer than {MAX_TEXT} characters"
+                "field `{name}` is longer than {MAX_TEXT} characters"
             ))),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-            Some(_) => Err(malformed(format!("field `{field}` must be a string"))),
+            Some(_) => Err(malformed(format!("field `{name}` must be a string"))),
         }
     }
 
     fn required(&self, field: &str, why: &str) -> Result<String, SourceError> {
         self.text(field)?
-            .ok_or_else(|| malformed(format!("field `{field}` is required{why}")))
+            .ok_or_else(|| malformed(format!("field `{}{field}` is required{why}", self.prefix)))
     }
 
     fn time(&self, field: &str) -> Result<Option<Time>, SourceError> {
@@ -171,8 +215,9 @@ impl Fields<'_> {
                     .map(|t| t.with_timezone(&Utc))
                     .map_err(|_| {
                         malformed(format!(
-                            "field `{field}` must be an RFC 3339 time such as \
-                             2024-03-10T14:02:11Z, got {s:?}"
+                            "field `{}{field}` must be an RFC 3339 time such as \
+                             2024-03-10T14:02:11Z, got {s:?}",
+                            self.prefix
                         ))
                     })
             })
@@ -181,7 +226,7 @@ impl Fields<'_> {
 
     /// Refuses `field` for kinds that do not use it.
     fn only_for(&self, field: &str, kind: &str, allowed: &[&str]) -> Result<(), SourceError> {
-        if self.0.get(field).is_some_and(|v| !v.is_null()) && !allowed.contains(&kind) {
+        if self.is_set(field) && !allowed.contains(&kind) {
             return Err(malformed(format!(
                 "field `{field}` is not used for kind {kind:?} (only for {})",
                 allowed.join(", ")
@@ -194,6 +239,8 @@ impl Fields<'_> {
 /// What a status does to the item.
 enum Phase {
     Open,
+    /// A change reopened after it was closed: a new span, from `started_at`.
+    Reopen,
     Update,
     Close(Outcome),
 }
@@ -204,6 +251,12 @@ fn phase(kind: &str, status: &str) -> Option<Phase> {
         ("incident", "acknowledged") => Phase::Update,
         ("incident", "resolved") => Phase::Close(Outcome::ok(WorkResult::Resolved)),
         ("incident", _) => return None,
+        ("change", "opened") => Phase::Open,
+        ("change", "reopened") => Phase::Reopen,
+        ("change", "updated") => Phase::Update,
+        ("change", "merged") => Phase::Close(Outcome::ok(WorkResult::Merged)),
+        ("change", "closed") => Phase::Close(Outcome::ok(WorkResult::Closed)),
+        ("change", _) => return None,
         (_, "queued" | "started" | "running") => Phase::Open,
         (_, "succeeded" | "success") => Phase::Close(Outcome::ok(WorkResult::Success)),
         (_, "failed" | "failure") => Phase::Close(Outcome::failed(WorkResult::Failure)),
@@ -222,10 +275,20 @@ fn kind_of(name: &str) -> Result<Kind, SourceError> {
         "deployment" => Ok(Kind::Deployment),
         "pipeline_run" => Ok(Kind::PipelineRun),
         "incident" => Ok(Kind::Incident),
+        "change" => Ok(Kind::Change),
         other => Err(malformed(format!(
             "field `kind` must be one of {}, got {other:?}",
             KINDS.join(", ")
         ))),
+    }
+}
+
+/// The statuses of a kind.
+fn statuses_of(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Incident => INCIDENT_STATUSES,
+        Kind::Change => CHANGE_STATUSES,
+        _ => RUN_STATUSES,
     }
 }
 
@@ -255,7 +318,7 @@ fn times_for_status(
             "field `started_at` is required when status is {status:?}"
         )));
     }
-    if matches!(phase, Phase::Update) && acknowledged_at.is_none() {
+    if status == "acknowledged" && acknowledged_at.is_none() {
         return Err(malformed(
             "field `acknowledged_at` is required when status is \"acknowledged\"".into(),
         ));
@@ -276,7 +339,7 @@ fn repo_of(r: &str) -> Result<Repo, SourceError> {
 
 /// One event of the body: its fields checked, as a work event.
 fn event(obj: &Map<String, Value>, config: &Config) -> Result<(String, WorkEvent), SourceError> {
-    let e = EventFields::read(obj)?;
+    let e = EventFields::read(obj, Utc::now())?;
     let mut w = e.work_event();
     e.add_parents(&mut w);
     e.add_attributes(&mut w, config);
@@ -302,6 +365,10 @@ struct EventFields {
     source_system: Option<String>,
     url: Option<String>,
     name: Option<String>,
+    /// Changes: the labels, when the event names them.
+    labels: Option<Vec<String>>,
+    /// Changes: the steps the event reports.
+    steps: Vec<ChangeStep>,
     attributes: Attrs,
 }
 
@@ -309,25 +376,22 @@ impl EventFields {
     /// Reads and checks every field: known names, required ones, statuses per kind, fields
     /// only some kinds use, and times that fit the status. The model's one time rule
     /// (`model::time`, applied to every source after translation) refuses a `finished_at` (end)
-    /// before `started_at` (start) and times outside the window.
-    fn read(obj: &Map<String, Value>) -> Result<Self, SourceError> {
+    /// before `started_at` (start) and times outside the window; a step's time outside that
+    /// window (`now` + one day) is refused here, under the step's own name.
+    fn read(obj: &Map<String, Value>, now: Time) -> Result<Self, SourceError> {
         if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(malformed(format!(
                 "unknown field `{unknown}` (the fields are: {})",
                 FIELDS.join(", ")
             )));
         }
-        let f = Fields(obj);
+        let f = Fields::new(obj);
         let id = f.required("id", " (a unique ID per event, for redelivery detection)")?;
         let kind_name = f.required("kind", &format!(" (one of {})", KINDS.join(", ")))?;
         let kind = kind_of(&kind_name)?;
         let kind_name = kind_name.as_str();
         let item = f.required("item", " (the stable ID of the work item)")?;
-        let statuses = if kind == Kind::Incident {
-            INCIDENT_STATUSES
-        } else {
-            RUN_STATUSES
-        };
+        let statuses = statuses_of(kind);
         let status = f.required("status", &format!(" (one of {})", statuses.join(", ")))?;
         let phase = phase(kind_name, &status).ok_or_else(|| {
             malformed(format!(
@@ -337,8 +401,18 @@ impl EventFields {
         })?;
         f.only_for("environment", kind_name, &["deployment"])?;
         f.only_for("acknowledged_at", kind_name, &["incident"])?;
-        f.only_for("commit_sha", kind_name, &["deployment", "pipeline_run"])?;
-        f.only_for("branch", kind_name, &["deployment", "pipeline_run"])?;
+        f.only_for(
+            "commit_sha",
+            kind_name,
+            &["deployment", "pipeline_run", "change"],
+        )?;
+        f.only_for(
+            "branch",
+            kind_name,
+            &["deployment", "pipeline_run", "change"],
+        )?;
+        f.only_for("labels", kind_name, &["change"])?;
+        f.only_for("steps", kind_name, &["change"])?;
         let started_at = f.time("started_at")?;
         let finished_at = f.time("finished_at")?;
         let acknowledged_at = f.time("acknowledged_at")?;
@@ -348,7 +422,14 @@ impl EventFields {
         } else {
             None
         };
-        let repository = f.text("repository")?;
+        let repository = if kind == Kind::Change {
+            Some(f.required(
+                "repository",
+                " for changes (owner/name: the repository the change is in)",
+            )?)
+        } else {
+            f.text("repository")?
+        };
         let repo = repository.as_deref().map(repo_of).transpose()?;
         Ok(EventFields {
             id,
@@ -367,8 +448,54 @@ impl EventFields {
             source_system: f.text("source_system")?,
             url: f.text("url")?,
             name: f.text("name")?,
+            labels: labels(obj.get("labels"))?,
+            steps: steps(obj.get("steps"), now)?,
             attributes: attributes(obj.get("attributes"))?,
         })
+    }
+
+    /// The change's steps as the work event records them: each a span event too, except the
+    /// draft mark of a change opened as a draft (GitHub's shape); steps after a `merged` or
+    /// `closed` event's `finished_at` are late news of a closed span and left out, as a review
+    /// delivered after the merge is.
+    fn add_steps(&self, w: &mut WorkEvent) {
+        for step in &self.steps {
+            if self.finished_at.is_some_and(|end| step.time > end) {
+                continue;
+            }
+            let opened_as_draft =
+                step.kind == StepKind::Draft && self.started_at.is_some_and(|s| step.time <= s);
+            if opened_as_draft {
+                w.steps.push(step.clone());
+            } else {
+                w.add_step(step.clone());
+            }
+        }
+        // An update happens when its latest step did: it orders among the change's facts by
+        // that time (a review sent after the merge event, but made before it, still counts).
+        if matches!(self.phase, Phase::Update) {
+            w.at = w.steps.iter().map(|s| s.time).max();
+        }
+    }
+
+    /// `vcs.change.state` as far as the event says: `merged`, `closed`; `wip` or `open` from
+    /// its latest draft or ready step (an opening without one: `open`).
+    fn change_state(&self) -> Option<&'static str> {
+        match &self.phase {
+            Phase::Close(o) if o.result == WorkResult::Merged => return Some("merged"),
+            Phase::Close(_) => return Some("closed"),
+            _ => {}
+        }
+        let latest = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Draft | StepKind::Ready))
+            .max_by_key(|s| (s.time, s.kind));
+        match (latest.map(|s| s.kind), &self.phase) {
+            (Some(StepKind::Draft), _) => Some("wip"),
+            (Some(_), _) | (None, Phase::Open | Phase::Reopen) => Some("open"),
+            _ => None,
+        }
     }
 
     /// The work event: key, name, action, times, outcome, repository and head.
@@ -376,11 +503,12 @@ impl EventFields {
         let (prefix, default_name) = match self.kind {
             Kind::Deployment => ("DEPLOY", self.environment.clone().unwrap_or_default()),
             Kind::PipelineRun => ("RUN", self.item.clone()),
+            Kind::Change => ("CHANGE", self.item.clone()),
             _ => ("INCIDENT", self.item.clone()),
         };
         let span_name = format!("{prefix} {}", self.name.clone().unwrap_or(default_name));
         let action = match self.phase {
-            Phase::Open => Action::Open,
+            Phase::Open | Phase::Reopen => Action::Open,
             Phase::Update => Action::Update,
             Phase::Close(_) => Action::Close,
         };
@@ -391,6 +519,7 @@ impl EventFields {
             span_name,
             action,
         );
+        w.reopened = matches!(self.phase, Phase::Reopen);
         w.start = self.started_at;
         w.time_fields = ["started_at", "finished_at"];
         if let Phase::Close(outcome) = &self.phase {
@@ -399,8 +528,24 @@ impl EventFields {
         }
         w.repo = self.repo.clone();
         w.environment = self.environment.clone();
-        w.head_sha = self.commit_sha.clone();
         w.head_branch = self.branch.clone();
+        if self.kind == Kind::Change
+            && matches!(&self.phase, Phase::Close(o) if o.result == WorkResult::Merged)
+        {
+            // A merged change's commit is the one that landed (merge, squash or rebased):
+            // what deployments ship.
+            w.merge_sha = self.commit_sha.clone();
+        } else {
+            w.head_sha = self.commit_sha.clone();
+        }
+        if self.kind == Kind::Change {
+            if self.name.is_some() || self.labels.is_some() {
+                // The title and labels the rework rule reads, named together.
+                w.change_title = Some(self.name.clone().unwrap_or_default());
+                w.change_labels = self.labels.clone().unwrap_or_default();
+            }
+            self.add_steps(&mut w);
+        }
         if let Some(ack) = self.acknowledged_at {
             w.span_events.push(SpanEvent {
                 name: "acknowledged".into(),
@@ -423,6 +568,19 @@ impl EventFields {
             } else {
                 w.parents.push(ParentRef::Item(p.clone()));
             }
+        }
+        if let (Kind::Change, Some(repo)) = (self.kind, &self.repo) {
+            // As a pull request's: a vstrace reference in its branch, tracker keys in its
+            // branch and title.
+            vcs::change_parents(
+                w,
+                SOURCE,
+                repo,
+                self.branch.as_deref().unwrap_or_default(),
+                self.name.as_deref().unwrap_or_default(),
+                "",
+            );
+            return;
         }
         if let Some(repo) = &self.repo {
             // A deployment names its change by commit only: a branch says nothing of what
@@ -459,7 +617,7 @@ impl EventFields {
             let name = spelled.rsplit('/').next().unwrap_or(r.name());
             a.insert(attr::VCS_REPOSITORY_NAME.into(), name.to_string().into());
         }
-        set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, self.commit_sha.clone());
+        set_opt(&mut a, attr::VCS_REF_HEAD_REVISION, w.head_sha.clone());
         set_opt(&mut a, attr::VCS_REF_HEAD_NAME, self.branch.clone());
         let item = &self.item;
         match self.kind {
@@ -475,6 +633,18 @@ impl EventFields {
                 w.pipeline = Some(self.name.clone().unwrap_or_else(|| item.clone()));
                 a.insert(attr::CICD_PIPELINE_RUN_ID.into(), item.clone().into());
             }
+            Kind::Change => {
+                a.insert(attr::VCS_CHANGE_ID.into(), item.clone().into());
+                set_opt(&mut a, attr::VCS_CHANGE_TITLE, self.name.clone());
+                set_opt(&mut a, attr::VCS_CHANGE_STATE, self.change_state());
+                if w.change_title.is_some() {
+                    a.insert(
+                        attr::LABELS.into(),
+                        AttrValue::StrList(w.change_labels.clone()),
+                    );
+                }
+                set_opt(&mut a, attr::CHANGE_MERGE_REVISION, w.merge_sha.clone());
+            }
             _ => {
                 a.insert(attr::INCIDENT_ID.into(), item.clone().into());
                 set_opt(&mut a, attr::INCIDENT_TITLE, self.name.clone());
@@ -487,6 +657,144 @@ impl EventFields {
         }
         w.attributes = a;
     }
+}
+
+/// The `labels` of a change: a list of non-empty strings.
+fn labels(v: Option<&Value>) -> Result<Option<Vec<String>>, SourceError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(malformed(
+                "field `labels` must be an array of strings".into(),
+            ))
+        }
+    };
+    if list.len() > MAX_LABELS {
+        return Err(malformed(format!(
+            "field `labels` has {} labels, more than {MAX_LABELS}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) if s.trim().is_empty() => {
+                Err(malformed(format!("field `labels[{i}]` must not be empty")))
+            }
+            Value::String(s) if s.chars().count() > MAX_TEXT => Err(malformed(format!(
+                "field `labels[{i}]` is longer than {MAX_TEXT} characters"
+            ))),
+            Value::String(s) => Ok(s.trim().to_string()),
+            _ => Err(malformed(format!("field `labels[{i}]` must be a string"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The `steps` of a change, each checked by hand: its known fields, its type, its time (RFC
+/// 3339, within the model's window), and a review's state and kind of reviewer (only a review
+/// has them, and it needs both).
+fn steps(v: Option<&Value>, now: Time) -> Result<Vec<ChangeStep>, SourceError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(malformed(
+                "field `steps` must be an array of step objects".into(),
+            ))
+        }
+    };
+    if list.len() > MAX_STEPS {
+        return Err(malformed(format!(
+            "field `steps` has {} steps, more than {MAX_STEPS} (send the rest in further \
+             `updated` events)",
+            list.len()
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| step(i, v, now))
+        .collect()
+}
+
+fn step(i: usize, v: &Value, now: Time) -> Result<ChangeStep, SourceError> {
+    let Value::Object(obj) = v else {
+        return Err(malformed(format!(
+            "field `steps[{i}]` must be an object such as \
+             {{\"type\": \"review\", \"at\": \"2024-03-10T14:02:11Z\", \"state\": \"approved\", \
+             \"reviewer\": \"human\"}}"
+        )));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !STEP_FIELDS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "unknown field `steps[{i}].{unknown}` (a step's fields are: {})",
+            STEP_FIELDS.join(", ")
+        )));
+    }
+    let f = Fields {
+        obj,
+        prefix: format!("steps[{i}]."),
+    };
+    let one_of = |field: &str, allowed: &[&str], got: &str| {
+        malformed(format!(
+            "field `steps[{i}].{field}` must be one of {}, got {got:?}",
+            allowed.join(", ")
+        ))
+    };
+    let ty = f.required("type", &format!(" (one of {})", STEP_TYPES.join(", ")))?;
+    let kind = match ty.as_str() {
+        "draft" => StepKind::Draft,
+        "ready" => StepKind::Ready,
+        "review_requested" => StepKind::ReviewRequested,
+        "review" => StepKind::Review,
+        other => return Err(one_of("type", STEP_TYPES, other)),
+    };
+    let at = f
+        .time("at")?
+        .ok_or_else(|| malformed(format!("field `steps[{i}].at` is required (RFC 3339)")))?;
+    let latest = now + MAX_AHEAD;
+    if at < earliest() || at > latest {
+        return Err(malformed(format!(
+            "field `steps[{i}].at` {} is outside the accepted window 2000-01-01 to one day \
+             from now",
+            at.to_rfc3339()
+        )));
+    }
+    if kind != StepKind::Review {
+        for field in ["state", "reviewer"] {
+            if f.is_set(field) {
+                return Err(malformed(format!(
+                    "field `steps[{i}].{field}` is only for steps of type \"review\", not {ty:?}"
+                )));
+            }
+        }
+        return Ok(ChangeStep::new(kind, at));
+    }
+    let state = f.required(
+        "state",
+        &format!(" for a review (one of {})", REVIEW_STATES.join(", ")),
+    )?;
+    let state = match state.as_str() {
+        "approved" => ReviewState::Approved,
+        "changes_requested" => ReviewState::ChangesRequested,
+        "commented" => ReviewState::Commented,
+        other => return Err(one_of("state", REVIEW_STATES, other)),
+    };
+    let reviewer = f.required(
+        "reviewer",
+        &format!(
+            " for a review (one of {}: a kind of reviewer, never a name)",
+            REVIEWER_KINDS.join(", ")
+        ),
+    )?;
+    let reviewer = match reviewer.as_str() {
+        "human" => ReviewerKind::Human,
+        "bot" => ReviewerKind::Bot,
+        "author" => ReviewerKind::Author,
+        other => return Err(one_of("reviewer", REVIEWER_KINDS, other)),
+    };
+    Ok(ChangeStep::review(at, state, reviewer))
 }
 
 /// The free `attributes` map: string, number or boolean values.
@@ -534,6 +842,7 @@ mod tests {
         let result = |kind: &str, status: &str| match phase(kind, status) {
             Some(Phase::Close(o)) => format!("{}{}", o.result, if o.error { "!" } else { "" }),
             Some(Phase::Open) => "open".into(),
+            Some(Phase::Reopen) => "reopen".into(),
             Some(Phase::Update) => "update".into(),
             None => "-".into(),
         };
@@ -553,6 +862,85 @@ mod tests {
         }
         for s in INCIDENT_STATUSES {
             assert!(phase("incident", s).is_some(), "{s}");
+        }
+        assert_eq!(result("change", "opened"), "open");
+        assert_eq!(result("change", "reopened"), "reopen");
+        assert_eq!(result("change", "updated"), "update");
+        assert_eq!(result("change", "merged"), "merged");
+        assert_eq!(result("change", "closed"), "closed");
+        assert_eq!(result("change", "succeeded"), "-");
+        assert_eq!(result("deployment", "merged"), "-");
+        for s in CHANGE_STATUSES {
+            assert!(phase("change", s).is_some(), "{s}");
+        }
+    }
+
+    fn at(s: &str) -> Time {
+        s.parse().unwrap()
+    }
+
+    fn steps_of(v: serde_json::Value) -> Result<Vec<ChangeStep>, String> {
+        steps(Some(&v), at("2024-06-01T00:00:00Z")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn steps_are_read_and_refused_by_name_and_index() {
+        let ok = steps_of(serde_json::json!([
+            {"type": "draft", "at": "2024-03-10T09:00:00Z"},
+            {"type": "ready", "at": "2024-03-10T09:40:00+01:00"},
+            {"type": "review_requested", "at": "2024-03-10T09:45:00Z"},
+            {"type": "review", "at": "2024-03-10T10:30:00Z", "state": "approved", "reviewer": "human"},
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok,
+            [
+                ChangeStep::new(StepKind::Draft, at("2024-03-10T09:00:00Z")),
+                ChangeStep::new(StepKind::Ready, at("2024-03-10T08:40:00Z")),
+                ChangeStep::new(StepKind::ReviewRequested, at("2024-03-10T09:45:00Z")),
+                ChangeStep::review(
+                    at("2024-03-10T10:30:00Z"),
+                    ReviewState::Approved,
+                    ReviewerKind::Human
+                ),
+            ]
+        );
+        let review = |extra: serde_json::Value| {
+            let mut s = serde_json::json!({"type": "review", "at": "2024-03-10T10:30:00Z",
+                "state": "commented", "reviewer": "bot"});
+            for (k, v) in extra.as_object().unwrap() {
+                if v.is_null() {
+                    s.as_object_mut().unwrap().remove(k);
+                } else {
+                    s[k] = v.clone();
+                }
+            }
+            serde_json::json!([{"type": "ready", "at": "2024-03-10T09:00:00Z"}, s])
+        };
+        let too_many: Vec<serde_json::Value> = (0..=MAX_STEPS)
+            .map(|_| serde_json::json!({"type": "ready", "at": "2024-03-10T09:00:00Z"}))
+            .collect();
+        for (v, want) in [
+            (serde_json::json!({}), "field `steps` must be an array"),
+            (serde_json::json!([1]), "field `steps[0]` must be an object"),
+            (review(serde_json::json!({"type": "merge"})), "field `steps[1].type` must be one of draft, ready, review_requested, review, got \"merge\""),
+            (review(serde_json::json!({"type": null})), "field `steps[1].type` is required"),
+            (review(serde_json::json!({"at": "yesterday"})), "field `steps[1].at` must be an RFC 3339 time"),
+            (review(serde_json::json!({"at": null})), "field `steps[1].at` is required"),
+            (review(serde_json::json!({"at": 17})), "field `steps[1].at` must be a string"),
+            (review(serde_json::json!({"at": "1999-12-31T23:59:59Z"})), "field `steps[1].at` 1999-12-31T23:59:59+00:00 is outside"),
+            (review(serde_json::json!({"at": "2024-06-03T00:00:00Z"})), "field `steps[1].at` 2024-06-03T00:00:00+00:00 is outside"),
+            (review(serde_json::json!({"state": "lgtm"})), "field `steps[1].state` must be one of approved, changes_requested, commented"),
+            (review(serde_json::json!({"state": null})), "field `steps[1].state` is required for a review"),
+            (review(serde_json::json!({"reviewer": "octocat"})), "field `steps[1].reviewer` must be one of human, bot, author"),
+            (review(serde_json::json!({"reviewer": null})), "field `steps[1].reviewer` is required for a review"),
+            (review(serde_json::json!({"who": "x"})), "unknown field `steps[1].who`"),
+            (review(serde_json::json!({"type": "ready"})), "field `steps[1].state` is only for steps of type \"review\", not \"ready\""),
+            (review(serde_json::json!({"type": "draft", "state": null})), "field `steps[1].reviewer` is only for steps of type \"review\""),
+            (serde_json::json!(too_many), "more than 100"),
+        ] {
+            let got = steps_of(v).unwrap_err();
+            assert!(got.contains(want), "{want:?} not in {got:?}");
         }
     }
 }
