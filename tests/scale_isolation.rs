@@ -171,8 +171,17 @@ async fn a_deployment_that_ships_5000_changes(store: Arc<dyn Store>) {
         drained = drained.then(rig.pipeline.drain_all().await.unwrap());
     }
     assert!(drained.put_aside.is_empty(), "{:?}", drained.put_aside);
-    assert_eq!(drained.settled.len(), 1, "one deployment span");
-    let span = &drained.settled[0];
+    let (deployments, stages): (Vec<_>, Vec<_>) = drained
+        .settled
+        .iter()
+        .partition(|s| s.kind == Kind::Deployment);
+    assert_eq!(deployments.len(), 1, "one deployment span");
+    // The deploy stages of the changes it shipped first, bounded like its links.
+    assert_eq!(stages.len(), 128, "deploy stages up to the link limit");
+    assert!(stages
+        .iter()
+        .all(|s| s.attributes.get(attr::CHANGE_STAGE) == Some(&AttrValue::Str("deploy".into()))));
+    let span = deployments[0];
     assert_eq!(
         span.attributes.get(attr::DEPLOYMENT_CHANGES),
         Some(&AttrValue::Int((PRS + DIRECT) as i64)),

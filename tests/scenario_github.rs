@@ -404,10 +404,25 @@ async fn the_whole_delivery_flow() {
     };
     assert_eq!(deploys.len(), 4);
     let (d1, d2, d3, d4) = (deploys[0], deploys[1], deploys[2], deploys[3]);
+    let stages: Vec<String> = spans
+        .iter()
+        .filter(|s| s.attr("valuestream.change.stage").is_some())
+        .map(|s| format!("{} {}", s.attr_str("valuestream.key"), s.name))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "github/change/codertocat/hello-world/2 coding",
+            "github/change/codertocat/hello-world/2 deploy",
+            "github/change/codertocat/hello-world/3 coding",
+            "github/change/codertocat/hello-world/3 deploy",
+        ],
+        "no review in this story: coding (first commits pushed before the PRs) and deploy"
+    );
     assert_eq!(
         spans.len(),
-        10,
-        "4 deployments + issue, 2 PRs, run, job, incident"
+        14,
+        "4 deployments + issue, 2 PRs, run, job, incident, and 4 stages"
     );
 
     // The trace tree.
@@ -701,7 +716,6 @@ async fn every_other_github_event_is_ignored_with_202() {
         "projects_v2",
         "projects_v2_item",
         "public",
-        "pull_request_review",
         "pull_request_review_comment",
         "pull_request_review_thread",
         "registry_package",
