@@ -227,19 +227,25 @@ impl Engine {
         let now = self.now();
         let config = &self.config;
         let tag = crate::model::ids::delivery_tag(source, delivery_id);
-        // One read for every record the inputs touch.
+        let wake = self.wake_up(now);
+        // One read for every record the inputs touch, and the wake-up markers they would write.
         let mut wanted = Vec::new();
         for input in inputs {
-            match input {
+            let scope = match input {
                 Input::Work(ev) => {
                     let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
                     wanted.push(keys::item(&ev.key));
                     wanted.push(keys::summary(&scope, &ev.key));
+                    scope
                 }
                 Input::Push(p) => {
                     let scope = scope::scope_of(Some(&p.repo), "");
                     wanted.push(keys::push(&scope, &p.after));
+                    scope
                 }
+            };
+            if wake.shared {
+                wanted.push(keys::pending(wake.due, &scope));
             }
         }
         tx.load(wanted).await?;
@@ -320,22 +326,66 @@ impl Engine {
                 }
             }
         }
-        // A wake-up marker's key is its due time (in ms) and its scope, so deliveries about one
-        // scope in the same millisecond write the same key. Each writes it under a version of
-        // its own (its tag), and a drainer removes a marker only while it still has the version
-        // it read: a delivery that lands while its scope is being settled keeps its wake-up.
-        let due = now + chrono::TimeDelta::seconds(config.settle_secs);
+        // A wake-up marker's key is its due time and its scope. Each delivery writes it under a
+        // version of its own (its tag), and a drainer removes a marker only while it still has
+        // the version it read: a delivery that lands while its scope is being settled keeps its
+        // wake-up. With a shared due time (`WakeUp::shared`) the delivery read the marker it
+        // would write, and one that is already there is left as it is: it will wake the scope
+        // at the same time, after this delivery's commit.
         let version = marker_version(&tag);
         for scope in &scopes {
-            tx.put_unread(
-                keys::pending(due, scope),
-                &serde_json::json!({}),
-                config.ttl_open_secs,
-                version,
-            );
+            let key = keys::pending(wake.due, scope);
+            if !wake.shared {
+                tx.put_unread(key, &serde_json::json!({}), config.ttl_open_secs, version);
+            } else if tx.get(&key).is_none() {
+                tx.put_over(key, &serde_json::json!({}), config.ttl_open_secs, version);
+            }
         }
         Ok(applied)
     }
+
+    /// When a delivery at `now` wants its scope settled. Its facts are due a settle period
+    /// after they arrive; rounded up to the end of a bucket of a quarter of the settle period
+    /// (at most [`MARKER_BUCKET_MOST_SECS`]), every delivery about a scope within one bucket
+    /// wants the same wake-up marker, so only the first writes it and the drain removes one:
+    /// a busy repository costs one marker per bucket, not one per delivery (docs/cost.md).
+    ///
+    /// A delivery that finds its marker does not write it, which is safe only while no drainer
+    /// can remove that marker between the delivery's read and its commit. A drainer removes a
+    /// marker once it is due, a settle period or more after the delivery read it; a delivery's
+    /// read and commit each end within `VALUESTREAM_DYNAMODB_TIMEOUT_MS`. So markers are shared
+    /// only when the settle period is longer than two such timeouts and [`MARKER_MARGIN_SECS`];
+    /// with a shorter one (`VALUESTREAM_SETTLE_SECS=0` in tests and demos) each delivery writes
+    /// its own marker, due to the millisecond, as before. (`drain_all` looks past every due time:
+    /// it is for when every delivery is in, at the end of a replay or a backfill.)
+    fn wake_up(&self, now: Time) -> WakeUp {
+        let settle_ms = self.config.settle_secs * 1000;
+        let due = now + chrono::TimeDelta::milliseconds(settle_ms);
+        let margin_ms = 2 * self.config.dynamodb_timeout_ms as i64 + MARKER_MARGIN_SECS * 1000;
+        if settle_ms <= margin_ms {
+            return WakeUp { due, shared: false };
+        }
+        let bucket_ms = (settle_ms / 4).min(MARKER_BUCKET_MOST_SECS * 1000);
+        let ms = due.timestamp_millis();
+        let end = ms.div_euclid(bucket_ms) * bucket_ms
+            + bucket_ms * i64::from(ms.rem_euclid(bucket_ms) != 0);
+        WakeUp {
+            due: chrono::DateTime::from_timestamp_millis(end).unwrap_or(due),
+            shared: true,
+        }
+    }
+}
+
+/// Longest bucket of due times that deliveries share a wake-up marker in ([`Engine::wake_up`]).
+pub const MARKER_BUCKET_MOST_SECS: i64 = 60;
+/// Margin, beyond a delivery's two store operations, by which the settle period must exceed a
+/// delivery's longest time from read to commit for markers to be shared ([`Engine::wake_up`]).
+pub const MARKER_MARGIN_SECS: i64 = 5;
+
+/// When a delivery's scope is to be woken up, and whether deliveries share that marker.
+struct WakeUp {
+    due: Time,
+    shared: bool,
 }
 
 /// The version a delivery writes its wake-up markers under: its tag (64 bits of SHA-256 of
@@ -472,7 +522,7 @@ mod tests {
     }
 
     async fn pending(store: &MemoryStore) -> usize {
-        let markers = store.query(keys::PENDING, "", "\u{10ffff}", 10_000, Order::Ascending);
+        let markers = drain::pending_markers(store, "\u{10ffff}", 10_000);
         markers.await.unwrap().len()
     }
 
@@ -816,7 +866,7 @@ mod tests {
         }
         async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
             let removals = writes.iter().all(
-                |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk == keys::PENDING),
+                |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk.starts_with(keys::PENDING_LEGACY)),
             );
             if removals && !writes.is_empty() {
                 if let Some(hook) = self.hook.lock().await.take() {
