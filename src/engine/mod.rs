@@ -977,6 +977,152 @@ mod tests {
         assert_eq!(pending(&inner).await, 0);
     }
 
+    /// The wake-up markers as (partition, sort key).
+    async fn markers(store: &MemoryStore) -> Vec<(String, String)> {
+        let all = drain::pending_markers(store, "\u{10ffff}", 10_000)
+            .await
+            .unwrap();
+        all.into_iter().map(|r| (r.key.pk, r.key.sk)).collect()
+    }
+
+    #[tokio::test]
+    async fn deliveries_within_a_bucket_share_one_wake_up_marker() {
+        // Default settle period (120 s): due times are rounded up to the end of a 30 s bucket.
+        // Five deliveries about one repository at 12:00:01-12:00:05 want the marker due at
+        // 12:02:30: the first writes it, the others find it and write none. One at 12:00:31
+        // wants the next bucket's.
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let at = |time: &str| -> Clock {
+            let time = t(time);
+            Arc::new(move || time)
+        };
+        for n in 1..=5 {
+            let engine = Engine::new(store.clone(), config.clone())
+                .with_clock(at(&format!("2024-03-01T12:00:0{n}Z")));
+            let closed = [
+                issue(n, Action::Open, "2024-01-01T10:00:00Z"),
+                issue(n, Action::Close, "2024-01-01T11:00:00Z"),
+            ];
+            let applied = engine.apply("github", &format!("d-{n}"), &closed).await;
+            assert_eq!(applied.unwrap().requests, 2, "one read, one commit");
+        }
+        let found = markers(&store).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (pk, sk) = &found[0];
+        assert_eq!(sk, "2024-03-01T12:02:30.000Z#repo#a/b");
+        assert!(pk.starts_with("pending#"), "a shard: {pk}");
+        let later =
+            Engine::new(store.clone(), config.clone()).with_clock(at("2024-03-01T12:00:31Z"));
+        let closed = [
+            issue(6, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(6, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        later.apply("github", "d-6", &closed).await.unwrap();
+        let sks: Vec<String> = markers(&store)
+            .await
+            .into_iter()
+            .map(|(_, sk)| sk)
+            .collect();
+        assert_eq!(
+            sks,
+            [
+                "2024-03-01T12:02:30.000Z#repo#a/b",
+                "2024-03-01T12:03:00.000Z#repo#a/b"
+            ]
+        );
+        // Not due before the end of its bucket; then the first marker settles the five.
+        let drainer = |time: &str| Engine::new(store.clone(), config.clone()).with_clock(at(time));
+        let early = drainer("2024-03-01T12:02:29Z");
+        assert!(early
+            .settle(t("2024-03-01T12:02:29Z"))
+            .await
+            .unwrap()
+            .spans
+            .is_empty());
+        let first = drainer("2024-03-01T12:02:30Z");
+        let settled = first.settle(t("2024-03-01T12:02:30Z")).await.unwrap();
+        assert_eq!(settled.spans.len(), 5);
+        let last = drainer("2024-03-01T12:03:00Z");
+        let settled = last.settle(t("2024-03-01T12:03:00Z")).await.unwrap();
+        assert_eq!(settled.spans.len(), 1);
+        assert!(markers(&store).await.is_empty());
+        assert_eq!(issue_durations(&store).await, 6);
+    }
+
+    #[tokio::test]
+    async fn with_a_short_settle_period_each_delivery_writes_its_own_marker() {
+        // VALUESTREAM_SETTLE_SECS=0 (or anything not longer than two store timeouts and a
+        // margin): a marker due to the millisecond per delivery, none read first.
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "20")]).unwrap());
+        for n in 1..=3 {
+            let time = t(&format!("2024-03-01T12:00:00.00{n}Z"));
+            let engine =
+                Engine::new(store.clone(), config.clone()).with_clock(Arc::new(move || time));
+            let closed = [issue(n, Action::Close, "2024-01-01T11:00:00Z")];
+            engine
+                .apply("github", &format!("d-{n}"), &closed)
+                .await
+                .unwrap();
+        }
+        let sks: Vec<String> = markers(&store)
+            .await
+            .into_iter()
+            .map(|(_, sk)| sk)
+            .collect();
+        assert_eq!(
+            sks,
+            [
+                "2024-03-01T12:00:20.001Z#repo#a/b",
+                "2024-03-01T12:00:20.002Z#repo#a/b",
+                "2024-03-01T12:00:20.003Z#repo#a/b"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_marker_under_the_legacy_partition_is_still_drained() {
+        // A table written before the markers were sharded holds them under plain `pending`: a
+        // drain reads that partition too, settles the scope and removes the marker.
+        let (engine, store) = engine();
+        let closed = [
+            event(Action::Open, "2024-01-01T10:00:00Z"),
+            event(Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "d-1", &closed).await.unwrap();
+        let mut moved = Vec::new();
+        for (pk, sk) in markers(&store).await {
+            moved.push(crate::store::Write::Delete {
+                key: Key::new(pk, sk.clone()),
+                cond: crate::store::Cond::Any,
+            });
+            moved.push(crate::store::Write::Put {
+                record: crate::store::Record {
+                    key: Key::new(keys::PENDING_LEGACY, sk),
+                    version: 7,
+                    expires_at: crate::store::now_epoch() + 3600,
+                    data: crate::store::Data::from(serde_json::json!({})),
+                },
+                cond: crate::store::Cond::Any,
+            });
+        }
+        store.commit(moved).await.unwrap();
+        let left = markers(&store).await;
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, "pending", "{left:?}");
+        let settled = engine
+            .settle(engine.now() + chrono::TimeDelta::days(1))
+            .await
+            .unwrap();
+        assert_eq!(settled.spans.len(), 1);
+        assert!(
+            markers(&store).await.is_empty(),
+            "the legacy marker removed"
+        );
+        assert_eq!(issue_durations(&store).await, 1);
+    }
+
     #[tokio::test]
     async fn a_backlog_is_settled_by_one_drain_within_its_budget() {
         // More due wake-up markers than one query reads (500): a burst, or a replayed history.
