@@ -345,10 +345,12 @@ impl Engine {
     }
 
     /// When a delivery at `now` wants its scope settled. Its facts are due a settle period
-    /// after they arrive; rounded up to the end of a bucket of a quarter of the settle period
-    /// (at most [`MARKER_BUCKET_MOST_SECS`]), every delivery about a scope within one bucket
-    /// wants the same wake-up marker, so only the first writes it and the drain removes one:
-    /// a busy repository costs one marker per bucket, not one per delivery (docs/cost.md).
+    /// after they arrive; rounded up to the next whole second ([`MARKER_BUCKET_MS`]), every
+    /// delivery about a scope within one second wants the same wake-up marker, so only the first
+    /// writes it and the drain removes one: a burst into one repository (a matrix, a merge
+    /// train) costs one marker a second, not one per delivery (docs/cost.md). A second at most:
+    /// a span still waits the settle period and less than a second more (the permutation tests
+    /// drain one second after the settle period).
     ///
     /// A delivery that finds its marker does not write it, which is safe only while no drainer
     /// can remove that marker between the delivery's read and its commit. A drainer removes a
@@ -365,7 +367,7 @@ impl Engine {
         if settle_ms <= margin_ms {
             return WakeUp { due, shared: false };
         }
-        let bucket_ms = (settle_ms / 4).min(MARKER_BUCKET_MOST_SECS * 1000);
+        let bucket_ms = MARKER_BUCKET_MS;
         let ms = due.timestamp_millis();
         let end = ms.div_euclid(bucket_ms) * bucket_ms
             + bucket_ms * i64::from(ms.rem_euclid(bucket_ms) != 0);
@@ -376,8 +378,9 @@ impl Engine {
     }
 }
 
-/// Longest bucket of due times that deliveries share a wake-up marker in ([`Engine::wake_up`]).
-pub const MARKER_BUCKET_MOST_SECS: i64 = 60;
+/// Width of the buckets of due times in which deliveries share a wake-up marker
+/// ([`Engine::wake_up`]).
+pub const MARKER_BUCKET_MS: i64 = 1000;
 /// Margin, beyond a delivery's two store operations, by which the settle period must exceed a
 /// delivery's longest time from read to commit for markers to be shared ([`Engine::wake_up`]).
 pub const MARKER_MARGIN_SECS: i64 = 5;
@@ -987,10 +990,10 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_within_a_bucket_share_one_wake_up_marker() {
-        // Default settle period (120 s): due times are rounded up to the end of a 30 s bucket.
-        // Five deliveries about one repository at 12:00:01-12:00:05 want the marker due at
-        // 12:02:30: the first writes it, the others find it and write none. One at 12:00:31
-        // wants the next bucket's.
+        // Default settle period (120 s): due times are rounded up to the next whole second.
+        // Five deliveries about one repository at 12:00:01.100-.500 want the marker due at
+        // 12:02:02: the first writes it, the others find it and write none. One at 12:00:02.100
+        // wants the next second's.
         let store = Arc::new(MemoryStore::new());
         let config = Arc::new(Config::from_pairs(&[]).unwrap());
         let at = |time: &str| -> Clock {
@@ -999,7 +1002,7 @@ mod tests {
         };
         for n in 1..=5 {
             let engine = Engine::new(store.clone(), config.clone())
-                .with_clock(at(&format!("2024-03-01T12:00:0{n}Z")));
+                .with_clock(at(&format!("2024-03-01T12:00:01.{n}00Z")));
             let closed = [
                 issue(n, Action::Open, "2024-01-01T10:00:00Z"),
                 issue(n, Action::Close, "2024-01-01T11:00:00Z"),
@@ -1010,10 +1013,10 @@ mod tests {
         let found = markers(&store).await;
         assert_eq!(found.len(), 1, "{found:?}");
         let (pk, sk) = &found[0];
-        assert_eq!(sk, "2024-03-01T12:02:30.000Z#repo#a/b");
+        assert_eq!(sk, "2024-03-01T12:02:02.000Z#repo#a/b");
         assert!(pk.starts_with("pending#"), "a shard: {pk}");
         let later =
-            Engine::new(store.clone(), config.clone()).with_clock(at("2024-03-01T12:00:31Z"));
+            Engine::new(store.clone(), config.clone()).with_clock(at("2024-03-01T12:00:02.100Z"));
         let closed = [
             issue(6, Action::Open, "2024-01-01T10:00:00Z"),
             issue(6, Action::Close, "2024-01-01T11:00:00Z"),
@@ -1027,24 +1030,20 @@ mod tests {
         assert_eq!(
             sks,
             [
-                "2024-03-01T12:02:30.000Z#repo#a/b",
-                "2024-03-01T12:03:00.000Z#repo#a/b"
+                "2024-03-01T12:02:02.000Z#repo#a/b",
+                "2024-03-01T12:02:03.000Z#repo#a/b"
             ]
         );
-        // Not due before the end of its bucket; then the first marker settles the five.
+        // Not due before the end of its second; then the first marker settles the five.
         let drainer = |time: &str| Engine::new(store.clone(), config.clone()).with_clock(at(time));
-        let early = drainer("2024-03-01T12:02:29Z");
-        assert!(early
-            .settle(t("2024-03-01T12:02:29Z"))
-            .await
-            .unwrap()
-            .spans
-            .is_empty());
-        let first = drainer("2024-03-01T12:02:30Z");
-        let settled = first.settle(t("2024-03-01T12:02:30Z")).await.unwrap();
+        let early = drainer("2024-03-01T12:02:01.900Z");
+        let none = early.settle(t("2024-03-01T12:02:01.900Z")).await.unwrap();
+        assert!(none.spans.is_empty());
+        let first = drainer("2024-03-01T12:02:02Z");
+        let settled = first.settle(t("2024-03-01T12:02:02Z")).await.unwrap();
         assert_eq!(settled.spans.len(), 5);
-        let last = drainer("2024-03-01T12:03:00Z");
-        let settled = last.settle(t("2024-03-01T12:03:00Z")).await.unwrap();
+        let last = drainer("2024-03-01T12:02:03Z");
+        let settled = last.settle(t("2024-03-01T12:02:03Z")).await.unwrap();
         assert_eq!(settled.spans.len(), 1);
         assert!(markers(&store).await.is_empty());
         assert_eq!(issue_durations(&store).await, 6);
