@@ -180,8 +180,8 @@ fn mix() -> Vec<(&'static str, Vec<u8>)> {
 /// holds the figure measured, so that it fails when it grows.
 const TARGET_WCU_PER_DELIVERY: f64 = 6.0;
 /// What the mix measures now: 59 WCU for 8 deliveries (7.38), and 62 (7.75) when the eight
-/// deliveries straddle the end of a 30 s marker bucket (a second wake-up marker: 2 WCU to
-/// write it, 1 to remove it).
+/// deliveries straddle a whole second (a second wake-up marker: 2 WCU to write it, 1 to remove
+/// it).
 const MEASURED_WCU_PER_DELIVERY: f64 = 7.75;
 
 /// One repository's eight deliveries of `scripts/bench-load`'s mix within one settle period,
@@ -299,8 +299,8 @@ async fn write_units_per_partition_key_in_a_burst_into_one_repository() {
     println!("{table}");
     let scope = rates["scope#repo#codertocat/hello-world"];
     let shard = rates["pending#<shard> (most of one shard)"];
-    // The markers: the burst's one marker per 30 s bucket (2 WCU to write, 1 to remove) on one
-    // shard, whatever the rate: the figure per delivery times 500 is a loose bound here. Its
+    // The markers: the burst's one marker a second (2 WCU to write, 1 to remove) on one shard,
+    // whatever the rate: the figure per delivery times 500 is a loose bound here. Its
     // reads (each delivery reads the marker it would write, 1 RCU) are per delivery: 500 RCU/s
     // on the shard of the current bucket, under the 3,000.
     assert!(shard.0 <= 3.0 / deliveries * BURST, "{table}");
