@@ -108,32 +108,22 @@ impl Engine {
         // (`drain_all` looks a day ahead).
         let wall = keys::time_sk(self.now());
         // Each partition of wake-up markers (the shards, and the one older versions wrote) is
-        // read with its own bounded query and its own cursor: a pass reads on only where the
-        // previous one came back full, and what a pass leaves behind waits for a drain.
+        // read with its own bounded query and its own cursor (`None`: read to its end): a pass
+        // reads on only where the previous one came back full, and what a pass leaves behind
+        // waits for a drain.
         let partitions = keys::pending_partitions();
         let mut cursors: Vec<Option<String>> = vec![Some(String::new()); partitions.len()];
         loop {
-            let reads = partitions
-                .iter()
-                .zip(&cursors)
-                .filter_map(|(pk, from)| Some((pk.clone(), from.clone()?)))
-                .map(|(pk, from)| {
-                    let (store, to) = (self.store.clone(), to.clone());
-                    async move {
-                        let q = store.query(&pk, &from, &to, MARKERS_PER_SHARD, Order::Ascending);
-                        let page = q.await;
-                        (pk, page)
-                    }
-                });
-            let found = futures_util::future::join_all(reads).await;
+            // One after the other: 17 small queries at once would queue behind each other at
+            // the store anyway, and hold up the deliveries waiting with them.
             let mut markers = Vec::new();
-            for (pk, result) in found {
-                let page = result?;
-                let i = partitions
-                    .iter()
-                    .position(|p| *p == pk)
-                    .expect("a partition read");
-                cursors[i] = (page.len() == MARKERS_PER_SHARD)
+            for (pk, cursor) in partitions.iter().zip(cursors.iter_mut()) {
+                let Some(from) = cursor.take() else { continue };
+                let page = self
+                    .store
+                    .query(pk, &from, &to, MARKERS_PER_SHARD, Order::Ascending)
+                    .await?;
+                *cursor = (page.len() == MARKERS_PER_SHARD)
                     .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
                     .flatten();
                 markers.extend(page);
@@ -687,14 +677,9 @@ pub async fn pending_markers(
     to: &str,
     limit: usize,
 ) -> Result<Vec<Record>, StoreError> {
-    let partitions = keys::pending_partitions();
-    let reads = partitions
-        .iter()
-        .map(|pk| store.query(pk, "", to, limit, Order::Ascending));
-    let found = futures_util::future::join_all(reads).await;
     let mut all = Vec::new();
-    for page in found {
-        all.extend(page?);
+    for pk in keys::pending_partitions() {
+        all.extend(store.query(&pk, "", to, limit, Order::Ascending).await?);
     }
     all.sort_by(|a, b| (&a.key.sk, &a.key.pk).cmp(&(&b.key.sk, &b.key.pk)));
     Ok(all)
