@@ -244,14 +244,7 @@ async fn history(engine: &Engine, prs: usize) {
             cond: Cond::Any,
         });
     }
-    for m in store
-        .query(
-            keys::PENDING,
-            "",
-            "\u{10ffff}",
-            usize::MAX,
-            Order::Ascending,
-        )
+    for m in valuestream::engine::drain::pending_markers(store, "\u{10ffff}", usize::MAX)
         .await
         .unwrap()
     {

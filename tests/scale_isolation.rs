@@ -18,7 +18,7 @@ use valuestream::model::{
 };
 use valuestream::pipeline::Pipeline;
 use valuestream::store::embedded::EmbeddedStore;
-use valuestream::store::{Cond, Data, Key, Order, Record, Store, Write};
+use valuestream::store::{Cond, Data, Key, Record, Store, Write};
 
 fn t0() -> Time {
     "2024-03-01T00:00:00Z".parse().unwrap()
@@ -316,8 +316,7 @@ async fn plant_unreadable(store: &dyn Store, repo: &str) {
 }
 
 async fn markers(store: &dyn Store) -> Vec<String> {
-    let found = store
-        .query(keys::PENDING, "", "\u{10ffff}", 1000, Order::Ascending)
+    let found = valuestream::engine::drain::pending_markers(store, "\u{10ffff}", 1000)
         .await
         .unwrap();
     found.into_iter().map(|r| r.key.sk).collect()

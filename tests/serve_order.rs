@@ -696,8 +696,7 @@ async fn two_serves_on_one_table(seed: u64) {
         // settle period from now; then at most 30 s.
         let deadline = Instant::now() + Duration::from_secs(DYNAMO_SETTLE_SECS + 30);
         loop {
-            let pending = store
-                .query(keys::PENDING, "", "\u{10ffff}", 1000, Order::Ascending)
+            let pending = valuestream::engine::drain::pending_markers(&store, "\u{10ffff}", 1000)
                 .await
                 .unwrap()
                 .len();

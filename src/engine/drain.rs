@@ -67,8 +67,11 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Wake-up markers read per query; a settle reads again while a query came back full.
+/// Wake-up markers read per pass of a settle, over every partition of markers; a settle reads
+/// again while a query came back full.
 const MARKERS_PER_PASS: usize = 500;
+/// Wake-up markers read per query of one partition ([`keys::pending_partitions`]).
+const MARKERS_PER_SHARD: usize = MARKERS_PER_PASS.div_ceil(keys::PENDING_SHARDS as usize + 1);
 /// Wall time in which a settle starts new scopes (it always settles one): a backlog (a burst,
 /// a replayed history) is worked off over several drains, each leaving time to export, rather
 /// than 500 markers per drain or one drain that outlasts a 15 s Lambda.
@@ -105,23 +108,28 @@ impl Engine {
         // A scope put aside after a failure waits for the wall clock, not for the horizon
         // (`drain_all` looks a day ahead).
         let wall = keys::time_sk(self.now());
-        let mut from = String::new();
+        // Each partition of wake-up markers (the shards, and the one older versions wrote) is
+        // read with its own bounded query and its own cursor (`None`: read to its end): a pass
+        // reads on only where the previous one came back full, and what a pass leaves behind
+        // waits for a drain.
+        let partitions = keys::pending_partitions();
+        let mut cursors: Vec<Option<String>> = vec![Some(String::new()); partitions.len()];
         loop {
-            let markers = self
-                .store
-                .query(
-                    keys::PENDING,
-                    &from,
-                    &to,
-                    MARKERS_PER_PASS,
-                    Order::Ascending,
-                )
-                .await?;
-            let full = markers.len() == MARKERS_PER_PASS;
-            // The next pass reads on from here: what this one leaves behind waits for a drain.
-            if let Some(last) = markers.last() {
-                from = format!("{}\u{0}", last.key.sk);
+            // One after the other: 17 small queries at once would queue behind each other at
+            // the store anyway, and hold up the deliveries waiting with them.
+            let mut markers = Vec::new();
+            for (pk, cursor) in partitions.iter().zip(cursors.iter_mut()) {
+                let Some(from) = cursor.take() else { continue };
+                let page = self
+                    .store
+                    .query(pk, &from, &to, MARKERS_PER_SHARD, Order::Ascending)
+                    .await?;
+                *cursor = (page.len() == MARKERS_PER_SHARD)
+                    .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
+                    .flatten();
+                markers.extend(page);
             }
+            let full = cursors.iter().any(Option::is_some);
             let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
             for m in markers {
                 let Some((due, scope)) = m.key.sk.split_once('#') else {
@@ -726,6 +734,23 @@ async fn load_items(
     Ok(out)
 }
 
+/// The wake-up markers with a sort key up to `to` (`"\u{10ffff}"`: all), at most `limit` from
+/// each partition ([`keys::pending_partitions`]: the shards and the legacy one), in sort key
+/// (due time) order: for the backlog figures, tests and benches. A settle reads them itself,
+/// shard by shard.
+pub async fn pending_markers(
+    store: &dyn crate::store::Store,
+    to: &str,
+    limit: usize,
+) -> Result<Vec<Record>, StoreError> {
+    let mut all = Vec::new();
+    for pk in keys::pending_partitions() {
+        all.extend(store.query(&pk, "", to, limit, Order::Ascending).await?);
+    }
+    all.sort_by(|a, b| (&a.key.sk, &a.key.pk).cmp(&(&b.key.sk, &b.key.pk)));
+    Ok(all)
+}
+
 /// A delete conditioned on the version read.
 pub(crate) fn delete_if(key: crate::store::Key, version: u64) -> Write {
     Write::Delete {
@@ -845,7 +870,7 @@ mod concurrency {
         }
         let later = engine.now() + chrono::TimeDelta::days(1);
         let markers = || async {
-            let found = store.query(keys::PENDING, "", "\u{10ffff}", 100, Order::Ascending);
+            let found = pending_markers(store.as_ref(), "\u{10ffff}", 100);
             found.await.unwrap().len()
         };
         let before = markers().await;

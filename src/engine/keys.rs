@@ -7,7 +7,7 @@
 //! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it |
 //! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
 //! | `scope#<scope>` / `l#<owner key>` | a ledger on its own, as versions before it moved into the summary wrote it: read, removed when it next changes |
-//! | `pending` / `<due time>#<scope>` | a scope with facts to settle once the time has come; its version is the writing delivery's tag, so a drainer removes only the marker it read |
+//! | `pending#<shard>` / `<due time>#<scope>` | a scope with facts to settle once the time has come, in one of [`PENDING_SHARDS`] partitions ([`pending_shard`]: a hash of the sort key); its version is the writing delivery's tag, so a drainer removes only the marker it read. Markers that versions before the shards wrote under plain `pending` are still read and removed ([`PENDING_LEGACY`]) |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
 //! | `sync` / `<source>#<repository>` | the scheduled sync's cursor of one repository (where the next sync starts reading) and the deliveries it healed so far ([`crate::sync`]; the engine never reads it) |
@@ -32,9 +32,39 @@ pub fn push(scope: &str, after: &str) -> Key {
 pub fn ledger(scope: &str, owner: &str) -> Key {
     Key::new(scope_pk(scope), format!("l#{owner}"))
 }
-pub const PENDING: &str = "pending";
+/// Partitions the wake-up markers are spread over. Every delivery that changes something writes
+/// (or finds) a marker, so under one partition key the whole table's deliveries would share one
+/// DynamoDB partition's 1,000 WCU/s (README, "Throttling"); a drain reads every shard.
+pub const PENDING_SHARDS: u32 = 16;
+/// The one partition of wake-up markers before they were spread over [`PENDING_SHARDS`]: still
+/// read (and drained) so that a table written by an older version loses no wake-up.
+pub const PENDING_LEGACY: &str = "pending";
+/// The partition key of wake-up marker shard `n`.
+pub fn pending_shard(n: u32) -> String {
+    format!("pending#{n:02}")
+}
+/// Every partition that may hold wake-up markers: the shards, then the legacy one.
+pub fn pending_partitions() -> Vec<String> {
+    (0..PENDING_SHARDS)
+        .map(pending_shard)
+        .chain([PENDING_LEGACY.to_string()])
+        .collect()
+}
+/// A scope's wake-up marker due at `due`. Its shard is a hash of the sort key (due time and
+/// scope), so one busy scope's successive markers land on different shards, and a delivery can
+/// compute the key of the marker it would write (and read it first).
 pub fn pending(due: crate::model::Time, scope: &str) -> Key {
-    Key::new(PENDING, format!("{}#{scope}", time_sk(due)))
+    let sk = format!("{}#{scope}", time_sk(due));
+    Key::new(pending_shard(shard_of(&sk, PENDING_SHARDS)), sk)
+}
+/// A stable hash (FNV-1a, 64 bits) of `s`, modulo `n`: the same in every process and version.
+pub fn shard_of(s: &str, n: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(n.max(1))) as u32
 }
 pub const OUTBOX: &str = "outbox";
 pub fn outbox_item(at: crate::model::Time, scope: &str) -> Key {

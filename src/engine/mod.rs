@@ -228,19 +228,25 @@ impl Engine {
         let now = self.now();
         let config = &self.config;
         let tag = crate::model::ids::delivery_tag(source, delivery_id);
-        // One read for every record the inputs touch.
+        let wake = self.wake_up(now);
+        // One read for every record the inputs touch, and the wake-up markers they would write.
         let mut wanted = Vec::new();
         for input in inputs {
-            match input {
+            let scope = match input {
                 Input::Work(ev) => {
                     let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
                     wanted.push(keys::item(&ev.key));
                     wanted.push(keys::summary(&scope, &ev.key));
+                    scope
                 }
                 Input::Push(p) => {
                     let scope = scope::scope_of(Some(&p.repo), "");
                     wanted.push(keys::push(&scope, &p.after));
+                    scope
                 }
+            };
+            if wake.shared {
+                wanted.push(keys::pending(wake.due, &scope));
             }
         }
         tx.load(wanted).await?;
@@ -321,22 +327,69 @@ impl Engine {
                 }
             }
         }
-        // A wake-up marker's key is its due time (in ms) and its scope, so deliveries about one
-        // scope in the same millisecond write the same key. Each writes it under a version of
-        // its own (its tag), and a drainer removes a marker only while it still has the version
-        // it read: a delivery that lands while its scope is being settled keeps its wake-up.
-        let due = now + chrono::TimeDelta::seconds(config.settle_secs);
+        // A wake-up marker's key is its due time and its scope. Each delivery writes it under a
+        // version of its own (its tag), and a drainer removes a marker only while it still has
+        // the version it read: a delivery that lands while its scope is being settled keeps its
+        // wake-up. With a shared due time (`WakeUp::shared`) the delivery read the marker it
+        // would write, and one that is already there is left as it is: it will wake the scope
+        // at the same time, after this delivery's commit.
         let version = marker_version(&tag);
         for scope in &scopes {
-            tx.put_unread(
-                keys::pending(due, scope),
-                &serde_json::json!({}),
-                config.ttl_open_secs,
-                version,
-            );
+            let key = keys::pending(wake.due, scope);
+            if !wake.shared {
+                tx.put_unread(key, &serde_json::json!({}), config.ttl_open_secs, version);
+            } else if tx.get(&key).is_none() {
+                tx.put_over(key, &serde_json::json!({}), config.ttl_open_secs, version);
+            }
         }
         Ok(applied)
     }
+
+    /// When a delivery at `now` wants its scope settled. Its facts are due a settle period
+    /// after they arrive; rounded up to the next whole second ([`MARKER_BUCKET_MS`]), every
+    /// delivery about a scope within one second wants the same wake-up marker, so only the first
+    /// writes it and the drain removes one: a burst into one repository (a matrix, a merge
+    /// train) costs one marker a second, not one per delivery (docs/cost.md). A second at most:
+    /// a span still waits the settle period and less than a second more (the permutation tests
+    /// drain one second after the settle period).
+    ///
+    /// A delivery that finds its marker does not write it, which is safe only while no drainer
+    /// can remove that marker between the delivery's read and its commit. A drainer removes a
+    /// marker once it is due, a settle period or more after the delivery read it; a delivery's
+    /// read and commit each end within `VALUESTREAM_DYNAMODB_TIMEOUT_MS`. So markers are shared
+    /// only when the settle period is longer than two such timeouts and [`MARKER_MARGIN_SECS`];
+    /// with a shorter one (`VALUESTREAM_SETTLE_SECS=0` in tests and demos) each delivery writes
+    /// its own marker, due to the millisecond, as before. (`drain_all` looks past every due time:
+    /// it is for when every delivery is in, at the end of a replay or a backfill.)
+    fn wake_up(&self, now: Time) -> WakeUp {
+        let settle_ms = self.config.settle_secs * 1000;
+        let due = now + chrono::TimeDelta::milliseconds(settle_ms);
+        let margin_ms = 2 * self.config.dynamodb_timeout_ms as i64 + MARKER_MARGIN_SECS * 1000;
+        if settle_ms <= margin_ms {
+            return WakeUp { due, shared: false };
+        }
+        let bucket_ms = MARKER_BUCKET_MS;
+        let ms = due.timestamp_millis();
+        let end = ms.div_euclid(bucket_ms) * bucket_ms
+            + bucket_ms * i64::from(ms.rem_euclid(bucket_ms) != 0);
+        WakeUp {
+            due: chrono::DateTime::from_timestamp_millis(end).unwrap_or(due),
+            shared: true,
+        }
+    }
+}
+
+/// Width of the buckets of due times in which deliveries share a wake-up marker
+/// ([`Engine::wake_up`]).
+pub const MARKER_BUCKET_MS: i64 = 1000;
+/// Margin, beyond a delivery's two store operations, by which the settle period must exceed a
+/// delivery's longest time from read to commit for markers to be shared ([`Engine::wake_up`]).
+pub const MARKER_MARGIN_SECS: i64 = 5;
+
+/// When a delivery's scope is to be woken up, and whether deliveries share that marker.
+struct WakeUp {
+    due: Time,
+    shared: bool,
 }
 
 /// The version a delivery writes its wake-up markers under: its tag (64 bits of SHA-256 of
@@ -473,7 +526,7 @@ mod tests {
     }
 
     async fn pending(store: &MemoryStore) -> usize {
-        let markers = store.query(keys::PENDING, "", "\u{10ffff}", 10_000, Order::Ascending);
+        let markers = drain::pending_markers(store, "\u{10ffff}", 10_000);
         markers.await.unwrap().len()
     }
 
@@ -817,7 +870,7 @@ mod tests {
         }
         async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
             let removals = writes.iter().all(
-                |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk == keys::PENDING),
+                |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk.starts_with(keys::PENDING_LEGACY)),
             );
             if removals && !writes.is_empty() {
                 if let Some(hook) = self.hook.lock().await.take() {
@@ -926,6 +979,148 @@ mod tests {
         drainer.settle(second).await.unwrap();
         assert_eq!(issue_durations(&inner).await, 3, "the third, settled next");
         assert_eq!(pending(&inner).await, 0);
+    }
+
+    /// The wake-up markers as (partition, sort key).
+    async fn markers(store: &MemoryStore) -> Vec<(String, String)> {
+        let all = drain::pending_markers(store, "\u{10ffff}", 10_000)
+            .await
+            .unwrap();
+        all.into_iter().map(|r| (r.key.pk, r.key.sk)).collect()
+    }
+
+    #[tokio::test]
+    async fn deliveries_within_a_bucket_share_one_wake_up_marker() {
+        // Default settle period (120 s): due times are rounded up to the next whole second.
+        // Five deliveries about one repository at 12:00:01.100-.500 want the marker due at
+        // 12:02:02: the first writes it, the others find it and write none. One at 12:00:02.100
+        // wants the next second's.
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let at = |time: &str| -> Clock {
+            let time = t(time);
+            Arc::new(move || time)
+        };
+        for n in 1..=5 {
+            let engine = Engine::new(store.clone(), config.clone())
+                .with_clock(at(&format!("2024-03-01T12:00:01.{n}00Z")));
+            let closed = [
+                issue(n, Action::Open, "2024-01-01T10:00:00Z"),
+                issue(n, Action::Close, "2024-01-01T11:00:00Z"),
+            ];
+            let applied = engine.apply("github", &format!("d-{n}"), &closed).await;
+            assert_eq!(applied.unwrap().requests, 2, "one read, one commit");
+        }
+        let found = markers(&store).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (pk, sk) = &found[0];
+        assert_eq!(sk, "2024-03-01T12:02:02.000Z#repo#a/b");
+        assert!(pk.starts_with("pending#"), "a shard: {pk}");
+        let later =
+            Engine::new(store.clone(), config.clone()).with_clock(at("2024-03-01T12:00:02.100Z"));
+        let closed = [
+            issue(6, Action::Open, "2024-01-01T10:00:00Z"),
+            issue(6, Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        later.apply("github", "d-6", &closed).await.unwrap();
+        let sks: Vec<String> = markers(&store)
+            .await
+            .into_iter()
+            .map(|(_, sk)| sk)
+            .collect();
+        assert_eq!(
+            sks,
+            [
+                "2024-03-01T12:02:02.000Z#repo#a/b",
+                "2024-03-01T12:02:03.000Z#repo#a/b"
+            ]
+        );
+        // Not due before the end of its second; then the first marker settles the five.
+        let drainer = |time: &str| Engine::new(store.clone(), config.clone()).with_clock(at(time));
+        let early = drainer("2024-03-01T12:02:01.900Z");
+        let none = early.settle(t("2024-03-01T12:02:01.900Z")).await.unwrap();
+        assert!(none.spans.is_empty());
+        let first = drainer("2024-03-01T12:02:02Z");
+        let settled = first.settle(t("2024-03-01T12:02:02Z")).await.unwrap();
+        assert_eq!(settled.spans.len(), 5);
+        let last = drainer("2024-03-01T12:02:03Z");
+        let settled = last.settle(t("2024-03-01T12:02:03Z")).await.unwrap();
+        assert_eq!(settled.spans.len(), 1);
+        assert!(markers(&store).await.is_empty());
+        assert_eq!(issue_durations(&store).await, 6);
+    }
+
+    #[tokio::test]
+    async fn with_a_short_settle_period_each_delivery_writes_its_own_marker() {
+        // VALUESTREAM_SETTLE_SECS=0 (or anything not longer than two store timeouts and a
+        // margin): a marker due to the millisecond per delivery, none read first.
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "20")]).unwrap());
+        for n in 1..=3 {
+            let time = t(&format!("2024-03-01T12:00:00.00{n}Z"));
+            let engine =
+                Engine::new(store.clone(), config.clone()).with_clock(Arc::new(move || time));
+            let closed = [issue(n, Action::Close, "2024-01-01T11:00:00Z")];
+            engine
+                .apply("github", &format!("d-{n}"), &closed)
+                .await
+                .unwrap();
+        }
+        let sks: Vec<String> = markers(&store)
+            .await
+            .into_iter()
+            .map(|(_, sk)| sk)
+            .collect();
+        assert_eq!(
+            sks,
+            [
+                "2024-03-01T12:00:20.001Z#repo#a/b",
+                "2024-03-01T12:00:20.002Z#repo#a/b",
+                "2024-03-01T12:00:20.003Z#repo#a/b"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_marker_under_the_legacy_partition_is_still_drained() {
+        // A table written before the markers were sharded holds them under plain `pending`: a
+        // drain reads that partition too, settles the scope and removes the marker.
+        let (engine, store) = engine();
+        let closed = [
+            event(Action::Open, "2024-01-01T10:00:00Z"),
+            event(Action::Close, "2024-01-01T11:00:00Z"),
+        ];
+        engine.apply("github", "d-1", &closed).await.unwrap();
+        let mut moved = Vec::new();
+        for (pk, sk) in markers(&store).await {
+            moved.push(crate::store::Write::Delete {
+                key: Key::new(pk, sk.clone()),
+                cond: crate::store::Cond::Any,
+            });
+            moved.push(crate::store::Write::Put {
+                record: crate::store::Record {
+                    key: Key::new(keys::PENDING_LEGACY, sk),
+                    version: 7,
+                    expires_at: crate::store::now_epoch() + 3600,
+                    data: crate::store::Data::from(serde_json::json!({})),
+                },
+                cond: crate::store::Cond::Any,
+            });
+        }
+        store.commit(moved).await.unwrap();
+        let left = markers(&store).await;
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, "pending", "{left:?}");
+        let settled = engine
+            .settle(engine.now() + chrono::TimeDelta::days(1))
+            .await
+            .unwrap();
+        assert_eq!(settled.spans.len(), 1);
+        assert!(
+            markers(&store).await.is_empty(),
+            "the legacy marker removed"
+        );
+        assert_eq!(issue_durations(&store).await, 1);
     }
 
     #[tokio::test]

@@ -81,6 +81,12 @@ impl<'s> Tx<'s> {
     /// the same key apart (wake-up markers, see `Engine::attempt`).
     pub fn put_unread<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64, version: u64) {
         debug_assert!(!self.read.contains_key(&key), "{key:?} was read");
+        self.put_over(key, value, ttl_secs, version);
+    }
+
+    /// Writes `value` at `key` under `version`, whatever is stored there, read or not: no
+    /// condition, so writers of the same key never conflict over it (wake-up markers).
+    pub fn put_over<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64, version: u64) {
         self.put_as(key, value, ttl_secs, version, Cond::Any);
     }
 

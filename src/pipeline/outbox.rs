@@ -468,15 +468,13 @@ impl Pipeline {
                 })
         };
         // Markers sort by due time: those up to now are due, the first is the oldest.
-        let due = store
-            .query(
-                keys::PENDING,
-                "",
-                &format!("{}#\u{10ffff}", keys::time_sk(now)),
-                SCRAPE_CAP,
-                Order::Ascending,
-            )
-            .await?;
+        let mut due = crate::engine::drain::pending_markers(
+            store.as_ref(),
+            &format!("{}#\u{10ffff}", keys::time_sk(now)),
+            SCRAPE_CAP,
+        )
+        .await?;
+        due.truncate(SCRAPE_CAP);
         let mut backlog = Backlog {
             due_scopes: due.len(),
             oldest_due_age_secs: due.first().map_or(0.0, |r| age(&r.key.sk)),
@@ -549,12 +547,9 @@ impl Pipeline {
 
     /// Number of scopes with facts waiting for their settle period.
     pub async fn unsettled(&self) -> Result<usize, StoreError> {
-        Ok(self
-            .engine
-            .store
-            .query(keys::PENDING, "", "\u{10ffff}", 10_000, Order::Ascending)
-            .await?
-            .len())
+        let all =
+            crate::engine::drain::pending_markers(self.engine.store.as_ref(), "\u{10ffff}", 10_000);
+        Ok(all.await?.len().min(10_000))
     }
 }
 

@@ -73,6 +73,8 @@ pub struct DynamoStore {
     requests: AtomicU64,
     read_units: AtomicU64,
     write_units: AtomicU64,
+    /// Capacity per partition key, when asked for ([`DynamoStore::count_partitions`]).
+    partitions: std::sync::Mutex<Option<HashMap<String, Capacity>>>,
 }
 
 /// Capacity units consumed so far, computed from item sizes as DynamoDB bills on-demand tables:
@@ -329,6 +331,7 @@ impl DynamoStore {
             requests: AtomicU64::new(0),
             read_units: AtomicU64::new(0),
             write_units: AtomicU64::new(0),
+            partitions: std::sync::Mutex::new(None),
         }
     }
 
@@ -351,6 +354,30 @@ impl DynamoStore {
             .fetch_add(write_units, AtomicOrdering::Relaxed);
     }
 
+    /// From now on, also counts capacity per partition key (tests and benches: the per-key
+    /// rates of docs/cost.md); off by default, since a table has a partition per item.
+    pub fn count_partitions(&self) {
+        let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        p.get_or_insert_with(HashMap::new);
+    }
+
+    /// Capacity units consumed per partition key since [`DynamoStore::count_partitions`].
+    pub fn capacity_by_partition(&self) -> HashMap<String, Capacity> {
+        let p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        p.clone().unwrap_or_default()
+    }
+
+    /// Counts capacity units against partition `pk`, as well as the table's.
+    fn consume_in(&self, pk: &str, read_units: u64, write_units: u64) {
+        self.consume(read_units, write_units);
+        let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = p.as_mut() {
+            let c = p.entry(pk.to_string()).or_default();
+            c.read_units += read_units;
+            c.write_units += write_units;
+        }
+    }
+
     /// Capacity units consumed so far (see [`Capacity`]).
     pub fn capacity(&self) -> Capacity {
         Capacity {
@@ -361,7 +388,7 @@ impl DynamoStore {
 
     async fn put_one(&self, record: &Record, cond: Cond, now: i64) -> StoreResult<()> {
         let item = record_item(record)?;
-        self.consume(0, units(item_size(&item), 1024));
+        self.consume_in(&record.key.pk, 0, units(item_size(&item), 1024));
         let mut req = self
             .client
             .put_item()
@@ -401,7 +428,7 @@ impl DynamoStore {
         match req.send().await {
             Ok(out) => {
                 let removed = out.attributes().map_or(0, item_size);
-                self.consume(0, units(removed, 1024));
+                self.consume_in(&key.pk, 0, units(removed, 1024));
                 Ok(())
             }
             Err(e) => Err(match e.as_service_error() {
@@ -427,7 +454,8 @@ impl DynamoStore {
                             .table_name(&self.table)
                             .set_item(Some({
                                 let item = record_item(record)?;
-                                self.consume(0, 2 * units(item_size(&item), 1024));
+                                let wcu = 2 * units(item_size(&item), 1024);
+                                self.consume_in(&record.key.pk, 0, wcu);
                                 item
                             }))
                             .set_condition_expression(expression)
@@ -439,7 +467,7 @@ impl DynamoStore {
                     .build(),
                 Write::Delete { key, .. } => TransactWriteItem::builder()
                     .delete({
-                        self.consume(0, 2);
+                        self.consume_in(&key.pk, 0, 2);
                         Delete::builder()
                             .table_name(&self.table)
                             .set_key(Some(key_item(key)))
@@ -503,7 +531,16 @@ impl Store for DynamoStore {
             let mut round = 0;
             loop {
                 self.count();
-                let asked = pending.keys().len();
+                let asked: Vec<(String, String)> = pending
+                    .keys()
+                    .iter()
+                    .filter_map(|k| {
+                        Some((
+                            str_attr(k, PK).ok()?.to_owned(),
+                            str_attr(k, SK).ok()?.to_owned(),
+                        ))
+                    })
+                    .collect();
                 let out = self
                     .client
                     .batch_get_item()
@@ -511,26 +548,31 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(|e| backend_sdk("BatchGetItem", e))?;
-                let mut read_units = 0;
-                let mut returned = 0;
+                // An absent item still costs a read unit: every key asked for and neither
+                // returned nor left unprocessed.
+                let mut unanswered: HashSet<(String, String)> = asked.into_iter().collect();
+                if let Some(u) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    for k in u.keys() {
+                        if let (Ok(pk), Ok(sk)) = (str_attr(k, PK), str_attr(k, SK)) {
+                            unanswered.remove(&(pk.to_owned(), sk.to_owned()));
+                        }
+                    }
+                }
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     for item in items {
-                        read_units += units(item_size(item), 4096);
-                        returned += 1;
+                        let pk = str_attr(item, PK)?;
+                        if let Ok(sk) = str_attr(item, SK) {
+                            unanswered.remove(&(pk.to_owned(), sk.to_owned()));
+                        }
+                        self.consume_in(pk, units(item_size(item), 4096), 0);
                         if let Some(rec) = decode(item, now)? {
                             found.insert(rec.key.clone(), rec);
                         }
                     }
                 }
-                let unprocessed = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .map_or(0, |u| u.keys().len());
-                // An absent item still costs a read unit.
-                self.consume(
-                    read_units + asked.saturating_sub(returned + unprocessed) as u64,
-                    0,
-                );
+                for (pk, _) in &unanswered {
+                    self.consume_in(pk, 1, 0);
+                }
                 match out
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
@@ -599,7 +641,7 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend_sdk("Query", e))?;
-            self.consume(units(resp.items().iter().map(item_size).sum(), 4096), 0);
+            self.consume_in(pk, units(resp.items().iter().map(item_size).sum(), 4096), 0);
             for item in resp.items() {
                 if let Some(rec) = decode(item, now)? {
                     out.push(rec);
