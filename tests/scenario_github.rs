@@ -756,7 +756,7 @@ async fn every_other_github_event_is_ignored_with_202() {
     // Unused actions of used events, too.
     for (e, action) in [
         ("issues", "assigned"),
-        ("pull_request", "review_requested"),
+        ("pull_request", "review_request_removed"),
         ("workflow_run", "something_new"),
         ("workflow_job", "future"),
     ] {
