@@ -418,11 +418,22 @@ impl Engine {
                     })
                 })
                 .collect();
+            // Deploy stages already out, and those that go out in this round.
+            let mut deploy_staged: BTreeSet<GenRef> = summaries
+                .iter()
+                .flat_map(|s| {
+                    s.deploy_staged.iter().map(|(key, gen)| GenRef {
+                        key: key.clone(),
+                        gen: *gen,
+                    })
+                })
+                .collect();
             for s in &due {
                 let Some(record) = items.get(&s.key) else {
                     continue;
                 };
                 let mut exported = s.exported.clone();
+                let mut staged_here: Vec<(String, u32)> = Vec::new();
                 for g in facts::generations(&record.facts) {
                     if g.end.is_none() || exported.contains(&g.index) {
                         continue;
@@ -430,14 +441,24 @@ impl Engine {
                     if let Some(span) = spans::build(&resolver, s, &g) {
                         spans_out.push(span);
                     }
-                    spans_out.extend(stage_spans(&resolver, s, g.index, &exporting));
+                    for (span, staged) in stage_spans(&resolver, s, g.index, &exporting) {
+                        if let Some(c) = staged {
+                            // A deploy stage goes out once: marked on the summary of the item
+                            // it went out with (a write this round makes anyway).
+                            if !deploy_staged.insert(c.clone()) {
+                                continue;
+                            }
+                            staged_here.push((c.key, c.gen));
+                        }
+                        spans_out.push(span);
+                    }
                     exported.push(g.index);
                 }
                 exported.sort();
-                rewrite
-                    .entry(s.key.clone())
-                    .or_insert_with(|| (*s).clone())
-                    .exported = exported;
+                let updated = rewrite.entry(s.key.clone()).or_insert_with(|| (*s).clone());
+                updated.exported = exported;
+                updated.deploy_staged.extend(staged_here);
+                updated.deploy_staged.sort();
             }
         }
         for (key, summary) in &rewrite {
@@ -623,7 +644,7 @@ fn stage_spans(
     s: &Summary,
     gen: u32,
     exporting: &BTreeSet<GenRef>,
-) -> Vec<FinishedSpan> {
+) -> Vec<(FinishedSpan, Option<GenRef>)> {
     let me = GenRef {
         key: s.key.clone(),
         gen,
@@ -634,6 +655,13 @@ fn stage_spans(
             .get(g.key.as_str())
             .is_some_and(|x| x.exported.contains(&g.gen))
     };
+    let staged = |c: &GenRef, span: FinishedSpan| {
+        let deploy = span.attributes.get(crate::model::attr::CHANGE_STAGE)
+            == Some(&crate::model::AttrValue::Str(
+                StageName::Deploy.as_str().into(),
+            ));
+        (span, deploy.then(|| c.clone()))
+    };
     match s.kind {
         Kind::Change => {
             let deployed_before = r
@@ -642,6 +670,9 @@ fn stage_spans(
                 .get(&me)
                 .is_some_and(|d| exported_before(d) && spans::deploy_stage_shown(r, &me, d));
             spans::stage_spans(r, s, gen, |n| n != StageName::Deploy || deployed_before)
+                .into_iter()
+                .map(|span| staged(&me, span))
+                .collect()
         }
         Kind::Deployment => {
             let Some(info) = r.derived.deploys.get(&me) else {
@@ -655,7 +686,8 @@ fn stage_spans(
                     continue;
                 }
                 if let Some(cs) = r.idx.items.get(c.key.as_str()) {
-                    out.extend(spans::stage_spans(r, cs, c.gen, |n| n == StageName::Deploy));
+                    let found = spans::stage_spans(r, cs, c.gen, |n| n == StageName::Deploy);
+                    out.extend(found.into_iter().map(|span| staged(c, span)));
                 }
             }
             out

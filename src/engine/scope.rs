@@ -82,6 +82,12 @@ pub struct Summary {
     /// Generations already exported.
     #[serde(default)]
     pub exported: Vec<u32>,
+    /// The change generations (key, generation) whose deploy stage span went out with this
+    /// item's export: a change's own, or the changes a deployment first shipped. A deploy stage
+    /// goes out with whichever of the two is exported last, once: the drain reads these marks
+    /// from every summary of the scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deploy_staged: Vec<(String, u32)>,
     /// The metric contributions applied for this item (its ledger), sorted; `None` until the
     /// drain first writes it (a store written before the ledger moved here keeps it in an
     /// `l#` record, still read). Kept in the summary so that it lives exactly as long as the
@@ -138,8 +144,8 @@ impl Summary {
         touched: Time,
         prev: Option<Summary>,
     ) -> Option<Self> {
-        let (exported, ledger, tally) = prev
-            .map(|p| (p.exported, p.ledger, p.tally))
+        let (exported, deploy_staged, ledger, tally) = prev
+            .map(|p| (p.exported, p.deploy_staged, p.ledger, p.tally))
             .unwrap_or_default();
         let first = gens.first()?;
         Some(Summary {
@@ -153,6 +159,7 @@ impl Summary {
             gens: gens.iter().map(gen_summary).collect(),
             touched,
             exported,
+            deploy_staged,
             ledger,
             tally,
         })
@@ -1159,6 +1166,7 @@ mod rework_tests {
             head_branch: None,
             touched: at(0),
             exported: Vec::new(),
+            deploy_staged: Vec::new(),
             ledger: None,
             tally: None,
         }
