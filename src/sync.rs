@@ -387,11 +387,11 @@ pub async fn run(
             Err(e) => Err(e),
             Ok(api) => {
                 let opts = github::Options::new(vec![repo.clone()], since, None);
-                let work = async {
-                    let deliveries =
-                        github::read_repo(&api, &opts, repo, &mut one.summary.items).await?;
-                    backfill::deliver_all(sink, &deliveries, &mut one.summary).await
-                };
+                // Validators (ETags) kept next to the backfill's; no backfill cursor: the
+                // sync's own cursor says where the next run starts.
+                let mut state = backfill::State::new(store, github::SOURCE);
+                state.resume = false;
+                let work = github::repo(&api, &opts, repo, sink, &state, &mut one.summary);
                 let left = limits
                     .stop_at
                     .saturating_duration_since(tokio::time::Instant::now());
@@ -401,7 +401,7 @@ pub async fn run(
                         "cut short at the run's time limit; the next run reads it again"
                     )),
                 };
-                one.summary.requests = api.requests();
+                one.summary.add_client(&api);
                 r
             }
         };
