@@ -130,6 +130,15 @@ pub const RESOURCES: [&str; 5] = [
     "deployments",
 ];
 
+/// A page's worth of a resource: its deliveries, the validators of the lists it read, the key
+/// of its last item and how many items it holds.
+struct Chunk {
+    deliveries: Vec<Recorded>,
+    validators: Vec<(String, Validator)>,
+    last: Option<String>,
+    n: u64,
+}
+
 /// One repository's run: what it reads and delivers, resource by resource.
 struct Ctx<'a> {
     client: &'a Arc<Client>,
@@ -184,12 +193,15 @@ impl Ctx<'_> {
         &mut self,
         resource: &str,
         bar: &Bar,
-        deliveries: Vec<Recorded>,
-        validators: Vec<(String, Validator)>,
-        last: Option<String>,
-        n: u64,
+        chunk: Chunk,
         summary: &mut Summary,
     ) -> anyhow::Result<()> {
+        let Chunk {
+            deliveries,
+            validators,
+            last,
+            n,
+        } = chunk;
         deliver_all(self.sink, &deliveries, summary).await?;
         bar.items(self.client, n);
         if summary.refused > self.refused_before {
@@ -436,8 +448,18 @@ async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> 
         }
         *summary.items.entry("issues".into()).or_default() += n;
         let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(R, &bar, out, vec![], last, part.len() as u64, summary)
-            .await?;
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
     ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
         .await
@@ -488,8 +510,18 @@ async fn pulls(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
         }
         *summary.items.entry("pull_requests".into()).or_default() += n;
         let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(R, &bar, out, vec![], last, part.len() as u64, summary)
-            .await?;
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
     ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
         .await
@@ -556,8 +588,18 @@ async fn commits(ctx: &mut Ctx<'_>, branch: &str, summary: &mut Summary) -> anyh
             out.push(delivery("push", "", &after, "", body));
         }
         let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(R, &bar, out, vec![], last, part.len() as u64, summary)
-            .await?;
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
     ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
         .await
@@ -616,8 +658,18 @@ async fn runs(ctx: &mut Ctx<'_>, cap: u64, summary: &mut Summary) -> anyhow::Res
         }
         *summary.items.entry("workflow_jobs".into()).or_default() += n;
         let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(R, &bar, out, validators, last, part.len() as u64, summary)
-            .await?;
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators,
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
     ctx.done(R, &bar, None, "", summary).await
 }
@@ -680,8 +732,18 @@ async fn deployments(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result
             .entry("deployment_statuses".into())
             .or_default() += n_status;
         let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(R, &bar, out, validators, last, part.len() as u64, summary)
-            .await?;
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators,
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
     ctx.done(R, &bar, None, "", summary).await
 }

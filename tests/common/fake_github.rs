@@ -384,6 +384,8 @@ pub enum Fault {
     /// 429 with `retry-after: 1`.
     Secondary,
     BadGateway,
+    /// No answer for a minute (the test kills the client meanwhile); counted in `hung`.
+    Hang,
 }
 
 /// One request the fake saw.
@@ -412,6 +414,8 @@ pub struct Fake {
     /// conditional request and receiving a 304 response does not count against your primary
     /// rate limit").
     pub charged: Mutex<u64>,
+    /// Requests being held by a `Hang` fault.
+    pub hung: Mutex<u64>,
 }
 
 impl Fake {
@@ -430,6 +434,7 @@ impl Fake {
             run_cap: Mutex::new(1000),
             run_total: Mutex::new(0),
             charged: Mutex::new(0),
+            hung: Mutex::new(0),
         });
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -669,6 +674,16 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
                     r#"{"message":"You have exceeded a secondary rate limit."}"#,
                 )
                     .into_response(),
+            );
+        }
+        Some(Fault::Hang) => {
+            *fake.hung.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            seen.status = 504;
+            return respond(
+                &fake,
+                seen,
+                (StatusCode::GATEWAY_TIMEOUT, "held").into_response(),
             );
         }
         Some(Fault::BadGateway) => {
