@@ -932,6 +932,13 @@ impl Bar {
         self.total.store(n, Ordering::Relaxed);
         if let Some(pb) = &self.pb {
             pb.set_length(n);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:.bold} [{bar:24}] {wide_msg} [{elapsed}]",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
         }
     }
 
@@ -1323,5 +1330,113 @@ mod tests {
         let a = delivery_id("github", "issues", "opened", "1", "t");
         assert_eq!(a, delivery_id("github", "issues", "opened", "1", "t"));
         assert_ne!(a, delivery_id("github", "issues", "closed", "1", "t"));
+    }
+
+    fn t(s: &str) -> Time {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_window_within_another() {
+        let w = |since: &str, until: Option<&str>| Window {
+            since: t(since),
+            until: until.map(t),
+        };
+        let open = w("2024-01-01T00:00:00Z", None);
+        assert!(open.within(&open));
+        assert!(
+            w("2024-02-01T00:00:00Z", None).within(&open),
+            "a later start"
+        );
+        assert!(
+            w("2024-02-01T00:00:00Z", Some("2024-03-01T00:00:00Z")).within(&open),
+            "an end before now"
+        );
+        assert!(
+            !w("2023-12-01T00:00:00Z", None).within(&open),
+            "an earlier start"
+        );
+        let closed = w("2024-01-01T00:00:00Z", Some("2024-03-01T00:00:00Z"));
+        assert!(!open.within(&closed), "now is after its end");
+        assert!(!w("2024-01-01T00:00:00Z", Some("2024-04-01T00:00:00Z")).within(&closed));
+    }
+
+    #[test]
+    fn a_validator_applies_to_its_url_over_a_window_within_its_own() {
+        let w = Window {
+            since: t("2024-01-01T00:00:00Z"),
+            until: None,
+        };
+        let v = Validator::new("https://api/x?per_page=100", "W/\"1\"".into(), &w);
+        assert!(v.applies("https://api/x?per_page=100", &w));
+        assert!(!v.applies("https://api/x?per_page=50", &w), "another URL");
+        let earlier = Window {
+            since: t("2023-01-01T00:00:00Z"),
+            until: None,
+        };
+        assert!(!v.applies("https://api/x?per_page=100", &earlier));
+    }
+
+    #[test]
+    fn a_resumed_run_skips_what_it_delivered_unless_it_changed_since() {
+        let started = t("2024-05-01T12:00:00Z");
+        let mut run = Run {
+            scope: "o/r".into(),
+            started,
+            window: Window {
+                since: t("2024-01-01T00:00:00Z"),
+                until: None,
+            },
+            resumed: true,
+            cursors: BTreeMap::new(),
+        };
+        let k1 = item_key(t("2024-02-01T00:00:00Z"), 7);
+        let k2 = item_key(t("2024-02-01T00:00:00Z"), 12);
+        let k3 = item_key(t("2024-03-01T00:00:00Z"), 1);
+        assert!(k1 < k2 && k2 < k3, "time first, then ID, numerically");
+        run.cursors.insert(
+            "pull_requests".into(),
+            ResourceCursor {
+                run: started,
+                done: false,
+                last: Some(k2.clone()),
+            },
+        );
+        let old = Some(t("2024-04-01T00:00:00Z"));
+        assert!(run.delivered("pull_requests", &k1, old));
+        assert!(run.delivered("pull_requests", &k2, old));
+        assert!(run.delivered("pull_requests", &k2, None));
+        assert!(
+            !run.delivered("pull_requests", &k3, old),
+            "after the cursor"
+        );
+        assert!(
+            !run.delivered("pull_requests", &k1, Some(t("2024-05-01T11:55:00Z"))),
+            "changed since the run started (within the margin)"
+        );
+        assert!(!run.delivered("issues", &k1, old), "no cursor");
+        assert!(!run.done("pull_requests"));
+    }
+
+    #[test]
+    fn progress_bars_draw_without_a_terminal_too() {
+        let client =
+            Client::new(ClientSettings::new("http://127.0.0.1:9", "t".into(), "T")).unwrap();
+        let progress = Progress {
+            mode: Mode::Bars(indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::hidden(),
+            )),
+        };
+        let bar = progress.resource("o/r pull requests", &client);
+        bar.page(&client, 1, 100);
+        bar.set_total(100);
+        bar.items(&client, 40);
+        progress.println("a line");
+        bar.finish(&client, " (done)");
+        let c = bar.counts(&client);
+        assert_eq!((c.items, c.pages, c.requests), (40, 1, 0));
+        assert!(bar
+            .message(&client)
+            .starts_with("40/100 items, 1 pages, 0 requests"));
     }
 }
