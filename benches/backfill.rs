@@ -33,6 +33,7 @@ use valuestream::export::Discard;
 use valuestream::pipeline::Pipeline;
 use valuestream::replay::Recorded;
 use valuestream::store::embedded::EmbeddedStore;
+use valuestream::sync::StoreRecords;
 
 /// Keeps every delivery and answers `processed` at once.
 #[derive(Default)]
@@ -129,7 +130,8 @@ fn main() {
         // The backfill as the command runs it: validators and cursors in the store.
         let (store, p, config) = pipeline();
         let sink = RouterSink::new(p, &config);
-        let state = State::new(store.as_ref(), github::SOURCE);
+        let records = StoreRecords(store.as_ref());
+        let state = State::new(&records, github::SOURCE);
         let t = Instant::now();
         let first = github::run_with(&client(&api), &options(), &sink, &state)
             .await

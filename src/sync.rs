@@ -389,7 +389,8 @@ pub async fn run(
                 let opts = github::Options::new(vec![repo.clone()], since, None);
                 // Validators (ETags) kept next to the backfill's; no backfill cursor: the
                 // sync's own cursor says where the next run starts.
-                let mut state = backfill::State::new(store, github::SOURCE);
+                let records = StoreRecords(store);
+                let mut state = backfill::State::new(&records, github::SOURCE);
                 state.resume = false;
                 let work = github::repo(&api, &opts, repo, sink, &state, &mut one.summary);
                 let left = limits
@@ -423,6 +424,56 @@ pub async fn run(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A store as the records a backfill keeps (validators, cursors): what `backfill` and the
+/// sync hand [`backfill::State`].
+pub struct StoreRecords<'a>(pub &'a dyn Store);
+
+#[async_trait::async_trait]
+impl backfill::Records for StoreRecords<'_> {
+    async fn get(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let got = self.0.get_many(&[Key::new(pk, sk)]).await?;
+        Ok(got
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|r| r.data.as_bytes().to_vec()))
+    }
+
+    async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let to = format!("{prefix}\u{7f}");
+        let found = self
+            .0
+            .query(pk, prefix, &to, 10_000, Order::Ascending)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|r| r.key.sk.starts_with(prefix))
+            .map(|r| (r.key.sk, r.data.as_bytes().to_vec()))
+            .collect())
+    }
+
+    async fn put(
+        &self,
+        records: Vec<(String, String, Vec<u8>)>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<()> {
+        let expires_at = chrono::Utc::now().timestamp() + ttl_secs;
+        let mut writes = Vec::new();
+        for (pk, sk, data) in records {
+            writes.push(Write::Put {
+                record: Record {
+                    key: Key::new(pk, sk),
+                    version: 1,
+                    expires_at,
+                    data: Data::from_json(data)?,
+                },
+                cond: Cond::Any,
+            });
+        }
+        Ok(self.0.commit(writes).await?)
+    }
 }
 
 /// The healed counter in the Prometheus text format, one series per repository a sync has a

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use valuestream::backfill::{github, Client, ClientSettings, Sink, State, Summary};
 use valuestream::replay::Recorded;
 use valuestream::store::embedded::EmbeddedStore;
+use valuestream::sync::StoreRecords;
 
 /// The router as a backfill's sink (as in tests/backfill_github.rs).
 struct RouterSink<'a>(&'a App);
@@ -80,7 +81,8 @@ async fn backfill(
     fake: &Fake,
     page_size: u32,
 ) -> anyhow::Result<Summary> {
-    let state = State::new(store, github::SOURCE);
+    let records = StoreRecords(store);
+    let state = State::new(&records, github::SOURCE);
     github::run_with(
         &client(&fake.url(), page_size),
         &options(),
@@ -250,7 +252,8 @@ async fn a_backfill_killed_half_way_resumes_where_it_stopped() {
             left: AtomicUsize::new(k),
             stuck: tokio::sync::Notify::new(),
         };
-        let state = State::new(store.as_ref(), github::SOURCE);
+        let records = StoreRecords(store.as_ref());
+        let state = State::new(&records, github::SOURCE);
         let api = client(&fake.url(), 1);
         let opts = options();
         let run = github::run_with(&api, &opts, &stuck, &state);

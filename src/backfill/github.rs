@@ -570,11 +570,7 @@ async fn commits(ctx: &mut Ctx<'_>, branch: &str, summary: &mut Summary) -> anyh
     for p in pushes(&list.items, branch, &ep)? {
         let after = p["after"].as_str().unwrap_or_default().to_string();
         let at = dates.get(after.as_str()).copied().unwrap_or(ctx.w.since);
-        items.push((
-            format!("{}#{after}", crate::engine::keys::time_sk(at)),
-            None,
-            p,
-        ));
+        items.push((format!("{}#{after}", super::time_key(at)), None, p));
     }
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);

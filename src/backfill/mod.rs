@@ -11,10 +11,8 @@
 
 pub mod github;
 
-use crate::engine::keys;
 use crate::model::Time;
 use crate::replay::Recorded;
-use crate::store::{Cond, Data, Key, Order, Record, Store, Write};
 use anyhow::{bail, Context};
 use chrono::{NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -1064,12 +1062,40 @@ pub struct ResourceCursor {
     pub last: Option<String>,
 }
 
-/// What a backfill keeps in the store, per source: validators for conditional requests and the
-/// cursors of resumable runs ([`crate::engine::keys`]: `etag#…` and `backfill#…`). Without a
-/// store (`--to` without `--state-dir`) nothing is kept: every run reads everything.
+/// Where a backfill keeps its own small records (validators and cursors), each under a
+/// partition and sort key, with a time to live. The backfill writes no fact itself: hosts hand
+/// it their store through this ([`crate::sync::StoreRecords`]).
+#[async_trait::async_trait]
+pub trait Records: Send + Sync {
+    /// The record at (pk, sk), if live.
+    async fn get(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// The live records of partition `pk` whose sort key starts with `prefix`: (sk, data).
+    async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+    /// Writes (pk, sk, data) records, each living `ttl_secs`.
+    async fn put(
+        &self,
+        records: Vec<(String, String, Vec<u8>)>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<()>;
+}
+
+/// The partition of a backfill's run and cursors over one scope (lower-case) of a source:
+/// `backfill#<source>#<scope>`, sort keys `run` and `r#<resource>`.
+pub fn run_pk(source: &str, scope: &str) -> String {
+    format!("backfill#{source}#{}", scope.to_ascii_lowercase())
+}
+
+/// The partition of a scope's validators: `etag#<source>#<scope>`, sort key the resource.
+pub fn validator_pk(source: &str, scope: &str) -> String {
+    format!("etag#{source}#{}", scope.to_ascii_lowercase())
+}
+
+/// What a backfill keeps, per source: validators for conditional requests and the cursors of
+/// resumable runs (keys listed in [`crate::engine::keys`]' table). Without records (`--to`
+/// without `--state-dir`) nothing is kept: every run reads everything.
 #[derive(Clone)]
 pub struct State<'a> {
-    store: Option<&'a dyn Store>,
+    records: Option<&'a dyn Records>,
     pub source: &'static str,
     pub ttl_secs: i64,
     /// Runs write cursors and resume interrupted ones (`backfill`); the scheduled sync has a
@@ -1080,9 +1106,9 @@ pub struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    pub fn new(store: &'a dyn Store, source: &'static str) -> Self {
+    pub fn new(records: &'a dyn Records, source: &'static str) -> Self {
         State {
-            store: Some(store),
+            records: Some(records),
             source,
             ttl_secs: STATE_TTL_SECS,
             resume: true,
@@ -1090,10 +1116,10 @@ impl<'a> State<'a> {
         }
     }
 
-    /// No store: no validators, no cursors.
+    /// No records: no validators, no cursors.
     pub fn none(source: &'static str) -> Self {
         State {
-            store: None,
+            records: None,
             source,
             ttl_secs: STATE_TTL_SECS,
             resume: false,
@@ -1101,38 +1127,28 @@ impl<'a> State<'a> {
         }
     }
 
-    fn record<T: Serialize>(&self, key: Key, value: &T) -> anyhow::Result<Write> {
-        Ok(Write::Put {
-            record: Record {
-                key,
-                version: 1,
-                expires_at: Utc::now().timestamp() + self.ttl_secs,
-                data: Data::encode(value)?,
-            },
-            cond: Cond::Any,
-        })
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, key: Key) -> anyhow::Result<Option<T>> {
-        let Some(store) = &self.store else {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(records) = self.records else {
             return Ok(None);
         };
-        let got = store.get_many(std::slice::from_ref(&key)).await?;
-        Ok(got
-            .into_iter()
-            .next()
-            .flatten()
-            .and_then(|r| r.data.decode().ok()))
+        Ok(records
+            .get(pk, sk)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    async fn put_all(&self, writes: Vec<Write>) -> anyhow::Result<()> {
-        let Some(store) = &self.store else {
+    async fn put_all(&self, writes: Vec<(String, String, Vec<u8>)>) -> anyhow::Result<()> {
+        let Some(records) = self.records else {
             return Ok(());
         };
         let mut writes = writes;
         while !writes.is_empty() {
             let rest = writes.split_off(writes.len().min(STATE_WRITES_PER_COMMIT));
-            store.commit(writes).await?;
+            records.put(writes, self.ttl_secs).await?;
             writes = rest;
         }
         Ok(())
@@ -1150,7 +1166,7 @@ impl<'a> State<'a> {
             return Ok(None);
         }
         let v: Option<Validator> = self
-            .get(keys::backfill_validator(self.source, scope, resource))
+            .get(&validator_pk(self.source, scope), resource)
             .await?;
         Ok(v.filter(|v| v.applies(url, window)))
     }
@@ -1161,9 +1177,10 @@ impl<'a> State<'a> {
         scope: &str,
         validators: Vec<(String, Validator)>,
     ) -> anyhow::Result<()> {
+        let pk = validator_pk(self.source, scope);
         let mut writes = Vec::new();
         for (resource, v) in validators {
-            writes.push(self.record(keys::backfill_validator(self.source, scope, &resource), &v)?);
+            writes.push((pk.clone(), resource, serde_json::to_vec(&v)?));
         }
         self.put_all(writes).await
     }
@@ -1178,26 +1195,21 @@ impl<'a> State<'a> {
             resumed: false,
             cursors: BTreeMap::new(),
         };
-        if !self.resume || self.store.is_none() {
+        let Some(records) = self.records.filter(|_| self.resume) else {
             return Ok(fresh);
-        }
-        let run_key = keys::backfill_run(self.source, scope);
-        if let Some(r) = self.get::<RunRecord>(run_key.clone()).await? {
+        };
+        let pk = run_pk(self.source, scope);
+        if let Some(r) = self.get::<RunRecord>(&pk, "run").await? {
             let was = Window {
                 since: r.since,
                 until: r.until,
             };
             if !r.finished && !self.fresh && window.within(&was) {
-                let store = self.store.expect("checked");
-                let pk = run_key.pk.clone();
                 let mut cursors = BTreeMap::new();
-                for rec in store
-                    .query(&pk, "r#", "r#\u{7f}", 1_000, Order::Ascending)
-                    .await?
-                {
-                    if let Ok(c) = rec.data.decode::<ResourceCursor>() {
+                for (sk, data) in records.query(&pk, "r#").await? {
+                    if let Ok(c) = serde_json::from_slice::<ResourceCursor>(&data) {
                         if c.run == r.started {
-                            cursors.insert(rec.key.sk["r#".len()..].to_string(), c);
+                            cursors.insert(sk["r#".len()..].to_string(), c);
                         }
                     }
                 }
@@ -1216,7 +1228,8 @@ impl<'a> State<'a> {
             started: now,
             finished: false,
         };
-        self.put_all(vec![self.record(run_key, &record)?]).await?;
+        self.put_all(vec![(pk, "run".into(), serde_json::to_vec(&record)?)])
+            .await?;
         Ok(fresh)
     }
 
@@ -1234,8 +1247,9 @@ impl<'a> State<'a> {
             last,
         };
         if self.resume {
-            let key = keys::backfill_cursor(self.source, &run.scope, resource);
-            self.put_all(vec![self.record(key, &c)?]).await?;
+            let pk = run_pk(self.source, &run.scope);
+            self.put_all(vec![(pk, format!("r#{resource}"), serde_json::to_vec(&c)?)])
+                .await?;
         }
         run.cursors.insert(resource.to_string(), c);
         Ok(())
@@ -1252,10 +1266,9 @@ impl<'a> State<'a> {
             started: run.started,
             finished: true,
         };
-        self.put_all(vec![
-            self.record(keys::backfill_run(self.source, &run.scope), &record)?
-        ])
-        .await
+        let pk = run_pk(self.source, &run.scope);
+        self.put_all(vec![(pk, "run".into(), serde_json::to_vec(&record)?)])
+            .await
     }
 }
 
@@ -1294,7 +1307,12 @@ impl Run {
 /// An item's key for cursors: its time (fixed-width RFC 3339) then its ID, zero-padded, so that
 /// string order is (time, ID) order.
 pub fn item_key(at: Time, id: u64) -> String {
-    format!("{}#{id:020}", keys::time_sk(at))
+    format!("{}#{id:020}", time_key(at))
+}
+
+/// A time as a key: fixed width, so that string order is time order.
+pub fn time_key(at: Time) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

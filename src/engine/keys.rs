@@ -11,7 +11,7 @@
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
 //! | `sync` / `<source>#<repository>` | the scheduled sync's cursor of one repository (where the next sync starts reading) and the deliveries it healed so far ([`crate::sync`]; the engine never reads it) |
-//! | `backfill#<source>#<scope>` / `run` | a backfill's run over one repository (project, service): its window, start and whether it finished; an unfinished one is resumed ([`crate::backfill::RunRecord`]; TTL 30 days) |
+//! | `backfill#<source>#<scope>` / `run` | a backfill's run over one repository (project, service): its window, start and whether it finished; an unfinished one is resumed ([`crate::backfill::RunRecord`]; TTL 30 days; written through [`crate::backfill::Records`], the engine never reads these three) |
 //! | `backfill#<source>#<scope>` / `r#<resource>` | where that run stands in one resource (`pull_requests`, `workflow_runs`, …): done, or the key of the last item delivered ([`crate::backfill::ResourceCursor`]) |
 //! | `etag#<source>#<scope>` / `<resource>` | the validator of one resource URL (a list's first page, a repository object, a run's jobs): its URL, `ETag` and the window it was delivered for, sent back as `If-None-Match` ([`crate::backfill::Validator`]; under 1 KB but a repository object's 16 KB at most; TTL 30 days) |
 //!
@@ -54,28 +54,6 @@ pub fn sync_cursor(source: &str, repository: &str) -> Key {
     Key::new(
         SYNC,
         format!("{source}#{}", repository.to_ascii_lowercase()),
-    )
-}
-
-/// A backfill's run over one scope (lower-case) of a source.
-pub fn backfill_run(source: &str, scope: &str) -> Key {
-    Key::new(
-        format!("backfill#{source}#{}", scope.to_ascii_lowercase()),
-        "run",
-    )
-}
-/// Where that run stands in one resource.
-pub fn backfill_cursor(source: &str, scope: &str, resource: &str) -> Key {
-    Key::new(
-        format!("backfill#{source}#{}", scope.to_ascii_lowercase()),
-        format!("r#{resource}"),
-    )
-}
-/// The validator (`ETag`) of one resource URL of a scope.
-pub fn backfill_validator(source: &str, scope: &str, resource: &str) -> Key {
-    Key::new(
-        format!("etag#{source}#{}", scope.to_ascii_lowercase()),
-        resource,
     )
 }
 

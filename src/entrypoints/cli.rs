@@ -270,8 +270,11 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
                 )),
                 (Target::Remote(..), None) => None,
             };
-            let mut state = match &state_store {
-                Some(store) => backfill::State::new(store.as_ref(), github::SOURCE),
+            let records = state_store
+                .as_ref()
+                .map(|s| crate::sync::StoreRecords(s.as_ref()));
+            let mut state = match &records {
+                Some(records) => backfill::State::new(records, github::SOURCE),
                 None => backfill::State::none(github::SOURCE),
             };
             state.fresh = fresh;
