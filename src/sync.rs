@@ -441,6 +441,15 @@ impl backfill::Records for StoreRecords<'_> {
             .map(|r| r.data.as_bytes().to_vec()))
     }
 
+    async fn get_many(&self, pk: &str, sks: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Key> = sks.iter().map(|sk| Key::new(pk, sk.as_str())).collect();
+        let got = self.0.get_many(&keys).await?;
+        Ok(got
+            .into_iter()
+            .map(|r| r.map(|r| r.data.as_bytes().to_vec()))
+            .collect())
+    }
+
     async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let to = format!("{prefix}\u{7f}");
         let found = self

@@ -395,3 +395,35 @@ async fn the_command_killed_and_run_again_continues_where_it_stopped() {
     assert!(!spans(&clean).is_empty());
     assert_eq!(spans(&clean), spans(&resumed));
 }
+
+/// The validators and cursors on DynamoDB (moto): a second run answers 304 and adds nothing.
+#[tokio::test]
+async fn validators_and_cursors_on_dynamodb() {
+    let reference = webhooks_only().await;
+    let moto = common::moto::Moto::start().await;
+    let store = Arc::new(moto.store().await);
+    let app = app_with(store.clone(), test_config(&[])).await;
+    app.set_auto_drain(false);
+    let fake = Fake::start(scenario(), vec![]).await;
+    let records = StoreRecords(store.as_ref());
+    let state = State::new(&records, github::SOURCE);
+    let run = || async {
+        github::run_with(
+            &client(&fake.url(), 100),
+            &options(),
+            &RouterSink(&app),
+            &state,
+        )
+        .await
+        .unwrap()
+    };
+    let first = run().await;
+    assert_eq!(first.processed, 22, "{first:?}");
+    let mut spans = BTreeMap::new();
+    let once = settle(&app, &mut spans).await;
+    assert_eq!(reference, once, "{}", diff(&reference, &once));
+    let second = run().await;
+    assert_eq!(second.not_modified, 8, "{second:?}");
+    assert_eq!(second.processed, 0, "{second:?}");
+    assert_eq!(once, settle(&app, &mut spans).await);
+}

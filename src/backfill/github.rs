@@ -1226,13 +1226,25 @@ async fn lists_by_id(
     path: impl Fn(u64) -> String,
 ) -> anyhow::Result<(Vec<(String, Vec<Value>)>, Vec<(String, Validator)>)> {
     let client = ctx.client;
-    let mut requests: Vec<(String, String, Option<String>)> = Vec::new();
-    for id in ids {
-        let p = path(id);
-        let resource = format!("{kind}/{id}");
-        let etag = ctx.etag(&resource, &p).await?;
-        requests.push((p, resource, etag));
-    }
+    // The validators of the whole page in one store request.
+    let wanted: Vec<(String, String, String)> = ids
+        .into_iter()
+        .map(|id| {
+            let p = path(id);
+            let url = client.list_url(&p);
+            (format!("{kind}/{id}"), url, p)
+        })
+        .collect();
+    let keys: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(r, url, _)| (r.clone(), url.clone()))
+        .collect();
+    let found = ctx.state.validators(ctx.full_name, &keys, &ctx.w).await?;
+    let requests: Vec<(String, String, Option<String>)> = wanted
+        .into_iter()
+        .zip(found)
+        .map(|((resource, _, p), v)| (p, resource, v.map(|v| v.etag)))
+        .collect();
     let concurrency = client.settings.concurrency.max(1);
     let read: Vec<(String, String, Option<List>)> =
         futures_util::stream::iter(requests.into_iter().map(|(path, resource, etag)| {

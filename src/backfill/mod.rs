@@ -1069,6 +1069,14 @@ pub struct ResourceCursor {
 pub trait Records: Send + Sync {
     /// The record at (pk, sk), if live.
     async fn get(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Several records of one partition in one request, one slot per sort key, in order.
+    async fn get_many(&self, pk: &str, sks: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::new();
+        for sk in sks {
+            out.push(self.get(pk, sk).await?);
+        }
+        Ok(out)
+    }
     /// The live records of partition `pk` whose sort key starts with `prefix`: (sk, data).
     async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
     /// Writes (pk, sk, data) records, each living `ttl_secs`.
@@ -1169,6 +1177,31 @@ impl<'a> State<'a> {
             .get(&validator_pk(self.source, scope), resource)
             .await?;
         Ok(v.filter(|v| v.applies(url, window)))
+    }
+
+    /// The validators kept for several resources of `scope` (one request), each if it applies
+    /// to its URL over `window`: (resource, url) in, one slot each out.
+    pub async fn validators(
+        &self,
+        scope: &str,
+        wanted: &[(String, String)],
+        window: &Window,
+    ) -> anyhow::Result<Vec<Option<Validator>>> {
+        let Some(records) = self.records.filter(|_| !self.fresh) else {
+            return Ok(vec![None; wanted.len()]);
+        };
+        let sks: Vec<String> = wanted.iter().map(|(r, _)| r.clone()).collect();
+        let got = records
+            .get_many(&validator_pk(self.source, scope), &sks)
+            .await?;
+        Ok(got
+            .into_iter()
+            .zip(wanted)
+            .map(|(data, (_, url))| {
+                data.and_then(|b| serde_json::from_slice::<Validator>(&b).ok())
+                    .filter(|v| v.applies(url, window))
+            })
+            .collect())
     }
 
     /// Keeps validators (resource, validator) of `scope`, once what they validate is delivered.
@@ -1272,8 +1305,9 @@ impl<'a> State<'a> {
     }
 }
 
-/// Writes of one commit of backfill state (DynamoDB takes 100 in one transaction).
-const STATE_WRITES_PER_COMMIT: usize = 25;
+/// Writes of one commit of backfill state (a page's validators: DynamoDB takes 100 in one
+/// transaction).
+const STATE_WRITES_PER_COMMIT: usize = 100;
 
 /// One run over a scope: its window, its start (its identity) and where each resource stands.
 #[derive(Clone, Debug)]
