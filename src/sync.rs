@@ -399,11 +399,12 @@ pub async fn run(
             Err(e) => Err(e),
             Ok(api) => {
                 let opts = github::Options::new(vec![repo.clone()], since, None);
-                let work = async {
-                    let deliveries =
-                        github::read_repo(&api, &opts, repo, &mut one.summary.items).await?;
-                    backfill::deliver_all(sink, &deliveries, &mut one.summary).await
-                };
+                // Validators (ETags) kept next to the backfill's; no backfill cursor: the
+                // sync's own cursor says where the next run starts.
+                let records = StoreRecords(store);
+                let mut state = backfill::State::new(&records, github::SOURCE);
+                state.resume = false;
+                let work = github::repo(&api, &opts, repo, sink, &state, &mut one.summary);
                 let left = limits
                     .stop_at
                     .saturating_duration_since(tokio::time::Instant::now());
@@ -413,7 +414,7 @@ pub async fn run(
                         "cut short at the run's time limit; the next run reads it again"
                     )),
                 };
-                one.summary.requests = api.requests();
+                one.summary.add_client(&api);
                 r
             }
         };
@@ -435,6 +436,65 @@ pub async fn run(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A store as the records a backfill keeps (validators, cursors): what `backfill` and the
+/// sync hand [`backfill::State`].
+pub struct StoreRecords<'a>(pub &'a dyn Store);
+
+#[async_trait::async_trait]
+impl backfill::Records for StoreRecords<'_> {
+    async fn get(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let got = self.0.get_many(&[Key::new(pk, sk)]).await?;
+        Ok(got
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|r| r.data.as_bytes().to_vec()))
+    }
+
+    async fn get_many(&self, pk: &str, sks: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Key> = sks.iter().map(|sk| Key::new(pk, sk.as_str())).collect();
+        let got = self.0.get_many(&keys).await?;
+        Ok(got
+            .into_iter()
+            .map(|r| r.map(|r| r.data.as_bytes().to_vec()))
+            .collect())
+    }
+
+    async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let to = format!("{prefix}\u{7f}");
+        let found = self
+            .0
+            .query(pk, prefix, &to, 10_000, Order::Ascending)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|r| r.key.sk.starts_with(prefix))
+            .map(|r| (r.key.sk, r.data.as_bytes().to_vec()))
+            .collect())
+    }
+
+    async fn put(
+        &self,
+        records: Vec<(String, String, Vec<u8>)>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<()> {
+        let expires_at = chrono::Utc::now().timestamp() + ttl_secs;
+        let mut writes = Vec::new();
+        for (pk, sk, data) in records {
+            writes.push(Write::Put {
+                record: Record {
+                    key: Key::new(pk, sk),
+                    version: 1,
+                    expires_at,
+                    data: Data::from_json(data)?,
+                },
+                cond: Cond::Any,
+            });
+        }
+        Ok(self.0.commit(writes).await?)
+    }
 }
 
 /// The healed counter in the Prometheus text format, one series per repository a sync has a

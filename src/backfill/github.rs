@@ -20,15 +20,16 @@
 //! answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, field_time, field_u64, opt_time, recorded, Capped,
-    Client, Sink, Summary,
+    deliver_all, delivery_id, field, field_str, field_time, field_u64, item_key, opt_time,
+    recorded, Bar, Capped, Client, Fetched, List, Run, Sink, State, Summary, Validator, Window,
+    VALIDATOR_BODY_MAX,
 };
 use crate::model::Time;
 use crate::replay::Recorded;
 use anyhow::{bail, Context};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The environment variable the token is read from.
@@ -72,9 +73,20 @@ pub fn token_from_env() -> anyhow::Result<String> {
     }
 }
 
-/// Reads every repository, then delivers what was read to `sink`, one repository at a time: a
-/// repository whose reading failed delivers nothing.
+/// Reads every repository and delivers what was read to `sink`, without keeping anything in a
+/// store (no validators, no cursors): [`run_with`] with [`State::none`].
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
+    run_with(client, opts, sink, &State::none(SOURCE)).await
+}
+
+/// Reads every repository, one at a time, resource by resource ([`repo`]), with the validators
+/// and cursors `state` keeps.
+pub async fn run_with(
+    client: &Arc<Client>,
+    opts: &Options,
+    sink: &dyn Sink,
+    state: &State<'_>,
+) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let mut repos = opts.repos.clone();
     for org in &opts.orgs {
@@ -94,234 +106,668 @@ pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyho
         !repos.is_empty(),
         "no repositories to read (--repo or --org)"
     );
-    for repo in &repos {
-        let deliveries = read_repo(client, opts, repo, &mut summary.items).await?;
-        eprintln!("backfill: {repo}: {} deliveries to send", deliveries.len());
-        deliver_all(sink, &deliveries, &mut summary).await?;
+    let result = async {
+        for name in &repos {
+            repo(client, opts, name, sink, state, &mut summary).await?;
+        }
+        anyhow::Ok(())
     }
-    summary.requests = client.requests();
-    summary.retries = client
-        .stats
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
-    summary.waited_secs = client.waited_secs();
-    Ok(summary)
+    .await;
+    summary.add_client(client);
+    result.map(|()| summary)
 }
 
-/// The deliveries one repository's history makes, and the items read counted into `items`.
-pub async fn read_repo(
+/// The source name of validators and cursors.
+pub const SOURCE: &str = "github";
+
+/// The resources of a repository, in the order a run goes through them: the names of their
+/// cursors (`backfill#github#owner/name` / `r#<resource>`).
+pub const RESOURCES: [&str; 5] = [
+    "issues",
+    "pull_requests",
+    "commits",
+    "workflow_runs",
+    "deployments",
+];
+
+/// A page's worth of a resource: its deliveries, the validators of the lists it read, the key
+/// of its last item and how many items it holds.
+struct Chunk {
+    deliveries: Vec<Recorded>,
+    validators: Vec<(String, Validator)>,
+    last: Option<String>,
+    n: u64,
+}
+
+/// One repository's run: what it reads and delivers, resource by resource.
+struct Ctx<'a> {
+    client: &'a Arc<Client>,
+    state: &'a State<'a>,
+    sink: &'a dyn Sink,
+    full_name: &'a str,
+    base: String,
+    repository: Value,
+    run: Run,
+    w: Window,
+    /// A delivery of this run was refused: no cursor or validator moves past it.
+    refused_before: u64,
+}
+
+impl Ctx<'_> {
+    fn label(&self, what: &str) -> String {
+        format!("{} {what}", self.full_name)
+    }
+
+    /// The validator of `resource` to send for the list at `path`, if one applies.
+    async fn etag(&self, resource: &str, path: &str) -> anyhow::Result<Option<String>> {
+        let url = self.client.list_url(path);
+        Ok(self
+            .state
+            .validator(self.full_name, resource, &url, &self.w)
+            .await?
+            .map(|v| v.etag))
+    }
+
+    /// The items of `resource` still to deliver, in key order: the ones the run this one
+    /// resumes delivered (at or before its cursor, unchanged since) are left out and counted.
+    fn pending<T>(
+        &self,
+        resource: &str,
+        mut items: Vec<(String, Option<Time>, T)>,
+        summary: &mut Summary,
+    ) -> Vec<(String, T)> {
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let before = items.len();
+        let out: Vec<(String, T)> = items
+            .into_iter()
+            .filter(|(k, changed, _)| !self.run.delivered(resource, k, *changed))
+            .map(|(k, _, t)| (k, t))
+            .collect();
+        summary.resumed_items += (before - out.len()) as u64;
+        out
+    }
+
+    /// Delivers one chunk of `resource`, then keeps the validators of what it read and moves
+    /// the cursor to `last`; nothing moves once a delivery was refused.
+    async fn deliver(
+        &mut self,
+        resource: &str,
+        bar: &Bar,
+        chunk: Chunk,
+        summary: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let Chunk {
+            deliveries,
+            validators,
+            last,
+            n,
+        } = chunk;
+        deliver_all(self.sink, &deliveries, summary).await?;
+        bar.items(self.client, n);
+        if summary.refused > self.refused_before {
+            return Ok(());
+        }
+        self.state
+            .save_validators(self.full_name, validators)
+            .await?;
+        if last.is_some() {
+            self.state
+                .save_cursor(&mut self.run, resource, false, last)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `resource` is done: its cursor says so, and the validator of its list (`url`, `etag`)
+    /// is kept.
+    async fn done(
+        &mut self,
+        resource: &str,
+        bar: &Bar,
+        list: Option<(String, Option<String>)>,
+        note: &str,
+        summary: &Summary,
+    ) -> anyhow::Result<()> {
+        bar.finish(self.client, note);
+        if summary.refused > self.refused_before {
+            return Ok(());
+        }
+        if let Some((url, Some(etag))) = list {
+            let v = Validator::new(&url, etag, &self.w);
+            self.state
+                .save_validators(self.full_name, vec![(resource.to_string(), v)])
+                .await?;
+        }
+        self.state
+            .save_cursor(&mut self.run, resource, true, None)
+            .await
+    }
+
+    /// Skips `resource` when the run this one resumes had done it.
+    fn skip_done(&self, resource: &str, summary: &mut Summary) -> bool {
+        let done = self.run.done(resource);
+        if done {
+            summary.skipped_resources.push(format!(
+                "{} {resource} (done before the interruption)",
+                self.full_name
+            ));
+        }
+        done
+    }
+
+    fn unchanged(&self, resource: &str, summary: &mut Summary) {
+        summary
+            .skipped_resources
+            .push(format!("{} {resource}", self.full_name));
+    }
+}
+
+/// One repository, resource by resource (issues, pull requests, commits, workflow runs and
+/// their jobs, deployments and their statuses). Each resource's list is read whole (the first
+/// page conditional where a validator applies: a 304 leaves the resource alone), then its items
+/// are delivered in key order, a page's worth at a time (with their jobs or statuses, each list
+/// conditional too), and after each chunk the validators of what it read are kept and the
+/// resource's cursor moves. A run interrupted half-way is resumed by the next one over the same
+/// window ([`State::begin`]).
+pub async fn repo(
     client: &Arc<Client>,
     opts: &Options,
     full_name: &str,
-    items: &mut BTreeMap<String, u64>,
-) -> anyhow::Result<Vec<Recorded>> {
+    sink: &dyn Sink,
+    state: &State<'_>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let Some((owner, name)) = full_name.split_once('/') else {
         bail!("--repo {full_name:?} is not OWNER/NAME");
     };
     let base = format!("/repos/{owner}/{name}");
-    let repo_ep = format!("GET {base}");
-    let repo_obj = client.get(&client.url(&base)).await?.body;
-    let repository = repository(&repo_obj, &repo_ep)?;
-    let default_branch = field_str(&repository, "default_branch", &repo_ep)?.to_string();
-    let w = Window {
+    let window = Window {
         since: opts.since,
         until: opts.until,
     };
-    let since = opts
-        .since
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let until_q = opts
-        .until
-        .map(|u| {
-            format!(
-                "&until={}",
-                u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )
-        })
-        .unwrap_or_default();
-    let label = |what: &str| format!("{full_name} {what}");
+    let run = state.begin(full_name, window, chrono::Utc::now()).await?;
+    if run.resumed {
+        client.progress.println(&format!(
+            "backfill: {full_name}: resuming the run started at {} (since {})",
+            run.started
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            run.window
+                .since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        summary.resumed.push(full_name.to_string());
+    }
+    let w = run.window;
 
-    let issues_path = format!("{base}/issues?state=all&sort=updated&direction=asc&since={since}");
-    let pulls_path = format!("{base}/pulls?state=all&sort=updated&direction=desc");
-    let commits_path = format!("{base}/commits?sha={default_branch}&since={since}{until_q}");
-    let runs_path = format!("{base}/actions/runs");
-    let runs_until = opts.until.unwrap_or_else(chrono::Utc::now);
-    let deps_path = format!("{base}/deployments");
-    let events_path = format!("{base}/issues/events");
-    let (l_issues, l_pulls, l_commits, l_runs, l_deps) = (
-        label("issues"),
-        label("pull requests"),
-        label("commits"),
-        label("workflow runs"),
-        label("deployments"),
+    // The repository object every delivery carries; kept whole in its validator.
+    let repo_ep = format!("GET {base}");
+    let repo_url = client.url(&base);
+    let kept = state
+        .validator(full_name, "repository", &repo_url, &w)
+        .await?
+        .filter(|v| v.body.is_some());
+    let repository = match client
+        .get_if(&repo_url, kept.as_ref().map(|v| v.etag.as_str()))
+        .await?
+    {
+        Fetched::NotModified => kept.and_then(|v| v.body).expect("kept whole"),
+        Fetched::Modified(page, etag) => {
+            let repository = repository(&page.body, &repo_ep)?;
+            if let Some(etag) = etag {
+                let mut v = Validator::new(&repo_url, etag, &w);
+                if repository.to_string().len() <= VALIDATOR_BODY_MAX {
+                    v.body = Some(repository.clone());
+                    state
+                        .save_validators(full_name, vec![("repository".into(), v)])
+                        .await?;
+                }
+            }
+            repository
+        }
+    };
+    let default_branch = field_str(&repository, "default_branch", &repo_ep)?.to_string();
+    let mut ctx = Ctx {
+        client,
+        state,
+        sink,
+        full_name,
+        base,
+        repository,
+        run,
+        w,
+        refused_before: summary.refused,
+    };
+    for kind in [
+        "issues",
+        "issue_events",
+        "pull_requests",
+        "commits",
+        "workflow_runs",
+        "workflow_jobs",
+        "deployments",
+        "deployment_statuses",
+    ] {
+        summary.items.entry(kind.into()).or_default();
+    }
+    issues(&mut ctx, summary).await?;
+    pulls(&mut ctx, summary).await?;
+    commits(&mut ctx, &default_branch, summary).await?;
+    runs(&mut ctx, opts.run_list_cap, summary).await?;
+    deployments(&mut ctx, summary).await?;
+    if summary.refused == ctx.refused_before {
+        state.finish(&ctx.run).await?;
+    }
+    Ok(())
+}
+
+fn secs(t: Time) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn after_since(w: &Window, page: &[Value], field: &str) -> bool {
+    page.last()
+        .and_then(|p| p[field].as_str())
+        .and_then(|t| t.parse::<Time>().ok())
+        .is_none_or(|t| t >= w.since)
+}
+
+/// Issues (newest updates first, so that any change shows on the first page: one conditional
+/// request tells whether anything changed), with their close/reopen history from the issue
+/// events, read only when there are issues to deliver.
+async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "issues";
+    if ctx.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = ctx.client;
+    let bar = client.progress.resource(&ctx.label("issues"), client);
+    let path = format!(
+        "{}/issues?state=all&sort=updated&direction=desc&since={}",
+        ctx.base,
+        secs(ctx.w.since)
     );
-    let l_events = label("issue events");
-    let (issues, pulls, commits, runs, deps, events) = futures_util::try_join!(
-        client.get_list(&l_issues, &issues_path, |_| true),
-        client.get_list(&l_pulls, &pulls_path, |page| {
-            // newest updates first: stop after the first page that reaches before --since
-            page.last()
-                .and_then(|p| p["updated_at"].as_str())
-                .and_then(|t| t.parse::<Time>().ok())
-                .is_none_or(|t| t >= opts.since)
-        }),
-        client.get_list(&l_commits, &commits_path, |_| true),
-        runs_in(
-            client,
-            &l_runs,
-            &runs_path,
-            opts.since,
-            runs_until,
-            opts.run_list_cap
-        ),
-        client.get_list(&l_deps, &deps_path, |page| {
-            page.last()
-                .and_then(|p| p["created_at"].as_str())
-                .and_then(|t| t.parse::<Time>().ok())
-                .is_none_or(|t| t >= opts.since)
-        }),
+    let ep = format!("GET {path}");
+    let etag = ctx.etag(R, &path).await?;
+    let Some(list) = client
+        .get_list_if(&bar, &path, |_| true, etag.as_deref())
+        .await?
+    else {
+        ctx.unchanged(R, summary);
+        return ctx.done(R, &bar, None, " (not modified)", summary).await;
+    };
+    // The list holds pull requests too: they are read from /pulls.
+    let mut items = Vec::new();
+    for issue in list
+        .items
+        .iter()
+        .filter(|i| i.get("pull_request").is_none())
+    {
+        let number = field_u64(issue, "number", &ep)?;
+        let created = field_time(issue, "created_at", &ep)?;
+        let updated = opt_time(issue, "updated_at", &ep)?;
+        items.push((item_key(created, number), updated, issue));
+    }
+    let history = if items.is_empty() {
+        HashMap::new()
+    } else {
         // Newest first: the close/reopen history of the window's issues.
-        client.get_list(&l_events, &events_path, |page| {
-            page.last()
-                .and_then(|p| p["created_at"].as_str())
-                .and_then(|t| t.parse::<Time>().ok())
-                .is_none_or(|t| t >= opts.since)
-        }),
-    )?;
-    let history = history(&events, &format!("GET {events_path}"))?;
-    *items.entry("issue_events".into()).or_default() += events.len() as u64;
-
-    let mut out = Vec::new();
-    let ep = |p: &str| format!("GET {p}");
-
-    // Issues (the list holds pull requests too: they are read from /pulls).
-    let mut n = 0;
-    for issue in issues.iter().filter(|i| i.get("pull_request").is_none()) {
-        let number = field_u64(issue, "number", &ep(&issues_path))?;
-        n += issue_deliveries(
-            issue,
-            history.get(&number).map(Vec::as_slice).unwrap_or_default(),
-            &repository,
-            &w,
-            &ep(&issues_path),
-            &mut out,
-        )?;
+        let events_path = format!("{}/issues/events", ctx.base);
+        let w = ctx.w;
+        let events_bar = client.progress.resource(&ctx.label("issue events"), client);
+        let events = client
+            .get_list_if(
+                &events_bar,
+                &events_path,
+                |p| after_since(&w, p, "created_at"),
+                None,
+            )
+            .await?
+            .map(|l| l.items)
+            .unwrap_or_default();
+        *summary.items.entry("issue_events".into()).or_default() += events.len() as u64;
+        events_bar.items(client, events.len() as u64);
+        events_bar.finish(client, "");
+        history(&events, &format!("GET {events_path}"))?
+    };
+    let pending = ctx.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = client.settings.page_size.max(1) as usize;
+    for part in pending.chunks(chunk) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (_, issue) in part {
+            let number = field_u64(issue, "number", &ep)?;
+            n += issue_deliveries(
+                issue,
+                history.get(&number).map(Vec::as_slice).unwrap_or_default(),
+                &ctx.repository,
+                &ctx.w,
+                &ep,
+                &mut out,
+            )?;
+        }
+        *summary.items.entry("issues".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
-    *items.entry("issues".into()).or_default() += n;
+    ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
+        .await
+}
 
-    let mut n = 0;
-    for pr in &pulls {
-        n += pull_deliveries(pr, &repository, &w, &ep(&pulls_path), &mut out)?;
+/// Pull requests, newest updates first (a conditional first page tells whether any changed),
+/// until a page reaches before `--since`.
+async fn pulls(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "pull_requests";
+    if ctx.skip_done(R, summary) {
+        return Ok(());
     }
-    *items.entry("pull_requests".into()).or_default() += n;
-
-    let pushes = pushes(&commits, &default_branch, &ep(&commits_path))?;
-    *items.entry("commits".into()).or_default() += commits.len() as u64;
-    for p in pushes {
-        let mut body = p;
-        body["repository"] = repository.clone();
-        let after = body["after"].as_str().unwrap_or_default().to_string();
-        out.push(delivery("push", "", &after, "", body));
+    let client = ctx.client;
+    let bar = client
+        .progress
+        .resource(&ctx.label("pull requests"), client);
+    let path = format!("{}/pulls?state=all&sort=updated&direction=desc", ctx.base);
+    let ep = format!("GET {path}");
+    let etag = ctx.etag(R, &path).await?;
+    let w = ctx.w;
+    let Some(list) = client
+        .get_list_if(
+            &bar,
+            &path,
+            |p| after_since(&w, p, "updated_at"),
+            etag.as_deref(),
+        )
+        .await?
+    else {
+        ctx.unchanged(R, summary);
+        return ctx.done(R, &bar, None, " (not modified)", summary).await;
+    };
+    let mut items = Vec::new();
+    for pr in &list.items {
+        let number = field_u64(pr, "number", &ep)?;
+        let created = field_time(pr, "created_at", &ep)?;
+        let updated = opt_time(pr, "updated_at", &ep)?;
+        items.push((item_key(created, number), updated, pr));
     }
+    let pending = ctx.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = client.settings.page_size.max(1) as usize;
+    for part in pending.chunks(chunk) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (_, pr) in part {
+            n += pull_deliveries(pr, &ctx.repository, &ctx.w, &ep, &mut out)?;
+        }
+        *summary.items.entry("pull_requests".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
+    }
+    ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
+        .await
+}
 
-    // Workflow runs, then the jobs of each (one request per run).
-    let runs: Vec<&Value> = {
-        let mut kept = Vec::new();
-        for r in &runs {
-            if w.contains(field_time(r, "created_at", &ep(&runs_path))?) {
-                kept.push(r);
+/// The default branch's commits (newest first: a conditional first page tells whether any
+/// landed), as pushes.
+async fn commits(ctx: &mut Ctx<'_>, branch: &str, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "commits";
+    if ctx.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = ctx.client;
+    let bar = client.progress.resource(&ctx.label("commits"), client);
+    let until_q = ctx
+        .w
+        .until
+        .map(|u| format!("&until={}", secs(u)))
+        .unwrap_or_default();
+    let path = format!(
+        "{}/commits?sha={branch}&since={}{until_q}",
+        ctx.base,
+        secs(ctx.w.since)
+    );
+    let ep = format!("GET {path}");
+    let etag = ctx.etag(R, &path).await?;
+    let Some(list) = client
+        .get_list_if(&bar, &path, |_| true, etag.as_deref())
+        .await?
+    else {
+        ctx.unchanged(R, summary);
+        return ctx.done(R, &bar, None, " (not modified)", summary).await;
+    };
+    *summary.items.entry("commits".into()).or_default() += list.items.len() as u64;
+    let dates: HashMap<&str, Time> = list
+        .items
+        .iter()
+        .filter_map(|c| {
+            let t = field_time(c, "commit.author.date", &ep)
+                .or_else(|_| field_time(c, "commit.committer.date", &ep))
+                .ok()?;
+            Some((c["sha"].as_str()?, t))
+        })
+        .collect();
+    let mut items = Vec::new();
+    for p in pushes(&list.items, branch, &ep)? {
+        let after = p["after"].as_str().unwrap_or_default().to_string();
+        let at = dates.get(after.as_str()).copied().unwrap_or(ctx.w.since);
+        items.push((format!("{}#{after}", super::time_key(at)), None, p));
+    }
+    let pending = ctx.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = client.settings.page_size.max(1) as usize;
+    for part in pending.chunks(chunk) {
+        let mut out = Vec::new();
+        for (_, p) in part {
+            let mut body = p.clone();
+            body["repository"] = ctx.repository.clone();
+            let after = body["after"].as_str().unwrap_or_default().to_string();
+            out.push(delivery("push", "", &after, "", body));
+        }
+        let last = part.last().map(|(k, _)| k.clone());
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators: vec![],
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
+    }
+    ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
+        .await
+}
+
+/// Workflow runs created in the window (halved while over the list's cap), then a page's worth
+/// at a time with their jobs (one list per run, conditional: a run whose jobs did not change
+/// costs a 304 and delivers no job again).
+async fn runs(ctx: &mut Ctx<'_>, cap: u64, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "workflow_runs";
+    if ctx.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = ctx.client;
+    let bar = Arc::new(
+        client
+            .progress
+            .resource(&ctx.label("workflow runs"), client),
+    );
+    let runs_path = format!("{}/actions/runs", ctx.base);
+    let ep = format!("GET {runs_path}");
+    let until = ctx.w.until.unwrap_or_else(chrono::Utc::now);
+    let all = runs_in(client, &bar, &runs_path, ctx.w.since, until, cap).await?;
+    let mut items = Vec::new();
+    for r in &all {
+        let created = field_time(r, "created_at", &ep)?;
+        if ctx.w.contains(created) {
+            let id = field_u64(r, "id", &ep)?;
+            let updated = opt_time(r, "updated_at", &ep)?;
+            items.push((item_key(created, id), updated, r));
+        }
+    }
+    let pending = ctx.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = client.settings.page_size.max(1) as usize;
+    for part in pending.chunks(chunk) {
+        let mut out = Vec::new();
+        for (_, run) in part {
+            run_deliveries(run, &ctx.repository, &ep, &mut out)?;
+        }
+        *summary.items.entry("workflow_runs".into()).or_default() += part.len() as u64;
+        let ids: Vec<u64> = part
+            .iter()
+            .map(|(_, r)| r["id"].as_u64().unwrap_or_default())
+            .collect();
+        let base = ctx.base.clone();
+        let (lists, validators) = lists_by_id(ctx, &bar, ids, "jobs", |id| {
+            format!("{base}/actions/runs/{id}/jobs")
+        })
+        .await?;
+        let mut n = 0;
+        for (path, jobs) in &lists {
+            for job in jobs {
+                n += job_deliveries(job, &ctx.repository, &format!("GET {path}"), &mut out)?;
             }
         }
-        kept
-    };
-    for run in &runs {
-        run_deliveries(run, &repository, &ep(&runs_path), &mut out)?;
+        *summary.items.entry("workflow_jobs".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators,
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
-    *items.entry("workflow_runs".into()).or_default() += runs.len() as u64;
-    let concurrency = client.settings.concurrency.max(1);
-    // Owned IDs, not references, in the streams: the future stays `Send` for any caller (a
-    // spawned task, the scheduled sync), which borrowed items defeat (rust-lang/rust#102211).
-    let run_ids: Vec<u64> = runs
-        .iter()
-        .map(|run| run["id"].as_u64().unwrap_or_default())
-        .collect();
-    let jobs = lists_by_id(
-        client,
-        run_ids,
-        concurrency,
-        |id| format!("{base}/actions/runs/{id}/jobs"),
-        |id| label(&format!("jobs of run {id}")),
-    )
-    .await?;
-    let mut n = 0;
-    for (path, jobs) in &jobs {
-        for job in jobs {
-            n += job_deliveries(job, &repository, &ep(path), &mut out)?;
-        }
-    }
-    *items.entry("workflow_jobs".into()).or_default() += n;
+    ctx.done(R, &bar, None, "", summary).await
+}
 
-    // Deployments as far back as --since, like the changes; then the statuses of each.
-    let mut kept = Vec::new();
-    for d in &deps {
-        if w.contains(field_time(d, "created_at", &ep(&deps_path))?) {
-            kept.push(d);
+/// Deployments created in the window (newest first, until a page reaches before `--since`),
+/// then a page's worth at a time with their statuses (one conditional list per deployment).
+async fn deployments(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "deployments";
+    if ctx.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = ctx.client;
+    let bar = Arc::new(client.progress.resource(&ctx.label("deployments"), client));
+    let deps_path = format!("{}/deployments", ctx.base);
+    let ep = format!("GET {deps_path}");
+    let w = ctx.w;
+    let all = client
+        .get_list_if(&bar, &deps_path, |p| after_since(&w, p, "created_at"), None)
+        .await?
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    for d in &all {
+        let created = field_time(d, "created_at", &ep)?;
+        if ctx.w.contains(created) {
+            let id = field_u64(d, "id", &ep)?;
+            let updated = opt_time(d, "updated_at", &ep)?;
+            items.push((item_key(created, id), updated, d));
         }
     }
-    let dep_ids: Vec<u64> = kept
-        .iter()
-        .map(|d| d["id"].as_u64().unwrap_or_default())
-        .collect();
-    let statuses = lists_by_id(
-        client,
-        dep_ids,
-        concurrency,
-        |id| format!("{base}/deployments/{id}/statuses"),
-        |id| label(&format!("statuses of deployment {id}")),
-    )
-    .await?;
-    let mut n_status = 0;
-    for (d, (path, statuses)) in kept.iter().zip(&statuses) {
-        n_status += deployment_deliveries(
-            d,
-            statuses,
-            &repository,
-            &w,
-            &ep(&deps_path),
-            &ep(path),
-            &mut out,
-        )?;
+    let pending = ctx.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = client.settings.page_size.max(1) as usize;
+    for part in pending.chunks(chunk) {
+        let ids: Vec<u64> = part
+            .iter()
+            .map(|(_, d)| d["id"].as_u64().unwrap_or_default())
+            .collect();
+        let base = ctx.base.clone();
+        let (lists, validators) = lists_by_id(ctx, &bar, ids, "statuses", |id| {
+            format!("{base}/deployments/{id}/statuses")
+        })
+        .await?;
+        let mut out = Vec::new();
+        let mut n_status = 0;
+        for ((_, d), (path, statuses)) in part.iter().zip(&lists) {
+            n_status += deployment_deliveries(
+                d,
+                statuses,
+                &ctx.repository,
+                &ctx.w,
+                &ep,
+                &format!("GET {path}"),
+                &mut out,
+            )?;
+        }
+        *summary.items.entry("deployments".into()).or_default() += part.len() as u64;
+        *summary
+            .items
+            .entry("deployment_statuses".into())
+            .or_default() += n_status;
+        let last = part.last().map(|(k, _)| k.clone());
+        ctx.deliver(
+            R,
+            &bar,
+            Chunk {
+                deliveries: out,
+                validators,
+                last,
+                n: part.len() as u64,
+            },
+            summary,
+        )
+        .await?;
     }
-    *items.entry("deployments".into()).or_default() += kept.len() as u64;
-    *items.entry("deployment_statuses".into()).or_default() += n_status;
-    Ok(out)
+    ctx.done(R, &bar, None, "", summary).await
 }
 
 /// The workflow runs created from `from` to `to` (both included, to the second); a window
 /// holding more runs than the API lists for one filter is read in two halves.
 fn runs_in<'a>(
     client: &'a Client,
-    what: &'a str,
+    bar: &'a Bar,
     path: &'a str,
     from: Time,
     to: Time,
     cap: u64,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Value>>> + Send + 'a>> {
     Box::pin(async move {
-        let secs = |t: Time| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let range = format!("{}..{}", secs(from), secs(to));
         let q = percent_encoding::utf8_percent_encode(&range, percent_encoding::NON_ALPHANUMERIC);
         let filtered = format!("{path}?created={q}");
         let one_second = chrono::TimeDelta::seconds(1);
         match client
-            .get_list_capped(what, &filtered, |_| true, cap)
+            .get_list_capped_on(bar, &filtered, |_| true, cap)
             .await?
         {
             Capped::All(runs) => Ok(runs),
             Capped::Over(_) if to - from > one_second => {
                 let mid = from + (to - from) / 2;
-                let mut runs = runs_in(client, what, path, from, mid, cap).await?;
-                let later = runs_in(client, what, path, mid + one_second, to, cap).await?;
+                let mut runs = runs_in(client, bar, path, from, mid, cap).await?;
+                let later = runs_in(client, bar, path, mid + one_second, to, cap).await?;
                 for r in later {
                     if !runs.iter().any(|x| x["id"] == r["id"]) {
                         runs.push(r);
@@ -334,21 +780,6 @@ fn runs_in<'a>(
             ),
         }
     })
-}
-
-/// The window an item's events must fall in.
-struct Window {
-    since: Time,
-    until: Option<Time>,
-}
-
-impl Window {
-    fn contains(&self, t: Time) -> bool {
-        t >= self.since && self.until.is_none_or(|u| t <= u)
-    }
-    fn not_after(&self, t: Time) -> bool {
-        self.until.is_none_or(|u| t <= u)
-    }
 }
 
 /// The repository object deliveries carry: the fields a webhook's `repository` has that the
@@ -781,30 +1212,69 @@ fn pushes(commits: &[Value], branch: &str, ep: &str) -> anyhow::Result<Vec<Value
     Ok(out)
 }
 
-/// Reads `field` to check an item, for callers outside (tests): the endpoint and field named.
 /// The whole list at `path(id)` for each of `ids`, in `ids`' order, at most `concurrency`
-/// requests at once: (path, items) per ID. Paths and labels are made before the requests start,
-/// so the future holds only owned values and stays `Send` (rust-lang/rust#102211).
+/// requests at once, each conditional when a validator of `<kind>/<id>` applies: (path, items)
+/// per ID (none for a 304: nothing of it changed since it was delivered), and the validators to
+/// keep once delivered (lists of one page only: a later page could change alone). Paths are
+/// made before the requests start, so the future holds only owned values and stays `Send`
+/// (rust-lang/rust#102211).
 async fn lists_by_id(
-    client: &Arc<Client>,
+    ctx: &Ctx<'_>,
+    bar: &Arc<Bar>,
     ids: Vec<u64>,
-    concurrency: usize,
+    kind: &str,
     path: impl Fn(u64) -> String,
-    what: impl Fn(u64) -> String,
-) -> anyhow::Result<Vec<(String, Vec<Value>)>> {
-    let requests: Vec<(String, String)> = ids.into_iter().map(|id| (path(id), what(id))).collect();
-    futures_util::stream::iter(requests.into_iter().map(|(path, what)| {
-        let client = client.clone();
-        async move {
-            let items = client.get_list(&what, &path, |_| true).await?;
-            anyhow::Ok((path, items))
+) -> anyhow::Result<(Vec<(String, Vec<Value>)>, Vec<(String, Validator)>)> {
+    let client = ctx.client;
+    // The validators of the whole page in one store request.
+    let wanted: Vec<(String, String, String)> = ids
+        .into_iter()
+        .map(|id| {
+            let p = path(id);
+            let url = client.list_url(&p);
+            (format!("{kind}/{id}"), url, p)
+        })
+        .collect();
+    let keys: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(r, url, _)| (r.clone(), url.clone()))
+        .collect();
+    let found = ctx.state.validators(ctx.full_name, &keys, &ctx.w).await?;
+    let requests: Vec<(String, String, Option<String>)> = wanted
+        .into_iter()
+        .zip(found)
+        .map(|((resource, _, p), v)| (p, resource, v.map(|v| v.etag)))
+        .collect();
+    let concurrency = client.settings.concurrency.max(1);
+    let read: Vec<(String, String, Option<List>)> =
+        futures_util::stream::iter(requests.into_iter().map(|(path, resource, etag)| {
+            let client = client.clone();
+            let bar = bar.clone();
+            async move {
+                let list = client.get_sublist_if(&bar, &path, etag.as_deref()).await?;
+                anyhow::Ok((path, resource, list))
+            }
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    let mut lists = Vec::new();
+    let mut validators = Vec::new();
+    for (path, resource, list) in read {
+        match list {
+            None => lists.push((path, Vec::new())),
+            Some(l) => {
+                if let (1, Some(etag)) = (l.pages, l.etag) {
+                    validators.push((resource, Validator::new(&l.url, etag, &ctx.w)));
+                }
+                lists.push((path, l.items));
+            }
         }
-    }))
-    .buffered(concurrency)
-    .try_collect()
-    .await
+    }
+    Ok((lists, validators))
 }
 
+/// Reads `field` to check an item, for callers outside (tests): the endpoint and field named.
 pub fn check_field(v: &Value, name: &str, ep: &str) -> anyhow::Result<()> {
     field(v, name, ep)
         .map(|_| ())

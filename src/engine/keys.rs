@@ -11,6 +11,9 @@
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
 //! | `metric` / `<series id>` | a metric series' cumulative state |
 //! | `sync` / `<source>#<repository>` | the scheduled sync's cursor of one repository (where the next sync starts reading) and the deliveries it healed so far ([`crate::sync`]; the engine never reads it) |
+//! | `backfill#<source>#<scope>` / `run` | a backfill's run over one repository (project, service): its window, start and whether it finished; an unfinished one is resumed ([`crate::backfill::RunRecord`]; TTL 30 days; written through [`crate::backfill::Records`], the engine never reads these three) |
+//! | `backfill#<source>#<scope>` / `r#<resource>` | where that run stands in one resource (`pull_requests`, `workflow_runs`, …): done, or the key of the last item delivered ([`crate::backfill::ResourceCursor`]) |
+//! | `etag#<source>#<scope>` / `<resource>` | the validator of one resource URL (a list's first page, a repository object, a run's jobs): its URL, `ETag` and the window it was delivered for, sent back as `If-None-Match` ([`crate::backfill::Validator`]; under 1 KB but a repository object's 16 KB at most; TTL 30 days) |
 //!
 //! A scope is `repo#<owner/name>` for a repository's items and pushes, or `item#<item key>` for
 //! an item that names no repository.

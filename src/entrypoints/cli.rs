@@ -155,6 +155,14 @@ enum BackfillSource {
         /// API requests in flight at most.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// With --to: keep the validators (ETags) and the resumable cursors in an embedded
+        /// store of their own here (without --to they live in the store written to).
+        #[arg(long, requires = "to")]
+        state_dir: Option<PathBuf>,
+        /// Read everything again: no conditional requests, no resuming of an interrupted run
+        /// (validators and cursors are still written for the next run).
+        #[arg(long)]
+        fresh: bool,
     },
     /// GitLab: issues, merge requests, default-branch commits, pipelines and jobs, deployments.
     /// The token (read_api scope) is read from GITLAB_TOKEN.
@@ -288,6 +296,8 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
             to,
             page_size,
             concurrency,
+            state_dir,
+            fresh,
         } => {
             super::init_logging(false);
             // Everything is checked before anything is opened or written.
@@ -336,7 +346,24 @@ async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
                 target: &target,
                 config: &config,
             };
-            let summary = github::run(&client, &opts, &sink).await?;
+            // Validators and cursors: in the store written to, or with --to in --state-dir's.
+            let state_store: Option<Arc<dyn crate::store::Store>> = match (&target, state_dir) {
+                (Target::Local(_, pipeline), _) => Some(pipeline.engine.store.clone()),
+                (Target::Remote(..), Some(dir)) => Some(Arc::new(
+                    crate::store::embedded::EmbeddedStore::open(&dir)
+                        .with_context(|| format!("--state-dir {}", dir.display()))?,
+                )),
+                (Target::Remote(..), None) => None,
+            };
+            let records = state_store
+                .as_ref()
+                .map(|s| crate::sync::StoreRecords(s.as_ref()));
+            let mut state = match &records {
+                Some(records) => backfill::State::new(records, github::SOURCE),
+                None => backfill::State::none(github::SOURCE),
+            };
+            state.fresh = fresh;
+            let summary = github::run_with(&client, &opts, &sink, &state).await?;
             if let Target::Local(_, pipeline) = &target {
                 let drained = pipeline.drain_all().await?;
                 eprintln!("backfill: {} span(s) settled", drained.settled.len());

@@ -384,6 +384,8 @@ pub enum Fault {
     /// 429 with `retry-after: 1`.
     Secondary,
     BadGateway,
+    /// No answer for a minute (the test kills the client meanwhile); counted in `hung`.
+    Hang,
 }
 
 /// One request the fake saw.
@@ -398,7 +400,8 @@ pub struct Seen {
 }
 
 pub struct Fake {
-    pub s: Scenario,
+    /// What the API serves; tests change it between runs (a changed resource).
+    pub s: Mutex<Scenario>,
     pub token: String,
     pub addr: Mutex<String>,
     /// (path suffix, nth matching request (1-based), fault).
@@ -407,12 +410,18 @@ pub struct Fake {
     /// At most this many runs in one filtered list (GitHub: 1,000), and the last list's total.
     pub run_cap: Mutex<usize>,
     pub run_total: Mutex<usize>,
+    /// Requests charged to the rate limit: every one but the 304s (GitHub: "Making a
+    /// conditional request and receiving a 304 response does not count against your primary
+    /// rate limit").
+    pub charged: Mutex<u64>,
+    /// Requests being held by a `Hang` fault.
+    pub hung: Mutex<u64>,
 }
 
 impl Fake {
     pub async fn start(s: Scenario, faults: Vec<(&str, usize, Fault)>) -> Arc<Fake> {
         let fake = Arc::new(Fake {
-            s,
+            s: Mutex::new(s),
             token: TOKEN.into(),
             addr: Mutex::new(String::new()),
             faults: Mutex::new(
@@ -424,6 +433,8 @@ impl Fake {
             seen: Mutex::new(Vec::new()),
             run_cap: Mutex::new(1000),
             run_total: Mutex::new(0),
+            charged: Mutex::new(0),
+            hung: Mutex::new(0),
         });
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -448,6 +459,12 @@ impl Fake {
     }
 
     pub fn commit(&self, c: &C) -> Value {
+        commit(c)
+    }
+}
+
+pub fn commit(c: &C) -> Value {
+    {
         json!({
             "sha": c.sha,
             "node_id": "C_x",
@@ -463,7 +480,9 @@ impl Fake {
             "parents": c.parents.iter().map(|p| json!({"sha": p, "url": "u"})).collect::<Vec<_>>(),
         })
     }
+}
 
+impl Fake {
     /// The full list a path names, or None (404).
     pub fn list(
         &self,
@@ -472,6 +491,7 @@ impl Fake {
     ) -> Option<(Vec<Value>, Option<&'static str>)> {
         let base = format!("/repos/{REPO}");
         let rest = path.strip_prefix(&base)?;
+        let s = self.s.lock().unwrap();
         let since = q.get("since").cloned();
         let after_since = |v: &Value, k: &str| {
             since
@@ -481,18 +501,22 @@ impl Fake {
         Some(match rest {
             "/issues" => {
                 // The issues list holds pull requests too (with a `pull_request` key).
-                let mut all: Vec<Value> = self.s.issues.clone();
-                for p in &self.s.pulls {
+                let mut all: Vec<Value> = s.issues.clone();
+                for p in &s.pulls {
                     let mut as_issue = p.clone();
                     as_issue["pull_request"] = json!({"url": p["url"]});
                     all.push(as_issue);
                 }
                 all.retain(|v| after_since(v, "updated_at"));
                 all.sort_by_key(|v| v["updated_at"].as_str().unwrap().to_string());
+                // GitHub's default direction is desc.
+                if q.get("direction").map(String::as_str) != Some("asc") {
+                    all.reverse();
+                }
                 (all, None)
             }
             "/pulls" => {
-                let mut all = self.s.pulls.clone();
+                let mut all = s.pulls.clone();
                 all.sort_by_key(|v| {
                     std::cmp::Reverse(v["updated_at"].as_str().unwrap().to_string())
                 });
@@ -500,12 +524,11 @@ impl Fake {
             }
             "/commits" => {
                 assert_eq!(q.get("sha").map(String::as_str), Some(BRANCH));
-                let all = self
-                    .s
+                let all = s
                     .commits
                     .iter()
                     .filter(|c| since.as_deref().is_none_or(|s| c.at.as_str() >= s))
-                    .map(|c| self.commit(c))
+                    .map(commit)
                     .collect();
                 (all, None)
             }
@@ -528,13 +551,13 @@ impl Fake {
                         "issue": issue,
                     })
                 };
-                for i in &self.s.issues {
+                for i in &s.issues {
                     all.push(event("labeled", i["created_at"].as_str().unwrap(), i));
-                    for (kind, at) in &self.s.history[&i["number"].as_u64().unwrap()] {
+                    for (kind, at) in &s.history[&i["number"].as_u64().unwrap()] {
                         all.push(event(kind, at, i));
                     }
                 }
-                for p in &self.s.pulls {
+                for p in &s.pulls {
                     let mut as_issue = p.clone();
                     as_issue["pull_request"] = json!({"url": p["url"]});
                     all.push(event("closed", p["closed_at"].as_str().unwrap(), &as_issue));
@@ -548,8 +571,7 @@ impl Fake {
                 // created=A..B (both included), cut at the API's cap like GitHub's 1,000.
                 let created = q.get("created").cloned().unwrap_or_default();
                 let (from, to) = created.split_once("..").unwrap_or((created.as_str(), ""));
-                let mut runs: Vec<Value> = self
-                    .s
+                let mut runs: Vec<Value> = s
                     .runs
                     .iter()
                     .filter(|r| {
@@ -563,22 +585,20 @@ impl Fake {
                 *self.run_total.lock().unwrap() = total;
                 (runs, Some("workflow_runs"))
             }
-            "/deployments" => (self.s.deployments.clone(), None),
+            "/deployments" => (s.deployments.clone(), None),
             _ => {
                 let parts: Vec<&str> = rest.split('/').collect();
                 match parts[..] {
                     ["", "actions", "runs", id, "jobs"] => (
-                        self.s
-                            .jobs
+                        s.jobs
                             .get(&id.parse::<u64>().ok()?)
                             .cloned()
                             .unwrap_or_default(),
                         Some("jobs"),
                     ),
-                    ["", "deployments", id, "statuses"] => (
-                        self.s.statuses.get(&id.parse::<u64>().ok()?).cloned()?,
-                        None,
-                    ),
+                    ["", "deployments", id, "statuses"] => {
+                        (s.statuses.get(&id.parse::<u64>().ok()?).cloned()?, None)
+                    }
                     _ => return None,
                 }
             }
@@ -656,6 +676,16 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
                     .into_response(),
             );
         }
+        Some(Fault::Hang) => {
+            *fake.hung.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            seen.status = 504;
+            return respond(
+                &fake,
+                seen,
+                (StatusCode::GATEWAY_TIMEOUT, "held").into_response(),
+            );
+        }
         Some(Fault::BadGateway) => {
             seen.status = 502;
             return respond(
@@ -667,15 +697,16 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
         _ => {}
     }
     let q = query_map(&query);
+    let repository = fake.s.lock().unwrap().repository.clone();
     let (body, link) = if path == format!("/repos/{REPO}") {
-        let mut r = fake.s.repository.clone();
+        let mut r = repository.clone();
         r["topics"] = json!([]);
         (r, None)
     } else if path == "/orgs/Codertocat/repos" {
-        let mut archived = fake.s.repository.clone();
+        let mut archived = repository.clone();
         archived["full_name"] = json!("Codertocat/Old");
         archived["archived"] = json!(true);
-        (json!([fake.s.repository, archived]), None)
+        (json!([repository, archived]), None)
     } else if path == "/rate_limit" {
         (
             json!({"resources": {"core": {"limit": 5000, "remaining": 4999}}}),
@@ -727,8 +758,36 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
         };
         (body, link)
     };
-    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    // A weak validator of the answer's content, as GitHub's (`W/"<hash>"`); a request whose
+    // If-None-Match names it is answered 304 with no body, and not charged.
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let etag = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(&bytes);
+        format!("W/\"{}\"", hex::encode(&h[..16]))
+    };
+    let not_modified = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if not_modified {
+        seen.status = 304;
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        *fake.charged.lock().unwrap() += 1;
+        (
+            StatusCode::OK,
+            [("content-type", "application/json; charset=utf-8")],
+            bytes,
+        )
+            .into_response()
+    };
     let h = resp.headers_mut();
+    h.insert("etag", etag.parse().unwrap());
+    h.insert(
+        "vary",
+        HeaderValue::from_static("Accept, Authorization, Cookie, X-GitHub-OTP"),
+    );
     h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
     if fault == Some(Fault::Exhausted) {
         let reset = epoch + 2;
@@ -743,7 +802,7 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
             (epoch + 3600).to_string().parse().unwrap(),
         );
     }
-    if let Some(l) = link {
+    if let Some(l) = link.filter(|_| !not_modified) {
         h.insert("link", l.parse().unwrap());
     }
     respond(&fake, seen, resp)
