@@ -339,12 +339,15 @@ async fn the_deploy_stage_goes_out_with_whichever_is_exported_last() {
     assert_eq!(a, stages(&deploy_first));
 }
 
+/// A pushed commit: (tag, time, message).
+type Commit<'a> = (&'a str, &'a str, &'a str);
+
 /// Squash and rebase merges: the merge commit GitHub reports is the squash commit, or the last
 /// of the rebased commits, pushed without a merge message; the deployment that ships it ends
 /// the change's deploy stage, and the rebased commits are not counted as direct commits.
 #[tokio::test]
 async fn squash_and_rebase_merges_have_a_deploy_stage() {
-    let cases: [(&str, &[(&str, &str, &str)]); 2] = [
+    let cases: [(&str, &[Commit]); 2] = [
         (
             "sq11",
             &[("sq11", "2024-03-04T12:00:00Z", "Add feature a (#11)")],
