@@ -734,7 +734,7 @@ async fn the_command_posts_to_a_running_instance() {
         "{stdout}"
     );
     // The token tried on the project, then 9 lists of one page and the 2 pipelines on their own.
-    assert!(stdout.contains("API requests 12 (0 retried)"), "{stdout}");
+    assert!(stdout.contains("API requests 12 (0 retried"), "{stdout}");
     let got = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));
 }

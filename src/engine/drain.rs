@@ -655,12 +655,8 @@ fn stage_spans(
             .get(g.key.as_str())
             .is_some_and(|x| x.exported.contains(&g.gen))
     };
-    let staged = |c: &GenRef, span: FinishedSpan| {
-        let deploy = span.attributes.get(crate::model::attr::CHANGE_STAGE)
-            == Some(&crate::model::AttrValue::Str(
-                StageName::Deploy.as_str().into(),
-            ));
-        (span, deploy.then(|| c.clone()))
+    let staged = |c: &GenRef, (name, span): (StageName, FinishedSpan)| {
+        (span, (name == StageName::Deploy).then(|| c.clone()))
     };
     match s.kind {
         Kind::Change => {

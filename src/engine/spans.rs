@@ -277,7 +277,7 @@ pub fn stage_spans(
     s: &Summary,
     gen: u32,
     pick: impl Fn(StageName) -> bool,
-) -> Vec<FinishedSpan> {
+) -> Vec<(StageName, FinishedSpan)> {
     let me = GenRef {
         key: s.key.clone(),
         gen,
@@ -305,22 +305,25 @@ pub fn stage_spans(
                 }
             }
         }
-        out.push(FinishedSpan {
-            source: s.source.clone(),
-            trace_id: trace_id.clone(),
-            span_id: ids::span_id(&format!("{}#stage#{}", s.key, stage.name.as_str()), gen),
-            parent_span_id: Some(parent.clone()),
-            name: stage.name.as_str().to_string(),
-            kind: Kind::Change,
-            start: stage.start,
-            end: stage.end,
-            attributes,
-            events: Vec::new(),
-            links,
-            dropped_links: 0,
-            error: false,
-            status_message: None,
-        });
+        out.push((
+            stage.name,
+            FinishedSpan {
+                source: s.source.clone(),
+                trace_id: trace_id.clone(),
+                span_id: ids::span_id(&format!("{}#stage#{}", s.key, stage.name.as_str()), gen),
+                parent_span_id: Some(parent.clone()),
+                name: stage.name.as_str().to_string(),
+                kind: Kind::Change,
+                start: stage.start,
+                end: stage.end,
+                attributes,
+                events: Vec::new(),
+                links,
+                dropped_links: 0,
+                error: false,
+                status_message: None,
+            },
+        ));
     }
     out
 }
