@@ -228,7 +228,7 @@ impl Engine {
             tx.put_unread(
                 keys::pending(retry_at, &scope),
                 &Marker { failures },
-                self.config.ttl_open_secs,
+                self.settings.ttl_open_secs,
                 version,
             );
             match tx.commit().await {
@@ -323,7 +323,7 @@ impl Engine {
         scope: &str,
         now: Time,
     ) -> Result<Round, EngineError> {
-        let config = &self.config;
+        let config = &self.settings;
         let mut more = false;
         let ScopeRecords {
             summaries,
@@ -600,7 +600,7 @@ impl Engine {
         let ScopeRecords {
             summaries, pushes, ..
         } = read_scope(&mut tx, &scope).await?;
-        let derived = scope::derive(&summaries, &pushes, &self.config);
+        let derived = scope::derive(&summaries, &pushes, &self.settings);
         let idx = Index::new(&summaries);
         let Some(me) = idx.items.get(key).copied() else {
             return Ok(None);
@@ -610,7 +610,7 @@ impl Engine {
             idx: &idx,
             external: &external,
             derived: &derived,
-            link_limit: self.config.span_link_limit,
+            link_limit: self.settings.span_link_limit,
         };
         let Some(g) = facts::generations(&record.facts).pop() else {
             return Ok(None);

@@ -32,11 +32,12 @@ pub mod facts;
 pub mod keys;
 pub mod metrics;
 pub mod scope;
+pub mod settings;
 pub mod spans;
 pub mod stages;
 pub mod tx;
 
-use crate::config::Config;
+pub use settings::EngineSettings;
 use crate::model::{Action, FinishedSpan, Input, Time};
 use crate::store::{Store, StoreError};
 use facts::{Added, Fact, ItemRecord};
@@ -112,7 +113,7 @@ pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
 
 pub struct Engine {
     pub store: Arc<dyn Store>,
-    pub config: Arc<Config>,
+    pub settings: Arc<EngineSettings>,
     clock: Clock,
     /// This engine as a drainer: a batch it settles is put in the outbox already leased to it.
     holder: u64,
@@ -134,10 +135,10 @@ pub async fn backoff(attempt: u32) {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
+    pub fn new(store: Arc<dyn Store>, settings: impl Into<EngineSettings>) -> Self {
         Engine {
             store,
-            config,
+            settings: Arc::new(settings.into()),
             clock: Arc::new(chrono::Utc::now),
             holder: new_holder(),
             settle_budget: drain::SETTLE_BUDGET,
@@ -226,7 +227,7 @@ impl Engine {
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
         let now = self.now();
-        let config = &self.config;
+        let config = &self.settings;
         let tag = crate::model::ids::delivery_tag(source, delivery_id);
         let wake = self.wake_up(now);
         // One read for every record the inputs touch, and the wake-up markers they would write.
@@ -319,7 +320,7 @@ impl Engine {
                         fact = merged;
                     }
                     written.insert(pk.clone());
-                    tx.put(pk, &fact, config.ttl_index_secs);
+                    tx.put(pk, &fact, config.ttl_open_secs);
                     if settle {
                         applied.facts += 1;
                         scopes.insert(scope);
@@ -362,9 +363,9 @@ impl Engine {
     /// its own marker, due to the millisecond, as before. (`drain_all` looks past every due time:
     /// it is for when every delivery is in, at the end of a replay or a backfill.)
     fn wake_up(&self, now: Time) -> WakeUp {
-        let settle_ms = self.config.settle_secs * 1000;
+        let settle_ms = self.settings.settle_secs * 1000;
         let due = now + chrono::TimeDelta::milliseconds(settle_ms);
-        let margin_ms = 2 * self.config.dynamodb_timeout_ms as i64 + MARKER_MARGIN_SECS * 1000;
+        let margin_ms = 2 * self.settings.store_timeout_ms as i64 + MARKER_MARGIN_SECS * 1000;
         if settle_ms <= margin_ms {
             return WakeUp { due, shared: false };
         }
@@ -459,6 +460,7 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
     use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
+    use crate::config::Config;
     use crate::store::memory::MemoryStore;
     use crate::store::{Key, Order};
 

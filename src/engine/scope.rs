@@ -13,7 +13,7 @@ use super::facts::{self, Gen, ItemRecord};
 use super::metrics::{self, Labels};
 pub use super::metrics::{tally_diff, Tally};
 use super::stages::{self, ChangeTimes, Stage, StageName};
-use crate::config::Config;
+use super::settings::EngineSettings;
 use crate::model::attr;
 use crate::model::{ChangeStep, Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
 
@@ -442,7 +442,7 @@ fn seconds(d: TimeDelta) -> f64 {
 /// Everything that follows from a scope's facts. A pure function of the set, derived in stages:
 /// span durations, when each change or direct commit landed, what each deployment shipped and
 /// recovered, which deployment each incident followed, and the change failures.
-pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &Config) -> Derived {
+pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &EngineSettings) -> Derived {
     let idx = Index::new(summaries);
     let mut sorted: Vec<&Summary> = summaries.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -655,7 +655,7 @@ struct Deriver<'c> {
     /// Change generation → (end, deployment) of the first successful production deployment
     /// that shipped it.
     shipped_first: HashMap<GenRef, (Time, GenRef)>,
-    config: &'c Config,
+    config: &'c EngineSettings,
 }
 
 impl Deriver<'_> {
@@ -1206,7 +1206,7 @@ mod rework_tests {
         summaries: &[Summary],
         pairs: &[(&str, &str)],
     ) -> BTreeMap<String, Option<&'static str>> {
-        let config = Config::from_pairs(pairs).unwrap();
+        let config = EngineSettings::from(crate::config::Config::from_pairs(pairs).unwrap());
         let d = derive(summaries, &[], &config);
         let mut out = BTreeMap::new();
         for (gr, info) in &d.deploys {
@@ -1385,7 +1385,7 @@ mod rework_tests {
             deploy("d1", "production", 70, 90, true),
             deploy("d2", "production", 100, 120, true),
         ];
-        let config = Config::from_pairs(&[]).unwrap();
+        let config = EngineSettings::from(crate::config::Config::from_pairs(&[]).unwrap());
         let d = derive(&items, &[], &config);
         let me = GenRef {
             key: "c1".into(),
@@ -1441,7 +1441,7 @@ mod rework_tests {
         second.steps = vec![review(70)];
         let mut c = summary("c1", Kind::Change, first);
         c.gens.push(second);
-        let config = Config::from_pairs(&[]).unwrap();
+        let config = EngineSettings::from(crate::config::Config::from_pairs(&[]).unwrap());
         let d = derive(&[c], &[], &config);
         let of = |gen| {
             d.stages

@@ -233,7 +233,7 @@ impl Pipeline {
             }
             total
         };
-        if !total.duplicate && self.engine.config.settle_secs == 0 {
+        if !total.duplicate && self.engine.settings.settle_secs == 0 {
             self.wake.notify_one();
         }
         Ok(total)
@@ -248,7 +248,7 @@ impl Pipeline {
     /// until no settle or export budget runs out.
     pub async fn drain_all(&self) -> Result<Drained, EngineError> {
         let far = self.engine.now()
-            + chrono::TimeDelta::seconds(self.engine.config.settle_secs)
+            + chrono::TimeDelta::seconds(self.engine.settings.settle_secs)
             + chrono::TimeDelta::days(1);
         let mut all = self.drain_at(far).await?;
         while all.cut_short() {
