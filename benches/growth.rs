@@ -219,7 +219,7 @@ async fn history(engine: &Engine, prs: usize) {
         }
     }
     summaries.sort_by(|a, b| a.key.cmp(&b.key));
-    let derived = scope::derive(&summaries, &pushes, &engine.settings);
+    let derived = valuestream::engine::dora::derive(&summaries, &pushes, &engine.settings);
     let mut writes = Vec::new();
     for mut s in summaries {
         s.exported = (0..s.gens.len() as u32)

@@ -3,10 +3,11 @@
 //! applied to the cumulative series, and its settled spans built and put in the outbox, all in
 //! one optimistic transaction, so two drainers never settle the same span twice.
 
+use super::dora::{self, Index};
 use super::facts::{self, ItemRecord};
 use super::keys;
 use super::metrics::{self, Series};
-use super::scope::{self, Contribution, GenRef, Index, PushFact, Summary, Tally};
+use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
 use super::stages::StageName;
 use super::tx::Tx;
@@ -331,7 +332,7 @@ impl Engine {
             ledger,
             legacy,
         } = read_scope(tx, scope).await?;
-        let derived = scope::derive(&summaries, &pushes, config);
+        let derived = dora::derive(&summaries, &pushes, config);
         let summary_of = |key: &str| {
             let i = summaries.binary_search_by(|s| s.key.as_str().cmp(key));
             i.ok().map(|i| &summaries[i])
@@ -600,7 +601,7 @@ impl Engine {
         let ScopeRecords {
             summaries, pushes, ..
         } = read_scope(&mut tx, &scope).await?;
-        let derived = scope::derive(&summaries, &pushes, &self.settings);
+        let derived = dora::derive(&summaries, &pushes, &self.settings);
         let idx = Index::new(&summaries);
         let Some(me) = idx.items.get(key).copied() else {
             return Ok(None);

@@ -19,7 +19,7 @@
 //! 2. **A drain settles scopes** ([`Engine::settle`]): a finished span waits
 //!    `VALUESTREAM_SETTLE_SECS` after its item's last fact arrived, then its parent, trace and
 //!    links are resolved from everything the store knows ([`spans`]); and the scope's DORA
-//!    contributions are derived again from the whole set ([`scope::derive`]) and compared with
+//!    contributions are derived again from the whole set ([`dora::derive`]) and compared with
 //!    the ledger of what was applied before, so the stored cumulative series take exactly the
 //!    difference. Whichever side of a relation arrives second makes the link.
 //!
@@ -27,6 +27,7 @@
 //! takes the difference, so totals converge), but the span is not sent again: spans are
 //! immutable once exported, so a collector never sees one span ID twice with different content.
 
+pub mod dora;
 pub mod drain;
 pub mod facts;
 pub mod keys;
@@ -37,13 +38,13 @@ pub mod spans;
 pub mod stages;
 pub mod tx;
 
-pub use settings::EngineSettings;
 use crate::model::{Action, FinishedSpan, Input, Time};
 use crate::store::{Store, StoreError};
 use facts::{Added, Fact, ItemRecord};
 use metrics::Series;
 use scope::{PushFact, Summary};
 use serde::{Deserialize, Serialize};
+pub use settings::EngineSettings;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,8 +460,8 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
     use crate::config::Config;
+    use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
     use crate::store::memory::MemoryStore;
     use crate::store::{Key, Order};
 

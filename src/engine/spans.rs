@@ -2,8 +2,9 @@
 //! parent and trace are resolved then, from whatever the store knows, so a child that arrived
 //! before its parent gets the same parent as one that arrived after it.
 
+use super::dora::{Derived, Index};
 use super::facts::Gen;
-use super::scope::{Derived, GenRef, Index, Summary};
+use super::scope::{GenRef, Summary};
 use super::stages::StageName;
 use crate::model::attr;
 use crate::model::ids;

@@ -1,0 +1,81 @@
+//! The commit and branch indexes of a scope: which change a commit SHA or a branch names, as it
+//! was at a given time (span parents, what a push carried).
+
+use crate::engine::scope::{GenRef, Summary};
+use crate::model::{Kind, ParentRef, Time};
+use std::collections::HashMap;
+
+/// The commit and branch indexes of a scope.
+pub struct Index<'a> {
+    pub items: HashMap<&'a str, &'a Summary>,
+    /// Commit SHA → changes whose head or merge commit it is.
+    pub(super) by_sha: HashMap<String, Vec<&'a Summary>>,
+    by_branch: HashMap<&'a str, Vec<&'a Summary>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(summaries: &'a [Summary]) -> Self {
+        let mut idx = Index {
+            items: HashMap::new(),
+            by_sha: HashMap::new(),
+            by_branch: HashMap::new(),
+        };
+        for s in summaries {
+            idx.items.insert(s.key.as_str(), s);
+            if s.kind != Kind::Change {
+                continue;
+            }
+            let mut shas: Vec<&String> = s.head_shas.iter().collect();
+            shas.extend(s.gens.iter().filter_map(|g| g.merge_sha.as_ref()));
+            for sha in shas {
+                let v = idx.by_sha.entry(sha.clone()).or_default();
+                if !v.iter().any(|x| x.key == s.key) {
+                    v.push(s);
+                }
+            }
+            if let Some(b) = &s.head_branch {
+                idx.by_branch.entry(b.as_str()).or_default().push(s);
+            }
+        }
+        for v in idx.by_sha.values_mut().chain(idx.by_branch.values_mut()) {
+            v.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        idx
+    }
+
+    /// The change a commit or branch names, as it was at `t`: among candidates, the latest to
+    /// start at or before `t`, else the earliest.
+    fn pick(cands: &[&'a Summary], t: Option<Time>) -> Option<GenRef> {
+        let start = |s: &Summary| s.gens.first().and_then(|g| g.start);
+        let before = cands
+            .iter()
+            .filter(|s| t.is_none_or(|t| start(s).is_none_or(|st| st <= t)))
+            .max_by(|a, b| (start(a), &a.key).cmp(&(start(b), &b.key)));
+        let s = before.or_else(|| {
+            cands
+                .iter()
+                .min_by(|a, b| (start(a), &a.key).cmp(&(start(b), &b.key)))
+        })?;
+        Some(GenRef {
+            key: s.key.clone(),
+            gen: s.gen_at(t),
+        })
+    }
+
+    /// A `Sha` or `Branch` candidate, resolved in this scope.
+    pub fn resolve(&self, p: &ParentRef, t: Option<Time>) -> Option<GenRef> {
+        match p {
+            ParentRef::Sha { sha, .. } => {
+                Self::pick(self.by_sha.get(&sha.to_ascii_lowercase())?, t)
+            }
+            ParentRef::Branch { branch, .. } => Self::pick(self.by_branch.get(branch.as_str())?, t),
+            ParentRef::Item(k) => {
+                let s = self.items.get(k.as_str())?;
+                Some(GenRef {
+                    key: k.clone(),
+                    gen: s.gen_at(t),
+                })
+            }
+        }
+    }
+}
