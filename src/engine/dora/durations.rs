@@ -50,3 +50,51 @@ fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
     labels.insert(attr::RESULT.into(), result);
     (name, labels)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::derive;
+    use super::super::fixtures::{deploy, gen, settings, summary};
+    use super::*;
+    use crate::model::WorkResult;
+
+    #[test]
+    fn each_finished_span_is_one_observation_in_its_kinds_series() {
+        let mut run = gen(0, Some(7));
+        run.pipeline = Some("ci".into());
+        run.result = Some(WorkResult::Failure);
+        let items = vec![
+            summary("i1", Kind::Issue, gen(0, Some(30))),
+            summary("i2", Kind::Issue, gen(0, None)),
+            summary("r1", Kind::PipelineRun, run),
+            deploy("d1", "prod", 10, 25, true),
+        ];
+        let d = derive(&items, &[], &settings(&[]));
+        let series = |owner: &str| -> Vec<(String, i64, i64, Labels)> {
+            d.contributions
+                .get(owner)
+                .into_iter()
+                .flatten()
+                .filter(|t| t.name.ends_with(".duration"))
+                .map(|t| (t.name.clone(), t.count, t.sum_ms, t.labels.clone()))
+                .collect()
+        };
+        let issue = series("i1");
+        assert_eq!(
+            (issue[0].0.as_str(), issue[0].1, issue[0].2),
+            (metrics::ISSUE_DURATION, 1, 30 * 60_000)
+        );
+        assert_eq!(issue[0].3[attr::RESULT], "unknown");
+        assert!(series("i2").is_empty(), "an open span has no duration yet");
+        let run = &series("r1")[0];
+        assert_eq!((run.0.as_str(), run.2), (metrics::RUN_DURATION, 7 * 60_000));
+        assert_eq!(run.3[attr::CICD_PIPELINE_NAME], "ci");
+        assert_eq!(run.3[attr::CICD_PIPELINE_RESULT], "failure");
+        let dep = &series("d1")[0];
+        assert_eq!(
+            (dep.0.as_str(), dep.2),
+            (metrics::DEPLOYMENT_DURATION, 15 * 60_000)
+        );
+        assert_eq!(dep.3[attr::DEPLOYMENT_ENVIRONMENT_NAME], "prod");
+    }
+}

@@ -73,3 +73,50 @@ pub fn incident(key: &str, start: i64, end: Option<i64>) -> Summary {
     }
     summary(key, Kind::Incident, g)
 }
+
+/// The engine settings of `pairs` over the defaults.
+pub fn settings(pairs: &[(&str, &str)]) -> crate::engine::EngineSettings {
+    crate::engine::EngineSettings::from(crate::config::Config::from_pairs(pairs).unwrap())
+}
+
+/// What `owner` contributes to series `name`, summed over its label sets: (count, sum in ms).
+pub fn observed(d: &super::Derived, owner: &str, name: &str) -> (i64, i64) {
+    d.contributions
+        .get(owner)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.name == name)
+        .fold((0, 0), |(c, s), t| (c + t.count, s + t.sum_ms))
+}
+
+/// A push of `commits` (sha, minute) to `branch` at minute `time`.
+pub fn push(
+    branch: &str,
+    to_default_branch: bool,
+    time: i64,
+    commits: &[(&str, i64)],
+) -> crate::engine::scope::PushFact {
+    use crate::engine::scope::{PushCommit, PushFact};
+    PushFact {
+        branch: branch.into(),
+        to_default_branch,
+        after: commits.last().map_or("0", |c| c.0).into(),
+        time: at(time),
+        commits: commits
+            .iter()
+            .map(|(sha, t)| PushCommit {
+                sha: sha.to_string(),
+                time: at(*t),
+                merges: false,
+            })
+            .collect(),
+        deliveries: Vec::new(),
+    }
+}
+
+/// [`change`], merged by commit `merge_sha`.
+pub fn merged_by(key: &str, merged: i64, merge_sha: &str) -> Summary {
+    let mut c = change(key, merged, "A change", &[]);
+    c.gens[0].merge_sha = Some(merge_sha.into());
+    c
+}

@@ -79,3 +79,61 @@ impl<'a> Index<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{at, change, gen, summary};
+    use super::*;
+    use crate::model::{Repo, WorkResult};
+
+    /// A change on `branch` with head commit `sha`, opened at minute `opened`.
+    fn on(key: &str, branch: &str, sha: &str, opened: i64) -> Summary {
+        let mut c = change(key, opened + 60, "A", &[]);
+        c.head_branch = Some(branch.into());
+        c.head_shas = vec![sha.into()];
+        c
+    }
+
+    #[test]
+    fn a_branch_or_commit_names_the_change_that_was_open_then() {
+        let items = vec![on("c1", "feat", "a1", 0), on("c2", "feat", "b2", 100)];
+        let idx = Index::new(&items);
+        let branch = ParentRef::Branch {
+            repo: Repo::new("o/r"),
+            branch: "feat".into(),
+        };
+        let key = |t: i64| idx.resolve(&branch, Some(at(t))).map(|g| g.key);
+        // The latest to start at or before the time; before both, the earliest.
+        assert_eq!(key(50).as_deref(), Some("c1"));
+        assert_eq!(key(150).as_deref(), Some("c2"));
+        assert_eq!(key(-10).as_deref(), Some("c1"));
+        let sha = |s: &str| ParentRef::Sha {
+            repo: Repo::new("o/r"),
+            sha: s.into(),
+        };
+        assert_eq!(
+            idx.resolve(&sha("B2"), None).map(|g| g.key).as_deref(),
+            Some("c2")
+        );
+        assert_eq!(idx.resolve(&sha("zz"), None), None);
+        let other = ParentRef::Branch {
+            repo: Repo::new("o/r"),
+            branch: "other".into(),
+        };
+        assert_eq!(idx.resolve(&other, None), None);
+    }
+
+    #[test]
+    fn an_item_named_by_key_resolves_to_its_generation_at_the_time() {
+        let mut first = gen(0, Some(10));
+        first.result = Some(WorkResult::Closed);
+        let mut s = summary("i1", Kind::Issue, first);
+        s.gens.push(gen(20, None));
+        let items = [s];
+        let idx = Index::new(&items);
+        let item = ParentRef::Item("i1".into());
+        assert_eq!(idx.resolve(&item, Some(at(5))).map(|g| g.gen), Some(0));
+        assert_eq!(idx.resolve(&item, Some(at(25))).map(|g| g.gen), Some(1));
+        assert_eq!(idx.resolve(&ParentRef::Item("i9".into()), None), None);
+    }
+}

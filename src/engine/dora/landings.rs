@@ -148,3 +148,83 @@ fn branch_first_commits(pushes: &[PushFact]) -> HashMap<&str, Time> {
     }
     branch_first
 }
+
+/// When changes and direct commits land, alone. Times in minutes.
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{at, change, merged_by, push};
+    use super::*;
+
+    /// (identity, landing minute, lead-time start minute) of every landed change or commit,
+    /// and the first commits recorded.
+    fn landed(items: &[Summary], pushes: &[PushFact]) -> (Vec<(String, Time, Time)>, usize) {
+        let idx = Index::new(items);
+        let sorted: Vec<&Summary> = items.iter().collect();
+        let mut first_commit = HashMap::new();
+        let l = Landings::of(&sorted, pushes, &idx, &mut first_commit);
+        let out = l
+            .landed
+            .iter()
+            .map(|x| (x.at.1.clone(), x.at.0, x.start))
+            .collect();
+        (out, first_commit.len())
+    }
+
+    #[test]
+    fn a_change_lands_when_its_merge_commit_reaches_the_default_branch() {
+        let items = [merged_by("c1", 10, "m1"), change("c2", 20, "B", &[])];
+        let pushes = [push("main", true, 25, &[("m1", 10)])];
+        let (got, _) = landed(&items, &pushes);
+        // c1 when pushed (25), c2 (never seen pushed) when merged; both from their opening.
+        assert_eq!(
+            got,
+            [
+                ("c2".to_string(), at(20), at(-40)),
+                ("c1".to_string(), at(25), at(-50)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_default_branch_commit_no_change_brought_is_a_direct_commit() {
+        let items = [merged_by("c1", 10, "m1")];
+        let pushes = [
+            push("main", true, 12, &[("m1", 10)]),
+            push("main", true, 30, &[("x1", 5), ("x2", 6)]),
+            // Pushed again later: it landed with the first push.
+            push("release", true, 40, &[("x1", 5)]),
+            // Not the default branch: nothing lands.
+            push("feat", false, 50, &[("y1", 45)]),
+        ];
+        let (got, _) = landed(&items, &pushes);
+        assert_eq!(
+            got,
+            [
+                ("c1".to_string(), at(12), at(-50)),
+                ("commit-x1".to_string(), at(30), at(5)),
+                ("commit-x2".to_string(), at(30), at(6)),
+            ]
+        );
+    }
+
+    #[test]
+    fn lead_time_starts_at_the_first_commit_of_the_branch_when_earlier() {
+        let mut c = change("c1", 10, "A", &[]);
+        c.head_branch = Some("feat".into());
+        let mut later = change("c2", 10, "B", &[]);
+        later.head_branch = Some("late".into());
+        let pushes = [
+            push("feat", false, -90, &[("a", -120), ("b", -100)]),
+            push("late", false, 0, &[("c", -10)]),
+        ];
+        let (got, firsts) = landed(&[c, later], &pushes);
+        assert_eq!(
+            got,
+            [
+                ("c1".to_string(), at(10), at(-120)),
+                ("c2".to_string(), at(10), at(-50)),
+            ]
+        );
+        assert_eq!(firsts, 1, "only the commit before the opening is recorded");
+    }
+}
