@@ -305,11 +305,28 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
                 .collect(),
             None => in_gen.clone(),
         };
-        let Some(last) = folded.last() else {
+        let Some(mut gen) = Gen::fold(g as u32, &folded) else {
             continue;
         };
+        gen.start = if g == 0 {
+            folded.iter().find_map(|f| f.ev.start)
+        } else {
+            Some(reopens[g - 1])
+        };
+        if let Some(c) = close {
+            gen.close(c);
+        }
+        gens.push(gen);
+    }
+    gens
+}
+
+impl Gen {
+    /// Generation `index` as its facts (in fact order) tell it, times and outcome aside.
+    fn fold(index: u32, folded: &[&Fact]) -> Option<Gen> {
+        let last = folded.last()?;
         let mut gen = Gen {
-            index: g as u32,
+            index,
             source: folded[0].source.clone(),
             kind: last.ev.kind,
             name: last.ev.name.clone(),
@@ -331,67 +348,61 @@ pub fn generations(facts: &[Fact]) -> Vec<Gen> {
             change_labels: Vec::new(),
             steps: Vec::new(),
         };
-        for f in &folded {
-            let ev = &f.ev;
-            // Passed through onto the span, never read: later facts' values win.
-            gen.attributes.extend(ev.attributes.clone());
-            for e in &ev.span_events {
-                if !gen.events.contains(e) {
-                    gen.events.push(e.clone());
-                }
-            }
-            for step in &ev.steps {
-                if !gen.steps.contains(step) {
-                    gen.steps.push(step.clone());
-                }
-            }
-            for p in &ev.parents {
-                if !gen.parents.contains(p) {
-                    gen.parents.push(p.clone());
-                }
-            }
-            for k in &ev.follows {
-                if !gen.follows.contains(k) {
-                    gen.follows.push(k.clone());
-                }
-            }
-            gen.repo = ev.repo.clone().or(gen.repo.take());
-            gen.head_branch = ev.head_branch.clone().or(gen.head_branch.take());
-            gen.head_sha = ev.head_sha.clone().or(gen.head_sha.take());
-            gen.environment = ev.environment.clone().or(gen.environment.take());
-            gen.traits.fold(&ev.traits);
-            gen.pipeline = ev.pipeline.clone().or(gen.pipeline.take());
-            if ev.change_title.is_some() {
-                // A change's event names its title and all its labels.
-                gen.change_title = ev.change_title.clone();
-                gen.change_labels = ev.change_labels.clone();
-            }
+        for f in folded {
+            gen.absorb(&f.ev);
         }
         gen.steps.sort();
-        gen.start = if g == 0 {
-            folded.iter().find_map(|f| f.ev.start)
-        } else {
-            Some(reopens[g - 1])
-        };
-        if let Some(c) = close {
-            let start = gen.start.or(c.ev.start).or(c.ev.end);
-            if let Some(start) = start {
-                gen.start = Some(start);
-                let end = c.ev.end.or(c.ev.start).unwrap_or(start).max(start);
-                // A known run time: no earlier than start + duration (WorkEvent::duration_ms).
-                let end =
-                    c.ev.duration_ms
-                        .and_then(chrono::TimeDelta::try_milliseconds)
-                        .and_then(|d| start.checked_add_signed(d))
-                        .map_or(end, |e| end.max(e));
-                gen.end = Some(end);
-            }
-            gen.outcome = c.ev.outcome.clone();
-            gen.merge_sha = c.ev.merge_sha.clone();
-        }
-        gens.push(gen);
+        Some(gen)
     }
-    gens
+
+    /// One fact's event folded in: lists united, later values winning.
+    fn absorb(&mut self, ev: &WorkEvent) {
+        // Passed through onto the span, never read: later facts' values win.
+        self.attributes.extend(ev.attributes.clone());
+        push_new(&mut self.events, &ev.span_events);
+        push_new(&mut self.steps, &ev.steps);
+        push_new(&mut self.parents, &ev.parents);
+        push_new(&mut self.follows, &ev.follows);
+        self.repo = ev.repo.clone().or(self.repo.take());
+        self.head_branch = ev.head_branch.clone().or(self.head_branch.take());
+        self.head_sha = ev.head_sha.clone().or(self.head_sha.take());
+        self.environment = ev.environment.clone().or(self.environment.take());
+        self.traits.fold(&ev.traits);
+        self.pipeline = ev.pipeline.clone().or(self.pipeline.take());
+        if ev.change_title.is_some() {
+            // A change's event names its title and all its labels.
+            self.change_title = ev.change_title.clone();
+            self.change_labels = ev.change_labels.clone();
+        }
+    }
+
+    /// The generation closed by fact `c`: its end (no earlier than its start, nor than start
+    /// plus a known run time), outcome and merge commit.
+    fn close(&mut self, c: &Fact) {
+        let start = self.start.or(c.ev.start).or(c.ev.end);
+        if let Some(start) = start {
+            self.start = Some(start);
+            let end = c.ev.end.or(c.ev.start).unwrap_or(start).max(start);
+            // A known run time: no earlier than start + duration (WorkEvent::duration_ms).
+            let end =
+                c.ev.duration_ms
+                    .and_then(chrono::TimeDelta::try_milliseconds)
+                    .and_then(|d| start.checked_add_signed(d))
+                    .map_or(end, |e| end.max(e));
+            self.end = Some(end);
+        }
+        self.outcome = c.ev.outcome.clone();
+        self.merge_sha = c.ev.merge_sha.clone();
+    }
+}
+
+/// Appends the items of `from` that `to` does not hold yet, in order.
+fn push_new<T: Clone + PartialEq>(to: &mut Vec<T>, from: &[T]) {
+    for x in from {
+        if !to.contains(x) {
+            to.push(x.clone());
+        }
+    }
 }
 
 /// Every head commit any fact named (a change's pushes move its head).

@@ -125,41 +125,9 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         .as_ref()
         .map(|p| p.trace_id.clone())
         .unwrap_or_else(|| ids::trace_id(&s.key));
-    let mut attributes = g.span_attributes();
-    attributes.insert(attr::KIND.into(), s.kind.as_str().into());
-    attributes.insert(attr::SOURCE.into(), s.source.clone().into());
-    attributes.insert(attr::KEY.into(), s.key.clone().into());
-    if g.index > 0 {
-        attributes.insert(attr::GENERATION.into(), AttrValue::Int(g.index.into()));
-    }
-    if let Some(result) = g.result() {
-        attributes.insert(attr::RESULT.into(), result.into());
-        match s.kind {
-            Kind::PipelineRun => {
-                attributes.insert(attr::CICD_PIPELINE_RESULT.into(), result.into());
-            }
-            Kind::Task => {
-                attributes.insert(attr::CICD_PIPELINE_TASK_RUN_RESULT.into(), result.into());
-            }
-            _ => {}
-        }
-    }
-    let mut links = Vec::new();
+    let mut attributes = own_attributes(s, g);
+    let mut links = generation_links(r, s, g, &trace_id);
     let mut dropped_links = 0u32;
-    if g.index > 0 {
-        links.push(link(
-            trace_id.clone(),
-            ids::span_id(&s.key, g.index - 1),
-            "reopens",
-            None,
-        ));
-    } else {
-        for f in &g.follows {
-            if let Some(prev) = r.span_of_key(f, None) {
-                links.push(link(prev.trace_id, prev.span_id, "retries", None));
-            }
-        }
-    }
     match s.kind {
         Kind::Change => {
             if let Some(first) = r.derived.first_commit.get(&me) {
@@ -170,47 +138,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
             }
         }
         Kind::Deployment => {
-            let info = r.derived.deploys.get(&me).cloned().unwrap_or_default();
-            attributes.insert(attr::PRODUCTION.into(), info.production.into());
-            if info.success || g.error() {
-                attributes.insert(
-                    attr::DEPLOYMENT_STATUS.into(),
-                    (if info.success { "succeeded" } else { "failed" }).into(),
-                );
-            }
-            if g.repo.is_some() {
-                // A successful deployment shipped its changes; a failed or cancelled one only
-                // attempted to. Past the link limit, the most recently landed changes are
-                // linked and the others counted as dropped links.
-                let kind = if info.success { "shipped" } else { "attempted" };
-                let room = r.link_limit.saturating_sub(links.len());
-                let skip = info.shipped.len().saturating_sub(room);
-                for c in &info.shipped[skip..] {
-                    if let Some(cs) = r.span_of_key(&c.key, Some(c.gen)) {
-                        links.push(link(cs.trace_id, cs.span_id, kind, Some(&c.key)));
-                    }
-                }
-                dropped_links += skip as u32;
-                attributes.insert(
-                    attr::DEPLOYMENT_CHANGES.into(),
-                    AttrValue::Int(info.changes),
-                );
-            }
-            if info.production {
-                attributes.insert(attr::DEPLOYMENT_REWORK.into(), info.rework.is_some().into());
-                if let Some(reason) = info.rework {
-                    attributes.insert(
-                        attr::DEPLOYMENT_REWORK_REASON.into(),
-                        reason.as_str().into(),
-                    );
-                }
-            }
-            if let Some(rec) = info.recovery_s {
-                attributes.insert(
-                    attr::DEPLOYMENT_RECOVERY_TIME_S.into(),
-                    AttrValue::Float(rec),
-                );
-            }
+            dropped_links = deployment(r, g, &me, &mut attributes, &mut links);
         }
         Kind::Incident => {
             if let Some(c) = r.derived.causes.get(&s.key) {
@@ -252,6 +180,103 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
             None
         },
     })
+}
+
+/// What a span says of itself: the generation's attributes, its kind, source, key,
+/// generation and result.
+fn own_attributes(s: &Summary, g: &Gen) -> Attrs {
+    let mut attributes = g.span_attributes();
+    attributes.insert(attr::KIND.into(), s.kind.as_str().into());
+    attributes.insert(attr::SOURCE.into(), s.source.clone().into());
+    attributes.insert(attr::KEY.into(), s.key.clone().into());
+    if g.index > 0 {
+        attributes.insert(attr::GENERATION.into(), AttrValue::Int(g.index.into()));
+    }
+    if let Some(result) = g.result() {
+        attributes.insert(attr::RESULT.into(), result.into());
+        match s.kind {
+            Kind::PipelineRun => {
+                attributes.insert(attr::CICD_PIPELINE_RESULT.into(), result.into());
+            }
+            Kind::Task => {
+                attributes.insert(attr::CICD_PIPELINE_TASK_RUN_RESULT.into(), result.into());
+            }
+            _ => {}
+        }
+    }
+    attributes
+}
+
+/// A reopened item's link to its previous generation; a first generation's links to the
+/// runs it retries.
+fn generation_links(r: &Resolver<'_>, s: &Summary, g: &Gen, trace_id: &str) -> Vec<SpanLink> {
+    if g.index > 0 {
+        return vec![link(
+            trace_id.to_string(),
+            ids::span_id(&s.key, g.index - 1),
+            "reopens",
+            None,
+        )];
+    }
+    g.follows
+        .iter()
+        .filter_map(|f| r.span_of_key(f, None))
+        .map(|prev| link(prev.trace_id, prev.span_id, "retries", None))
+        .collect()
+}
+
+/// A deployment's attributes (production, status, changes, rework, recovery) and its links to
+/// what it shipped; returns the links dropped past the limit.
+fn deployment(
+    r: &Resolver<'_>,
+    g: &Gen,
+    me: &GenRef,
+    attributes: &mut Attrs,
+    links: &mut Vec<SpanLink>,
+) -> u32 {
+    let info = r.derived.deploys.get(me).cloned().unwrap_or_default();
+    let mut dropped = 0;
+    attributes.insert(attr::PRODUCTION.into(), info.production.into());
+    if info.success || g.error() {
+        attributes.insert(
+            attr::DEPLOYMENT_STATUS.into(),
+            (if info.success { "succeeded" } else { "failed" }).into(),
+        );
+    }
+    if g.repo.is_some() {
+        // A successful deployment shipped its changes; a failed or cancelled one only
+        // attempted to. Past the link limit, the most recently landed changes are linked and
+        // the others counted as dropped links.
+        let kind = if info.success { "shipped" } else { "attempted" };
+        let room = r.link_limit.saturating_sub(links.len());
+        let skip = info.shipped.len().saturating_sub(room);
+        for c in &info.shipped[skip..] {
+            if let Some(cs) = r.span_of_key(&c.key, Some(c.gen)) {
+                links.push(link(cs.trace_id, cs.span_id, kind, Some(&c.key)));
+            }
+        }
+        dropped = skip as u32;
+        attributes.insert(
+            attr::DEPLOYMENT_CHANGES.into(),
+            AttrValue::Int(info.changes),
+        );
+    }
+    if info.production {
+        attributes.insert(attr::DEPLOYMENT_REWORK.into(), info.rework.is_some().into());
+        if let Some(reason) = info.rework {
+            attributes.insert(
+                attr::DEPLOYMENT_REWORK_REASON.into(),
+                reason.as_str().into(),
+            );
+        }
+    }
+    if let Some(rec) = info.recovery_s {
+        attributes.insert(
+            attr::DEPLOYMENT_RECOVERY_TIME_S.into(),
+            AttrValue::Float(rec),
+        );
+    }
+    dropped
 }
 
 /// Whether the deploy stage of change generation `change` goes out with deployment `dep`'s

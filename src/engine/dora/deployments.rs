@@ -224,19 +224,23 @@ mod tests {
     use crate::engine::metrics;
     use crate::engine::scope::{PushFact, Summary};
 
+    /// (key, shipped change keys, lead times (count, sum of minutes), recovery minutes,
+    /// change failures counted).
+    type Want = (
+        &'static str,
+        Vec<&'static str>,
+        (i64, i64),
+        Option<i64>,
+        i64,
+    );
+
     struct Case {
         name: &'static str,
         items: Vec<Summary>,
         pushes: Vec<PushFact>,
         /// Per deployment: (key, shipped change keys, lead times (count, sum of minutes),
         /// recovery minutes, change failures counted).
-        want: Vec<(
-            &'static str,
-            Vec<&'static str>,
-            (i64, i64),
-            Option<i64>,
-            i64,
-        )>,
+        want: Vec<Want>,
     }
 
     fn cases() -> Vec<Case> {
