@@ -228,123 +228,32 @@ impl Engine {
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
         let now = self.now();
-        let config = &self.settings;
-        let tag = crate::model::ids::delivery_tag(source, delivery_id);
         let wake = self.wake_up(now);
         // One read for every record the inputs touch, and the wake-up markers they would write.
-        let mut wanted = Vec::new();
-        for input in inputs {
-            let scope = match input {
-                Input::Work(ev) => {
-                    let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
-                    wanted.push(keys::item(&ev.key));
-                    wanted.push(keys::summary(&scope, &ev.key));
-                    scope
-                }
-                Input::Push(p) => {
-                    let scope = scope::scope_of(Some(&p.repo), "");
-                    wanted.push(keys::push(&scope, &p.after));
-                    scope
-                }
-            };
-            if wake.shared {
-                wanted.push(keys::pending(wake.due, &scope));
-            }
-        }
-        tx.load(wanted).await?;
-        // A delivery's facts are committed together, each tagged with it: one tagged fact as
-        // read (not as this attempt wrote it) means the delivery was applied before, and
-        // nothing may change.
-        let mut written = std::collections::HashSet::new();
-        let duplicate = Applied {
-            duplicate: true,
-            ..Applied::default()
+        tx.load(records_touched(inputs, &wake)).await?;
+        let mut one = Delivery {
+            source,
+            tag: crate::model::ids::delivery_tag(source, delivery_id),
+            now,
+            ttl: self.settings.ttl_open_secs,
+            written: std::collections::HashSet::new(),
+            applied: Applied::default(),
+            scopes: BTreeSet::new(),
         };
-        let mut applied = Applied::default();
-        let mut scopes = BTreeSet::new();
         for input in inputs {
-            match input {
-                Input::Work(ev) => {
-                    let ik = keys::item(&ev.key);
-                    let mut record: ItemRecord = decode(tx, &ik)?.unwrap_or_default();
-                    if !written.contains(&ik) && record.has_delivery(&tag) {
-                        return Ok(duplicate);
-                    }
-                    written.insert(ik.clone());
-                    let before = facts::generations(&record.facts);
-                    match record.add(Fact::new(source, ev).delivered_by(&tag)) {
-                        Added::Nothing => continue,
-                        // the same event under another delivery ID: only the tags change
-                        Added::Delivery => {
-                            tx.put(ik, &record, config.ttl_open_secs);
-                            continue;
-                        }
-                        Added::Fact => applied.facts += 1,
-                    }
-                    let after = facts::generations(&record.facts);
-                    let was_open = before.last().is_some_and(|g| !g.closed());
-                    if ev.action == Action::Close {
-                        applied.closed += 1;
-                    } else if after.len() > before.len() {
-                        applied.opened += 1;
-                    } else if was_open && before != after {
-                        applied.updated += 1;
-                    }
-                    let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
-                    let sk = keys::summary(&scope, &ev.key);
-                    let prev = decode::<Summary>(tx, &sk)?;
-                    if let Some(summary) =
-                        Summary::of_generations(&ev.key, &record, &after, now, prev)
-                    {
-                        tx.put(sk, &summary, config.ttl_open_secs);
-                    }
-                    tx.put(ik, &record, config.ttl_open_secs);
-                    scopes.insert(scope);
-                }
-                Input::Push(p) => {
-                    let scope = scope::scope_of(Some(&p.repo), "");
-                    let pk = keys::push(&scope, &p.after);
-                    let mut fact = PushFact::of(p);
-                    fact.deliveries.push(tag.clone());
-                    let mut settle = true;
-                    if let Some(known) = decode::<PushFact>(tx, &pk)? {
-                        if !written.contains(&pk) && known.deliveries.contains(&tag) {
-                            return Ok(duplicate);
-                        }
-                        let mut merged = known.clone();
-                        merged.merge(&fact);
-                        if merged == known {
-                            continue;
-                        }
-                        // only the tags changed: nothing to settle
-                        settle = (&merged.commits, merged.time) != (&known.commits, known.time);
-                        fact = merged;
-                    }
-                    written.insert(pk.clone());
-                    tx.put(pk, &fact, config.ttl_open_secs);
-                    if settle {
-                        applied.facts += 1;
-                        scopes.insert(scope);
-                    }
-                }
+            let step = match input {
+                Input::Work(ev) => one.work(tx, ev)?,
+                Input::Push(p) => one.push(tx, p)?,
+            };
+            if step == Step::Duplicate {
+                return Ok(Applied {
+                    duplicate: true,
+                    ..Applied::default()
+                });
             }
         }
-        // A wake-up marker's key is its due time and its scope. Each delivery writes it under a
-        // version of its own (its tag), and a drainer removes a marker only while it still has
-        // the version it read: a delivery that lands while its scope is being settled keeps its
-        // wake-up. With a shared due time (`WakeUp::shared`) the delivery read the marker it
-        // would write, and one that is already there is left as it is: it will wake the scope
-        // at the same time, after this delivery's commit.
-        let version = marker_version(&tag);
-        for scope in &scopes {
-            let key = keys::pending(wake.due, scope);
-            if !wake.shared {
-                tx.put_unread(key, &serde_json::json!({}), config.ttl_open_secs, version);
-            } else if tx.get(&key).is_none() {
-                tx.put_over(key, &serde_json::json!({}), config.ttl_open_secs, version);
-            }
-        }
-        Ok(applied)
+        one.wake(tx, &wake);
+        Ok(one.applied)
     }
 
     /// When a delivery at `now` wants its scope settled. Its facts are due a settle period
@@ -454,6 +363,145 @@ pub(crate) mod testing {
             Input::Work(ev)
         })
         .collect()
+    }
+}
+
+/// The records a delivery's inputs touch: items, their summaries, pushes, and the wake-up
+/// markers it would share.
+fn records_touched(inputs: &[Input], wake: &WakeUp) -> Vec<crate::store::Key> {
+    let mut wanted = Vec::new();
+    for input in inputs {
+        let scope = match input {
+            Input::Work(ev) => {
+                let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
+                wanted.push(keys::item(&ev.key));
+                wanted.push(keys::summary(&scope, &ev.key));
+                scope
+            }
+            Input::Push(p) => {
+                let scope = scope::scope_of(Some(&p.repo), "");
+                wanted.push(keys::push(&scope, &p.after));
+                scope
+            }
+        };
+        if wake.shared {
+            wanted.push(keys::pending(wake.due, &scope));
+        }
+    }
+    wanted
+}
+
+/// What recording one input did.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Recorded (or nothing new).
+    Done,
+    /// The delivery was recorded before: nothing may change.
+    Duplicate,
+}
+
+/// One delivery being recorded, input by input, in one transaction.
+struct Delivery<'a> {
+    source: &'a str,
+    /// The delivery's tag, on every fact it brings.
+    tag: String,
+    now: Time,
+    ttl: i64,
+    /// Records this delivery wrote already (a tag found there is its own).
+    written: std::collections::HashSet<crate::store::Key>,
+    applied: Applied,
+    /// Scopes with something new to settle.
+    scopes: BTreeSet<String>,
+}
+
+impl Delivery<'_> {
+    /// A work event: its fact added to its item, the item's summary rewritten. A delivery's
+    /// facts are committed together, each tagged with it: one tagged fact as read (not as this
+    /// attempt wrote it) means the delivery was applied before.
+    fn work(&mut self, tx: &mut Tx<'_>, ev: &crate::model::WorkEvent) -> Result<Step, EngineError> {
+        let ik = keys::item(&ev.key);
+        let mut record: ItemRecord = decode(tx, &ik)?.unwrap_or_default();
+        if !self.written.contains(&ik) && record.has_delivery(&self.tag) {
+            return Ok(Step::Duplicate);
+        }
+        self.written.insert(ik.clone());
+        let before = facts::generations(&record.facts);
+        match record.add(Fact::new(self.source, ev).delivered_by(&self.tag)) {
+            Added::Nothing => return Ok(Step::Done),
+            // the same event under another delivery ID: only the tags change
+            Added::Delivery => {
+                tx.put(ik, &record, self.ttl);
+                return Ok(Step::Done);
+            }
+            Added::Fact => self.applied.facts += 1,
+        }
+        let after = facts::generations(&record.facts);
+        let was_open = before.last().is_some_and(|g| !g.closed());
+        if ev.action == Action::Close {
+            self.applied.closed += 1;
+        } else if after.len() > before.len() {
+            self.applied.opened += 1;
+        } else if was_open && before != after {
+            self.applied.updated += 1;
+        }
+        let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
+        let sk = keys::summary(&scope, &ev.key);
+        let prev = decode::<Summary>(tx, &sk)?;
+        if let Some(summary) = Summary::of_generations(&ev.key, &record, &after, self.now, prev) {
+            tx.put(sk, &summary, self.ttl);
+        }
+        tx.put(ik, &record, self.ttl);
+        self.scopes.insert(scope);
+        Ok(Step::Done)
+    }
+
+    /// A push: merged into the push record of its head commit (a redelivery listing other
+    /// commits adds them).
+    fn push(&mut self, tx: &mut Tx<'_>, p: &crate::model::Push) -> Result<Step, EngineError> {
+        let scope = scope::scope_of(Some(&p.repo), "");
+        let pk = keys::push(&scope, &p.after);
+        let mut fact = PushFact::of(p);
+        fact.deliveries.push(self.tag.clone());
+        let mut settle = true;
+        if let Some(known) = decode::<PushFact>(tx, &pk)? {
+            if !self.written.contains(&pk) && known.deliveries.contains(&self.tag) {
+                return Ok(Step::Duplicate);
+            }
+            let mut merged = known.clone();
+            merged.merge(&fact);
+            if merged == known {
+                return Ok(Step::Done);
+            }
+            // only the tags changed: nothing to settle
+            settle = (&merged.commits, merged.time) != (&known.commits, known.time);
+            fact = merged;
+        }
+        self.written.insert(pk.clone());
+        tx.put(pk, &fact, self.ttl);
+        if settle {
+            self.applied.facts += 1;
+            self.scopes.insert(scope);
+        }
+        Ok(Step::Done)
+    }
+
+    /// The wake-up markers of the scopes with something new. A marker's key is its due time
+    /// and its scope. Each delivery writes it under a version of its own (its tag), and a
+    /// drainer removes a marker only while it still has the version it read: a delivery that
+    /// lands while its scope is being settled keeps its wake-up. With a shared due time
+    /// (`WakeUp::shared`) the delivery read the marker it would write, and one that is already
+    /// there is left as it is: it will wake the scope at the same time, after this delivery's
+    /// commit.
+    fn wake(&self, tx: &mut Tx<'_>, wake: &WakeUp) {
+        let version = marker_version(&self.tag);
+        for scope in &self.scopes {
+            let key = keys::pending(wake.due, scope);
+            if !wake.shared {
+                tx.put_unread(key, &serde_json::json!({}), self.ttl, version);
+            } else if tx.get(&key).is_none() {
+                tx.put_over(key, &serde_json::json!({}), self.ttl, version);
+            }
+        }
     }
 }
 
