@@ -12,7 +12,7 @@ use super::stages::StageName;
 use super::tx::Tx;
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, Kind, ParentRef, Time};
-use crate::store::{Cond, Order, Record, StoreError, Write};
+use crate::store::{Cond, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -103,7 +103,7 @@ impl Engine {
     #[tracing::instrument(name = "engine.settle", skip(self))]
     pub async fn settle(&self, now: Time) -> Result<Settled, EngineError> {
         let started = std::time::Instant::now();
-        let to = format!("{}#\u{10ffff}", keys::time_sk(now));
+        let due = KeyRange::through_prefix(&format!("{}#", keys::time_sk(now)));
         let mut out = Settled::default();
         // A scope put aside after a failure waits for the wall clock, not for the horizon
         // (`drain_all` looks a day ahead).
@@ -122,7 +122,12 @@ impl Engine {
                 let Some(from) = cursor.take() else { continue };
                 let page = self
                     .store
-                    .query(pk, &from, &to, MARKERS_PER_SHARD, Order::Ascending)
+                    .query(
+                        pk,
+                        due.clone().starting_at(from),
+                        MARKERS_PER_SHARD,
+                        Order::Ascending,
+                    )
                     .await?;
                 *cursor = (page.len() == MARKERS_PER_SHARD)
                     .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
@@ -708,8 +713,7 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
     let records = tx
         .query(
             &keys::scope_pk(scope),
-            "",
-            "\u{10ffff}",
+            KeyRange::all(),
             usize::MAX,
             Order::Ascending,
         )
@@ -762,18 +766,22 @@ async fn load_items(
     Ok(out)
 }
 
-/// The wake-up markers with a sort key up to `to` (`"\u{10ffff}"`: all), at most `limit` from
+/// The wake-up markers with a sort key in `range` (`KeyRange::all()`: all), at most `limit` from
 /// each partition ([`keys::pending_partitions`]: the shards and the legacy one), in sort key
 /// (due time) order: for the backlog figures, tests and benches. A settle reads them itself,
 /// shard by shard.
 pub async fn pending_markers(
     store: &dyn crate::store::Store,
-    to: &str,
+    range: KeyRange,
     limit: usize,
 ) -> Result<Vec<Record>, StoreError> {
     let mut all = Vec::new();
     for pk in keys::pending_partitions() {
-        all.extend(store.query(&pk, "", to, limit, Order::Ascending).await?);
+        all.extend(
+            store
+                .query(&pk, range.clone(), limit, Order::Ascending)
+                .await?,
+        );
     }
     all.sort_by(|a, b| (&a.key.sk, &a.key.pk).cmp(&(&b.key.sk, &b.key.pk)));
     Ok(all)
@@ -815,12 +823,14 @@ mod concurrency {
         async fn query(
             &self,
             pk: &str,
-            from: &str,
-            to: &str,
+            range: KeyRange,
             limit: usize,
             order: Order,
         ) -> StoreResult<Vec<Record>> {
-            self.inner.query(pk, from, to, limit, order).await
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> crate::store::Limits {
+            self.inner.limits()
         }
         async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
@@ -898,7 +908,7 @@ mod concurrency {
         }
         let later = engine.now() + chrono::TimeDelta::days(1);
         let markers = || async {
-            let found = pending_markers(store.as_ref(), "\u{10ffff}", 100);
+            let found = pending_markers(store.as_ref(), KeyRange::all(), 100);
             found.await.unwrap().len()
         };
         let before = markers().await;

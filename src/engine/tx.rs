@@ -3,7 +3,9 @@
 //! version read (or on absence), so a concurrent writer makes the commit fail with a conflict
 //! and the engine starts the attempt again.
 
-use crate::store::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreResult, Write};
+use crate::store::{
+    now_epoch, Cond, Data, Key, KeyRange, Order, Record, Store, StoreResult, Write,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -118,13 +120,12 @@ impl<'s> Tx<'s> {
     pub async fn query(
         &mut self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.requests += 1;
-        let records = self.store.query(pk, from, to, limit, order).await?;
+        let records = self.store.query(pk, range, limit, order).await?;
         for r in &records {
             self.read
                 .entry(r.key.clone())

@@ -17,7 +17,7 @@ use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch, LEASE_SECS}
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
 use crate::pipeline::health::{Backlog, Health, MeasuredStore, SCRAPE_CAP};
-use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
+use crate::store::{now_epoch, Cond, Data, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -302,7 +302,12 @@ impl Pipeline {
         let mut after = String::new();
         loop {
             let pending = store
-                .query(keys::OUTBOX, &after, "\u{10ffff}", 25, Order::Ascending)
+                .query(
+                    keys::OUTBOX,
+                    KeyRange::all().starting_at(after.as_str()),
+                    25,
+                    Order::Ascending,
+                )
                 .await?;
             let Some(last) = pending.last() else { break };
             after = format!("{}\u{0}", last.key.sk);
@@ -448,7 +453,7 @@ impl Pipeline {
         Ok(self
             .engine
             .store
-            .query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), 1000, Order::Ascending)
             .await?
             .len())
     }
@@ -470,7 +475,7 @@ impl Pipeline {
         // Markers sort by due time: those up to now are due, the first is the oldest.
         let mut due = crate::engine::drain::pending_markers(
             store.as_ref(),
-            &format!("{}#\u{10ffff}", keys::time_sk(now)),
+            KeyRange::through_prefix(&format!("{}#", keys::time_sk(now))),
             SCRAPE_CAP,
         )
         .await?;
@@ -481,7 +486,7 @@ impl Pipeline {
             ..Backlog::default()
         };
         let outbox = store
-            .query(keys::OUTBOX, "", "\u{10ffff}", SCRAPE_CAP, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), SCRAPE_CAP, Order::Ascending)
             .await?;
         backlog.outbox_oldest_age_secs = outbox.first().map_or(0.0, |r| age(&r.key.sk));
         for rec in &outbox {
@@ -547,8 +552,8 @@ impl Pipeline {
 
     /// Number of scopes with facts waiting for their settle period.
     pub async fn unsettled(&self) -> Result<usize, StoreError> {
-        let all =
-            crate::engine::drain::pending_markers(self.engine.store.as_ref(), "\u{10ffff}", 10_000);
+        let store = self.engine.store.as_ref();
+        let all = crate::engine::drain::pending_markers(store, KeyRange::all(), 10_000);
         Ok(all.await?.len().min(10_000))
     }
 }
@@ -760,7 +765,7 @@ mod tests {
         let batches = pipeline
             .engine
             .store
-            .query(keys::OUTBOX, "", "\u{10ffff}", 100, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), 100, Order::Ascending)
             .await
             .unwrap();
         let sent = |b: &Record| {
