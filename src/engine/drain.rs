@@ -9,7 +9,7 @@ use super::metrics::{self, Series};
 use super::scope::{self, Contribution, GenRef, Index, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
 use super::stages::StageName;
-use super::tx::Tx;
+use super::tx::{Budget, Tx};
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, Kind, ParentRef, Time};
 use crate::store::{Cond, KeyRange, Order, Record, StoreError, Write};
@@ -80,11 +80,6 @@ pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5)
 pub const SCOPES_AT_ONCE: usize = 8;
 /// Wake-up markers of one settled scope removed at once (each its own conditional delete).
 const MARKERS_AT_ONCE: usize = 16;
-/// Per transaction at most: writes for owners whose metric contributions change (their summary,
-/// and the removal of a ledger still kept on its own), and items whose spans are settled. With
-/// the series they touch, a transaction stays under DynamoDB's 100 writes.
-const OWNERS_PER_TX: usize = 12;
-const ITEMS_PER_TX: usize = 16;
 
 /// One transaction's share of a scope's settling.
 struct Round {
@@ -363,7 +358,7 @@ impl Engine {
             // A ledger still in an `l#` record takes a second write: its removal.
             let on_its_own = legacy.contains(owner.as_str());
             let writes = 1 + usize::from(on_its_own);
-            if changed_owners + writes > OWNERS_PER_TX {
+            if changed_owners + writes > Budget::of(self.store.limits()).owners {
                 more = true;
                 break;
             }
@@ -394,8 +389,9 @@ impl Engine {
             })
             .collect();
         let mut due = due;
-        if due.len() > ITEMS_PER_TX {
-            due.truncate(ITEMS_PER_TX);
+        let items_per_tx = Budget::of(self.store.limits()).items;
+        if due.len() > items_per_tx {
+            due.truncate(items_per_tx);
             more = true;
         }
         let mut spans_out = Vec::new();
@@ -729,13 +725,16 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
         let corrupt = |e: serde_json::Error| {
             EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
         };
-        if r.key.sk.starts_with("s#") {
-            out.summaries.push(r.data.decode().map_err(corrupt)?);
-        } else if r.key.sk.starts_with("p#") {
-            out.pushes.push(r.data.decode().map_err(corrupt)?);
-        } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-            let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
-            legacy.insert(owner.to_string(), scope::tally(&old));
+        match keys::ScopeEntry::parse(&r.key.sk) {
+            Some(keys::ScopeEntry::Summary(_)) => {
+                out.summaries.push(r.data.decode().map_err(corrupt)?)
+            }
+            Some(keys::ScopeEntry::Push(_)) => out.pushes.push(r.data.decode().map_err(corrupt)?),
+            Some(keys::ScopeEntry::Ledger(owner)) => {
+                let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
+                legacy.insert(owner.to_string(), scope::tally(&old));
+            }
+            None => {}
         }
     }
     out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
@@ -918,7 +917,8 @@ mod concurrency {
         loop {
             let settled = engine.settle(later).await.unwrap();
             drains += 1;
-            assert!(settled.spans.len() <= ITEMS_PER_TX, "one round per drain");
+            let items_per_tx = Budget::of(store.limits()).items;
+            assert!(settled.spans.len() <= items_per_tx, "one round per drain");
             spans.extend(settled.spans);
             if !settled.more {
                 break;

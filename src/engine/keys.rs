@@ -27,13 +27,53 @@ pub fn scope_pk(scope: &str) -> String {
     format!("scope#{scope}")
 }
 pub fn summary(scope: &str, item_key: &str) -> Key {
-    Key::new(scope_pk(scope), format!("s#{item_key}"))
+    Key::new(scope_pk(scope), ScopeEntry::Summary(item_key).sk())
 }
 pub fn push(scope: &str, after: &str) -> Key {
-    Key::new(scope_pk(scope), format!("p#{}", after.to_ascii_lowercase()))
+    let after = after.to_ascii_lowercase();
+    Key::new(scope_pk(scope), ScopeEntry::Push(&after).sk())
 }
 pub fn ledger(scope: &str, owner: &str) -> Key {
-    Key::new(scope_pk(scope), format!("l#{owner}"))
+    Key::new(scope_pk(scope), ScopeEntry::Ledger(owner).sk())
+}
+
+/// A record of a scope's partition (`scope#<scope>`), named by its sort key: built and parsed
+/// here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeEntry<'a> {
+    /// `s#<item key>`: an item's summary.
+    Summary(&'a str),
+    /// `p#<after>`: a push, by the commit it moved the branch to (lower case).
+    Push(&'a str),
+    /// `l#<owner key>`: a ledger on its own, as older versions wrote it.
+    Ledger(&'a str),
+}
+
+impl<'a> ScopeEntry<'a> {
+    const SUMMARY: &'static str = "s#";
+    const PUSH: &'static str = "p#";
+    const LEDGER: &'static str = "l#";
+
+    /// The sort key.
+    pub fn sk(self) -> String {
+        let (prefix, rest) = match self {
+            ScopeEntry::Summary(k) => (Self::SUMMARY, k),
+            ScopeEntry::Push(k) => (Self::PUSH, k),
+            ScopeEntry::Ledger(k) => (Self::LEDGER, k),
+        };
+        format!("{prefix}{rest}")
+    }
+
+    /// The record a sort key names (`None`: a record of no kind known here).
+    pub fn parse(sk: &'a str) -> Option<Self> {
+        let (prefix, rest) = sk.split_at_checked(2)?;
+        match prefix {
+            Self::SUMMARY => Some(ScopeEntry::Summary(rest)),
+            Self::PUSH => Some(ScopeEntry::Push(rest)),
+            Self::LEDGER => Some(ScopeEntry::Ledger(rest)),
+            _ => None,
+        }
+    }
 }
 /// Partitions the wake-up markers are spread over. Every delivery that changes something writes
 /// (or finds) a marker, so under one partition key the whole table's deliveries would share one
@@ -90,4 +130,30 @@ pub fn sync_cursor(source: &str, repository: &str) -> Key {
 /// A time as a sort key: fixed width, so string order is time order.
 pub fn time_sk(t: crate::model::Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_entry_reads_back_from_the_sort_key_it_builds() {
+        let cases = [
+            (
+                summary("repo#a/b", "github:a/b#1"),
+                ScopeEntry::Summary("github:a/b#1"),
+            ),
+            (push("repo#a/b", "FF00"), ScopeEntry::Push("ff00")),
+            (ledger("item#x", "jira:X-1"), ScopeEntry::Ledger("jira:X-1")),
+        ];
+        for (key, entry) in cases {
+            assert_eq!(key.pk, scope_pk(&key.pk[6..]));
+            assert_eq!(ScopeEntry::parse(&key.sk), Some(entry), "{}", key.sk);
+            assert_eq!(entry.sk(), key.sk);
+        }
+        assert_eq!(summary("repo#a/b", "k").sk, "s#k", "the stored layout");
+        assert_eq!(ScopeEntry::parse("x#1"), None);
+        assert_eq!(ScopeEntry::parse("s"), None);
+        assert_eq!(ScopeEntry::parse("s#"), Some(ScopeEntry::Summary("")));
+    }
 }

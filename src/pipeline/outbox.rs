@@ -22,9 +22,6 @@ use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-/// Inputs applied in one transaction. An input writes three records (its facts, its summary,
-/// a wake-up marker), so a part stays well under DynamoDB's 100 writes.
-pub const INPUTS_PER_PART: usize = 16;
 /// Wall time in which an export starts new batches (it always tries one). A drain that settled
 /// a backlog (up to 8 repositories at once for `SETTLE_BUDGET`) can put a thousand batches in
 /// the outbox, each two collector requests and a removal: exported one after another without a
@@ -202,7 +199,7 @@ impl Pipeline {
     /// Records a delivery's facts.
     ///
     /// A delivery with many inputs (a GitLab pipeline with a hundred jobs) is applied in parts of
-    /// [`INPUTS_PER_PART`] inputs, each its own exactly-once unit (delivery ID `<id>#<part>`), so
+    /// [`Budget::inputs`](crate::engine::tx::Budget) inputs (16, from the store's limits), each its own exactly-once unit (delivery ID `<id>#<part>`), so
     /// that no commit outgrows DynamoDB's transaction (100 writes) and item (400 KB) limits. A
     /// redelivery after a failure part-way applies only the parts that are missing.
     #[tracing::instrument(name = "deliver", skip(self, inputs), fields(inputs = inputs.len()))]
@@ -212,14 +209,15 @@ impl Pipeline {
         delivery_id: &str,
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
-        let total = if inputs.len() <= INPUTS_PER_PART {
+        let per_part = crate::engine::tx::Budget::of(self.engine.store.limits()).inputs;
+        let total = if inputs.len() <= per_part {
             self.engine.apply(source, delivery_id, inputs).await?
         } else {
             let mut total = Applied {
                 duplicate: true,
                 ..Applied::default()
             };
-            for (i, part) in inputs.chunks(INPUTS_PER_PART).enumerate() {
+            for (i, part) in inputs.chunks(per_part).enumerate() {
                 let a = self
                     .engine
                     .apply(source, &format!("{delivery_id}#{i}"), part)

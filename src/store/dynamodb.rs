@@ -49,6 +49,13 @@ use std::time::Duration;
 const BATCH_GET_MAX: usize = 100;
 /// Writes per TransactWriteItems request (DynamoDB's limit).
 const TRANSACT_MAX: usize = 100;
+/// What one DynamoDB request takes at most ([`Store::limits`]).
+pub const LIMITS: Limits = Limits {
+    writes_per_commit: TRANSACT_MAX,
+    keys_per_get: BATCH_GET_MAX,
+    data_bytes: MAX_DATA_BYTES,
+    commit_bytes: TRANSACT_BYTES_MAX,
+};
 /// Bytes of all the items of one TransactWriteItems request (DynamoDB's limit).
 const TRANSACT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest `d` attribute accepted. A DynamoDB item is at most 400 KB including attribute names
@@ -680,12 +687,7 @@ impl Store for DynamoStore {
     /// DynamoDB's: 100 writes per TransactWriteItems, 100 keys per BatchGetItem, a 400 KB item
     /// (less the room its attribute names and key take), 4 MB per transaction.
     fn limits(&self) -> Limits {
-        Limits {
-            writes_per_commit: TRANSACT_MAX,
-            keys_per_get: BATCH_GET_MAX,
-            data_bytes: MAX_DATA_BYTES,
-            commit_bytes: TRANSACT_BYTES_MAX,
-        }
+        LIMITS
     }
 
     fn requests(&self) -> u64 {
