@@ -148,7 +148,7 @@ impl Engine {
             // other retry. Both lanes start no new scope once the budget is spent.
             let (repos, items): (Vec<_>, Vec<_>) = by_scope
                 .into_iter()
-                .partition(|(scope, _)| scope.starts_with("repo#"));
+                .partition(|(scope, _)| keys::Scope::is_repo(scope));
             let begun = AtomicUsize::new(out.scopes);
             let may_start = |_: &(String, Vec<Record>)| {
                 if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {

@@ -20,6 +20,52 @@
 
 use crate::store::Key;
 
+/// What a scope partition gathers: a repository's items and pushes, or one item that names no
+/// repository. Its text (`repo#<owner/name>`, `item#<item key>`) is in the stored keys; it is
+/// written by [`std::fmt::Display`] and read by [`Scope::parse`], here only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Repo(String),
+    Item(String),
+}
+
+impl Scope {
+    const REPO: &'static str = "repo#";
+    const ITEM: &'static str = "item#";
+
+    /// The scope of an item: its repository's, else its own.
+    pub fn of(repo: Option<&crate::model::Repo>, item_key: &str) -> Scope {
+        match repo {
+            Some(r) => Scope::Repo(r.0.clone()),
+            None => Scope::Item(item_key.to_string()),
+        }
+    }
+
+    /// The scope a stored text names (`None`: neither form).
+    pub fn parse(text: &str) -> Option<Scope> {
+        if let Some(name) = text.strip_prefix(Self::REPO) {
+            Some(Scope::Repo(name.to_string()))
+        } else {
+            let key = text.strip_prefix(Self::ITEM)?;
+            Some(Scope::Item(key.to_string()))
+        }
+    }
+
+    /// Whether a stored scope text names a repository's scope.
+    pub fn is_repo(text: &str) -> bool {
+        matches!(Scope::parse(text), Some(Scope::Repo(_)))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Repo(name) => write!(f, "{}{name}", Self::REPO),
+            Scope::Item(key) => write!(f, "{}{key}", Self::ITEM),
+        }
+    }
+}
+
 pub fn item(key: &str) -> Key {
     Key::one(format!("item#{key}"))
 }
@@ -135,6 +181,22 @@ pub fn time_sk(t: crate::model::Time) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_reads_back_from_its_text() {
+        let repo = crate::model::Repo::new("a/b");
+        let cases = [
+            (Scope::of(Some(&repo), "k"), "repo#a/b"),
+            (Scope::of(None, "jira:X-1"), "item#jira:X-1"),
+        ];
+        for (scope, text) in cases {
+            assert_eq!(scope.to_string(), text);
+            assert_eq!(Scope::parse(text), Some(scope));
+        }
+        assert!(Scope::is_repo("repo#a/b"));
+        assert!(!Scope::is_repo("item#repo#a/b"));
+        assert_eq!(Scope::parse("scope#x"), None);
+    }
 
     #[test]
     fn a_scope_entry_reads_back_from_the_sort_key_it_builds() {
