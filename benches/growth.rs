@@ -31,7 +31,7 @@ use valuestream::model::{
 };
 use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::memory::MemoryStore;
-use valuestream::store::{Cond, Key, Order, Record, Store, StoreResult, Write};
+use valuestream::store::{Cond, Key, KeyRange, Order, Record, Store, StoreResult, Write};
 
 /// The global allocator, counting live bytes and their peak.
 struct Counting;
@@ -101,18 +101,20 @@ impl<S: Store> Store for Metered<S> {
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
-        let got = self.inner.query(pk, from, to, limit, order).await?;
+        let got = self.inner.query(pk, range, limit, order).await?;
         let bytes: usize = got.iter().map(|r| r.data.len() + r.key.sk.len()).sum();
         // DynamoDB answers a query in pages of at most 1 MB: one request each.
         self.requests
             .fetch_add(bytes.div_ceil(1 << 20).max(1) as u64, Relaxed);
         self.rcu.fetch_add(units(bytes, 4096), Relaxed);
         Ok(got)
+    }
+    fn limits(&self) -> valuestream::store::Limits {
+        self.inner.limits()
     }
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         self.requests.fetch_add(1, Relaxed);
@@ -206,7 +208,7 @@ async fn history(engine: &Engine, prs: usize) {
     let store = engine.store.as_ref();
     let pk = keys::scope_pk(&format!("repo#{REPO}"));
     let records = store
-        .query(&pk, "", "\u{10ffff}", usize::MAX, Order::Ascending)
+        .query(&pk, KeyRange::all(), usize::MAX, Order::Ascending)
         .await
         .unwrap();
     let mut summaries: Vec<scope::Summary> = Vec::new();
@@ -244,7 +246,7 @@ async fn history(engine: &Engine, prs: usize) {
             cond: Cond::Any,
         });
     }
-    for m in valuestream::engine::drain::pending_markers(store, "\u{10ffff}", usize::MAX)
+    for m in valuestream::engine::drain::pending_markers(store, KeyRange::all(), usize::MAX)
         .await
         .unwrap()
     {

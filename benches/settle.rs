@@ -25,7 +25,7 @@ use valuestream::http::{router, AppState};
 use valuestream::pipeline::Pipeline;
 use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::memory::MemoryStore;
-use valuestream::store::{Key, Order, Record, Store, StoreResult, Write};
+use valuestream::store::{Key, KeyRange, Order, Record, Store, StoreResult, Write};
 
 /// Every request waits `ROUND_TRIP` before the in-memory store answers.
 struct RoundTrip(MemoryStore);
@@ -40,13 +40,15 @@ impl Store for RoundTrip {
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         tokio::time::sleep(ROUND_TRIP).await;
-        self.0.query(pk, from, to, limit, order).await
+        self.0.query(pk, range, limit, order).await
+    }
+    fn limits(&self) -> valuestream::store::Limits {
+        self.0.limits()
     }
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         tokio::time::sleep(ROUND_TRIP).await;

@@ -20,7 +20,9 @@ use crate::config::{endpoint_url, Config, ConfigError, Settings};
 use crate::engine::keys;
 use crate::export::prometheus::{HealthFamily, HealthKind, HealthSample, HealthValue};
 use crate::model::Time;
-use crate::store::{Cond, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use crate::store::{
+    Cond, Data, Key, KeyRange, Order, Record, Store, StoreError, StoreResult, Write,
+};
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -193,7 +195,7 @@ pub struct Cursor {
 /// Every repository's record, in key order.
 pub async fn cursors(store: &dyn Store) -> StoreResult<Vec<Cursor>> {
     let records = store
-        .query(keys::SYNC, "", "\u{7f}", 10_000, Order::Ascending)
+        .query(keys::SYNC, KeyRange::all(), 10_000, Order::Ascending)
         .await?;
     Ok(records
         .iter()
@@ -463,10 +465,9 @@ impl backfill::Records for StoreRecords<'_> {
     }
 
     async fn query(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let to = format!("{prefix}\u{7f}");
         let found = self
             .0
-            .query(pk, prefix, &to, 10_000, Order::Ascending)
+            .query(pk, KeyRange::prefix(prefix), 10_000, Order::Ascending)
             .await?;
         Ok(found
             .into_iter()

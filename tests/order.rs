@@ -123,7 +123,12 @@ fn translate(p: &Posted, config: &Config) -> Translated {
 
 async fn series(store: &dyn Store) -> BTreeMap<String, (u64, i64, Vec<u64>)> {
     store
-        .query("metric", "", "\u{10ffff}", 100_000, Order::Ascending)
+        .query(
+            "metric",
+            valuestream::store::KeyRange::all(),
+            100_000,
+            Order::Ascending,
+        )
         .await
         .unwrap()
         .into_iter()

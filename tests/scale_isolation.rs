@@ -316,9 +316,13 @@ async fn plant_unreadable(store: &dyn Store, repo: &str) {
 }
 
 async fn markers(store: &dyn Store) -> Vec<String> {
-    let found = valuestream::engine::drain::pending_markers(store, "\u{10ffff}", 1000)
-        .await
-        .unwrap();
+    let found = valuestream::engine::drain::pending_markers(
+        store,
+        valuestream::store::KeyRange::all(),
+        1000,
+    )
+    .await
+    .unwrap();
     found.into_iter().map(|r| r.key.sk).collect()
 }
 

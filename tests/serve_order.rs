@@ -44,7 +44,7 @@ use valuestream::engine::metrics::Series;
 use valuestream::export::prometheus;
 use valuestream::store::dynamodb::{create_table_with, DynamoStore};
 use valuestream::store::embedded::EmbeddedStore;
-use valuestream::store::{Order, Store};
+use valuestream::store::{KeyRange, Order, Store};
 
 /// The settle period of the single `serve` on the embedded store: small, but longer than
 /// posting a whole scenario takes there (asserted), so every shuffle falls within it. Posting
@@ -323,7 +323,7 @@ struct Outcome {
 
 async fn series(store: &dyn Store) -> BTreeMap<String, (u64, i64, Vec<u64>)> {
     store
-        .query(keys::METRIC, "", "\u{10ffff}", 100_000, Order::Ascending)
+        .query(keys::METRIC, KeyRange::all(), 100_000, Order::Ascending)
         .await
         .unwrap()
         .into_iter()
@@ -701,12 +701,13 @@ async fn two_serves_on_one_table(seed: u64) {
         // settle period from now; then at most 30 s.
         let deadline = Instant::now() + Duration::from_secs(DYNAMO_SETTLE_SECS + 30);
         loop {
-            let pending = valuestream::engine::drain::pending_markers(&store, "\u{10ffff}", 1000)
-                .await
-                .unwrap()
-                .len();
+            let pending =
+                valuestream::engine::drain::pending_markers(&store, KeyRange::all(), 1000)
+                    .await
+                    .unwrap()
+                    .len();
             let outbox = store
-                .query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending)
+                .query(keys::OUTBOX, KeyRange::all(), 1000, Order::Ascending)
                 .await
                 .unwrap()
                 .len();

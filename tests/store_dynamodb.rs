@@ -162,8 +162,7 @@ async fn dynamodb_limits_give_clear_errors_and_write_nothing() {
     let q = store
         .query(
             "many",
-            "",
-            "\u{10ffff}",
+            valuestream::store::KeyRange::all(),
             200,
             valuestream::store::Order::Ascending,
         )
@@ -182,8 +181,7 @@ async fn dynamodb_limits_give_clear_errors_and_write_nothing() {
     let all = store
         .query(
             "many",
-            "",
-            "\u{10ffff}",
+            valuestream::store::KeyRange::all(),
             100,
             valuestream::store::Order::Descending,
         )

@@ -183,8 +183,7 @@ async fn a_store_file_of_redb_2_is_migrated_and_read() {
         let q = store
             .query(
                 "fixture#scope",
-                "001",
-                "003",
+                valuestream::store::KeyRange::between("001", "003"),
                 10,
                 valuestream::store::Order::Descending,
             )

@@ -10,10 +10,10 @@ use super::metrics::{self, Series};
 use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
 use super::stages::StageName;
-use super::tx::Tx;
+use super::tx::{Budget, Tx};
 use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, Kind, ParentRef, Time};
-use crate::store::{Cond, Order, Record, StoreError, Write};
+use crate::store::{Cond, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -81,11 +81,6 @@ pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5)
 pub const SCOPES_AT_ONCE: usize = 8;
 /// Wake-up markers of one settled scope removed at once (each its own conditional delete).
 const MARKERS_AT_ONCE: usize = 16;
-/// Per transaction at most: writes for owners whose metric contributions change (their summary,
-/// and the removal of a ledger still kept on its own), and items whose spans are settled. With
-/// the series they touch, a transaction stays under DynamoDB's 100 writes.
-const OWNERS_PER_TX: usize = 12;
-const ITEMS_PER_TX: usize = 16;
 
 /// One transaction's share of a scope's settling.
 struct Round {
@@ -104,7 +99,7 @@ impl Engine {
     #[tracing::instrument(name = "engine.settle", skip(self))]
     pub async fn settle(&self, now: Time) -> Result<Settled, EngineError> {
         let started = std::time::Instant::now();
-        let to = format!("{}#\u{10ffff}", keys::time_sk(now));
+        let due = KeyRange::through_prefix(&format!("{}#", keys::time_sk(now)));
         let mut out = Settled::default();
         // A scope put aside after a failure waits for the wall clock, not for the horizon
         // (`drain_all` looks a day ahead).
@@ -123,7 +118,12 @@ impl Engine {
                 let Some(from) = cursor.take() else { continue };
                 let page = self
                     .store
-                    .query(pk, &from, &to, MARKERS_PER_SHARD, Order::Ascending)
+                    .query(
+                        pk,
+                        due.clone().starting_at(from),
+                        MARKERS_PER_SHARD,
+                        Order::Ascending,
+                    )
                     .await?;
                 *cursor = (page.len() == MARKERS_PER_SHARD)
                     .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
@@ -149,7 +149,7 @@ impl Engine {
             // other retry. Both lanes start no new scope once the budget is spent.
             let (repos, items): (Vec<_>, Vec<_>) = by_scope
                 .into_iter()
-                .partition(|(scope, _)| scope.starts_with("repo#"));
+                .partition(|(scope, _)| keys::Scope::is_repo(scope));
             let begun = AtomicUsize::new(out.scopes);
             let may_start = |_: &(String, Vec<Record>)| {
                 if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {
@@ -359,7 +359,7 @@ impl Engine {
             // A ledger still in an `l#` record takes a second write: its removal.
             let on_its_own = legacy.contains(owner.as_str());
             let writes = 1 + usize::from(on_its_own);
-            if changed_owners + writes > OWNERS_PER_TX {
+            if changed_owners + writes > Budget::of(self.store.limits()).owners {
                 more = true;
                 break;
             }
@@ -390,8 +390,9 @@ impl Engine {
             })
             .collect();
         let mut due = due;
-        if due.len() > ITEMS_PER_TX {
-            due.truncate(ITEMS_PER_TX);
+        let items_per_tx = Budget::of(self.store.limits()).items;
+        if due.len() > items_per_tx {
+            due.truncate(items_per_tx);
             more = true;
         }
         let mut spans_out = Vec::new();
@@ -709,8 +710,7 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
     let records = tx
         .query(
             &keys::scope_pk(scope),
-            "",
-            "\u{10ffff}",
+            KeyRange::all(),
             usize::MAX,
             Order::Ascending,
         )
@@ -726,13 +726,16 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, Engine
         let corrupt = |e: serde_json::Error| {
             EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
         };
-        if r.key.sk.starts_with("s#") {
-            out.summaries.push(r.data.decode().map_err(corrupt)?);
-        } else if r.key.sk.starts_with("p#") {
-            out.pushes.push(r.data.decode().map_err(corrupt)?);
-        } else if let Some(owner) = r.key.sk.strip_prefix("l#") {
-            let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
-            legacy.insert(owner.to_string(), scope::tally(&old));
+        match keys::ScopeEntry::parse(&r.key.sk) {
+            Some(keys::ScopeEntry::Summary(_)) => {
+                out.summaries.push(r.data.decode().map_err(corrupt)?)
+            }
+            Some(keys::ScopeEntry::Push(_)) => out.pushes.push(r.data.decode().map_err(corrupt)?),
+            Some(keys::ScopeEntry::Ledger(owner)) => {
+                let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
+                legacy.insert(owner.to_string(), scope::tally(&old));
+            }
+            None => {}
         }
     }
     out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
@@ -763,18 +766,22 @@ async fn load_items(
     Ok(out)
 }
 
-/// The wake-up markers with a sort key up to `to` (`"\u{10ffff}"`: all), at most `limit` from
+/// The wake-up markers with a sort key in `range` (`KeyRange::all()`: all), at most `limit` from
 /// each partition ([`keys::pending_partitions`]: the shards and the legacy one), in sort key
 /// (due time) order: for the backlog figures, tests and benches. A settle reads them itself,
 /// shard by shard.
 pub async fn pending_markers(
     store: &dyn crate::store::Store,
-    to: &str,
+    range: KeyRange,
     limit: usize,
 ) -> Result<Vec<Record>, StoreError> {
     let mut all = Vec::new();
     for pk in keys::pending_partitions() {
-        all.extend(store.query(&pk, "", to, limit, Order::Ascending).await?);
+        all.extend(
+            store
+                .query(&pk, range.clone(), limit, Order::Ascending)
+                .await?,
+        );
     }
     all.sort_by(|a, b| (&a.key.sk, &a.key.pk).cmp(&(&b.key.sk, &b.key.pk)));
     Ok(all)
@@ -816,12 +823,14 @@ mod concurrency {
         async fn query(
             &self,
             pk: &str,
-            from: &str,
-            to: &str,
+            range: KeyRange,
             limit: usize,
             order: Order,
         ) -> StoreResult<Vec<Record>> {
-            self.inner.query(pk, from, to, limit, order).await
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> crate::store::Limits {
+            self.inner.limits()
         }
         async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
@@ -899,7 +908,7 @@ mod concurrency {
         }
         let later = engine.now() + chrono::TimeDelta::days(1);
         let markers = || async {
-            let found = pending_markers(store.as_ref(), "\u{10ffff}", 100);
+            let found = pending_markers(store.as_ref(), KeyRange::all(), 100);
             found.await.unwrap().len()
         };
         let before = markers().await;
@@ -909,7 +918,8 @@ mod concurrency {
         loop {
             let settled = engine.settle(later).await.unwrap();
             drains += 1;
-            assert!(settled.spans.len() <= ITEMS_PER_TX, "one round per drain");
+            let items_per_tx = Budget::of(store.limits()).items;
+            assert!(settled.spans.len() <= items_per_tx, "one round per drain");
             spans.extend(settled.spans);
             if !settled.more {
                 break;

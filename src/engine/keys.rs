@@ -20,6 +20,52 @@
 
 use crate::store::Key;
 
+/// What a scope partition gathers: a repository's items and pushes, or one item that names no
+/// repository. Its text (`repo#<owner/name>`, `item#<item key>`) is in the stored keys; it is
+/// written by [`std::fmt::Display`] and read by [`Scope::parse`], here only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Repo(String),
+    Item(String),
+}
+
+impl Scope {
+    const REPO: &'static str = "repo#";
+    const ITEM: &'static str = "item#";
+
+    /// The scope of an item: its repository's, else its own.
+    pub fn of(repo: Option<&crate::model::Repo>, item_key: &str) -> Scope {
+        match repo {
+            Some(r) => Scope::Repo(r.0.clone()),
+            None => Scope::Item(item_key.to_string()),
+        }
+    }
+
+    /// The scope a stored text names (`None`: neither form).
+    pub fn parse(text: &str) -> Option<Scope> {
+        if let Some(name) = text.strip_prefix(Self::REPO) {
+            Some(Scope::Repo(name.to_string()))
+        } else {
+            let key = text.strip_prefix(Self::ITEM)?;
+            Some(Scope::Item(key.to_string()))
+        }
+    }
+
+    /// Whether a stored scope text names a repository's scope.
+    pub fn is_repo(text: &str) -> bool {
+        matches!(Scope::parse(text), Some(Scope::Repo(_)))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Repo(name) => write!(f, "{}{name}", Self::REPO),
+            Scope::Item(key) => write!(f, "{}{key}", Self::ITEM),
+        }
+    }
+}
+
 pub fn item(key: &str) -> Key {
     Key::one(format!("item#{key}"))
 }
@@ -27,13 +73,53 @@ pub fn scope_pk(scope: &str) -> String {
     format!("scope#{scope}")
 }
 pub fn summary(scope: &str, item_key: &str) -> Key {
-    Key::new(scope_pk(scope), format!("s#{item_key}"))
+    Key::new(scope_pk(scope), ScopeEntry::Summary(item_key).sk())
 }
 pub fn push(scope: &str, after: &str) -> Key {
-    Key::new(scope_pk(scope), format!("p#{}", after.to_ascii_lowercase()))
+    let after = after.to_ascii_lowercase();
+    Key::new(scope_pk(scope), ScopeEntry::Push(&after).sk())
 }
 pub fn ledger(scope: &str, owner: &str) -> Key {
-    Key::new(scope_pk(scope), format!("l#{owner}"))
+    Key::new(scope_pk(scope), ScopeEntry::Ledger(owner).sk())
+}
+
+/// A record of a scope's partition (`scope#<scope>`), named by its sort key: built and parsed
+/// here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeEntry<'a> {
+    /// `s#<item key>`: an item's summary.
+    Summary(&'a str),
+    /// `p#<after>`: a push, by the commit it moved the branch to (lower case).
+    Push(&'a str),
+    /// `l#<owner key>`: a ledger on its own, as older versions wrote it.
+    Ledger(&'a str),
+}
+
+impl<'a> ScopeEntry<'a> {
+    const SUMMARY: &'static str = "s#";
+    const PUSH: &'static str = "p#";
+    const LEDGER: &'static str = "l#";
+
+    /// The sort key.
+    pub fn sk(self) -> String {
+        let (prefix, rest) = match self {
+            ScopeEntry::Summary(k) => (Self::SUMMARY, k),
+            ScopeEntry::Push(k) => (Self::PUSH, k),
+            ScopeEntry::Ledger(k) => (Self::LEDGER, k),
+        };
+        format!("{prefix}{rest}")
+    }
+
+    /// The record a sort key names (`None`: a record of no kind known here).
+    pub fn parse(sk: &'a str) -> Option<Self> {
+        let (prefix, rest) = sk.split_at_checked(2)?;
+        match prefix {
+            Self::SUMMARY => Some(ScopeEntry::Summary(rest)),
+            Self::PUSH => Some(ScopeEntry::Push(rest)),
+            Self::LEDGER => Some(ScopeEntry::Ledger(rest)),
+            _ => None,
+        }
+    }
 }
 /// Partitions the wake-up markers are spread over. Every delivery that changes something writes
 /// (or finds) a marker, so under one partition key the whole table's deliveries would share one
@@ -90,4 +176,46 @@ pub fn sync_cursor(source: &str, repository: &str) -> Key {
 /// A time as a sort key: fixed width, so string order is time order.
 pub fn time_sk(t: crate::model::Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_reads_back_from_its_text() {
+        let repo = crate::model::Repo::new("a/b");
+        let cases = [
+            (Scope::of(Some(&repo), "k"), "repo#a/b"),
+            (Scope::of(None, "jira:X-1"), "item#jira:X-1"),
+        ];
+        for (scope, text) in cases {
+            assert_eq!(scope.to_string(), text);
+            assert_eq!(Scope::parse(text), Some(scope));
+        }
+        assert!(Scope::is_repo("repo#a/b"));
+        assert!(!Scope::is_repo("item#repo#a/b"));
+        assert_eq!(Scope::parse("scope#x"), None);
+    }
+
+    #[test]
+    fn a_scope_entry_reads_back_from_the_sort_key_it_builds() {
+        let cases = [
+            (
+                summary("repo#a/b", "github:a/b#1"),
+                ScopeEntry::Summary("github:a/b#1"),
+            ),
+            (push("repo#a/b", "FF00"), ScopeEntry::Push("ff00")),
+            (ledger("item#x", "jira:X-1"), ScopeEntry::Ledger("jira:X-1")),
+        ];
+        for (key, entry) in cases {
+            assert_eq!(key.pk, scope_pk(&key.pk[6..]));
+            assert_eq!(ScopeEntry::parse(&key.sk), Some(entry), "{}", key.sk);
+            assert_eq!(entry.sk(), key.sk);
+        }
+        assert_eq!(summary("repo#a/b", "k").sk, "s#k", "the stored layout");
+        assert_eq!(ScopeEntry::parse("x#1"), None);
+        assert_eq!(ScopeEntry::parse("s"), None);
+        assert_eq!(ScopeEntry::parse("s#"), Some(ScopeEntry::Summary("")));
+    }
 }

@@ -268,15 +268,14 @@ pub async fn stored(
     store: &dyn crate::store::Store,
     name: Option<&str>,
 ) -> Result<Vec<Series>, crate::store::StoreError> {
-    let (from, to) = match name {
-        Some(n) => (format!("{n}{{"), format!("{n}{{\u{10ffff}")),
-        None => (String::new(), "\u{10ffff}".to_string()),
+    let range = match name {
+        Some(n) => crate::store::KeyRange::prefix(&format!("{n}{{")),
+        None => crate::store::KeyRange::all(),
     };
     let records = store
         .query(
             super::keys::METRIC,
-            &from,
-            &to,
+            range,
             MAX_SERIES,
             crate::store::Order::Ascending,
         )

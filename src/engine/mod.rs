@@ -511,7 +511,7 @@ mod tests {
     use crate::config::Config;
     use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Key, Order};
+    use crate::store::{Key, KeyRange, Order};
 
     fn t(s: &str) -> Time {
         s.parse().unwrap()
@@ -577,7 +577,7 @@ mod tests {
     }
 
     async fn pending(store: &MemoryStore) -> usize {
-        let markers = drain::pending_markers(store, "\u{10ffff}", 10_000);
+        let markers = drain::pending_markers(store, KeyRange::all(), 10_000);
         markers.await.unwrap().len()
     }
 
@@ -738,7 +738,7 @@ mod tests {
 
     /// The histogram counts of issue durations (every series of that name).
     async fn issue_durations(store: &MemoryStore) -> u64 {
-        let all = store.query(keys::METRIC, "", "\u{10ffff}", 10_000, Order::Ascending);
+        let all = store.query(keys::METRIC, KeyRange::all(), 10_000, Order::Ascending);
         let mut n = 0;
         for r in all.await.unwrap() {
             let s: Series = r.data.decode().unwrap();
@@ -912,12 +912,14 @@ mod tests {
         async fn query(
             &self,
             pk: &str,
-            from: &str,
-            to: &str,
+            range: KeyRange,
             limit: usize,
             order: Order,
         ) -> crate::store::StoreResult<Vec<crate::store::Record>> {
-            self.inner.query(pk, from, to, limit, order).await
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> crate::store::Limits {
+            self.inner.limits()
         }
         async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
             let removals = writes.iter().all(
@@ -1034,7 +1036,7 @@ mod tests {
 
     /// The wake-up markers as (partition, sort key).
     async fn markers(store: &MemoryStore) -> Vec<(String, String)> {
-        let all = drain::pending_markers(store, "\u{10ffff}", 10_000)
+        let all = drain::pending_markers(store, KeyRange::all(), 10_000)
             .await
             .unwrap();
         all.into_iter().map(|r| (r.key.pk, r.key.sk)).collect()

@@ -14,10 +14,7 @@ use std::collections::BTreeMap;
 
 /// Where an item's summary, and its metric ledger, live.
 pub fn scope_of(repo: Option<&Repo>, item_key: &str) -> String {
-    match repo {
-        Some(r) => format!("repo#{}", r.0),
-        None => format!("item#{item_key}"),
-    }
+    super::keys::Scope::of(repo, item_key).to_string()
 }
 
 /// What the drain needs of one generation.

@@ -3,9 +3,38 @@
 //! version read (or on absence), so a concurrent writer makes the commit fail with a conflict
 //! and the engine starts the attempt again.
 
-use crate::store::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreResult, Write};
+use crate::store::{
+    now_epoch, Cond, Data, Key, KeyRange, Order, Record, Store, StoreResult, Write,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+
+/// How much work one transaction takes, from the store's [`Limits`](crate::store::Limits): a
+/// share of its writes per commit, for headroom (the series a change touches come on top), and
+/// never more than the figures measured on DynamoDB (100 writes a commit: 16, 12, 16), which
+/// also bound a backend without limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Inputs applied in one transaction: three writes each (facts, summary, wake-up marker),
+    /// on half of the commit.
+    pub inputs: usize,
+    /// Writes for owners whose metric contributions change (a summary, and the removal of a
+    /// ledger still kept on its own): an eighth of the commit.
+    pub owners: usize,
+    /// Items whose spans are settled: a sixth of the commit.
+    pub items: usize,
+}
+
+impl Budget {
+    pub fn of(limits: crate::store::Limits) -> Self {
+        let writes = limits.writes_per_commit;
+        Budget {
+            inputs: (writes / 6).clamp(1, 16),
+            owners: (writes / 8).clamp(1, 12),
+            items: (writes / 6).clamp(1, 16),
+        }
+    }
+}
 
 pub struct Tx<'s> {
     store: &'s dyn Store,
@@ -118,13 +147,12 @@ impl<'s> Tx<'s> {
     pub async fn query(
         &mut self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.requests += 1;
-        let records = self.store.query(pk, from, to, limit, order).await?;
+        let records = self.store.query(pk, range, limit, order).await?;
         for r in &records {
             self.read
                 .entry(r.key.clone())
@@ -155,5 +183,35 @@ impl<'s> Tx<'s> {
         let writes: Vec<Write> = std::mem::take(&mut self.writes).into_values().collect();
         self.store.commit(writes).await?;
         Ok(self.requests)
+    }
+}
+
+#[cfg(test)]
+mod budget {
+    use super::Budget;
+    use crate::store::Limits;
+
+    #[test]
+    fn dynamodb_limits_give_the_measured_figures_and_no_limit_the_same() {
+        let dynamodb = Budget::of(crate::store::dynamodb::LIMITS);
+        let want = Budget {
+            inputs: 16,
+            owners: 12,
+            items: 16,
+        };
+        assert_eq!(dynamodb, want);
+        assert_eq!(Budget::of(Limits::UNBOUNDED), want);
+        let small = Limits {
+            writes_per_commit: 25,
+            ..Limits::UNBOUNDED
+        };
+        assert_eq!(
+            Budget::of(small),
+            Budget {
+                inputs: 4,
+                owners: 3,
+                items: 4
+            }
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::export::prometheus::{HealthFamily, HealthKind, HealthSample, HealthValue};
 use crate::export::HealthSnapshot;
-use crate::store::{Key, Order, Record, Store, StoreError, StoreResult, Write};
+use crate::store::{Key, KeyRange, Limits, Order, Record, Store, StoreError, StoreResult, Write};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -455,18 +455,22 @@ impl Store for MeasuredStore {
 
     async fn query(
         &self,
+
         pk: &str,
-        from: &str,
-        to: &str,
+
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         let start = Instant::now();
-        let r = self.inner.query(pk, from, to, limit, order).await;
+        let r = self.inner.query(pk, range, limit, order).await;
         self.health.store_request(1, start.elapsed(), &r);
         r
     }
 
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         let start = Instant::now();
         let r = self.inner.commit(writes).await;
@@ -647,12 +651,14 @@ mod tests {
         async fn query(
             &self,
             _pk: &str,
-            _from: &str,
-            _to: &str,
+            _range: KeyRange,
             _limit: usize,
             _order: Order,
         ) -> StoreResult<Vec<Record>> {
             Err(StoreError::Backend("throttled".into()))
+        }
+        fn limits(&self) -> Limits {
+            Limits::UNBOUNDED
         }
         async fn commit(&self, _writes: Vec<Write>) -> StoreResult<()> {
             Err(match &self.0 {
@@ -676,7 +682,7 @@ mod tests {
             .await
             .is_ok());
         assert!(conflicting
-            .query("p", "", "z", 1, Order::Ascending)
+            .query("p", KeyRange::between("", "z"), 1, Order::Ascending)
             .await
             .is_err());
         assert!(matches!(

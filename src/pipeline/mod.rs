@@ -5,7 +5,7 @@
 pub mod health;
 pub mod outbox;
 
-pub use outbox::{Drained, HealthExport, Pipeline, INPUTS_PER_PART};
+pub use outbox::{Drained, HealthExport, Pipeline};
 
 use crate::config::Config;
 use crate::engine::Engine;

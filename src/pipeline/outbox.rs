@@ -17,14 +17,11 @@ use crate::engine::{keys, Applied, Engine, EngineError, ExportBatch, LEASE_SECS}
 use crate::export::Exporter;
 use crate::model::{FinishedSpan, Input, Time};
 use crate::pipeline::health::{Backlog, Health, MeasuredStore, SCRAPE_CAP};
-use crate::store::{now_epoch, Cond, Data, Order, Record, StoreError, Write};
+use crate::store::{now_epoch, Cond, Data, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-/// Inputs applied in one transaction. An input writes three records (its facts, its summary,
-/// a wake-up marker), so a part stays well under DynamoDB's 100 writes.
-pub const INPUTS_PER_PART: usize = 16;
 /// Wall time in which an export starts new batches (it always tries one). A drain that settled
 /// a backlog (up to 8 repositories at once for `SETTLE_BUDGET`) can put a thousand batches in
 /// the outbox, each two collector requests and a removal: exported one after another without a
@@ -202,7 +199,7 @@ impl Pipeline {
     /// Records a delivery's facts.
     ///
     /// A delivery with many inputs (a GitLab pipeline with a hundred jobs) is applied in parts of
-    /// [`INPUTS_PER_PART`] inputs, each its own exactly-once unit (delivery ID `<id>#<part>`), so
+    /// [`Budget::inputs`](crate::engine::tx::Budget) inputs (16, from the store's limits), each its own exactly-once unit (delivery ID `<id>#<part>`), so
     /// that no commit outgrows DynamoDB's transaction (100 writes) and item (400 KB) limits. A
     /// redelivery after a failure part-way applies only the parts that are missing.
     #[tracing::instrument(name = "deliver", skip(self, inputs), fields(inputs = inputs.len()))]
@@ -212,14 +209,15 @@ impl Pipeline {
         delivery_id: &str,
         inputs: &[Input],
     ) -> Result<Applied, EngineError> {
-        let total = if inputs.len() <= INPUTS_PER_PART {
+        let per_part = crate::engine::tx::Budget::of(self.engine.store.limits()).inputs;
+        let total = if inputs.len() <= per_part {
             self.engine.apply(source, delivery_id, inputs).await?
         } else {
             let mut total = Applied {
                 duplicate: true,
                 ..Applied::default()
             };
-            for (i, part) in inputs.chunks(INPUTS_PER_PART).enumerate() {
+            for (i, part) in inputs.chunks(per_part).enumerate() {
                 let a = self
                     .engine
                     .apply(source, &format!("{delivery_id}#{i}"), part)
@@ -302,7 +300,12 @@ impl Pipeline {
         let mut after = String::new();
         loop {
             let pending = store
-                .query(keys::OUTBOX, &after, "\u{10ffff}", 25, Order::Ascending)
+                .query(
+                    keys::OUTBOX,
+                    KeyRange::all().starting_at(after.as_str()),
+                    25,
+                    Order::Ascending,
+                )
                 .await?;
             let Some(last) = pending.last() else { break };
             after = format!("{}\u{0}", last.key.sk);
@@ -448,7 +451,7 @@ impl Pipeline {
         Ok(self
             .engine
             .store
-            .query(keys::OUTBOX, "", "\u{10ffff}", 1000, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), 1000, Order::Ascending)
             .await?
             .len())
     }
@@ -470,7 +473,7 @@ impl Pipeline {
         // Markers sort by due time: those up to now are due, the first is the oldest.
         let mut due = crate::engine::drain::pending_markers(
             store.as_ref(),
-            &format!("{}#\u{10ffff}", keys::time_sk(now)),
+            KeyRange::through_prefix(&format!("{}#", keys::time_sk(now))),
             SCRAPE_CAP,
         )
         .await?;
@@ -481,7 +484,7 @@ impl Pipeline {
             ..Backlog::default()
         };
         let outbox = store
-            .query(keys::OUTBOX, "", "\u{10ffff}", SCRAPE_CAP, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), SCRAPE_CAP, Order::Ascending)
             .await?;
         backlog.outbox_oldest_age_secs = outbox.first().map_or(0.0, |r| age(&r.key.sk));
         for rec in &outbox {
@@ -547,8 +550,8 @@ impl Pipeline {
 
     /// Number of scopes with facts waiting for their settle period.
     pub async fn unsettled(&self) -> Result<usize, StoreError> {
-        let all =
-            crate::engine::drain::pending_markers(self.engine.store.as_ref(), "\u{10ffff}", 10_000);
+        let store = self.engine.store.as_ref();
+        let all = crate::engine::drain::pending_markers(store, KeyRange::all(), 10_000);
         Ok(all.await?.len().min(10_000))
     }
 }
@@ -760,7 +763,7 @@ mod tests {
         let batches = pipeline
             .engine
             .store
-            .query(keys::OUTBOX, "", "\u{10ffff}", 100, Order::Ascending)
+            .query(keys::OUTBOX, KeyRange::all(), 100, Order::Ascending)
             .await
             .unwrap();
         let sent = |b: &Record| {

@@ -22,7 +22,10 @@
 //! Every wait is bounded ([`bounded`]): a DynamoDB that accepts connections but never answers
 //! turns into [`StoreError::Backend`] saying it timed out, which the router answers with 503.
 
-use super::{now_epoch, Cond, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{
+    now_epoch, Cond, Data, Key, KeyRange, Limits, Order, Record, Store, StoreError, StoreResult,
+    Write,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -46,6 +49,15 @@ use std::time::Duration;
 const BATCH_GET_MAX: usize = 100;
 /// Writes per TransactWriteItems request (DynamoDB's limit).
 const TRANSACT_MAX: usize = 100;
+/// What one DynamoDB request takes at most ([`Store::limits`]).
+pub const LIMITS: Limits = Limits {
+    writes_per_commit: TRANSACT_MAX,
+    keys_per_get: BATCH_GET_MAX,
+    data_bytes: MAX_DATA_BYTES,
+    commit_bytes: TRANSACT_BYTES_MAX,
+};
+/// Bytes of all the items of one TransactWriteItems request (DynamoDB's limit).
+const TRANSACT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest `d` attribute accepted. A DynamoDB item is at most 400 KB including attribute names
 /// and the key; this leaves room for those.
 pub const MAX_DATA_BYTES: usize = 350 * 1024;
@@ -600,13 +612,13 @@ impl Store for DynamoStore {
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
+        let (from, to) = (range.from(), range.to());
         // A sort key is never empty, so an empty upper bound matches nothing.
-        if limit == 0 || to.is_empty() || from > to {
+        if limit == 0 || to.is_empty() || range.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_epoch();
@@ -672,6 +684,12 @@ impl Store for DynamoStore {
         }
     }
 
+    /// DynamoDB's: 100 writes per TransactWriteItems, 100 keys per BatchGetItem, a 400 KB item
+    /// (less the room its attribute names and key take), 4 MB per transaction.
+    fn limits(&self) -> Limits {
+        LIMITS
+    }
+
     fn requests(&self) -> u64 {
         self.requests.load(AtomicOrdering::Relaxed)
     }
@@ -695,6 +713,13 @@ async fn client_from_env(operation_timeout: Duration) -> Client {
 
 /// [`create_table`] through an already configured client.
 pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> {
+    create_if_absent(client, table).await?;
+    wait_until_active(client, table).await?;
+    enable_ttl(client, table).await
+}
+
+/// Sends `CreateTable` (on-demand, keys `pk`/`sk`); a table that exists already is kept.
+async fn create_if_absent(client: &Client, table: &str) -> StoreResult<()> {
     let attr = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -720,7 +745,7 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
         .send()
         .await;
     match created {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e)
             if matches!(
                 e.as_service_error(),
@@ -728,10 +753,14 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
             ) =>
         {
             tracing::info!(table, "the table exists already");
+            Ok(())
         }
-        Err(e) => return Err(backend_sdk("CreateTable", e)),
+        Err(e) => Err(backend_sdk("CreateTable", e)),
     }
+}
 
+/// Polls `DescribeTable` (backing off to 5 s) until the table is ACTIVE, for 5 minutes at most.
+async fn wait_until_active(client: &Client, table: &str) -> StoreResult<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let mut wait = Duration::from_millis(100);
     loop {
@@ -743,7 +772,7 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
             .map_err(|e| backend_sdk("DescribeTable", e))?;
         let status = described.table().and_then(|t| t.table_status());
         if status == Some(&TableStatus::Active) {
-            break;
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
             return Err(StoreError::Backend(format!(
@@ -753,7 +782,11 @@ pub async fn create_table_with(client: &Client, table: &str) -> StoreResult<()> 
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
 
+/// Turns TTL on for attribute `ttl`, unless it is on already; TTL on another attribute is an
+/// error.
+async fn enable_ttl(client: &Client, table: &str) -> StoreResult<()> {
     let ttl = client
         .describe_time_to_live()
         .table_name(table)

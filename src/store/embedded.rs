@@ -9,7 +9,9 @@ mod writer;
 
 pub use writer::WriterStats;
 
-use super::{now_epoch, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{
+    now_epoch, Data, Key, KeyRange, Limits, Order, Record, Store, StoreError, StoreResult, Write,
+};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
@@ -341,13 +343,15 @@ impl Store for EmbeddedStore {
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let (lo, hi) = (encode_key(pk, from), encode_key(pk, to));
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = (encode_key(pk, range.from()), encode_key(pk, range.to()));
         self.read(move |db| {
             let now = now_epoch();
             let r = db.begin_read().map_err(backend)?;
@@ -384,6 +388,15 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    /// A redb write transaction takes any number of writes, a value any length its `u32`
+    /// lengths allow.
+    fn limits(&self) -> Limits {
+        Limits {
+            data_bytes: u32::MAX as usize,
+            ..Limits::UNBOUNDED
+        }
     }
 
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {

@@ -4,7 +4,9 @@
 //! honours the same semantics as the other stores ([`super::suite`]): all-or-nothing commits
 //! under conditions, expired records absent, ranges in order.
 
-use super::{now_epoch, Data, Key, Order, Record, Store, StoreError, StoreResult, Write};
+use super::{
+    now_epoch, Data, Key, KeyRange, Limits, Order, Record, Store, StoreError, StoreResult, Write,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,23 +83,27 @@ impl Store for MemoryStore {
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>> {
         self.count();
-        if from > to {
+        if range.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_epoch();
         let records = self.records();
-        let range = records.range(Key::new(pk, from)..=Key::new(pk, to));
+        let range = records.range(Key::new(pk, range.from())..=Key::new(pk, range.to()));
         let found = |(k, v): (&Key, &Value)| live(k, v, now);
         Ok(match order {
             Order::Ascending => range.filter_map(found).take(limit).collect(),
             Order::Descending => range.rev().filter_map(found).take(limit).collect(),
         })
+    }
+
+    /// A map under a lock: no bound.
+    fn limits(&self) -> Limits {
+        Limits::UNBOUNDED
     }
 
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {

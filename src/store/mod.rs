@@ -155,6 +155,81 @@ impl Write {
     }
 }
 
+/// The sort keys a query reads: `from <= sk <= to`, in string order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    from: String,
+    to: String,
+}
+
+impl KeyRange {
+    /// Above every sort key written (the greatest `char`): the open end of a range.
+    const END: char = '\u{10ffff}';
+
+    /// Every sort key of the partition.
+    pub fn all() -> Self {
+        KeyRange::between("", KeyRange::END.to_string())
+    }
+    /// The sort keys that start with `p`.
+    pub fn prefix(p: &str) -> Self {
+        KeyRange::between(p, format!("{p}{}", KeyRange::END))
+    }
+    /// The sort keys up to the last one that starts with `p` (everything before it too).
+    pub fn through_prefix(p: &str) -> Self {
+        KeyRange::between("", format!("{p}{}", KeyRange::END))
+    }
+    /// The sort keys from `from` to `to`, both included.
+    pub fn between(from: impl Into<String>, to: impl Into<String>) -> Self {
+        KeyRange {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+    /// The same range, starting at `from` instead (a cursor reading on).
+    pub fn starting_at(self, from: impl Into<String>) -> Self {
+        KeyRange {
+            from: from.into(),
+            ..self
+        }
+    }
+    /// The lowest sort key in the range (`""`: no lower bound).
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+    /// The highest sort key in the range.
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+    /// Whether no sort key lies in the range.
+    pub fn is_empty(&self) -> bool {
+        self.from > self.to
+    }
+}
+
+/// What one request of a backend takes at most; the engine sizes its transactions and reads by
+/// these (`usize::MAX`: the backend sets no bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Writes in one [`Store::commit`].
+    pub writes_per_commit: usize,
+    /// Keys in one backend read of [`Store::get_many`] (more are split into several).
+    pub keys_per_get: usize,
+    /// Bytes of one record's data.
+    pub data_bytes: usize,
+    /// Bytes of all the items of one commit.
+    pub commit_bytes: usize,
+}
+
+impl Limits {
+    /// A backend that sets no bound (a map under a lock, a redb write transaction).
+    pub const UNBOUNDED: Limits = Limits {
+        writes_per_commit: usize::MAX,
+        keys_per_get: usize::MAX,
+        data_bytes: usize::MAX,
+        commit_bytes: usize::MAX,
+    };
+}
+
 /// Sort order of a query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
@@ -176,15 +251,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync {
     /// Reads several records in one request; the answer has one slot per key, in order.
     async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>>;
-    /// Live records of partition `pk` with `from <= sk <= to`, at most `limit`, in `order`.
+    /// Live records of partition `pk` whose sort key lies in `range`, at most `limit`, in
+    /// `order`.
     async fn query(
         &self,
         pk: &str,
-        from: &str,
-        to: &str,
+        range: KeyRange,
         limit: usize,
         order: Order,
     ) -> StoreResult<Vec<Record>>;
+    /// What one request of this backend takes at most.
+    fn limits(&self) -> Limits;
     /// Applies all writes atomically, or none.
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()>;
     /// Deletes expired records where the backend does not do it by itself (DynamoDB's TTL does).

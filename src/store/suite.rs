@@ -4,7 +4,7 @@
 //!
 //! Each check uses its own partition prefix, so the suite can share one table.
 
-use super::{now_epoch, Cond, Key, Order, Record, Store, StoreError, Write};
+use super::{now_epoch, Cond, Key, KeyRange, Order, Record, Store, StoreError, Write};
 use serde_json::json;
 
 fn rec(key: Key, version: u64, ttl: i64, data: serde_json::Value) -> Record {
@@ -174,7 +174,7 @@ pub async fn expired_is_absent(store: &dyn Store, prefix: &str) {
     let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
     assert!(got[0].is_none(), "an expired record reads as absent");
     let q = store
-        .query(&k.pk, "", "\u{10ffff}", 10, Order::Ascending)
+        .query(&k.pk, KeyRange::all(), 10, Order::Ascending)
         .await
         .unwrap();
     assert!(q.is_empty(), "queries skip expired records");
@@ -218,8 +218,7 @@ pub async fn query_range_and_order(store: &dyn Store, prefix: &str) {
     let asc = store
         .query(
             &pk,
-            "2024-01-02",
-            "2024-01-03\u{10ffff}",
+            KeyRange::through_prefix("2024-01-03").starting_at("2024-01-02"),
             10,
             Order::Ascending,
         )
@@ -227,8 +226,28 @@ pub async fn query_range_and_order(store: &dyn Store, prefix: &str) {
         .unwrap();
     let sks: Vec<_> = asc.iter().map(|r| r.key.sk.as_str()).collect();
     assert_eq!(sks, ["2024-01-02#b", "2024-01-03#c"]);
+    let sks = |range: KeyRange| {
+        let pk = pk.clone();
+        async move {
+            let found = store.query(&pk, range, 10, Order::Ascending).await;
+            let found = found.unwrap().into_iter().map(|r| r.key.sk);
+            found.collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(sks(KeyRange::prefix("2024-01-03")).await, ["2024-01-03#c"]);
+    assert_eq!(sks(KeyRange::prefix("2024-01-0")).await.len(), 4);
+    assert_eq!(sks(KeyRange::prefix("2024-02")).await, Vec::<String>::new());
+    let upto = sks(KeyRange::through_prefix("2024-01-02#")).await;
+    assert_eq!(upto, ["2024-01-01#a", "2024-01-02#b"]);
+    let between = sks(KeyRange::between("2024-01-02#b", "2024-01-04#d")).await;
+    assert_eq!(between, ["2024-01-02#b", "2024-01-03#c", "2024-01-04#d"]);
+    let reversed = sks(KeyRange::between("2024-01-04", "2024-01-01")).await;
+    assert!(
+        reversed.is_empty(),
+        "a range whose start is past its end holds nothing"
+    );
     let desc = store
-        .query(&pk, "", "\u{10ffff}", 3, Order::Descending)
+        .query(&pk, KeyRange::all(), 3, Order::Descending)
         .await
         .unwrap();
     let sks: Vec<_> = desc.iter().map(|r| r.key.sk.as_str()).collect();
@@ -271,7 +290,7 @@ pub async fn versions_are_exact_over_64_bits(store: &dyn Store, prefix: &str) {
     let got = store.get_many(std::slice::from_ref(&k)).await.unwrap();
     assert_eq!(got[0].as_ref().map(|r| r.version), Some(first));
     let listed = store
-        .query(&k.pk, "", "\u{10ffff}", 10, Order::Ascending)
+        .query(&k.pk, KeyRange::all(), 10, Order::Ascending)
         .await
         .unwrap();
     assert_eq!(

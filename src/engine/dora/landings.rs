@@ -133,7 +133,7 @@ impl<'a> Landings<'a> {
                     .or_else(|| self.landed_at.get(sha).copied())
             })
             .unwrap_or(fallback);
-        (t, "\u{10ffff}".to_string())
+        (t, char::MAX.to_string())
     }
 }
 
