@@ -111,84 +111,12 @@ impl Engine {
         let partitions = keys::pending_partitions();
         let mut cursors: Vec<Option<String>> = vec![Some(String::new()); partitions.len()];
         loop {
-            // One after the other: 17 small queries at once would queue behind each other at
-            // the store anyway, and hold up the deliveries waiting with them.
-            let mut markers = Vec::new();
-            for (pk, cursor) in partitions.iter().zip(cursors.iter_mut()) {
-                let Some(from) = cursor.take() else { continue };
-                let page = self
-                    .store
-                    .query(
-                        pk,
-                        due.clone().starting_at(from),
-                        MARKERS_PER_SHARD,
-                        Order::Ascending,
-                    )
-                    .await?;
-                *cursor = (page.len() == MARKERS_PER_SHARD)
-                    .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
-                    .flatten();
-                markers.extend(page);
-            }
+            let markers = self.next_markers(&partitions, &mut cursors, &due).await?;
             let full = cursors.iter().any(Option::is_some);
-            let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-            for m in markers {
-                let Some((due, scope)) = m.key.sk.split_once('#') else {
-                    continue;
-                };
-                let put_aside =
-                    due > wall.as_str() && m.data.decode::<Marker>().is_ok_and(|m| m.failures > 0);
-                if !put_aside {
-                    by_scope.entry(scope.to_string()).or_default().push(m);
-                }
-            }
-            // A repository's series all carry its name, so settlements of two repositories
-            // never write the same record and run side by side (a drain on DynamoDB waits on
-            // round trips, not CPU). Scopes of items that name no repository can share series
-            // (by team, by source): those are settled one at a time, so they do not make each
-            // other retry. Both lanes start no new scope once the budget is spent.
-            let (repos, items): (Vec<_>, Vec<_>) = by_scope
-                .into_iter()
-                .partition(|(scope, _)| keys::Scope::is_repo(scope));
-            let begun = AtomicUsize::new(out.scopes);
-            let may_start = |_: &(String, Vec<Record>)| {
-                if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {
-                    return false;
-                }
-                begun.fetch_add(1, Relaxed);
-                true
-            };
-            for (lane, at_once) in [(items, 1), (repos, self.scopes_at_once)] {
-                let todo = lane.len();
-                let mut settled =
-                    futures_util::stream::iter(lane.into_iter().take_while(may_start))
-                        .map(|(scope, markers)| async move {
-                            let deadline = started + self.settle_budget;
-                            let result = self.settle_scope(&scope, &markers, now, deadline).await;
-                            match result {
-                                Ok(settled) => Ok(settled),
-                                Err(error) => Err(self.quarantine(scope, &markers, error).await),
-                            }
-                        })
-                        .buffered(at_once);
-                let mut done = 0;
-                let mut unfinished = false;
-                while let Some(result) = settled.next().await {
-                    match result {
-                        Ok(scope) => {
-                            out.spans.extend(scope.spans);
-                            out.points.extend(scope.points);
-                            out.scopes += 1;
-                            unfinished |= !scope.finished;
-                        }
-                        Err(failed) => out.failed.push(failed),
-                    }
-                    done += 1;
-                }
-                if done < todo || unfinished {
-                    out.more = true;
-                    return Ok(out);
-                }
+            let lanes = Lanes::of(due_by_scope(markers, &wall));
+            if !self.settle_lanes(lanes, now, started, &mut out).await {
+                out.more = true;
+                return Ok(out);
             }
             if !full {
                 return Ok(out);
@@ -198,6 +126,81 @@ impl Engine {
                 return Ok(out);
             }
         }
+    }
+
+    /// One pass over the partitions of wake-up markers: the next page of each whose cursor is
+    /// still open, one query after the other (17 small queries at once would queue behind each
+    /// other at the store anyway, and hold up the deliveries waiting with them).
+    async fn next_markers(
+        &self,
+        partitions: &[String],
+        cursors: &mut [Option<String>],
+        due: &KeyRange,
+    ) -> Result<Vec<Record>, EngineError> {
+        let mut markers = Vec::new();
+        for (pk, cursor) in partitions.iter().zip(cursors.iter_mut()) {
+            let Some(from) = cursor.take() else { continue };
+            let range = due.clone().starting_at(from);
+            let page = self
+                .store
+                .query(pk, range, MARKERS_PER_SHARD, Order::Ascending)
+                .await?;
+            *cursor = (page.len() == MARKERS_PER_SHARD)
+                .then(|| page.last().map(|last| format!("{}\u{0}", last.key.sk)))
+                .flatten();
+            markers.extend(page);
+        }
+        Ok(markers)
+    }
+
+    /// Settles the scopes of both lanes, items first, as long as the budget allows; `false`
+    /// when some are left for the next drain.
+    async fn settle_lanes(
+        &self,
+        lanes: Lanes,
+        now: Time,
+        started: std::time::Instant,
+        out: &mut Settled,
+    ) -> bool {
+        let begun = AtomicUsize::new(out.scopes);
+        let may_start = |_: &(String, Vec<Record>)| {
+            if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {
+                return false;
+            }
+            begun.fetch_add(1, Relaxed);
+            true
+        };
+        for (lane, at_once) in [(lanes.items, 1), (lanes.repos, self.scopes_at_once)] {
+            let todo = lane.len();
+            let mut settled = futures_util::stream::iter(lane.into_iter().take_while(may_start))
+                .map(|(scope, markers)| async move {
+                    let deadline = started + self.settle_budget;
+                    let result = self.settle_scope(&scope, &markers, now, deadline).await;
+                    match result {
+                        Ok(settled) => Ok(settled),
+                        Err(error) => Err(self.quarantine(scope, &markers, error).await),
+                    }
+                })
+                .buffered(at_once);
+            let mut done = 0;
+            let mut unfinished = false;
+            while let Some(result) = settled.next().await {
+                match result {
+                    Ok(scope) => {
+                        out.spans.extend(scope.spans);
+                        out.points.extend(scope.points);
+                        out.scopes += 1;
+                        unfinished |= !scope.finished;
+                    }
+                    Err(failed) => out.failed.push(failed),
+                }
+                done += 1;
+            }
+            if done < todo || unfinished {
+                return false;
+            }
+        }
+        true
     }
 
     /// Puts a scope whose settlement failed aside, so that one repository (a record too large,
@@ -570,6 +573,40 @@ impl Engine {
             }
         }
         Ok(external)
+    }
+}
+
+/// Due wake-up markers by scope, leaving out those of scopes put aside until later than `wall`.
+fn due_by_scope(markers: Vec<Record>, wall: &str) -> BTreeMap<String, Vec<Record>> {
+    let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    for m in markers {
+        let Some((due, scope)) = m.key.sk.split_once('#') else {
+            continue;
+        };
+        let put_aside = due > wall && m.data.decode::<Marker>().is_ok_and(|m| m.failures > 0);
+        if !put_aside {
+            by_scope.entry(scope.to_string()).or_default().push(m);
+        }
+    }
+    by_scope
+}
+
+/// The scopes of one pass in two lanes. A repository's series all carry its name, so
+/// settlements of two repositories never write the same record and run side by side (a drain
+/// on DynamoDB waits on round trips, not CPU). Scopes of items that name no repository can
+/// share series (by team, by source): those are settled one at a time, so they do not make
+/// each other retry. Both lanes start no new scope once the budget is spent.
+struct Lanes {
+    repos: Vec<(String, Vec<Record>)>,
+    items: Vec<(String, Vec<Record>)>,
+}
+
+impl Lanes {
+    fn of(by_scope: BTreeMap<String, Vec<Record>>) -> Self {
+        let (repos, items) = by_scope
+            .into_iter()
+            .partition(|(scope, _)| keys::Scope::is_repo(scope));
+        Lanes { repos, items }
     }
 }
 
