@@ -328,148 +328,26 @@ impl Engine {
         now: Time,
     ) -> Result<Round, EngineError> {
         let config = &self.settings;
-        let mut more = false;
-        let ScopeRecords {
-            summaries,
-            pushes,
-            ledger,
-            legacy,
-        } = read_scope(tx, scope).await?;
-        let derived = dora::derive(&summaries, &pushes, config);
-        let summary_of = |key: &str| {
-            let i = summaries.binary_search_by(|s| s.key.as_str().cmp(key));
-            i.ok().map(|i| &summaries[i])
-        };
+        let budget = Budget::of(self.store.limits());
+        let records = read_scope(tx, scope).await?;
+        let derived = dora::derive(&records.summaries, &records.pushes, config);
         // Summaries to rewrite, each once: a new ledger, generations exported.
         let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
-
-        // Metrics: the difference between what the facts now say and what was applied.
-        let mut changes: Vec<Tally> = Vec::new();
-        let owners: std::collections::BTreeSet<&String> =
-            derived.contributions.keys().chain(ledger.keys()).collect();
-        let empty = Vec::new();
-        let mut changed_owners = 0;
-        for owner in owners {
-            // An owner whose facts expired keeps what it contributed.
-            let Some(summary) = summary_of(owner) else {
-                continue;
-            };
-            let new = derived.contributions.get(owner).unwrap_or(&empty);
-            let old = ledger.get(owner).unwrap_or(&empty);
-            if new == old {
-                continue;
-            }
-            // A ledger still in an `l#` record takes a second write: its removal.
-            let on_its_own = legacy.contains(owner.as_str());
-            let writes = 1 + usize::from(on_its_own);
-            if changed_owners + writes > Budget::of(self.store.limits()).owners {
-                more = true;
-                break;
-            }
-            changed_owners += writes;
-            changes.extend(scope::tally_diff(old, new));
-            let updated = rewrite
-                .entry(owner.to_string())
-                .or_insert_with(|| summary.clone());
-            updated.tally = Some(new.clone());
-            updated.ledger = None;
-            if on_its_own {
-                tx.delete(keys::ledger(scope, owner));
-            }
-        }
+        let (changes, more_owners) =
+            ledger_changes(tx, scope, &records, &derived, budget.owners, &mut rewrite);
         // Samples are stamped with the wall clock, not the settle horizon (`drain_all` looks ahead).
         let points = self.apply_changes(tx, &changes, self.now()).await?;
-
-        // Spans: every closed generation of a settled item not exported yet.
-        let settle = chrono::TimeDelta::seconds(config.settle_secs);
-        let due: Vec<&Summary> = summaries
-            .iter()
-            .filter(|s| s.touched + settle <= now)
-            .filter(|s| {
-                s.gens
-                    .iter()
-                    .enumerate()
-                    .any(|(i, g)| g.end.is_some() && !s.exported.contains(&(i as u32)))
-            })
-            .collect();
-        let mut due = due;
-        let items_per_tx = Budget::of(self.store.limits()).items;
-        if due.len() > items_per_tx {
-            due.truncate(items_per_tx);
-            more = true;
-        }
-        let mut spans_out = Vec::new();
-        if !due.is_empty() {
-            let idx = Index::new(&summaries);
-            let items = load_items(tx, due.iter().map(|s| s.key.clone())).await?;
-            let external = self.external(tx, &idx, &due).await?;
-            let resolver = Resolver {
-                idx: &idx,
-                external: &external,
-                derived: &derived,
-                link_limit: config.span_link_limit,
-            };
-            // Generations exported in this round: a change's deploy stage goes out with
-            // whichever of the change and its deployment is exported last.
-            let exporting: BTreeSet<GenRef> = due
-                .iter()
-                .flat_map(|s| {
-                    s.gens.iter().enumerate().filter_map(|(i, g)| {
-                        let gen = i as u32;
-                        (g.end.is_some() && !s.exported.contains(&gen)).then(|| GenRef {
-                            key: s.key.clone(),
-                            gen,
-                        })
-                    })
-                })
-                .collect();
-            // Deploy stages already out, and those that go out in this round.
-            let mut deploy_staged: BTreeSet<GenRef> = summaries
-                .iter()
-                .flat_map(|s| {
-                    s.deploy_staged.iter().map(|(key, gen)| GenRef {
-                        key: key.clone(),
-                        gen: *gen,
-                    })
-                })
-                .collect();
-            for s in &due {
-                let Some(record) = items.get(&s.key) else {
-                    continue;
-                };
-                let mut exported = s.exported.clone();
-                let mut staged_here: Vec<(String, u32)> = Vec::new();
-                for g in facts::generations(&record.facts) {
-                    if g.end.is_none() || exported.contains(&g.index) {
-                        continue;
-                    }
-                    if let Some(span) = spans::build(&resolver, s, &g) {
-                        spans_out.push(span);
-                    }
-                    for (span, staged) in stage_spans(&resolver, s, g.index, &exporting) {
-                        if let Some(c) = staged {
-                            // A deploy stage goes out once: marked on the summary of the item
-                            // it went out with (a write this round makes anyway).
-                            if !deploy_staged.insert(c.clone()) {
-                                continue;
-                            }
-                            staged_here.push((c.key, c.gen));
-                        }
-                        spans_out.push(span);
-                    }
-                    exported.push(g.index);
-                }
-                exported.sort();
-                let updated = rewrite.entry(s.key.clone()).or_insert_with(|| (*s).clone());
-                updated.exported = exported;
-                updated.deploy_staged.extend(staged_here);
-                updated.deploy_staged.sort();
-            }
-        }
+        let (due, more_items) =
+            due_items(&records.summaries, config.settle_secs, now, budget.items);
+        let spans_out = if due.is_empty() {
+            Vec::new()
+        } else {
+            self.due_spans(tx, &records, &derived, &due, &mut rewrite)
+                .await?
+        };
         for (key, summary) in &rewrite {
             tx.put(keys::summary(scope, key), summary, config.ttl_open_secs);
         }
-        spans_out.sort_by(|a, b| (a.start, &a.span_id).cmp(&(b.start, &b.span_id)));
         if !spans_out.is_empty() || !points.is_empty() {
             let batch = ExportBatch {
                 spans: spans_out.clone(),
@@ -491,8 +369,76 @@ impl Engine {
         Ok(Round {
             spans: spans_out,
             points,
-            more,
+            more: more_owners || more_items,
         })
+    }
+
+    /// The spans of the due items' closed generations not exported yet, with their stage spans,
+    /// in start order; each due item's summary marked with what went out.
+    async fn due_spans(
+        &self,
+        tx: &mut Tx<'_>,
+        records: &ScopeRecords,
+        derived: &dora::Derived,
+        due: &[&Summary],
+        rewrite: &mut BTreeMap<String, Summary>,
+    ) -> Result<Vec<FinishedSpan>, EngineError> {
+        let idx = Index::new(&records.summaries);
+        let items = load_items(tx, due.iter().map(|s| s.key.clone())).await?;
+        let external = self.external(tx, &idx, due).await?;
+        let resolver = Resolver {
+            idx: &idx,
+            external: &external,
+            derived,
+            link_limit: self.settings.span_link_limit,
+        };
+        // Generations exported in this round: a change's deploy stage goes out with whichever
+        // of the change and its deployment is exported last.
+        let exporting: BTreeSet<GenRef> = due.iter().flat_map(|s| unexported(s)).collect();
+        // Deploy stages already out, and those that go out in this round.
+        let mut deploy_staged: BTreeSet<GenRef> = records
+            .summaries
+            .iter()
+            .flat_map(|s| {
+                s.deploy_staged.iter().map(|(key, gen)| GenRef {
+                    key: key.clone(),
+                    gen: *gen,
+                })
+            })
+            .collect();
+        let mut spans_out = Vec::new();
+        for s in due {
+            let Some(record) = items.get(&s.key) else {
+                continue;
+            };
+            let mut exported = s.exported.clone();
+            let mut staged_here: Vec<(String, u32)> = Vec::new();
+            for g in facts::generations(&record.facts) {
+                if g.end.is_none() || exported.contains(&g.index) {
+                    continue;
+                }
+                spans_out.extend(spans::build(&resolver, s, &g));
+                for (span, staged) in stage_spans(&resolver, s, g.index, &exporting) {
+                    if let Some(c) = staged {
+                        // A deploy stage goes out once: marked on the summary of the item it
+                        // went out with (a write this round makes anyway).
+                        if !deploy_staged.insert(c.clone()) {
+                            continue;
+                        }
+                        staged_here.push((c.key, c.gen));
+                    }
+                    spans_out.push(span);
+                }
+                exported.push(g.index);
+            }
+            exported.sort();
+            let updated = rewrite.entry(s.key.clone()).or_insert_with(|| (*s).clone());
+            updated.exported = exported;
+            updated.deploy_staged.extend(staged_here);
+            updated.deploy_staged.sort();
+        }
+        spans_out.sort_by(|a, b| (a.start, &a.span_id).cmp(&(b.start, &b.span_id)));
+        Ok(spans_out)
     }
 
     /// Applies the differences of tallies to their series.
@@ -574,6 +520,94 @@ impl Engine {
         }
         Ok(external)
     }
+}
+
+/// Metrics: the difference between what the facts now say each owner contributes and what its
+/// ledger says was applied, for at most `owners_per_tx` writes; the owners' summaries get their
+/// new ledger in `rewrite`. `true` when owners are left for another round.
+fn ledger_changes(
+    tx: &mut Tx<'_>,
+    scope: &str,
+    records: &ScopeRecords,
+    derived: &dora::Derived,
+    owners_per_tx: usize,
+    rewrite: &mut BTreeMap<String, Summary>,
+) -> (Vec<Tally>, bool) {
+    let summaries = &records.summaries;
+    let summary_of = |key: &str| {
+        let i = summaries.binary_search_by(|s| s.key.as_str().cmp(key));
+        i.ok().map(|i| &summaries[i])
+    };
+    let mut changes: Vec<Tally> = Vec::new();
+    let owners: BTreeSet<&String> = derived
+        .contributions
+        .keys()
+        .chain(records.ledger.keys())
+        .collect();
+    let empty = Vec::new();
+    let mut changed_owners = 0;
+    for owner in owners {
+        // An owner whose facts expired keeps what it contributed.
+        let Some(summary) = summary_of(owner) else {
+            continue;
+        };
+        let new = derived.contributions.get(owner).unwrap_or(&empty);
+        let old = records.ledger.get(owner).unwrap_or(&empty);
+        if new == old {
+            continue;
+        }
+        // A ledger still in an `l#` record takes a second write: its removal.
+        let on_its_own = records.legacy.contains(owner.as_str());
+        let writes = 1 + usize::from(on_its_own);
+        if changed_owners + writes > owners_per_tx {
+            return (changes, true);
+        }
+        changed_owners += writes;
+        changes.extend(scope::tally_diff(old, new));
+        let updated = rewrite
+            .entry(owner.to_string())
+            .or_insert_with(|| summary.clone());
+        updated.tally = Some(new.clone());
+        updated.ledger = None;
+        if on_its_own {
+            tx.delete(keys::ledger(scope, owner));
+        }
+    }
+    (changes, false)
+}
+
+/// Items whose settle period has passed at `now` with a closed generation not exported yet, at
+/// most `items_per_tx`; `true` when more are left for another round.
+fn due_items(
+    summaries: &[Summary],
+    settle_secs: i64,
+    now: Time,
+    items_per_tx: usize,
+) -> (Vec<&Summary>, bool) {
+    let settle = chrono::TimeDelta::seconds(settle_secs);
+    let mut due: Vec<&Summary> = summaries
+        .iter()
+        .filter(|s| s.touched + settle <= now)
+        .filter(|s| !unexported(s).is_empty())
+        .collect();
+    let more = due.len() > items_per_tx;
+    due.truncate(items_per_tx);
+    (due, more)
+}
+
+/// The closed generations of `s` not exported yet.
+fn unexported(s: &Summary) -> Vec<GenRef> {
+    s.gens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            let gen = i as u32;
+            (g.end.is_some() && !s.exported.contains(&gen)).then(|| GenRef {
+                key: s.key.clone(),
+                gen,
+            })
+        })
+        .collect()
 }
 
 /// Due wake-up markers by scope, leaving out those of scopes put aside until later than `wall`.
