@@ -135,7 +135,7 @@ fn main() {
         .unwrap();
     let deliveries = Deliveries::new();
     let wide = valuestream::engine::drain::SCOPES_AT_ONCE;
-    assert_eq!(wide, valuestream::pipeline::outbox::EXPORTS_AT_ONCE);
+    assert_eq!(wide, valuestream::pipeline::EXPORTS_AT_ONCE);
     rt.block_on(async {
         println!("embedded store on disk (as serve), a backlog of {repos} repositories due:");
         for at_once in [1, wide] {

@@ -537,3 +537,42 @@ fn the_architecture_doc_steps_name_the_files_they_touch() {
         );
     }
 }
+
+/// The exporters and the analysis spell no attribute key either (outside their unit tests,
+/// which pin wire names and parse settings text): keys come from `model::attr`. And the
+/// exporters read the series from `model`, never from the engine.
+#[test]
+fn export_and_analysis_spell_no_attribute_key_and_export_reads_no_engine() {
+    let mut found = Vec::new();
+    let mut files = 0;
+    for dir in ["export", "analysis"] {
+        for file in rs_files(&src().join(dir)) {
+            files += 1;
+            for (n, line) in code(&file).lines().enumerate() {
+                let line = line.trim();
+                if !line.starts_with("//") && KEY_PREFIXES.iter().any(|p| line.contains(p)) {
+                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        files > 5,
+        "the exporters' and the analysis' files are found"
+    );
+    assert!(
+        found.is_empty(),
+        "attribute keys belong in src/model/attr.rs, not as literals in export/ or analysis/:\n{}",
+        found.join("\n")
+    );
+    let layers = Graph::read().layers();
+    assert!(
+        layers.get("export").is_some_and(|t| t.contains("model")),
+        "the graph reader sees export → model: {layers:?}"
+    );
+    assert!(
+        !layers.get("export").is_some_and(|t| t.contains("engine")),
+        "export imports the engine; Series, Labels and the catalogue are in model::series: {:?}",
+        layers.get("export")
+    );
+}

@@ -1270,7 +1270,7 @@ fn log_metric_filters_match_lines_the_code_writes() {
         "fields are no longer under \"fields\""
     );
     // The lines, as the code writes them.
-    let outbox = std::fs::read_to_string(repo().join("src/pipeline/outbox.rs")).unwrap();
+    let outbox = std::fs::read_to_string(repo().join("src/pipeline/export.rs")).unwrap();
     assert!(outbox.contains(
         r#"tracing::warn!(error = %e, signal, count, "exporting {signal} failed; they stay in the outbox");"#
     ));

@@ -23,8 +23,9 @@
 //!
 //! [`correlate`] is a pure function of the series; [`read_series`] is the thin store reader.
 
-use crate::engine::metrics::{self, Series, BUCKETS};
+use crate::engine::metrics;
 use crate::model::attr;
+use crate::model::series::{Series, BUCKETS};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -486,7 +487,7 @@ pub fn table(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::metrics::Labels;
+    use crate::model::series::Labels;
 
     fn series(name: &str, labels: &[(&str, &str)], values: &[f64]) -> Series {
         let labels: Labels = labels
@@ -510,25 +511,22 @@ mod tests {
 
     /// Python issues take 10 days, Go ones 1 hour; result and repository are not attributes.
     fn issues() -> Vec<Series> {
-        let py = [
-            ("valuestream.language", "python"),
-            ("valuestream.team", "a"),
-        ];
-        let go = [("valuestream.language", "go"), ("valuestream.team", "a")];
+        let py = [(attr::LANGUAGE, "python"), (attr::TEAM, "a")];
+        let go = [(attr::LANGUAGE, "go"), (attr::TEAM, "a")];
         vec![
             series(
                 metrics::ISSUE_DURATION,
-                &[py[0], py[1], ("valuestream.repository", "x/py")],
+                &[py[0], py[1], (attr::REPOSITORY, "x/py")],
                 &[864000.0; 10],
             ),
             series(
                 metrics::ISSUE_DURATION,
-                &[go[0], go[1], ("valuestream.result", "closed")],
+                &[go[0], go[1], (attr::RESULT, "closed")],
                 &[3600.0; 30],
             ),
             series(
                 metrics::ISSUE_DURATION,
-                &[("valuestream.language", "rust")],
+                &[(attr::LANGUAGE, "rust")],
                 &[3600.0; 2],
             ),
             series(metrics::CHANGE_DURATION, &[py[0]], &[864000.0; 100]),
@@ -537,9 +535,9 @@ mod tests {
 
     fn counter(name: &str, team: &str, env_prod: &str, result: &str, n: u64) -> Series {
         let labels: Labels = [
-            ("valuestream.team", team),
-            ("valuestream.production", env_prod),
-            ("valuestream.result", result),
+            (attr::TEAM, team),
+            (attr::PRODUCTION, env_prod),
+            (attr::RESULT, result),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -565,16 +563,12 @@ mod tests {
             reason_a,
             counter(metrics::REWORK, "b", "true", "success", 1),
             counter(metrics::REWORK, "b", "true", "cancellation", 2),
-            series(
-                metrics::DEPLOYMENT_DURATION,
-                &[("valuestream.team", "c")],
-                &[60.0],
-            ),
+            series(metrics::DEPLOYMENT_DURATION, &[(attr::TEAM, "c")], &[60.0]),
         ];
         let r = correlate(&q("deployment", "rework", None).unwrap(), &series).unwrap();
         assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (20, 5, None));
         let names: Vec<&str> = r.attributes.iter().map(|c| c.attribute.as_str()).collect();
-        assert_eq!(names, ["valuestream.team", "valuestream.team"], "{r:?}");
+        assert_eq!(names, [attr::TEAM, attr::TEAM], "{r:?}");
         let a = &r.attributes[0];
         assert_eq!((a.value.as_str(), a.count), ("a", 10));
         assert!((a.share_selected - 0.8).abs() < 1e-12 && (a.lift - 1.6).abs() < 1e-12);
@@ -599,7 +593,7 @@ mod tests {
         let top = &r.attributes[0];
         assert_eq!(
             (top.attribute.as_str(), top.value.as_str()),
-            ("valuestream.language", "python")
+            (attr::LANGUAGE, "python")
         );
         assert_eq!(top.count, 10);
         assert!((top.share_all - 10.0 / 42.0).abs() < 1e-12);
@@ -616,15 +610,16 @@ mod tests {
                 .find(|c| c.attribute == a && c.value == v)
                 .unwrap()
         };
-        assert_eq!(find("valuestream.language", "go").lift, 0.0);
+        assert_eq!(find(attr::LANGUAGE, "go").lift, 0.0);
         // Team a: 40 of 42 items, all 10 slow ones: lift 42/40.
-        assert!((find("valuestream.team", "a").lift - 42.0 / 40.0).abs() < 1e-12);
+        assert!((find(attr::TEAM, "a").lift - 42.0 / 40.0).abs() < 1e-12);
         // The rust series has no team: (unset); 2 items is rare, ranked last.
-        assert!(find("valuestream.team", UNSET).rare);
+        assert!(find(attr::TEAM, UNSET).rare);
         assert!(r.attributes.last().unwrap().rare);
-        assert!(r.attributes.iter().all(
-            |c| c.attribute != "valuestream.result" && c.attribute != "valuestream.repository"
-        ));
+        assert!(r
+            .attributes
+            .iter()
+            .all(|c| c.attribute != attr::RESULT && c.attribute != attr::REPOSITORY));
     }
 
     #[test]
@@ -649,40 +644,40 @@ mod tests {
             series(
                 d,
                 &[
-                    ("valuestream.deployment.type", "mutable"),
-                    ("valuestream.result", "failure"),
+                    (attr::DEPLOYMENT_TYPE, "mutable"),
+                    (attr::RESULT, "failure"),
                 ],
                 &[60.0; 6],
             ),
             series(
                 d,
                 &[
-                    ("valuestream.deployment.type", "mutable"),
-                    ("valuestream.result", "success"),
+                    (attr::DEPLOYMENT_TYPE, "mutable"),
+                    (attr::RESULT, "success"),
                 ],
                 &[60.0; 4],
             ),
             series(
                 d,
                 &[
-                    ("valuestream.deployment.type", "container"),
-                    ("valuestream.result", "timeout"),
+                    (attr::DEPLOYMENT_TYPE, "container"),
+                    (attr::RESULT, "timeout"),
                 ],
                 &[60.0; 2],
             ),
             series(
                 d,
                 &[
-                    ("valuestream.deployment.type", "container"),
-                    ("valuestream.result", "cancellation"),
+                    (attr::DEPLOYMENT_TYPE, "container"),
+                    (attr::RESULT, "cancellation"),
                 ],
                 &[60.0; 3],
             ),
             series(
                 d,
                 &[
-                    ("valuestream.deployment.type", "container"),
-                    ("valuestream.result", "success"),
+                    (attr::DEPLOYMENT_TYPE, "container"),
+                    (attr::RESULT, "success"),
                 ],
                 &[60.0; 15],
             ),
@@ -691,7 +686,7 @@ mod tests {
         assert_eq!((r.total, r.slow_or_failed, r.threshold_s), (30, 8, None));
         assert_eq!(r.attributes[0].value, "mutable");
         assert!((r.attributes[0].lift - (6.0 / 8.0) / (10.0 / 30.0)).abs() < 1e-12);
-        assert!(table(&r).contains("valuestream.deployment.type  mutable"));
+        assert!(table(&r).contains(&format!("{}  mutable", attr::DEPLOYMENT_TYPE)));
     }
 
     #[test]

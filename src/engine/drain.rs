@@ -11,7 +11,7 @@ use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
 use super::stages::StageName;
 use super::tx::{Budget, Tx};
-use super::{backoff, decode, Engine, EngineError, ExportBatch, MAX_ATTEMPTS};
+use super::{backoff, decode, Engine, EngineError, MAX_ATTEMPTS};
 use crate::model::{FinishedSpan, Kind, ParentRef, Time};
 use crate::store::{Cond, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
@@ -348,24 +348,7 @@ impl Engine {
         for (key, summary) in &rewrite {
             tx.put(keys::summary(scope, key), summary, config.ttl_open_secs);
         }
-        if !spans_out.is_empty() || !points.is_empty() {
-            let batch = ExportBatch {
-                spans: spans_out.clone(),
-                points: points.clone(),
-                ..ExportBatch::default()
-            };
-            let body = serde_json::to_vec(&batch).expect("batches serialize");
-            let id = crate::model::ids::short_hash(&body);
-            let key = keys::outbox_item(self.now(), &format!("{scope}#{id}"));
-            // Leased to this drainer from the start: its export right after needs no lease write.
-            let batch = ExportBatch {
-                lease_until: crate::store::now_epoch() + super::LEASE_SECS,
-                lease_holder: self.holder(),
-                ..batch
-            };
-            tx.absent(&key);
-            tx.put(key, &batch, config.ttl_open_secs);
-        }
+        self.outbox().enqueue(tx, scope, &spans_out, &points);
         Ok(Round {
             spans: spans_out,
             points,

@@ -1,91 +1,24 @@
-//! Metric points, exact in a serverless world.
+//! How the engine changes metric series, exactly, in a serverless world.
 //!
-//! Every metric series is a record in the store (partition `metric`) holding its cumulative
-//! state: a counter's total, or a histogram's bucket counts, count and sum. A delivery that
-//! finishes spans updates the series it touches in the same transaction that records the
-//! delivery, so a redelivery changes nothing, and concurrent Lambdas conflict and retry instead of
-//! colliding. Each update exports the series' new cumulative value with the series' fixed start
-//! time and a sample time that strictly increases with the value, so a backend that receives
-//! points out of order (or twice) still sees one monotonic series and the latest point is the
-//! exact total. The catalogue of every metric is [`CATALOGUE`], documented in docs/metrics.md.
+//! Every metric series is a record in the store (partition `metric`, keyed by [`series_id`])
+//! holding its cumulative state, a [`Series`] (defined with the catalogue in `model::series`):
+//! a counter's total, or a histogram's bucket counts, count and sum. A delivery only records
+//! facts; the drain that settles a scope derives each owner's contributions again as
+//! [`Tally`]s, and [`tally_diff`] against the ledger of what was applied before gives what the
+//! series take ([`Series::apply_tally`]), in the settlement's own transaction: a redelivery or a
+//! second settlement changes nothing, and concurrent drainers conflict and retry instead of
+//! colliding. Each update stamps the series' new cumulative value with its fixed start time and
+//! a sample time that strictly increases, so a backend that receives points out of order (or
+//! twice) still sees one monotonic series and the latest point is the exact total. Readers (the
+//! `/metrics` exposition, the correlations) take the stored series from [`stored`].
 
-use crate::model::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricKind {
-    Counter,
-    Histogram,
-}
-
-/// One entry of the metric catalogue.
-pub struct MetricDef {
-    pub name: &'static str,
-    pub kind: MetricKind,
-    /// UCUM unit: `s` for durations, `{deployment}` style annotations for counts.
-    pub unit: &'static str,
-    pub description: &'static str,
-}
-
 pub use crate::model::attr::metric::*;
-
-pub const CATALOGUE: &[MetricDef] = &[
-    MetricDef { name: ISSUE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Time from an issue's creation to its closing." },
-    MetricDef { name: CHANGE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Time from a change's (PR/MR) opening to its merge or close." },
-    MetricDef { name: RUN_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a pipeline run, from start to completion." },
-    MetricDef { name: TASK_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a task (job) in a pipeline run." },
-    MetricDef { name: DEPLOYMENT_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of a deployment, from creation to its final status." },
-    MetricDef { name: INCIDENT_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Duration of an incident, from trigger to resolution." },
-    MetricDef { name: DEPLOYMENTS, kind: MetricKind::Counter, unit: "{deployment}", description: "Finished deployments, by environment and result." },
-    MetricDef { name: LEAD_TIME, kind: MetricKind::Histogram, unit: "s", description: "Lead time for changes: production deployment finish minus the change's first commit (or PR creation), one point per change." },
-    MetricDef { name: CHANGE_FAILURES, kind: MetricKind::Counter, unit: "{deployment}", description: "Production deployments that led to a failure (failed, or followed by an incident), counted once per deployment." },
-    MetricDef { name: TIME_TO_RESTORE, kind: MetricKind::Histogram, unit: "s", description: "Time to restore service: incident resolved minus incident triggered." },
-    MetricDef { name: RECOVERY_TIME, kind: MetricKind::Histogram, unit: "s", description: "Failed deployment recovery time: first failed deployment to the next successful deployment of the same repository and environment." },
-    MetricDef { name: REWORK, kind: MetricKind::Counter, unit: "{deployment}", description: "Deployment rework: finished production deployments that were unplanned (started while the repository and environment were failed or had an open incident, or shipped a revert/hotfix change), by reason; divided by valuestream.deployments it is the deployment rework rate." },
-    MetricDef { name: STAGE_DURATION, kind: MetricKind::Histogram, unit: "s", description: "Where a merged change's time went, by valuestream.change.stage: coding (first commit to ready for review), pickup (ready to first review), review (first review to merge), deploy (merge to the first successful production deployment that shipped it)." },
-];
-
-/// Histogram bucket upper bounds, in seconds: from a second (jobs) to a year (issues).
-pub const BUCKETS: &[f64] = &[
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
-    28800.0, 86400.0, 172800.0, 345600.0, 604800.0, 1209600.0, 2592000.0, 5184000.0, 7776000.0,
-    15552000.0, 31536000.0,
-];
-
-pub fn def(name: &str) -> &'static MetricDef {
-    CATALOGUE
-        .iter()
-        .find(|d| d.name == name)
-        .expect("every metric name is in the catalogue")
-}
-
-pub type Labels = BTreeMap<String, String>;
-
-/// The stored cumulative state of one series.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Series {
-    pub name: String,
-    pub kind: MetricKind,
-    pub labels: Labels,
-    /// When the series was created (OTLP start time), epoch nanoseconds.
-    pub start_ns: u64,
-    /// The last sample time, epoch nanoseconds; strictly increases with every update.
-    pub time_ns: u64,
-    /// Counter total, or histogram observation count.
-    pub count: u64,
-    /// Histogram sum, in seconds (`sum_ms` / 1000).
-    #[serde(default)]
-    pub sum: f64,
-    /// Histogram sum in milliseconds: an integer, so that the total does not depend on the
-    /// order observations were added in.
-    #[serde(default)]
-    pub sum_ms: i64,
-    /// Histogram bucket counts (not cumulative), one per bound plus the overflow bucket.
-    #[serde(default)]
-    pub buckets: Vec<u64>,
-}
+pub use crate::model::series::{
+    def, time_ns, Labels, MetricDef, MetricKind, Series, BUCKETS, CATALOGUE,
+};
 
 /// The store sort key of a series: name and labels, stable across processes.
 pub fn series_id(name: &str, labels: &Labels) -> String {
@@ -252,10 +185,6 @@ pub fn tally_diff(old: &[Tally], new: &[Tally]) -> Vec<Tally> {
         })
         .filter(|d| !d.is_nothing())
         .collect()
-}
-
-pub fn time_ns(t: Time) -> u64 {
-    t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
 }
 
 /// More series than any installation has: a read takes the whole partition.

@@ -32,16 +32,16 @@ pub mod drain;
 pub mod facts;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod scope;
 pub mod settings;
 pub mod spans;
 pub mod stages;
 pub mod tx;
 
-use crate::model::{Action, FinishedSpan, Input, Time};
+use crate::model::{Action, Input, Time};
 use crate::store::{Store, StoreError};
 use facts::{Added, Fact, ItemRecord};
-use metrics::Series;
 use scope::{PushFact, Summary};
 use serde::{Deserialize, Serialize};
 pub use settings::EngineSettings;
@@ -80,34 +80,6 @@ pub struct Applied {
     /// Store requests this delivery took (reads and the commit).
     pub requests: u32,
 }
-
-/// A batch waiting in the outbox. Spans and points are tracked apart: a collector that takes
-/// traces but refuses metrics gets the spans once, and only the points again (and the other way
-/// round).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ExportBatch {
-    pub spans: Vec<FinishedSpan>,
-    pub points: Vec<Series>,
-    /// The spans were accepted by the collector.
-    #[serde(default)]
-    pub spans_sent: bool,
-    /// The points were accepted by the collector.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub points_sent: bool,
-    /// Epoch seconds until which a drainer holds this batch.
-    #[serde(default)]
-    pub lease_until: i64,
-    /// Which drainer holds it ([`Engine::holder`]); 0 for none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub lease_holder: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// How long a drainer holds an outbox batch it exports.
-pub const LEASE_SECS: i64 = 60;
 
 /// The time source: the wall clock, or a test's own.
 pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
@@ -741,7 +713,7 @@ mod tests {
         let all = store.query(keys::METRIC, KeyRange::all(), 10_000, Order::Ascending);
         let mut n = 0;
         for r in all.await.unwrap() {
-            let s: Series = r.data.decode().unwrap();
+            let s: metrics::Series = r.data.decode().unwrap();
             if s.name.contains("issue") && s.name.contains("duration") {
                 n += s.count;
             }

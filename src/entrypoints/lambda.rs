@@ -283,7 +283,7 @@ impl Handler {
         let scheduled_at = event.time.unwrap_or_default();
         let started = std::time::Instant::now();
         // room for another drain: its settle budget and its export budget
-        let room = crate::engine::drain::SETTLE_BUDGET + crate::pipeline::outbox::EXPORT_BUDGET;
+        let room = crate::engine::drain::SETTLE_BUDGET + crate::pipeline::EXPORT_BUDGET;
         let has_room = || {
             deadline
                 .duration_since(std::time::SystemTime::now())

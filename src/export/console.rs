@@ -2,7 +2,7 @@
 //! README demo.
 
 use super::{ExportError, Exporter};
-use crate::engine::metrics::Series;
+use crate::model::series::Series;
 use crate::model::{AttrValue, FinishedSpan};
 use async_trait::async_trait;
 
@@ -49,7 +49,7 @@ pub fn human(d: chrono::TimeDelta) -> String {
 pub fn line(span: &FinishedSpan) -> String {
     let result = span
         .attributes
-        .get("valuestream.result")
+        .get(crate::model::attr::RESULT)
         .and_then(AttrValue::as_str)
         .unwrap_or("-");
     format!(

@@ -5,7 +5,7 @@ pub mod console;
 pub mod otlp;
 pub mod prometheus;
 
-use crate::engine::metrics::Series;
+use crate::model::series::Series;
 use crate::model::FinishedSpan;
 use async_trait::async_trait;
 

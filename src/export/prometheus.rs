@@ -17,7 +17,7 @@
 //! - label values escaped (`\\`, `\"`, `\n`); `# HELP` (the catalogue description) and
 //!   `# TYPE` once per family; no timestamps (the scrape time is the sample time).
 
-use crate::engine::metrics::{self, MetricKind, Series};
+use crate::model::series::{self as metrics, MetricKind, Series};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -418,7 +418,7 @@ fn escape_help(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::metrics::{Labels, CATALOGUE};
+    use crate::model::series::{Labels, CATALOGUE};
 
     /// Every catalogue entry, with the names docs/metrics.md lists and the dashboards query.
     #[test]

@@ -231,16 +231,8 @@ pub async fn ensure(
 ) -> Result<Installed, GrafanaError> {
     let new_uid = super::uid_for(wanted.name);
     let existing = find(api, &new_uid, wanted.name).await?;
-    let existing_uid = existing
-        .as_ref()
-        .and_then(|e| e.get("uid"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let existing_type = existing
-        .as_ref()
-        .and_then(|e| e.get("type"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let existing_uid = field(existing.as_ref(), "uid");
+    let existing_type = field(existing.as_ref(), "type");
     if let Some(e) = &existing {
         if !matches!(existing_type.as_deref(), Some(CORE | AMAZON)) {
             return Err(GrafanaError::WrongDatasourceType {
@@ -290,25 +282,44 @@ pub async fn ensure(
                 change: Change::Updated,
             })
         }
-        (None, Some(url)) => {
-            let kind = server.datasource_type(None, auth_type.is_some())?;
-            let body = model(&new_uid, kind, None, wanted, url, auth_type.as_deref());
-            let created = api
-                .expect_ok(Method::POST, "/api/datasources", Some(&body))
-                .await?;
-            let uid = created
-                .pointer("/datasource/uid")
-                .and_then(Value::as_str)
-                .map_or(new_uid, str::to_string);
-            Ok(Installed {
-                uid,
-                name: wanted.name.to_string(),
-                kind: kind.to_string(),
-                sigv4_auth_type: auth_type,
-                change: Change::Created,
-            })
-        }
+        (None, Some(url)) => create(api, server, wanted, url, new_uid, auth_type).await,
     }
+}
+
+/// A string field of a data source Grafana holds.
+fn field(datasource: Option<&Value>, key: &str) -> Option<String> {
+    datasource
+        .and_then(|e| e.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Creates the data source (`POST /api/datasources`) under `new_uid` (or the UID Grafana gives
+/// it).
+async fn create(
+    api: &Api,
+    server: &Server,
+    wanted: &Wanted<'_>,
+    url: &str,
+    new_uid: String,
+    auth_type: Option<String>,
+) -> Result<Installed, GrafanaError> {
+    let kind = server.datasource_type(None, auth_type.is_some())?;
+    let body = model(&new_uid, kind, None, wanted, url, auth_type.as_deref());
+    let created = api
+        .expect_ok(Method::POST, "/api/datasources", Some(&body))
+        .await?;
+    let uid = created
+        .pointer("/datasource/uid")
+        .and_then(Value::as_str)
+        .map_or(new_uid, str::to_string);
+    Ok(Installed {
+        uid,
+        name: wanted.name.to_string(),
+        kind: kind.to_string(),
+        sigv4_auth_type: auth_type,
+        change: Change::Created,
+    })
 }
 
 /// Asks Grafana to query the data source (`GET /api/datasources/uid/:uid/health`): a credentials

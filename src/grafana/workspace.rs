@@ -107,35 +107,8 @@ pub async fn install_in_workspace(
     ws: &Workspace,
     opts: &Install,
 ) -> Result<WorkspaceOutcome, GrafanaError> {
-    ws.validate()?;
-    // Every other flag is checked before anything is sent to AWS.
-    let probe = Install {
-        url: ws
-            .url
-            .clone()
-            .unwrap_or_else(|| "https://workspace.invalid".into()),
-        token: "pending".into(),
-        ..opts.clone()
-    };
-    probe.validate()?;
-
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(opts.timeout)
-            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
-            .build(),
-    );
-    if let Some(r) = &ws.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    let conf = loader.load().await;
-    let Some(region) = conf.region().map(|r| r.to_string()) else {
-        return Err(GrafanaError::InvalidFlag {
-            flag: "--region",
-            reason: "no AWS region: give --region (or set AWS_REGION)".into(),
-        });
-    };
-    let aws = aws_sdk_grafana::Client::new(&conf);
+    check_flags(ws, opts)?;
+    let (aws, region) = client(ws, opts).await?;
     let id = ws.id.as_str();
 
     let described = aws
@@ -150,35 +123,7 @@ pub async fn install_in_workspace(
     };
 
     let (account_id, account) = service_account(&aws, id).await?;
-    let token_name = format!(
-        "valuestream-install-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-    );
-    let created = aws
-        .create_workspace_service_account_token()
-        .workspace_id(id)
-        .service_account_id(&account_id)
-        .name(&token_name)
-        .seconds_to_live(TOKEN_SECONDS)
-        .send()
-        .await
-        .map_err(aws_error(format!(
-            "CreateWorkspaceServiceAccountToken for service account {account_id} of {id}"
-        )))?;
-    let (token_id, key) = created
-        .service_account_token()
-        .map(|t| (t.id().to_string(), t.key().to_string()))
-        .unwrap_or_default();
-    if token_id.is_empty() || key.is_empty() {
-        return Err(GrafanaError::Aws {
-            what: format!("CreateWorkspaceServiceAccountToken for {id}"),
-            message: "the answer holds no token".into(),
-        });
-    }
-
+    let (token_id, key) = create_token(&aws, id, &account_id).await?;
     let installed = install(&Install {
         url: url.clone(),
         token: key,
@@ -210,6 +155,81 @@ pub async fn install_in_workspace(
             message: format!("and then {d}"),
         }),
     }
+}
+
+/// Checks the workspace and every other flag before anything is sent to AWS.
+fn check_flags(ws: &Workspace, opts: &Install) -> Result<(), GrafanaError> {
+    ws.validate()?;
+    let probe = Install {
+        url: ws
+            .url
+            .clone()
+            .unwrap_or_else(|| "https://workspace.invalid".into()),
+        token: "pending".into(),
+        ..opts.clone()
+    };
+    probe.validate()
+}
+
+/// The Amazon Managed Grafana client (within the install's timeout) and its region.
+async fn client(
+    ws: &Workspace,
+    opts: &Install,
+) -> Result<(aws_sdk_grafana::Client, String), GrafanaError> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(opts.timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .build(),
+    );
+    if let Some(r) = &ws.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    let conf = loader.load().await;
+    let Some(region) = conf.region().map(|r| r.to_string()) else {
+        return Err(GrafanaError::InvalidFlag {
+            flag: "--region",
+            reason: "no AWS region: give --region (or set AWS_REGION)".into(),
+        });
+    };
+    Ok((aws_sdk_grafana::Client::new(&conf), region))
+}
+
+/// A short-lived token of the service account `account_id`: its id and its key.
+async fn create_token(
+    aws: &aws_sdk_grafana::Client,
+    id: &str,
+    account_id: &str,
+) -> Result<(String, String), GrafanaError> {
+    let token_name = format!(
+        "valuestream-install-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let created = aws
+        .create_workspace_service_account_token()
+        .workspace_id(id)
+        .service_account_id(account_id)
+        .name(&token_name)
+        .seconds_to_live(TOKEN_SECONDS)
+        .send()
+        .await
+        .map_err(aws_error(format!(
+            "CreateWorkspaceServiceAccountToken for service account {account_id} of {id}"
+        )))?;
+    let (token_id, key) = created
+        .service_account_token()
+        .map(|t| (t.id().to_string(), t.key().to_string()))
+        .unwrap_or_default();
+    if token_id.is_empty() || key.is_empty() {
+        return Err(GrafanaError::Aws {
+            what: format!("CreateWorkspaceServiceAccountToken for {id}"),
+            message: "the answer holds no token".into(),
+        });
+    }
+    Ok((token_id, key))
 }
 
 /// Finds the service account [`SERVICE_ACCOUNT`] (it must have the Admin role and be enabled),

@@ -31,6 +31,11 @@ pub const VCS_REF_HEAD_REVISION: &str = "vcs.ref.head.revision";
 pub const VCS_REPOSITORY_NAME: &str = "vcs.repository.name";
 pub const VCS_REPOSITORY_URL_FULL: &str = "vcs.repository.url.full";
 
+// OpenTelemetry resource semantic conventions (the exporters' resources).
+pub const SERVICE_NAME: &str = "service.name";
+pub const SERVICE_NAMESPACE: &str = "service.namespace";
+pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+
 // The `valuestream.*` namespace.
 /// The repository's main language (GitHub `repository.language`, or the repository attributes).
 pub const LANGUAGE: &str = "valuestream.language";
@@ -107,8 +112,11 @@ pub const TEAMS: &str = "valuestream.teams";
 pub const TRIGGER: &str = "valuestream.trigger";
 /// Prefix of the user-defined repository attributes: `valuestream.attr.<key>`.
 pub const ATTR_PREFIX: &str = "valuestream.attr.";
+/// The instrumentation scope of valuestream's own health metrics (the DORA series' is
+/// `valuestream`).
+pub const HEALTH_SCOPE: &str = "valuestream.health";
 
-/// Metric names (the catalogue with units and descriptions is `engine::metrics::CATALOGUE`).
+/// Metric names (the catalogue with units and descriptions is `model::series::CATALOGUE`).
 pub mod metric {
     pub const ISSUE_DURATION: &str = "valuestream.issue.duration";
     pub const CHANGE_DURATION: &str = "valuestream.change.duration";

@@ -5,6 +5,7 @@ pub mod attr;
 pub mod attributes;
 pub mod ids;
 pub mod refs;
+pub mod series;
 pub mod time;
 pub mod timestamp;
 

@@ -278,18 +278,16 @@ impl Health {
     /// The process's counters as families, with `backlog` read from the store at scrape time
     /// and the settle failures the pipeline counted.
     pub fn families(&self, backlog: &Backlog, settle_failures: u64) -> Vec<HealthFamily> {
-        let number = |labels: Vec<(&'static str, String)>, v: f64| HealthSample {
-            labels,
-            value: HealthValue::Number(v),
-            start_ns: None,
-        };
-        let per = |name: &'static str, values: &[&'static str], f: &dyn Fn(usize) -> f64| {
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| number(vec![(name, v.to_string())], f(i)))
-                .collect::<Vec<_>>()
-        };
+        let mut out = vec![self.deliveries_family()];
+        out.extend(backlog_families(backlog));
+        out.extend(self.export_families());
+        out.extend(self.store_families());
+        out.push(settle_failures_family(settle_failures));
+        out
+    }
+
+    /// Deliveries answered, by source and answer.
+    fn deliveries_family(&self) -> HealthFamily {
         let deliveries = self
             .deliveries
             .lock()
@@ -302,50 +300,19 @@ impl Health {
                 )
             })
             .collect();
-        let store_latency = self.store_latency.lock().unwrap();
+        HealthFamily {
+            name: "valuestream_health_deliveries_total",
+            otel_name: "valuestream.health.deliveries",
+            unit: "{delivery}",
+            help: "Deliveries answered, by source and answer (processed, duplicate, ignored, refused_401, refused_4xx, error_5xx), in this process.",
+            kind: HealthKind::Counter,
+            samples: deliveries,
+        }
+    }
+
+    /// Export failures per signal and drain durations.
+    fn export_families(&self) -> Vec<HealthFamily> {
         vec![
-            HealthFamily {
-                name: "valuestream_health_deliveries_total",
-                otel_name: "valuestream.health.deliveries",
-                unit: "{delivery}",
-                help: "Deliveries answered, by source and answer (processed, duplicate, ignored, refused_401, refused_4xx, error_5xx), in this process.",
-                kind: HealthKind::Counter,
-                samples: deliveries,
-            },
-            HealthFamily {
-                name: "valuestream_health_settle_due_scopes",
-                otel_name: "valuestream.health.settle.due_scopes",
-                unit: "{scope}",
-                help: "Scopes whose settle time has come and that wait for a drain (counted up to 1000).",
-                kind: HealthKind::Gauge,
-                samples: vec![number(vec![], backlog.due_scopes as f64)],
-            },
-            HealthFamily {
-                name: "valuestream_health_settle_oldest_due_age_seconds",
-                otel_name: "valuestream.health.settle.oldest_due_age",
-                unit: "s",
-                help: "Seconds since the oldest due scope became due (0 when none is due).",
-                kind: HealthKind::Gauge,
-                samples: vec![number(vec![], backlog.oldest_due_age_secs)],
-            },
-            HealthFamily {
-                name: "valuestream_health_outbox_pending_batches",
-                otel_name: "valuestream.health.outbox.pending_batches",
-                unit: "{batch}",
-                help: "Outbox batches whose spans (traces) or points (metrics) the collector has not taken yet (counted up to 1000).",
-                kind: HealthKind::Gauge,
-                samples: per("signal", SIGNALS, &|i| {
-                    [backlog.outbox_traces, backlog.outbox_metrics][i] as f64
-                }),
-            },
-            HealthFamily {
-                name: "valuestream_health_outbox_oldest_age_seconds",
-                otel_name: "valuestream.health.outbox.oldest_age",
-                unit: "s",
-                help: "Age in seconds of the oldest outbox batch (0 when the outbox is empty).",
-                kind: HealthKind::Gauge,
-                samples: vec![number(vec![], backlog.outbox_oldest_age_secs)],
-            },
             HealthFamily {
                 name: "valuestream_health_export_failures_total",
                 otel_name: "valuestream.health.export.failures",
@@ -368,6 +335,13 @@ impl Health {
                     start_ns: None,
                 }],
             },
+        ]
+    }
+
+    /// Store request latencies, errors and conflicts per operation.
+    fn store_families(&self) -> Vec<HealthFamily> {
+        let store_latency = self.store_latency.lock().unwrap();
+        vec![
             HealthFamily {
                 name: "valuestream_health_store_request_duration_seconds",
                 otel_name: "valuestream.health.store.request.duration",
@@ -404,15 +378,77 @@ impl Health {
                     self.store_conflicts[i].load(Ordering::Relaxed) as f64
                 }),
             },
-            HealthFamily {
-                name: "valuestream_settle_failures_total",
-                otel_name: "valuestream.settle.failures",
-                unit: "{settlement}",
-                help: "Settlements that failed and put their scope aside, in this process.",
-                kind: HealthKind::Counter,
-                samples: vec![number(vec![], settle_failures as f64)],
-            },
         ]
+    }
+}
+
+/// A sample of a number.
+fn number(labels: Vec<(&'static str, String)>, v: f64) -> HealthSample {
+    HealthSample {
+        labels,
+        value: HealthValue::Number(v),
+        start_ns: None,
+    }
+}
+
+/// One sample per value of label `name`, each `f(its index)`.
+fn per(name: &'static str, values: &[&'static str], f: &dyn Fn(usize) -> f64) -> Vec<HealthSample> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| number(vec![(name, v.to_string())], f(i)))
+        .collect()
+}
+
+/// What waits in the store: due scopes, outbox batches, their ages.
+fn backlog_families(backlog: &Backlog) -> Vec<HealthFamily> {
+    vec![
+        HealthFamily {
+            name: "valuestream_health_settle_due_scopes",
+            otel_name: "valuestream.health.settle.due_scopes",
+            unit: "{scope}",
+            help: "Scopes whose settle time has come and that wait for a drain (counted up to 1000).",
+            kind: HealthKind::Gauge,
+            samples: vec![number(vec![], backlog.due_scopes as f64)],
+        },
+        HealthFamily {
+            name: "valuestream_health_settle_oldest_due_age_seconds",
+            otel_name: "valuestream.health.settle.oldest_due_age",
+            unit: "s",
+            help: "Seconds since the oldest due scope became due (0 when none is due).",
+            kind: HealthKind::Gauge,
+            samples: vec![number(vec![], backlog.oldest_due_age_secs)],
+        },
+        HealthFamily {
+            name: "valuestream_health_outbox_pending_batches",
+            otel_name: "valuestream.health.outbox.pending_batches",
+            unit: "{batch}",
+            help: "Outbox batches whose spans (traces) or points (metrics) the collector has not taken yet (counted up to 1000).",
+            kind: HealthKind::Gauge,
+            samples: per("signal", SIGNALS, &|i| {
+                [backlog.outbox_traces, backlog.outbox_metrics][i] as f64
+            }),
+        },
+        HealthFamily {
+            name: "valuestream_health_outbox_oldest_age_seconds",
+            otel_name: "valuestream.health.outbox.oldest_age",
+            unit: "s",
+            help: "Age in seconds of the oldest outbox batch (0 when the outbox is empty).",
+            kind: HealthKind::Gauge,
+            samples: vec![number(vec![], backlog.outbox_oldest_age_secs)],
+        },
+    ]
+}
+
+/// Settlements that failed, as the pipeline counted them.
+fn settle_failures_family(settle_failures: u64) -> HealthFamily {
+    HealthFamily {
+        name: "valuestream_settle_failures_total",
+        otel_name: "valuestream.settle.failures",
+        unit: "{settlement}",
+        help: "Settlements that failed and put their scope aside, in this process.",
+        kind: HealthKind::Counter,
+        samples: vec![number(vec![], settle_failures as f64)],
     }
 }
 

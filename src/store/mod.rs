@@ -1,7 +1,10 @@
-//! The store: a small transactional key-value interface that both the embedded store (`serve`)
-//! and DynamoDB (Lambda) implement. The engine keeps all of its state through it: open spans,
-//! link indexes, facts with the tags of their deliveries, pending exports and cumulative metric
-//! series.
+//! The store: a small transactional key-value interface with three implementations: DynamoDB
+//! (Lambda), the embedded store (redb: `serve` with a data directory) and the in-memory store (a
+//! sorted map: `serve` and `replay` without one). The engine keeps all of its state through it
+//! (each item's facts with the tags of their deliveries, each scope's summaries and metric
+//! ledgers, the wake-up markers, the outbox and the cumulative metric series), and the sync its
+//! cursors and the backfill's validators. A record's data is JSON text the store only moves
+//! ([`Data`]).
 //!
 //! Semantics every implementation must honour (checked by [`suite`]):
 //! - a record whose `expires_at` (epoch seconds) has passed is absent, even before it is deleted;

@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// The instrumentation scope of every health metric (the DORA series' is `valuestream`).
-pub const SCOPE: &str = "valuestream.health";
+pub const SCOPE: &str = crate::model::attr::HEALTH_SCOPE;
 
 fn str_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {

@@ -5,7 +5,7 @@
 //! only the SDK's own meter pipeline can fill it; and it holds one start time per metric, where
 //! every series here has its own start time (its first observation, kept in the store).
 
-use crate::engine::metrics::{self, MetricKind, Series};
+use crate::model::series::{self as metrics, MetricKind, Series};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{

@@ -32,7 +32,7 @@ pub use settings::{
 };
 
 use super::{ExportError, Exporter};
-use crate::engine::metrics::Series;
+use crate::model::series::Series;
 use crate::model::FinishedSpan;
 use async_trait::async_trait;
 use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};

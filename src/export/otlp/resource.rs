@@ -3,6 +3,7 @@
 //! depend on which Lambda sandbox sent it). `OTEL_RESOURCE_ATTRIBUTES` adds attributes to both;
 //! a `service.name` there, or `OTEL_SERVICE_NAME` (which wins), replaces the default name.
 
+use crate::model::attr;
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as ProtoKeyValue};
 use opentelemetry_sdk::Resource;
@@ -21,12 +22,12 @@ impl Resources {
     pub fn new(attributes: &[(String, String)], service_name: Option<&str>) -> Self {
         let from_attributes = attributes
             .iter()
-            .find(|(k, _)| k == "service.name")
+            .find(|(k, _)| k == attr::SERVICE_NAME)
             .map(|(_, v)| v.clone());
         Resources {
             extra: attributes
                 .iter()
-                .filter(|(k, _)| k != "service.name")
+                .filter(|(k, _)| k != attr::SERVICE_NAME)
                 .cloned()
                 .collect(),
             service_name: service_name.map(str::to_string).or(from_attributes),
@@ -36,13 +37,13 @@ impl Resources {
     /// The attributes of a resource whose default `service.name` is `default_name`.
     fn attributes(&self, default_name: &str) -> Vec<(String, String)> {
         let mut out = vec![(
-            "service.name".to_string(),
+            attr::SERVICE_NAME.to_string(),
             self.service_name
                 .clone()
                 .unwrap_or_else(|| default_name.to_string()),
         )];
-        if !self.extra.iter().any(|(k, _)| k == "service.namespace") {
-            out.push(("service.namespace".into(), NAMESPACE.into()));
+        if !self.extra.iter().any(|(k, _)| k == attr::SERVICE_NAMESPACE) {
+            out.push((attr::SERVICE_NAMESPACE.into(), NAMESPACE.into()));
         }
         out.extend(self.extra.iter().cloned());
         out
@@ -71,9 +72,9 @@ impl Resources {
         let mut attributes: Vec<(String, String)> = self
             .attributes(NAMESPACE)
             .into_iter()
-            .filter(|(k, _)| k != "service.instance.id")
+            .filter(|(k, _)| k != attr::SERVICE_INSTANCE_ID)
             .collect();
-        attributes.push(("service.instance.id".into(), instance.into()));
+        attributes.push((attr::SERVICE_INSTANCE_ID.into(), instance.into()));
         proto(attributes)
     }
 }

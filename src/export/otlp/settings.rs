@@ -122,33 +122,11 @@ impl OtlpSettings {
                 .protocol
                 .or(general.protocol)
                 .unwrap_or(Protocol::HttpProtobuf);
-            let (url, var) = match env.text(specific) {
-                Some(text) => (endpoint_url(specific, &text)?, specific),
-                None => match &base {
-                    // OTLP/HTTP appends the signal path to the base; gRPC takes the origin as is.
-                    Some(b) if protocol == Protocol::HttpProtobuf => (
-                        reqwest::Url::parse(&format!(
-                            "{}/{path}",
-                            b.as_str().trim_end_matches('/')
-                        ))
-                        .map_err(|e| ConfigError::new(BASE, format!("accepts a URL: {e}")))?,
-                        BASE,
-                    ),
-                    Some(b) => (b.clone(), BASE),
-                    None => return Ok(None),
-                },
+            let Some(url) =
+                signal_url(env.text(specific), specific, base.as_ref(), protocol, path)?
+            else {
+                return Ok(None);
             };
-            if protocol == Protocol::Grpc && !matches!(url.path(), "" | "/") {
-                return Err(ConfigError::new(
-                    var,
-                    format!(
-                        "accepts a gRPC collector address without a path (e.g. http://collector:4317) \
-                         when the protocol is grpc; {:?} has the path {:?}",
-                        url.as_str(),
-                        url.path()
-                    ),
-                ));
-            }
             Ok(Some(SignalSettings {
                 protocol,
                 url: url.to_string(),
@@ -190,6 +168,43 @@ impl OtlpSettings {
             service_name,
         }))
     }
+}
+
+/// A signal's endpoint: its own variable `specific` (whose text is `text`), else the base with
+/// the signal's `path` (OTLP/HTTP) or as is (gRPC); `None` when neither is set. A gRPC address
+/// must have no path (the error names the variable it came from).
+fn signal_url(
+    text: Option<String>,
+    specific: &str,
+    base: Option<&reqwest::Url>,
+    protocol: Protocol,
+    path: &str,
+) -> Result<Option<reqwest::Url>, ConfigError> {
+    let (url, var) = match text {
+        Some(text) => (endpoint_url(specific, &text)?, specific),
+        None => match base {
+            // OTLP/HTTP appends the signal path to the base; gRPC takes the origin as is.
+            Some(b) if protocol == Protocol::HttpProtobuf => (
+                reqwest::Url::parse(&format!("{}/{path}", b.as_str().trim_end_matches('/')))
+                    .map_err(|e| ConfigError::new(BASE, format!("accepts a URL: {e}")))?,
+                BASE,
+            ),
+            Some(b) => (b.clone(), BASE),
+            None => return Ok(None),
+        },
+    };
+    if protocol == Protocol::Grpc && !matches!(url.path(), "" | "/") {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "accepts a gRPC collector address without a path (e.g. http://collector:4317) \
+                 when the protocol is grpc; {:?} has the path {:?}",
+                url.as_str(),
+                url.path()
+            ),
+        ));
+    }
+    Ok(Some(url))
 }
 
 /// The settings that exist in a general and a per-signal form (`OTEL_EXPORTER_OTLP_X` and

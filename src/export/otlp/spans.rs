@@ -3,7 +3,7 @@
 //! payload start/end times are carried over as they are (no SDK tracer or sampler is involved).
 
 use super::resource::Resources;
-use crate::engine::metrics;
+use crate::model::series as metrics;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind};
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
