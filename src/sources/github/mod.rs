@@ -9,7 +9,8 @@ mod payload;
 use crate::config::Config;
 use crate::model::{Input, Repo};
 use crate::sources::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use mapping::Ctx;
 use payload::Envelope;
@@ -18,6 +19,19 @@ pub struct GitHub;
 
 const SOURCE: &str = "github";
 
+/// The registry's entry for GitHub (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/github",
+    secret: Setting {
+        var: "VALUESTREAM_GITHUB_SECRET",
+        doc: "GitHub webhook secret (X-Hub-Signature-256, HMAC-SHA256)",
+    },
+    settings: &[],
+    options: no_options,
+    source: &GitHub,
+};
+
 impl Source for GitHub {
     fn name(&self) -> &'static str {
         SOURCE
@@ -25,9 +39,7 @@ impl Source for GitHub {
 
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         authenticate_with(
-            SOURCE,
-            "VALUESTREAM_GITHUB_SECRET",
-            &config.github_secret,
+            &ENTRY,
             d.header("x-hub-signature-256"),
             config,
             |secret, presented| {
@@ -57,9 +69,7 @@ impl Source for GitHub {
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .github_secret
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|s| {
                 vec![(
                     "x-hub-signature-256".into(),
