@@ -1,7 +1,7 @@
 //! Configuration, read once from the environment. Every variable is listed in `--help` and in
 //! README.md; secrets are never printed.
 
-use crate::model::attributes::RepositoryAttributes;
+use crate::model::repo_traits::RepositoryAttributes;
 use crate::model::Repo;
 use regex::Regex;
 use std::any::Any;
@@ -545,7 +545,7 @@ fn repository_attributes(env: &Env) -> Result<RepositoryAttributes, ConfigError>
     )
     .map_err(|e| {
         let var = match &e {
-            crate::model::attributes::AttributesError::Values(_) => "VALUESTREAM_ATTRIBUTE_VALUES",
+            crate::model::repo_traits::AttributesError::Values(_) => "VALUESTREAM_ATTRIBUTE_VALUES",
             _ => "VALUESTREAM_REPOSITORY_ATTRIBUTES",
         };
         let text = e.to_string();

@@ -478,7 +478,7 @@ impl Ctx<'_> {
                 merges: merges_a_pull_request(&c.message),
             })
             .collect();
-        let facts = vcs::PushFacts {
+        let facts = vcs::PushPayload {
             git_ref: env.git_ref.as_deref().unwrap_or_default(),
             before: env.before.clone(),
             after: env.after.clone(),

@@ -598,7 +598,7 @@ impl<'a> Ctx<'a> {
                 merges: merges_a_merge_request(&c.message),
             })
             .collect();
-        let facts = vcs::PushFacts {
+        let facts = vcs::PushPayload {
             git_ref: &h.git_ref,
             before: h.before.clone(),
             after: h.after.clone(),
