@@ -537,7 +537,9 @@ fn the_registry_is_the_only_list_of_sources() {
     let registry = code(&src().join("sources/registry.rs"));
     for n in &names {
         assert_eq!(
-            registry.matches(&format!("    {n}::ENTRY,")).count(),
+            registry
+                .matches(&format!("    super::{n}::ENTRY,\n"))
+                .count(),
             1,
             "src/sources/registry.rs lists {n} on one line"
         );

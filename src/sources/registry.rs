@@ -5,7 +5,7 @@
 //! tests/fuzz_targets.rs) and the golden-test discovery (tests/golden.rs walks
 //! `tests/fixtures/<name>/` for every entry).
 //!
-//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), one line here, its
+//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), one line in `ENTRIES`, its
 //! fixtures with their golden files under `tests/fixtures/<name>/`, and its README section
 //! (docs/ARCHITECTURE.md lists the steps).
 //!
@@ -13,7 +13,6 @@
 //! sources, so it cannot list them; the registry parses each source's settings and hands them to
 //! [`Config::with_sources`].
 
-use super::{events, github, gitlab, jenkins, jira, pagerduty};
 use crate::config::{
     Config, ConfigError, Env, Lookup, Secret, Settings, SourceMap, SourceSettings, ENV_VARS,
 };
@@ -22,12 +21,12 @@ pub use super::{Setting, SourceEntry};
 
 /// Every source, one line each, in the order `--help` lists their settings.
 const ENTRIES: &[SourceEntry] = &[
-    github::ENTRY,
-    gitlab::ENTRY,
-    jenkins::ENTRY,
-    jira::ENTRY,
-    pagerduty::ENTRY,
-    events::ENTRY,
+    super::github::ENTRY,
+    super::gitlab::ENTRY,
+    super::jenkins::ENTRY,
+    super::jira::ENTRY,
+    super::pagerduty::ENTRY,
+    super::events::ENTRY,
 ];
 
 /// Every registered source.
