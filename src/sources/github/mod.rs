@@ -116,32 +116,42 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
         repo: &repo,
         config,
     };
+    map_event(&ctx, event, &action, &env)
+}
+
+/// One used event's payload mapped onto the model, through `ctx`'s mapping functions.
+fn map_event(
+    ctx: &Ctx,
+    event: &str,
+    action: &str,
+    env: &Envelope,
+) -> Result<Translation, SourceError> {
     let missing =
         |field: &str| SourceError::Malformed(format!("github: {event} delivery has no {field}"));
     let input = match event {
-        "issues" => ctx.issue(&action, env.issue.as_ref().ok_or_else(|| missing("issue"))?),
+        "issues" => ctx.issue(action, env.issue.as_ref().ok_or_else(|| missing("issue"))?),
         "pull_request" => ctx.pull_request(
-            &action,
+            action,
             env.pull_request
                 .as_ref()
                 .ok_or_else(|| missing("pull_request"))?,
         ),
         "pull_request_review" => ctx.review(
-            &action,
+            action,
             env.pull_request
                 .as_ref()
                 .ok_or_else(|| missing("pull_request"))?,
             env.review.as_ref().ok_or_else(|| missing("review"))?,
         ),
         "workflow_run" => ctx.workflow_run(
-            &action,
+            action,
             env.workflow_run
                 .as_ref()
                 .ok_or_else(|| missing("workflow_run"))?,
             env.workflow.as_ref().and_then(|w| w.name.as_deref()),
         ),
         "workflow_job" => ctx.workflow_job(
-            &action,
+            action,
             env.workflow_job
                 .as_ref()
                 .ok_or_else(|| missing("workflow_job"))?,
@@ -162,7 +172,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
                     .ok_or_else(|| missing("deployment_status"))?,
             ),
         ),
-        "push" => return Ok(ctx.push(&env)),
+        "push" => return Ok(ctx.push(env)),
         _ => unreachable!("checked against USED"),
     };
     Ok(match input {
