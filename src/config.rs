@@ -1,9 +1,10 @@
 //! Configuration, read once from the environment. Every variable is listed in `--help` and in
 //! README.md; secrets are never printed.
 
-use crate::model::attributes::RepositoryAttributes;
+use crate::model::repo_traits::RepositoryAttributes;
 use crate::model::Repo;
 use regex::Regex;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -44,14 +45,62 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// One registered source's settings: its webhook secret (replaced in place by
+/// [`crate::secrets`]) and the options its registry entry parsed (`jira`'s project map, …), whose
+/// type only the source knows.
+#[derive(Clone)]
+pub struct SourceSettings {
+    pub secret: Secret,
+    options: Arc<dyn Any + Send + Sync>,
+}
+
+/// A source's parsed options, whatever their type.
+pub type Options = Arc<dyn Any + Send + Sync>;
+
+impl SourceSettings {
+    pub fn new(secret: Secret, options: Options) -> Self {
+        SourceSettings { secret, options }
+    }
+
+    /// The options, when they are a `T`.
+    pub fn options<T: Any>(&self) -> Option<&T> {
+        self.options.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for SourceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSettings")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings of every registered source, by registry name.
+pub type SourceMap = BTreeMap<&'static str, SourceSettings>;
+
+/// How settings are read: an environment variable's value by name (`std::env::var`, test pairs).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The reader a registry entry parses its source's settings with.
+pub type Env<'a> = Settings<Lookup<'a>>;
+
+fn unset(_: &str) -> Option<String> {
+    None
+}
+
+impl Env<'static> {
+    /// A reader that finds nothing set: every setting's default.
+    pub fn unset() -> Self {
+        Settings::new(&unset)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub github_secret: Secret,
-    pub gitlab_token: Secret,
-    pub jenkins_token: Secret,
-    pub jira_secret: Secret,
-    pub pagerduty_secret: Secret,
-    pub events_token: Secret,
+    /// Each registered source's secret and options, keyed by its registry name
+    /// (`sources::registry` parses them; [`Config::secret`], [`Config::source_options`]).
+    pub sources: SourceMap,
     /// The GitHub API token the scheduled sync reads with (`GITHUB_TOKEN`, or the `github_token`
     /// key of the Secrets Manager secret, which wins when present).
     pub github_token: Secret,
@@ -68,19 +117,12 @@ pub struct Config {
     pub incident_label: String,
     /// How far back an incident looks for the deployment that caused it, in seconds.
     pub incident_window_secs: i64,
-    /// Jenkins jobs whose name matches this are deployments.
-    pub jenkins_deploy_job: Regex,
     /// Repository (lower-case `owner/name`, or `owner/*`) → team.
     pub teams: BTreeMap<String, String>,
     /// Repository attributes (team, language, deployment type, user keys) and their allow-lists.
     pub repository_attributes: RepositoryAttributes,
-    /// PagerDuty service (ID or name) → repository.
-    pub pagerduty_services: BTreeMap<String, Repo>,
-    /// Jira project key (upper case) → repository.
-    pub jira_projects: BTreeMap<String, Repo>,
     /// Lifetimes of stored state, in seconds.
     pub ttl_open_secs: i64,
-    pub ttl_index_secs: i64,
     /// DynamoDB table; when set the DynamoDB store is used.
     pub table: Option<String>,
     /// Seconds a failing collector is left alone before the next export attempt.
@@ -98,11 +140,18 @@ pub struct Config {
     pub span_link_limit: usize,
 }
 
+/// Settings that no longer do anything, and why. Still accepted (whatever their value) for one
+/// release, with a warning naming them; README's "Removed settings" lists them.
+pub const REMOVED: &[(&str, &str)] = &[(
+    "VALUESTREAM_TTL_DELIVERY_DAYS",
+    "redeliveries are recognised for as long as the facts live (VALUESTREAM_TTL_OPEN_DAYS)",
+)];
+
 /// Names and one-line descriptions of the service's own environment variables; each source's
 /// settings are listed with it in `sources::registry`, and `sources::registry::settings()` is
 /// the whole list (`--help`, the README check).
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("VALUESTREAM_SECRET_ARN", "ARN (or name) of a Secrets Manager secret holding the webhook secrets as JSON, one key per source (github, gitlab, jenkins, jira, pagerduty, events); replaces the sources' secret variables, which must then be unset"),
+    ("VALUESTREAM_SECRET_ARN", "ARN (or name) of a Secrets Manager secret holding the webhook secrets as JSON, one key per registered source (its name, e.g. github); replaces the sources' secret variables, which must then be unset"),
     ("VALUESTREAM_SECRET_TTL_SECS", "seconds the secret's values are used before it is read again (a rotation needs no redeploy), 1..=86400 (default 300)"),
     ("VALUESTREAM_SECRET_TIMEOUT_MS", "longest wait for one Secrets Manager call, retries included, 100..=60000 ms (default 3000)"),
     ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "Secrets Manager endpoint override (moto, LocalStack): an http(s) URL"),
@@ -122,7 +171,6 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_REPOSITORY_ATTRIBUTES", "repository attributes, JSON inline or @path: {\"owner/repo\" or \"owner/*\": {\"team\": ..., \"language\": ..., \"deployment.type\": ..., \"any.key\": ...}}"),
     ("VALUESTREAM_ATTRIBUTE_VALUES", "allow-lists of attribute values that become metric labels: 'language=python|go,deployment.type=container|mutable|image' (others become 'other')"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
-    ("VALUESTREAM_TTL_DELIVERY_DAYS", "no effect any more (redeliveries are recognised as long as facts live); still checked: 1..=3650"),
     ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
@@ -279,7 +327,7 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
 }
 
 /// A repository as maps name it: `owner/name` (or `group/sub/name`).
-fn repo_value(v: &str) -> Result<(), String> {
+pub fn repo_value(v: &str) -> Result<(), String> {
     let parts: Vec<&str> = v.trim_matches('/').split('/').collect();
     if parts.len() >= 2 && parts.iter().all(|p| !p.trim().is_empty()) {
         Ok(())
@@ -335,48 +383,16 @@ fn table_name(name: &str, v: &str) -> Result<(), ConfigError> {
 pub const DYNAMODB_TIMEOUT_MS: i64 = 8_000;
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`Config::from_env`] but from explicit pairs (tests, replays).
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// The service's settings from `lookup`, with `sources` (each registered source's, parsed by
+    /// `sources::registry`, which also gives the usual constructors `Config::from_env`,
+    /// `from_pairs` and `from_lookup`). Every value is checked; the first bad one is the error.
+    pub fn with_sources(lookup: Lookup, sources: SourceMap) -> Result<Self, ConfigError> {
         let env = Settings::new(lookup);
-        let day = 86_400;
-        let ttl_open_days = env.int("VALUESTREAM_TTL_OPEN_DAYS", 90, 1..=3650, "days")?;
-        if let Some(url) = env.text("AWS_ENDPOINT_URL_DYNAMODB") {
-            endpoint_url("AWS_ENDPOINT_URL_DYNAMODB", &url)?;
-        }
-        // No longer used: a delivery is recognised by the tags its facts keep, which live as long
-        // as the facts (VALUESTREAM_TTL_OPEN_DAYS). Still checked, so that a deployment that sets
-        // it keeps starting, and a bad value is still named.
-        env.int("VALUESTREAM_TTL_DELIVERY_DAYS", 7, 1..=3650, "days")?;
-        if env.text("VALUESTREAM_TTL_DELIVERY_DAYS").is_some() {
-            tracing::warn!(
-                "VALUESTREAM_TTL_DELIVERY_DAYS has no effect any more: redeliveries are recognised \
-                 for as long as the facts live (VALUESTREAM_TTL_OPEN_DAYS)"
-            );
-        }
-        let table = env.text("VALUESTREAM_TABLE");
-        if let Some(t) = &table {
-            table_name("VALUESTREAM_TABLE", t)?;
-        }
+        warn_removed(&env);
+        let storage = Storage::read(&env)?;
+        let derivation = Derivation::read(&env)?;
         Ok(Config {
-            github_secret: Secret::new(env.text("VALUESTREAM_GITHUB_SECRET")),
-            gitlab_token: Secret::new(env.text("VALUESTREAM_GITLAB_TOKEN")),
-            jenkins_token: Secret::new(env.text("VALUESTREAM_JENKINS_TOKEN")),
-            jira_secret: Secret::new(env.text("VALUESTREAM_JIRA_SECRET")),
-            pagerduty_secret: Secret::new(env.text("VALUESTREAM_PAGERDUTY_SECRET")),
-            events_token: Secret::new(env.text("VALUESTREAM_EVENTS_TOKEN")),
+            sources,
             github_token: Secret::new(env.text("GITHUB_TOKEN")),
             allow_unsigned: env.boolean("VALUESTREAM_ALLOW_UNSIGNED", false)?,
             max_body_bytes: env.int(
@@ -385,69 +401,16 @@ impl Config {
                 1024..=100 * 1024 * 1024,
                 "bytes",
             )? as usize,
-            production_env: env
-                .regex("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod|production)$")?,
-            rework_pattern: env.regex("VALUESTREAM_REWORK_PATTERN", r"\b(revert|hotfix)\b")?,
-            incident_label: env
-                .text("VALUESTREAM_INCIDENT_LABEL")
-                .unwrap_or_else(|| "incident".into()),
+            production_env: derivation.production_env,
+            rework_pattern: derivation.rework_pattern,
+            incident_label: derivation.incident_label,
+            incident_window_secs: derivation.incident_window_secs,
             span_link_limit: env.int("OTEL_SPAN_LINK_COUNT_LIMIT", 128, 0..=10_000, "links")?
                 as usize,
-            incident_window_secs: env.int(
-                "VALUESTREAM_INCIDENT_WINDOW_HOURS",
-                168,
-                1..=8760,
-                "hours",
-            )? * 3600,
-            jenkins_deploy_job: env.regex("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "^deploy")?,
-            teams: env
-                .map(
-                    "VALUESTREAM_TEAMS",
-                    "owner/repo=team or owner/*=team",
-                    |_| Ok(()),
-                )?
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect(),
-            repository_attributes: RepositoryAttributes::parse(
-                env.text("VALUESTREAM_REPOSITORY_ATTRIBUTES").as_deref(),
-                env.text("VALUESTREAM_ATTRIBUTE_VALUES").as_deref(),
-            )
-            .map_err(|e| {
-                let var = match &e {
-                    crate::model::attributes::AttributesError::Values(_) => {
-                        "VALUESTREAM_ATTRIBUTE_VALUES"
-                    }
-                    _ => "VALUESTREAM_REPOSITORY_ATTRIBUTES",
-                };
-                let text = e.to_string();
-                let problem = text
-                    .strip_prefix(&format!("{var}: "))
-                    .unwrap_or(&text)
-                    .to_string();
-                ConfigError::new(var, problem)
-            })?,
-            pagerduty_services: env
-                .map(
-                    "VALUESTREAM_PAGERDUTY_SERVICES",
-                    "service=owner/repo",
-                    repo_value,
-                )?
-                .into_iter()
-                .map(|(k, v)| (k, Repo::new(&v)))
-                .collect(),
-            jira_projects: env
-                .map(
-                    "VALUESTREAM_JIRA_PROJECTS",
-                    "PROJECT=owner/repo",
-                    repo_value,
-                )?
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_uppercase(), Repo::new(&v)))
-                .collect(),
-            ttl_open_secs: ttl_open_days * day,
-            ttl_index_secs: ttl_open_days * day,
-            table,
+            teams: teams(&env)?,
+            repository_attributes: repository_attributes(&env)?,
+            ttl_open_secs: storage.ttl_open_secs,
+            table: storage.table,
             retry_secs: env.int("VALUESTREAM_RETRY_SECS", 30, 1..=3600, "seconds")? as u64,
             health_export_secs: env.int(
                 "VALUESTREAM_HEALTH_EXPORT_SECS",
@@ -456,13 +419,21 @@ impl Config {
                 "seconds",
             )? as u64,
             settle_secs: env.int("VALUESTREAM_SETTLE_SECS", 120, 0..=86_400, "seconds")?,
-            dynamodb_timeout_ms: env.int(
-                "VALUESTREAM_DYNAMODB_TIMEOUT_MS",
-                DYNAMODB_TIMEOUT_MS,
-                500..=60_000,
-                "milliseconds",
-            )? as u64,
+            dynamodb_timeout_ms: storage.dynamodb_timeout_ms,
         })
+    }
+
+    /// The webhook secret of the source registered as `source` (unset when there is none).
+    pub fn secret(&self, source: &str) -> Secret {
+        self.sources
+            .get(source)
+            .map(|s| s.secret.clone())
+            .unwrap_or_default()
+    }
+
+    /// The options the registry parsed for `source`, when they are a `T`.
+    pub fn source_options<T: Any>(&self, source: &str) -> Option<&T> {
+        self.sources.get(source).and_then(SourceSettings::options)
     }
 
     /// The team of a repository: an exact entry, else an `owner/*` entry.
@@ -476,6 +447,110 @@ impl Config {
     pub fn is_production(&self, environment: &str) -> bool {
         self.production_env.is_match(environment)
     }
+}
+
+/// One warning per [`REMOVED`] setting that is still set.
+fn warn_removed(env: &Env) {
+    for (var, why) in REMOVED {
+        if env.text(var).is_some() {
+            tracing::warn!(
+                setting = var,
+                "{var} is set but has no effect any more and will be refused in a later \
+                 release: {why}; unset it"
+            );
+        }
+    }
+}
+
+/// Where state lives and for how long.
+struct Storage {
+    ttl_open_secs: i64,
+    table: Option<String>,
+    dynamodb_timeout_ms: u64,
+}
+
+impl Storage {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let ttl_open_days = env.int("VALUESTREAM_TTL_OPEN_DAYS", 90, 1..=3650, "days")?;
+        if let Some(url) = env.text("AWS_ENDPOINT_URL_DYNAMODB") {
+            endpoint_url("AWS_ENDPOINT_URL_DYNAMODB", &url)?;
+        }
+        let table = env.text("VALUESTREAM_TABLE");
+        if let Some(t) = &table {
+            table_name("VALUESTREAM_TABLE", t)?;
+        }
+        Ok(Storage {
+            ttl_open_secs: ttl_open_days * 86_400,
+            table,
+            dynamodb_timeout_ms: env.int(
+                "VALUESTREAM_DYNAMODB_TIMEOUT_MS",
+                DYNAMODB_TIMEOUT_MS,
+                500..=60_000,
+                "milliseconds",
+            )? as u64,
+        })
+    }
+}
+
+/// What the DORA derivations read: production, rework, incidents.
+struct Derivation {
+    production_env: Regex,
+    rework_pattern: Regex,
+    incident_label: String,
+    incident_window_secs: i64,
+}
+
+impl Derivation {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Derivation {
+            production_env: env
+                .regex("VALUESTREAM_PRODUCTION_ENV_PATTERN", "^(prod|production)$")?,
+            rework_pattern: env.regex("VALUESTREAM_REWORK_PATTERN", r"\b(revert|hotfix)\b")?,
+            incident_label: env
+                .text("VALUESTREAM_INCIDENT_LABEL")
+                .unwrap_or_else(|| "incident".into()),
+            incident_window_secs: env.int(
+                "VALUESTREAM_INCIDENT_WINDOW_HOURS",
+                168,
+                1..=8760,
+                "hours",
+            )? * 3600,
+        })
+    }
+}
+
+/// `VALUESTREAM_TEAMS`, keys in lower case.
+fn teams(env: &Env) -> Result<BTreeMap<String, String>, ConfigError> {
+    Ok(env
+        .map(
+            "VALUESTREAM_TEAMS",
+            "owner/repo=team or owner/*=team",
+            |_| Ok(()),
+        )?
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect())
+}
+
+/// `VALUESTREAM_REPOSITORY_ATTRIBUTES` and `VALUESTREAM_ATTRIBUTE_VALUES`, an error naming the
+/// one at fault.
+fn repository_attributes(env: &Env) -> Result<RepositoryAttributes, ConfigError> {
+    RepositoryAttributes::parse(
+        env.text("VALUESTREAM_REPOSITORY_ATTRIBUTES").as_deref(),
+        env.text("VALUESTREAM_ATTRIBUTE_VALUES").as_deref(),
+    )
+    .map_err(|e| {
+        let var = match &e {
+            crate::model::repo_traits::AttributesError::Values(_) => "VALUESTREAM_ATTRIBUTE_VALUES",
+            _ => "VALUESTREAM_REPOSITORY_ATTRIBUTES",
+        };
+        let text = e.to_string();
+        let problem = text
+            .strip_prefix(&format!("{var}: "))
+            .unwrap_or(&text)
+            .to_string();
+        ConfigError::new(var, problem)
+    })
 }
 
 #[cfg(test)]
@@ -500,14 +575,15 @@ mod tests {
         let c = Config::from_pairs(&[]).unwrap();
         assert_eq!(c.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(c.ttl_open_secs, 90 * 86_400);
-        assert_eq!(c.ttl_index_secs, 90 * 86_400);
         assert_eq!(c.incident_window_secs, 168 * 3600);
         assert_eq!(c.retry_secs, 30);
         assert_eq!(c.health_export_secs, 60);
         assert_eq!(c.settle_secs, 120);
         assert_eq!(c.dynamodb_timeout_ms, 8_000);
         assert!(!c.allow_unsigned);
-        assert!(c.teams.is_empty() && c.jira_projects.is_empty());
+        assert!(c.teams.is_empty());
+        let jira = c.source_options::<crate::sources::jira::Settings>("jira");
+        assert!(jira.unwrap().projects.is_empty());
         assert!(c.is_production("Production") && !c.is_production("staging"));
         assert!(OtlpSettings::from_lookup(|_| None).unwrap().is_none());
         // Blank values count as unset.
@@ -550,8 +626,13 @@ mod tests {
             Some("payments")
         );
         assert_eq!(c.team_of(&Repo::new("owner/x")), Some("platform"));
-        assert_eq!(c.jira_projects["SHOP"], Repo::new("codertocat/hello-world"));
-        assert_eq!(c.pagerduty_services.len(), 2);
+        let jira = c.source_options::<crate::sources::jira::Settings>("jira");
+        assert_eq!(
+            jira.unwrap().projects["SHOP"],
+            Repo::new("codertocat/hello-world")
+        );
+        let pagerduty = c.source_options::<crate::sources::pagerduty::Settings>("pagerduty");
+        assert_eq!(pagerduty.unwrap().services.len(), 2);
         for (v, want) in [
             ("0", false),
             ("no", false),
@@ -599,10 +680,6 @@ mod tests {
             ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "104857601")]),
             ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "5MB")]),
             ("VALUESTREAM_MAX_BODY_BYTES", vec![("VALUESTREAM_MAX_BODY_BYTES", "99999999999999999999999")]),
-            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "0")]),
-            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "-7")]),
-            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "3651")]),
-            ("VALUESTREAM_TTL_DELIVERY_DAYS", vec![("VALUESTREAM_TTL_DELIVERY_DAYS", "1.5")]),
             ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "0")]),
             ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "106751991167300")]),
             ("VALUESTREAM_TTL_OPEN_DAYS", vec![("VALUESTREAM_TTL_OPEN_DAYS", "9223372036854775807")]),
@@ -706,6 +783,22 @@ mod tests {
             assert!(
                 text.contains("accepts") || text.contains("set"),
                 "{pairs:?} says what it accepts: {text}"
+            );
+        }
+    }
+
+    /// A removed setting is still accepted, whatever its value, for one release (with a warning).
+    #[test]
+    fn removed_settings_are_accepted() {
+        for (var, _) in REMOVED {
+            for v in ["1", "0", "ninety"] {
+                assert!(Config::from_pairs(&[(var, v)]).is_ok(), "{var}={v}");
+            }
+            assert!(
+                !crate::sources::registry::settings()
+                    .iter()
+                    .any(|(s, _)| s == var),
+                "{var} is no longer listed"
             );
         }
     }

@@ -1,8 +1,8 @@
 //! Webhook secrets kept in AWS Secrets Manager instead of the environment.
 //!
-//! One secret (`VALUESTREAM_SECRET_ARN`) holds a JSON object with one key per source:
-//! `{"github": "…", "gitlab": "…", "jenkins": "…", "jira": "…", "pagerduty": "…", "events": "…"}`
-//! (a missing or empty key refuses that source, like an unset variable). It is read at start and
+//! One secret (`VALUESTREAM_SECRET_ARN`) holds a JSON object with one key per registered source,
+//! its registry name: `{"github": "…", "gitlab": "…", …}` ([`KEYS`], derived from the registry;
+//! a missing or empty key refuses that source, like an unset variable). It is read at start and
 //! again on the first request after `VALUESTREAM_SECRET_TTL_SECS`, so a rotation needs no
 //! redeploy. Both the `AWSCURRENT` and the `AWSPREVIOUS` version are read: while the senders are
 //! switched to a new value, a delivery signed with either verifies. Every Secrets Manager call is
@@ -14,6 +14,7 @@
 //! [`crate::config::Secret`], which [`WebhookSecrets`] replaces in place.
 
 use crate::config::{endpoint_url, Config, ConfigError, Secret, Settings};
+use crate::sources::registry;
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
@@ -23,15 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The keys of the secret's JSON object and the environment variable each replaces.
-pub const KEYS: [(&str, &str); 6] = [
-    ("github", "VALUESTREAM_GITHUB_SECRET"),
-    ("gitlab", "VALUESTREAM_GITLAB_TOKEN"),
-    ("jenkins", "VALUESTREAM_JENKINS_TOKEN"),
-    ("jira", "VALUESTREAM_JIRA_SECRET"),
-    ("pagerduty", "VALUESTREAM_PAGERDUTY_SECRET"),
-    ("events", "VALUESTREAM_EVENTS_TOKEN"),
-];
+/// The keys of the secret's JSON object and the environment variable each replaces: each
+/// registered source's name and secret variable.
+pub const KEYS: [(&str, &str); registry::COUNT] = registry::SECRETS;
 
 /// Further keys of the same secret: API tokens the scheduled sync reads senders' APIs with
 /// ([`crate::sync`]), and the environment variable each stands for. Read with the same TTL and
@@ -359,17 +354,7 @@ impl WebhookSecrets {
     pub fn new(store: Box<dyn SecretStore>, ttl: Duration, config: &Config) -> Self {
         let targets = KEYS
             .iter()
-            .map(|(key, _)| {
-                let secret = match *key {
-                    "github" => &config.github_secret,
-                    "gitlab" => &config.gitlab_token,
-                    "jenkins" => &config.jenkins_token,
-                    "jira" => &config.jira_secret,
-                    "pagerduty" => &config.pagerduty_secret,
-                    _ => &config.events_token,
-                };
-                (*key, secret.clone())
-            })
+            .map(|(key, _)| (*key, config.secret(key)))
             .collect();
         let tokens = TOKEN_KEYS
             .iter()

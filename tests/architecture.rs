@@ -460,42 +460,6 @@ fn the_engine_spells_no_attribute_key() {
     );
 }
 
-/// The rows of the "## Sources" table of docs/ARCHITECTURE.md: (name, route).
-fn documented_sources() -> Vec<(String, String)> {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"))
-            .expect("docs/ARCHITECTURE.md");
-    let section = doc
-        .split("\n## Sources\n")
-        .nth(1)
-        .expect("docs/ARCHITECTURE.md has a ## Sources section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    section
-        .lines()
-        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| Source"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].to_string(), cells[2].trim_matches('`').to_string())
-        })
-        .collect()
-}
-
-#[test]
-fn the_architecture_doc_lists_exactly_the_registered_sources() {
-    use valuestream::sources::registry::SOURCES;
-    let documented = documented_sources();
-    let registered: Vec<(String, String)> = SOURCES
-        .iter()
-        .map(|e| (e.name.to_string(), e.route.to_string()))
-        .collect();
-    assert_eq!(
-        documented, registered,
-        "docs/ARCHITECTURE.md's source table and src/sources/registry.rs disagree"
-    );
-}
-
 #[test]
 fn the_architecture_doc_steps_name_the_files_they_touch() {
     let doc =
@@ -520,6 +484,10 @@ fn the_architecture_doc_steps_name_the_files_they_touch() {
     assert_eq!(
         numbered, n,
         "the heading's count and the numbered steps agree"
+    );
+    assert!(
+        n <= 4,
+        "adding a source takes at most 4 steps, the doc says {n}"
     );
     for path in [
         "src/sources/registry.rs",
@@ -574,5 +542,90 @@ fn export_and_analysis_spell_no_attribute_key_and_export_reads_no_engine() {
         !layers.get("export").is_some_and(|t| t.contains("engine")),
         "export imports the engine; Series, Labels and the catalogue are in model::series: {:?}",
         layers.get("export")
+    );
+}
+
+/// Registry names, and the code of every file of `src/` (comments and unit tests left out).
+fn registered_names() -> Vec<&'static str> {
+    valuestream::sources::registry::SOURCES
+        .iter()
+        .map(|e| e.name)
+        .collect()
+}
+
+/// The registry is the only list of sources: no other file of `src/` spells every registered
+/// source's name as a string (a `match` on names, an array of them). A source's own module
+/// spells its own name; the registry lists its entries by module.
+#[test]
+fn the_registry_is_the_only_list_of_sources() {
+    let names = registered_names();
+    assert!(names.len() >= 2, "{names:?}");
+    let mut lists = Vec::new();
+    for file in rs_files(&src()) {
+        let text = code(&file);
+        if names.iter().all(|n| text.contains(&format!("\"{n}\""))) {
+            lists.push(file.strip_prefix(src()).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        lists.is_empty(),
+        "{lists:?} list every registered source by name; derive from \
+         sources::registry::SOURCES instead"
+    );
+    // The registry lists each source once, by its module's ENTRY.
+    let registry = code(&src().join("sources/registry.rs"));
+    for n in &names {
+        assert_eq!(
+            registry
+                .matches(&format!("    super::{n}::ENTRY,\n"))
+                .count(),
+            1,
+            "src/sources/registry.rs lists {n} on one line"
+        );
+    }
+}
+
+/// Every registered source is fuzzed: `fuzz/fuzz_targets/source_<name>.rs` translates with it and
+/// `fuzz/Cargo.toml` builds it (`scripts/fuzz` runs every target of that manifest); and no fuzz
+/// target names a source that is not registered.
+#[test]
+fn every_registered_source_has_a_fuzz_target() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
+    let names = registered_names();
+    for n in &names {
+        let target = format!("source_{n}");
+        let file = root.join(format!("fuzz/fuzz_targets/{target}.rs"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|_| panic!("{n} is registered but has no fuzz target {file:?}"));
+        assert!(
+            text.contains(&format!("translate(\"{n}\"")),
+            "{file:?} fuzzes {n}"
+        );
+        assert!(
+            manifest.contains(&format!(
+                "name = \"{target}\"\npath = \"fuzz_targets/{target}.rs\""
+            )),
+            "fuzz/Cargo.toml builds {target}"
+        );
+    }
+    for e in std::fs::read_dir(root.join("fuzz/fuzz_targets")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        if let Some(source) = name
+            .strip_prefix("source_")
+            .and_then(|n| n.strip_suffix(".rs"))
+        {
+            assert!(
+                names.contains(&source),
+                "fuzz target {name} names no registered source"
+            );
+        }
+    }
+    let script = std::fs::read_to_string(root.join("scripts/fuzz")).unwrap();
+    assert!(
+        !names
+            .iter()
+            .all(|n| script.contains(&format!("source_{n}"))),
+        "scripts/fuzz takes its targets from fuzz/Cargo.toml, it does not list them"
     );
 }

@@ -69,7 +69,7 @@ fn headers_of(case: &Path) -> Vec<(String, String)> {
 
 /// Delivers one case alone to a fresh service configured with the source's secret.
 async fn deliver_alone(entry: &SourceEntry, case: &Path) -> serde_json::Value {
-    let secret = entry.settings[0].var;
+    let secret = entry.secret.var;
     let config = test_config(&[(secret, "golden-secret")]);
     let body = std::fs::read(case).unwrap();
     let mut headers = headers_of(case);

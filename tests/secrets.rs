@@ -247,7 +247,10 @@ async fn an_unreachable_secrets_manager_is_a_bounded_clear_error() {
             && text.contains("500 ms"),
         "{text}"
     );
-    assert!(config.github_secret.get().is_none(), "nothing put in force");
+    assert!(
+        config.secret("github").get().is_none(),
+        "nothing put in force"
+    );
 
     // Nothing listening: a connection error, at once, that says what was read.
     let closed = format!("http://127.0.0.1:{}", free_port());

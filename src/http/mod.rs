@@ -82,11 +82,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What became of a delivery; serialized as `processed`, `duplicate`, `ignored` or `error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Its facts were recorded.
+    #[default]
+    Processed,
+    /// Every fact was recorded before, under this delivery ID.
+    Duplicate,
+    /// A well-formed delivery of an event the service does not use.
+    Ignored,
+    /// Refused or failed (`reason` says why).
+    Error,
+}
+
+impl Status {
+    /// The word the JSON answer carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Processed => "processed",
+            Status::Duplicate => "duplicate",
+            Status::Ignored => "ignored",
+            Status::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The answer to a delivery, as the router sends it and `replay` reads it back.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
-    /// `processed`, `duplicate`, `ignored` or `error`.
-    pub status: String,
+    pub status: Status,
     /// Why a delivery was ignored or refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -115,7 +147,7 @@ pub struct Answer {
 impl Answer {
     fn error(reason: String) -> Self {
         Answer {
-            status: "error".into(),
+            status: Status::Error,
             reason: Some(reason),
             ..Answer::default()
         }
@@ -138,7 +170,7 @@ impl Answer {
     /// A well-formed delivery of an event the service does not use.
     fn ignored(delivery: String, reason: String) -> Self {
         Answer {
-            status: "ignored".into(),
+            status: Status::Ignored,
             reason: Some(reason),
             delivery: Some(delivery),
             ..Answer::default()
@@ -149,11 +181,10 @@ impl Answer {
     fn applied(delivery: String, applied: &Applied, settle_secs: i64) -> Self {
         Answer {
             status: if applied.duplicate {
-                "duplicate"
+                Status::Duplicate
             } else {
-                "processed"
-            }
-            .into(),
+                Status::Processed
+            },
             reason: None,
             delivery: Some(delivery),
             opened: applied.opened,
@@ -289,7 +320,10 @@ async fn counted(
             return e.into_response();
         }
     };
-    health.delivery(entry.name, answer_label(status.as_u16(), &answer.status));
+    health.delivery(
+        entry.name,
+        answer_label(status.as_u16(), answer.status.as_str()),
+    );
     (status, Json(answer)).into_response()
 }
 
@@ -326,7 +360,7 @@ async fn webhook(
     tracing::info!(
         source = entry.name,
         delivery = answer.delivery,
-        status = answer.status,
+        status = answer.status.as_str(),
         closed = applied.closed,
         requests = applied.requests,
         "delivery applied"

@@ -2,10 +2,10 @@
 //! consumes. Nothing here knows a vendor; vendor facts arrive only as attribute values.
 
 pub mod attr;
-pub mod attributes;
 pub mod ids;
 pub mod refs;
 pub mod series;
+pub mod repo_traits;
 pub mod time;
 pub mod timestamp;
 
@@ -305,7 +305,7 @@ pub enum ParentRef {
 /// team, the repository's main language, how it is deployed, and the user-defined repository
 /// attributes (`VALUESTREAM_REPOSITORY_ATTRIBUTES`). Each becomes a span attribute
 /// (`valuestream.team`, `valuestream.language`, `valuestream.deployment.type`,
-/// `valuestream.attr.<key>`) and a metric label ([`attributes`] bounds their values).
+/// `valuestream.attr.<key>`) and a metric label ([`repo_traits`] bounds their values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoTraits {
     #[serde(default, skip_serializing_if = "Option::is_none")]

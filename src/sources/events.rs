@@ -10,7 +10,8 @@
 
 use super::vcs;
 use super::{
-    authenticate_with, verify, Delivery, Source, SourceError, Translated, Translation, UniqueJson,
+    authenticate_with, no_options, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
+    SourceError, Translated, Translation, UniqueJson,
 };
 use crate::config::Config;
 use crate::model::attr;
@@ -27,6 +28,19 @@ use serde_json::{Map, Value};
 pub struct Events;
 
 const SOURCE: &str = "events";
+
+/// The registry's entry for Events (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/events",
+    secret: Setting {
+        var: "VALUESTREAM_EVENTS_TOKEN",
+        doc: "token for the generic events API (Bearer, or HMAC key for X-Valuestream-Signature)",
+    },
+    settings: &[],
+    options: no_options,
+    source: &Events,
+};
 
 /// Every field of an event, in the order of the schema.
 pub const FIELDS: &[&str] = &[
@@ -109,22 +123,15 @@ impl Source for Events {
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         let signature = d.header("x-valuestream-signature");
         let bearer = d.header("authorization").and_then(verify::bearer);
-        authenticate_with(
-            SOURCE,
-            "VALUESTREAM_EVENTS_TOKEN",
-            &config.events_token,
-            signature.or(bearer),
-            config,
-            |token, _| {
-                let signed = signature.is_some_and(|s| {
-                    s.trim()
-                        .strip_prefix("sha256=")
-                        .is_some_and(|hex| verify::hmac_sha256_matches(token, d.body, hex))
-                });
-                let bearer_ok = bearer.is_some_and(|b| verify::tokens_match(token, b));
-                signed | bearer_ok
-            },
-        )
+        authenticate_with(&ENTRY, signature.or(bearer), config, |token, _| {
+            let signed = signature.is_some_and(|s| {
+                s.trim()
+                    .strip_prefix("sha256=")
+                    .is_some_and(|hex| verify::hmac_sha256_matches(token, d.body, hex))
+            });
+            let bearer_ok = bearer.is_some_and(|b| verify::tokens_match(token, b));
+            signed | bearer_ok
+        })
     }
 
     fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
@@ -152,9 +159,7 @@ impl Source for Events {
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .events_token
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|t| {
                 vec![(
                     "x-valuestream-signature".into(),

@@ -4,9 +4,10 @@
 //! fields we use) and its mapping to semantic-convention attributes live here and nowhere else.
 
 use super::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
+    SourceError, Translated, Translation,
 };
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::ids::{item_key, short_hash};
 use crate::model::refs::vstrace_parents;
@@ -19,6 +20,52 @@ use std::collections::BTreeMap;
 pub struct Jenkins;
 
 const SOURCE: &str = "jenkins";
+
+/// The registry's entry for Jenkins (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/jenkins",
+    secret: Setting {
+        var: "VALUESTREAM_JENKINS_TOKEN",
+        doc: "Jenkins bearer token (Authorization: Bearer, or ?token= in the URL)",
+    },
+    settings: &[JOB_PATTERN],
+    options: Settings::parse,
+    source: &Jenkins,
+};
+
+/// `VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN`.
+const JOB_PATTERN: Setting = Setting {
+    var: "VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN",
+    doc: "regex of Jenkins job names that are deployments (default ^deploy)",
+};
+
+/// Jenkins's settings of their own, beside the secret.
+#[derive(Debug)]
+pub struct Settings {
+    /// Jenkins jobs whose name matches this are deployments.
+    pub deploy_job: regex::Regex,
+}
+
+impl Settings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            deploy_job: env.regex(JOB_PATTERN.var, "^deploy")?,
+        })
+    }
+
+    fn parse(env: &Env) -> Result<Options, ConfigError> {
+        Ok(std::sync::Arc::new(Self::read(env)?))
+    }
+
+    /// Jenkins's settings in `config` (the defaults when it holds none).
+    fn of(config: &Config) -> &Settings {
+        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(|| {
+            Settings::read(&Env::unset()).expect("the defaults are valid")
+        });
+        config.source_options(SOURCE).unwrap_or(&DEFAULT)
+    }
+}
 
 /// Build parameters that name a deployment's target environment (compared case-insensitively).
 const ENV_PARAMS: &[&str] = &["ENVIRONMENT", "ENV", "DEPLOY_ENV"];
@@ -67,14 +114,7 @@ impl Source for Jenkins {
             .and_then(verify::bearer)
             .map(str::to_string)
             .or_else(|| d.query.and_then(query_token));
-        authenticate_with(
-            SOURCE,
-            "VALUESTREAM_JENKINS_TOKEN",
-            &config.jenkins_token,
-            credential.as_deref(),
-            config,
-            verify::tokens_match,
-        )
+        authenticate_with(&ENTRY, credential.as_deref(), config, verify::tokens_match)
     }
 
     fn translate(&self, d: &Delivery, config: &Config) -> Result<Translated, SourceError> {
@@ -91,9 +131,7 @@ impl Source for Jenkins {
     }
 
     fn sign(&self, _body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .jenkins_token
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
             .unwrap_or_default()
     }
@@ -207,9 +245,9 @@ impl Target {
         let env_param = ENV_PARAMS.iter().find_map(|p| params.get(p));
         let short = job.rsplit('/').next().unwrap_or(job);
         let deploy = env_param.is_some()
-            || config.jenkins_deploy_job.is_match(short)
-            || config.jenkins_deploy_job.is_match(job)
-            || config.jenkins_deploy_job.is_match(&n.name);
+            || Settings::of(config).deploy_job.is_match(short)
+            || Settings::of(config).deploy_job.is_match(job)
+            || Settings::of(config).deploy_job.is_match(&n.name);
         if deploy {
             Target {
                 kind: Kind::Deployment,

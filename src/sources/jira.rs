@@ -8,22 +8,74 @@
 //! without a lookup.
 
 use super::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
+    SourceError, Translated, Translation,
 };
-use crate::config::Config;
+use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
 use crate::model::timestamp;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Outcome, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Input, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use crate::sources::tracker;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 pub struct Jira;
 
 const SOURCE: &str = "jira";
+
+/// The registry's entry for Jira (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/jira",
+    secret: Setting {
+        var: "VALUESTREAM_JIRA_SECRET",
+        doc: "Jira Cloud webhook secret (X-Hub-Signature: sha256=...)",
+    },
+    settings: &[PROJECTS],
+    options: Settings::parse,
+    source: &Jira,
+};
+
+/// `VALUESTREAM_JIRA_PROJECTS`.
+const PROJECTS: Setting = Setting {
+    var: "VALUESTREAM_JIRA_PROJECTS",
+    doc: "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)",
+};
+
+/// Jira's settings of their own, beside the secret.
+#[derive(Debug)]
+pub struct Settings {
+    /// Jira project key (upper case) → repository.
+    pub projects: BTreeMap<String, Repo>,
+}
+
+impl Settings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            projects: env
+                .map(PROJECTS.var, "PROJECT=owner/repo", repo_value)?
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), Repo::new(&v)))
+                .collect(),
+        })
+    }
+
+    fn parse(env: &Env) -> Result<Options, ConfigError> {
+        Ok(std::sync::Arc::new(Self::read(env)?))
+    }
+
+    /// Jira's settings in `config` (the defaults when it holds none).
+    fn of(config: &Config) -> &Settings {
+        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(|| {
+            Settings::read(&Env::unset()).expect("the defaults are valid")
+        });
+        config.source_options(SOURCE).unwrap_or(&DEFAULT)
+    }
+}
 
 #[derive(Deserialize)]
 struct Named {
@@ -112,9 +164,7 @@ impl Source for Jira {
 
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         authenticate_with(
-            SOURCE,
-            "VALUESTREAM_JIRA_SECRET",
-            &config.jira_secret,
+            &ENTRY,
             d.header("x-hub-signature"),
             config,
             |secret, presented| {
@@ -141,9 +191,7 @@ impl Source for Jira {
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .jira_secret
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|s| {
                 vec![(
                     "x-hub-signature".into(),
@@ -345,7 +393,7 @@ fn issue_attributes(
     // A mapped project gives the issue a repository: incidents then find the deployment they
     // followed, and metrics carry the repository.
     let project = f.project.as_ref().map(|p| p.key.to_ascii_uppercase());
-    w.repo = project.and_then(|k| config.jira_projects.get(&k).cloned());
+    w.repo = project.and_then(|k| Settings::of(config).projects.get(&k).cloned());
     w.traits.team = team_from_labels(labels.iter().map(String::as_str))
         .or_else(|| {
             w.repo

@@ -14,7 +14,7 @@ pub mod tracker;
 pub mod vcs;
 pub mod verify;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, ConfigError, Env, Options};
 use crate::model::Input;
 use http::HeaderMap;
 
@@ -74,9 +74,44 @@ pub trait Source: Send + Sync {
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)>;
 }
 
+/// An environment variable a source reads, with its one-line documentation.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    pub var: &'static str,
+    pub doc: &'static str,
+}
+
+/// What a source module declares about itself (its `ENTRY`), and what the [`registry`] lists.
+pub struct SourceEntry {
+    /// The route segment, `service.name` and the key of its secret in Secrets Manager:
+    /// `github`, `gitlab`, …
+    pub name: &'static str,
+    /// The webhook route (`/webhooks/<name>`).
+    pub route: &'static str,
+    /// Its webhook secret (or token).
+    pub secret: Setting,
+    /// Its further settings, parsed by `options`.
+    pub settings: &'static [Setting],
+    /// Parses and checks its further settings into the options its functions read back with
+    /// [`Config::source_options`]; errors name the variable.
+    pub options: fn(&Env) -> Result<Options, ConfigError>,
+    /// Verification and translation of its deliveries.
+    pub source: &'static dyn Source,
+}
+
+/// The `options` of a source without further settings.
+pub fn no_options(_: &Env) -> Result<Options, ConfigError> {
+    Ok(std::sync::Arc::new(()))
+}
+
 /// The source registered under `name` ([`registry::SOURCES`]).
 pub fn by_name(name: &str) -> Option<&'static dyn Source> {
     registry::by_name(name).map(|e| e.source)
+}
+
+/// The value in force of `entry`'s secret (what signs replayed deliveries).
+pub fn signing_secret(entry: &SourceEntry, config: &Config) -> Option<String> {
+    config.secret(entry.name).get()
 }
 
 /// The shared authentication policy: a source with a secret verifies every delivery; a source
@@ -85,14 +120,13 @@ pub fn by_name(name: &str) -> Option<&'static dyn Source> {
 /// value of the secret in constant time; any of the secret's values (the current one, and the
 /// previous one during a rotation) verifies.
 pub fn authenticate_with(
-    source: &str,
-    secret_var: &str,
-    secret: &Secret,
+    entry: &SourceEntry,
     credential: Option<&str>,
     config: &Config,
     verify: impl Fn(&str, &str) -> bool,
 ) -> Result<(), SourceError> {
-    let values = secret.candidates();
+    let (source, secret_var) = (entry.name, entry.secret.var);
+    let values = config.secret(source).candidates();
     let secret = (!values.is_empty()).then_some(&values);
     match (secret, credential) {
         (Some(values), Some(presented)) => {

@@ -10,9 +10,10 @@
 //! deployment before the incident was triggered.
 
 use super::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
+    SourceError, Translated, Translation,
 };
-use crate::config::Config;
+use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::{
@@ -20,10 +21,61 @@ use crate::model::{
 };
 use chrono::Timelike;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 pub struct PagerDuty;
 
 const SOURCE: &str = "pagerduty";
+
+/// The registry's entry for PagerDuty (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/pagerduty",
+    secret: Setting {
+        var: "VALUESTREAM_PAGERDUTY_SECRET",
+        doc: "PagerDuty v3 webhook signing secret (X-PagerDuty-Signature)",
+    },
+    settings: &[SERVICES],
+    options: Settings::parse,
+    source: &PagerDuty,
+};
+
+/// `VALUESTREAM_PAGERDUTY_SERVICES`.
+const SERVICES: Setting = Setting {
+    var: "VALUESTREAM_PAGERDUTY_SERVICES",
+    doc: "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'",
+};
+
+/// PagerDuty's settings of their own, beside the secret.
+#[derive(Debug)]
+pub struct Settings {
+    /// PagerDuty service (ID or name) → repository.
+    pub services: BTreeMap<String, Repo>,
+}
+
+impl Settings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            services: env
+                .map(SERVICES.var, "service=owner/repo", repo_value)?
+                .into_iter()
+                .map(|(k, v)| (k, Repo::new(&v)))
+                .collect(),
+        })
+    }
+
+    fn parse(env: &Env) -> Result<Options, ConfigError> {
+        Ok(std::sync::Arc::new(Self::read(env)?))
+    }
+
+    /// PagerDuty's settings in `config` (the defaults when it holds none).
+    fn of(config: &Config) -> &Settings {
+        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(|| {
+            Settings::read(&Env::unset()).expect("the defaults are valid")
+        });
+        config.source_options(SOURCE).unwrap_or(&DEFAULT)
+    }
+}
 
 #[derive(Deserialize)]
 struct Reference {
@@ -68,9 +120,7 @@ impl Source for PagerDuty {
 
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         authenticate_with(
-            SOURCE,
-            "VALUESTREAM_PAGERDUTY_SECRET",
-            &config.pagerduty_secret,
+            &ENTRY,
             d.header("x-pagerduty-signature"),
             config,
             |secret, presented| signature_matches(secret, d.body, presented),
@@ -94,9 +144,7 @@ impl Source for PagerDuty {
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .pagerduty_secret
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|s| {
                 vec![(
                     "x-pagerduty-signature".into(),
@@ -235,7 +283,7 @@ fn add_incident_fields(w: &mut WorkEvent, incident: &Incident, config: &Config) 
 /// The repository a PagerDuty service is mapped to: by service ID, else by its name (the name
 /// compared without regard to case).
 fn repository_of(config: &Config, service: &Reference) -> Option<Repo> {
-    let map = &config.pagerduty_services;
+    let map = &Settings::of(config).services;
     map.get(&service.id).cloned().or_else(|| {
         let name = service.summary.as_deref()?.trim();
         map.iter()

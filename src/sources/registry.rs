@@ -1,85 +1,51 @@
 //! The source registry: the one list of sources. Everything that depends on which sources exist
 //! derives from [`SOURCES`]: the webhook routes ([`crate::http`]), the settings list (`--help` and
-//! the README check, [`settings`]) and the golden-test discovery (tests/golden.rs walks
+//! the README check, [`settings`]), each source's settings in [`Config`] (parsed here, by each
+//! entry), the keys of the Secrets Manager secret (`secrets::KEYS`), the fuzz targets (checked by
+//! tests/fuzz_targets.rs) and the golden-test discovery (tests/golden.rs walks
 //! `tests/fixtures/<name>/` for every entry).
 //!
-//! Adding a source: its module (`src/sources/<name>/`), one entry here, and its fixtures with
-//! their golden files under `tests/fixtures/<name>/` (docs/ARCHITECTURE.md lists the steps).
+//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), one line in `ENTRIES`, its
+//! fixtures with their golden files under `tests/fixtures/<name>/`, and its README section
+//! (docs/ARCHITECTURE.md lists the steps).
+//!
+//! `Config`'s constructors live here, not in `config.rs`: the configuration sits below the
+//! sources, so it cannot list them; the registry parses each source's settings and hands them to
+//! [`Config::with_sources`].
 
-use super::{events, github, gitlab, jenkins, jira, pagerduty, Source};
-use crate::config::ENV_VARS;
+use crate::config::{
+    Config, ConfigError, Env, Lookup, Secret, Settings, SourceMap, SourceSettings, ENV_VARS,
+};
 
-/// An environment variable a source reads, with its one-line documentation.
-#[derive(Clone, Copy, Debug)]
-pub struct Setting {
-    pub var: &'static str,
-    pub doc: &'static str,
-}
+pub use super::{Setting, SourceEntry};
 
-/// One registered source.
-pub struct SourceEntry {
-    /// The route segment and `service.name`: `github`, `gitlab`, …
-    pub name: &'static str,
-    /// The webhook route (`/webhooks/<name>`).
-    pub route: &'static str,
-    /// Its settings (its secret first).
-    pub settings: &'static [Setting],
-    /// Verification and translation of its deliveries.
-    pub source: &'static dyn Source,
-}
-
-const fn s(var: &'static str, doc: &'static str) -> Setting {
-    Setting { var, doc }
-}
-
-/// Every source, in the order `--help` lists their settings.
-pub static SOURCES: &[SourceEntry] = &[
-    SourceEntry {
-        name: "github",
-        route: "/webhooks/github",
-        settings: &[s("VALUESTREAM_GITHUB_SECRET", "GitHub webhook secret (X-Hub-Signature-256, HMAC-SHA256)")],
-        source: &github::GitHub,
-    },
-    SourceEntry {
-        name: "gitlab",
-        route: "/webhooks/gitlab",
-        settings: &[s("VALUESTREAM_GITLAB_TOKEN", "GitLab webhook secret token (X-Gitlab-Token)")],
-        source: &gitlab::GitLab,
-    },
-    SourceEntry {
-        name: "jenkins",
-        route: "/webhooks/jenkins",
-        settings: &[
-            s("VALUESTREAM_JENKINS_TOKEN", "Jenkins bearer token (Authorization: Bearer, or ?token= in the URL)"),
-            s("VALUESTREAM_JENKINS_DEPLOY_JOB_PATTERN", "regex of Jenkins job names that are deployments (default ^deploy)"),
-        ],
-        source: &jenkins::Jenkins,
-    },
-    SourceEntry {
-        name: "jira",
-        route: "/webhooks/jira",
-        settings: &[
-            s("VALUESTREAM_JIRA_SECRET", "Jira Cloud webhook secret (X-Hub-Signature: sha256=...)"),
-            s("VALUESTREAM_JIRA_PROJECTS", "Jira project key to repository map: 'SHOP=owner/repo' (links Jira incidents to deployments)"),
-        ],
-        source: &jira::Jira,
-    },
-    SourceEntry {
-        name: "pagerduty",
-        route: "/webhooks/pagerduty",
-        settings: &[
-            s("VALUESTREAM_PAGERDUTY_SECRET", "PagerDuty v3 webhook signing secret (X-PagerDuty-Signature)"),
-            s("VALUESTREAM_PAGERDUTY_SERVICES", "PagerDuty service (ID or name) to repository map: 'PIJ90N7=owner/repo'"),
-        ],
-        source: &pagerduty::PagerDuty,
-    },
-    SourceEntry {
-        name: "events",
-        route: "/webhooks/events",
-        settings: &[s("VALUESTREAM_EVENTS_TOKEN", "token for the generic events API (Bearer, or HMAC key for X-Valuestream-Signature)")],
-        source: &events::Events,
-    },
+/// Every source, one line each, in the order `--help` lists their settings.
+const ENTRIES: &[SourceEntry] = &[
+    super::github::ENTRY,
+    super::gitlab::ENTRY,
+    super::jenkins::ENTRY,
+    super::jira::ENTRY,
+    super::pagerduty::ENTRY,
+    super::events::ENTRY,
 ];
+
+/// Every registered source.
+pub static SOURCES: &[SourceEntry] = ENTRIES;
+
+/// How many sources are registered (a constant, for arrays derived from the registry).
+pub const COUNT: usize = ENTRIES.len();
+
+/// Each source's name and the variable of its secret, in registry order (what `secrets::KEYS`
+/// is).
+pub const SECRETS: [(&str, &str); COUNT] = {
+    let mut out = [("", ""); COUNT];
+    let mut i = 0;
+    while i < COUNT {
+        out[i] = (ENTRIES[i].name, ENTRIES[i].secret.var);
+        i += 1;
+    }
+    out
+};
 
 /// The registered source named `name`.
 pub fn by_name(name: &str) -> Option<&'static SourceEntry> {
@@ -95,15 +61,50 @@ pub fn names() -> String {
         .join(", ")
 }
 
-/// Every environment variable the binary reads, with its documentation: each source's settings,
-/// then the service's own ([`ENV_VARS`]). `--help` prints this list, and tests/docs.rs checks
-/// that README's Configuration table names every entry.
+/// Every environment variable the binary reads, with its documentation: each source's settings
+/// (its secret first), then the service's own ([`ENV_VARS`]). `--help` prints this list, and
+/// tests/docs.rs checks that README's Configuration table names every entry.
 pub fn settings() -> Vec<(&'static str, &'static str)> {
     SOURCES
         .iter()
-        .flat_map(|e| e.settings.iter().map(|s| (s.var, s.doc)))
+        .flat_map(|e| std::iter::once(&e.secret).chain(e.settings))
+        .map(|s| (s.var, s.doc))
         .chain(ENV_VARS.iter().copied())
         .collect()
+}
+
+/// Each registered source's secret and options, read through `env`.
+fn source_settings(env: &Env) -> Result<SourceMap, ConfigError> {
+    SOURCES
+        .iter()
+        .map(|e| {
+            let secret = Secret::new(env.text(e.secret.var));
+            Ok((e.name, SourceSettings::new(secret, (e.options)(env)?)))
+        })
+        .collect()
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`] but from explicit pairs (tests, replays).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    /// Every registered source's settings, then the service's own.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup: Lookup = &lookup;
+        let sources = source_settings(&Settings::new(lookup))?;
+        Config::with_sources(lookup, sources)
+    }
 }
 
 #[cfg(test)]
@@ -116,10 +117,11 @@ mod tests {
             assert_eq!(e.source.name(), e.name, "the entry names its source");
             assert_eq!(e.route, format!("/webhooks/{}", e.name));
             assert!(
-                !e.settings.is_empty(),
+                !e.secret.var.is_empty(),
                 "{}: every source has a secret",
                 e.name
             );
+            assert_eq!(SECRETS.iter().filter(|(n, _)| *n == e.name).count(), 1);
             assert!(by_name(e.name).is_some_and(|f| std::ptr::eq(f, e)));
         }
         let mut names: Vec<_> = SOURCES.iter().map(|e| e.name).collect();
@@ -151,7 +153,7 @@ mod tests {
         .unwrap();
         let asked = asked.into_inner().unwrap();
         for e in SOURCES {
-            for s in e.settings {
+            for s in std::iter::once(&e.secret).chain(e.settings) {
                 assert!(asked.iter().any(|a| a == s.var), "{} is never read", s.var);
             }
         }

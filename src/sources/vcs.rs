@@ -28,8 +28,9 @@ pub fn change_parents(
     }
 }
 
-/// What a push delivery says, in the shape both VCS payloads share.
-pub struct PushFacts<'a> {
+/// What a push delivery says, in the shape both VCS payloads share (the payload side; the
+/// engine's facts about a push are `engine::scope::PushFact`).
+pub struct PushPayload<'a> {
     /// `refs/heads/<branch>` (anything else, a tag, is not used).
     pub git_ref: &'a str,
     pub before: Option<String>,
@@ -43,7 +44,7 @@ pub struct PushFacts<'a> {
 
 /// A push of commits to a branch as the engine's [`Push`], or why it is not used: a tag, a
 /// branch deletion (an all-zero `after`), a push without commits.
-pub fn push(source: &str, repo: &Repo, p: PushFacts<'_>, attributes: Attrs) -> Translation {
+pub fn push(source: &str, repo: &Repo, p: PushPayload<'_>, attributes: Attrs) -> Translation {
     let Some(branch) = p.git_ref.strip_prefix("refs/heads/") else {
         return Translation::Ignored(format!("{source} push: not a branch (tags are not used)"));
     };
@@ -106,7 +107,7 @@ mod tests {
             message: String::new(),
             merges: false,
         };
-        let facts = |git_ref, after: &str, commits| PushFacts {
+        let facts = |git_ref, after: &str, commits| PushPayload {
             git_ref,
             before: Some("b".into()),
             after: Some(after.into()),

@@ -114,37 +114,12 @@ impl OtlpSettings {
             None => Vec::new(),
         };
         let service_name = env.text(SERVICE_NAME);
-        let signal = |specific: &str,
-                      path: &str,
-                      own: Common|
-         -> Result<Option<SignalSettings>, ConfigError> {
-            let protocol = own
-                .protocol
-                .or(general.protocol)
-                .unwrap_or(Protocol::HttpProtobuf);
-            let Some(url) =
-                signal_url(env.text(specific), specific, base.as_ref(), protocol, path)?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(SignalSettings {
-                protocol,
-                url: url.to_string(),
-                headers: own.headers.or(general.headers.clone()).unwrap_or_default(),
-                timeout: Duration::from_millis(
-                    own.timeout_ms
-                        .or(general.timeout_ms)
-                        .unwrap_or(DEFAULT_TIMEOUT_MS) as u64,
-                ),
-                compression: own
-                    .compression
-                    .or(general.compression)
-                    .unwrap_or(Compression::None),
-                certificate: own.certificate.or(general.certificate.clone()),
-            }))
+        let url = |specific: &str, path: &str, own: &Common| {
+            let protocol = own.protocol.or(general.protocol);
+            signal_url(env.text(specific), specific, path, base.as_ref(), protocol)
         };
-        let traces = signal(TRACES, "v1/traces", traces)?;
-        let metrics = signal(METRICS, "v1/metrics", metrics)?;
+        let traces = url(TRACES, "v1/traces", &traces)?.map(|u| signal(u, traces, &general));
+        let metrics = url(METRICS, "v1/metrics", &metrics)?.map(|u| signal(u, metrics, &general));
         let (traces, metrics) = match (traces, metrics) {
             (Some(t), Some(m)) => (t, m),
             (None, None) => return Ok(None),
@@ -170,20 +145,29 @@ impl OtlpSettings {
     }
 }
 
-/// A signal's endpoint: its own variable `specific` (whose text is `text`), else the base with
-/// the signal's `path` (OTLP/HTTP) or as is (gRPC); `None` when neither is set. A gRPC address
-/// must have no path (the error names the variable it came from).
+/// The settings that exist in a general and a per-signal form (`OTEL_EXPORTER_OTLP_X` and
+/// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_X`); the per-signal one wins.
+struct Common {
+    protocol: Option<Protocol>,
+    headers: Option<Vec<(String, String)>>,
+    timeout_ms: Option<i64>,
+    compression: Option<Compression>,
+    certificate: Option<Vec<u8>>,
+}
+
+/// A signal's URL: its own variable, else the base (with the signal's path for OTLP/HTTP; as is
+/// for gRPC, which takes no path); `None` when neither is set.
 fn signal_url(
-    text: Option<String>,
+    own: Option<String>,
     specific: &str,
-    base: Option<&reqwest::Url>,
-    protocol: Protocol,
     path: &str,
-) -> Result<Option<reqwest::Url>, ConfigError> {
-    let (url, var) = match text {
+    base: Option<&reqwest::Url>,
+    protocol: Option<Protocol>,
+) -> Result<Option<(reqwest::Url, Protocol)>, ConfigError> {
+    let protocol = protocol.unwrap_or(Protocol::HttpProtobuf);
+    let (url, var) = match own {
         Some(text) => (endpoint_url(specific, &text)?, specific),
         None => match base {
-            // OTLP/HTTP appends the signal path to the base; gRPC takes the origin as is.
             Some(b) if protocol == Protocol::HttpProtobuf => (
                 reqwest::Url::parse(&format!("{}/{path}", b.as_str().trim_end_matches('/')))
                     .map_err(|e| ConfigError::new(BASE, format!("accepts a URL: {e}")))?,
@@ -204,17 +188,30 @@ fn signal_url(
             ),
         ));
     }
-    Ok(Some(url))
+    Ok(Some((url, protocol)))
 }
 
-/// The settings that exist in a general and a per-signal form (`OTEL_EXPORTER_OTLP_X` and
-/// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_X`); the per-signal one wins.
-struct Common {
-    protocol: Option<Protocol>,
-    headers: Option<Vec<(String, String)>>,
-    timeout_ms: Option<i64>,
-    compression: Option<Compression>,
-    certificate: Option<Vec<u8>>,
+/// A signal's settings: its own, else the general ones, else the defaults.
+fn signal(
+    (url, protocol): (reqwest::Url, Protocol),
+    own: Common,
+    general: &Common,
+) -> SignalSettings {
+    SignalSettings {
+        protocol,
+        url: url.to_string(),
+        headers: own.headers.or(general.headers.clone()).unwrap_or_default(),
+        timeout: Duration::from_millis(
+            own.timeout_ms
+                .or(general.timeout_ms)
+                .unwrap_or(DEFAULT_TIMEOUT_MS) as u64,
+        ),
+        compression: own
+            .compression
+            .or(general.compression)
+            .unwrap_or(Compression::None),
+        certificate: own.certificate.or(general.certificate.clone()),
+    }
 }
 
 impl Common {

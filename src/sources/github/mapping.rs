@@ -192,17 +192,7 @@ impl Ctx<'_> {
         } else {
             "open"
         };
-        // The change's steps, which the stage rule reads (docs/metrics.md "Change stages").
-        let updated = pr.updated_at.unwrap_or(pr.created_at);
-        match action {
-            "opened" if pr.draft => w
-                .steps
-                .push(ChangeStep::new(StepKind::Draft, pr.created_at)),
-            "converted_to_draft" => w.add_step(ChangeStep::new(StepKind::Draft, updated)),
-            "ready_for_review" => w.add_step(ChangeStep::new(StepKind::Ready, updated)),
-            "review_requested" => w.add_step(ChangeStep::new(StepKind::ReviewRequested, updated)),
-            _ => {}
-        }
+        change_steps(&mut w, action, pr);
         // Parents: a vstrace reference in the branch, closing keywords, tracker keys.
         vcs::change_parents(
             &mut w,
@@ -478,7 +468,7 @@ impl Ctx<'_> {
                 merges: merges_a_pull_request(&c.message),
             })
             .collect();
-        let facts = vcs::PushFacts {
+        let facts = vcs::PushPayload {
             git_ref: env.git_ref.as_deref().unwrap_or_default(),
             before: env.before.clone(),
             after: env.after.clone(),
@@ -487,6 +477,21 @@ impl Ctx<'_> {
             commits,
         };
         vcs::push(SOURCE, self.repo, facts, self.base_attrs())
+    }
+}
+
+/// The change's steps a pull request delivery records, which the stage rule reads
+/// (docs/metrics.md "Change stages").
+fn change_steps(w: &mut WorkEvent, action: &str, pr: &PullRequest) {
+    let updated = pr.updated_at.unwrap_or(pr.created_at);
+    match action {
+        "opened" if pr.draft => w
+            .steps
+            .push(ChangeStep::new(StepKind::Draft, pr.created_at)),
+        "converted_to_draft" => w.add_step(ChangeStep::new(StepKind::Draft, updated)),
+        "ready_for_review" => w.add_step(ChangeStep::new(StepKind::Ready, updated)),
+        "review_requested" => w.add_step(ChangeStep::new(StepKind::ReviewRequested, updated)),
+        _ => {}
     }
 }
 

@@ -9,7 +9,8 @@ mod payload;
 use crate::config::Config;
 use crate::model::{Input, Repo};
 use crate::sources::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use mapping::Ctx;
 use payload::Envelope;
@@ -18,6 +19,19 @@ pub struct GitHub;
 
 const SOURCE: &str = "github";
 
+/// The registry's entry for GitHub (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/github",
+    secret: Setting {
+        var: "VALUESTREAM_GITHUB_SECRET",
+        doc: "GitHub webhook secret (X-Hub-Signature-256, HMAC-SHA256)",
+    },
+    settings: &[],
+    options: no_options,
+    source: &GitHub,
+};
+
 impl Source for GitHub {
     fn name(&self) -> &'static str {
         SOURCE
@@ -25,9 +39,7 @@ impl Source for GitHub {
 
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         authenticate_with(
-            SOURCE,
-            "VALUESTREAM_GITHUB_SECRET",
-            &config.github_secret,
+            &ENTRY,
             d.header("x-hub-signature-256"),
             config,
             |secret, presented| {
@@ -57,9 +69,7 @@ impl Source for GitHub {
     }
 
     fn sign(&self, body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .github_secret
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|s| {
                 vec![(
                     "x-hub-signature-256".into(),
@@ -106,32 +116,42 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
         repo: &repo,
         config,
     };
+    map_event(&ctx, event, &action, &env)
+}
+
+/// One used event's payload mapped onto the model, through `ctx`'s mapping functions.
+fn map_event(
+    ctx: &Ctx,
+    event: &str,
+    action: &str,
+    env: &Envelope,
+) -> Result<Translation, SourceError> {
     let missing =
         |field: &str| SourceError::Malformed(format!("github: {event} delivery has no {field}"));
     let input = match event {
-        "issues" => ctx.issue(&action, env.issue.as_ref().ok_or_else(|| missing("issue"))?),
+        "issues" => ctx.issue(action, env.issue.as_ref().ok_or_else(|| missing("issue"))?),
         "pull_request" => ctx.pull_request(
-            &action,
+            action,
             env.pull_request
                 .as_ref()
                 .ok_or_else(|| missing("pull_request"))?,
         ),
         "pull_request_review" => ctx.review(
-            &action,
+            action,
             env.pull_request
                 .as_ref()
                 .ok_or_else(|| missing("pull_request"))?,
             env.review.as_ref().ok_or_else(|| missing("review"))?,
         ),
         "workflow_run" => ctx.workflow_run(
-            &action,
+            action,
             env.workflow_run
                 .as_ref()
                 .ok_or_else(|| missing("workflow_run"))?,
             env.workflow.as_ref().and_then(|w| w.name.as_deref()),
         ),
         "workflow_job" => ctx.workflow_job(
-            &action,
+            action,
             env.workflow_job
                 .as_ref()
                 .ok_or_else(|| missing("workflow_job"))?,
@@ -152,7 +172,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
                     .ok_or_else(|| missing("deployment_status"))?,
             ),
         ),
-        "push" => return Ok(ctx.push(&env)),
+        "push" => return Ok(ctx.push(env)),
         _ => unreachable!("checked against USED"),
     };
     Ok(match input {

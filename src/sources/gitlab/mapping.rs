@@ -497,12 +497,7 @@ impl<'a> Ctx<'a> {
             self.page(&format!("jobs/{}", t.id)),
         );
         set_opt(a, attr::TASK_STAGE, t.stage);
-        // OpenTelemetry's task types are GitLab's default stage names.
-        if let Some(kind) = t.stage.and_then(|st| {
-            ["build", "test", "deploy"]
-                .into_iter()
-                .find(|k| st.eq_ignore_ascii_case(k))
-        }) {
+        if let Some(kind) = t.stage.and_then(task_type) {
             a.insert(attr::CICD_PIPELINE_TASK_TYPE.into(), kind.into());
         }
         set_opt(a, attr::VCS_REF_HEAD_NAME, t.git_ref);
@@ -598,7 +593,7 @@ impl<'a> Ctx<'a> {
                 merges: merges_a_merge_request(&c.message),
             })
             .collect();
-        let facts = vcs::PushFacts {
+        let facts = vcs::PushPayload {
             git_ref: &h.git_ref,
             before: h.before.clone(),
             after: h.after.clone(),
@@ -608,6 +603,13 @@ impl<'a> Ctx<'a> {
         };
         vcs::push(SOURCE, &self.repo, facts, self.base_attrs())
     }
+}
+
+/// OpenTelemetry's task type of a GitLab stage: its default stage names are those types.
+fn task_type(stage: &str) -> Option<&'static str> {
+    ["build", "test", "deploy"]
+        .into_iter()
+        .find(|k| stage.eq_ignore_ascii_case(k))
 }
 
 /// What a task span needs of a job, from either hook that describes one.

@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::model::ids::short_hash;
 use crate::model::{Input, WorkEvent};
 use crate::sources::{
-    authenticate_with, parse_json, verify, Delivery, Source, SourceError, Translated, Translation,
+    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use mapping::Ctx;
 pub use payload::de;
@@ -25,6 +26,19 @@ pub struct GitLab;
 
 const SOURCE: &str = "gitlab";
 
+/// The registry's entry for GitLab (`src/sources/registry.rs` lists it).
+pub const ENTRY: SourceEntry = SourceEntry {
+    name: SOURCE,
+    route: "/webhooks/gitlab",
+    secret: Setting {
+        var: "VALUESTREAM_GITLAB_TOKEN",
+        doc: "GitLab webhook secret token (X-Gitlab-Token)",
+    },
+    settings: &[],
+    options: no_options,
+    source: &GitLab,
+};
+
 impl Source for GitLab {
     fn name(&self) -> &'static str {
         SOURCE
@@ -32,9 +46,7 @@ impl Source for GitLab {
 
     fn authenticate(&self, d: &Delivery, config: &Config) -> Result<(), SourceError> {
         authenticate_with(
-            SOURCE,
-            "VALUESTREAM_GITLAB_TOKEN",
-            &config.gitlab_token,
+            &ENTRY,
             d.header("x-gitlab-token"),
             config,
             verify::tokens_match,
@@ -76,9 +88,7 @@ impl Source for GitLab {
     }
 
     fn sign(&self, _body: &[u8], config: &Config) -> Vec<(String, String)> {
-        config
-            .gitlab_token
-            .get()
+        signing_secret(&ENTRY, config)
             .map(|t| vec![("x-gitlab-token".into(), t.to_string())])
             .unwrap_or_default()
     }
