@@ -45,7 +45,7 @@ pub const TOKEN_VAR: &str = "GITLAB_TOKEN";
 pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
 /// A Push Hook carries the newest 20 commits of a push (`total_commits_count` says how many).
 pub const PUSH_COMMITS_LIMIT: usize = 20;
-const SOURCE: &str = "gitlab";
+pub const SOURCE: &str = "gitlab";
 
 /// A path segment: a project's `group/sub/name` as GitLab's URL-encoded ID (`group%2Fsub%2Fname`).
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

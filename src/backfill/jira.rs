@@ -30,7 +30,8 @@
 //! second backfill is answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, recorded, Client, ClientSettings, Sink, Summary,
+    deliver_all, delivery_id, field, field_str, recorded, Api, Client, ClientSettings, Sink,
+    Summary,
 };
 use crate::model::timestamp;
 use crate::model::Time;
@@ -43,6 +44,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The environment variables the credentials are read from.
+/// The source name of the deliveries read.
+pub const SOURCE: &str = "jira";
 pub const EMAIL_VAR: &str = "JIRA_EMAIL";
 pub const TOKEN_VAR: &str = "JIRA_TOKEN";
 /// How errors name the pair.
@@ -92,6 +95,7 @@ pub fn credentials_from_env() -> anyhow::Result<(String, String)> {
 pub fn settings(api_url: &str, email: &str, token: &str) -> ClientSettings {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}"));
     let mut s = ClientSettings::new(api_url, token.to_string(), CREDENTIALS);
+    s.api = Api::Jira;
     s.request_headers = Some(vec![
         ("authorization".into(), format!("Basic {basic}")),
         ("accept".into(), "application/json".into()),
@@ -454,9 +458,9 @@ fn issue_deliveries(
         })
     };
     let mut push = |event: &str, object: &str, written: &str, body: Value| {
-        let id = delivery_id("jira", event, &key, object, written);
+        let id = delivery_id(SOURCE, event, &key, object, written);
         out.push(recorded(
-            "jira",
+            SOURCE,
             &[("x-atlassian-webhook-identifier", id)],
             &body,
             format!("jira/{event}/{key}/{object}"),

@@ -23,7 +23,7 @@
 //! a hash of (event type, incident, log entry, time): a second backfill is answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Client,
+    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Api, Client,
     ClientSettings, Sink, Summary,
 };
 use crate::model::Time;
@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// The environment variable the token is read from.
+/// The source name of the deliveries read.
+pub const SOURCE: &str = "pagerduty";
 pub const TOKEN_VAR: &str = "PAGERDUTY_TOKEN";
 /// The public API.
 pub const DEFAULT_API_URL: &str = "https://api.pagerduty.com";
@@ -80,6 +82,7 @@ pub fn token_from_env() -> anyhow::Result<String> {
 /// Client settings for PagerDuty: `Authorization: Token token=…` and the v2 `Accept` header.
 pub fn settings(api_url: &str, token: String) -> ClientSettings {
     let mut s = ClientSettings::new(api_url, token, TOKEN_VAR);
+    s.api = Api::PagerDuty;
     s.request_headers = Some(vec![
         ("authorization".into(), format!("Token token={}", s.token)),
         (
@@ -351,7 +354,7 @@ fn incident_deliveries(
     let mut push =
         |event_type: &str, status: &str, at: &str, entry: &Value| -> anyhow::Result<()> {
             let entry_id = entry["id"].as_str().unwrap_or("created");
-            let delivery = delivery_id("pagerduty", event_type, &id, entry_id, at);
+            let delivery = delivery_id(SOURCE, event_type, &id, entry_id, at);
             let body = json!({
                 "event": {
                     "id": delivery,
@@ -364,7 +367,7 @@ fn incident_deliveries(
                 }
             });
             out.push(recorded(
-                "pagerduty",
+                SOURCE,
                 &[],
                 &body,
                 format!("pagerduty/{event_type}/{id}"),

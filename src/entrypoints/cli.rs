@@ -565,7 +565,7 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     // A sync needs its token (from the environment or the secret) before anything is opened.
     if sync_settings.enabled() {
-        sync_settings.token(&config)?;
+        sync_settings.check_tokens(&config)?;
     }
     let pipeline = pipeline::build(
         config.clone(),
@@ -639,7 +639,7 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     // VALUESTREAM_SYNC_GITHUB_REPOS: lost deliveries healed from the API on a timer of its own.
     if sync_settings.enabled() {
         tracing::info!(
-            repositories = ?sync_settings.repos,
+            targets = ?sync_settings.targets(),
             every_secs = sync_settings.every.as_secs(),
             "sync on"
         );
