@@ -333,6 +333,43 @@ enum State {
 
 /// The `incident.*` deliveries of one incident, from its log entries oldest first: the events
 /// PagerDuty's webhooks send for the status changes the mapping reads.
+/// What a log entry of `kind` makes in `state`: the webhooks PagerDuty sent for it, each
+/// `(event type, status, at the entry)` (not at the entry: at the incident's creation, the
+/// trigger a log without one implies), and the state after.
+fn transition(kind: &str, state: State) -> (Vec<(&'static str, &'static str, bool)>, State) {
+    let implied = |s: State| match s {
+        State::New => vec![("incident.triggered", "triggered", false)],
+        _ => vec![],
+    };
+    match (kind, state) {
+        ("trigger_log_entry", State::New) => (
+            vec![("incident.triggered", "triggered", true)],
+            State::Triggered,
+        ),
+        // No log entry type is documented for a reopening: a trigger after a resolve is one.
+        ("trigger_log_entry", State::Resolved) => (
+            vec![("incident.reopened", "triggered", true)],
+            State::Triggered,
+        ),
+        // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
+        // enum, `acknowledge_log_entry` in the list's).
+        ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
+            let mut events = implied(s);
+            events.push(("incident.acknowledged", "acknowledged", true));
+            (events, State::Acknowledged)
+        }
+        ("unacknowledge_log_entry", State::Acknowledged) => (vec![], State::Triggered),
+        ("resolve_log_entry", s) if s != State::Resolved => {
+            let mut events = implied(s);
+            events.push(("incident.resolved", "resolved", true));
+            (events, State::Resolved)
+        }
+        // Notifications, escalations, assignments, notes, urgency and priority changes: their
+        // webhooks are not used.
+        (_, s) => (vec![], s),
+    }
+}
+
 fn incident_deliveries(
     incident: &Value,
     entries: &[Value],
@@ -374,52 +411,20 @@ fn incident_deliveries(
             ));
             Ok(())
         };
+    let created = incident["created_at"].as_str().unwrap_or_default();
     for (t, e) in &log {
         if *t > until {
             break;
         }
         let at = e["created_at"].as_str().unwrap_or_default();
-        match (e["type"].as_str().unwrap_or_default(), state) {
-            ("trigger_log_entry", State::New) => {
-                push("incident.triggered", "triggered", at, e)?;
-                state = State::Triggered;
+        let (events, next) = transition(e["type"].as_str().unwrap_or_default(), state);
+        for (event_type, status, own) in events {
+            match own {
+                true => push(event_type, status, at, e)?,
+                false => push(event_type, status, created, &Value::Null)?,
             }
-            // No log entry type is documented for a reopening: a trigger after a resolve is one.
-            ("trigger_log_entry", State::Resolved) => {
-                push("incident.reopened", "triggered", at, e)?;
-                state = State::Triggered;
-            }
-            // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
-            // enum, `acknowledge_log_entry` in the list's).
-            ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
-                if s == State::New {
-                    push(
-                        "incident.triggered",
-                        "triggered",
-                        incident["created_at"].as_str().unwrap_or_default(),
-                        &Value::Null,
-                    )?;
-                }
-                push("incident.acknowledged", "acknowledged", at, e)?;
-                state = State::Acknowledged;
-            }
-            ("unacknowledge_log_entry", State::Acknowledged) => state = State::Triggered,
-            ("resolve_log_entry", s) if s != State::Resolved => {
-                if s == State::New {
-                    push(
-                        "incident.triggered",
-                        "triggered",
-                        incident["created_at"].as_str().unwrap_or_default(),
-                        &Value::Null,
-                    )?;
-                }
-                push("incident.resolved", "resolved", at, e)?;
-                state = State::Resolved;
-            }
-            // Notifications, escalations, assignments, notes, urgency and priority changes:
-            // their webhooks are not used.
-            _ => {}
         }
+        state = next;
     }
     if state == State::New {
         // A log that does not reach back to the trigger (or not read yet): the incident exists.
