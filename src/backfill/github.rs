@@ -1136,6 +1136,25 @@ fn deployment_deliveries(
     Ok(n)
 }
 
+/// A commit as a push hook lists it, with its time and SHA (the order within the push).
+fn push_commit(c: &Value, ep: &str) -> anyhow::Result<(Time, String, Value)> {
+    let sha = c["sha"].as_str().unwrap_or_default().to_string();
+    let t = field_time(c, "commit.author.date", ep)
+        .or_else(|_| field_time(c, "commit.committer.date", ep))?;
+    let date = c["commit"]["author"]["date"]
+        .as_str()
+        .or(c["commit"]["committer"]["date"].as_str())
+        .unwrap_or_default();
+    let hook = json!({
+        "id": sha,
+        "distinct": true,
+        "message": c["commit"]["message"],
+        "timestamp": date,
+        "url": c["html_url"],
+    });
+    Ok((t, sha, hook))
+}
+
 /// The default branch's commits as pushes: one per first-parent commit (what reached the branch
 /// in one step), carrying the commits its other parents brought (a merge's branch commits),
 /// each commit at its author date, oldest first. Without the `repository` (added by the caller).
@@ -1199,24 +1218,7 @@ fn pushes(commits: &[Value], branch: &str, ep: &str) -> anyhow::Result<Vec<Value
     for (after, group) in groups {
         let mut commits: Vec<(Time, String, Value)> = Vec::new();
         for c in group {
-            let sha = c["sha"].as_str().unwrap_or_default().to_string();
-            let t = field_time(c, "commit.author.date", ep)
-                .or_else(|_| field_time(c, "commit.committer.date", ep))?;
-            let date = c["commit"]["author"]["date"]
-                .as_str()
-                .or(c["commit"]["committer"]["date"].as_str())
-                .unwrap_or_default();
-            commits.push((
-                t,
-                sha.clone(),
-                json!({
-                    "id": sha,
-                    "distinct": true,
-                    "message": c["commit"]["message"],
-                    "timestamp": date,
-                    "url": c["html_url"],
-                }),
-            ));
+            commits.push(push_commit(c, ep)?);
         }
         commits.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let before = by_sha[after]["parents"][0]["sha"]
