@@ -104,6 +104,13 @@ pub struct Config {
     /// The GitHub API token the scheduled sync reads with (`GITHUB_TOKEN`, or the `github_token`
     /// key of the Secrets Manager secret, which wins when present).
     pub github_token: Secret,
+    /// The API credentials of the other sources' scheduled sync (`GITLAB_TOKEN`,
+    /// `PAGERDUTY_TOKEN`, `JIRA_EMAIL` + `JIRA_TOKEN`, or the secret's `gitlab_token`,
+    /// `pagerduty_token`, `jira_email`, `jira_token` keys, which win when present).
+    pub gitlab_api_token: Secret,
+    pub pagerduty_api_token: Secret,
+    pub jira_email: Secret,
+    pub jira_api_token: Secret,
     /// Accept deliveries without a signature or token (`serve` only).
     pub allow_unsigned: bool,
     /// Largest accepted body, in bytes.
@@ -161,6 +168,16 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_SYNC_BUDGET_SECS", "seconds a sync run may start new repositories for, 1..=86400 (default: 60 % of VALUESTREAM_SYNC_SECS in serve, of the invocation's time in Lambda); the rest wait for the next run"),
     ("VALUESTREAM_GITHUB_API_URL", "GitHub API the sync reads (default https://api.github.com; Enterprise Server: https://HOST/api/v3)"),
     ("GITHUB_TOKEN", "GitHub token the sync reads the API with (read access to contents, issues, pull requests, actions, deployments); or the secret's github_token key"),
+    ("VALUESTREAM_SYNC_GITLAB_PROJECTS", "scheduled sync: GitLab projects re-read from the API to heal lost deliveries, 'group/name,group/sub/name' (empty: none)"),
+    ("VALUESTREAM_GITLAB_API_URL", "GitLab API the sync reads (default https://gitlab.com/api/v4; self-managed: https://HOST/api/v4)"),
+    ("GITLAB_TOKEN", "GitLab token (read_api scope) the sync and backfill gitlab read the API with; or the secret's gitlab_token key"),
+    ("VALUESTREAM_SYNC_PAGERDUTY_SERVICES", "scheduled sync: PagerDuty service IDs whose incidents are re-read from the API, 'PIJ90N7,PXXXXXX' (empty: none)"),
+    ("VALUESTREAM_PAGERDUTY_API_URL", "PagerDuty REST API the sync reads (default https://api.pagerduty.com)"),
+    ("PAGERDUTY_TOKEN", "PagerDuty REST API key the sync and backfill pagerduty read incidents with; or the secret's pagerduty_token key"),
+    ("VALUESTREAM_SYNC_JIRA_PROJECTS", "scheduled sync: Jira project keys whose issues are re-read from the API, 'SHOP,OPS' (empty: none)"),
+    ("VALUESTREAM_JIRA_API_URL", "Jira Cloud site the sync reads, e.g. https://example.atlassian.net (required with VALUESTREAM_SYNC_JIRA_PROJECTS)"),
+    ("JIRA_EMAIL", "Atlassian account email the sync and backfill jira read the API as; or the secret's jira_email key"),
+    ("JIRA_TOKEN", "API token of that account; or the secret's jira_token key"),
     ("VALUESTREAM_ALLOW_UNSIGNED", "serve only: true/false/1/0/yes/no; true accepts deliveries without a signature/token (local trials; default false)"),
     ("VALUESTREAM_MAX_BODY_BYTES", "largest accepted request body in bytes, 1024..=104857600 (default 5242880 = 5 MiB)"),
     ("VALUESTREAM_PRODUCTION_ENV_PATTERN", "regex of production environment names (default ^(prod|production)$, case-insensitive)"),
@@ -394,6 +411,10 @@ impl Config {
         Ok(Config {
             sources,
             github_token: Secret::new(env.text("GITHUB_TOKEN")),
+            gitlab_api_token: Secret::new(env.text("GITLAB_TOKEN")),
+            pagerduty_api_token: Secret::new(env.text("PAGERDUTY_TOKEN")),
+            jira_email: Secret::new(env.text("JIRA_EMAIL")),
+            jira_api_token: Secret::new(env.text("JIRA_TOKEN")),
             allow_unsigned: env.boolean("VALUESTREAM_ALLOW_UNSIGNED", false)?,
             max_body_bytes: env.int(
                 "VALUESTREAM_MAX_BODY_BYTES",

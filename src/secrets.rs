@@ -7,7 +7,8 @@
 //! redeploy. Both the `AWSCURRENT` and the `AWSPREVIOUS` version are read: while the senders are
 //! switched to a new value, a delivery signed with either verifies. Every Secrets Manager call is
 //! bounded by `VALUESTREAM_SECRET_TIMEOUT_MS`. The same secret may hold the API token of the
-//! scheduled sync (`github_token`, [`TOKEN_KEYS`]), read with the same TTL and rotation rules.
+//! scheduled sync (`github_token`, `gitlab_token`, `pagerduty_token`, `jira_email`, `jira_token`:
+//! [`TOKEN_KEYS`]), read with the same TTL and rotation rules.
 //!
 //! This module owns those settings, the reads ([`SecretStore`], [`SecretsManager`]) and the
 //! refresh ([`WebhookSecrets`]); the sources only see the candidate values of each
@@ -33,7 +34,13 @@ pub const KEYS: [(&str, &str); registry::COUNT] = registry::SECRETS;
 /// at the same time as the webhook secrets; unlike those, a token set in the environment may
 /// stay set: the secret's key, when present, wins, and without it the environment's value stays
 /// in force.
-pub const TOKEN_KEYS: [(&str, &str); 1] = [("github_token", "GITHUB_TOKEN")];
+pub const TOKEN_KEYS: [(&str, &str); 5] = [
+    ("github_token", "GITHUB_TOKEN"),
+    ("gitlab_token", "GITLAB_TOKEN"),
+    ("pagerduty_token", "PAGERDUTY_TOKEN"),
+    ("jira_email", "JIRA_EMAIL"),
+    ("jira_token", "JIRA_TOKEN"),
+];
 
 /// Default of `VALUESTREAM_SECRET_TTL_SECS`.
 pub const TTL_SECS: i64 = 300;
@@ -358,7 +365,16 @@ impl WebhookSecrets {
             .collect();
         let tokens = TOKEN_KEYS
             .iter()
-            .map(|(key, _)| (*key, config.github_token.clone()))
+            .map(|(key, _)| {
+                let secret = match *key {
+                    "gitlab_token" => &config.gitlab_api_token,
+                    "pagerduty_token" => &config.pagerduty_api_token,
+                    "jira_email" => &config.jira_email,
+                    "jira_token" => &config.jira_api_token,
+                    _ => &config.github_token,
+                };
+                (*key, secret.clone())
+            })
             .collect();
         WebhookSecrets {
             store,

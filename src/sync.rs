@@ -15,8 +15,12 @@
 //! repository still being read at the hard limit is cut short; either way its cursor stays where
 //! it was and the next run starts with the repositories synced longest ago.
 
-use crate::backfill::{self, github, Client, ClientSettings, Sink, Summary};
-use crate::config::{endpoint_url, Config, ConfigError, Settings};
+mod settings;
+
+pub use settings::{Limits, SyncSettings, Target, BUDGET_SHARE, LOOKBACK_SECS, SOURCES, SYNC_SECS};
+
+use crate::backfill::{self, deliver_all, github, gitlab, jira, pagerduty, Client, Sink, Summary};
+use crate::config::Config;
 use crate::engine::keys;
 use crate::export::prometheus::{HealthFamily, HealthKind, HealthSample, HealthValue};
 use crate::model::Time;
@@ -27,146 +31,9 @@ use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// The source a sync reads (the only one so far).
-pub const SOURCE: &str = "github";
 /// A sync reads from the previous successful sync's start minus this much, so that an item
 /// updated while that sync ran (or stamped by a clock a little behind ours) is read again.
 pub const OVERLAP: TimeDelta = TimeDelta::minutes(10);
-/// Default of `VALUESTREAM_SYNC_SECS`.
-pub const SYNC_SECS: i64 = 900;
-/// Default of `VALUESTREAM_SYNC_LOOKBACK_SECS`: three days.
-pub const LOOKBACK_SECS: i64 = 86_400 * 3;
-/// Share of the interval (serve) or of the invocation's time (Lambda) a run may start new
-/// repositories in, when `VALUESTREAM_SYNC_BUDGET_SECS` is unset.
-pub const BUDGET_SHARE: f64 = 0.6;
-
-/// What to sync and how often.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SyncSettings {
-    /// `owner/name` of each repository, as configured; empty: no sync.
-    pub repos: Vec<String>,
-    /// serve: time between two runs.
-    pub every: Duration,
-    /// How far back a repository's first sync reads (and the furthest any sync reads).
-    pub lookback: Duration,
-    /// Time a run may start new repositories in; `None`: [`BUDGET_SHARE`] of the run's time.
-    pub budget: Option<Duration>,
-    /// The GitHub API.
-    pub api_url: String,
-}
-
-impl SyncSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Every setting checked, each error naming its variable (whether or not a sync is on).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Settings::new(lookup);
-        let var = "VALUESTREAM_SYNC_GITHUB_REPOS";
-        let mut repos: Vec<String> = Vec::new();
-        for member in env
-            .text(var)
-            .unwrap_or_default()
-            .split([',', ';', '\n', ' '])
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-        {
-            let parts: Vec<&str> = member.split('/').collect();
-            let ok = parts.len() == 2
-                && parts.iter().all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                });
-            if !ok {
-                return Err(ConfigError::new(
-                    var,
-                    format!(
-                        "accepts GitHub repositories as owner/name separated by commas; {member:?} is not one"
-                    ),
-                ));
-            }
-            if repos.iter().any(|r| r.eq_ignore_ascii_case(member)) {
-                return Err(ConfigError::new(
-                    var,
-                    format!("accepts each repository once; {member:?} is named twice"),
-                ));
-            }
-            repos.push(member.to_string());
-        }
-        let every = env.int("VALUESTREAM_SYNC_SECS", SYNC_SECS, 60..=86_400, "seconds")?;
-        let lookback = env.int(
-            "VALUESTREAM_SYNC_LOOKBACK_SECS",
-            LOOKBACK_SECS,
-            60..=315_360_000,
-            "seconds",
-        )?;
-        let budget = match env.text("VALUESTREAM_SYNC_BUDGET_SECS") {
-            None => None,
-            Some(_) => Some(env.int("VALUESTREAM_SYNC_BUDGET_SECS", 0, 1..=86_400, "seconds")?),
-        };
-        let api_url = match env.text("VALUESTREAM_GITHUB_API_URL") {
-            Some(u) => endpoint_url("VALUESTREAM_GITHUB_API_URL", &u)?
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
-            None => github::DEFAULT_API_URL.to_string(),
-        };
-        Ok(SyncSettings {
-            repos,
-            every: Duration::from_secs(every as u64),
-            lookback: Duration::from_secs(lookback as u64),
-            budget: budget.map(|b| Duration::from_secs(b as u64)),
-            api_url,
-        })
-    }
-
-    pub fn enabled(&self) -> bool {
-        !self.repos.is_empty()
-    }
-
-    /// The token in force (`GITHUB_TOKEN`, or the secret's `github_token`), or an error naming
-    /// both places.
-    pub fn token(&self, config: &Config) -> Result<String, ConfigError> {
-        config.github_token.get().ok_or_else(|| {
-            ConfigError::new(
-                github::TOKEN_VAR,
-                format!(
-                    "must be set (or the github_token key of the VALUESTREAM_SECRET_ARN secret) \
-                     when VALUESTREAM_SYNC_GITHUB_REPOS names repositories: the sync reads the \
-                     GitHub API with it ({} set)",
-                    self.repos.len()
-                ),
-            )
-        })
-    }
-
-    /// The limits of a run starting now that may take `time` in all (serve: the interval;
-    /// Lambda: what is left of the invocation, less a margin).
-    pub fn limits(&self, time: Duration) -> Limits {
-        let share = time.mul_f64(BUDGET_SHARE);
-        let budget = self.budget.map_or(share, |b| b.min(time));
-        Limits::new(budget, time)
-    }
-}
-
-/// When a run stops starting repositories, and when it stops reading altogether.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub start_until: tokio::time::Instant,
-    pub stop_at: tokio::time::Instant,
-}
-
-impl Limits {
-    pub fn new(budget: Duration, hard: Duration) -> Self {
-        let now = tokio::time::Instant::now();
-        Limits {
-            start_until: now + budget.min(hard),
-            stop_at: now + hard,
-        }
-    }
-}
 
 /// A repository's record: its cursor and what its syncs healed so far.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -216,12 +83,12 @@ async fn read(store: &dyn Store, key: &Key) -> StoreResult<Option<(Cursor, u64)>
 /// `done` (`(started, since)`); a conflicting writer (another process syncing too) is re-read.
 async fn save(
     store: &dyn Store,
-    repository: &str,
+    target: &Target,
     done: Option<(Time, Time)>,
     healed: u64,
     ttl_secs: i64,
 ) -> StoreResult<()> {
-    let key = keys::sync_cursor(SOURCE, repository);
+    let key = keys::sync_cursor(target.source, &target.scope);
     for _ in 0..5 {
         let found = read(store, &key).await?;
         let (mut c, cond, version) = match found {
@@ -235,8 +102,8 @@ async fn save(
                 1,
             ),
         };
-        c.source = SOURCE.to_string();
-        c.repository = repository.to_string();
+        c.source = target.source.to_string();
+        c.repository = target.scope.clone();
         c.healed += healed;
         if let Some((started, since)) = done {
             if c.started.is_none_or(|s| s < started) {
@@ -261,9 +128,12 @@ async fn save(
     Err(StoreError::Conflict)
 }
 
-/// One repository's part of a run.
+/// One target's part of a run (a GitHub repository, a GitLab project, a PagerDuty service or
+/// a Jira project).
 #[derive(Clone, Debug, Default)]
 pub struct RepoRun {
+    pub source: &'static str,
+    /// The target as configured.
     pub repository: String,
     /// Where this run read from (`None`: not started, the budget was spent).
     pub since: Option<Time>,
@@ -319,14 +189,13 @@ impl Report {
     pub fn log(&self) {
         for r in self.repos.iter().filter(|r| r.error.is_some()) {
             tracing::warn!(
-                source = SOURCE,
+                source = r.source,
                 repository = %r.repository,
                 error = r.error.as_deref().unwrap_or_default(),
-                "sync of a repository failed; its cursor stays, the next run retries"
+                "sync of a repository, project or service failed; its cursor stays, the next run retries"
             );
         }
         tracing::info!(
-            source = SOURCE,
             repositories = self.repos.len(),
             synced = self.synced(),
             failed = self.failed(),
@@ -355,71 +224,67 @@ impl Report {
             "healed": self.healed(),
             "duplicate": self.duplicate(),
             "requests": self.requests(),
-            "errors": self.repos.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.repository))).collect::<Vec<_>>(),
+            "errors": self.repos.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} {}: {e}", r.source, r.repository))).collect::<Vec<_>>(),
         })
     }
 }
 
-/// One sync run at `now`: each configured repository (the longest unsynced first) read from its
-/// cursor and delivered to `sink`, within `limits`. The API client of each repository is made
-/// from `client` (its token and URL). Fails only when the store cannot be read or written.
+/// One sync run at `now`: each configured target (the longest unsynced first) read from its
+/// cursor and delivered to `sink`, within `limits`. The API client of each target is made from
+/// `settings` and the credentials of `config` in force now; a missing one fails that target's
+/// sources only. Fails only when the store cannot be read or written.
 pub async fn run(
     store: &dyn Store,
     sink: &dyn Sink,
     settings: &SyncSettings,
-    client: &ClientSettings,
+    config: &Config,
     now: Time,
     limits: Limits,
     ttl_secs: i64,
 ) -> StoreResult<Report> {
     let started = std::time::Instant::now();
     let known = cursors(store).await?;
-    let cursor_of = |repo: &str| {
+    let cursor_of = |t: &Target| {
         known
             .iter()
-            .find(|c| c.source == SOURCE && c.repository.eq_ignore_ascii_case(repo))
+            .find(|c| c.source == t.source && c.repository.eq_ignore_ascii_case(&t.scope))
     };
-    let mut order: Vec<&String> = settings.repos.iter().collect();
-    order.sort_by_key(|r| cursor_of(r).and_then(|c| c.started));
+    let mut order = settings.targets();
+    order.sort_by_key(|t| cursor_of(t).and_then(|c| c.started));
     let lookback = TimeDelta::from_std(settings.lookback).unwrap_or(TimeDelta::days(3));
+    let floor = now - lookback;
     let mut report = Report::default();
-    for repo in order {
+    for target in order {
         let mut one = RepoRun {
-            repository: repo.clone(),
+            source: target.source,
+            repository: target.scope.clone(),
             ..RepoRun::default()
         };
         if tokio::time::Instant::now() >= limits.start_until {
             report.repos.push(one);
             continue;
         }
-        let floor = now - lookback;
-        let since = cursor_of(repo)
+        let since = cursor_of(&target)
             .and_then(|c| c.started)
             .map_or(floor, |s| (s - OVERLAP).max(floor));
         one.since = Some(since);
-        let result = match Client::new(client.clone()) {
-            Err(e) => Err(e),
-            Ok(api) => {
-                let opts = github::Options::new(vec![repo.clone()], since, None);
-                // Validators (ETags) kept next to the backfill's; no backfill cursor: the
-                // sync's own cursor says where the next run starts.
-                let records = StoreRecords(store);
-                let mut state = backfill::State::new(&records, github::SOURCE);
-                state.resume = false;
-                let work = github::repo(&api, &opts, repo, sink, &state, &mut one.summary);
-                let left = limits
-                    .stop_at
-                    .saturating_duration_since(tokio::time::Instant::now());
-                let r = match tokio::time::timeout(left, work).await {
-                    Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!(
-                        "cut short at the run's time limit; the next run reads it again"
-                    )),
-                };
-                one.summary.add_client(&api);
-                r
-            }
+        let read_from = match target.source {
+            // PagerDuty lists incidents by creation: an incident created before the cursor may
+            // have been acknowledged or resolved since, so every run reads the whole lookback.
+            pagerduty::SOURCE => floor,
+            _ => since,
         };
+        let result = sync_target(
+            store,
+            sink,
+            settings,
+            config,
+            &target,
+            read_from,
+            limits,
+            &mut one.summary,
+        )
+        .await;
         let result = result.and_then(|()| match one.summary.refused {
             0 => Ok(()),
             n => Err(anyhow::anyhow!("{n} deliveries were refused by the router")),
@@ -432,12 +297,79 @@ pub async fn run(
             }
         };
         if done.is_some() || one.summary.new_facts > 0 {
-            save(store, repo, done, one.summary.new_facts, ttl_secs).await?;
+            save(store, &target, done, one.summary.new_facts, ttl_secs).await?;
         }
         report.repos.push(one);
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// One target read from `since` and delivered to `sink`, cut short at the run's hard limit.
+#[allow(clippy::too_many_arguments)]
+async fn sync_target(
+    store: &dyn Store,
+    sink: &dyn Sink,
+    settings: &SyncSettings,
+    config: &Config,
+    target: &Target,
+    since: Time,
+    limits: Limits,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let api = Client::new(settings.client(target.source, config)?)?;
+    let left = limits
+        .stop_at
+        .saturating_duration_since(tokio::time::Instant::now());
+    let work = read_and_deliver(store, sink, &api, target, since, summary);
+    let r = match tokio::time::timeout(left, work).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "cut short at the run's time limit; the next run reads it again"
+        )),
+    };
+    summary.add_client(&api);
+    r
+}
+
+/// The backfill's reader of `target`'s source, from `since` to now.
+async fn read_and_deliver(
+    store: &dyn Store,
+    sink: &dyn Sink,
+    api: &std::sync::Arc<Client>,
+    target: &Target,
+    since: Time,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let scope = target.scope.clone();
+    let deliveries = match target.source {
+        gitlab::SOURCE => {
+            let opts = gitlab::Options::new(vec![scope.clone()], since, None);
+            gitlab::read_project(api, &opts, &scope, &mut summary.items).await?
+        }
+        pagerduty::SOURCE => {
+            let opts = pagerduty::Options::new(vec![scope], since, None);
+            pagerduty::read(api, &opts, &mut summary.items).await?
+        }
+        jira::SOURCE => {
+            let opts = jira::Options {
+                projects: vec![scope],
+                since,
+                until: None,
+            };
+            jira::read(api, &opts, &mut summary.items).await?
+        }
+        _ => {
+            let opts = github::Options::new(vec![scope.clone()], since, None);
+            // Validators (ETags) kept next to the backfill's; no backfill cursor: the sync's
+            // own cursor says where the next run starts.
+            let records = StoreRecords(store);
+            let mut state = backfill::State::new(&records, github::SOURCE);
+            state.resume = false;
+            return github::repo(api, &opts, &scope, sink, &state, summary).await;
+        }
+    };
+    deliver_all(sink, &deliveries, summary).await
 }
 
 /// A store as the records a backfill keeps (validators, cursors): what `backfill` and the
@@ -560,84 +492,6 @@ pub async fn exposition(store: &dyn Store) -> StoreResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings(pairs: &[(&str, &str)]) -> Result<SyncSettings, ConfigError> {
-        SyncSettings::from_lookup(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    #[test]
-    fn defaults_and_good_values() {
-        let s = settings(&[]).unwrap();
-        assert!(!s.enabled());
-        assert_eq!(s.every, Duration::from_secs(900));
-        assert_eq!(s.lookback, Duration::from_secs(3 * 86_400));
-        assert_eq!(s.budget, None);
-        assert_eq!(s.api_url, "https://api.github.com");
-        let s = settings(&[
-            (
-                "VALUESTREAM_SYNC_GITHUB_REPOS",
-                " a/b, Codertocat/Hello-World ,",
-            ),
-            ("VALUESTREAM_SYNC_SECS", "60"),
-            ("VALUESTREAM_SYNC_LOOKBACK_SECS", "3600"),
-            ("VALUESTREAM_SYNC_BUDGET_SECS", "30"),
-            (
-                "VALUESTREAM_GITHUB_API_URL",
-                "https://ghe.example.com/api/v3/",
-            ),
-        ])
-        .unwrap();
-        assert_eq!(s.repos, ["a/b", "Codertocat/Hello-World"]);
-        assert_eq!(s.every, Duration::from_secs(60));
-        assert_eq!(s.budget, Some(Duration::from_secs(30)));
-        assert_eq!(s.api_url, "https://ghe.example.com/api/v3");
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (var, value) in [
-            ("VALUESTREAM_SYNC_GITHUB_REPOS", "just-a-name"),
-            ("VALUESTREAM_SYNC_GITHUB_REPOS", "a/b/c"),
-            ("VALUESTREAM_SYNC_GITHUB_REPOS", "a/b,A/B"),
-            ("VALUESTREAM_SYNC_GITHUB_REPOS", "o/n?x"),
-            ("VALUESTREAM_SYNC_SECS", "59"),
-            ("VALUESTREAM_SYNC_SECS", "15m"),
-            ("VALUESTREAM_SYNC_LOOKBACK_SECS", "0"),
-            ("VALUESTREAM_SYNC_BUDGET_SECS", "0"),
-            ("VALUESTREAM_GITHUB_API_URL", "api.github.com"),
-        ] {
-            let e = settings(&[(var, value)]).expect_err(value);
-            assert_eq!(e.var, var, "{e}");
-            assert!(e.to_string().contains(var) && e.to_string().contains("accepts"));
-        }
-    }
-
-    #[test]
-    fn the_token_is_required_and_named() {
-        let s = settings(&[("VALUESTREAM_SYNC_GITHUB_REPOS", "a/b")]).unwrap();
-        let config = Config::from_pairs(&[]).unwrap();
-        let e = s.token(&config).unwrap_err();
-        assert_eq!(e.var, "GITHUB_TOKEN");
-        assert!(e.to_string().contains("github_token"), "{e}");
-        let config = Config::from_pairs(&[("GITHUB_TOKEN", "t")]).unwrap();
-        assert_eq!(s.token(&config).unwrap(), "t");
-    }
-
-    #[test]
-    fn the_budget_is_a_share_of_the_time_unless_set() {
-        let s = settings(&[]).unwrap();
-        let l = s.limits(Duration::from_secs(100));
-        let budget = l.start_until - tokio::time::Instant::now();
-        assert!(budget <= Duration::from_secs(60) && budget > Duration::from_secs(59));
-        let s = settings(&[("VALUESTREAM_SYNC_BUDGET_SECS", "500")]).unwrap();
-        let l = s.limits(Duration::from_secs(100));
-        assert_eq!(l.start_until, l.stop_at, "never past the hard limit");
-    }
 
     #[test]
     fn the_healed_counter_renders_one_series_per_repository() {

@@ -569,3 +569,48 @@ async fn the_command_writes_the_store_once() {
     assert!(out2.contains("deliveries 10: 0 new"), "{out2}");
     assert!(out2.contains("10 duplicate"), "{out2}");
 }
+
+/// Jira Cloud's 429 comes without `Retry-After` at times (Atlassian's "Rate limiting": it "may
+/// be accompanied by" one): the client backs off on its documented schedule (the first wait,
+/// then twice that) and goes on; the result is the webhooks'.
+#[tokio::test]
+async fn a_429_without_retry_after_backs_off_and_continues() {
+    let faults = vec![
+        ("/rest/api/3/search/jql", 2, Fault::LimitedBare),
+        ("/rest/api/3/search/jql", 3, Fault::LimitedBare),
+    ];
+    let fake = fake(faults).await;
+    let app = new_app().await;
+    let mut settings = jira::settings(&fake.url(), EMAIL, TOKEN);
+    settings.page_size = 1;
+    settings.limit_backoff = Duration::from_millis(200);
+    let client = Client::new(settings).unwrap();
+    assert_eq!(client.limit_backoff(3), Duration::from_millis(800));
+    let summary = backfill(&app, &client).await.unwrap();
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    let reference = webhooks_only().await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
+    let seen = fake.seen();
+    let search: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path == "/rest/api/3/search/jql")
+        .collect();
+    assert_eq!(
+        search.iter().map(|s| s.status).collect::<Vec<_>>(),
+        [200, 429, 429, 200, 200],
+        "{search:#?}"
+    );
+    assert_eq!(
+        search[1].query, search[3].query,
+        "the same page asked again"
+    );
+    assert!(search[2].at - search[1].at >= Duration::from_millis(190));
+    assert!(search[3].at - search[2].at >= Duration::from_millis(390));
+    assert!(summary.waited_secs >= 0.59, "{summary:?}");
+    // With the defaults: 5 s, 10 s, 20 s, then 30 s at most.
+    let defaults = Client::new(jira::settings(&fake.url(), EMAIL, TOKEN)).unwrap();
+    let schedule: Vec<u64> = (1..=5)
+        .map(|n| defaults.limit_backoff(n).as_secs())
+        .collect();
+    assert_eq!(schedule, [5, 10, 20, 30, 30]);
+}

@@ -570,3 +570,46 @@ async fn the_command_writes_the_store_once() {
     assert!(out2.contains("deliveries 10: 0 new"), "{out2}");
     assert!(out2.contains("10 duplicate"), "{out2}");
 }
+
+/// PagerDuty's 429: with its documented `ratelimit-reset` (seconds to wait) the client waits
+/// that long; a bare 429 backs off on the documented schedule; either way the backfill goes on
+/// and gives the webhooks' result.
+#[tokio::test]
+async fn a_429_without_retry_after_waits_for_the_reset_or_backs_off() {
+    let faults = vec![
+        ("/incidents", 2, Fault::LimitedReset),
+        ("/log_entries", 1, Fault::LimitedBare),
+        ("/log_entries", 2, Fault::LimitedBare),
+    ];
+    let fake = Fake::start(scenario(), faults).await;
+    let app = new_app().await;
+    let mut settings = pagerduty::settings(&fake.url(), TOKEN.into());
+    settings.page_size = 1;
+    settings.concurrency = 1;
+    settings.limit_backoff = Duration::from_millis(200);
+    let client = Client::new(settings).unwrap();
+    let summary = backfill(&app, &client).await.unwrap();
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    let reference = webhooks_only().await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
+    let seen = fake.seen();
+    let incidents: Vec<_> = seen.iter().filter(|s| s.path == "/incidents").collect();
+    assert_eq!(incidents[1].status, 429);
+    assert_eq!(incidents[1].query, incidents[2].query);
+    assert!(
+        incidents[2].at - incidents[1].at >= Duration::from_millis(950),
+        "ratelimit-reset: 1 is a second from now"
+    );
+    let logs: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/log_entries"))
+        .collect();
+    assert_eq!(
+        (logs[0].status, logs[1].status, logs[2].status),
+        (429, 429, 200)
+    );
+    assert_eq!(logs[0].path, logs[2].path, "the same log asked again");
+    assert!(logs[1].at - logs[0].at >= Duration::from_millis(190));
+    assert!(logs[2].at - logs[1].at >= Duration::from_millis(390));
+    assert!(summary.waited_secs >= 1.5, "{summary:?}");
+}

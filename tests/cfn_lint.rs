@@ -267,10 +267,49 @@ fn a_second_rule_syncs_only_when_repositories_are_named() {
     let p = &t["Parameters"];
     assert_eq!(p["SyncSchedule"]["Default"], "rate(15 minutes)");
     assert_eq!(p["SyncGithubRepos"]["Default"], "");
+    let named = |p: &str| json!({"Fn::Not": [{"Fn::Equals": [{"Ref": p}, ""]}]});
     assert_eq!(
         t["Conditions"]["HasSyncRepos"],
-        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "SyncGithubRepos"}, ""]}]})
+        json!({"Fn::Or": [
+            named("SyncGithubRepos"),
+            named("SyncGitlabProjects"),
+            named("SyncPagerDutyServices"),
+            named("SyncJiraProjects"),
+        ]})
     );
+    // The other sources' parameters take what the function's settings take.
+    for (param, var, ok, bad) in [
+        (
+            "SyncGitlabProjects",
+            "VALUESTREAM_SYNC_GITLAB_PROJECTS",
+            "g/p,g/sub/p",
+            "g",
+        ),
+        (
+            "SyncPagerDutyServices",
+            "VALUESTREAM_SYNC_PAGERDUTY_SERVICES",
+            "PIJ90N7,PX",
+            "P-1",
+        ),
+        (
+            "SyncJiraProjects",
+            "VALUESTREAM_SYNC_JIRA_PROJECTS",
+            "SHOP,OPS",
+            "SHOP-1",
+        ),
+    ] {
+        assert_eq!(p[param]["Default"], "");
+        let re = regex::Regex::new(p[param]["AllowedPattern"].as_str().unwrap()).unwrap();
+        assert!(
+            re.is_match(ok) && re.is_match("") && !re.is_match(bad),
+            "{param}"
+        );
+        valuestream::sync::SyncSettings::from_lookup(|k| match k {
+            "VALUESTREAM_JIRA_API_URL" => Some("https://x.atlassian.net".into()),
+            _ => (k == var).then(|| ok.to_string()),
+        })
+        .unwrap();
+    }
     let r = &t["Resources"];
     let rule = &r["SyncRule"];
     assert_eq!(rule["Type"], "AWS::Events::Rule");

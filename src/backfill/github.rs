@@ -299,33 +299,9 @@ pub async fn repo(
     }
     let w = run.window;
 
-    // The repository object every delivery carries; kept whole in its validator.
-    let repo_ep = format!("GET {base}");
-    let repo_url = client.url(&base);
-    let kept = state
-        .validator(full_name, "repository", &repo_url, &w)
-        .await?
-        .filter(|v| v.body.is_some());
-    let repository = match client
-        .get_if(&repo_url, kept.as_ref().map(|v| v.etag.as_str()))
-        .await?
-    {
-        Fetched::NotModified => kept.and_then(|v| v.body).expect("kept whole"),
-        Fetched::Modified(page, etag) => {
-            let repository = repository(&page.body, &repo_ep)?;
-            if let Some(etag) = etag {
-                let mut v = Validator::new(&repo_url, etag, &w);
-                if repository.to_string().len() <= VALIDATOR_BODY_MAX {
-                    v.body = Some(repository.clone());
-                    state
-                        .save_validators(full_name, vec![("repository".into(), v)])
-                        .await?;
-                }
-            }
-            repository
-        }
-    };
-    let default_branch = field_str(&repository, "default_branch", &repo_ep)?.to_string();
+    let repository = repository_object(client, state, full_name, &base, &w).await?;
+    let default_branch =
+        field_str(&repository, "default_branch", &format!("GET {base}"))?.to_string();
     let mut ctx = Ctx {
         client,
         state,
@@ -360,6 +336,44 @@ pub async fn repo(
     Ok(())
 }
 
+/// The repository object every delivery carries (`GET /repos/{owner}/{name}`), kept whole in
+/// its validator so that an unchanged one (304) costs no rate limit.
+async fn repository_object(
+    client: &Arc<Client>,
+    state: &State<'_>,
+    full_name: &str,
+    base: &str,
+    w: &Window,
+) -> anyhow::Result<Value> {
+    let repo_ep = format!("GET {base}");
+    let repo_url = client.url(base);
+    let kept = state
+        .validator(full_name, "repository", &repo_url, w)
+        .await?
+        .filter(|v| v.body.is_some());
+    Ok(
+        match client
+            .get_if(&repo_url, kept.as_ref().map(|v| v.etag.as_str()))
+            .await?
+        {
+            Fetched::NotModified => kept.and_then(|v| v.body).expect("kept whole"),
+            Fetched::Modified(page, etag) => {
+                let repository = repository(&page.body, &repo_ep)?;
+                if let Some(etag) = etag {
+                    let mut v = Validator::new(&repo_url, etag, w);
+                    if repository.to_string().len() <= VALIDATOR_BODY_MAX {
+                        v.body = Some(repository.clone());
+                        state
+                            .save_validators(full_name, vec![("repository".into(), v)])
+                            .await?;
+                    }
+                }
+                repository
+            }
+        },
+    )
+}
+
 fn secs(t: Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -369,6 +383,32 @@ fn after_since(w: &Window, page: &[Value], field: &str) -> bool {
         .and_then(|p| p[field].as_str())
         .and_then(|t| t.parse::<Time>().ok())
         .is_none_or(|t| t >= w.since)
+}
+
+/// The close/reopen history of the window's issues, by number (`GET .../issues/events`, newest
+/// first, read back to the window's start).
+async fn issue_history(
+    ctx: &Ctx<'_>,
+    summary: &mut Summary,
+) -> anyhow::Result<HashMap<u64, Vec<Turn>>> {
+    let client = ctx.client;
+    let events_path = format!("{}/issues/events", ctx.base);
+    let w = ctx.w;
+    let events_bar = client.progress.resource(&ctx.label("issue events"), client);
+    let events = client
+        .get_list_if(
+            &events_bar,
+            &events_path,
+            |p| after_since(&w, p, "created_at"),
+            None,
+        )
+        .await?
+        .map(|l| l.items)
+        .unwrap_or_default();
+    *summary.items.entry("issue_events".into()).or_default() += events.len() as u64;
+    events_bar.items(client, events.len() as u64);
+    events_bar.finish(client, "");
+    history(&events, &format!("GET {events_path}"))
 }
 
 /// Issues (newest updates first, so that any change shows on the first page: one conditional
@@ -410,24 +450,7 @@ async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> 
     let history = if items.is_empty() {
         HashMap::new()
     } else {
-        // Newest first: the close/reopen history of the window's issues.
-        let events_path = format!("{}/issues/events", ctx.base);
-        let w = ctx.w;
-        let events_bar = client.progress.resource(&ctx.label("issue events"), client);
-        let events = client
-            .get_list_if(
-                &events_bar,
-                &events_path,
-                |p| after_since(&w, p, "created_at"),
-                None,
-            )
-            .await?
-            .map(|l| l.items)
-            .unwrap_or_default();
-        *summary.items.entry("issue_events".into()).or_default() += events.len() as u64;
-        events_bar.items(client, events.len() as u64);
-        events_bar.finish(client, "");
-        history(&events, &format!("GET {events_path}"))?
+        issue_history(ctx, summary).await?
     };
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
@@ -1113,6 +1136,25 @@ fn deployment_deliveries(
     Ok(n)
 }
 
+/// A commit as a push hook lists it, with its time and SHA (the order within the push).
+fn push_commit(c: &Value, ep: &str) -> anyhow::Result<(Time, String, Value)> {
+    let sha = c["sha"].as_str().unwrap_or_default().to_string();
+    let t = field_time(c, "commit.author.date", ep)
+        .or_else(|_| field_time(c, "commit.committer.date", ep))?;
+    let date = c["commit"]["author"]["date"]
+        .as_str()
+        .or(c["commit"]["committer"]["date"].as_str())
+        .unwrap_or_default();
+    let hook = json!({
+        "id": sha,
+        "distinct": true,
+        "message": c["commit"]["message"],
+        "timestamp": date,
+        "url": c["html_url"],
+    });
+    Ok((t, sha, hook))
+}
+
 /// The default branch's commits as pushes: one per first-parent commit (what reached the branch
 /// in one step), carrying the commits its other parents brought (a merge's branch commits),
 /// each commit at its author date, oldest first. Without the `repository` (added by the caller).
@@ -1176,24 +1218,7 @@ fn pushes(commits: &[Value], branch: &str, ep: &str) -> anyhow::Result<Vec<Value
     for (after, group) in groups {
         let mut commits: Vec<(Time, String, Value)> = Vec::new();
         for c in group {
-            let sha = c["sha"].as_str().unwrap_or_default().to_string();
-            let t = field_time(c, "commit.author.date", ep)
-                .or_else(|_| field_time(c, "commit.committer.date", ep))?;
-            let date = c["commit"]["author"]["date"]
-                .as_str()
-                .or(c["commit"]["committer"]["date"].as_str())
-                .unwrap_or_default();
-            commits.push((
-                t,
-                sha.clone(),
-                json!({
-                    "id": sha,
-                    "distinct": true,
-                    "message": c["commit"]["message"],
-                    "timestamp": date,
-                    "url": c["html_url"],
-                }),
-            ));
+            commits.push(push_commit(c, ep)?);
         }
         commits.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let before = by_sha[after]["parents"][0]["sha"]

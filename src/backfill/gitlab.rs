@@ -45,7 +45,7 @@ pub const TOKEN_VAR: &str = "GITLAB_TOKEN";
 pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
 /// A Push Hook carries the newest 20 commits of a push (`total_commits_count` says how many).
 pub const PUSH_COMMITS_LIMIT: usize = 20;
-const SOURCE: &str = "gitlab";
+pub const SOURCE: &str = "gitlab";
 
 /// A path segment: a project's `group/sub/name` as GitLab's URL-encoded ID (`group%2Fsub%2Fname`).
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -751,6 +751,84 @@ fn iso_ms(t: Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A pipeline hook's `ref` and `merge_request`: those of the merge request whose ref
+/// (`refs/merge-requests/:iid/head`) it ran for, else its own ref and null.
+fn hook_merge_request(git_ref: &str, mrs: &HashMap<u64, Value>) -> (Value, Value) {
+    match mr_of_ref(git_ref).and_then(|iid| mrs.get(&iid)) {
+        Some(mr) => (
+            mr["source_branch"].clone(),
+            json!({
+                "id": mr["id"],
+                "iid": mr["iid"],
+                "title": mr["title"],
+                "source_branch": mr["source_branch"],
+                "source_project_id": mr["source_project_id"],
+                "target_branch": mr["target_branch"],
+                "target_project_id": mr["target_project_id"],
+                "state": mr["state"],
+                "url": mr["web_url"],
+            }),
+        ),
+        None => (json!(git_ref), Value::Null),
+    }
+}
+
+/// The stages of a pipeline's jobs, in the order they first appear.
+fn stages_of<'a>(jobs: &[&'a Value]) -> Vec<&'a str> {
+    let mut stages: Vec<&str> = Vec::new();
+    for j in jobs {
+        let s = j["stage"].as_str().unwrap_or_default();
+        if !stages.contains(&s) {
+            stages.push(s);
+        }
+    }
+    stages
+}
+
+/// A pipeline hook's `builds`: each job as it is (`started`) or as it was created.
+fn pipeline_builds(jobs: &[&Value], jobs_ep: &str, started: bool) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for j in jobs {
+        field_u64(j, "id", jobs_ep)?;
+        field_str(j, "name", jobs_ep)?;
+        field_str(j, "status", jobs_ep)?;
+        out.push(if started {
+            json!({
+                "id": j["id"],
+                "stage": j["stage"],
+                "name": j["name"],
+                "status": j["status"],
+                "created_at": j["created_at"],
+                "started_at": j["started_at"],
+                "finished_at": j["finished_at"],
+                "duration": j["duration"],
+                "queued_duration": j["queued_duration"],
+                "allow_failure": j["allow_failure"],
+                "failure_reason": j["failure_reason"],
+                "when": j["when"],
+                "manual": j["status"] == "manual",
+                "user": j["user"],
+                "runner": j["runner"],
+            })
+        } else {
+            json!({
+                "id": j["id"],
+                "stage": j["stage"],
+                "name": j["name"],
+                "status": "created",
+                "created_at": j["created_at"],
+                "started_at": Value::Null,
+                "finished_at": Value::Null,
+                "duration": Value::Null,
+                "queued_duration": Value::Null,
+                "allow_failure": j["allow_failure"],
+                "failure_reason": Value::Null,
+            })
+        });
+    }
+    Ok(out)
+}
+
 /// A pipeline's `running` hook at its creation and (once it ended) its final one, with its jobs
 /// as `builds`.
 #[allow(clippy::too_many_arguments)]
@@ -771,72 +849,9 @@ fn pipeline_deliveries(
     field_time(p, "created_at", ep)?;
     let finished = opt_time(p, "finished_at", ep)?;
     // A merge-request pipeline: the hook's `ref` is the merge request's source branch.
-    let (hook_ref, merge_request) = match mr_of_ref(git_ref).and_then(|iid| mrs.get(&iid)) {
-        Some(mr) => (
-            mr["source_branch"].clone(),
-            json!({
-                "id": mr["id"],
-                "iid": mr["iid"],
-                "title": mr["title"],
-                "source_branch": mr["source_branch"],
-                "source_project_id": mr["source_project_id"],
-                "target_branch": mr["target_branch"],
-                "target_project_id": mr["target_project_id"],
-                "state": mr["state"],
-                "url": mr["web_url"],
-            }),
-        ),
-        None => (json!(git_ref), Value::Null),
-    };
-    let mut stages: Vec<&str> = Vec::new();
-    for j in jobs {
-        let s = j["stage"].as_str().unwrap_or_default();
-        if !stages.contains(&s) {
-            stages.push(s);
-        }
-    }
-    let builds = |started: bool| -> anyhow::Result<Vec<Value>> {
-        let mut out = Vec::new();
-        for j in jobs {
-            field_u64(j, "id", jobs_ep)?;
-            field_str(j, "name", jobs_ep)?;
-            field_str(j, "status", jobs_ep)?;
-            out.push(if started {
-                json!({
-                    "id": j["id"],
-                    "stage": j["stage"],
-                    "name": j["name"],
-                    "status": j["status"],
-                    "created_at": j["created_at"],
-                    "started_at": j["started_at"],
-                    "finished_at": j["finished_at"],
-                    "duration": j["duration"],
-                    "queued_duration": j["queued_duration"],
-                    "allow_failure": j["allow_failure"],
-                    "failure_reason": j["failure_reason"],
-                    "when": j["when"],
-                    "manual": j["status"] == "manual",
-                    "user": j["user"],
-                    "runner": j["runner"],
-                })
-            } else {
-                json!({
-                    "id": j["id"],
-                    "stage": j["stage"],
-                    "name": j["name"],
-                    "status": "created",
-                    "created_at": j["created_at"],
-                    "started_at": Value::Null,
-                    "finished_at": Value::Null,
-                    "duration": Value::Null,
-                    "queued_duration": Value::Null,
-                    "allow_failure": j["allow_failure"],
-                    "failure_reason": Value::Null,
-                })
-            });
-        }
-        Ok(out)
-    };
+    let (hook_ref, merge_request) = hook_merge_request(git_ref, mrs);
+    let stages = stages_of(jobs);
+    let builds = |started: bool| pipeline_builds(jobs, jobs_ep, started);
     let hook = |status: &str, ended: bool| -> anyhow::Result<Value> {
         Ok(json!({
             "object_kind": "pipeline",

@@ -30,7 +30,8 @@
 //! second backfill is answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, recorded, Client, ClientSettings, Sink, Summary,
+    deliver_all, delivery_id, field, field_str, recorded, Api, Client, ClientSettings, Sink,
+    Summary,
 };
 use crate::model::timestamp;
 use crate::model::Time;
@@ -43,6 +44,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The environment variables the credentials are read from.
+/// The source name of the deliveries read.
+pub const SOURCE: &str = "jira";
 pub const EMAIL_VAR: &str = "JIRA_EMAIL";
 pub const TOKEN_VAR: &str = "JIRA_TOKEN";
 /// How errors name the pair.
@@ -92,6 +95,7 @@ pub fn credentials_from_env() -> anyhow::Result<(String, String)> {
 pub fn settings(api_url: &str, email: &str, token: &str) -> ClientSettings {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}"));
     let mut s = ClientSettings::new(api_url, token.to_string(), CREDENTIALS);
+    s.api = Api::Jira;
     s.request_headers = Some(vec![
         ("authorization".into(), format!("Basic {basic}")),
         ("accept".into(), "application/json".into()),
@@ -150,7 +154,36 @@ pub async fn read(
     // The credentials first: some sites answer a search without them (anonymous access).
     client.get(&client.url("/rest/api/3/myself")).await?;
     let statuses = statuses(client).await?;
+    let issues = search(client, opts).await?;
+    *items.entry("issues".into()).or_default() += issues.len() as u64;
+    let full = full_changelogs(client, &issues).await?;
 
+    let mut out = Vec::new();
+    let mut n_histories = 0;
+    for issue in &issues {
+        let key = issue["key"].as_str().unwrap_or_default();
+        let (histories, ep) = match full.get(key) {
+            Some(h) => (h.clone(), format!("GET /rest/api/3/issue/{key}/changelog")),
+            None => (
+                issue["changelog"]["histories"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                SEARCH_EP.to_string(),
+            ),
+        };
+        n_histories += histories.len() as u64;
+        issue_deliveries(issue, histories, &statuses, opts, SEARCH_EP, &ep, &mut out)?;
+    }
+    *items.entry("changelog_histories".into()).or_default() += n_histories;
+    Ok(out)
+}
+
+const SEARCH_EP: &str = "GET /rest/api/3/search/jql";
+
+/// The search's URL: the projects' issues updated in the window (a day wider each way: JQL
+/// reads dates in the user's time zone), oldest first, with their changelogs.
+fn search_path(client: &Client, opts: &Options) -> String {
     let day = chrono::TimeDelta::days(1);
     let projects: Vec<String> = opts.projects.iter().map(|p| format!("\"{p}\"")).collect();
     let mut jql = format!(
@@ -162,13 +195,18 @@ pub async fn read(
         jql.push_str(&format!(" AND created <= \"{}\"", jql_date(u + day)));
     }
     jql.push_str(" ORDER BY created ASC");
-    let search = format!(
+    format!(
         "/rest/api/3/search/jql?jql={}&fields={}&expand=changelog&maxResults={}",
         enc(&jql),
         enc(FIELDS),
         client.settings.page_size.clamp(1, 100)
-    );
-    let search_ep = "GET /rest/api/3/search/jql";
+    )
+}
+
+/// Every page of the search, chained by `nextPageToken`; each issue's key and fields checked.
+async fn search(client: &Client, opts: &Options) -> anyhow::Result<Vec<Value>> {
+    let search = search_path(client, opts);
+    let search_ep = SEARCH_EP;
     let mut issues: Vec<Value> = Vec::new();
     let mut token: Option<String> = None;
     let mut pages = 0;
@@ -204,9 +242,14 @@ pub async fn read(
         field(i, "fields", search_ep)?;
         field_str(i, "fields.created", search_ep)?;
     }
-    *items.entry("issues".into()).or_default() += issues.len() as u64;
+    Ok(issues)
+}
 
-    // The whole changelog of every issue whose embedded one is cut short.
+/// The whole changelog of every issue whose embedded one is cut short, by key.
+async fn full_changelogs(
+    client: &Arc<Client>,
+    issues: &[Value],
+) -> anyhow::Result<HashMap<String, Vec<Value>>> {
     let cut: Vec<String> = issues
         .iter()
         .filter(|i| {
@@ -217,37 +260,16 @@ pub async fn read(
         .map(|i| i["key"].as_str().unwrap_or_default().to_string())
         .collect();
     let concurrency = client.settings.concurrency.max(1);
-    let full: HashMap<String, Vec<Value>> =
-        futures_util::stream::iter(cut.into_iter().map(|key| {
-            let client = client.clone();
-            async move {
-                let histories = changelog(&client, &key).await?;
-                anyhow::Ok((key, histories))
-            }
-        }))
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
-
-    let mut out = Vec::new();
-    let mut n_histories = 0;
-    for issue in &issues {
-        let key = issue["key"].as_str().unwrap_or_default();
-        let (histories, ep) = match full.get(key) {
-            Some(h) => (h.clone(), format!("GET /rest/api/3/issue/{key}/changelog")),
-            None => (
-                issue["changelog"]["histories"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                search_ep.to_string(),
-            ),
-        };
-        n_histories += histories.len() as u64;
-        issue_deliveries(issue, histories, &statuses, opts, search_ep, &ep, &mut out)?;
-    }
-    *items.entry("changelog_histories".into()).or_default() += n_histories;
-    Ok(out)
+    futures_util::stream::iter(cut.into_iter().map(|key| {
+        let client = client.clone();
+        async move {
+            let histories = changelog(&client, &key).await?;
+            anyhow::Ok((key, histories))
+        }
+    }))
+    .buffered(concurrency)
+    .try_collect()
+    .await
 }
 
 /// Every status by ID: its name and `statusCategory`.
@@ -454,9 +476,9 @@ fn issue_deliveries(
         })
     };
     let mut push = |event: &str, object: &str, written: &str, body: Value| {
-        let id = delivery_id("jira", event, &key, object, written);
+        let id = delivery_id(SOURCE, event, &key, object, written);
         out.push(recorded(
-            "jira",
+            SOURCE,
             &[("x-atlassian-webhook-identifier", id)],
             &body,
             format!("jira/{event}/{key}/{object}"),

@@ -80,6 +80,9 @@ pub struct ClientSettings {
     pub retries: u32,
     /// The first backoff; doubled on every retry.
     pub backoff: Duration,
+    /// The first wait after a 429 that says neither how long (no `Retry-After`) nor until when
+    /// (PagerDuty, Jira); doubled on each one in a row ([`Client::limit_backoff`]).
+    pub limit_backoff: Duration,
     /// No progress line per page (the scheduled sync logs one summary per run instead).
     pub quiet: bool,
     /// Whose API: how the token is sent and which rate-limit headers are read.
@@ -99,6 +102,12 @@ pub enum Api {
     #[default]
     GitHub,
     GitLab,
+    /// Headers from [`ClientSettings::request_headers`]; `ratelimit-reset` in seconds from now;
+    /// a bare 429 backs off ([`Client::limit_backoff`]).
+    PagerDuty,
+    /// Headers from [`ClientSettings::request_headers`]; a 429 without `Retry-After` (Jira
+    /// Cloud's "may be accompanied by Retry-After") backs off ([`Client::limit_backoff`]).
+    Jira,
 }
 
 impl ClientSettings {
@@ -112,6 +121,7 @@ impl ClientSettings {
             timeout: Duration::from_secs(30),
             retries: 4,
             backoff: Duration::from_millis(500),
+            limit_backoff: Duration::from_secs(5),
             quiet: false,
             api: Api::GitHub,
             request_headers: None,
@@ -132,7 +142,50 @@ pub struct ClientStats {
 /// Waits longer than this are announced on a line of their own.
 const LONG_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Secondary-limit answers followed in a row for one request before giving up.
-const MAX_SECONDARY_WAITS: u32 = 10;
+pub const MAX_SECONDARY_WAITS: u32 = 10;
+/// The longest wait after a bare 429 from PagerDuty or Jira ([`Client::limit_backoff`]).
+pub const MAX_LIMIT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the headers of an answer say about rate limits, pagination and caching.
+struct Answer {
+    remaining: Option<i64>,
+    /// The epoch second the limit resets.
+    reset: Option<i64>,
+    retry_after: Option<u64>,
+    link: Option<String>,
+    etag: Option<String>,
+}
+
+impl Answer {
+    fn read(api: Api, headers: &reqwest::header::HeaderMap) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // GitLab's and PagerDuty's names are without the `x-` (`RateLimit-Remaining`, …).
+        let number = |name: &str| {
+            header(&format!("x-{name}"))
+                .or_else(|| header(name))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        let reset = number("ratelimit-reset").map(|r| match api {
+            // PagerDuty's `ratelimit-reset` is the seconds left until the reset (its "REST API
+            // Rate Limits" page); GitHub's and GitLab's is an epoch second.
+            // Rounded up: at least that long.
+            Api::PagerDuty => (Utc::now().timestamp_millis() + r * 1000 + 999) / 1000,
+            _ => r,
+        });
+        Answer {
+            remaining: number("ratelimit-remaining"),
+            reset,
+            retry_after: header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()),
+            link: header("link"),
+            etag: header("etag"),
+        }
+    }
+}
 
 /// An HTTP client for one sender's REST API.
 pub struct Client {
@@ -253,70 +306,19 @@ impl Client {
     /// GitHub does not count against the rate limit) or the page and its `ETag`.
     pub async fn get_if(&self, url: &str, etag: Option<&str>) -> anyhow::Result<Fetched> {
         let mut attempt = 0u32;
-        let mut secondary = 0u32;
+        let mut limited = 0u32;
         loop {
-            let sent = {
-                let _permit = self.permits.acquire().await.expect("never closed");
-                // After the permit: a request queued behind one that saw the limit run out waits.
-                self.respect_pause().await;
-                self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let mut req = match (&self.settings.request_headers, self.settings.api) {
-                    (Some(headers), _) => headers
-                        .iter()
-                        .fold(self.http.get(url), |r, (k, v)| r.header(k, v)),
-                    (None, Api::GitHub) => self
-                        .http
-                        .get(url)
-                        .header("authorization", format!("Bearer {}", self.settings.token))
-                        .header("accept", "application/vnd.github+json")
-                        .header("x-github-api-version", "2022-11-28"),
-                    (None, Api::GitLab) => self
-                        .http
-                        .get(url)
-                        .header("private-token", &self.settings.token),
-                };
-                if let Some(etag) = etag {
-                    req = req.header("if-none-match", etag);
-                }
-                let resp = req.send().await;
-                match resp {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let headers = r.headers().clone();
-                        match r.bytes().await {
-                            Ok(b) => Ok((status, headers, b)),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            let (status, headers, body) = match sent {
+            let (status, headers, body) = match self.send(url, etag).await {
                 Ok(x) => x,
-                Err(e) => {
-                    if attempt < self.settings.retries {
-                        attempt += 1;
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        self.wait(self.backoff(attempt), "a retry", false).await;
-                        continue;
-                    }
-                    return Err(anyhow::anyhow!("GET {url}: {e}"));
+                Err(_) if attempt < self.settings.retries => {
+                    attempt += 1;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    self.wait(self.backoff(attempt), "a retry", false).await;
+                    continue;
                 }
+                Err(e) => return Err(anyhow::anyhow!("GET {url}: {e}")),
             };
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            // GitLab's names without the `x-` (`RateLimit-Remaining`, `RateLimit-Reset`).
-            let remaining = header("x-ratelimit-remaining")
-                .or_else(|| header("ratelimit-remaining"))
-                .and_then(|v| v.parse::<i64>().ok());
-            let reset = header("x-ratelimit-reset")
-                .or_else(|| header("ratelimit-reset"))
-                .and_then(|v| v.parse::<i64>().ok());
-            let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+            let answer = Answer::read(self.settings.api, &headers);
             match status {
                 304 if etag.is_some() => {
                     self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -326,57 +328,19 @@ impl Client {
                     let body: Value = serde_json::from_slice(&body).map_err(|e| {
                         anyhow::anyhow!("GET {url}: the answer is not JSON ({e})")
                     })?;
-                    let next = header("link").and_then(|l| next_link(&l));
-                    if remaining == Some(0) {
-                        self.pause_until_reset(reset, "the rate limit to reset").await;
+                    if answer.remaining == Some(0) {
+                        self.pause_until_reset(answer.reset, "the rate limit to reset").await;
                     }
-                    return Ok(Fetched::Modified(Page { body, next }, header("etag")));
+                    let next = answer.link.as_deref().and_then(next_link);
+                    return Ok(Fetched::Modified(Page { body, next }, answer.etag));
                 }
                 401 => bail!(
                     "GET {url} answered 401: the token in {} was refused (expired, revoked or mistyped)",
                     self.settings.token_var
                 ),
                 403 | 429 => {
-                    if let Some(secs) = retry_after {
-                        secondary += 1;
-                        if secondary > MAX_SECONDARY_WAITS {
-                            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
-                        }
-                        self.wait(Duration::from_secs(secs), "a secondary rate limit", true)
-                            .await;
-                        continue;
-                    }
-                    if remaining == Some(0) {
-                        self.pause_until_reset(reset, "the rate limit to reset").await;
-                        continue;
-                    }
-                    // A secondary limit without retry-after: GitHub asks for at least a minute.
-                    if String::from_utf8_lossy(&body)
-                        .to_ascii_lowercase()
-                        .contains("secondary rate limit")
-                    {
-                        secondary += 1;
-                        if secondary > MAX_SECONDARY_WAITS {
-                            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
-                        }
-                        self.wait(Duration::from_secs(60), "a secondary rate limit", true)
-                            .await;
-                        continue;
-                    }
-                    // GitLab: a 429 that says no more (no Retry-After, no reset) waits a minute.
-                    if status == 429 && self.settings.api == Api::GitLab {
-                        secondary += 1;
-                        if secondary > MAX_SECONDARY_WAITS {
-                            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
-                        }
-                        self.wait(Duration::from_secs(60), "a rate limit", true).await;
-                        continue;
-                    }
-                    bail!(
-                        "GET {url} answered {status}: {} (does the token in {} have read access?)",
-                        String::from_utf8_lossy(&body),
-                        self.settings.token_var
-                    )
+                    self.wait_out_limit(url, status, &answer, &body, &mut limited)
+                        .await?
                 }
                 500..=599 if attempt < self.settings.retries => {
                     attempt += 1;
@@ -389,6 +353,103 @@ impl Client {
                 ),
             }
         }
+    }
+
+    /// One request, with the API's authentication and `Accept` headers (and `If-None-Match`),
+    /// within a permit and after any pause for a rate limit.
+    async fn send(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), reqwest::Error> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        // After the permit: a request queued behind one that saw the limit run out waits.
+        self.respect_pause().await;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = match (&self.settings.request_headers, self.settings.api) {
+            (Some(headers), _) => headers
+                .iter()
+                .fold(self.http.get(url), |r, (k, v)| r.header(k, v)),
+            (None, Api::GitLab) => self
+                .http
+                .get(url)
+                .header("private-token", &self.settings.token),
+            (None, _) => self
+                .http
+                .get(url)
+                .header("authorization", format!("Bearer {}", self.settings.token))
+                .header("accept", "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28"),
+        };
+        if let Some(etag) = etag {
+            req = req.header("if-none-match", etag);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await?;
+        Ok((status, headers, body))
+    }
+
+    /// A 403 or 429: waits as the answer asks and returns (the caller asks again), or fails
+    /// when it is no rate limit or the limit held for [`MAX_SECONDARY_WAITS`] waits in a row.
+    /// In order: `Retry-After`; a spent primary limit (`remaining` 0) until its reset; GitHub's
+    /// secondary limit without `Retry-After`, a minute; GitLab's bare 429, a minute; PagerDuty's
+    /// and Jira's bare 429 by [`Client::limit_backoff`].
+    async fn wait_out_limit(
+        &self,
+        url: &str,
+        status: u16,
+        answer: &Answer,
+        body: &[u8],
+        limited: &mut u32,
+    ) -> anyhow::Result<()> {
+        let secondary = String::from_utf8_lossy(body)
+            .to_ascii_lowercase()
+            .contains("secondary rate limit");
+        let api = self.settings.api;
+        let wait = match answer.retry_after {
+            Some(secs) => Some((Duration::from_secs(secs), "a secondary rate limit")),
+            None if answer.remaining == Some(0) => {
+                self.pause_until_reset(answer.reset, "the rate limit to reset")
+                    .await;
+                return Ok(());
+            }
+            None if secondary => Some((Duration::from_secs(60), "a secondary rate limit")),
+            None if status == 429 && api == Api::GitLab => {
+                Some((Duration::from_secs(60), "a rate limit"))
+            }
+            None if status == 429 && matches!(api, Api::PagerDuty | Api::Jira) => {
+                Some((self.limit_backoff(*limited + 1), "a rate limit"))
+            }
+            None => None,
+        };
+        let Some((d, why)) = wait else {
+            bail!(
+                "GET {url} answered {status}: {} (does the token in {} have read access?)",
+                String::from_utf8_lossy(body),
+                self.settings.token_var
+            )
+        };
+        *limited += 1;
+        if *limited > MAX_SECONDARY_WAITS {
+            bail!("GET {url}: still limited after {MAX_SECONDARY_WAITS} waits");
+        }
+        self.wait(d, why, true).await;
+        Ok(())
+    }
+
+    /// The wait after the `n`th bare 429 in a row (no `Retry-After`, no reset) from PagerDuty
+    /// or Jira: [`ClientSettings::limit_backoff`] doubled each time, at most
+    /// [`MAX_LIMIT_BACKOFF`] (defaults: 5 s, 10 s, 20 s, then 30 s; at most
+    /// [`MAX_SECONDARY_WAITS`] waits, under 5 minutes in all, then the request fails). Atlassian's
+    /// "Rate limiting" guide for Jira Cloud gives this schedule (5 s first, doubled, 30 s cap);
+    /// PagerDuty asks clients to back off and retry without saying how long.
+    pub fn limit_backoff(&self, n: u32) -> Duration {
+        let first = self.settings.limit_backoff;
+        first
+            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
+            .min(MAX_LIMIT_BACKOFF.max(first))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

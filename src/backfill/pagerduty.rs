@@ -23,7 +23,7 @@
 //! a hash of (event type, incident, log entry, time): a second backfill is answered `duplicate`.
 
 use super::{
-    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Client,
+    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Api, Client,
     ClientSettings, Sink, Summary,
 };
 use crate::model::Time;
@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// The environment variable the token is read from.
+/// The source name of the deliveries read.
+pub const SOURCE: &str = "pagerduty";
 pub const TOKEN_VAR: &str = "PAGERDUTY_TOKEN";
 /// The public API.
 pub const DEFAULT_API_URL: &str = "https://api.pagerduty.com";
@@ -80,6 +82,7 @@ pub fn token_from_env() -> anyhow::Result<String> {
 /// Client settings for PagerDuty: `Authorization: Token token=…` and the v2 `Accept` header.
 pub fn settings(api_url: &str, token: String) -> ClientSettings {
     let mut s = ClientSettings::new(api_url, token, TOKEN_VAR);
+    s.api = Api::PagerDuty;
     s.request_headers = Some(vec![
         ("authorization".into(), format!("Token token={}", s.token)),
         (
@@ -330,6 +333,43 @@ enum State {
 
 /// The `incident.*` deliveries of one incident, from its log entries oldest first: the events
 /// PagerDuty's webhooks send for the status changes the mapping reads.
+/// What a log entry of `kind` makes in `state`: the webhooks PagerDuty sent for it, each
+/// `(event type, status, at the entry)` (not at the entry: at the incident's creation, the
+/// trigger a log without one implies), and the state after.
+fn transition(kind: &str, state: State) -> (Vec<(&'static str, &'static str, bool)>, State) {
+    let implied = |s: State| match s {
+        State::New => vec![("incident.triggered", "triggered", false)],
+        _ => vec![],
+    };
+    match (kind, state) {
+        ("trigger_log_entry", State::New) => (
+            vec![("incident.triggered", "triggered", true)],
+            State::Triggered,
+        ),
+        // No log entry type is documented for a reopening: a trigger after a resolve is one.
+        ("trigger_log_entry", State::Resolved) => (
+            vec![("incident.reopened", "triggered", true)],
+            State::Triggered,
+        ),
+        // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
+        // enum, `acknowledge_log_entry` in the list's).
+        ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
+            let mut events = implied(s);
+            events.push(("incident.acknowledged", "acknowledged", true));
+            (events, State::Acknowledged)
+        }
+        ("unacknowledge_log_entry", State::Acknowledged) => (vec![], State::Triggered),
+        ("resolve_log_entry", s) if s != State::Resolved => {
+            let mut events = implied(s);
+            events.push(("incident.resolved", "resolved", true));
+            (events, State::Resolved)
+        }
+        // Notifications, escalations, assignments, notes, urgency and priority changes: their
+        // webhooks are not used.
+        (_, s) => (vec![], s),
+    }
+}
+
 fn incident_deliveries(
     incident: &Value,
     entries: &[Value],
@@ -351,7 +391,7 @@ fn incident_deliveries(
     let mut push =
         |event_type: &str, status: &str, at: &str, entry: &Value| -> anyhow::Result<()> {
             let entry_id = entry["id"].as_str().unwrap_or("created");
-            let delivery = delivery_id("pagerduty", event_type, &id, entry_id, at);
+            let delivery = delivery_id(SOURCE, event_type, &id, entry_id, at);
             let body = json!({
                 "event": {
                     "id": delivery,
@@ -364,59 +404,27 @@ fn incident_deliveries(
                 }
             });
             out.push(recorded(
-                "pagerduty",
+                SOURCE,
                 &[],
                 &body,
                 format!("pagerduty/{event_type}/{id}"),
             ));
             Ok(())
         };
+    let created = incident["created_at"].as_str().unwrap_or_default();
     for (t, e) in &log {
         if *t > until {
             break;
         }
         let at = e["created_at"].as_str().unwrap_or_default();
-        match (e["type"].as_str().unwrap_or_default(), state) {
-            ("trigger_log_entry", State::New) => {
-                push("incident.triggered", "triggered", at, e)?;
-                state = State::Triggered;
+        let (events, next) = transition(e["type"].as_str().unwrap_or_default(), state);
+        for (event_type, status, own) in events {
+            match own {
+                true => push(event_type, status, at, e)?,
+                false => push(event_type, status, created, &Value::Null)?,
             }
-            // No log entry type is documented for a reopening: a trigger after a resolve is one.
-            ("trigger_log_entry", State::Resolved) => {
-                push("incident.reopened", "triggered", at, e)?;
-                state = State::Triggered;
-            }
-            // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
-            // enum, `acknowledge_log_entry` in the list's).
-            ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
-                if s == State::New {
-                    push(
-                        "incident.triggered",
-                        "triggered",
-                        incident["created_at"].as_str().unwrap_or_default(),
-                        &Value::Null,
-                    )?;
-                }
-                push("incident.acknowledged", "acknowledged", at, e)?;
-                state = State::Acknowledged;
-            }
-            ("unacknowledge_log_entry", State::Acknowledged) => state = State::Triggered,
-            ("resolve_log_entry", s) if s != State::Resolved => {
-                if s == State::New {
-                    push(
-                        "incident.triggered",
-                        "triggered",
-                        incident["created_at"].as_str().unwrap_or_default(),
-                        &Value::Null,
-                    )?;
-                }
-                push("incident.resolved", "resolved", at, e)?;
-                state = State::Resolved;
-            }
-            // Notifications, escalations, assignments, notes, urgency and priority changes:
-            // their webhooks are not used.
-            _ => {}
         }
+        state = next;
     }
     if state == State::New {
         // A log that does not reach back to the trigger (or not read yet): the incident exists.

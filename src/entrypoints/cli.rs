@@ -281,182 +281,28 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {
-    use crate::backfill::{self, github, Client, ClientSettings};
+    super::init_logging(false);
     match source {
         BackfillSource::Pagerduty { .. } | BackfillSource::Jira { .. } => {
             backfill_read_then_deliver(source).await
         }
-        BackfillSource::Github {
-            repos,
-            orgs,
-            since,
-            until,
-            api_url,
-            data_dir,
-            to,
-            page_size,
-            concurrency,
-            state_dir,
-            fresh,
-        } => {
-            super::init_logging(false);
-            // Everything is checked before anything is opened or written.
-            let now = chrono::Utc::now();
-            let since = backfill::parse_time(&since, now).context("--since")?;
-            let until = until
-                .map(|u| backfill::parse_time(&u, now))
-                .transpose()
-                .context("--until")?;
-            anyhow::ensure!(
-                until.is_none_or(|u| u > since),
-                "--until must be after --since"
-            );
-            anyhow::ensure!(
-                (1..=100).contains(&page_size),
-                "--page-size is from 1 to 100"
-            );
-            let token = github::token_from_env()?;
-            let config = Config::from_env()?;
-            let mut settings = ClientSettings::new(&api_url, token, github::TOKEN_VAR);
-            settings.page_size = page_size;
-            settings.concurrency = concurrency.max(1);
-            let client = Client::new(settings)?;
-            let mut opts = github::Options::new(repos, since, until);
-            opts.orgs = orgs;
-            // The token is tried before the store is opened: a refused one writes nothing.
-            client.get(&client.url("/rate_limit")).await.or_else(|e| {
-                // An Enterprise Server with rate limiting off answers 404 here.
-                if e.to_string().contains("answered 404") {
-                    Ok(backfill::Page {
-                        body: serde_json::Value::Null,
-                        next: None,
-                    })
-                } else {
-                    Err(e)
-                }
-            })?;
-            let (target, config) = match to {
-                Some(base) => (Target::Remote(base, reqwest::Client::new()), config),
-                None => {
-                    let (app, pipeline) = local_app(&config, Some(&data_dir)).await?;
-                    (Target::Local(app, pipeline), config)
-                }
-            };
-            let sink = Signed {
-                target: &target,
-                config: &config,
-            };
-            // Validators and cursors: in the store written to, or with --to in --state-dir's.
-            let state_store: Option<Arc<dyn crate::store::Store>> = match (&target, state_dir) {
-                (Target::Local(_, pipeline), _) => Some(pipeline.engine.store.clone()),
-                (Target::Remote(..), Some(dir)) => Some(Arc::new(
-                    crate::store::embedded::EmbeddedStore::open(&dir)
-                        .with_context(|| format!("--state-dir {}", dir.display()))?,
-                )),
-                (Target::Remote(..), None) => None,
-            };
-            let records = state_store
-                .as_ref()
-                .map(|s| crate::sync::StoreRecords(s.as_ref()));
-            let mut state = match &records {
-                Some(records) => backfill::State::new(records, github::SOURCE),
-                None => backfill::State::none(github::SOURCE),
-            };
-            state.fresh = fresh;
-            let summary = github::run_with(&client, &opts, &sink, &state).await?;
-            if let Target::Local(_, pipeline) = &target {
-                let drained = pipeline.drain_all().await?;
-                eprintln!("backfill: {} span(s) settled", drained.settled.len());
-            }
-            println!("{}", summary.lines());
-            anyhow::ensure!(
-                summary.refused == 0,
-                "{} deliveries were refused",
-                summary.refused
-            );
-            Ok(())
-        }
-        BackfillSource::Gitlab {
-            projects,
-            groups,
-            since,
-            until,
-            api_url,
-            data_dir,
-            to,
-            page_size,
-            concurrency,
-        } => {
-            use crate::backfill::gitlab;
-            super::init_logging(false);
-            // Everything is checked before anything is opened or written.
-            let now = chrono::Utc::now();
-            let since = backfill::parse_time(&since, now).context("--since")?;
-            let until = until
-                .map(|u| backfill::parse_time(&u, now))
-                .transpose()
-                .context("--until")?;
-            anyhow::ensure!(
-                until.is_none_or(|u| u > since),
-                "--until must be after --since"
-            );
-            anyhow::ensure!(
-                (1..=100).contains(&page_size),
-                "--page-size is from 1 to 100"
-            );
-            let token = gitlab::token_from_env()?;
-            let config = Config::from_env()?;
-            let mut settings = gitlab::settings(&api_url, token);
-            settings.page_size = page_size;
-            settings.concurrency = concurrency.max(1);
-            let client = Client::new(settings)?;
-            let mut opts = gitlab::Options::new(projects, since, until);
-            opts.groups = groups;
-            // The token is tried before the store is opened: a refused one writes nothing.
-            gitlab::check_token(&client, &opts).await?;
-            let target = match to {
-                Some(base) => Target::Remote(base, reqwest::Client::new()),
-                None => {
-                    let (app, pipeline) = local_app(&config, Some(&data_dir)).await?;
-                    Target::Local(app, pipeline)
-                }
-            };
-            let sink = Signed {
-                target: &target,
-                config: &config,
-            };
-            let summary = gitlab::run(&client, &opts, &sink).await?;
-            if let Target::Local(_, pipeline) = &target {
-                let drained = pipeline.drain_all().await?;
-                eprintln!("backfill: {} span(s) settled", drained.settled.len());
-            }
-            println!("{}", summary.lines());
-            anyhow::ensure!(
-                summary.refused == 0,
-                "{} deliveries were refused",
-                summary.refused
-            );
-            Ok(())
-        }
+        BackfillSource::Github { .. } => backfill_github(source).await,
+        BackfillSource::Gitlab { .. } => backfill_gitlab(source).await,
     }
 }
 
-/// `backfill pagerduty` and `backfill jira`: the window and settings checked, everything read
-/// (a refused token or an answer that does not parse stops here, before the store is opened),
-/// then delivered to the store or the running instance.
-async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()> {
-    use crate::backfill::{self, jira, pagerduty, Client};
-    super::init_logging(false);
-    let (BackfillSource::Pagerduty { common, .. } | BackfillSource::Jira { common, .. }) = &source
-    else {
-        unreachable!("github and gitlab are backfill_cmd's own")
-    };
+/// `--since` and `--until` read against now and checked, and `--page-size` checked: before
+/// anything is opened or written.
+fn backfill_window(
+    since: &str,
+    until: Option<&str>,
+    page_size: u32,
+) -> anyhow::Result<(crate::model::Time, Option<crate::model::Time>)> {
+    use crate::backfill::parse_time;
     let now = chrono::Utc::now();
-    let since = backfill::parse_time(&common.since, now).context("--since")?;
-    let until = common
-        .until
-        .as_deref()
-        .map(|u| backfill::parse_time(u, now))
+    let since = parse_time(since, now).context("--since")?;
+    let until = until
+        .map(|u| parse_time(u, now))
         .transpose()
         .context("--until")?;
     anyhow::ensure!(
@@ -464,9 +310,159 @@ async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()
         "--until must be after --since"
     );
     anyhow::ensure!(
-        (1..=100).contains(&common.page_size),
+        (1..=100).contains(&page_size),
         "--page-size is from 1 to 100"
     );
+    Ok((since, until))
+}
+
+/// Where a backfill delivers: a running instance (`--to`), or a pipeline of its own over the
+/// store of `--data-dir` (DynamoDB with `VALUESTREAM_TABLE`).
+async fn backfill_target(
+    to: Option<String>,
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Target> {
+    Ok(match to {
+        Some(base) => Target::Remote(base, reqwest::Client::new()),
+        None => {
+            let (app, pipeline) = local_app(config, Some(data_dir)).await?;
+            Target::Local(app, pipeline)
+        }
+    })
+}
+
+/// The end of a backfill: what it delivered in process settled, the summary printed; refused
+/// deliveries fail the command.
+async fn backfill_finish(
+    target: &Target,
+    summary: &crate::backfill::Summary,
+) -> anyhow::Result<()> {
+    if let Target::Local(_, pipeline) = target {
+        let drained = pipeline.drain_all().await?;
+        eprintln!("backfill: {} span(s) settled", drained.settled.len());
+    }
+    println!("{}", summary.lines());
+    anyhow::ensure!(
+        summary.refused == 0,
+        "{} deliveries were refused",
+        summary.refused
+    );
+    Ok(())
+}
+
+/// `backfill github`: the token tried first, then the validators and cursors kept in the store
+/// written to (with `--to`, in `--state-dir`'s).
+async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
+    use crate::backfill::{self, github, Client, ClientSettings};
+    let BackfillSource::Github {
+        repos,
+        orgs,
+        since,
+        until,
+        api_url,
+        data_dir,
+        to,
+        page_size,
+        concurrency,
+        state_dir,
+        fresh,
+    } = source
+    else {
+        unreachable!("backfill_cmd hands github here")
+    };
+    let (since, until) = backfill_window(&since, until.as_deref(), page_size)?;
+    let token = github::token_from_env()?;
+    let config = Config::from_env()?;
+    let mut settings = ClientSettings::new(&api_url, token, github::TOKEN_VAR);
+    settings.page_size = page_size;
+    settings.concurrency = concurrency.max(1);
+    let client = Client::new(settings)?;
+    let mut opts = github::Options::new(repos, since, until);
+    opts.orgs = orgs;
+    // The token is tried before the store is opened: a refused one writes nothing.
+    client.get(&client.url("/rate_limit")).await.or_else(|e| {
+        // An Enterprise Server with rate limiting off answers 404 here.
+        if e.to_string().contains("answered 404") {
+            Ok(backfill::Page {
+                body: serde_json::Value::Null,
+                next: None,
+            })
+        } else {
+            Err(e)
+        }
+    })?;
+    let target = backfill_target(to, &config, &data_dir).await?;
+    let sink = Signed {
+        target: &target,
+        config: &config,
+    };
+    // Validators and cursors: in the store written to, or with --to in --state-dir's.
+    let state_store: Option<Arc<dyn crate::store::Store>> = match (&target, state_dir) {
+        (Target::Local(_, pipeline), _) => Some(pipeline.engine.store.clone()),
+        (Target::Remote(..), Some(dir)) => Some(Arc::new(
+            crate::store::embedded::EmbeddedStore::open(&dir)
+                .with_context(|| format!("--state-dir {}", dir.display()))?,
+        )),
+        (Target::Remote(..), None) => None,
+    };
+    let records = state_store
+        .as_ref()
+        .map(|s| crate::sync::StoreRecords(s.as_ref()));
+    let mut state = match &records {
+        Some(records) => backfill::State::new(records, github::SOURCE),
+        None => backfill::State::none(github::SOURCE),
+    };
+    state.fresh = fresh;
+    let summary = github::run_with(&client, &opts, &sink, &state).await?;
+    backfill_finish(&target, &summary).await
+}
+
+/// `backfill gitlab`: the token tried on the first project (or group) before anything is
+/// opened.
+async fn backfill_gitlab(source: BackfillSource) -> anyhow::Result<()> {
+    use crate::backfill::{gitlab, Client};
+    let BackfillSource::Gitlab {
+        projects,
+        groups,
+        since,
+        until,
+        api_url,
+        data_dir,
+        to,
+        page_size,
+        concurrency,
+    } = source
+    else {
+        unreachable!("backfill_cmd hands gitlab here")
+    };
+    let (since, until) = backfill_window(&since, until.as_deref(), page_size)?;
+    let token = gitlab::token_from_env()?;
+    let config = Config::from_env()?;
+    let mut settings = gitlab::settings(&api_url, token);
+    settings.page_size = page_size;
+    settings.concurrency = concurrency.max(1);
+    let client = Client::new(settings)?;
+    let mut opts = gitlab::Options::new(projects, since, until);
+    opts.groups = groups;
+    // The token is tried before the store is opened: a refused one writes nothing.
+    gitlab::check_token(&client, &opts).await?;
+    let target = backfill_target(to, &config, &data_dir).await?;
+    let sink = Signed {
+        target: &target,
+        config: &config,
+    };
+    let summary = gitlab::run(&client, &opts, &sink).await?;
+    backfill_finish(&target, &summary).await
+}
+
+async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()> {
+    use crate::backfill::{self, jira, pagerduty, Client};
+    let (BackfillSource::Pagerduty { common, .. } | BackfillSource::Jira { common, .. }) = &source
+    else {
+        unreachable!("github and gitlab are backfill_cmd's own")
+    };
+    let (since, until) = backfill_window(&common.since, common.until.as_deref(), common.page_size)?;
     let config = Config::from_env()?;
     let mut items = BTreeMap::new();
     let (client, deliveries) = match &source {
@@ -503,13 +499,7 @@ async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()
         }
     };
     eprintln!("backfill: {} deliveries to send", deliveries.len());
-    let target = match &common.to {
-        Some(base) => Target::Remote(base.clone(), reqwest::Client::new()),
-        None => {
-            let (app, pipeline) = local_app(&config, Some(&common.data_dir)).await?;
-            Target::Local(app, pipeline)
-        }
-    };
+    let target = backfill_target(common.to.clone(), &config, &common.data_dir).await?;
     let sink = Signed {
         target: &target,
         config: &config,
@@ -519,23 +509,8 @@ async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()
         ..Default::default()
     };
     backfill::deliver_all(&sink, &deliveries, &mut summary).await?;
-    summary.requests = client.requests();
-    summary.retries = client
-        .stats
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
-    summary.waited_secs = client.waited_secs();
-    if let Target::Local(_, pipeline) = &target {
-        let drained = pipeline.drain_all().await?;
-        eprintln!("backfill: {} span(s) settled", drained.settled.len());
-    }
-    println!("{}", summary.lines());
-    anyhow::ensure!(
-        summary.refused == 0,
-        "{} deliveries were refused",
-        summary.refused
-    );
-    Ok(())
+    summary.add_client(&client);
+    backfill_finish(&target, &summary).await
 }
 
 /// A backfill's deliveries, signed like `replay` signs unsigned ones, to the target.
@@ -565,7 +540,7 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     // A sync needs its token (from the environment or the secret) before anything is opened.
     if sync_settings.enabled() {
-        sync_settings.token(&config)?;
+        sync_settings.check_tokens(&config)?;
     }
     let pipeline = pipeline::build(
         config.clone(),
@@ -639,7 +614,7 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     // VALUESTREAM_SYNC_GITHUB_REPOS: lost deliveries healed from the API on a timer of its own.
     if sync_settings.enabled() {
         tracing::info!(
-            repositories = ?sync_settings.repos,
+            targets = ?sync_settings.targets(),
             every_secs = sync_settings.every.as_secs(),
             "sync on"
         );

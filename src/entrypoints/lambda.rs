@@ -76,9 +76,9 @@ async fn start() -> anyhow::Result<Handler> {
     // Webhook secrets from Secrets Manager when VALUESTREAM_SECRET_ARN is set (read now; an
     // unreadable secret fails the cold start), re-read on a request once their TTL has passed.
     let secrets = crate::secrets::start_from_env(&config).await?;
-    // A missing GitHub token fails the sync invocations only, never the webhooks.
+    // A missing API token fails the sync invocations only, never the webhooks.
     if sync_settings.enabled() {
-        if let Err(e) = sync_settings.token(&config) {
+        if let Err(e) = sync_settings.check_tokens(&config) {
             tracing::error!(error = %e, "the scheduled sync cannot run");
         }
     }

@@ -2,7 +2,7 @@
 //! reads to the router in process (over the very pipeline the host serves), and runs either on
 //! `serve`'s timer ([`Syncer::spawn_timer`]) or on the Lambda `SyncSchedule` rule's event.
 
-use crate::backfill::{ClientSettings, Sink};
+use crate::backfill::Sink;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::pipeline::Pipeline;
@@ -93,19 +93,13 @@ impl Syncer {
 
     /// One run as if it were `now` (tests move the clock; the cursor stores `now`).
     pub async fn run_at(&self, now: crate::model::Time, limits: Limits) -> anyhow::Result<Report> {
-        // The token in force now: a rotated secret is picked up at the next run.
-        let token = self.settings.token(&self.config)?;
-        let mut client = ClientSettings::new(
-            &self.settings.api_url,
-            token,
-            crate::backfill::github::TOKEN_VAR,
-        );
-        client.quiet = true;
+        // The credentials in force now (read per target): a rotated secret is picked up at the
+        // next run.
         let report = sync::run(
             self.pipeline.engine.store.as_ref(),
             &self.sink,
             &self.settings,
-            &client,
+            &self.config,
             now,
             limits,
             self.config.ttl_open_secs,

@@ -361,6 +361,10 @@ pub fn webhooks(s: &Scenario) -> Vec<Hook> {
 pub enum Fault {
     /// 429 with `Retry-After: 1`.
     Limited,
+    /// 429 without `Retry-After`: Atlassian's "Rate limiting" page for Jira Cloud says 429s
+    /// "may be accompanied by Retry-After and X-RateLimit-Reset headers", so sometimes neither
+    /// comes (here `RateLimit-Reason` only).
+    LimitedBare,
     BadGateway,
     /// 200 with `issues` (or `values`) not a list.
     Garbled,
@@ -501,6 +505,15 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
                 seen,
                 StatusCode::TOO_MANY_REQUESTS,
                 vec![("retry-after", "1".into())],
+                json!({"errorMessages": ["Rate limit exceeded."]}),
+            );
+        }
+        Some(Fault::LimitedBare) => {
+            seen.status = 429;
+            return respond(
+                seen,
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![("ratelimit-reason", "jira-quota-based".into())],
                 json!({"errorMessages": ["Rate limit exceeded."]}),
             );
         }

@@ -263,6 +263,12 @@ pub fn webhooks(s: &Scenario) -> Vec<Hook> {
 pub enum Fault {
     /// 429 with `Retry-After: 1`.
     Limited,
+    /// 429 as PagerDuty's "REST API Rate Limits" page documents it: no `Retry-After`, the
+    /// `ratelimit-limit`, `ratelimit-remaining: 0` and `ratelimit-reset` (seconds to wait: 1)
+    /// headers.
+    LimitedReset,
+    /// A bare 429 (the API reference says only "429"): neither `Retry-After` nor reset.
+    LimitedBare,
     BadGateway,
     /// 200 with a body that is not the documented shape (`incidents` not a list).
     Garbled,
@@ -419,6 +425,28 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
                 seen,
                 StatusCode::TOO_MANY_REQUESTS,
                 vec![("retry-after", "1".into())],
+                json!({"error": {"message": "Rate Limit Exceeded", "code": 2020}}),
+            );
+        }
+        Some(Fault::LimitedReset) => {
+            seen.status = 429;
+            return respond(
+                seen,
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![
+                    ("ratelimit-limit", "960".into()),
+                    ("ratelimit-remaining", "0".into()),
+                    ("ratelimit-reset", "1".into()),
+                ],
+                json!({"error": {"message": "Rate Limit Exceeded", "code": 2020}}),
+            );
+        }
+        Some(Fault::LimitedBare) => {
+            seen.status = 429;
+            return respond(
+                seen,
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![],
                 json!({"error": {"message": "Rate Limit Exceeded", "code": 2020}}),
             );
         }
