@@ -629,3 +629,93 @@ fn every_registered_source_has_a_fuzz_target() {
         "scripts/fuzz takes its targets from fuzz/Cargo.toml, it does not list them"
     );
 }
+
+/// Most lines a function outside tests may take, from its `fn` line to its closing brace
+/// (issue 29: a function a newcomer can read at once; longer ones are cut into named steps).
+const MOST_LINES: usize = 80;
+
+/// The functions of `text` (rustfmt's layout: a body closes with `}` at the `fn` line's
+/// indentation) that take more than [`MOST_LINES`] lines, as `(name, first line, lines)`.
+/// Test modules (from the first `#[cfg(test)]` followed by a `mod`) are left out.
+fn long_functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (0..lines.len())
+        .find(|&i| {
+            lines[i].trim() == "#[cfg(test)]"
+                && lines
+                    .get(i + 1)
+                    .is_some_and(|l| l.trim_start().starts_with("mod "))
+        })
+        .unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for i in 0..end {
+        let line = lines[i];
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let Some(at) = t.find("fn ") else { continue };
+        let head = &t[..at];
+        let is_fn = head.split_whitespace().all(|w| {
+            matches!(w, "pub" | "async" | "const" | "unsafe" | "extern") || w.starts_with("pub(")
+        });
+        if !is_fn || t.starts_with("//") {
+            continue;
+        }
+        let name: String = t[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // The signature ends at the first line ending in `{` (a body) or `;` (no body).
+        let Some(open) = (i..end).find(|&j| {
+            let l = lines[j].trim_end();
+            l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+        }) else {
+            continue;
+        };
+        let l = lines[open].trim_end();
+        if !l.ends_with('{') {
+            continue;
+        }
+        let close = format!("{}}}", " ".repeat(indent));
+        if let Some(last) = (open + 1..end).find(|&j| lines[j].trim_end() == close) {
+            let n = last - i + 1;
+            if n > MOST_LINES {
+                out.push((name, i + 1, n));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_outside_tests_is_over_80_lines() {
+    let mut found = Vec::new();
+    for file in rs_files(&src()) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (name, line, n) in long_functions(&text) {
+            found.push(format!("{}:{line}: fn {name}: {n} lines", file.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "cut these into named steps (at most {MOST_LINES} lines each):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_function_length_check_finds_long_functions_and_skips_tests() {
+    let body = |n: usize| "    let x = 1;\n".repeat(n);
+    let text = format!(
+        "pub async fn long(\n    a: u8,\n) -> u8 {{\n{}}}\n\nfn short() {{\n{}}}\n\nfn decl();\n\n\
+         #[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{}    }}\n}}\n",
+        body(80),
+        body(10),
+        body(200)
+    );
+    assert_eq!(long_functions(&text), [("long".to_string(), 1, 84)]);
+    let method = format!(
+        "impl A {{\n    pub(crate) fn m(&self) {{\n{}    }}\n}}\n",
+        body(79)
+    );
+    assert_eq!(long_functions(&method), [("m".to_string(), 2, 81)]);
+}

@@ -4,8 +4,8 @@
 pub mod attr;
 pub mod ids;
 pub mod refs;
-pub mod series;
 pub mod repo_traits;
+pub mod series;
 pub mod time;
 pub mod timestamp;
 
