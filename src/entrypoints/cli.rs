@@ -549,69 +549,10 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     )
     .await?;
     let store = pipeline.engine.store.clone();
-    // Settle and export in the background, never on a request: every few seconds (and at once
-    // after a delivery when the settle period is 0); after a failed export the collector is left
-    // alone for VALUESTREAM_RETRY_SECS.
-    let drainer = pipeline.clone();
-    let every = Duration::from_secs(drain_tick_secs(config.settle_secs));
-    // A drain that ran out of its settle or export budget (a backlog) is followed by the next
-    // one at once.
-    tokio::spawn(async move {
-        let mut cut_short = false;
-        loop {
-            if !cut_short {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = drainer.wake.notified() => {}
-                }
-            }
-            cut_short = match drainer.drain().await {
-                Ok(d) => {
-                    if d.exported > 0 || d.failed > 0 || d.cut_short() {
-                        tracing::info!(
-                            settled = d.settled.len(),
-                            exported = d.exported,
-                            failed = d.failed,
-                            unsettled = d.unsettled,
-                            unexported = d.unexported,
-                            "drained"
-                        )
-                    }
-                    d.cut_short()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick");
-                    false
-                }
-            };
-        }
-    });
-    // valuestream's own health over OTLP (when an endpoint is set): every
-    // VALUESTREAM_HEALTH_EXPORT_SECS, the first one that long after start, in a task of its
-    // own (bounded by the interval; a request never waits for it).
-    if pipeline.exporter.exports_health() {
-        let reporter = pipeline.clone();
-        let every = Duration::from_secs(config.health_export_secs);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                super::export_health(&reporter, every).await;
-            }
-        });
-    }
-    let sweeper = store.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tick.tick().await;
-            if let Err(e) = sweeper.sweep().await {
-                tracing::warn!(error = %e, "sweeping expired state failed");
-            }
-        }
-    });
-    // VALUESTREAM_SYNC_GITHUB_REPOS: lost deliveries healed from the API on a timer of its own.
+    spawn_drainer(pipeline.clone(), config.settle_secs);
+    spawn_health_export(&pipeline, config.health_export_secs);
+    spawn_sweeper(store.clone());
+    // VALUESTREAM_SYNC_*: lost deliveries healed from the APIs on a timer of its own.
     if sync_settings.enabled() {
         tracing::info!(
             targets = ?sync_settings.targets(),
@@ -646,6 +587,76 @@ async fn serve(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         "store closed"
     );
     Ok(())
+}
+
+/// Settles and exports in the background, never on a request: every few seconds (and at once
+/// after a delivery when the settle period is 0); after a failed export the collector is left
+/// alone for VALUESTREAM_RETRY_SECS. A drain that ran out of its settle or export budget (a
+/// backlog) is followed by the next one at once.
+fn spawn_drainer(drainer: Arc<pipeline::Pipeline>, settle_secs: i64) {
+    let every = Duration::from_secs(drain_tick_secs(settle_secs));
+    tokio::spawn(async move {
+        let mut cut_short = false;
+        loop {
+            if !cut_short {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = drainer.wake.notified() => {}
+                }
+            }
+            cut_short = match drainer.drain().await {
+                Ok(d) => {
+                    if d.exported > 0 || d.failed > 0 || d.cut_short() {
+                        tracing::info!(
+                            settled = d.settled.len(),
+                            exported = d.exported,
+                            failed = d.failed,
+                            unsettled = d.unsettled,
+                            unexported = d.unexported,
+                            "drained"
+                        )
+                    }
+                    d.cut_short()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "settling or exporting failed; retrying at the next tick");
+                    false
+                }
+            };
+        }
+    });
+}
+
+/// valuestream's own health over OTLP (when an endpoint is set): every
+/// VALUESTREAM_HEALTH_EXPORT_SECS, the first one that long after start, in a task of its own
+/// (bounded by the interval; a request never waits for it).
+fn spawn_health_export(pipeline: &Arc<pipeline::Pipeline>, every_secs: u64) {
+    if !pipeline.exporter.exports_health() {
+        return;
+    }
+    let reporter = pipeline.clone();
+    let every = Duration::from_secs(every_secs);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            super::export_health(&reporter, every).await;
+        }
+    });
+}
+
+/// Expired state swept from the embedded store every 10 minutes.
+fn spawn_sweeper(sweeper: Arc<dyn crate::store::Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper.sweep().await {
+                tracing::warn!(error = %e, "sweeping expired state failed");
+            }
+        }
+    });
 }
 
 async fn correlations_cmd(
