@@ -659,6 +659,65 @@ fn history(events: &[Value], ep: &str) -> anyhow::Result<HashMap<u64, Vec<Turn>>
     Ok(out)
 }
 
+/// An issue as its hooks describe it.
+struct IssueHook<'a> {
+    issue: &'a Value,
+    ctx: &'a Project,
+    iid: u64,
+    kind: &'static str,
+    confidential: bool,
+    type_name: Option<String>,
+    labels: Value,
+}
+
+impl IssueHook<'_> {
+    /// The hook's body for `action`, the issue then in `state`.
+    fn body(&self, action: &str, state: &str, updated: &Value, closed_at: &Value) -> Value {
+        let (issue, ctx, kind, labels) = (self.issue, self.ctx, self.kind, &self.labels);
+        json!({
+            "object_kind": kind,
+            "event_type": kind,
+            "user": issue["author"],
+            "project": ctx.project,
+            "repository": ctx.repository,
+            "object_attributes": {
+                "id": issue["id"],
+                "iid": self.iid,
+                "title": issue["title"],
+                "description": issue["description"],
+                "url": issue["web_url"],
+                "project_id": ctx.id,
+                "author_id": issue["author"]["id"],
+                "confidential": self.confidential,
+                "created_at": issue["created_at"],
+                "updated_at": updated,
+                "closed_at": closed_at,
+                "due_date": issue["due_date"],
+                "severity": issue["severity"],
+                "state": state,
+                "action": action,
+                "type": self.type_name,
+                "labels": labels,
+            },
+            "labels": labels,
+        })
+    }
+}
+
+/// The work item type as hooks name it (`Issue`, `Incident`); the API's `type` is `ISSUE`.
+fn issue_type_name(issue: &Value) -> Option<String> {
+    issue["type"]
+        .as_str()
+        .or(issue["issue_type"].as_str())
+        .map(|t| {
+            let t = t.to_ascii_lowercase().replace('_', " ");
+            let mut c = t.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+}
+
 /// An issue's `open` and (when closed) `close` hooks; 1 when the issue is in the window. A
 /// reopened issue gets its history: a `close` and a `reopen` hook per turn.
 fn issue_deliveries(
@@ -685,73 +744,25 @@ fn issue_deliveries(
     } else {
         ("Issue Hook", "issue")
     };
-    // The hook names the work item type (`Issue`, `Incident`) as `type`; the API as `ISSUE`.
-    let type_name = issue["type"]
-        .as_str()
-        .or(issue["issue_type"].as_str())
-        .map(|t| {
-            let t = t.to_ascii_lowercase().replace('_', " ");
-            let mut c = t.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        });
-    let labels = labels(issue);
-    let object = iid.to_string();
-    let hook = |action: &str, state: &str, updated: &Value, closed_at: &Value| {
-        json!({
-            "object_kind": kind,
-            "event_type": kind,
-            "user": issue["author"],
-            "project": ctx.project,
-            "repository": ctx.repository,
-            "object_attributes": {
-                "id": issue["id"],
-                "iid": iid,
-                "title": issue["title"],
-                "description": issue["description"],
-                "url": issue["web_url"],
-                "project_id": ctx.id,
-                "author_id": issue["author"]["id"],
-                "confidential": confidential,
-                "created_at": issue["created_at"],
-                "updated_at": updated,
-                "closed_at": closed_at,
-                "due_date": issue["due_date"],
-                "severity": issue["severity"],
-                "state": state,
-                "action": action,
-                "type": type_name,
-                "labels": labels,
-            },
-            "labels": labels,
-        })
+    let hook = IssueHook {
+        issue,
+        ctx,
+        iid,
+        kind,
+        confidential,
+        type_name: issue_type_name(issue),
+        labels: labels(issue),
     };
+    let object = iid.to_string();
     out.push(delivery(
         event,
         "open",
         &object,
         &text(issue, "created_at"),
-        hook("open", "opened", &issue["created_at"], &Value::Null),
+        hook.body("open", "opened", &issue["created_at"], &Value::Null),
     ));
     if turns.iter().any(|t| t.1 == "reopen") {
-        for (at, action, written) in turns {
-            if !w.not_after(*at) {
-                break;
-            }
-            let (state, closed_at) = if *action == "close" {
-                ("closed", json!(written))
-            } else {
-                ("opened", Value::Null)
-            };
-            out.push(delivery(
-                event,
-                action,
-                &object,
-                written,
-                hook(action, state, &json!(written), &closed_at),
-            ));
-        }
+        issue_turns(&hook, event, turns, w, out);
         return Ok(1);
     }
     if closed.is_some_and(|c| w.not_after(c)) {
@@ -760,48 +771,63 @@ fn issue_deliveries(
             "close",
             &object,
             &text(issue, "closed_at"),
-            hook("close", "closed", &issue["closed_at"], &issue["closed_at"]),
+            hook.body("close", "closed", &issue["closed_at"], &issue["closed_at"]),
         ));
     }
     Ok(1)
 }
 
-/// A merge request's `open` and (when merged or closed) `merge` or `close` hooks.
-fn mr_deliveries(
-    mr: &Value,
-    ctx: &Project,
+/// A reopened issue's history: a `close` or `reopen` hook per turn, up to the window's end.
+fn issue_turns(
+    hook: &IssueHook<'_>,
+    event: &str,
+    turns: &[Turn],
     w: &Window,
-    ep: &str,
     out: &mut Vec<Recorded>,
-) -> anyhow::Result<u64> {
-    let iid = field_u64(mr, "iid", ep)?;
-    field_str(mr, "title", ep)?;
-    field_str(mr, "source_branch", ep)?;
-    field_str(mr, "target_branch", ep)?;
-    let state = field_str(mr, "state", ep)?;
-    let created = field_time(mr, "created_at", ep)?;
-    let merged_at = opt_time(mr, "merged_at", ep)?;
-    let closed_at = opt_time(mr, "closed_at", ep)?;
-    let ended = match state {
-        "merged" => Some((
-            "merge",
-            merged_at.or(closed_at).or(opt_time(mr, "updated_at", ep)?),
-        )),
-        "closed" => Some(("close", closed_at.or(opt_time(mr, "updated_at", ep)?))),
-        _ => None,
-    };
-    let ended_at = ended.and_then(|e| e.1);
-    let in_window = w.contains(created) || ended_at.is_some_and(|c| w.contains(c));
-    if !in_window || !w.not_after(created) {
-        return Ok(0);
+) {
+    let object = hook.iid.to_string();
+    for (at, action, written) in turns {
+        if !w.not_after(*at) {
+            break;
+        }
+        let (state, closed_at) = if *action == "close" {
+            ("closed", json!(written))
+        } else {
+            ("opened", Value::Null)
+        };
+        out.push(delivery(
+            event,
+            action,
+            &object,
+            written,
+            hook.body(action, state, &json!(written), &closed_at),
+        ));
     }
-    let object = iid.to_string();
-    let labels = labels(mr);
-    let sha = mr["sha"].as_str();
-    let hook = |action: &str, state: &str, updated: &Value, end: Option<(&str, &Value)>| {
+}
+
+/// A merge request as its hooks describe it.
+struct MrHook<'a> {
+    mr: &'a Value,
+    ctx: &'a Project,
+    iid: u64,
+    labels: Value,
+}
+
+impl MrHook<'_> {
+    /// The hook's body for `action`, the merge request then in `state`; `end` is its
+    /// `merged_at` or `closed_at`.
+    fn body(
+        &self,
+        action: &str,
+        state: &str,
+        updated: &Value,
+        end: Option<(&str, &Value)>,
+    ) -> Value {
+        let (mr, ctx, labels) = (self.mr, self.ctx, &self.labels);
+        let sha = mr["sha"].as_str();
         let mut attrs = json!({
             "id": mr["id"],
-            "iid": iid,
+            "iid": self.iid,
             "title": mr["title"],
             "description": mr["description"],
             "url": mr["web_url"],
@@ -838,13 +864,51 @@ fn mr_deliveries(
             "object_attributes": attrs,
             "labels": labels,
         })
+    }
+}
+
+/// A merge request's `open` and (when merged or closed) `merge` or `close` hooks.
+fn mr_deliveries(
+    mr: &Value,
+    ctx: &Project,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let iid = field_u64(mr, "iid", ep)?;
+    field_str(mr, "title", ep)?;
+    field_str(mr, "source_branch", ep)?;
+    field_str(mr, "target_branch", ep)?;
+    let state = field_str(mr, "state", ep)?;
+    let created = field_time(mr, "created_at", ep)?;
+    let merged_at = opt_time(mr, "merged_at", ep)?;
+    let closed_at = opt_time(mr, "closed_at", ep)?;
+    let ended = match state {
+        "merged" => Some((
+            "merge",
+            merged_at.or(closed_at).or(opt_time(mr, "updated_at", ep)?),
+        )),
+        "closed" => Some(("close", closed_at.or(opt_time(mr, "updated_at", ep)?))),
+        _ => None,
+    };
+    let ended_at = ended.and_then(|e| e.1);
+    let in_window = w.contains(created) || ended_at.is_some_and(|c| w.contains(c));
+    if !in_window || !w.not_after(created) {
+        return Ok(0);
+    }
+    let object = iid.to_string();
+    let hook = MrHook {
+        mr,
+        ctx,
+        iid,
+        labels: labels(mr),
     };
     out.push(delivery(
         "Merge Request Hook",
         "open",
         &object,
         &text(mr, "created_at"),
-        hook("open", "opened", &mr["created_at"], None),
+        hook.body("open", "opened", &mr["created_at"], None),
     ));
     if let Some((action, Some(at))) = ended {
         if w.not_after(at) {
@@ -859,7 +923,7 @@ fn mr_deliveries(
                 action,
                 &object,
                 &iso_ms(at),
-                hook(action, state, &written, Some((key, &written))),
+                hook.body(action, state, &written, Some((key, &written))),
             ));
         }
     }
