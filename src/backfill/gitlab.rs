@@ -1257,16 +1257,32 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
         field_time(c, "committed_date", ep)?;
         by_sha.insert(sha, c);
     }
-    let parents = |c: &Value| -> Vec<String> {
-        c["parent_ids"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let mut out = Vec::new();
+    for (after, group) in push_groups(commits, &by_sha) {
+        out.push(push_of(after, group, &by_sha, ep)?);
+    }
+    Ok(out)
+}
+
+/// A commit's parents' SHAs, first parent first.
+fn parent_ids(c: &Value) -> Vec<String> {
+    c["parent_ids"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The commits grouped by push, oldest push first: (the push's head, its commits). Each
+/// first-parent commit from the newest heads a push with the commits its other parents
+/// brought; a commit left out of every group is a push of its own.
+fn push_groups<'a>(
+    commits: &'a [Value],
+    by_sha: &HashMap<&'a str, &'a Value>,
+) -> Vec<(&'a str, Vec<&'a Value>)> {
     let mut chain: Vec<&str> = Vec::new();
     let mut on_chain: HashSet<&str> = HashSet::new();
     let mut at = commits.first().and_then(|c| c["id"].as_str());
@@ -1283,7 +1299,7 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
     for sha in chain.iter().rev() {
         let c = by_sha[sha];
         let mut group = vec![c];
-        let mut todo: Vec<String> = parents(c).into_iter().skip(1).collect();
+        let mut todo: Vec<String> = parent_ids(c).into_iter().skip(1).collect();
         while let Some(p) = todo.pop() {
             let Some((&psha, pc)) = by_sha.get_key_value(p.as_str()) else {
                 continue;
@@ -1292,7 +1308,7 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
                 continue;
             }
             group.push(pc);
-            todo.extend(parents(pc));
+            todo.extend(parent_ids(pc));
         }
         groups.push((sha, group));
     }
@@ -1302,47 +1318,53 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
             groups.push((sha, vec![c]));
         }
     }
-    let mut out = Vec::new();
-    for (after, group) in groups {
-        let mut cs: Vec<(Time, String, Value)> = Vec::new();
-        for c in group {
-            let sha = text(c, "id");
-            let t = field_time(c, "committed_date", ep)?;
-            cs.push((
-                t,
-                sha.clone(),
-                json!({
-                    "id": sha,
-                    "message": c["message"],
-                    "title": c["title"],
-                    "timestamp": c["committed_date"],
-                    "url": c["web_url"],
-                    "author": {"name": c["author_name"], "email": c["author_email"]},
-                    "added": [],
-                    "modified": [],
-                    "removed": [],
-                }),
-            ));
-        }
-        cs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let total = cs.len();
-        let commits: Vec<Value> = cs
-            .into_iter()
-            .skip(total.saturating_sub(PUSH_COMMITS_LIMIT))
-            .map(|c| c.2)
-            .collect();
-        let before = by_sha[after]["parent_ids"][0]
-            .as_str()
-            .unwrap_or("0000000000000000000000000000000000000000")
-            .to_string();
-        out.push(Push {
-            before,
-            after: after.to_string(),
-            commits,
-            total,
-        });
+    groups
+}
+
+/// One push to `after`: its commits oldest first, the newest [`PUSH_COMMITS_LIMIT`] kept.
+fn push_of(
+    after: &str,
+    group: Vec<&Value>,
+    by_sha: &HashMap<&str, &Value>,
+    ep: &str,
+) -> anyhow::Result<Push> {
+    let mut cs: Vec<(Time, String, Value)> = Vec::new();
+    for c in group {
+        let sha = text(c, "id");
+        let t = field_time(c, "committed_date", ep)?;
+        cs.push((
+            t,
+            sha.clone(),
+            json!({
+                "id": sha,
+                "message": c["message"],
+                "title": c["title"],
+                "timestamp": c["committed_date"],
+                "url": c["web_url"],
+                "author": {"name": c["author_name"], "email": c["author_email"]},
+                "added": [],
+                "modified": [],
+                "removed": [],
+            }),
+        ));
     }
-    Ok(out)
+    cs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let total = cs.len();
+    let commits: Vec<Value> = cs
+        .into_iter()
+        .skip(total.saturating_sub(PUSH_COMMITS_LIMIT))
+        .map(|c| c.2)
+        .collect();
+    let before = by_sha[after]["parent_ids"][0]
+        .as_str()
+        .unwrap_or("0000000000000000000000000000000000000000")
+        .to_string();
+    Ok(Push {
+        before,
+        after: after.to_string(),
+        commits,
+        total,
+    })
 }
 
 fn push_delivery(ctx: &Project, branch: &str, p: Push) -> Recorded {
