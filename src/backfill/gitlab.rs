@@ -195,39 +195,106 @@ pub async fn read_project(
         since: opts.since,
         until: opts.until,
     };
-    let since = iso(opts.since);
-    let label = |what: &str| format!("{path} {what}");
-    // The Events API filters by date (`after` excludes its day): a day before --since.
-    let after_day = (opts.since - chrono::TimeDelta::days(1)).format("%Y-%m-%d");
-    let before_day = opts
-        .until
-        .map(|u| {
-            format!(
-                "&before={}",
-                (u + chrono::TimeDelta::days(1)).format("%Y-%m-%d")
-            )
-        })
-        .unwrap_or_default();
-    let until_q = opts
-        .until
-        .map(|u| format!("&until={}", iso(u)))
-        .unwrap_or_default();
+    let paths = Paths::new(&base, opts, ctx.default_branch.as_deref());
+    let lists = read_lists(client, path, &paths, opts.since).await?;
+    let mut out = Vec::new();
+    issues(&lists, &paths, &ctx, &w, items, &mut out)?;
+    let mut mr_by_iid = merge_requests(&lists, &paths, &ctx, &w, items, &mut out)?;
 
-    let issues_path = format!("{base}/issues?scope=all&state=all&updated_after={since}&order_by=updated_at&sort=asc&with_labels_details=true");
-    let events_path =
-        format!("{base}/events?target_type=issue&after={after_day}{before_day}&sort=asc");
-    let mrs_path = format!("{base}/merge_requests?scope=all&state=all&updated_after={since}&order_by=updated_at&sort=asc&with_labels_details=true");
-    let commits_path = ctx.default_branch.as_deref().map(|b| {
-        format!(
-            "{base}/repository/commits?ref_name={}&since={since}{until_q}",
-            encode(b)
-        )
-    });
-    let pipelines_path = format!("{base}/pipelines?updated_after={since}&order_by=id&sort=asc");
-    let jobs_path = format!("{base}/jobs?pagination=keyset&order_by=id&sort=desc");
-    let deps_path =
-        format!("{base}/deployments?updated_after={since}&order_by=updated_at&sort=asc");
-    let envs_path = format!("{base}/environments");
+    // Default-branch commits as pushes.
+    if let (Some(branch), Some(cp)) = (&ctx.default_branch, &paths.commits) {
+        for push in pushes(&lists.commits, &get_ep(cp))? {
+            out.push(push_delivery(&ctx, branch, push));
+        }
+    }
+    *items.entry("commits".into()).or_default() += lists.commits.len() as u64;
+
+    let details = pipeline_details(client, &base, &lists, &paths, &w, &mut mr_by_iid).await?;
+    let ci = Ci {
+        details: &details,
+        jobs: &lists.jobs,
+        mr_by_iid: &mr_by_iid,
+        jobs_ep: get_ep(&paths.jobs),
+    };
+    ci_deliveries(&ci, &ctx, &w, items, &mut out)?;
+    deployments(&lists, &paths, &ctx, &w, items, &mut out)?;
+    Ok(out)
+}
+
+/// A list's endpoint as errors name it.
+fn get_ep(p: &str) -> String {
+    format!("GET {p}")
+}
+
+/// The paths of the lists one project's backfill reads.
+struct Paths {
+    issues: String,
+    events: String,
+    mrs: String,
+    /// None in an empty repository (no default branch).
+    commits: Option<String>,
+    pipelines: String,
+    jobs: String,
+    deps: String,
+    envs: String,
+}
+
+impl Paths {
+    fn new(base: &str, opts: &Options, default_branch: Option<&str>) -> Paths {
+        let since = iso(opts.since);
+        // The Events API filters by date (`after` excludes its day): a day before --since.
+        let after_day = (opts.since - chrono::TimeDelta::days(1)).format("%Y-%m-%d");
+        let before_day = opts
+            .until
+            .map(|u| {
+                format!(
+                    "&before={}",
+                    (u + chrono::TimeDelta::days(1)).format("%Y-%m-%d")
+                )
+            })
+            .unwrap_or_default();
+        let until_q = opts
+            .until
+            .map(|u| format!("&until={}", iso(u)))
+            .unwrap_or_default();
+        Paths {
+            issues: format!("{base}/issues?scope=all&state=all&updated_after={since}&order_by=updated_at&sort=asc&with_labels_details=true"),
+            events: format!("{base}/events?target_type=issue&after={after_day}{before_day}&sort=asc"),
+            mrs: format!("{base}/merge_requests?scope=all&state=all&updated_after={since}&order_by=updated_at&sort=asc&with_labels_details=true"),
+            commits: default_branch.map(|b| {
+                format!(
+                    "{base}/repository/commits?ref_name={}&since={since}{until_q}",
+                    encode(b)
+                )
+            }),
+            pipelines: format!("{base}/pipelines?updated_after={since}&order_by=id&sort=asc"),
+            jobs: format!("{base}/jobs?pagination=keyset&order_by=id&sort=desc"),
+            deps: format!("{base}/deployments?updated_after={since}&order_by=updated_at&sort=asc"),
+            envs: format!("{base}/environments"),
+        }
+    }
+}
+
+/// The lists one project's backfill reads, each whole but the jobs (back to the window).
+struct Lists {
+    issues: Vec<Value>,
+    events: Vec<Value>,
+    mrs: Vec<Value>,
+    commits: Vec<Value>,
+    pipelines: Vec<Value>,
+    jobs: Vec<Value>,
+    deps: Vec<Value>,
+    envs: Vec<Value>,
+}
+
+/// Reads the project's lists side by side, each labelled `<path> <what>` in the progress.
+async fn read_lists(
+    client: &Arc<Client>,
+    path: &str,
+    paths: &Paths,
+    since: Time,
+) -> anyhow::Result<Lists> {
+    let label = |what: &str| format!("{path} {what}");
     let l_envs = label("environments");
     let (l_issues, l_events, l_mrs, l_commits, l_pipelines, l_jobs, l_deps) = (
         label("issues"),
@@ -239,70 +306,100 @@ pub async fn read_project(
         label("deployments"),
     );
     let commits = async {
-        match &commits_path {
+        match &paths.commits {
             Some(p) => client.get_list(&l_commits, p, |_| true).await,
             // An empty repository has no default branch, and nothing was pushed.
             None => Ok(Vec::new()),
         }
     };
     let (issues, events, mrs, commits, pipelines, jobs, deps, envs) = futures_util::try_join!(
-        client.get_list(&l_issues, &issues_path, |_| true),
-        client.get_list(&l_events, &events_path, |_| true),
-        client.get_list(&l_mrs, &mrs_path, |_| true),
+        client.get_list(&l_issues, &paths.issues, |_| true),
+        client.get_list(&l_events, &paths.events, |_| true),
+        client.get_list(&l_mrs, &paths.mrs, |_| true),
         commits,
-        client.get_list(&l_pipelines, &pipelines_path, |_| true),
+        client.get_list(&l_pipelines, &paths.pipelines, |_| true),
         // Newest first: stop after the first page that reaches before --since.
-        client.get_list(&l_jobs, &jobs_path, |page| reaches(
+        client.get_list(&l_jobs, &paths.jobs, |page| reaches(
             page,
             "created_at",
-            opts.since
+            since
         )),
-        client.get_list(&l_deps, &deps_path, |_| true),
-        client.get_list(&l_envs, &envs_path, |_| true),
+        client.get_list(&l_deps, &paths.deps, |_| true),
+        client.get_list(&l_envs, &paths.envs, |_| true),
     )?;
-    let ep = |p: &str| format!("GET {p}");
-    let mut out = Vec::new();
+    Ok(Lists {
+        issues,
+        events,
+        mrs,
+        commits,
+        pipelines,
+        jobs,
+        deps,
+        envs,
+    })
+}
 
-    // Issues, with the close/reopen history of the reopened ones.
-    let history = history(&events, &ep(&events_path))?;
-    *items.entry("issue_events".into()).or_default() += events.len() as u64;
+/// Issues, with the close/reopen history of the reopened ones.
+fn issues(
+    lists: &Lists,
+    paths: &Paths,
+    ctx: &Project,
+    w: &Window,
+    items: &mut BTreeMap<String, u64>,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<()> {
+    let history = history(&lists.events, &get_ep(&paths.events))?;
+    *items.entry("issue_events".into()).or_default() += lists.events.len() as u64;
     let mut n = 0;
-    for issue in &issues {
-        let iid = field_u64(issue, "iid", &ep(&issues_path))?;
+    for issue in &lists.issues {
+        let iid = field_u64(issue, "iid", &get_ep(&paths.issues))?;
         n += issue_deliveries(
             issue,
             history.get(&iid).map(Vec::as_slice).unwrap_or_default(),
-            &ctx,
-            &w,
-            &ep(&issues_path),
-            &mut out,
+            ctx,
+            w,
+            &get_ep(&paths.issues),
+            out,
         )?;
     }
     *items.entry("issues".into()).or_default() += n;
+    Ok(())
+}
 
-    // Merge requests.
+/// Merge requests; the list's merge requests by IID.
+fn merge_requests(
+    lists: &Lists,
+    paths: &Paths,
+    ctx: &Project,
+    w: &Window,
+    items: &mut BTreeMap<String, u64>,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<HashMap<u64, Value>> {
     let mut n = 0;
     let mut mr_by_iid: HashMap<u64, Value> = HashMap::new();
-    for mr in &mrs {
-        n += mr_deliveries(mr, &ctx, &w, &ep(&mrs_path), &mut out)?;
-        mr_by_iid.insert(field_u64(mr, "iid", &ep(&mrs_path))?, mr.clone());
+    for mr in &lists.mrs {
+        n += mr_deliveries(mr, ctx, w, &get_ep(&paths.mrs), out)?;
+        mr_by_iid.insert(field_u64(mr, "iid", &get_ep(&paths.mrs))?, mr.clone());
     }
     *items.entry("merge_requests".into()).or_default() += n;
+    Ok(mr_by_iid)
+}
 
-    // Default-branch commits as pushes.
-    if let (Some(branch), Some(cp)) = (&ctx.default_branch, &commits_path) {
-        for push in pushes(&commits, &ep(cp))? {
-            out.push(push_delivery(&ctx, branch, push));
-        }
-    }
-    *items.entry("commits".into()).or_default() += commits.len() as u64;
-
-    // Pipelines created in the window, each read on its own (its end and queue time), and the
-    // merge requests of merge-request pipelines the list did not hold.
+/// Pipelines created in the window, each read on its own (its end and queue time): (path,
+/// body); the merge requests of merge-request pipelines the list did not hold are read into
+/// `mr_by_iid`.
+async fn pipeline_details(
+    client: &Arc<Client>,
+    base: &str,
+    lists: &Lists,
+    paths: &Paths,
+    w: &Window,
+    mr_by_iid: &mut HashMap<u64, Value>,
+) -> anyhow::Result<Vec<(String, Value)>> {
     let mut kept: Vec<u64> = Vec::new();
-    for pl in &pipelines {
-        if w.contains(field_time(pl, "created_at", &ep(&pipelines_path))?) {
-            kept.push(field_u64(pl, "id", &ep(&pipelines_path))?);
+    for pl in &lists.pipelines {
+        if w.contains(field_time(pl, "created_at", &get_ep(&paths.pipelines))?) {
+            kept.push(field_u64(pl, "id", &get_ep(&paths.pipelines))?);
         }
     }
     let details = gets(
@@ -326,52 +423,74 @@ pub async fn read_project(
     )
     .await?
     {
-        mr_by_iid.insert(field_u64(&mr, "iid", &ep(&p))?, mr);
+        mr_by_iid.insert(field_u64(&mr, "iid", &get_ep(&p))?, mr);
     }
+    Ok(details)
+}
+
+/// What the pipeline and job hooks are made from.
+struct Ci<'a> {
+    /// Each pipeline of the window as read on its own: (path, body).
+    details: &'a [(String, Value)],
+    jobs: &'a [Value],
+    mr_by_iid: &'a HashMap<u64, Value>,
+    jobs_ep: String,
+}
+
+/// Each pipeline's hooks, then its jobs' (oldest first).
+fn ci_deliveries(
+    ci: &Ci<'_>,
+    ctx: &Project,
+    w: &Window,
+    items: &mut BTreeMap<String, u64>,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<()> {
     // Jobs by pipeline, oldest first.
     let mut jobs_of: HashMap<u64, Vec<&Value>> = HashMap::new();
-    for j in &jobs {
-        let pid = field_u64(j, "pipeline.id", &ep(&jobs_path))?;
+    for j in ci.jobs {
+        let pid = field_u64(j, "pipeline.id", &ci.jobs_ep)?;
         jobs_of.entry(pid).or_default().push(j);
     }
     for js in jobs_of.values_mut() {
         js.sort_by_key(|j| j["id"].as_u64());
     }
     let mut n_jobs = 0;
-    for (dp, d) in &details {
-        let pid = field_u64(d, "id", &ep(dp))?;
+    for (dp, d) in ci.details {
+        let pid = field_u64(d, "id", &get_ep(dp))?;
         let js = jobs_of.get(&pid).map(Vec::as_slice).unwrap_or_default();
-        pipeline_deliveries(
-            d,
-            js,
-            &mr_by_iid,
-            &ctx,
-            &w,
-            &ep(dp),
-            &ep(&jobs_path),
-            &mut out,
-        )?;
+        pipeline_deliveries(d, js, ci.mr_by_iid, ctx, w, &get_ep(dp), &ci.jobs_ep, out)?;
         for j in js {
-            n_jobs += job_deliveries(j, d, &ctx, &w, &ep(&jobs_path), &mut out)?;
+            n_jobs += job_deliveries(j, d, ctx, w, &ci.jobs_ep, out)?;
         }
     }
-    *items.entry("pipelines".into()).or_default() += details.len() as u64;
+    *items.entry("pipelines".into()).or_default() += ci.details.len() as u64;
     *items.entry("jobs".into()).or_default() += n_jobs;
+    Ok(())
+}
 
-    // Deployments created in the window (as far back as the changes: see the README).
+/// Deployments created in the window (as far back as the changes: see the README), with their
+/// environments' tiers.
+fn deployments(
+    lists: &Lists,
+    paths: &Paths,
+    ctx: &Project,
+    w: &Window,
+    items: &mut BTreeMap<String, u64>,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<()> {
     let mut tiers: HashMap<String, Value> = HashMap::new();
-    for e in &envs {
-        let name = field_str(e, "name", &ep(&envs_path))?;
+    for e in &lists.envs {
+        let name = field_str(e, "name", &get_ep(&paths.envs))?;
         tiers.insert(name.to_string(), e["tier"].clone());
     }
     let mut n = 0;
-    for d in &deps {
-        if w.contains(field_time(d, "created_at", &ep(&deps_path))?) {
-            n += deployment_deliveries(d, &tiers, &ctx, &w, &ep(&deps_path), &mut out)?;
+    for d in &lists.deps {
+        if w.contains(field_time(d, "created_at", &get_ep(&paths.deps))?) {
+            n += deployment_deliveries(d, &tiers, ctx, w, &get_ep(&paths.deps), out)?;
         }
     }
     *items.entry("deployments".into()).or_default() += n;
-    Ok(out)
+    Ok(())
 }
 
 /// Each path read with one GET, at most `concurrency` at once, in order: (path, body).
@@ -540,6 +659,65 @@ fn history(events: &[Value], ep: &str) -> anyhow::Result<HashMap<u64, Vec<Turn>>
     Ok(out)
 }
 
+/// An issue as its hooks describe it.
+struct IssueHook<'a> {
+    issue: &'a Value,
+    ctx: &'a Project,
+    iid: u64,
+    kind: &'static str,
+    confidential: bool,
+    type_name: Option<String>,
+    labels: Value,
+}
+
+impl IssueHook<'_> {
+    /// The hook's body for `action`, the issue then in `state`.
+    fn body(&self, action: &str, state: &str, updated: &Value, closed_at: &Value) -> Value {
+        let (issue, ctx, kind, labels) = (self.issue, self.ctx, self.kind, &self.labels);
+        json!({
+            "object_kind": kind,
+            "event_type": kind,
+            "user": issue["author"],
+            "project": ctx.project,
+            "repository": ctx.repository,
+            "object_attributes": {
+                "id": issue["id"],
+                "iid": self.iid,
+                "title": issue["title"],
+                "description": issue["description"],
+                "url": issue["web_url"],
+                "project_id": ctx.id,
+                "author_id": issue["author"]["id"],
+                "confidential": self.confidential,
+                "created_at": issue["created_at"],
+                "updated_at": updated,
+                "closed_at": closed_at,
+                "due_date": issue["due_date"],
+                "severity": issue["severity"],
+                "state": state,
+                "action": action,
+                "type": self.type_name,
+                "labels": labels,
+            },
+            "labels": labels,
+        })
+    }
+}
+
+/// The work item type as hooks name it (`Issue`, `Incident`); the API's `type` is `ISSUE`.
+fn issue_type_name(issue: &Value) -> Option<String> {
+    issue["type"]
+        .as_str()
+        .or(issue["issue_type"].as_str())
+        .map(|t| {
+            let t = t.to_ascii_lowercase().replace('_', " ");
+            let mut c = t.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+}
+
 /// An issue's `open` and (when closed) `close` hooks; 1 when the issue is in the window. A
 /// reopened issue gets its history: a `close` and a `reopen` hook per turn.
 fn issue_deliveries(
@@ -566,73 +744,25 @@ fn issue_deliveries(
     } else {
         ("Issue Hook", "issue")
     };
-    // The hook names the work item type (`Issue`, `Incident`) as `type`; the API as `ISSUE`.
-    let type_name = issue["type"]
-        .as_str()
-        .or(issue["issue_type"].as_str())
-        .map(|t| {
-            let t = t.to_ascii_lowercase().replace('_', " ");
-            let mut c = t.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        });
-    let labels = labels(issue);
-    let object = iid.to_string();
-    let hook = |action: &str, state: &str, updated: &Value, closed_at: &Value| {
-        json!({
-            "object_kind": kind,
-            "event_type": kind,
-            "user": issue["author"],
-            "project": ctx.project,
-            "repository": ctx.repository,
-            "object_attributes": {
-                "id": issue["id"],
-                "iid": iid,
-                "title": issue["title"],
-                "description": issue["description"],
-                "url": issue["web_url"],
-                "project_id": ctx.id,
-                "author_id": issue["author"]["id"],
-                "confidential": confidential,
-                "created_at": issue["created_at"],
-                "updated_at": updated,
-                "closed_at": closed_at,
-                "due_date": issue["due_date"],
-                "severity": issue["severity"],
-                "state": state,
-                "action": action,
-                "type": type_name,
-                "labels": labels,
-            },
-            "labels": labels,
-        })
+    let hook = IssueHook {
+        issue,
+        ctx,
+        iid,
+        kind,
+        confidential,
+        type_name: issue_type_name(issue),
+        labels: labels(issue),
     };
+    let object = iid.to_string();
     out.push(delivery(
         event,
         "open",
         &object,
         &text(issue, "created_at"),
-        hook("open", "opened", &issue["created_at"], &Value::Null),
+        hook.body("open", "opened", &issue["created_at"], &Value::Null),
     ));
     if turns.iter().any(|t| t.1 == "reopen") {
-        for (at, action, written) in turns {
-            if !w.not_after(*at) {
-                break;
-            }
-            let (state, closed_at) = if *action == "close" {
-                ("closed", json!(written))
-            } else {
-                ("opened", Value::Null)
-            };
-            out.push(delivery(
-                event,
-                action,
-                &object,
-                written,
-                hook(action, state, &json!(written), &closed_at),
-            ));
-        }
+        issue_turns(&hook, event, turns, w, out);
         return Ok(1);
     }
     if closed.is_some_and(|c| w.not_after(c)) {
@@ -641,48 +771,63 @@ fn issue_deliveries(
             "close",
             &object,
             &text(issue, "closed_at"),
-            hook("close", "closed", &issue["closed_at"], &issue["closed_at"]),
+            hook.body("close", "closed", &issue["closed_at"], &issue["closed_at"]),
         ));
     }
     Ok(1)
 }
 
-/// A merge request's `open` and (when merged or closed) `merge` or `close` hooks.
-fn mr_deliveries(
-    mr: &Value,
-    ctx: &Project,
+/// A reopened issue's history: a `close` or `reopen` hook per turn, up to the window's end.
+fn issue_turns(
+    hook: &IssueHook<'_>,
+    event: &str,
+    turns: &[Turn],
     w: &Window,
-    ep: &str,
     out: &mut Vec<Recorded>,
-) -> anyhow::Result<u64> {
-    let iid = field_u64(mr, "iid", ep)?;
-    field_str(mr, "title", ep)?;
-    field_str(mr, "source_branch", ep)?;
-    field_str(mr, "target_branch", ep)?;
-    let state = field_str(mr, "state", ep)?;
-    let created = field_time(mr, "created_at", ep)?;
-    let merged_at = opt_time(mr, "merged_at", ep)?;
-    let closed_at = opt_time(mr, "closed_at", ep)?;
-    let ended = match state {
-        "merged" => Some((
-            "merge",
-            merged_at.or(closed_at).or(opt_time(mr, "updated_at", ep)?),
-        )),
-        "closed" => Some(("close", closed_at.or(opt_time(mr, "updated_at", ep)?))),
-        _ => None,
-    };
-    let ended_at = ended.and_then(|e| e.1);
-    let in_window = w.contains(created) || ended_at.is_some_and(|c| w.contains(c));
-    if !in_window || !w.not_after(created) {
-        return Ok(0);
+) {
+    let object = hook.iid.to_string();
+    for (at, action, written) in turns {
+        if !w.not_after(*at) {
+            break;
+        }
+        let (state, closed_at) = if *action == "close" {
+            ("closed", json!(written))
+        } else {
+            ("opened", Value::Null)
+        };
+        out.push(delivery(
+            event,
+            action,
+            &object,
+            written,
+            hook.body(action, state, &json!(written), &closed_at),
+        ));
     }
-    let object = iid.to_string();
-    let labels = labels(mr);
-    let sha = mr["sha"].as_str();
-    let hook = |action: &str, state: &str, updated: &Value, end: Option<(&str, &Value)>| {
+}
+
+/// A merge request as its hooks describe it.
+struct MrHook<'a> {
+    mr: &'a Value,
+    ctx: &'a Project,
+    iid: u64,
+    labels: Value,
+}
+
+impl MrHook<'_> {
+    /// The hook's body for `action`, the merge request then in `state`; `end` is its
+    /// `merged_at` or `closed_at`.
+    fn body(
+        &self,
+        action: &str,
+        state: &str,
+        updated: &Value,
+        end: Option<(&str, &Value)>,
+    ) -> Value {
+        let (mr, ctx, labels) = (self.mr, self.ctx, &self.labels);
+        let sha = mr["sha"].as_str();
         let mut attrs = json!({
             "id": mr["id"],
-            "iid": iid,
+            "iid": self.iid,
             "title": mr["title"],
             "description": mr["description"],
             "url": mr["web_url"],
@@ -719,13 +864,51 @@ fn mr_deliveries(
             "object_attributes": attrs,
             "labels": labels,
         })
+    }
+}
+
+/// A merge request's `open` and (when merged or closed) `merge` or `close` hooks.
+fn mr_deliveries(
+    mr: &Value,
+    ctx: &Project,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let iid = field_u64(mr, "iid", ep)?;
+    field_str(mr, "title", ep)?;
+    field_str(mr, "source_branch", ep)?;
+    field_str(mr, "target_branch", ep)?;
+    let state = field_str(mr, "state", ep)?;
+    let created = field_time(mr, "created_at", ep)?;
+    let merged_at = opt_time(mr, "merged_at", ep)?;
+    let closed_at = opt_time(mr, "closed_at", ep)?;
+    let ended = match state {
+        "merged" => Some((
+            "merge",
+            merged_at.or(closed_at).or(opt_time(mr, "updated_at", ep)?),
+        )),
+        "closed" => Some(("close", closed_at.or(opt_time(mr, "updated_at", ep)?))),
+        _ => None,
+    };
+    let ended_at = ended.and_then(|e| e.1);
+    let in_window = w.contains(created) || ended_at.is_some_and(|c| w.contains(c));
+    if !in_window || !w.not_after(created) {
+        return Ok(0);
+    }
+    let object = iid.to_string();
+    let hook = MrHook {
+        mr,
+        ctx,
+        iid,
+        labels: labels(mr),
     };
     out.push(delivery(
         "Merge Request Hook",
         "open",
         &object,
         &text(mr, "created_at"),
-        hook("open", "opened", &mr["created_at"], None),
+        hook.body("open", "opened", &mr["created_at"], None),
     ));
     if let Some((action, Some(at))) = ended {
         if w.not_after(at) {
@@ -740,7 +923,7 @@ fn mr_deliveries(
                 action,
                 &object,
                 &iso_ms(at),
-                hook(action, state, &written, Some((key, &written))),
+                hook.body(action, state, &written, Some((key, &written))),
             ));
         }
     }
@@ -1074,16 +1257,32 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
         field_time(c, "committed_date", ep)?;
         by_sha.insert(sha, c);
     }
-    let parents = |c: &Value| -> Vec<String> {
-        c["parent_ids"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let mut out = Vec::new();
+    for (after, group) in push_groups(commits, &by_sha) {
+        out.push(push_of(after, group, &by_sha, ep)?);
+    }
+    Ok(out)
+}
+
+/// A commit's parents' SHAs, first parent first.
+fn parent_ids(c: &Value) -> Vec<String> {
+    c["parent_ids"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The commits grouped by push, oldest push first: (the push's head, its commits). Each
+/// first-parent commit from the newest heads a push with the commits its other parents
+/// brought; a commit left out of every group is a push of its own.
+fn push_groups<'a>(
+    commits: &'a [Value],
+    by_sha: &HashMap<&'a str, &'a Value>,
+) -> Vec<(&'a str, Vec<&'a Value>)> {
     let mut chain: Vec<&str> = Vec::new();
     let mut on_chain: HashSet<&str> = HashSet::new();
     let mut at = commits.first().and_then(|c| c["id"].as_str());
@@ -1100,7 +1299,7 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
     for sha in chain.iter().rev() {
         let c = by_sha[sha];
         let mut group = vec![c];
-        let mut todo: Vec<String> = parents(c).into_iter().skip(1).collect();
+        let mut todo: Vec<String> = parent_ids(c).into_iter().skip(1).collect();
         while let Some(p) = todo.pop() {
             let Some((&psha, pc)) = by_sha.get_key_value(p.as_str()) else {
                 continue;
@@ -1109,7 +1308,7 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
                 continue;
             }
             group.push(pc);
-            todo.extend(parents(pc));
+            todo.extend(parent_ids(pc));
         }
         groups.push((sha, group));
     }
@@ -1119,47 +1318,53 @@ fn pushes(commits: &[Value], ep: &str) -> anyhow::Result<Vec<Push>> {
             groups.push((sha, vec![c]));
         }
     }
-    let mut out = Vec::new();
-    for (after, group) in groups {
-        let mut cs: Vec<(Time, String, Value)> = Vec::new();
-        for c in group {
-            let sha = text(c, "id");
-            let t = field_time(c, "committed_date", ep)?;
-            cs.push((
-                t,
-                sha.clone(),
-                json!({
-                    "id": sha,
-                    "message": c["message"],
-                    "title": c["title"],
-                    "timestamp": c["committed_date"],
-                    "url": c["web_url"],
-                    "author": {"name": c["author_name"], "email": c["author_email"]},
-                    "added": [],
-                    "modified": [],
-                    "removed": [],
-                }),
-            ));
-        }
-        cs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let total = cs.len();
-        let commits: Vec<Value> = cs
-            .into_iter()
-            .skip(total.saturating_sub(PUSH_COMMITS_LIMIT))
-            .map(|c| c.2)
-            .collect();
-        let before = by_sha[after]["parent_ids"][0]
-            .as_str()
-            .unwrap_or("0000000000000000000000000000000000000000")
-            .to_string();
-        out.push(Push {
-            before,
-            after: after.to_string(),
-            commits,
-            total,
-        });
+    groups
+}
+
+/// One push to `after`: its commits oldest first, the newest [`PUSH_COMMITS_LIMIT`] kept.
+fn push_of(
+    after: &str,
+    group: Vec<&Value>,
+    by_sha: &HashMap<&str, &Value>,
+    ep: &str,
+) -> anyhow::Result<Push> {
+    let mut cs: Vec<(Time, String, Value)> = Vec::new();
+    for c in group {
+        let sha = text(c, "id");
+        let t = field_time(c, "committed_date", ep)?;
+        cs.push((
+            t,
+            sha.clone(),
+            json!({
+                "id": sha,
+                "message": c["message"],
+                "title": c["title"],
+                "timestamp": c["committed_date"],
+                "url": c["web_url"],
+                "author": {"name": c["author_name"], "email": c["author_email"]},
+                "added": [],
+                "modified": [],
+                "removed": [],
+            }),
+        ));
     }
-    Ok(out)
+    cs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let total = cs.len();
+    let commits: Vec<Value> = cs
+        .into_iter()
+        .skip(total.saturating_sub(PUSH_COMMITS_LIMIT))
+        .map(|c| c.2)
+        .collect();
+    let before = by_sha[after]["parent_ids"][0]
+        .as_str()
+        .unwrap_or("0000000000000000000000000000000000000000")
+        .to_string();
+    Ok(Push {
+        before,
+        after: after.to_string(),
+        commits,
+        total,
+    })
 }
 
 fn push_delivery(ctx: &Project, branch: &str, p: Push) -> Recorded {

@@ -408,7 +408,7 @@ fn changes_resolution(h: &Value) -> bool {
 /// was created in the window), then a `jira:issue_updated` per history in the window.
 fn issue_deliveries(
     issue: &Value,
-    mut histories: Vec<Value>,
+    histories: Vec<Value>,
     statuses: &HashMap<String, Value>,
     opts: &Options,
     ep: &str,
@@ -418,6 +418,61 @@ fn issue_deliveries(
     let key = field_str(issue, "key", ep)?.to_string();
     let created = parse_time(issue, "fields.created", ep)?;
     let in_window = |t: Time| t >= opts.since && opts.until.is_none_or(|u| t <= u);
+    let (histories, times) = oldest_first(histories, log_ep)?;
+    let current = issue["fields"]
+        .as_object()
+        .cloned()
+        .context("fields is an object")?;
+    let last_resolution = histories.iter().rposition(changes_resolution);
+    let mut fields = created_fields(issue, &current, &histories, last_resolution, statuses);
+    let hooks = IssueHooks { issue, key: &key };
+    if in_window(created) {
+        let written = issue["fields"]["created"].as_str().unwrap_or_default();
+        hooks.push(
+            out,
+            "jira:issue_created",
+            "created",
+            written,
+            json!({
+                "timestamp": created.timestamp_millis(),
+                "webhookEvent": "jira:issue_created",
+                "issue_event_type_name": "issue_created",
+                "user": issue["fields"]["creator"],
+                "issue": hooks.issue_obj(&fields),
+            }),
+        );
+    }
+    for (n, (h, at)) in histories.iter().zip(&times).enumerate() {
+        let last = Some(n) == last_resolution;
+        apply_history(&mut fields, h, last, &current, statuses);
+        if !in_window(*at) {
+            continue;
+        }
+        let hid = match &h["id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        hooks.push(
+            out,
+            "jira:issue_updated",
+            &hid,
+            h["created"].as_str().unwrap_or_default(),
+            json!({
+                "timestamp": at.timestamp_millis(),
+                "webhookEvent": "jira:issue_updated",
+                "issue_event_type_name": "issue_generic",
+                "user": h["author"],
+                "issue": hooks.issue_obj(&fields),
+                "changelog": {"id": hid, "items": h["items"]},
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// An issue's changelog histories checked, oldest first (the embedded changelog is newest
+/// first; ties by ID), with their times.
+fn oldest_first(histories: Vec<Value>, log_ep: &str) -> anyhow::Result<(Vec<Value>, Vec<Time>)> {
     let mut times = Vec::new();
     for h in &histories {
         field(h, "id", log_ep)?;
@@ -426,7 +481,6 @@ fn issue_deliveries(
             .with_context(|| format!("{log_ep}: field \"items\" is not a list"))?;
         times.push(parse_time(h, "created", log_ep)?);
     }
-    // Oldest first (the embedded changelog is newest first); ties by ID.
     let mut order: Vec<usize> = (0..histories.len()).collect();
     let id_num = |h: &Value| {
         h["id"]
@@ -435,21 +489,26 @@ fn issue_deliveries(
             .unwrap_or_default()
     };
     order.sort_by_key(|&i| (times[i], id_num(&histories[i])));
-    histories = order.iter().map(|&i| histories[i].clone()).collect();
-    times = order.iter().map(|&i| times[i]).collect();
+    let histories = order.iter().map(|&i| histories[i].clone()).collect();
+    let times = order.iter().map(|&i| times[i]).collect();
+    Ok((histories, times))
+}
 
-    let current = issue["fields"]
-        .as_object()
-        .cloned()
-        .context("fields is an object")?;
-    // The fields as created: every history undone, newest first.
+/// The fields as created: every history undone, newest first; `updated` and `resolutiondate`
+/// as of the creation.
+fn created_fields(
+    issue: &Value,
+    current: &Map<String, Value>,
+    histories: &[Value],
+    last_resolution: Option<usize>,
+    statuses: &HashMap<String, Value>,
+) -> Map<String, Value> {
     let mut fields = current.clone();
     for h in histories.iter().rev() {
         for item in h["items"].as_array().into_iter().flatten().rev() {
             set_side(&mut fields, item, false, statuses);
         }
     }
-    let last_resolution = histories.iter().rposition(changes_resolution);
     let created_str = issue["fields"]["created"].clone();
     fields.insert(
         "resolutiondate".into(),
@@ -465,79 +524,65 @@ fn issue_deliveries(
             Value::Null
         },
     );
-    fields.insert("updated".into(), created_str.clone());
+    fields.insert("updated".into(), created_str);
+    fields
+}
 
-    let issue_obj = |fields: &Map<String, Value>| {
+/// Applies one history to `fields`: its items, its time as `updated`, and (when it changes the
+/// resolution) `resolutiondate`, the issue's own for the `last` such history.
+fn apply_history(
+    fields: &mut Map<String, Value>,
+    h: &Value,
+    last: bool,
+    current: &Map<String, Value>,
+    statuses: &HashMap<String, Value>,
+) {
+    for item in h["items"].as_array().into_iter().flatten() {
+        set_side(fields, item, true, statuses);
+    }
+    let written = h["created"].clone();
+    if changes_resolution(h) {
+        let resolved = fields.get("resolution").is_some_and(|r| !r.is_null());
+        let date = match (resolved, last) {
+            (false, _) => Value::Null,
+            (true, true) => current
+                .get("resolutiondate")
+                .filter(|d| !d.is_null())
+                .cloned()
+                .unwrap_or_else(|| written.clone()),
+            (true, false) => written.clone(),
+        };
+        fields.insert("resolutiondate".into(), date);
+    }
+    fields.insert("updated".into(), written);
+}
+
+/// One issue's webhook deliveries.
+struct IssueHooks<'a> {
+    issue: &'a Value,
+    key: &'a str,
+}
+
+impl IssueHooks<'_> {
+    /// The webhook's `issue` object with these fields.
+    fn issue_obj(&self, fields: &Map<String, Value>) -> Value {
         json!({
-            "id": issue["id"],
-            "self": issue["self"],
-            "key": key,
+            "id": self.issue["id"],
+            "self": self.issue["self"],
+            "key": self.key,
             "fields": fields,
         })
-    };
-    let mut push = |event: &str, object: &str, written: &str, body: Value| {
-        let id = delivery_id(SOURCE, event, &key, object, written);
+    }
+
+    /// Records one delivery, identified by (event, issue, object, time written).
+    fn push(&self, out: &mut Vec<Recorded>, event: &str, object: &str, written: &str, body: Value) {
+        let key = self.key;
+        let id = delivery_id(SOURCE, event, key, object, written);
         out.push(recorded(
             SOURCE,
             &[("x-atlassian-webhook-identifier", id)],
             &body,
             format!("jira/{event}/{key}/{object}"),
         ));
-    };
-    if in_window(created) {
-        let written = created_str.as_str().unwrap_or_default();
-        push(
-            "jira:issue_created",
-            "created",
-            written,
-            json!({
-                "timestamp": created.timestamp_millis(),
-                "webhookEvent": "jira:issue_created",
-                "issue_event_type_name": "issue_created",
-                "user": issue["fields"]["creator"],
-                "issue": issue_obj(&fields),
-            }),
-        );
     }
-    for (n, (h, at)) in histories.iter().zip(&times).enumerate() {
-        for item in h["items"].as_array().into_iter().flatten() {
-            set_side(&mut fields, item, true, statuses);
-        }
-        let written = h["created"].clone();
-        if changes_resolution(h) {
-            let resolved = fields.get("resolution").is_some_and(|r| !r.is_null());
-            let date = match (resolved, Some(n) == last_resolution) {
-                (false, _) => Value::Null,
-                (true, true) => current
-                    .get("resolutiondate")
-                    .filter(|d| !d.is_null())
-                    .cloned()
-                    .unwrap_or_else(|| written.clone()),
-                (true, false) => written.clone(),
-            };
-            fields.insert("resolutiondate".into(), date);
-        }
-        fields.insert("updated".into(), written.clone());
-        if !in_window(*at) {
-            continue;
-        }
-        let hid = match &h["id"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        push(
-            "jira:issue_updated",
-            &hid,
-            written.as_str().unwrap_or_default(),
-            json!({
-                "timestamp": at.timestamp_millis(),
-                "webhookEvent": "jira:issue_updated",
-                "issue_event_type_name": "issue_generic",
-                "user": h["author"],
-                "issue": issue_obj(&fields),
-                "changelog": {"id": hid, "items": h["items"]},
-            }),
-        );
-    }
-    Ok(())
 }
