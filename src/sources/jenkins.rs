@@ -4,8 +4,8 @@
 //! fields we use) and its mapping to semantic-convention attributes live here and nowhere else.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{Config, ConfigError, Env, Options};
 use crate::model::attr;
@@ -176,16 +176,15 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
 }
 
 /// The action of a notification phase, or why the phase is not used.
-fn phase_action(phase: &str) -> Result<Action, String> {
+fn phase_action(phase: &str) -> Result<Action, Ignored> {
     match phase.to_ascii_uppercase().as_str() {
         "STARTED" => Ok(Action::Open),
         "COMPLETED" | "FINALIZED" => Ok(Action::Close),
-        "QUEUED" => Err(
+        "QUEUED" => Err(Ignored::because(
             "jenkins phase QUEUED is not used: it stamps when the build entered the \
-             queue; the build's span opens when it STARTED"
-                .into(),
-        ),
-        other => Err(format!("jenkins phase {other:?} is not used")),
+             queue; the build's span opens when it STARTED",
+        )),
+        other => Err(Ignored::unused("jenkins phase", other)),
     }
 }
 

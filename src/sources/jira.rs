@@ -8,8 +8,8 @@
 //! without a lookup.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
@@ -212,9 +212,7 @@ fn translate(body: &[u8], config: &Config) -> Result<Translation, SourceError> {
         "jira:issue_created" | "jira:issue_updated" | "jira:issue_deleted"
     ) {
         // Comments, worklogs, sprints, versions, projects…: well-formed, not used.
-        return Ok(Translation::Ignored(format!(
-            "jira event {event:?} is not used"
-        )));
+        return Ok(Translation::Ignored(Ignored::unused("jira event", event)));
     }
     let env: Envelope = parse_json(SOURCE, body)?;
     let issue = env

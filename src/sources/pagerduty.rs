@@ -10,8 +10,8 @@
 //! deployment before the incident was triggered.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
@@ -169,9 +169,9 @@ pub fn signature_matches(secret: &str, body: &[u8], header: &str) -> bool {
 fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError> {
     let Some((action, reopened)) = action_of(&event.event_type) else {
         // Annotations, priority changes, reassignments, services, pings…: not used.
-        return Ok(Translation::Ignored(format!(
-            "pagerduty event {:?} is not used",
-            event.event_type
+        return Ok(Translation::Ignored(Ignored::unused(
+            "pagerduty event",
+            &event.event_type,
         )));
     };
     let incident: Incident = serde_json::from_value(event.data.clone()).map_err(|e| {
