@@ -16,7 +16,7 @@ use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
 use crate::model::timestamp;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Ending, Input, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use crate::sources::tracker;
 use chrono::{DateTime, Utc};
@@ -314,7 +314,7 @@ fn issue_event(
             )
         };
         w.end = Some(end);
-        w.outcome = Some(Outcome::ok(result));
+        w.outcome = Some(Ending::ok(result));
     }
     w.span_events.extend(
         status_items

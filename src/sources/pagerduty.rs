@@ -17,7 +17,7 @@ use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::{
-    set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Ending, Input, Kind, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use chrono::Timelike;
 use serde::Deserialize;
@@ -226,7 +226,7 @@ fn incident_event(event: &Event, incident: &Incident, action: Action, reopened: 
     w.time_fields = [start_field, "event.occurred_at"];
     if action == Action::Close {
         w.end = Some(event.occurred_at);
-        w.outcome = Some(Outcome::ok(WorkResult::Resolved));
+        w.outcome = Some(Ending::ok(WorkResult::Resolved));
     }
     if event.event_type == "incident.acknowledged" {
         w.span_events.push(SpanEvent {

@@ -13,21 +13,21 @@ use crate::model::refs::{
     deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
 };
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Kind, Outcome, ParentRef, Repo,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Ending, Kind, ParentRef, Repo,
     RepoTraits, ReviewState, ReviewerKind, SpanEvent, StepKind, WorkEvent, WorkResult,
 };
 use crate::sources::{tracker, vcs, Ignored, Translation};
 
 /// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
-pub fn pipeline_result(conclusion: &str) -> Outcome {
+pub fn pipeline_result(conclusion: &str) -> Ending {
     match conclusion {
-        "success" | "neutral" => Outcome::ok(WorkResult::Success),
-        "skipped" => Outcome::ok(WorkResult::Skip),
-        "cancelled" => Outcome::ok(WorkResult::Cancellation),
-        "timed_out" => Outcome::failed(WorkResult::Timeout),
-        "startup_failure" => Outcome::failed(WorkResult::Error),
+        "success" | "neutral" => Ending::ok(WorkResult::Success),
+        "skipped" => Ending::ok(WorkResult::Skip),
+        "cancelled" => Ending::ok(WorkResult::Cancellation),
+        "timed_out" => Ending::failed(WorkResult::Timeout),
+        "startup_failure" => Ending::failed(WorkResult::Error),
         // failure, action_required, stale, and anything new GitHub adds.
-        _ => Outcome::failed(WorkResult::Failure),
+        _ => Ending::failed(WorkResult::Failure),
     }
 }
 
@@ -129,7 +129,7 @@ impl Ctx<'_> {
                 .state_reason
                 .clone()
                 .unwrap_or_else(|| "completed".into());
-            w.outcome = Some(Outcome::ok(
+            w.outcome = Some(Ending::ok(
                 if kind == Kind::Issue && reason == "not_planned" {
                     WorkResult::NotPlanned
                 } else {
@@ -178,7 +178,7 @@ impl Ctx<'_> {
         w.head_sha = Some(pr.head.sha.clone());
         let state = if act == Action::Close {
             let merged = pr.merged || pr.merged_at.is_some();
-            w.outcome = Some(Outcome::ok(if merged {
+            w.outcome = Some(Ending::ok(if merged {
                 WorkResult::Merged
             } else {
                 WorkResult::Closed
@@ -399,17 +399,17 @@ impl Ctx<'_> {
             None => (Action::Open, None, None),
             Some("success") => (
                 Action::Close,
-                Some(Outcome::ok(WorkResult::Success)),
+                Some(Ending::ok(WorkResult::Success)),
                 status.map(|s| s.created_at),
             ),
             Some("failure") => (
                 Action::Close,
-                Some(Outcome::failed(WorkResult::Failure)),
+                Some(Ending::failed(WorkResult::Failure)),
                 status.map(|s| s.created_at),
             ),
             Some("error") => (
                 Action::Close,
-                Some(Outcome::failed(WorkResult::Error)),
+                Some(Ending::failed(WorkResult::Error)),
                 status.map(|s| s.created_at),
             ),
             Some(_) => (Action::Update, None, None),

@@ -10,18 +10,18 @@ use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::team_from_labels;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Input, Kind, Outcome, ParentRef, Repo,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Ending, Input, Kind, ParentRef, Repo,
     RepoTraits, ReviewState, ReviewerKind, StepKind, Time, WorkEvent, WorkResult,
 };
 use crate::sources::{tracker, vcs, Ignored, Translation};
 
 /// Maps a GitLab pipeline or job status onto `cicd.pipeline.result`; `None` while it runs.
-pub fn pipeline_result(status: &str) -> Option<Outcome> {
+pub fn pipeline_result(status: &str) -> Option<Ending> {
     Some(match status {
-        "success" => Outcome::ok(WorkResult::Success),
-        "failed" => Outcome::failed(WorkResult::Failure),
-        "canceled" => Outcome::ok(WorkResult::Cancellation),
-        "skipped" => Outcome::ok(WorkResult::Skip),
+        "success" => Ending::ok(WorkResult::Success),
+        "failed" => Ending::failed(WorkResult::Failure),
+        "canceled" => Ending::ok(WorkResult::Cancellation),
+        "skipped" => Ending::ok(WorkResult::Skip),
         _ => return None,
     })
 }
@@ -154,7 +154,7 @@ impl<'a> Ctx<'a> {
         w.reopened = reopened;
         w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
         if act == Action::Close {
-            w.outcome = Some(Outcome::ok(tracker::closed_result(kind)));
+            w.outcome = Some(Ending::ok(tracker::closed_result(kind)));
         }
         let a = &mut w.attributes;
         a.insert(attr::ISSUE_NUMBER.into(), (issue.iid as i64).into());
@@ -193,7 +193,7 @@ impl<'a> Ctx<'a> {
         w.head_branch = Some(mr.source_branch.clone());
         w.head_sha = mr.last_commit.as_ref().map(|c| c.id.clone());
         let state = if act == Action::Close {
-            w.outcome = Some(Outcome::ok(if merged {
+            w.outcome = Some(Ending::ok(if merged {
                 WorkResult::Merged
             } else {
                 WorkResult::Closed
@@ -315,7 +315,7 @@ impl<'a> Ctx<'a> {
         &self,
         h: &PipelineHook,
         act: Action,
-        outcome: Option<Outcome>,
+        outcome: Option<Ending>,
         pipeline_name: &str,
     ) -> WorkEvent {
         let p = &h.object_attributes;
@@ -467,7 +467,7 @@ impl<'a> Ctx<'a> {
                 t.finished_at
                     .unwrap_or_else(|| started + secs_delta(t.duration.unwrap_or(0.0))),
             );
-            w.outcome = outcome.map(|o| Outcome {
+            w.outcome = outcome.map(|o| Ending {
                 // A job allowed to fail fails without failing its pipeline.
                 error: o.error && !t.allow_failure,
                 ..o
@@ -520,9 +520,9 @@ impl<'a> Ctx<'a> {
     pub(super) fn deployment(&self, h: &DeploymentHook) -> Result<WorkEvent, Ignored> {
         let (act, outcome) = match h.status.as_str() {
             "running" => (Action::Open, None),
-            "success" => (Action::Close, Some(Outcome::ok(WorkResult::Success))),
-            "failed" => (Action::Close, Some(Outcome::failed(WorkResult::Failure))),
-            "canceled" => (Action::Close, Some(Outcome::ok(WorkResult::Cancellation))),
+            "success" => (Action::Close, Some(Ending::ok(WorkResult::Success))),
+            "failed" => (Action::Close, Some(Ending::failed(WorkResult::Failure))),
+            "canceled" => (Action::Close, Some(Ending::ok(WorkResult::Cancellation))),
             other => return Err(Ignored::unused("gitlab deployment status", other)),
         };
         let mut w = self.work(

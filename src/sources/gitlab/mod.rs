@@ -198,25 +198,25 @@ fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, 
 mod tests {
     use super::mapping::pipeline_result;
     use super::*;
-    use crate::model::{Outcome, WorkResult};
+    use crate::model::{Ending, WorkResult};
 
     #[test]
     fn status_mapping() {
         assert_eq!(
             pipeline_result("success"),
-            Some(Outcome::ok(WorkResult::Success))
+            Some(Ending::ok(WorkResult::Success))
         );
         assert_eq!(
             pipeline_result("failed"),
-            Some(Outcome::failed(WorkResult::Failure))
+            Some(Ending::failed(WorkResult::Failure))
         );
         assert_eq!(
             pipeline_result("canceled"),
-            Some(Outcome::ok(WorkResult::Cancellation))
+            Some(Ending::ok(WorkResult::Cancellation))
         );
         assert_eq!(
             pipeline_result("skipped"),
-            Some(Outcome::ok(WorkResult::Skip))
+            Some(Ending::ok(WorkResult::Skip))
         );
         assert_eq!(pipeline_result("running"), None);
         assert_eq!(pipeline_result("pending"), None);
