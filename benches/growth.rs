@@ -27,7 +27,7 @@ use std::time::Instant;
 use valuestream::config::Config;
 use valuestream::engine::{keys, scope, Engine};
 use valuestream::model::{
-    Action, Commit, Input, Kind, Outcome, Push, Repo, Time, WorkEvent, WorkResult,
+    Action, Commit, Ending, Input, Kind, Push, Repo, Time, WorkEvent, WorkResult,
 };
 use valuestream::store::embedded::EmbeddedStore;
 use valuestream::store::memory::MemoryStore;
@@ -154,7 +154,7 @@ fn merged(n: usize) -> Vec<Input> {
     ev.start = Some(at - TimeDelta::hours(3));
     ev.end = Some(at);
     ev.at = Some(at);
-    ev.outcome = Some(Outcome::ok(WorkResult::Merged));
+    ev.outcome = Some(Ending::ok(WorkResult::Merged));
     ev.merge_sha = Some(sha(n));
     let push = Push {
         repo: Repo::new(REPO),
@@ -189,7 +189,7 @@ fn deployment(n: usize) -> Input {
     ev.end = Some(start + TimeDelta::seconds(20));
     ev.at = ev.end;
     ev.head_sha = Some(sha(n));
-    ev.outcome = Some(Outcome::ok(WorkResult::Success));
+    ev.outcome = Some(Ending::ok(WorkResult::Success));
     Input::Work(ev)
 }
 

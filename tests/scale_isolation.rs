@@ -14,7 +14,7 @@ use valuestream::engine::{keys, Engine};
 use valuestream::export::otlp::{OtlpExporter, OtlpSettings};
 use valuestream::model::attr;
 use valuestream::model::{
-    Action, AttrValue, Commit, Input, Kind, Outcome, Push, Repo, Time, WorkEvent, WorkResult,
+    Action, AttrValue, Commit, Ending, Input, Kind, Push, Repo, Time, WorkEvent, WorkResult,
 };
 use valuestream::pipeline::Pipeline;
 use valuestream::store::embedded::EmbeddedStore;
@@ -35,7 +35,7 @@ fn change(repo: &str, n: usize, merged: Time) -> Input {
     ev.start = Some(merged - TimeDelta::hours(2));
     ev.end = Some(merged);
     ev.at = Some(merged);
-    ev.outcome = Some(Outcome::ok(WorkResult::Merged));
+    ev.outcome = Some(Ending::ok(WorkResult::Merged));
     ev.merge_sha = Some(format!("{n:040x}"));
     Input::Work(ev)
 }
@@ -75,9 +75,9 @@ fn deployment(repo: &str, id: &str, start: Time, ok: bool) -> Input {
     ev.end = Some(start + TimeDelta::minutes(10));
     ev.at = ev.end;
     ev.outcome = Some(if ok {
-        Outcome::ok(WorkResult::Success)
+        Ending::ok(WorkResult::Success)
     } else {
-        Outcome::failed(WorkResult::Failure)
+        Ending::failed(WorkResult::Failure)
     });
     Input::Work(ev)
 }

@@ -10,7 +10,7 @@
 
 use crate::model::{attr, ids};
 use crate::model::{
-    Action, Attrs, ChangeStep, Kind, Outcome, ParentRef, Repo, RepoTraits, SpanEvent, Time,
+    Action, Attrs, ChangeStep, Ending, Kind, ParentRef, Repo, RepoTraits, SpanEvent, Time,
     WorkEvent, WorkResult,
 };
 use chrono::DateTime;
@@ -203,7 +203,7 @@ pub struct Gen {
     pub start: Option<Time>,
     /// Set when the generation is closed.
     pub end: Option<Time>,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<Ending>,
     pub attributes: Attrs,
     pub events: Vec<SpanEvent>,
     pub parents: Vec<ParentRef>,
@@ -419,7 +419,7 @@ pub fn head_shas(facts: &[Fact]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttrValue, Outcome};
+    use crate::model::{AttrValue, Ending};
 
     fn t(s: &str) -> Time {
         s.parse().unwrap()
@@ -431,7 +431,7 @@ mod tests {
         w.end = end.map(t);
         w.at = at.map(t);
         if action == Action::Close {
-            w.outcome = Some(Outcome::ok(WorkResult::Closed));
+            w.outcome = Some(Ending::ok(WorkResult::Closed));
         }
         w
     }

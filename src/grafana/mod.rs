@@ -81,7 +81,7 @@ pub struct Imported {
 
 /// What a run did.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct InstallReport {
     /// What the server supports.
     pub server: Server,
     pub datasource: InstalledDatasource,
@@ -326,7 +326,7 @@ async fn ensure_folder(api: &Api, title: &str) -> Result<(String, Change), Grafa
 }
 
 /// Installs the data source, the folder and every embedded dashboard.
-pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
+pub async fn install(opts: &Install) -> Result<InstallReport, GrafanaError> {
     opts.validate()?;
     let api = Api::new(&opts.url, &opts.token, opts.timeout)?;
     let server = datasource::detect(&api).await?;
@@ -381,7 +381,7 @@ pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
             ),
         });
     }
-    Ok(Outcome {
+    Ok(InstallReport {
         server,
         datasource: ds,
         folder_uid,
@@ -391,7 +391,7 @@ pub async fn install(opts: &Install) -> Result<Outcome, GrafanaError> {
     })
 }
 
-impl Outcome {
+impl InstallReport {
     /// What a run did, one line per object.
     pub fn summary(&self) -> String {
         let mut s =

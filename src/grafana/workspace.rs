@@ -6,7 +6,7 @@
 //! [`TOKEN_SECONDS`], then the install with it, then `DeleteWorkspaceServiceAccountToken`,
 //! whether the install succeeded or not.
 
-use super::{install, GrafanaError, Install, Outcome, REGION};
+use super::{install, GrafanaError, Install, InstallReport, REGION};
 use aws_sdk_grafana::types::Role;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,14 +33,14 @@ pub struct Workspace {
 
 /// What a run did in the workspace.
 #[derive(Debug)]
-pub struct WorkspaceOutcome {
+pub struct WorkspaceReport {
     pub url: String,
     pub service_account_id: String,
     pub service_account: super::Change,
-    pub install: Outcome,
+    pub install: InstallReport,
 }
 
-impl WorkspaceOutcome {
+impl WorkspaceReport {
     pub fn summary(&self) -> String {
         format!(
             "workspace Grafana {}\nservice account {SERVICE_ACCOUNT:?} (id {}, role Admin): {}\n\
@@ -106,7 +106,7 @@ where
 pub async fn install_in_workspace(
     ws: &Workspace,
     opts: &Install,
-) -> Result<WorkspaceOutcome, GrafanaError> {
+) -> Result<WorkspaceReport, GrafanaError> {
     check_flags(ws, opts)?;
     let (aws, region) = client(ws, opts).await?;
     let id = ws.id.as_str();
@@ -142,7 +142,7 @@ pub async fn install_in_workspace(
              {TOKEN_SECONDS} s)"
         )));
     match (installed, deleted) {
-        (Ok(install), Ok(_)) => Ok(WorkspaceOutcome {
+        (Ok(install), Ok(_)) => Ok(WorkspaceReport {
             url,
             service_account_id: account_id,
             service_account: account,

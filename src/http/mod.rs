@@ -345,7 +345,8 @@ async fn webhook(
     };
     let translated = verify_and_translate(entry, &delivery, &app.config)?;
     let inputs = match translated.translation {
-        Translation::Ignored(reason) => {
+        Translation::Ignored(ignored) => {
+            let reason = ignored.to_string();
             tracing::info!(source = entry.name, reason, "delivery ignored");
             let answer = Answer::ignored(translated.delivery_id, reason);
             return Ok((StatusCode::ACCEPTED, answer));

@@ -231,23 +231,24 @@ impl From<WorkResult> for AttrValue {
     }
 }
 
-/// How a work item ended: its result, and whether its span's status is an error.
+/// How a work item ended (a closing [`WorkEvent`]'s `outcome`): its result, and whether its
+/// span's status is an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct Ending {
     pub result: WorkResult,
     /// Whether the span's status is an error (failed run, failed deployment…).
     pub error: bool,
 }
 
-impl Outcome {
+impl Ending {
     pub fn ok(result: WorkResult) -> Self {
-        Outcome {
+        Ending {
             result,
             error: false,
         }
     }
     pub fn failed(result: WorkResult) -> Self {
-        Outcome {
+        Ending {
             result,
             error: true,
         }
@@ -547,7 +548,7 @@ pub struct WorkEvent {
     pub start: Option<Time>,
     /// When the item ended (payload time); required for `Close`.
     pub end: Option<Time>,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<Ending>,
     pub attributes: Attrs,
     /// Parent candidates, best first.
     #[serde(default)]

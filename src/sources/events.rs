@@ -19,7 +19,7 @@ use crate::model::ids::item_key;
 use crate::model::refs::{tracker_item_key, tracker_keys, vstrace_parents};
 use crate::model::time::{earliest, MAX_AHEAD};
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, ChangeStep, Input, Kind, Outcome, ParentRef, Repo,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Ending, Input, Kind, ParentRef, Repo,
     ReviewState, ReviewerKind, SpanEvent, StepKind, Time, WorkEvent, WorkResult,
 };
 use chrono::{DateTime, Utc};
@@ -247,30 +247,30 @@ enum Phase {
     /// A change reopened after it was closed: a new span, from `started_at`.
     Reopen,
     Update,
-    Close(Outcome),
+    Close(Ending),
 }
 
 fn phase(kind: &str, status: &str) -> Option<Phase> {
     Some(match (kind, status) {
         ("incident", "triggered") => Phase::Open,
         ("incident", "acknowledged") => Phase::Update,
-        ("incident", "resolved") => Phase::Close(Outcome::ok(WorkResult::Resolved)),
+        ("incident", "resolved") => Phase::Close(Ending::ok(WorkResult::Resolved)),
         ("incident", _) => return None,
         ("change", "opened") => Phase::Open,
         ("change", "reopened") => Phase::Reopen,
         ("change", "updated") => Phase::Update,
-        ("change", "merged") => Phase::Close(Outcome::ok(WorkResult::Merged)),
-        ("change", "closed") => Phase::Close(Outcome::ok(WorkResult::Closed)),
+        ("change", "merged") => Phase::Close(Ending::ok(WorkResult::Merged)),
+        ("change", "closed") => Phase::Close(Ending::ok(WorkResult::Closed)),
         ("change", _) => return None,
         (_, "queued" | "started" | "running") => Phase::Open,
-        (_, "succeeded" | "success") => Phase::Close(Outcome::ok(WorkResult::Success)),
-        (_, "failed" | "failure") => Phase::Close(Outcome::failed(WorkResult::Failure)),
-        (_, "error") => Phase::Close(Outcome::failed(WorkResult::Error)),
-        (_, "timed_out" | "timeout") => Phase::Close(Outcome::failed(WorkResult::Timeout)),
+        (_, "succeeded" | "success") => Phase::Close(Ending::ok(WorkResult::Success)),
+        (_, "failed" | "failure") => Phase::Close(Ending::failed(WorkResult::Failure)),
+        (_, "error") => Phase::Close(Ending::failed(WorkResult::Error)),
+        (_, "timed_out" | "timeout") => Phase::Close(Ending::failed(WorkResult::Timeout)),
         // Not errors. A cancelled or skipped deployment neither shipped nor failed: the engine
         // counts it under its result but not as a success or a change failure.
-        (_, "cancelled" | "cancellation") => Phase::Close(Outcome::ok(WorkResult::Cancellation)),
-        (_, "skipped" | "skip") => Phase::Close(Outcome::ok(WorkResult::Skip)),
+        (_, "cancelled" | "cancellation") => Phase::Close(Ending::ok(WorkResult::Cancellation)),
+        (_, "skipped" | "skip") => Phase::Close(Ending::ok(WorkResult::Skip)),
         _ => return None,
     })
 }

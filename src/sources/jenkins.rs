@@ -4,15 +4,15 @@
 //! fields we use) and its mapping to semantic-convention attributes live here and nowhere else.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::ids::{item_key, short_hash};
 use crate::model::refs::vstrace_parents;
 use crate::model::{
-    set_opt, Action, Attrs, Input, Kind, Outcome, ParentRef, Repo, Time, WorkEvent, WorkResult,
+    set_opt, Action, Attrs, Ending, Input, Kind, ParentRef, Repo, Time, WorkEvent, WorkResult,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -139,13 +139,13 @@ impl Source for Jenkins {
 
 /// Maps a Jenkins build result onto `cicd.pipeline.result`. UNSTABLE (tests failed, the build
 /// itself went through) is a failure.
-pub fn build_result(status: &str) -> Outcome {
+pub fn build_result(status: &str) -> Ending {
     match status.to_ascii_uppercase().as_str() {
-        "SUCCESS" => Outcome::ok(WorkResult::Success),
-        "ABORTED" => Outcome::ok(WorkResult::Cancellation),
-        "NOT_BUILT" => Outcome::ok(WorkResult::Skip),
+        "SUCCESS" => Ending::ok(WorkResult::Success),
+        "ABORTED" => Ending::ok(WorkResult::Cancellation),
+        "NOT_BUILT" => Ending::ok(WorkResult::Skip),
         // FAILURE, UNSTABLE, and anything new Jenkins adds.
-        _ => Outcome::failed(WorkResult::Failure),
+        _ => Ending::failed(WorkResult::Failure),
     }
 }
 
@@ -176,16 +176,15 @@ fn translate(n: &Notification, job: &str, config: &Config) -> Result<Translation
 }
 
 /// The action of a notification phase, or why the phase is not used.
-fn phase_action(phase: &str) -> Result<Action, String> {
+fn phase_action(phase: &str) -> Result<Action, Ignored> {
     match phase.to_ascii_uppercase().as_str() {
         "STARTED" => Ok(Action::Open),
         "COMPLETED" | "FINALIZED" => Ok(Action::Close),
-        "QUEUED" => Err(
+        "QUEUED" => Err(Ignored::because(
             "jenkins phase QUEUED is not used: it stamps when the build entered the \
-             queue; the build's span opens when it STARTED"
-                .into(),
-        ),
-        other => Err(format!("jenkins phase {other:?} is not used")),
+             queue; the build's span opens when it STARTED",
+        )),
+        other => Err(Ignored::unused("jenkins phase", other)),
     }
 }
 
@@ -472,20 +471,17 @@ mod tests {
 
     #[test]
     fn status_mapping() {
-        assert_eq!(build_result("SUCCESS"), Outcome::ok(WorkResult::Success));
-        assert_eq!(
-            build_result("FAILURE"),
-            Outcome::failed(WorkResult::Failure)
-        );
+        assert_eq!(build_result("SUCCESS"), Ending::ok(WorkResult::Success));
+        assert_eq!(build_result("FAILURE"), Ending::failed(WorkResult::Failure));
         assert_eq!(
             build_result("UNSTABLE"),
-            Outcome::failed(WorkResult::Failure)
+            Ending::failed(WorkResult::Failure)
         );
         assert_eq!(
             build_result("ABORTED"),
-            Outcome::ok(WorkResult::Cancellation)
+            Ending::ok(WorkResult::Cancellation)
         );
-        assert_eq!(build_result("NOT_BUILT"), Outcome::ok(WorkResult::Skip));
+        assert_eq!(build_result("NOT_BUILT"), Ending::ok(WorkResult::Skip));
     }
 
     fn note(name: &str, url: Option<&str>) -> Notification {

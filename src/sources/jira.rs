@@ -8,15 +8,15 @@
 //! without a lookup.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::refs::{team_from_labels, tracker_item_key};
 use crate::model::timestamp;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, Input, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Attrs, Ending, Input, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use crate::sources::tracker;
 use chrono::{DateTime, Utc};
@@ -212,9 +212,7 @@ fn translate(body: &[u8], config: &Config) -> Result<Translation, SourceError> {
         "jira:issue_created" | "jira:issue_updated" | "jira:issue_deleted"
     ) {
         // Comments, worklogs, sprints, versions, projects…: well-formed, not used.
-        return Ok(Translation::Ignored(format!(
-            "jira event {event:?} is not used"
-        )));
+        return Ok(Translation::Ignored(Ignored::unused("jira event", event)));
     }
     let env: Envelope = parse_json(SOURCE, body)?;
     let issue = env
@@ -316,7 +314,7 @@ fn issue_event(
             )
         };
         w.end = Some(end);
-        w.outcome = Some(Outcome::ok(result));
+        w.outcome = Some(Ending::ok(result));
     }
     w.span_events.extend(
         status_items

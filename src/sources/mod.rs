@@ -6,6 +6,7 @@
 pub mod events;
 pub mod github;
 pub mod gitlab;
+pub mod ignored;
 pub mod jenkins;
 pub mod jira;
 pub mod pagerduty;
@@ -19,6 +20,7 @@ use crate::model::Input;
 use http::HeaderMap;
 
 pub use axum::http;
+pub use ignored::{Ignored, PushSkip};
 
 /// One received delivery, as the HTTP layer saw it.
 #[derive(Clone, Copy)]
@@ -42,7 +44,7 @@ pub enum Translation {
     /// Normalized inputs (possibly none, e.g. a `ping`).
     Inputs(Vec<Input>),
     /// A well-formed delivery of an event the service does not use, and why.
-    Ignored(String),
+    Ignored(Ignored),
 }
 
 #[derive(Debug)]

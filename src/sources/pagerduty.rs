@@ -10,14 +10,14 @@
 //! deployment before the incident was triggered.
 
 use super::{
-    authenticate_with, parse_json, signing_secret, verify, Delivery, Setting, Source, SourceEntry,
-    SourceError, Translated, Translation,
+    authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
+    SourceEntry, SourceError, Translated, Translation,
 };
 use crate::config::{repo_value, Config, ConfigError, Env, Options};
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::{
-    set_opt, Action, AttrValue, Input, Kind, Outcome, Repo, SpanEvent, Time, WorkEvent, WorkResult,
+    set_opt, Action, AttrValue, Ending, Input, Kind, Repo, SpanEvent, Time, WorkEvent, WorkResult,
 };
 use chrono::Timelike;
 use serde::Deserialize;
@@ -169,9 +169,9 @@ pub fn signature_matches(secret: &str, body: &[u8], header: &str) -> bool {
 fn translate(event: &Event, config: &Config) -> Result<Translation, SourceError> {
     let Some((action, reopened)) = action_of(&event.event_type) else {
         // Annotations, priority changes, reassignments, services, pings…: not used.
-        return Ok(Translation::Ignored(format!(
-            "pagerduty event {:?} is not used",
-            event.event_type
+        return Ok(Translation::Ignored(Ignored::unused(
+            "pagerduty event",
+            &event.event_type,
         )));
     };
     let incident: Incident = serde_json::from_value(event.data.clone()).map_err(|e| {
@@ -226,7 +226,7 @@ fn incident_event(event: &Event, incident: &Incident, action: Action, reopened: 
     w.time_fields = [start_field, "event.occurred_at"];
     if action == Action::Close {
         w.end = Some(event.occurred_at);
-        w.outcome = Some(Outcome::ok(WorkResult::Resolved));
+        w.outcome = Some(Ending::ok(WorkResult::Resolved));
     }
     if event.event_type == "incident.acknowledged" {
         w.span_events.push(SpanEvent {

@@ -3,7 +3,7 @@
 
 use crate::model::refs::{closing_refs, tracker_item_key, tracker_keys, vstrace_parents};
 use crate::model::{Attrs, Commit, Input, ParentRef, Push, Repo, WorkEvent};
-use crate::sources::Translation;
+use crate::sources::{Ignored, PushSkip, Translation};
 
 /// Adds a change's parent candidates, best first: a `vstrace-` reference in its head branch,
 /// the issues its description closes (`Fixes #7`) in `source`, and the tracker keys (`SHOP-42`)
@@ -44,16 +44,21 @@ pub struct PushPayload<'a> {
 
 /// A push of commits to a branch as the engine's [`Push`], or why it is not used: a tag, a
 /// branch deletion (an all-zero `after`), a push without commits.
-pub fn push(source: &str, repo: &Repo, p: PushPayload<'_>, attributes: Attrs) -> Translation {
+pub fn push(
+    source: &'static str,
+    repo: &Repo,
+    p: PushPayload<'_>,
+    attributes: Attrs,
+) -> Translation {
     let Some(branch) = p.git_ref.strip_prefix("refs/heads/") else {
-        return Translation::Ignored(format!("{source} push: not a branch (tags are not used)"));
+        return Translation::Ignored(Ignored::push(source, PushSkip::NotABranch));
     };
     let after = p.after.unwrap_or_default();
     if p.deleted || after.chars().all(|c| c == '0') {
-        return Translation::Ignored(format!("{source} push: branch deletion"));
+        return Translation::Ignored(Ignored::push(source, PushSkip::BranchDeletion));
     }
     let Some(time) = p.commits.iter().map(|c| c.time).max() else {
-        return Translation::Ignored(format!("{source} push: no commits"));
+        return Translation::Ignored(Ignored::push(source, PushSkip::NoCommits));
     };
     Translation::Inputs(vec![Input::Push(Push {
         repo: repo.clone(),
@@ -142,7 +147,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let ignored = |t: Translation| match t {
-            Translation::Ignored(why) => why,
+            Translation::Ignored(why) => why.to_string(),
             other => panic!("{other:?}"),
         };
         assert!(ignored(push(

@@ -13,21 +13,21 @@ use crate::model::refs::{
     deployment_type_from_labels, language_from_labels, team_from_labels, vstrace_parents,
 };
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Kind, Outcome, ParentRef, Repo,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Ending, Kind, ParentRef, Repo,
     RepoTraits, ReviewState, ReviewerKind, SpanEvent, StepKind, WorkEvent, WorkResult,
 };
-use crate::sources::{tracker, vcs, Translation};
+use crate::sources::{tracker, vcs, Ignored, Translation};
 
 /// Maps a GitHub Actions `conclusion` onto `cicd.pipeline.result`.
-pub fn pipeline_result(conclusion: &str) -> Outcome {
+pub fn pipeline_result(conclusion: &str) -> Ending {
     match conclusion {
-        "success" | "neutral" => Outcome::ok(WorkResult::Success),
-        "skipped" => Outcome::ok(WorkResult::Skip),
-        "cancelled" => Outcome::ok(WorkResult::Cancellation),
-        "timed_out" => Outcome::failed(WorkResult::Timeout),
-        "startup_failure" => Outcome::failed(WorkResult::Error),
+        "success" | "neutral" => Ending::ok(WorkResult::Success),
+        "skipped" => Ending::ok(WorkResult::Skip),
+        "cancelled" => Ending::ok(WorkResult::Cancellation),
+        "timed_out" => Ending::failed(WorkResult::Timeout),
+        "startup_failure" => Ending::failed(WorkResult::Error),
         // failure, action_required, stale, and anything new GitHub adds.
-        _ => Outcome::failed(WorkResult::Failure),
+        _ => Ending::failed(WorkResult::Failure),
     }
 }
 
@@ -103,7 +103,7 @@ impl Ctx<'_> {
         w
     }
 
-    pub(super) fn issue(&self, action: &str, issue: &IssuePayload) -> Result<WorkEvent, String> {
+    pub(super) fn issue(&self, action: &str, issue: &IssuePayload) -> Result<WorkEvent, Ignored> {
         let labels: Vec<String> = issue.labels.iter().map(|l| l.name.clone()).collect();
         let kind = tracker::issue_kind(None, labels.iter().map(String::as_str), self.config);
         let (act, reopened) = match action {
@@ -111,7 +111,7 @@ impl Ctx<'_> {
             "reopened" => (Action::Open, true),
             "closed" => (Action::Close, false),
             "edited" | "labeled" | "unlabeled" => (Action::Update, false),
-            other => return Err(format!("github issues action {other:?} is not used")),
+            other => return Err(Ignored::unused("github issues action", other)),
         };
         let prefix = tracker::name_prefix(kind);
         let mut w = self.work(
@@ -129,7 +129,7 @@ impl Ctx<'_> {
                 .state_reason
                 .clone()
                 .unwrap_or_else(|| "completed".into());
-            w.outcome = Some(Outcome::ok(
+            w.outcome = Some(Ending::ok(
                 if kind == Kind::Issue && reason == "not_planned" {
                     WorkResult::NotPlanned
                 } else {
@@ -151,7 +151,11 @@ impl Ctx<'_> {
         Ok(w)
     }
 
-    pub(super) fn pull_request(&self, action: &str, pr: &PullRequest) -> Result<WorkEvent, String> {
+    pub(super) fn pull_request(
+        &self,
+        action: &str,
+        pr: &PullRequest,
+    ) -> Result<WorkEvent, Ignored> {
         let labels: Vec<String> = pr.labels.iter().map(|l| l.name.clone()).collect();
         let (act, reopened) = match action {
             "opened" => (Action::Open, false),
@@ -159,7 +163,7 @@ impl Ctx<'_> {
             "closed" => (Action::Close, false),
             "edited" | "labeled" | "unlabeled" | "synchronize" | "converted_to_draft"
             | "ready_for_review" | "review_requested" => (Action::Update, false),
-            other => return Err(format!("github pull_request action {other:?} is not used")),
+            other => return Err(Ignored::unused("github pull_request action", other)),
         };
         let mut w = self.work(
             Kind::Change,
@@ -174,7 +178,7 @@ impl Ctx<'_> {
         w.head_sha = Some(pr.head.sha.clone());
         let state = if act == Action::Close {
             let merged = pr.merged || pr.merged_at.is_some();
-            w.outcome = Some(Outcome::ok(if merged {
+            w.outcome = Some(Ending::ok(if merged {
                 WorkResult::Merged
             } else {
                 WorkResult::Closed
@@ -233,17 +237,15 @@ impl Ctx<'_> {
         action: &str,
         pr: &PullRequest,
         review: &Review,
-    ) -> Result<WorkEvent, String> {
+    ) -> Result<WorkEvent, Ignored> {
         if action != "submitted" {
-            return Err(format!(
-                "github pull_request_review action {action:?} is not used"
-            ));
+            return Err(Ignored::unused("github pull_request_review action", action));
         }
         let state = match review.state.to_ascii_lowercase().as_str() {
             "approved" => ReviewState::Approved,
             "changes_requested" => ReviewState::ChangesRequested,
             "commented" => ReviewState::Commented,
-            other => return Err(format!("github review state {other:?} is not used")),
+            other => return Err(Ignored::unused("github review state", other)),
         };
         let author = pr.user.as_ref().map(|u| u.login.as_str());
         let reviewer = match &review.user {
@@ -268,11 +270,11 @@ impl Ctx<'_> {
         action: &str,
         run: &WorkflowRun,
         workflow: Option<&str>,
-    ) -> Result<WorkEvent, String> {
+    ) -> Result<WorkEvent, Ignored> {
         let act = match action {
             "requested" | "in_progress" => Action::Open,
             "completed" => Action::Close,
-            other => return Err(format!("github workflow_run action {other:?} is not used")),
+            other => return Err(Ignored::unused("github workflow_run action", other)),
         };
         let attempt = run.run_attempt.unwrap_or(1);
         let name = workflow_name(
@@ -328,11 +330,11 @@ impl Ctx<'_> {
         &self,
         action: &str,
         job: &WorkflowJob,
-    ) -> Result<WorkEvent, String> {
+    ) -> Result<WorkEvent, Ignored> {
         let act = match action {
             "queued" | "in_progress" | "waiting" => Action::Open,
             "completed" => Action::Close,
-            other => return Err(format!("github workflow_job action {other:?} is not used")),
+            other => return Err(Ignored::unused("github workflow_job action", other)),
         };
         let attempt = job.run_attempt.unwrap_or(1);
         let mut w = self.work(
@@ -392,22 +394,22 @@ impl Ctx<'_> {
         &self,
         dep: &Deployment,
         status: Option<&DeploymentStatus>,
-    ) -> Result<WorkEvent, String> {
+    ) -> Result<WorkEvent, Ignored> {
         let (act, outcome, end) = match status.map(|s| s.state.as_str()) {
             None => (Action::Open, None, None),
             Some("success") => (
                 Action::Close,
-                Some(Outcome::ok(WorkResult::Success)),
+                Some(Ending::ok(WorkResult::Success)),
                 status.map(|s| s.created_at),
             ),
             Some("failure") => (
                 Action::Close,
-                Some(Outcome::failed(WorkResult::Failure)),
+                Some(Ending::failed(WorkResult::Failure)),
                 status.map(|s| s.created_at),
             ),
             Some("error") => (
                 Action::Close,
-                Some(Outcome::failed(WorkResult::Error)),
+                Some(Ending::failed(WorkResult::Error)),
                 status.map(|s| s.created_at),
             ),
             Some(_) => (Action::Update, None, None),

@@ -9,8 +9,8 @@ mod payload;
 use crate::config::Config;
 use crate::model::{Input, Repo};
 use crate::sources::{
-    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Setting, Source,
-    SourceEntry, SourceError, Translated, Translation,
+    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Ignored, Setting,
+    Source, SourceEntry, SourceError, Translated, Translation,
 };
 use mapping::Ctx;
 use payload::Envelope;
@@ -80,7 +80,7 @@ impl Source for GitHub {
     }
 }
 
-fn ignored(why: String) -> Result<Translation, SourceError> {
+fn ignored(why: Ignored) -> Result<Translation, SourceError> {
     Ok(Translation::Ignored(why))
 }
 
@@ -98,7 +98,7 @@ fn translate(event: &str, body: &[u8], config: &Config) -> Result<Translation, S
     ];
     if !USED.contains(&event) {
         // Checked before parsing: every other event GitHub can send is answered "ignored".
-        return ignored(format!("github event {event:?} is not used"));
+        return ignored(Ignored::unused("github event", event));
     }
     let env: Envelope = parse_json(SOURCE, body)?;
     if event == "ping" {

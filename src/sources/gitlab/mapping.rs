@@ -10,18 +10,18 @@ use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::refs::team_from_labels;
 use crate::model::{
-    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Input, Kind, Outcome, ParentRef, Repo,
+    set_opt, Action, AttrValue, Attrs, ChangeStep, Commit, Ending, Input, Kind, ParentRef, Repo,
     RepoTraits, ReviewState, ReviewerKind, StepKind, Time, WorkEvent, WorkResult,
 };
-use crate::sources::{tracker, vcs, Translation};
+use crate::sources::{tracker, vcs, Ignored, Translation};
 
 /// Maps a GitLab pipeline or job status onto `cicd.pipeline.result`; `None` while it runs.
-pub fn pipeline_result(status: &str) -> Option<Outcome> {
+pub fn pipeline_result(status: &str) -> Option<Ending> {
     Some(match status {
-        "success" => Outcome::ok(WorkResult::Success),
-        "failed" => Outcome::failed(WorkResult::Failure),
-        "canceled" => Outcome::ok(WorkResult::Cancellation),
-        "skipped" => Outcome::ok(WorkResult::Skip),
+        "success" => Ending::ok(WorkResult::Success),
+        "failed" => Ending::failed(WorkResult::Failure),
+        "canceled" => Ending::ok(WorkResult::Cancellation),
+        "skipped" => Ending::ok(WorkResult::Skip),
         _ => return None,
     })
 }
@@ -126,7 +126,7 @@ impl<'a> Ctx<'a> {
             .map(|u| format!("{}/-/{tail}", u.trim_end_matches('/')))
     }
 
-    pub(super) fn issue(&self, h: &IssueHook) -> Result<WorkEvent, String> {
+    pub(super) fn issue(&self, h: &IssueHook) -> Result<WorkEvent, Ignored> {
         let issue = &h.object_attributes;
         let labels = label_titles(&h.labels, &issue.labels);
         let kind = tracker::issue_kind(
@@ -139,7 +139,7 @@ impl<'a> Ctx<'a> {
             Some("reopen") => (Action::Open, true),
             Some("close") => (Action::Close, false),
             Some("update") => (Action::Update, false),
-            other => return Err(format!("gitlab issue action {other:?} is not used")),
+            other => return Err(Ignored::unused("gitlab issue action", other)),
         };
         let prefix = tracker::name_prefix(kind);
         // Incidents keep the issue key: a label added later must not make a second item.
@@ -154,7 +154,7 @@ impl<'a> Ctx<'a> {
         w.reopened = reopened;
         w.set_times(issue.created_at, issue.updated_at, issue.closed_at);
         if act == Action::Close {
-            w.outcome = Some(Outcome::ok(tracker::closed_result(kind)));
+            w.outcome = Some(Ending::ok(tracker::closed_result(kind)));
         }
         let a = &mut w.attributes;
         a.insert(attr::ISSUE_NUMBER.into(), (issue.iid as i64).into());
@@ -164,7 +164,7 @@ impl<'a> Ctx<'a> {
         Ok(w)
     }
 
-    pub(super) fn merge_request(&self, h: &MergeRequestHook) -> Result<WorkEvent, String> {
+    pub(super) fn merge_request(&self, h: &MergeRequestHook) -> Result<WorkEvent, Ignored> {
         let mr = &h.object_attributes;
         let labels = label_titles(&h.labels, &mr.labels);
         let action = mr.action.as_deref().unwrap_or_default();
@@ -175,7 +175,7 @@ impl<'a> Ctx<'a> {
             "update" | "approved" | "unapproved" | "approval" | "unapproval" => {
                 (Action::Update, false)
             }
-            other => return Err(format!("gitlab merge request action {other:?} is not used")),
+            other => return Err(Ignored::unused("gitlab merge request action", other)),
         };
         let mut w = self.work(
             Kind::Change,
@@ -193,7 +193,7 @@ impl<'a> Ctx<'a> {
         w.head_branch = Some(mr.source_branch.clone());
         w.head_sha = mr.last_commit.as_ref().map(|c| c.id.clone());
         let state = if act == Action::Close {
-            w.outcome = Some(Outcome::ok(if merged {
+            w.outcome = Some(Ending::ok(if merged {
                 WorkResult::Merged
             } else {
                 WorkResult::Closed
@@ -299,10 +299,7 @@ impl<'a> Ctx<'a> {
             (Some(_), _) => Action::Close,
             (None, true) => Action::Open,
             (None, false) => {
-                return Translation::Ignored(format!(
-                    "gitlab pipeline status {:?} is not used",
-                    p.status
-                ))
+                return Translation::Ignored(Ignored::unused("gitlab pipeline status", &p.status))
             }
         };
         let pipeline_name = self.pipeline_name(p.name.as_deref());
@@ -318,7 +315,7 @@ impl<'a> Ctx<'a> {
         &self,
         h: &PipelineHook,
         act: Action,
-        outcome: Option<Outcome>,
+        outcome: Option<Ending>,
         pipeline_name: &str,
     ) -> WorkEvent {
         let p = &h.object_attributes;
@@ -412,7 +409,7 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
-    pub(super) fn job(&self, h: &JobHook) -> Result<WorkEvent, String> {
+    pub(super) fn job(&self, h: &JobHook) -> Result<WorkEvent, Ignored> {
         let run_key = self.key("run", &h.pipeline_id.to_string());
         let pipeline_name = self.pipeline_name(h.commit.as_ref().and_then(|c| c.name.as_deref()));
         self.task(&TaskFacts {
@@ -439,19 +436,22 @@ impl<'a> Ctx<'a> {
     /// A job of a pipeline (from a Job Hook or a Pipeline Hook's `builds`). Its span runs from
     /// `started_at`; a job that never started (created, pending, manual, skipped before
     /// running) has none.
-    pub(super) fn task(&self, t: &TaskFacts) -> Result<WorkEvent, String> {
+    pub(super) fn task(&self, t: &TaskFacts) -> Result<WorkEvent, Ignored> {
         let outcome = pipeline_result(t.status);
         let act = match (t.status, &outcome) {
             ("running", _) => Action::Open,
             (_, Some(_)) => Action::Close,
             (other, None) => {
-                return Err(format!(
+                return Err(Ignored::because(format!(
                     "gitlab job status {other:?}: the job has not started"
-                ))
+                )))
             }
         };
         let Some(started) = t.started_at else {
-            return Err(format!("gitlab job {} ({}) never started", t.id, t.status));
+            return Err(Ignored::because(format!(
+                "gitlab job {} ({}) never started",
+                t.id, t.status
+            )));
         };
         let mut w = self.work(
             Kind::Task,
@@ -467,7 +467,7 @@ impl<'a> Ctx<'a> {
                 t.finished_at
                     .unwrap_or_else(|| started + secs_delta(t.duration.unwrap_or(0.0))),
             );
-            w.outcome = outcome.map(|o| Outcome {
+            w.outcome = outcome.map(|o| Ending {
                 // A job allowed to fail fails without failing its pipeline.
                 error: o.error && !t.allow_failure,
                 ..o
@@ -517,13 +517,13 @@ impl<'a> Ctx<'a> {
         Ok(w)
     }
 
-    pub(super) fn deployment(&self, h: &DeploymentHook) -> Result<WorkEvent, String> {
+    pub(super) fn deployment(&self, h: &DeploymentHook) -> Result<WorkEvent, Ignored> {
         let (act, outcome) = match h.status.as_str() {
             "running" => (Action::Open, None),
-            "success" => (Action::Close, Some(Outcome::ok(WorkResult::Success))),
-            "failed" => (Action::Close, Some(Outcome::failed(WorkResult::Failure))),
-            "canceled" => (Action::Close, Some(Outcome::ok(WorkResult::Cancellation))),
-            other => return Err(format!("gitlab deployment status {other:?} is not used")),
+            "success" => (Action::Close, Some(Ending::ok(WorkResult::Success))),
+            "failed" => (Action::Close, Some(Ending::failed(WorkResult::Failure))),
+            "canceled" => (Action::Close, Some(Ending::ok(WorkResult::Cancellation))),
+            other => return Err(Ignored::unused("gitlab deployment status", other)),
         };
         let mut w = self.work(
             Kind::Deployment,

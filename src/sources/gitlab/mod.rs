@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::model::ids::short_hash;
 use crate::model::{Input, WorkEvent};
 use crate::sources::{
-    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Setting, Source,
-    SourceEntry, SourceError, Translated, Translation,
+    authenticate_with, no_options, parse_json, signing_secret, verify, Delivery, Ignored, Setting,
+    Source, SourceEntry, SourceError, Translated, Translation,
 };
 use mapping::Ctx;
 pub use payload::de;
@@ -105,7 +105,7 @@ enum Event {
 }
 
 impl Event {
-    fn from_header(h: &str) -> Result<Event, String> {
+    fn from_header(h: &str) -> Result<Event, Ignored> {
         Ok(match h {
             "Issue Hook" | "Confidential Issue Hook" => Event::Issue,
             "Merge Request Hook" => Event::MergeRequest,
@@ -113,11 +113,11 @@ impl Event {
             "Job Hook" => Event::Job,
             "Deployment Hook" => Event::Deployment,
             "Push Hook" => Event::Push,
-            other => return Err(format!("gitlab event {other:?} is not used")),
+            other => return Err(Ignored::unused("gitlab event", other)),
         })
     }
 
-    fn from_object_kind(k: &str) -> Result<Event, String> {
+    fn from_object_kind(k: &str) -> Result<Event, Ignored> {
         Ok(match k {
             "issue" => Event::Issue,
             "merge_request" => Event::MergeRequest,
@@ -125,28 +125,26 @@ impl Event {
             "build" => Event::Job,
             "deployment" => Event::Deployment,
             "push" => Event::Push,
-            other => return Err(format!("gitlab object_kind {other:?} is not used")),
+            other => return Err(Ignored::unused("gitlab object_kind", other)),
         })
     }
 
     /// A system hook's `event_name`: pushes are handled like Push Hooks (a `tag_push` is then
     /// ignored as a tag); everything else (`user_add_to_group`, `project_create`,
     /// `repository_update`, …) is about the instance, not delivery.
-    fn from_event_name(name: &str) -> Result<Event, String> {
+    fn from_event_name(name: &str) -> Result<Event, Ignored> {
         match name {
             "push" | "tag_push" => Ok(Event::Push),
-            "repository_update" => Err(
-                "gitlab system hook event \"repository_update\" is not used (the same push arrives as event_name \"push\")".into(),
-            ),
-            other => Err(format!(
-                "gitlab system hook event {other:?} is not used (only merge requests and pushes are)"
-            )),
+            "repository_update" => Err(Ignored::unused("gitlab system hook event", name)
+                .note("the same push arrives as event_name \"push\"")),
+            other => Err(Ignored::unused("gitlab system hook event", other)
+                .note("only merge requests and pushes are")),
         }
     }
 }
 
 fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, SourceError> {
-    let one = |r: Result<WorkEvent, String>| match r {
+    let one = |r: Result<WorkEvent, Ignored>| match r {
         Ok(w) => Translation::Inputs(vec![Input::Work(w)]),
         Err(why) => Translation::Ignored(why),
     };
@@ -200,25 +198,25 @@ fn translate(event: Event, body: &[u8], config: &Config) -> Result<Translation, 
 mod tests {
     use super::mapping::pipeline_result;
     use super::*;
-    use crate::model::{Outcome, WorkResult};
+    use crate::model::{Ending, WorkResult};
 
     #[test]
     fn status_mapping() {
         assert_eq!(
             pipeline_result("success"),
-            Some(Outcome::ok(WorkResult::Success))
+            Some(Ending::ok(WorkResult::Success))
         );
         assert_eq!(
             pipeline_result("failed"),
-            Some(Outcome::failed(WorkResult::Failure))
+            Some(Ending::failed(WorkResult::Failure))
         );
         assert_eq!(
             pipeline_result("canceled"),
-            Some(Outcome::ok(WorkResult::Cancellation))
+            Some(Ending::ok(WorkResult::Cancellation))
         );
         assert_eq!(
             pipeline_result("skipped"),
-            Some(Outcome::ok(WorkResult::Skip))
+            Some(Ending::ok(WorkResult::Skip))
         );
         assert_eq!(pipeline_result("running"), None);
         assert_eq!(pipeline_result("pending"), None);
@@ -233,6 +231,7 @@ mod tests {
         assert!(matches!(Event::from_header("Job Hook"), Ok(Event::Job)));
         assert!(Event::from_header("Note Hook")
             .unwrap_err()
+            .to_string()
             .contains("Note Hook"));
         assert!(matches!(Event::from_object_kind("build"), Ok(Event::Job)));
         assert!(Event::from_object_kind("tag_push").is_err());
