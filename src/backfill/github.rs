@@ -561,8 +561,9 @@ async fn pulls(ctx: &mut Ctx<'_>, reviews: bool, summary: &mut Summary) -> anyho
         )
         .await?;
     }
-    ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
-        .await
+    // Read without reviews, the list keeps no validator: a later run with reviews reads it.
+    let list = reviews.then_some((list.url, list.etag));
+    ctx.done(R, &bar, list, "", summary).await
 }
 
 /// The reviews of `prs` (`GET .../pulls/{n}/reviews`, conditional like a run's jobs: an
