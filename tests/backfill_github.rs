@@ -75,6 +75,8 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
         "RUN CI",
         "JOB test",
         "DEPLOY production",
+        "pickup",
+        "review",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(want)),
@@ -125,6 +127,10 @@ async fn webhooks_backfill_and_webhooks_healed_by_backfill_give_the_same_spans_a
     );
     assert_eq!(summary.items["issues"], 2);
     assert_eq!(summary.items["commits"], 4);
+    assert_eq!(
+        summary.items["pull_request_reviews"], 2,
+        "the submitted reviews, not the pending one"
+    );
     eprintln!("{}", summary.lines());
 
     // (c) every other webhook, then the backfill heals the rest.
@@ -462,16 +468,16 @@ async fn the_command_writes_the_store_once() {
     assert!(out.contains("API requests"), "{out}");
     // The summary, stderr not being a terminal: plain lines, one per page and per resource.
     for want in [
-        "backfill: items read: commits 4, deployment_statuses 4, deployments 3, issue_events 8, issues 2, pull_requests 1, workflow_jobs 1, workflow_runs 1\n",
-        "backfill: deliveries 22: 22 new (",
-        "backfill: facts: 22 deliveries brought new facts, 0 only facts already known\n",
+        "backfill: items read: commits 4, deployment_statuses 4, deployments 3, issue_events 8, issues 2, pull_request_reviews 2, pull_requests 1, workflow_jobs 1, workflow_runs 1\n",
+        "backfill: deliveries 24: 24 new (",
+        "backfill: facts: 24 deliveries brought new facts, 0 only facts already known\n",
         "answered 304 Not Modified",
     ] {
         assert!(out.contains(want), "{want:?} in:\n{out}");
     }
     assert!(
         err.contains(&format!(
-            "backfill: {REPO} pull requests: 2/2 items, 1 pages, 1 requests (0 not modified), 0 s waiting for rate limits\n"
+            "backfill: {REPO} pull requests: 2/2 items, 3 pages, 3 requests (0 not modified), 0 s waiting for rate limits\n"
         )),
         "a line per resource: {err}"
     );
@@ -599,13 +605,14 @@ async fn the_command_posts_to_a_running_instance() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("deliveries 22: 22 new"), "{stdout}");
+    assert!(stdout.contains("deliveries 24: 24 new"), "{stdout}");
     let got = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));
 }
 
 /// API requests per pull request on a repository of many: lists cost one request per page of
-/// 100 (pull requests are listed by `/pulls` and, as issues, by `/issues`).
+/// 100 (pull requests are listed by `/pulls` and, as issues, by `/issues`), and each pull
+/// request's reviews one more (none without them).
 #[tokio::test]
 async fn requests_per_pull_request() {
     const N: u64 = 200;
@@ -627,27 +634,93 @@ async fn requests_per_pull_request() {
         pr["body"] = json!("");
         s.pulls.push(pr);
     }
+    s.reviews.clear();
     let fake = Fake::start(s, vec![]).await;
-    let app = new_app().await;
-    let started = Instant::now();
-    let summary = backfill(&app, &client(&fake.url(), TOKEN, 100))
-        .await
-        .unwrap();
-    let took = started.elapsed().as_secs_f64();
-    let per_pr = summary.requests as f64 / N as f64;
-    eprintln!(
-        "{N} pull requests: {} requests ({per_pr:.3} per pull request), {} deliveries in {took:.2} s ({:.0} items/s, debug build, through the router)",
-        summary.requests,
-        summary.deliveries(),
-        N as f64 / took
-    );
-    assert_eq!(summary.items["pull_requests"], N);
-    // opened and closed per pull request, and the scenario's three default-branch pushes
-    assert_eq!(summary.processed, 2 * N + 3);
+    let read = |reviews: bool| {
+        let url = fake.url();
+        async move {
+            let app = new_app().await;
+            let mut opts = options();
+            opts.reviews = reviews;
+            let started = Instant::now();
+            let summary = github::run(&client(&url, TOKEN, 100), &opts, &RouterSink(&app))
+                .await
+                .unwrap();
+            let took = started.elapsed().as_secs_f64();
+            let per_pr = summary.requests as f64 / N as f64;
+            eprintln!(
+                "{N} pull requests (reviews {reviews}): {} requests ({per_pr:.3} per pull request), {} deliveries in {took:.2} s ({:.0} items/s, debug build, through the router)",
+                summary.requests,
+                summary.deliveries(),
+                N as f64 / took
+            );
+            assert_eq!(summary.items["pull_requests"], N);
+            // opened and closed per pull request, and the scenario's three default-branch pushes
+            assert_eq!(summary.processed, 2 * N + 3);
+            (summary.requests, per_pr)
+        }
+    };
     // 1 repository + 2 pages of /issues (the PRs, as issues) + 2 of /pulls + 1 each of
-    // /commits, /actions/runs and /deployments (no issue: no /issues/events).
-    assert_eq!(summary.requests, 8);
+    // /commits, /actions/runs and /deployments (no issue: no /issues/events), and with
+    // reviews one /pulls/{n}/reviews per pull request.
+    let (requests, per_pr) = read(true).await;
+    assert_eq!(requests, 8 + N);
     assert!(per_pr <= 1.2);
+    let (requests, per_pr) = read(false).await;
+    assert_eq!(requests, 8);
+    assert!(per_pr <= 0.05);
+}
+
+/// `--no-reviews`: no review is read (no request), so the pull request has no pickup or review
+/// stage; a later run with reviews adds them (the pull request list read without reviews keeps
+/// no validator, so it is read again), reading each review list once.
+#[tokio::test]
+async fn no_reviews_makes_no_review_request() {
+    let fake = Fake::start(scenario(), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let url = fake.url();
+    let data = data.to_str().unwrap().to_string();
+    let run = |extra: &'static [&'static str]| {
+        let mut args: Vec<String> = [
+            "backfill",
+            "github",
+            "--repo",
+            REPO,
+            "--since",
+            SINCE,
+            "--api-url",
+            &url,
+            "--data-dir",
+            &data,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            cli(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Some(TOKEN),
+            )
+        })
+    };
+    let out = run(&["--no-reviews"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(fake.count("/reviews"), 0, "--no-reviews reads no review");
+    assert!(stdout.contains("pull_request_reviews 0"), "{stdout}");
+    assert!(stdout.contains("deliveries 22: 22 new"), "{stdout}");
+    let out = run(&[]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        fake.count("/reviews"),
+        1,
+        "one list for the one pull request"
+    );
+    assert!(stdout.contains("pull_request_reviews 2"), "{stdout}");
+    assert!(stdout.contains(": 2 new ("), "the two reviews: {stdout}");
 }
 
 /// `--org`: every repository of the organization but the archived ones.
@@ -661,7 +734,7 @@ async fn an_organization_is_read_repository_by_repository() {
     let summary = github::run(&client(&fake.url(), TOKEN, 100), &opts, &RouterSink(&app))
         .await
         .unwrap();
-    assert_eq!(summary.processed, 22, "{summary:?}");
+    assert_eq!(summary.processed, 24, "{summary:?}");
     assert_eq!(fake.count("/repos/Codertocat/Old"), 0, "archived: not read");
     let got = settle(&app, &mut BTreeMap::new()).await;
     assert_eq!(reference, got, "{}", diff(&reference, &got));

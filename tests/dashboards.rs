@@ -1211,6 +1211,7 @@ fn missed_issue_scenario() -> fake_github::Scenario {
         statuses: BTreeMap::new(),
         // Never closed nor reopened.
         history: BTreeMap::from([(99, vec![])]),
+        reviews: BTreeMap::new(),
     }
 }
 

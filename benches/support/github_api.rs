@@ -1,6 +1,6 @@
 //! A zero-latency fake of the GitHub REST API for the backfill benchmark: one repository with
-//! `n` merged pull requests, each merged as one commit on the default branch, each with one
-//! workflow run of one job, and a production deployment (with one `success` status) every 10
+//! `n` merged pull requests, each merged as one commit on the default branch, each approved in
+//! one review, each with one workflow run of one job, and a production deployment (with one `success` status) every 10
 //! pull requests. Objects are made from the webhook fixtures (`tests/fixtures/github/`), whose
 //! objects have the REST shapes. It serves what `valuestream backfill github` asks: `Link`
 //! pagination (`per_page`, `page`), `since`, `created=A..B` on runs (cut at 1,000 like GitHub,
@@ -48,6 +48,8 @@ pub struct Api {
     /// Newest first.
     runs: Vec<Item>,
     jobs: HashMap<u64, String>,
+    /// By pull request number, as `GET /pulls/{n}/reviews` lists them.
+    reviews: HashMap<u64, Vec<Item>>,
     deployments: Vec<Item>,
     statuses: HashMap<u64, String>,
     pub requests: AtomicU64,
@@ -74,6 +76,8 @@ impl Api {
             .clone();
         let dep_t = fixture("deployment/payload.json")["deployment"].clone();
         let status_t = fixture("deployment_status/payload.json")["deployment_status"].clone();
+        let review_t = fixture("pull_request_review/submitted.payload.json")["review"].clone();
+        let mut reviews = HashMap::new();
         let (mut pulls, mut issues, mut commits, mut runs, mut deployments) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut jobs, mut statuses) = (HashMap::new(), HashMap::new());
@@ -103,6 +107,17 @@ impl Api {
             pr["state"] = json!("closed");
             pr["merge_commit_sha"] = json!(merge);
             pr["labels"] = json!([]);
+            let mut review = review_t.clone();
+            review["id"] = json!(3_000_000 + number);
+            review["user"]["login"] = json!("Octocat");
+            review["state"] = json!("APPROVED");
+            review["commit_id"] = json!(head);
+            review["submitted_at"] = json!(at(m + 3));
+            let review = Item {
+                json: review.to_string(),
+                at: at(m + 3),
+            };
+            reviews.insert(number, vec![review]);
             let mut as_issue = pr.clone();
             as_issue["pull_request"] = json!({"url": pr["url"]});
             pulls.push(Item {
@@ -198,6 +213,7 @@ impl Api {
             commits,
             runs,
             jobs,
+            reviews,
             deployments,
             statuses,
             requests: AtomicU64::new(0),
@@ -221,8 +237,12 @@ impl Api {
 
     /// API items served in all: what a backfill of the whole history reads.
     pub fn items(&self) -> u64 {
-        (self.pulls.len() + self.commits.len() + self.runs.len() * 2 + self.deployments.len() * 2)
-            as u64
+        let reviews: usize = self.reviews.values().map(Vec::len).sum();
+        (self.pulls.len()
+            + reviews
+            + self.commits.len()
+            + self.runs.len() * 2
+            + self.deployments.len() * 2) as u64
     }
 }
 
@@ -291,6 +311,15 @@ async fn serve(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
         ["", "pulls"] => (api.pulls.iter().collect(), None),
         ["", "commits"] => (api.commits.iter().filter(|i| i.at >= since).collect(), None),
         ["", "deployments"] => (api.deployments.iter().collect(), None),
+        ["", "pulls", number, "reviews"] => (
+            number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| api.reviews.get(&n))
+                .map(|r| r.iter().collect())
+                .unwrap_or_default(),
+            None,
+        ),
         ["", "issues", "events"] => (Vec::new(), None),
         ["", "actions", "runs"] => {
             let created = q.get("created").cloned().unwrap_or_default();

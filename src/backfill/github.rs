@@ -8,6 +8,7 @@
 //! | `GET /repos/{o}/{r}/issues?state=all&since=` | `issues` `opened` (the issue as it was opened), `closed` when closed |
 //! | `GET /repos/{o}/{r}/issues/events` | a reopened issue's history: `closed` and `reopened` per turn |
 //! | `GET /repos/{o}/{r}/pulls?state=all&sort=updated` | `pull_request` `opened`, `closed` (merged or not) |
+//! | `GET /repos/{o}/{r}/pulls/{n}/reviews` (unless `--no-reviews`) | `pull_request_review` `submitted`, one per submitted review |
 //! | `GET /repos/{o}/{r}/commits?sha=<default>&since=` | one `push` to the default branch per first-parent commit, carrying the commits its merge brought |
 //! | `GET /repos/{o}/{r}/actions/runs?created=SINCE..UNTIL` (halved while over 1,000) | `workflow_run` `requested`, `completed` |
 //! | `GET /repos/{o}/{r}/actions/runs/{id}/jobs` | `workflow_job` `in_progress`, `completed` |
@@ -49,6 +50,8 @@ pub struct Options {
     /// GitHub lists at most this many workflow runs for one filter (1,000): a window holding
     /// more is read in halves.
     pub run_list_cap: u64,
+    /// Read each delivered pull request's reviews (one request per pull request).
+    pub reviews: bool,
 }
 
 impl Options {
@@ -59,6 +62,7 @@ impl Options {
             since,
             until,
             run_list_cap: 1000,
+            reviews: true,
         }
     }
 }
@@ -317,6 +321,7 @@ pub async fn repo(
         "issues",
         "issue_events",
         "pull_requests",
+        "pull_request_reviews",
         "commits",
         "workflow_runs",
         "workflow_jobs",
@@ -326,7 +331,7 @@ pub async fn repo(
         summary.items.entry(kind.into()).or_default();
     }
     issues(&mut ctx, summary).await?;
-    pulls(&mut ctx, summary).await?;
+    pulls(&mut ctx, opts.reviews, summary).await?;
     commits(&mut ctx, &default_branch, summary).await?;
     runs(&mut ctx, opts.run_list_cap, summary).await?;
     deployments(&mut ctx, summary).await?;
@@ -489,16 +494,19 @@ async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> 
 }
 
 /// Pull requests, newest updates first (a conditional first page tells whether any changed),
-/// until a page reaches before `--since`.
-async fn pulls(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+/// until a page reaches before `--since`, then a page's worth at a time with their reviews
+/// (when `reviews`: one conditional list per delivered pull request).
+async fn pulls(ctx: &mut Ctx<'_>, reviews: bool, summary: &mut Summary) -> anyhow::Result<()> {
     const R: &str = "pull_requests";
     if ctx.skip_done(R, summary) {
         return Ok(());
     }
     let client = ctx.client;
-    let bar = client
-        .progress
-        .resource(&ctx.label("pull requests"), client);
+    let bar = Arc::new(
+        client
+            .progress
+            .resource(&ctx.label("pull requests"), client),
+    );
     let path = format!("{}/pulls?state=all&sort=updated&direction=desc", ctx.base);
     let ep = format!("GET {path}");
     let etag = ctx.etag(R, &path).await?;
@@ -527,18 +535,25 @@ async fn pulls(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
     let chunk = client.settings.page_size.max(1) as usize;
     for part in pending.chunks(chunk) {
         let mut out = Vec::new();
-        let mut n = 0;
+        let mut delivered = Vec::new();
         for (_, pr) in part {
-            n += pull_deliveries(pr, &ctx.repository, &ctx.w, &ep, &mut out)?;
+            if pull_deliveries(pr, &ctx.repository, &ctx.w, &ep, &mut out)? > 0 {
+                delivered.push(*pr);
+            }
         }
-        *summary.items.entry("pull_requests".into()).or_default() += n;
+        *summary.items.entry("pull_requests".into()).or_default() += delivered.len() as u64;
+        let validators = if reviews {
+            pull_reviews(ctx, &bar, &delivered, &mut out, summary).await?
+        } else {
+            Vec::new()
+        };
         let last = part.last().map(|(k, _)| k.clone());
         ctx.deliver(
             R,
             &bar,
             Chunk {
                 deliveries: out,
-                validators: vec![],
+                validators,
                 last,
                 n: part.len() as u64,
             },
@@ -546,8 +561,86 @@ async fn pulls(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> {
         )
         .await?;
     }
-    ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
-        .await
+    // Read without reviews, the list keeps no validator: a later run with reviews reads it.
+    let list = reviews.then_some((list.url, list.etag));
+    ctx.done(R, &bar, list, "", summary).await
+}
+
+/// The reviews of `prs` (`GET .../pulls/{n}/reviews`, conditional like a run's jobs: an
+/// unchanged list costs a 304 and delivers nothing again) as `pull_request_review` deliveries
+/// into `out`; the validators to keep once delivered.
+async fn pull_reviews(
+    ctx: &Ctx<'_>,
+    bar: &Arc<Bar>,
+    prs: &[&Value],
+    out: &mut Vec<Recorded>,
+    summary: &mut Summary,
+) -> anyhow::Result<Vec<(String, Validator)>> {
+    let numbers: Vec<u64> = prs
+        .iter()
+        .map(|pr| pr["number"].as_u64().unwrap_or_default())
+        .collect();
+    let base = ctx.base.clone();
+    let (lists, validators) = lists_by_id(ctx, bar, numbers, "reviews", |n| {
+        format!("{base}/pulls/{n}/reviews")
+    })
+    .await?;
+    let mut n = 0;
+    for (pr, (path, reviews)) in prs.iter().zip(&lists) {
+        let ep = format!("GET {path}");
+        for review in reviews {
+            n += review_delivery(pr, review, &ctx.repository, &ctx.w, &ep, out)?;
+        }
+    }
+    *summary
+        .items
+        .entry("pull_request_reviews".into())
+        .or_default() += n;
+    Ok(validators)
+}
+
+/// A submitted review's `pull_request_review` `submitted` delivery, with the review's state in
+/// lower case as webhooks write it; 1 when delivered. A pending review (not submitted) is left
+/// out, and so is a dismissed one: the API keeps no trace of the state it was submitted with.
+fn review_delivery(
+    pr: &Value,
+    review: &Value,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let id = field_u64(review, "id", ep)?;
+    let state = field_str(review, "state", ep)?.to_ascii_lowercase();
+    if matches!(state.as_str(), "pending" | "dismissed") || review["submitted_at"].is_null() {
+        return Ok(0);
+    }
+    let at = field_time(review, "submitted_at", ep)?;
+    if !w.not_after(at) {
+        return Ok(0);
+    }
+    let number = pr["number"].as_u64().unwrap_or_default();
+    let mut submitted = review.clone();
+    submitted["state"] = json!(state);
+    // The pull request as it was then: still open when the review came before its end.
+    let mut then = pr.clone();
+    let closed = opt_time(pr, "closed_at", ep)?;
+    if closed.is_none_or(|c| at < c) {
+        then["state"] = json!("open");
+        then["merged"] = json!(false);
+        then["merged_at"] = Value::Null;
+        then["closed_at"] = Value::Null;
+        then["merge_commit_sha"] = Value::Null;
+    }
+    then["updated_at"] = review["submitted_at"].clone();
+    out.push(delivery(
+        "pull_request_review",
+        "submitted",
+        &format!("{number}/{id}"),
+        &time_str(review, "submitted_at"),
+        json!({"action": "submitted", "review": submitted, "pull_request": then, "repository": repository}),
+    ));
+    Ok(1)
 }
 
 /// The default branch's commits (newest first: a conditional first page tells whether any

@@ -124,7 +124,7 @@ enum Command {
 /// One sub-command per sender `backfill` reads.
 #[derive(Subcommand)]
 enum BackfillSource {
-    /// GitHub: issues, pull requests, default-branch commits, workflow runs and jobs,
+    /// GitHub: issues, pull requests and their reviews, default-branch commits, workflow runs and jobs,
     /// deployments and their statuses. The token is read from GITHUB_TOKEN.
     #[command(after_help = ENV_HELP.as_str())]
     Github {
@@ -163,6 +163,10 @@ enum BackfillSource {
         /// (validators and cursors are still written for the next run).
         #[arg(long)]
         fresh: bool,
+        /// Do not read pull requests' reviews (one request per pull request): no pickup or
+        /// review stage for the pull requests read.
+        #[arg(long)]
+        no_reviews: bool,
     },
     /// GitLab: issues, merge requests, default-branch commits, pipelines and jobs, deployments.
     /// The token (read_api scope) is read from GITLAB_TOKEN.
@@ -367,6 +371,7 @@ async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
         concurrency,
         state_dir,
         fresh,
+        no_reviews,
     } = source
     else {
         unreachable!("backfill_cmd hands github here")
@@ -380,6 +385,7 @@ async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
     let client = Client::new(settings)?;
     let mut opts = github::Options::new(repos, since, until);
     opts.orgs = orgs;
+    opts.reviews = !no_reviews;
     // The token is tried before the store is opened: a refused one writes nothing.
     client.get(&client.url("/rate_limit")).await.or_else(|e| {
         // An Enterprise Server with rate limiting off answers 404 here.

@@ -58,6 +58,9 @@ pub struct Scenario {
     pub statuses: BTreeMap<u64, Vec<Value>>,
     /// Issues' closes and reopenings, oldest first: number → (`closed`/`reopened`, time).
     pub history: BTreeMap<u64, Vec<(String, String)>>,
+    /// Pull requests' reviews as `GET /pulls/{n}/reviews` lists them (oldest first, states in
+    /// upper case, a pending one without `submitted_at`): number → reviews.
+    pub reviews: BTreeMap<u64, Vec<Value>>,
 }
 
 pub fn object(rel: &str, key: &str) -> Value {
@@ -68,6 +71,8 @@ pub fn object(rel: &str, key: &str) -> Value {
 /// names it, opened 10:00 and merged 11:00 as a merge commit of one branch commit; two direct
 /// commits; a workflow run (with one job) on the branch head; a production deployment of the
 /// merge that succeeds and one of a later direct commit that fails; a staging one still going.
+/// The pull request is reviewed: a comment at 10:20, an approval at 10:40 (its pickup and
+/// review stages), and a review still pending.
 pub fn scenario() -> Scenario {
     let repository = object("github/issues/opened.payload.json", "repository");
     let mut issue = object("github/issues/opened.payload.json", "issue");
@@ -223,6 +228,28 @@ pub fn scenario() -> Scenario {
     statuses.insert(302, vec![status(3021, "failure", &t("13:40"))]);
     statuses.insert(303, vec![status(3031, "in_progress", &t("13:21"))]);
 
+    let review = |id: u64, state: &str, at: Option<&str>| {
+        let mut r = object(
+            "github/pull_request_review/submitted.payload.json",
+            "review",
+        );
+        r["id"] = json!(id);
+        r["user"]["login"] = json!("Octocat");
+        r["user"]["id"] = json!(583231);
+        r["state"] = json!(state);
+        r["submitted_at"] = json!(at);
+        r["commit_id"] = json!(sha('a'));
+        r
+    };
+    let reviews = BTreeMap::from([(
+        2,
+        vec![
+            review(401, "COMMENTED", Some(t("10:20").as_str())),
+            review(402, "APPROVED", Some(t("10:40").as_str())),
+            review(403, "PENDING", None),
+        ],
+    )]);
+
     Scenario {
         repository,
         issues: vec![issue, incident],
@@ -233,6 +260,7 @@ pub fn scenario() -> Scenario {
         deployments,
         statuses,
         history,
+        reviews,
     }
 }
 
@@ -301,6 +329,26 @@ pub fn webhooks(s: &Scenario) -> Vec<Hook> {
         closed["updated_at"] = p["closed_at"].clone();
         v["pull_request"] = closed;
         hook("pull_request", v);
+        // Each submitted review, with the pull request as it was then (open).
+        let reviews = s.reviews.get(&p["number"].as_u64().unwrap());
+        for r in reviews.into_iter().flatten() {
+            if r["submitted_at"].is_null() {
+                continue;
+            }
+            let mut v = base("github/pull_request_review/submitted.payload.json");
+            let mut review = r.clone();
+            review["state"] = json!(r["state"].as_str().unwrap().to_ascii_lowercase());
+            let mut then = p.clone();
+            then["state"] = json!("open");
+            then["merged"] = json!(false);
+            then["merged_at"] = Value::Null;
+            then["closed_at"] = Value::Null;
+            then["merge_commit_sha"] = Value::Null;
+            then["updated_at"] = r["submitted_at"].clone();
+            v["review"] = review;
+            v["pull_request"] = then;
+            hook("pull_request_review", v);
+        }
     }
     // Pushes to the default branch: the merge (with the branch's commit), then each direct one.
     let by_sha: HashMap<&str, &C> = s.commits.iter().map(|c| (c.sha.as_str(), c)).collect();
@@ -596,6 +644,11 @@ impl Fake {
                             .unwrap_or_default(),
                         Some("jobs"),
                     ),
+                    ["", "pulls", n, "reviews"] => {
+                        let n = n.parse::<u64>().ok()?;
+                        s.pulls.iter().find(|p| p["number"] == n)?;
+                        (s.reviews.get(&n).cloned().unwrap_or_default(), None)
+                    }
                     ["", "deployments", id, "statuses"] => {
                         (s.statuses.get(&id.parse::<u64>().ok()?).cloned()?, None)
                     }
