@@ -206,7 +206,7 @@ async fn history(engine: &Engine, prs: usize) {
             .unwrap();
     }
     let store = engine.store.as_ref();
-    let pk = keys::scope_pk(&format!("repo#{REPO}"));
+    let pk = keys::scope_pk(&keys::Scope::Repo(REPO.to_string()));
     let records = store
         .query(&pk, KeyRange::all(), usize::MAX, Order::Ascending)
         .await

@@ -123,7 +123,7 @@ async fn calls_and_capacity_per_delivery_type() {
     }
     // The summary the late label rewrote carries the PR's ledger (what the step measures).
     let key = valuestream::engine::keys::summary(
-        "repo#codertocat/hello-world",
+        &valuestream::engine::keys::Scope::Repo("codertocat/hello-world".into()),
         "github/change/codertocat/hello-world/2",
     );
     let summary = store.get_many(&[key]).await.unwrap().remove(0).unwrap();

@@ -218,7 +218,7 @@ async fn a_deployment_that_ships_5000_changes(store: Arc<dyn Store>) {
     // The deployment's summary (its ledger) stays small whatever it shipped.
     let summary = store
         .get_many(&[keys::summary(
-            &format!("repo#{repo}"),
+            &keys::Scope::Repo(repo.to_string()),
             &format!("gh/deployment/{repo}/1"),
         )])
         .await
@@ -301,7 +301,7 @@ async fn only_a_successful_deployment_claims_its_changes_as_shipped() {
 async fn plant_unreadable(store: &dyn Store, repo: &str) {
     let record = Record {
         key: Key::new(
-            keys::scope_pk(&format!("repo#{repo}")),
+            keys::scope_pk(&keys::Scope::Repo(repo.to_string())),
             "s#gh/pr/x/unreadable",
         ),
         version: 1,
@@ -362,7 +362,10 @@ async fn a_failing_repository_is_put_aside_and_the_others_export_on_dynamodb() {
     assert!(left[0].as_str() > wall.as_str(), "{left:?} after {wall}");
 
     // Once the cause is gone, the repository settles and exports at its next try.
-    let bad = Key::new(keys::scope_pk("repo#bad/one"), "s#gh/pr/x/unreadable");
+    let bad = Key::new(
+        keys::scope_pk(&keys::Scope::Repo("bad/one".into())),
+        "s#gh/pr/x/unreadable",
+    );
     let delete = Write::Delete {
         key: bad,
         cond: Cond::Any,

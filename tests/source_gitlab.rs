@@ -1073,3 +1073,60 @@ async fn a_failed_or_canceled_deployment_only_attempted_its_changes() {
         assert_eq!(kinds, [json!(kind)], "{status}");
     }
 }
+
+/// The review-request steps one `update` gives: `changes.reviewers` from `previous` to
+/// `current` (reviewer IDs).
+fn review_requests(previous: &[u64], current: &[u64]) -> usize {
+    let user = |id: &u64| json!({"id": id, "username": format!("user{id}"), "name": "U"});
+    let body = mr(|v| {
+        v["object_attributes"]["action"] = json!("update");
+        v["changes"] = json!({"reviewers": {
+            "previous": previous.iter().map(user).collect::<Vec<_>>(),
+            "current": current.iter().map(user).collect::<Vec<_>>(),
+        }});
+    });
+    let headers = axum::http::HeaderMap::from_iter([
+        ("x-gitlab-token".parse().unwrap(), TOKEN.parse().unwrap()),
+        (
+            "x-gitlab-event".parse().unwrap(),
+            "Merge Request Hook".parse().unwrap(),
+        ),
+    ]);
+    let delivery = valuestream::sources::Delivery {
+        headers: &headers,
+        query: None,
+        body: &body,
+    };
+    let translated = GitLab.translate(&delivery, &config()).unwrap();
+    let valuestream::sources::Translation::Inputs(inputs) = translated.translation else {
+        panic!("ignored");
+    };
+    inputs
+        .iter()
+        .filter_map(|i| match i {
+            valuestream::model::Input::Work(w) => Some(&w.steps),
+            _ => None,
+        })
+        .flatten()
+        .filter(|s| s.kind == valuestream::model::StepKind::ReviewRequested)
+        .count()
+}
+
+#[test]
+fn a_review_is_requested_only_when_a_reviewer_is_added() {
+    assert_eq!(review_requests(&[], &[1]), 1, "a first reviewer");
+    assert_eq!(review_requests(&[1], &[1, 2]), 1, "a second reviewer");
+    assert_eq!(
+        review_requests(&[1], &[2]),
+        1,
+        "one reviewer swapped for another"
+    );
+    // GitLab repeats `changes.reviewers` unchanged beside other changes: no request.
+    assert_eq!(review_requests(&[1, 2], &[1, 2]), 0, "the same list");
+    assert_eq!(
+        review_requests(&[1, 2], &[2, 1]),
+        0,
+        "the same reviewers reordered"
+    );
+    assert_eq!(review_requests(&[1, 2], &[1]), 0, "a reviewer removed");
+}

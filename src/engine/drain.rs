@@ -5,7 +5,7 @@
 
 use super::dora::{self, Index};
 use super::facts::{self, ItemRecord};
-use super::keys;
+use super::keys::{self, Scope};
 use super::metrics::{self, Series};
 use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
@@ -44,7 +44,7 @@ struct ScopeSettled {
 /// A scope whose settlement failed, and why.
 #[derive(Debug)]
 pub struct Failed {
-    pub scope: String,
+    pub scope: Scope,
     pub error: EngineError,
     /// Failures in a row, this one included.
     pub failures: u32,
@@ -163,7 +163,7 @@ impl Engine {
         out: &mut Settled,
     ) -> bool {
         let begun = AtomicUsize::new(out.scopes);
-        let may_start = |_: &(String, Vec<Record>)| {
+        let may_start = |_: &(Scope, Vec<Record>)| {
             if begun.load(Relaxed) > 0 && started.elapsed() >= self.settle_budget {
                 return false;
             }
@@ -207,7 +207,7 @@ impl Engine {
     /// a bug, a store error about its partition) never stops the others or the export: its
     /// wake-up markers move to a later time, counting the failures in a row, and the next
     /// drains leave it alone until then. A marker a delivery rewrote meanwhile stays as it is.
-    async fn quarantine(&self, scope: String, markers: &[Record], error: EngineError) -> Failed {
+    async fn quarantine(&self, scope: Scope, markers: &[Record], error: EngineError) -> Failed {
         let failures = 1 + markers
             .iter()
             .filter_map(|m| m.data.decode::<Marker>().ok())
@@ -255,7 +255,7 @@ impl Engine {
     /// markers stay until it is done).
     async fn settle_scope(
         &self,
-        scope: &str,
+        scope: &Scope,
         markers: &[Record],
         now: Time,
         deadline: std::time::Instant,
@@ -324,7 +324,7 @@ impl Engine {
     async fn settle_attempt(
         &self,
         tx: &mut Tx<'_>,
-        scope: &str,
+        scope: &Scope,
         now: Time,
     ) -> Result<Round, EngineError> {
         let config = &self.settings;
@@ -510,7 +510,7 @@ impl Engine {
 /// new ledger in `rewrite`. `true` when owners are left for another round.
 fn ledger_changes(
     tx: &mut Tx<'_>,
-    scope: &str,
+    scope: &Scope,
     records: &ScopeRecords,
     derived: &dora::Derived,
     owners_per_tx: usize,
@@ -594,15 +594,19 @@ fn unexported(s: &Summary) -> Vec<GenRef> {
 }
 
 /// Due wake-up markers by scope, leaving out those of scopes put aside until later than `wall`.
-fn due_by_scope(markers: Vec<Record>, wall: &str) -> BTreeMap<String, Vec<Record>> {
-    let mut by_scope: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+fn due_by_scope(markers: Vec<Record>, wall: &str) -> BTreeMap<Scope, Vec<Record>> {
+    let mut by_scope: BTreeMap<Scope, Vec<Record>> = BTreeMap::new();
     for m in markers {
         let Some((due, scope)) = m.key.sk.split_once('#') else {
             continue;
         };
+        let Some(scope) = Scope::parse(scope) else {
+            tracing::warn!(marker = %m.key.sk, "a wake-up marker names no scope; left alone");
+            continue;
+        };
         let put_aside = due > wall && m.data.decode::<Marker>().is_ok_and(|m| m.failures > 0);
         if !put_aside {
-            by_scope.entry(scope.to_string()).or_default().push(m);
+            by_scope.entry(scope).or_default().push(m);
         }
     }
     by_scope
@@ -614,15 +618,13 @@ fn due_by_scope(markers: Vec<Record>, wall: &str) -> BTreeMap<String, Vec<Record
 /// share series (by team, by source): those are settled one at a time, so they do not make
 /// each other retry. Both lanes start no new scope once the budget is spent.
 struct Lanes {
-    repos: Vec<(String, Vec<Record>)>,
-    items: Vec<(String, Vec<Record>)>,
+    repos: Vec<(Scope, Vec<Record>)>,
+    items: Vec<(Scope, Vec<Record>)>,
 }
 
 impl Lanes {
-    fn of(by_scope: BTreeMap<String, Vec<Record>>) -> Self {
-        let (repos, items) = by_scope
-            .into_iter()
-            .partition(|(scope, _)| keys::Scope::is_repo(scope));
+    fn of(by_scope: BTreeMap<Scope, Vec<Record>>) -> Self {
+        let (repos, items) = by_scope.into_iter().partition(|(scope, _)| scope.is_repo());
         Lanes { repos, items }
     }
 }
@@ -760,7 +762,7 @@ struct ScopeRecords {
     legacy: BTreeSet<String>,
 }
 
-async fn read_scope(tx: &mut Tx<'_>, scope: &str) -> Result<ScopeRecords, EngineError> {
+async fn read_scope(tx: &mut Tx<'_>, scope: &Scope) -> Result<ScopeRecords, EngineError> {
     let records = tx
         .query(
             &keys::scope_pk(scope),

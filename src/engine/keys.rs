@@ -22,11 +22,13 @@ use crate::store::Key;
 
 /// What a scope partition gathers: a repository's items and pushes, or one item that names no
 /// repository. Its text (`repo#<owner/name>`, `item#<item key>`) is in the stored keys; it is
-/// written by [`std::fmt::Display`] and read by [`Scope::parse`], here only.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// written by [`std::fmt::Display`] and read by [`Scope::parse`], here only. Scopes order as
+/// their texts do (`item#…` before `repo#…`, then by name): the variants are declared in that
+/// order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
-    Repo(String),
     Item(String),
+    Repo(String),
 }
 
 impl Scope {
@@ -51,9 +53,9 @@ impl Scope {
         }
     }
 
-    /// Whether a stored scope text names a repository's scope.
-    pub fn is_repo(text: &str) -> bool {
-        matches!(Scope::parse(text), Some(Scope::Repo(_)))
+    /// Whether it is a repository's scope.
+    pub fn is_repo(&self) -> bool {
+        matches!(self, Scope::Repo(_))
     }
 }
 
@@ -69,17 +71,17 @@ impl std::fmt::Display for Scope {
 pub fn item(key: &str) -> Key {
     Key::one(format!("item#{key}"))
 }
-pub fn scope_pk(scope: &str) -> String {
+pub fn scope_pk(scope: &Scope) -> String {
     format!("scope#{scope}")
 }
-pub fn summary(scope: &str, item_key: &str) -> Key {
+pub fn summary(scope: &Scope, item_key: &str) -> Key {
     Key::new(scope_pk(scope), ScopeEntry::Summary(item_key).sk())
 }
-pub fn push(scope: &str, after: &str) -> Key {
+pub fn push(scope: &Scope, after: &str) -> Key {
     let after = after.to_ascii_lowercase();
     Key::new(scope_pk(scope), ScopeEntry::Push(&after).sk())
 }
-pub fn ledger(scope: &str, owner: &str) -> Key {
+pub fn ledger(scope: &Scope, owner: &str) -> Key {
     Key::new(scope_pk(scope), ScopeEntry::Ledger(owner).sk())
 }
 
@@ -142,7 +144,7 @@ pub fn pending_partitions() -> Vec<String> {
 /// A scope's wake-up marker due at `due`. Its shard is a hash of the sort key (due time and
 /// scope), so one busy scope's successive markers land on different shards, and a delivery can
 /// compute the key of the marker it would write (and read it first).
-pub fn pending(due: crate::model::Time, scope: &str) -> Key {
+pub fn pending(due: crate::model::Time, scope: &Scope) -> Key {
     let sk = format!("{}#{scope}", time_sk(due));
     Key::new(pending_shard(shard_of(&sk, PENDING_SHARDS)), sk)
 }
@@ -156,8 +158,9 @@ pub fn shard_of(s: &str, n: u32) -> u32 {
     (h % u64::from(n.max(1))) as u32
 }
 pub const OUTBOX: &str = "outbox";
-pub fn outbox_item(at: crate::model::Time, scope: &str) -> Key {
-    Key::new(OUTBOX, format!("{}#{scope}", time_sk(at)))
+/// A batch of `scope`'s settlement, named `id` (a hash of its content).
+pub fn outbox_item(at: crate::model::Time, scope: &Scope, id: &str) -> Key {
+    Key::new(OUTBOX, format!("{}#{scope}#{id}", time_sk(at)))
 }
 pub const METRIC: &str = "metric";
 pub fn series(id: &str) -> Key {
@@ -193,27 +196,46 @@ mod tests {
             assert_eq!(scope.to_string(), text);
             assert_eq!(Scope::parse(text), Some(scope));
         }
-        assert!(Scope::is_repo("repo#a/b"));
-        assert!(!Scope::is_repo("item#repo#a/b"));
+        assert!(Scope::parse("repo#a/b").unwrap().is_repo());
+        assert!(!Scope::parse("item#repo#a/b").unwrap().is_repo());
         assert_eq!(Scope::parse("scope#x"), None);
+        // Scopes order as their texts: the drain's maps keep the order they had as strings.
+        let mut texts = ["repo#b", "item#z", "repo#a/b", "item#a", "repo#a"];
+        let mut scopes: Vec<Scope> = texts.iter().map(|t| Scope::parse(t).unwrap()).collect();
+        texts.sort();
+        scopes.sort();
+        let back: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+        assert_eq!(back, texts);
+    }
+
+    fn repo_ab() -> Scope {
+        Scope::Repo("a/b".into())
     }
 
     #[test]
     fn a_scope_entry_reads_back_from_the_sort_key_it_builds() {
         let cases = [
             (
-                summary("repo#a/b", "github:a/b#1"),
+                summary(&repo_ab(), "github:a/b#1"),
                 ScopeEntry::Summary("github:a/b#1"),
             ),
-            (push("repo#a/b", "FF00"), ScopeEntry::Push("ff00")),
-            (ledger("item#x", "jira:X-1"), ScopeEntry::Ledger("jira:X-1")),
+            (push(&repo_ab(), "FF00"), ScopeEntry::Push("ff00")),
+            (
+                ledger(&Scope::Item("x".into()), "jira:X-1"),
+                ScopeEntry::Ledger("jira:X-1"),
+            ),
         ];
         for (key, entry) in cases {
-            assert_eq!(key.pk, scope_pk(&key.pk[6..]));
+            assert_eq!(key.pk, scope_pk(&Scope::parse(&key.pk[6..]).unwrap()));
             assert_eq!(ScopeEntry::parse(&key.sk), Some(entry), "{}", key.sk);
             assert_eq!(entry.sk(), key.sk);
         }
-        assert_eq!(summary("repo#a/b", "k").sk, "s#k", "the stored layout");
+        assert_eq!(summary(&repo_ab(), "k").sk, "s#k", "the stored layout");
+        assert_eq!(
+            summary(&repo_ab(), "k").pk,
+            "scope#repo#a/b",
+            "the stored layout"
+        );
         assert_eq!(ScopeEntry::parse("x#1"), None);
         assert_eq!(ScopeEntry::parse("s"), None);
         assert_eq!(ScopeEntry::parse("s#"), Some(ScopeEntry::Summary("")));

@@ -383,7 +383,7 @@ struct Delivery<'a> {
     written: std::collections::HashSet<crate::store::Key>,
     applied: Applied,
     /// Scopes with something new to settle.
-    scopes: BTreeSet<String>,
+    scopes: BTreeSet<keys::Scope>,
 }
 
 impl Delivery<'_> {
@@ -582,7 +582,7 @@ mod tests {
         let (engine, store) = engine();
         let open = [event(Action::Open, "2024-01-01T10:00:00Z")];
         engine.apply("github", "d-1", &open).await.unwrap();
-        let summary_key = keys::summary("repo#a/b", "gh/issue/a/b/1");
+        let summary_key = keys::summary(&keys::Scope::Repo("a/b".into()), "gh/issue/a/b/1");
         let summary: serde_json::Value = record(&store, summary_key.clone()).await;
 
         let second = engine.apply("github", "d-2", &open).await.unwrap();
@@ -702,7 +702,8 @@ mod tests {
             .apply("github", "p-3", &[push(&["aa", "bb"])])
             .await
             .unwrap();
-        let fact: PushFact = record(&store, keys::push("repo#a/b", "ff00")).await;
+        let fact: PushFact =
+            record(&store, keys::push(&keys::Scope::Repo("a/b".into()), "ff00")).await;
         assert_eq!(fact.commits.len(), 2);
         assert_eq!(fact.deliveries.len(), 3);
         assert!(pending(&store).await >= 1);
@@ -753,7 +754,7 @@ mod tests {
         assert_eq!(issue_durations(&store).await, 1);
 
         // Time passes: every record of the repository that nothing rewrote since expires.
-        let scope = keys::scope_pk("repo#a/b");
+        let scope = keys::scope_pk(&keys::Scope::Repo("a/b".into()));
         for old in before.iter().filter(|r| r.key.pk == scope) {
             let now = store.dump();
             let same = now.iter().find(|r| r.key == old.key);
@@ -803,8 +804,8 @@ mod tests {
         // A store written before the ledger moved into the summary holds it as `l#<owner>`.
         let (engine, store) = settled_issue().await;
         let day = chrono::TimeDelta::days(1);
-        let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
-        let lk = keys::ledger("repo#a/b", "gh/issue/a/b/1");
+        let sk = keys::summary(&keys::Scope::Repo("a/b".into()), "gh/issue/a/b/1");
+        let lk = keys::ledger(&keys::Scope::Repo("a/b".into()), "gh/issue/a/b/1");
         let mut summary: Summary = record(&store, sk.clone()).await;
         let tally = summary.tally.take().expect("the tally is in the summary");
         assert_eq!(tally.len(), 1, "{tally:?}");
@@ -841,7 +842,7 @@ mod tests {
         // Versions before tallies kept one contribution per observation in the summary.
         let (engine, store) = settled_issue().await;
         let day = chrono::TimeDelta::days(1);
-        let sk = keys::summary("repo#a/b", "gh/issue/a/b/1");
+        let sk = keys::summary(&keys::Scope::Repo("a/b".into()), "gh/issue/a/b/1");
         let mut summary: Summary = record(&store, sk.clone()).await;
         let tally = summary.tally.take().unwrap();
         summary.ledger = Some(contributions_of(&tally));

@@ -121,7 +121,7 @@ impl Outbox<'_> {
     pub(crate) fn enqueue(
         &self,
         tx: &mut Tx<'_>,
-        scope: &str,
+        scope: &keys::Scope,
         spans: &[FinishedSpan],
         points: &[Series],
     ) {
@@ -136,7 +136,7 @@ impl Outbox<'_> {
         // The key is named by the unleased batch's content.
         let body = serde_json::to_vec(&batch).expect("batches serialize");
         let id = crate::model::ids::short_hash(&body);
-        let key = keys::outbox_item(self.engine.now(), &format!("{scope}#{id}"));
+        let key = keys::outbox_item(self.engine.now(), scope, &id);
         let batch = ExportBatch {
             lease_until: now_epoch() + LEASE_SECS,
             lease_holder: self.engine.holder(),

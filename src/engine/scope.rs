@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where an item's summary, and its metric ledger, live.
-pub fn scope_of(repo: Option<&Repo>, item_key: &str) -> String {
-    super::keys::Scope::of(repo, item_key).to_string()
+pub fn scope_of(repo: Option<&Repo>, item_key: &str) -> super::keys::Scope {
+    super::keys::Scope::of(repo, item_key)
 }
 
 /// What the drain needs of one generation.

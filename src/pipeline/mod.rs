@@ -221,7 +221,7 @@ impl Pipeline {
         let mut report = self.export_outbox().await?;
         report.settled = spans;
         report.unsettled = more;
-        report.put_aside = failed.into_iter().map(|f| f.scope).collect();
+        report.put_aside = failed.into_iter().map(|f| f.scope.to_string()).collect();
         Ok(report)
     }
 

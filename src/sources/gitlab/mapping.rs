@@ -260,8 +260,18 @@ impl<'a> Ctx<'a> {
             }
         }
         if let Some(r) = changes.and_then(|c| c.reviewers.as_ref()) {
-            let len = |v: &Option<Vec<serde_json::Value>>| v.as_ref().map_or(0, Vec::len);
-            if len(&r.current) > len(&r.previous) {
+            // A reviewer named now and not before: a review was requested. The same list
+            // repeated (GitLab sends `changes.reviewers` with other changes) requests nothing;
+            // one reviewer swapped for another does.
+            let who = |v: &serde_json::Value| v.get("id").or_else(|| v.get("username")).cloned();
+            let before: Vec<_> = r.previous.iter().flatten().filter_map(who).collect();
+            let added = r
+                .current
+                .iter()
+                .flatten()
+                .filter_map(who)
+                .any(|x| !before.contains(&x));
+            if added {
                 w.add_step(ChangeStep::new(StepKind::ReviewRequested, updated));
             }
         }
