@@ -145,6 +145,9 @@ pub struct Config {
     /// Most links one exported span carries (`OTEL_SPAN_LINK_COUNT_LIMIT`); the rest are
     /// counted in the span's dropped-links count.
     pub span_link_limit: usize,
+    /// Memory the settlements of one drain may hold at once, in MiB
+    /// (`VALUESTREAM_SETTLE_MEMORY_MB`; [`settle_memory_default`]).
+    pub settle_memory_mb: u64,
 }
 
 /// Settings that no longer do anything, and why. Still accepted (whatever their value) for one
@@ -190,6 +193,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
     ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
+    ("VALUESTREAM_SETTLE_MEMORY_MB", "memory the settlements of one drain may hold at once, 8..=1048576 MiB (default 60 % of the Lambda's memory, from AWS_LAMBDA_FUNCTION_MEMORY_SIZE; 1024 elsewhere); a repository whose settlement would need more is put aside and counted (README, Limits)"),
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
     ("VALUESTREAM_RETRY_SECS", "seconds a failing collector is left alone before exports are tried again, 1..=3600 (default 30)"),
     ("VALUESTREAM_HEALTH_EXPORT_SECS", "serve: seconds between two exports of valuestream's own health over OTLP (the first one this long after start), 1..=3600 (default 60); Lambda sends it after each scheduled drain"),
@@ -396,6 +400,16 @@ fn table_name(name: &str, v: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Default of `VALUESTREAM_SETTLE_MEMORY_MB`: 60 % of the Lambda function's memory (Lambda sets
+/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), leaving the rest to the runtime, the export and
+/// the requests; 1,024 MiB elsewhere (`serve`).
+pub fn settle_memory_default(lambda_memory_mb: Option<&str>) -> i64 {
+    lambda_memory_mb
+        .and_then(|m| m.trim().parse::<i64>().ok())
+        .filter(|m| *m > 0)
+        .map_or(1024, |m| (m * 6 / 10).max(8))
+}
+
 /// Default of `VALUESTREAM_DYNAMODB_TIMEOUT_MS`.
 pub const DYNAMODB_TIMEOUT_MS: i64 = 8_000;
 
@@ -441,6 +455,12 @@ impl Config {
             )? as u64,
             settle_secs: env.int("VALUESTREAM_SETTLE_SECS", 120, 0..=86_400, "seconds")?,
             dynamodb_timeout_ms: storage.dynamodb_timeout_ms,
+            settle_memory_mb: env.int(
+                "VALUESTREAM_SETTLE_MEMORY_MB",
+                settle_memory_default(env.text("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").as_deref()),
+                8..=1_048_576,
+                "MiB",
+            )? as u64,
         })
     }
 
@@ -600,6 +620,12 @@ mod tests {
         assert_eq!(c.retry_secs, 30);
         assert_eq!(c.health_export_secs, 60);
         assert_eq!(c.settle_secs, 120);
+        assert_eq!(c.settle_memory_mb, 1024, "outside Lambda");
+        let lambda = Config::from_pairs(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")]).unwrap();
+        assert_eq!(
+            lambda.settle_memory_mb, 153,
+            "60 % of the function's memory"
+        );
         assert_eq!(c.dynamodb_timeout_ms, 8_000);
         assert!(!c.allow_unsigned);
         assert!(c.teams.is_empty());
@@ -621,6 +647,7 @@ mod tests {
             ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "8760"),
             ("VALUESTREAM_RETRY_SECS", "3600"),
             ("VALUESTREAM_SETTLE_SECS", "0"),
+            ("VALUESTREAM_SETTLE_MEMORY_MB", "64"),
             ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "500"),
             ("VALUESTREAM_ALLOW_UNSIGNED", "Yes"),
             (
@@ -641,6 +668,7 @@ mod tests {
         assert_eq!(c.incident_window_secs, 8760 * 3600);
         assert_eq!((c.retry_secs, c.settle_secs), (3600, 0));
         assert_eq!(c.dynamodb_timeout_ms, 500);
+        assert_eq!(c.settle_memory_mb, 64);
         assert!(c.allow_unsigned);
         assert_eq!(
             c.team_of(&Repo::new("codertocat/hello-world")),
@@ -715,6 +743,8 @@ mod tests {
             ("VALUESTREAM_HEALTH_EXPORT_SECS", vec![("VALUESTREAM_HEALTH_EXPORT_SECS", "3601")]),
             ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "-1")]),
             ("VALUESTREAM_SETTLE_SECS", vec![("VALUESTREAM_SETTLE_SECS", "86401")]),
+            ("VALUESTREAM_SETTLE_MEMORY_MB", vec![("VALUESTREAM_SETTLE_MEMORY_MB", "7")]),
+            ("VALUESTREAM_SETTLE_MEMORY_MB", vec![("VALUESTREAM_SETTLE_MEMORY_MB", "lots")]),
             ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", vec![("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "0")]),
             ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", vec![("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "60001")]),
             ("VALUESTREAM_ALLOW_UNSIGNED", vec![("VALUESTREAM_ALLOW_UNSIGNED", "on")]),

@@ -1,6 +1,7 @@
 //! Scale and isolation (issue 30, part 0): one big deployment settles and exports on both
 //! stores with every lead time counted and a bounded span; a repository whose settlement fails
-//! is put aside while every other repository settles and exports.
+//! is put aside while every other repository settles and exports, whether it fails on a record
+//! or on the settle memory budget (`VALUESTREAM_SETTLE_MEMORY_MB`).
 
 mod common;
 
@@ -377,4 +378,67 @@ async fn a_failing_repository_is_put_aside_and_the_others_export_on_dynamodb() {
     assert_eq!(rig.receiver.span("PR #1").name, "PR #1");
     assert!(markers(store.as_ref()).await.is_empty());
     assert_eq!(rig.lead_times().await, 0);
+}
+
+/// A repository whose settlement would hold more than `VALUESTREAM_SETTLE_MEMORY_MB` (here
+/// 8 MiB: about 1 MiB of stored records) is put aside with the budget named in the cause,
+/// rather than taking the drain's process down (on a 256 MB Lambda it was killed, and every
+/// drain after it died at the same repository); the other repository settles and exports. With
+/// the budget raised, the same repository settles whole: nothing was lost meanwhile.
+#[tokio::test]
+async fn a_repository_over_the_settle_memory_budget_is_put_aside_on_dynamodb() {
+    let moto = Moto::start().await;
+    let store: Arc<dyn Store> = Arc::new(moto.store().await);
+    let rig = Rig::new(store.clone(), &[("VALUESTREAM_SETTLE_MEMORY_MB", "8")]).await;
+    // 400 changes with 3 KB titles: about 1.3 MB of summaries, over the 1 MiB that fits.
+    let big: Vec<Input> = (1..=400)
+        .map(|n| {
+            let mut c = change("big/one", n, t0() + TimeDelta::minutes(n as i64));
+            if let Input::Work(ev) = &mut c {
+                ev.change_title = Some(format!("change {n} {}", "x".repeat(3_000)));
+            }
+            c
+        })
+        .collect();
+    rig.deliver("big", big, 16).await;
+    rig.deliver("small", vec![change("small/two", 1, t0())], 1)
+        .await;
+
+    let drained = rig.pipeline.drain().await.unwrap();
+    assert_eq!(drained.put_aside, ["repo#big/one"]);
+    assert_eq!(rig.receiver.span("PR #1").name, "PR #1");
+    assert_eq!(
+        rig.receiver.spans().len(),
+        1,
+        "only the small repository's span"
+    );
+    assert_eq!(rig.pipeline.settle_failures(), 1);
+    // Tried again once its minute is up: the same cause, naming the budget.
+    rig.advance(61);
+    let again = rig
+        .pipeline
+        .engine
+        .settle(rig.pipeline.engine.now())
+        .await
+        .unwrap();
+    assert_eq!(again.failed.len(), 1, "{:?}", again.failed);
+    let cause = again.failed[0].error.to_string();
+    assert!(
+        cause.contains("more than VALUESTREAM_SETTLE_MEMORY_MB (8 MiB)"),
+        "{cause}"
+    );
+
+    // The same store drained with a budget that fits: every change of it settles.
+    let roomy = Rig::new(store.clone(), &[("VALUESTREAM_SETTLE_MEMORY_MB", "256")]).await;
+    roomy.advance(4 * 3600);
+    let mut spans = 0;
+    for _ in 0..30 {
+        let d = roomy.pipeline.drain().await.unwrap();
+        assert!(d.put_aside.is_empty(), "{:?}", d.put_aside);
+        spans = roomy.receiver.spans().len();
+        if spans == 400 {
+            break;
+        }
+    }
+    assert_eq!(spans, 400, "every change of the big repository");
 }

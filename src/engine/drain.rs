@@ -6,6 +6,7 @@
 use super::dora::{self, Index};
 use super::facts::{self, ItemRecord};
 use super::keys::{self, Scope};
+use super::memory::{MemoryBudget, Reservation};
 use super::metrics::{self, Series};
 use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
 use super::spans::{self, Resolver};
@@ -329,7 +330,7 @@ impl Engine {
     ) -> Result<Round, EngineError> {
         let config = &self.settings;
         let budget = Budget::of(self.store.limits());
-        let records = read_scope(tx, scope).await?;
+        let records = read_scope(tx, scope, &self.memory).await?;
         let derived = dora::derive(&records.summaries, &records.pushes, config);
         // Summaries to rewrite, each once: a new ledger, generations exported.
         let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
@@ -657,7 +658,7 @@ impl Engine {
         let scope = scope::scope_of(record.repo().as_ref(), key);
         let ScopeRecords {
             summaries, pushes, ..
-        } = read_scope(&mut tx, &scope).await?;
+        } = read_scope(&mut tx, &scope, &self.memory).await?;
         let derived = dora::derive(&summaries, &pushes, &self.settings);
         let idx = Index::new(&summaries);
         let Some(me) = idx.items.get(key).copied() else {
@@ -760,9 +761,18 @@ struct ScopeRecords {
     ledger: BTreeMap<String, Vec<Tally>>,
     /// Owners whose ledger is still an `l#` record: removed when their ledger is next written.
     legacy: BTreeSet<String>,
+    /// The memory these records (decoded, and what is derived from them) take from the drain's
+    /// budget, held as long as they are.
+    _memory: Reservation,
 }
 
-async fn read_scope(tx: &mut Tx<'_>, scope: &Scope) -> Result<ScopeRecords, EngineError> {
+/// Reads a scope's partition whole, and reserves the memory its settlement will hold before
+/// decoding it ([`MemoryBudget`]).
+async fn read_scope(
+    tx: &mut Tx<'_>,
+    scope: &Scope,
+    memory: &MemoryBudget,
+) -> Result<ScopeRecords, EngineError> {
     let records = tx
         .query(
             &keys::scope_pk(scope),
@@ -771,11 +781,14 @@ async fn read_scope(tx: &mut Tx<'_>, scope: &Scope) -> Result<ScopeRecords, Engi
             Order::Ascending,
         )
         .await?;
+    let stored: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+    let reservation = memory.reserve(stored).await?;
     let mut out = ScopeRecords {
         summaries: Vec::new(),
         pushes: Vec::new(),
         ledger: BTreeMap::new(),
         legacy: BTreeSet::new(),
+        _memory: reservation,
     };
     let mut legacy = BTreeMap::new();
     for r in &records {

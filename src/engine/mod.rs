@@ -31,6 +31,7 @@ pub mod dora;
 pub mod drain;
 pub mod facts;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod scope;
@@ -61,6 +62,8 @@ pub enum EngineError {
     Contention(u32),
     #[error("stored record {0} cannot be read: {1}")]
     Corrupt(String, String),
+    #[error(transparent)]
+    TooLarge(#[from] memory::TooLarge),
 }
 
 /// What the engine did with one delivery.
@@ -93,6 +96,8 @@ pub struct Engine {
     /// Wall time in which one settle starts new scopes ([`drain::SETTLE_BUDGET`]).
     settle_budget: Duration,
     scopes_at_once: usize,
+    /// What the settlements of one drain may hold at once (`VALUESTREAM_SETTLE_MEMORY_MB`).
+    memory: memory::MemoryBudget,
 }
 
 /// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
@@ -109,13 +114,15 @@ pub async fn backoff(attempt: u32) {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, settings: impl Into<EngineSettings>) -> Self {
+        let settings: Arc<EngineSettings> = Arc::new(settings.into());
         Engine {
             store,
-            settings: Arc::new(settings.into()),
             clock: Arc::new(chrono::Utc::now),
             holder: new_holder(),
             settle_budget: drain::SETTLE_BUDGET,
             scopes_at_once: drain::SCOPES_AT_ONCE,
+            memory: memory::MemoryBudget::new(settings.settle_memory_bytes),
+            settings,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct EngineSettings {
     /// Longest wait for one store operation, in milliseconds: a wake-up marker is due late
     /// enough that a delivery still writing when it comes due is not missed.
     pub store_timeout_ms: u64,
+    /// Memory the settlements of one drain may hold at once, in bytes
+    /// (`VALUESTREAM_SETTLE_MEMORY_MB`): a scope whose settlement would need more is put aside.
+    pub settle_memory_bytes: u64,
 }
 
 impl EngineSettings {
@@ -44,6 +47,7 @@ impl From<&Config> for EngineSettings {
             incident_window_secs: c.incident_window_secs,
             span_link_limit: c.span_link_limit,
             store_timeout_ms: c.dynamodb_timeout_ms,
+            settle_memory_bytes: c.settle_memory_mb * 1024 * 1024,
         }
     }
 }
