@@ -456,6 +456,26 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         }
         _ => {}
     }
+    if let Some(id) = path.strip_prefix("/services/") {
+        // "Get a service": the backfill command tries its key on the first service.
+        return match fake.s.incidents.iter().find(|i| i.rest["service"]["id"] == id) {
+            Some(i) => respond(
+                seen,
+                StatusCode::OK,
+                vec![],
+                json!({"service": i.rest["service"]}),
+            ),
+            None => {
+                seen.status = 404;
+                respond(
+                    seen,
+                    StatusCode::NOT_FOUND,
+                    vec![],
+                    json!({"error": {"message": "Not Found", "code": 2100}}),
+                )
+            }
+        };
+    }
     let q = query_pairs(&query);
     let one = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let limit: usize = one("limit").and_then(|v| v.parse().ok()).unwrap_or(25);
