@@ -391,7 +391,11 @@ async fn issues(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()> {
     for issue in &list.items {
         let iid = field_u64(issue, "iid", &ep)?;
         let created = field_time(issue, "created_at", &ep)?;
-        items.push((item_key(created, iid), opt_time(issue, "updated_at", &ep)?, issue));
+        items.push((
+            item_key(created, iid),
+            opt_time(issue, "updated_at", &ep)?,
+            issue,
+        ));
     }
     let pending = g.run.pending(R, items, summary);
     let history = if pending.is_empty() {
@@ -477,8 +481,7 @@ async fn commits(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()> {
     let client = g.run.client;
     let bar = client.progress.resource(&g.run.label("commits"), client);
     // An empty repository has no default branch, and nothing was pushed.
-    let (Some(branch), Some(path)) = (g.ctx.default_branch.clone(), g.paths.commits.clone())
-    else {
+    let (Some(branch), Some(path)) = (g.ctx.default_branch.clone(), g.paths.commits.clone()) else {
         return g.run.done(R, &bar, None, "", summary).await;
     };
     let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
@@ -582,7 +585,9 @@ async fn deployments(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()
         return Ok(());
     }
     let client = g.run.client;
-    let bar = client.progress.resource(&g.run.label("deployments"), client);
+    let bar = client
+        .progress
+        .resource(&g.run.label("deployments"), client);
     let path = g.paths.deps.clone();
     let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
         return Ok(());
@@ -632,7 +637,11 @@ async fn pipeline_details(
     ids: &[u64],
     mr_by_iid: &mut HashMap<u64, Value>,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let details = gets(client, ids.iter().map(|id| format!("{base}/pipelines/{id}"))).await?;
+    let details = gets(
+        client,
+        ids.iter().map(|id| format!("{base}/pipelines/{id}")),
+    )
+    .await?;
     let mut missing: BTreeSet<u64> = BTreeSet::new();
     for (_, d) in &details {
         if let Some(iid) = mr_of_ref(d["ref"].as_str().unwrap_or_default()) {

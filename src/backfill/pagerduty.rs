@@ -195,8 +195,11 @@ pub async fn service(
         let created = field_time(&i, "created_at", list_ep)?;
         // The list's own filter is on creation; the window is checked here too, to the second.
         if created >= w.since && created <= until {
-            let changed = opt_time(&i, "last_status_change_at", list_ep)?
-                .or(opt_time(&i, "updated_at", list_ep)?);
+            let changed = opt_time(&i, "last_status_change_at", list_ep)?.or(opt_time(
+                &i,
+                "updated_at",
+                list_ep,
+            )?);
             items.push((format!("{}#{id}", time_key(created)), changed, i));
         }
     }
@@ -250,25 +253,24 @@ async fn part_deliveries(
         .iter()
         .map(|(_, i)| i["id"].as_str().unwrap_or_default().to_string())
         .collect();
-    let logs: Vec<(String, Vec<Value>)> =
-        futures_util::stream::iter(ids.into_iter().map(|id| {
-            let client = client.clone();
-            async move {
-                let path = format!("/incidents/{id}/log_entries?time_zone=UTC");
-                let entries = paged(
-                    &client,
-                    &format!("log entries of {id}"),
-                    &path,
-                    "log_entries",
-                )
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("GET {path}: more than {OFFSET_CAP} log entries"))?;
-                anyhow::Ok((path, entries))
-            }
-        }))
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
+    let logs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(ids.into_iter().map(|id| {
+        let client = client.clone();
+        async move {
+            let path = format!("/incidents/{id}/log_entries?time_zone=UTC");
+            let entries = paged(
+                &client,
+                &format!("log entries of {id}"),
+                &path,
+                "log_entries",
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("GET {path}: more than {OFFSET_CAP} log entries"))?;
+            anyhow::Ok((path, entries))
+        }
+    }))
+    .buffered(concurrency)
+    .try_collect()
+    .await?;
     let mut out = Vec::new();
     for ((_, incident), (path, entries)) in part.iter().zip(&logs) {
         *summary.items.entry("log_entries".into()).or_default() += entries.len() as u64;
