@@ -26,6 +26,16 @@
 //!
 //! Delivery IDs (`X-Gitlab-Event-UUID`) are a hash of (event, action, object, time): a second
 //! backfill is answered `duplicate`.
+//!
+//! A project's run goes resource by resource ([`RESOURCES`], [`super::resume`]): a cursor per
+//! resource in the store, moved after each page's worth of deliveries, so that a run stopped
+//! half-way is resumed by the same command. Conditional requests: GitLab's answers carry weak
+//! `ETag`s (Rails' `Rack::ETag`), and Rails' `Rack::ConditionalGet` answers a matching
+//! `If-None-Match` with 304; GitLab's REST docs do not promise that for the API (issue
+//! gitlab-org/gitlab#14357 reports API calls ignoring it), so a 200 is read as without one.
+//! The validators kept are the project object's (kept whole) and those of the issue, merge
+//! request, commit and deployment lists read whole in one page; the pipelines list is read on
+//! every run (a job's change need not show in it).
 
 use super::resume::{one_page, Collect, Scoped};
 use super::{

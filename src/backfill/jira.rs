@@ -28,6 +28,12 @@
 //! issue type); `resolutiondate` is the time the resolution was set. Delivery IDs (the
 //! `X-Atlassian-Webhook-Identifier` header) are a hash of (event, issue, history, time): a
 //! second backfill is answered `duplicate`.
+//!
+//! Each project is a run of its own ([`project`], [`super::resume`]): a cursor over its issues
+//! (creation time, ID) in the store, moved after each page's worth of deliveries, so that a run
+//! stopped half-way is resumed by the same command without reading the changelogs of the issues
+//! it delivered. Jira Cloud's REST API documents no conditional requests (no `ETag`, no
+//! `If-None-Match`): none are made, no validator is kept.
 
 use super::resume::{Collect, Scoped};
 use super::{

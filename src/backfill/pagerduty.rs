@@ -21,6 +21,12 @@
 //! The webhook's `event.data` is the incident with `number` for the REST `incident_number`, and
 //! the status it had then; `event.occurred_at` is the log entry's `created_at`. Delivery IDs are
 //! a hash of (event type, incident, log entry, time): a second backfill is answered `duplicate`.
+//!
+//! Each service is a run of its own ([`service`], [`super::resume`]): a cursor over its
+//! incidents (creation time, ID) in the store, moved after each page's worth of deliveries, so
+//! that a run stopped half-way is resumed by the same command without reading the logs of the
+//! incidents it delivered. PagerDuty's REST API documents no conditional requests (no `ETag`,
+//! no `If-None-Match`): none are made, no validator is kept.
 
 use super::resume::{Collect, Scoped};
 use super::{
