@@ -715,10 +715,46 @@ async fn a_second_run_makes_conditional_requests_answered_304_and_adds_nothing()
     let twice = settle(&app, &mut spans).await; // panics on a span exported twice
     assert_eq!(once, twice, "{}", diff(&once, &twice));
 
+    // A merge request opened and closed since: its list answers 200 and is read again (the
+    // new one delivered, the others answered duplicate); the other lists stay 304.
+    let mut mr = scenario().mrs[0].clone();
+    mr["iid"] = json!(77);
+    mr["id"] = json!(7777);
+    mr["title"] = json!("Try another cache");
+    mr["source_branch"] = json!("try-cache");
+    mr["state"] = json!("closed");
+    mr["merged_at"] = serde_json::Value::Null;
+    mr["closed_at"] = json!("2024-03-02T15:00:00.000Z");
+    mr["updated_at"] = json!("2024-03-02T15:00:00.000Z");
+    fake.more_mrs.lock().unwrap().push(mr);
+    let seen = fake.seen().len();
+    let third = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    let asked = &fake.seen()[seen..];
+    let status_of = |suffix: &str| {
+        asked
+            .iter()
+            .filter(|s| s.path.ends_with(suffix))
+            .map(|s| (s.status, s.if_none_match.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status_of("/merge_requests"), [(200, true)], "{asked:#?}");
+    assert_eq!(status_of("/issues"), [(304, true)]);
+    assert_eq!(third.not_modified, 4, "{third:?}");
+    assert_eq!(third.new_facts, 2, "opened and closed: {third:?}");
+    let changed = settle(&app, &mut spans).await;
+    assert!(changed.spans.values().any(|s| s.name.starts_with("MR !77")));
+    // And the list's new validator answers 304 next time.
+    let fourth = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    assert_eq!(
+        (fourth.not_modified, fourth.processed),
+        (5, 0),
+        "{fourth:?}"
+    );
+
     let seen = fake.seen().len();
     let fresh = backfill_kept(&app, &store, &api(), true).await.unwrap();
     assert_eq!(fresh.not_modified, 0, "{fresh:?}");
-    assert_eq!(fresh.duplicate, first.deliveries(), "{fresh:?}");
+    assert_eq!(fresh.duplicate, first.deliveries() + 2, "{fresh:?}");
     assert!(fake.seen()[seen..]
         .iter()
         .all(|s| s.if_none_match.is_none()));

@@ -890,6 +890,8 @@ pub struct Fake {
     /// (path suffix, nth matching request (1-based), fault).
     pub faults: Mutex<Vec<(String, usize, Fault)>>,
     pub seen: Mutex<Vec<Seen>>,
+    /// Merge requests added to the scenario's after the start (a change between two runs).
+    pub more_mrs: Mutex<Vec<Value>>,
 }
 
 impl Fake {
@@ -905,6 +907,7 @@ impl Fake {
                     .collect(),
             ),
             seen: Mutex::new(Vec::new()),
+            more_mrs: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1041,10 +1044,12 @@ impl Fake {
                 (all, false)
             }
             "/merge_requests" => {
+                let more = self.more_mrs.lock().unwrap().clone();
                 let mut all: Vec<Value> = self
                     .s
                     .mrs
                     .iter()
+                    .chain(&more)
                     .filter(|v| after(v, "updated_at", "updated_after"))
                     .cloned()
                     .collect();
