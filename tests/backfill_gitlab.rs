@@ -19,11 +19,13 @@ use fake_gitlab::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use valuestream::backfill::{gitlab, Client, Sink, Summary};
+use valuestream::backfill::{gitlab, Client, Sink, State, Summary};
 use valuestream::replay::Recorded;
 use valuestream::store::embedded::EmbeddedStore;
+use valuestream::sync::StoreRecords;
 
 /// The router as a backfill's sink: every synthesized delivery carries the configured hook
 /// secret, as `replay` signs unsigned ones, and is posted through the real router.
@@ -352,8 +354,16 @@ async fn an_answer_that_does_not_parse_names_the_endpoint_and_the_field() {
         err.contains("/merge_requests") && err.contains("source_branch"),
         "{err}"
     );
-    // Nothing of the project was delivered: it is read whole before anything is sent.
-    assert!(settle(&app, &mut BTreeMap::new()).await.spans.is_empty());
+    // Resources are delivered one after the other, a page's worth at a time once all of it
+    // reads: the issues before were delivered, nothing of the merge requests or after.
+    let names = span_names(&settle(&app, &mut BTreeMap::new()).await);
+    assert!(names.iter().any(|n| n.starts_with("ISSUE ")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| ["MR ", "RUN ", "JOB ", "DEPLOY "]
+            .iter()
+            .any(|p| n.starts_with(p))),
+        "{names:?}"
+    );
 
     let mut s = scenario();
     s.pipelines[1]["created_at"] = json!("yesterday");
@@ -369,7 +379,18 @@ async fn an_answer_that_does_not_parse_names_the_endpoint_and_the_field() {
         err.contains("/pipelines") && err.contains("created_at"),
         "{err}"
     );
-    assert!(settle(&app, &mut BTreeMap::new()).await.spans.is_empty());
+    let names = span_names(&settle(&app, &mut BTreeMap::new()).await);
+    assert!(names.iter().any(|n| n.starts_with("MR ")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| ["RUN ", "JOB ", "DEPLOY "].iter().any(|p| n.starts_with(p))),
+        "{names:?}"
+    );
+}
+
+fn span_names(r: &Result) -> Vec<String> {
+    r.spans.values().map(|s| s.name.clone()).collect()
 }
 
 /// The window starts counting at --since: the merge request merged before it (and shipped by a
@@ -591,10 +612,285 @@ async fn requests_per_merge_request() {
     assert_eq!(summary.items["merge_requests"], N);
     // opened and merged per merge request, and the scenario's three default-branch pushes
     assert_eq!(summary.processed, 2 * N + 3);
-    // 1 project + 2 pages of /merge_requests + 1 each of /issues, /events, /commits,
-    // /pipelines, /jobs, /deployments, /environments.
-    assert_eq!(summary.requests, 10);
+    // 1 project + 2 pages of /merge_requests + 1 each of /issues, /commits, /pipelines,
+    // /deployments (no issue events, jobs or environments: nothing delivered needs them).
+    assert_eq!(summary.requests, 7);
     assert!(per_mr <= 1.2);
+}
+
+// ---------------------------------------------------------------- kept between runs
+
+/// A backfill keeping its validators and cursors in `store` (as the command does).
+async fn backfill_kept(
+    app: &App,
+    store: &EmbeddedStore,
+    client: &Arc<Client>,
+    fresh: bool,
+) -> anyhow::Result<Summary> {
+    let records = StoreRecords(store);
+    let mut state = State::new(&records, gitlab::SOURCE);
+    state.fresh = fresh;
+    gitlab::run_with(client, &options(), &RouterSink(app), &state).await
+}
+
+/// A sink that passes `left` deliveries on, then never answers again: the backfill is stuck
+/// there until the test drops it (an aborted task, Ctrl-C).
+struct Stuck<'a> {
+    inner: RouterSink<'a>,
+    left: AtomicUsize,
+    stuck: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Sink for Stuck<'_> {
+    async fn deliver(&self, d: &Recorded) -> anyhow::Result<(u16, String)> {
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            self.stuck.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.deliver(d).await
+    }
+}
+
+/// GitLab answers with weak `ETag`s (Rails' `Rack::ETag`) and a matching `If-None-Match` with
+/// 304 (`Rack::ConditionalGet`): a second run sends the validators kept for the lists read
+/// whole (and the project object), gets 304s, leaves those resources alone and adds nothing;
+/// `--fresh` sends none.
+#[tokio::test]
+async fn a_second_run_makes_conditional_requests_answered_304_and_adds_nothing() {
+    let reference = webhooks_only().await;
+    let fake = Fake::start(scenario(), vec![]).await;
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let app = new_app_on(store.clone()).await;
+    let api = || client(&fake.url(), TOKEN, 100);
+    let mut spans = BTreeMap::new();
+    let first = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    assert_eq!(first.not_modified, 0, "nothing to validate yet: {first:?}");
+    assert!(fake.seen().iter().all(|s| s.if_none_match.is_none()));
+    let once = settle(&app, &mut spans).await;
+    assert_eq!(reference, once, "{}", diff(&reference, &once));
+    let validators: Vec<String> = dump(&store)
+        .into_iter()
+        .filter(|r| r.key.pk == format!("etag#gitlab#{PROJECT}"))
+        .map(|r| r.key.sk)
+        .collect();
+    assert_eq!(
+        validators,
+        [
+            "commits",
+            "deployments",
+            "issues",
+            "merge_requests",
+            "project"
+        ]
+    );
+
+    let seen = fake.seen().len();
+    let second = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    assert_eq!(second.not_modified, 5, "{second:?}");
+    assert_eq!((second.processed, second.new_facts), (0, 0), "{second:?}");
+    assert!(second.resumed.is_empty(), "the first run finished");
+    let unchanged: Vec<String> = ["issues", "merge_requests", "commits", "deployments"]
+        .iter()
+        .map(|r| format!("{PROJECT} {r}"))
+        .collect();
+    assert_eq!(second.skipped_resources, unchanged);
+    // The pipelines are read again (a job's change need not show in their list): duplicates.
+    assert_eq!(second.duplicate, second.deliveries(), "{second:?}");
+    assert!(second.deliveries() > 0);
+    let asked = &fake.seen()[seen..];
+    let conditional: Vec<u16> = asked
+        .iter()
+        .filter(|s| s.if_none_match.is_some())
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(conditional, [304; 5], "{asked:#?}");
+    for unread in ["/events", "/environments"] {
+        assert!(!asked.iter().any(|s| s.path.ends_with(unread)), "{unread}");
+    }
+    let twice = settle(&app, &mut spans).await; // panics on a span exported twice
+    assert_eq!(once, twice, "{}", diff(&once, &twice));
+
+    // A merge request opened and closed since: its list answers 200 and is read again (the
+    // new one delivered, the others answered duplicate); the other lists stay 304.
+    let mut mr = scenario().mrs[0].clone();
+    mr["iid"] = json!(77);
+    mr["id"] = json!(7777);
+    mr["title"] = json!("Try another cache");
+    mr["source_branch"] = json!("try-cache");
+    mr["state"] = json!("closed");
+    mr["merged_at"] = serde_json::Value::Null;
+    mr["closed_at"] = json!("2024-03-02T15:00:00.000Z");
+    mr["updated_at"] = json!("2024-03-02T15:00:00.000Z");
+    fake.more_mrs.lock().unwrap().push(mr);
+    let seen = fake.seen().len();
+    let third = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    let asked = &fake.seen()[seen..];
+    let status_of = |suffix: &str| {
+        asked
+            .iter()
+            .filter(|s| s.path.ends_with(suffix))
+            .map(|s| (s.status, s.if_none_match.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status_of("/merge_requests"), [(200, true)], "{asked:#?}");
+    assert_eq!(status_of("/issues"), [(304, true)]);
+    assert_eq!(third.not_modified, 4, "{third:?}");
+    assert_eq!(third.new_facts, 2, "opened and closed: {third:?}");
+    let changed = settle(&app, &mut spans).await;
+    assert!(changed.spans.values().any(|s| s.name.starts_with("MR !77")));
+    // And the list's new validator answers 304 next time.
+    let fourth = backfill_kept(&app, &store, &api(), false).await.unwrap();
+    assert_eq!(
+        (fourth.not_modified, fourth.processed),
+        (5, 0),
+        "{fourth:?}"
+    );
+
+    let seen = fake.seen().len();
+    let fresh = backfill_kept(&app, &store, &api(), true).await.unwrap();
+    assert_eq!(fresh.not_modified, 0, "{fresh:?}");
+    assert_eq!(fresh.duplicate, first.deliveries() + 2, "{fresh:?}");
+    assert!(fake.seen()[seen..]
+        .iter()
+        .all(|s| s.if_none_match.is_none()));
+}
+
+/// A backfill stuck (and dropped: Ctrl-C) after `k` deliveries, then the same backfill again:
+/// it resumes the interrupted run where its cursors stand, reads no resource the first one
+/// finished and no pipeline it delivered, and the result is the uninterrupted one, with no
+/// delivery repeated beyond the item being delivered when it stopped.
+#[tokio::test]
+async fn a_backfill_killed_half_way_resumes_where_it_stopped() {
+    let reference = webhooks_only().await;
+    let fake = Fake::start(scenario(), vec![]).await;
+    let details = |from: usize, to: usize| {
+        fake.seen()[from..to]
+            .iter()
+            .filter(|s| s.path.contains("/pipelines/"))
+            .count()
+    };
+    let (full, full_facts) = {
+        let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let app = new_app_on(store.clone()).await;
+        let api = client(&fake.url(), TOKEN, 1);
+        let s = backfill_kept(&app, &store, &api, false).await.unwrap();
+        (s, facts(&store))
+    };
+    let total = full.deliveries() as usize;
+    let pipelines = full.items["pipelines"] as usize;
+    assert!(total > 10 && pipelines > 1, "{full:?}");
+    for k in [1, total / 3, total / 2, 2 * total / 3, total - 1] {
+        let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let app = new_app_on(store.clone()).await;
+        let stuck = Stuck {
+            inner: RouterSink(&app),
+            left: AtomicUsize::new(k),
+            stuck: tokio::sync::Notify::new(),
+        };
+        let records = StoreRecords(store.as_ref());
+        let state = State::new(&records, gitlab::SOURCE);
+        let api = client(&fake.url(), TOKEN, 1);
+        let opts = options();
+        let s0 = fake.seen().len();
+        tokio::select! {
+            r = gitlab::run_with(&api, &opts, &stuck, &state) => panic!("k={k}: finished: {r:?}"),
+            _ = stuck.stuck.notified() => {} // dropped here, mid-delivery
+        }
+        let s1 = fake.seen().len();
+        let resumed = backfill_kept(&app, &store, &client(&fake.url(), TOKEN, 1), false)
+            .await
+            .unwrap();
+        let s2 = fake.seen().len();
+        assert_eq!(resumed.resumed, [PROJECT], "k={k}: {resumed:?}");
+        assert_eq!(resumed.refused, 0);
+        assert_eq!(resumed.processed as usize, total - k, "k={k}: {resumed:?}");
+        assert!(
+            resumed.duplicate <= 8 && resumed.duplicate as usize <= k,
+            "k={k}: {resumed:?}"
+        );
+        let got = settle(&app, &mut BTreeMap::new()).await; // panics on a span exported twice
+        assert_eq!(reference, got, "k={k}:\n{}", diff(&reference, &got));
+        assert_eq!(full_facts, facts(&store), "k={k}: the same facts");
+        let asked = &fake.seen()[s1..s2];
+        for (resource, suffix) in [
+            ("issues", "/issues"),
+            ("merge_requests", "/merge_requests"),
+            ("commits", "/repository/commits"),
+        ] {
+            let done = format!("{PROJECT} {resource} (done before the interruption)");
+            if resumed.skipped_resources.contains(&done) {
+                assert!(
+                    !asked.iter().any(|s| s.path.ends_with(suffix)),
+                    "k={k}: {resource} read again: {asked:#?}"
+                );
+            }
+        }
+        assert!(
+            details(s0, s2) <= pipelines + 1,
+            "k={k}: pipelines read twice: {} then {}",
+            details(s0, s1),
+            details(s1, s2)
+        );
+        assert!((s1 - s0) + (s2 - s1) < 2 * full.requests as usize, "k={k}");
+        // The next run is a new one: not a resumption, nothing new.
+        let next = backfill_kept(&app, &store, &client(&fake.url(), TOKEN, 1), false)
+            .await
+            .unwrap();
+        assert!(next.resumed.is_empty(), "k={k}: {next:?}");
+        assert_eq!(next.processed, 0, "k={k}: {next:?}");
+    }
+}
+
+/// A refused delivery stops the cursors: the run is not marked finished, and the next one
+/// resumes from before the refusal and delivers what was refused.
+#[tokio::test]
+async fn a_refused_delivery_stops_the_cursors_and_the_next_run_delivers_it() {
+    struct Refuse<'a>(RouterSink<'a>, AtomicUsize);
+    #[async_trait::async_trait]
+    impl Sink for Refuse<'_> {
+        async fn deliver(&self, d: &Recorded) -> anyhow::Result<(u16, String)> {
+            if self.1.fetch_add(1, Ordering::SeqCst) == 4 {
+                return Ok((500, r#"{"status":"error"}"#.into()));
+            }
+            self.0.deliver(d).await
+        }
+    }
+    let reference = webhooks_only().await;
+    let fake = Fake::start(scenario(), vec![]).await;
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let app = new_app_on(store.clone()).await;
+    let records = StoreRecords(store.as_ref());
+    let state = State::new(&records, gitlab::SOURCE);
+    let api = client(&fake.url(), TOKEN, 1);
+    let refuse = Refuse(RouterSink(&app), AtomicUsize::new(0));
+    let first = gitlab::run_with(&api, &options(), &refuse, &state)
+        .await
+        .unwrap();
+    assert_eq!(first.refused, 1, "{first:?}");
+    let run = dump(&store)
+        .into_iter()
+        .find(|r| r.key.pk == format!("backfill#gitlab#{PROJECT}") && r.key.sk == "run")
+        .unwrap();
+    let run: serde_json::Value = serde_json::from_slice(run.data.as_bytes()).unwrap();
+    assert_eq!(run["finished"], false, "{run}");
+    assert!(
+        !dump(&store)
+            .iter()
+            .any(|r| r.key.pk.starts_with("etag#") && r.key.sk != "project"),
+        "no validator past the refusal"
+    );
+    let second = backfill_kept(&app, &store, &client(&fake.url(), TOKEN, 1), false)
+        .await
+        .unwrap();
+    assert_eq!(second.resumed, [PROJECT], "{second:?}");
+    assert_eq!(second.processed, 1, "the refused delivery: {second:?}");
+    let got = settle(&app, &mut BTreeMap::new()).await;
+    assert_eq!(reference, got, "{}", diff(&reference, &got));
 }
 
 // ---------------------------------------------------------------- the command line
@@ -699,13 +995,34 @@ async fn the_command_writes_the_store_once() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
     assert!(n > 20, "{out}");
-    let second = cli_async(a, Some(TOKEN), vec![]).await;
+    // Again: the lists read whole in one page answer 304 (their validators are in the store),
+    // the rest is answered duplicate.
+    let second = cli_async(a.clone(), Some(TOKEN), vec![]).await;
     let out2 = String::from_utf8_lossy(&second.stdout).into_owned();
     assert!(second.status.success(), "{out2}");
     assert!(
-        out2.contains(&format!(": 0 new (0 of them changed no span, 0 brought facts the store did not hold), {n} duplicate,")),
+        out2.contains(
+            ": 0 new (0 of them changed no span, 0 brought facts the store did not hold), "
+        ),
         "{out2}"
     );
+    assert!(out2.contains("0 ignored, 0 refused"), "{out2}");
+    assert!(!out2.contains(", 0 answered 304 Not Modified)"), "{out2}");
+    assert!(
+        out2.contains("backfill: unchanged since the last run: "),
+        "{out2}"
+    );
+    // --fresh: everything read and answered duplicate.
+    let mut fresh = a;
+    fresh.push("--fresh".into());
+    let third = cli_async(fresh, Some(TOKEN), vec![]).await;
+    let out3 = String::from_utf8_lossy(&third.stdout).into_owned();
+    assert!(third.status.success(), "{out3}");
+    assert!(
+        out3.contains(&format!(": 0 new (0 of them changed no span, 0 brought facts the store did not hold), {n} duplicate,")),
+        "{out3}"
+    );
+    assert!(out3.contains(", 0 answered 304 Not Modified)"), "{out3}");
 }
 
 /// `--to URL`: the deliveries go to a running instance, with the configured hook secret.

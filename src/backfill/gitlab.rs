@@ -26,10 +26,22 @@
 //!
 //! Delivery IDs (`X-Gitlab-Event-UUID`) are a hash of (event, action, object, time): a second
 //! backfill is answered `duplicate`.
+//!
+//! A project's run goes resource by resource ([`RESOURCES`], [`super::resume`]): a cursor per
+//! resource in the store, moved after each page's worth of deliveries, so that a run stopped
+//! half-way is resumed by the same command. Conditional requests: GitLab's answers carry weak
+//! `ETag`s (Rails' `Rack::ETag`), and Rails' `Rack::ConditionalGet` answers a matching
+//! `If-None-Match` with 304; GitLab's REST docs do not promise that for the API (issue
+//! gitlab-org/gitlab#14357 reports API calls ignoring it), so a 200 is read as without one.
+//! The validators kept are the project object's (kept whole) and those of the issue, merge
+//! request, commit and deployment lists read whole in one page; the pipelines list is read on
+//! every run (a job's change need not show in it).
 
+use super::resume::{one_page, Collect, Scoped};
 use super::{
-    deliver_all, delivery_id, field_str, field_time, field_u64, opt_time, recorded, Api, Client,
-    ClientSettings, Sink, Summary,
+    delivery_id, field_str, field_time, field_u64, item_key, opt_time, recorded, time_key, Api,
+    Bar, Client, ClientSettings, Fetched, List, Sink, State, Summary, Validator, Window,
+    VALIDATOR_BODY_MAX,
 };
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -108,10 +120,35 @@ pub async fn check_token(client: &Client, opts: &Options) -> anyhow::Result<()> 
     client.get(&client.url(&path)).await.map(|_| ())
 }
 
-/// Reads every project, then delivers what was read to `sink`, one project at a time: a project
-/// whose reading failed delivers nothing.
+/// Reads every project and delivers what was read to `sink`, without keeping anything in a
+/// store (no validators, no cursors): [`run_with`] with [`State::none`].
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
+    run_with(client, opts, sink, &State::none(SOURCE)).await
+}
+
+/// Reads every project (those of `--group` after the ones named), one at a time, resource by
+/// resource ([`project`]), with the validators and cursors `state` keeps.
+pub async fn run_with(
+    client: &Arc<Client>,
+    opts: &Options,
+    sink: &dyn Sink,
+    state: &State<'_>,
+) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
+    let projects = projects(client, opts).await?;
+    let result = async {
+        for p in &projects {
+            project(client, opts, p, sink, state, &mut summary).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    summary.add_client(client);
+    result.map(|()| summary)
+}
+
+/// The projects named, then those of the groups (archived ones left out).
+async fn projects(client: &Arc<Client>, opts: &Options) -> anyhow::Result<Vec<String>> {
     let mut projects = opts.projects.clone();
     for group in &opts.groups {
         let path = format!(
@@ -133,36 +170,7 @@ pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyho
         !projects.is_empty(),
         "no projects to read (--project or --group)"
     );
-    for project in &projects {
-        let deliveries = read_project(client, opts, project, &mut summary.items).await?;
-        eprintln!(
-            "backfill: {project}: {} deliveries to send",
-            deliveries.len()
-        );
-        deliver_all(sink, &deliveries, &mut summary).await?;
-    }
-    summary.requests = client.requests();
-    summary.retries = client
-        .stats
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
-    summary.waited_secs = client.waited_secs();
-    Ok(summary)
-}
-
-/// The window an item's events must fall in.
-struct Window {
-    since: Time,
-    until: Option<Time>,
-}
-
-impl Window {
-    fn contains(&self, t: Time) -> bool {
-        t >= self.since && self.until.is_none_or(|u| t <= u)
-    }
-    fn not_after(&self, t: Time) -> bool {
-        self.until.is_none_or(|u| t <= u)
-    }
+    Ok(projects)
 }
 
 fn iso(t: Time) -> String {
@@ -177,48 +185,125 @@ fn reaches(page: &[Value], key: &str, since: Time) -> bool {
         .is_none_or(|t| t >= since)
 }
 
-/// The deliveries one project's history makes, and the items read counted into `items`.
+/// The deliveries one project's history makes, and the items read counted into `items`: the
+/// scheduled sync's reader ([`project`] into a [`Collect`], nothing kept in a store).
 pub async fn read_project(
     client: &Arc<Client>,
     opts: &Options,
     path: &str,
     items: &mut BTreeMap<String, u64>,
 ) -> anyhow::Result<Vec<Recorded>> {
+    let collect = Collect::default();
+    let mut summary = Summary::default();
+    project(
+        client,
+        opts,
+        path,
+        &collect,
+        &State::none(SOURCE),
+        &mut summary,
+    )
+    .await?;
+    for (k, n) in summary.items {
+        *items.entry(k).or_default() += n;
+    }
+    Ok(collect.take())
+}
+
+/// The resources of a project, in the order a run goes through them: the names of their
+/// cursors (`backfill#gitlab#group/name` / `r#<resource>`).
+pub const RESOURCES: [&str; 5] = [
+    "issues",
+    "merge_requests",
+    "commits",
+    "pipelines",
+    "deployments",
+];
+
+/// One project's run: what it reads and delivers, resource by resource.
+struct Gl<'a> {
+    run: Scoped<'a>,
+    ctx: Project,
+    paths: Paths,
+    base: String,
+}
+
+/// One project, resource by resource (issues, merge requests, commits, pipelines with their
+/// jobs, deployments). Each resource's list is read whole (conditional where a validator
+/// applies: a 304 leaves the resource alone), then its items are delivered in key order, a
+/// page's worth at a time, the resource's cursor moving after each. A run interrupted half-way
+/// is resumed by the next one over the same window.
+pub async fn project(
+    client: &Arc<Client>,
+    opts: &Options,
+    path: &str,
+    sink: &dyn Sink,
+    state: &State<'_>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let path = path.trim_matches('/');
     anyhow::ensure!(path.contains('/'), "--project {path:?} is not GROUP/NAME");
-    let project_path = format!("/projects/{}", encode(path));
-    let project_ep = format!("GET {project_path}");
-    let p = client.get(&client.url(&project_path)).await?.body;
-    let ctx = Project::of(&p, &project_ep)?;
-    let base = format!("/projects/{}", ctx.id);
-    let w = Window {
+    let window = Window {
         since: opts.since,
         until: opts.until,
     };
-    let paths = Paths::new(&base, opts, ctx.default_branch.as_deref());
-    let lists = read_lists(client, path, &paths, opts.since).await?;
-    let mut out = Vec::new();
-    issues(&lists, &paths, &ctx, &w, items, &mut out)?;
-    let mut mr_by_iid = merge_requests(&lists, &paths, &ctx, &w, items, &mut out)?;
+    let run = Scoped::begin(client, state, sink, path, window, summary).await?;
+    let project_path = format!("/projects/{}", encode(path));
+    let p = project_object(&run, &project_path).await?;
+    let ctx = Project::of(&p, &get_ep(&project_path))?;
+    let base = format!("/projects/{}", ctx.id);
+    let paths = Paths::new(&base, &run.window(), ctx.default_branch.as_deref());
+    for kind in [
+        "issues",
+        "issue_events",
+        "merge_requests",
+        "commits",
+        "pipelines",
+        "jobs",
+        "deployments",
+    ] {
+        summary.items.entry(kind.into()).or_default();
+    }
+    let mut g = Gl {
+        run,
+        ctx,
+        paths,
+        base,
+    };
+    issues(&mut g, summary).await?;
+    let mrs = merge_requests(&mut g, summary).await?;
+    commits(&mut g, summary).await?;
+    pipelines(&mut g, mrs, summary).await?;
+    deployments(&mut g, summary).await?;
+    g.run.finish(summary).await
+}
 
-    // Default-branch commits as pushes.
-    if let (Some(branch), Some(cp)) = (&ctx.default_branch, &paths.commits) {
-        for push in pushes(&lists.commits, &get_ep(cp))? {
-            out.push(push_delivery(&ctx, branch, push));
+/// The project object (`GET /projects/:path`), kept whole in its validator (when small) so
+/// that an unchanged one (304) needs no body.
+async fn project_object(run: &Scoped<'_>, path: &str) -> anyhow::Result<Value> {
+    let client = run.client;
+    let url = client.url(path);
+    let kept = run
+        .state
+        .validator(&run.scope, "project", &url, &run.window())
+        .await?
+        .filter(|v| v.body.is_some());
+    match client
+        .get_if(&url, kept.as_ref().map(|v| v.etag.as_str()))
+        .await?
+    {
+        Fetched::NotModified => Ok(kept.and_then(|v| v.body).expect("kept whole")),
+        Fetched::Modified(page, etag) => {
+            if let Some(etag) = etag.filter(|_| page.body.to_string().len() <= VALIDATOR_BODY_MAX) {
+                let mut v = Validator::new(&url, etag, &run.window());
+                v.body = Some(page.body.clone());
+                run.state
+                    .save_validators(&run.scope, vec![("project".into(), v)])
+                    .await?;
+            }
+            Ok(page.body)
         }
     }
-    *items.entry("commits".into()).or_default() += lists.commits.len() as u64;
-
-    let details = pipeline_details(client, &base, &lists, &paths, &w, &mut mr_by_iid).await?;
-    let ci = Ci {
-        details: &details,
-        jobs: &lists.jobs,
-        mr_by_iid: &mr_by_iid,
-        jobs_ep: get_ep(&paths.jobs),
-    };
-    ci_deliveries(&ci, &ctx, &w, items, &mut out)?;
-    deployments(&lists, &paths, &ctx, &w, items, &mut out)?;
-    Ok(out)
 }
 
 /// A list's endpoint as errors name it.
@@ -240,11 +325,11 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(base: &str, opts: &Options, default_branch: Option<&str>) -> Paths {
-        let since = iso(opts.since);
+    fn new(base: &str, w: &Window, default_branch: Option<&str>) -> Paths {
+        let since = iso(w.since);
         // The Events API filters by date (`after` excludes its day): a day before --since.
-        let after_day = (opts.since - chrono::TimeDelta::days(1)).format("%Y-%m-%d");
-        let before_day = opts
+        let after_day = (w.since - chrono::TimeDelta::days(1)).format("%Y-%m-%d");
+        let before_day = w
             .until
             .map(|u| {
                 format!(
@@ -253,7 +338,7 @@ impl Paths {
                 )
             })
             .unwrap_or_default();
-        let until_q = opts
+        let until_q = w
             .until
             .map(|u| format!("&until={}", iso(u)))
             .unwrap_or_default();
@@ -275,136 +360,296 @@ impl Paths {
     }
 }
 
-/// The lists one project's backfill reads, each whole but the jobs (back to the window).
-struct Lists {
-    issues: Vec<Value>,
-    events: Vec<Value>,
-    mrs: Vec<Value>,
-    commits: Vec<Value>,
-    pipelines: Vec<Value>,
-    jobs: Vec<Value>,
-    deps: Vec<Value>,
-    envs: Vec<Value>,
-}
-
-/// Reads the project's lists side by side, each labelled `<path> <what>` in the progress.
-async fn read_lists(
-    client: &Arc<Client>,
+/// The list at `path` of `resource`, conditional when a validator applies: `None` when it
+/// answered 304 (the resource is then done, unchanged).
+async fn conditional_list(
+    g: &mut Gl<'_>,
+    resource: &str,
     path: &str,
-    paths: &Paths,
-    since: Time,
-) -> anyhow::Result<Lists> {
-    let label = |what: &str| format!("{path} {what}");
-    let l_envs = label("environments");
-    let (l_issues, l_events, l_mrs, l_commits, l_pipelines, l_jobs, l_deps) = (
-        label("issues"),
-        label("issue events"),
-        label("merge requests"),
-        label("commits"),
-        label("pipelines"),
-        label("jobs"),
-        label("deployments"),
-    );
-    let commits = async {
-        match &paths.commits {
-            Some(p) => client.get_list(&l_commits, p, |_| true).await,
-            // An empty repository has no default branch, and nothing was pushed.
-            None => Ok(Vec::new()),
-        }
+    bar: &Bar,
+    summary: &mut Summary,
+) -> anyhow::Result<Option<List>> {
+    let client = g.run.client;
+    let etag = g.run.etag(resource, path).await?;
+    let list = client
+        .get_list_if(bar, path, |_| true, etag.as_deref())
+        .await?;
+    if list.is_none() {
+        g.run.unchanged(resource, summary);
+        g.run
+            .done(resource, bar, None, " (not modified)", summary)
+            .await?;
+    }
+    Ok(list)
+}
+
+/// Issues (a conditional list: unchanged, a 304), then the close/reopen history of the window
+/// (read only when there are issues to deliver), a page's worth at a time.
+async fn issues(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "issues";
+    if g.run.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = g.run.client;
+    let bar = client.progress.resource(&g.run.label("issues"), client);
+    let path = g.paths.issues.clone();
+    let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
+        return Ok(());
     };
-    let (issues, events, mrs, commits, pipelines, jobs, deps, envs) = futures_util::try_join!(
-        client.get_list(&l_issues, &paths.issues, |_| true),
-        client.get_list(&l_events, &paths.events, |_| true),
-        client.get_list(&l_mrs, &paths.mrs, |_| true),
-        commits,
-        client.get_list(&l_pipelines, &paths.pipelines, |_| true),
-        // Newest first: stop after the first page that reaches before --since.
-        client.get_list(&l_jobs, &paths.jobs, |page| reaches(
-            page,
-            "created_at",
-            since
-        )),
-        client.get_list(&l_deps, &paths.deps, |_| true),
-        client.get_list(&l_envs, &paths.envs, |_| true),
-    )?;
-    Ok(Lists {
-        issues,
-        events,
-        mrs,
-        commits,
-        pipelines,
-        jobs,
-        deps,
-        envs,
-    })
-}
-
-/// Issues, with the close/reopen history of the reopened ones.
-fn issues(
-    lists: &Lists,
-    paths: &Paths,
-    ctx: &Project,
-    w: &Window,
-    items: &mut BTreeMap<String, u64>,
-    out: &mut Vec<Recorded>,
-) -> anyhow::Result<()> {
-    let history = history(&lists.events, &get_ep(&paths.events))?;
-    *items.entry("issue_events".into()).or_default() += lists.events.len() as u64;
-    let mut n = 0;
-    for issue in &lists.issues {
-        let iid = field_u64(issue, "iid", &get_ep(&paths.issues))?;
-        n += issue_deliveries(
+    let ep = get_ep(&path);
+    let mut items = Vec::new();
+    for issue in &list.items {
+        let iid = field_u64(issue, "iid", &ep)?;
+        let created = field_time(issue, "created_at", &ep)?;
+        items.push((
+            item_key(created, iid),
+            opt_time(issue, "updated_at", &ep)?,
             issue,
-            history.get(&iid).map(Vec::as_slice).unwrap_or_default(),
-            ctx,
-            w,
-            &get_ep(&paths.issues),
-            out,
-        )?;
+        ));
     }
-    *items.entry("issues".into()).or_default() += n;
-    Ok(())
+    let pending = g.run.pending(R, items, summary);
+    let history = if pending.is_empty() {
+        HashMap::new()
+    } else {
+        let events = client
+            .get_list(&g.run.label("issue events"), &g.paths.events, |_| true)
+            .await?;
+        *summary.items.entry("issue_events".into()).or_default() += events.len() as u64;
+        history(&events, &get_ep(&g.paths.events))?
+    };
+    bar.set_total(pending.len() as u64);
+    let w = g.run.window();
+    for part in pending.chunks(g.run.chunk()) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (_, issue) in part {
+            let iid = field_u64(issue, "iid", &ep)?;
+            let turns = history.get(&iid).map(Vec::as_slice).unwrap_or_default();
+            n += issue_deliveries(issue, turns, &g.ctx, &w, &ep, &mut out)?;
+        }
+        *summary.items.entry("issues".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        g.run
+            .deliver(R, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    g.run.done(R, &bar, one_page(&list), "", summary).await
 }
 
-/// Merge requests; the list's merge requests by IID.
-fn merge_requests(
-    lists: &Lists,
-    paths: &Paths,
-    ctx: &Project,
-    w: &Window,
-    items: &mut BTreeMap<String, u64>,
-    out: &mut Vec<Recorded>,
+/// Merge requests (a conditional list), a page's worth at a time; the list's merge requests by
+/// IID (none when it answered 304 or was done before: pipelines then read the ones they name).
+async fn merge_requests(
+    g: &mut Gl<'_>,
+    summary: &mut Summary,
 ) -> anyhow::Result<HashMap<u64, Value>> {
-    let mut n = 0;
-    let mut mr_by_iid: HashMap<u64, Value> = HashMap::new();
-    for mr in &lists.mrs {
-        n += mr_deliveries(mr, ctx, w, &get_ep(&paths.mrs), out)?;
-        mr_by_iid.insert(field_u64(mr, "iid", &get_ep(&paths.mrs))?, mr.clone());
+    const R: &str = "merge_requests";
+    if g.run.skip_done(R, summary) {
+        return Ok(HashMap::new());
     }
-    *items.entry("merge_requests".into()).or_default() += n;
+    let client = g.run.client;
+    let bar = client
+        .progress
+        .resource(&g.run.label("merge requests"), client);
+    let path = g.paths.mrs.clone();
+    let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
+        return Ok(HashMap::new());
+    };
+    let ep = get_ep(&path);
+    let mut items = Vec::new();
+    let mut mr_by_iid: HashMap<u64, Value> = HashMap::new();
+    for mr in &list.items {
+        let iid = field_u64(mr, "iid", &ep)?;
+        let created = field_time(mr, "created_at", &ep)?;
+        items.push((item_key(created, iid), opt_time(mr, "updated_at", &ep)?, mr));
+        mr_by_iid.insert(iid, mr.clone());
+    }
+    let pending = g.run.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let w = g.run.window();
+    for part in pending.chunks(g.run.chunk()) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (_, mr) in part {
+            n += mr_deliveries(mr, &g.ctx, &w, &ep, &mut out)?;
+        }
+        *summary.items.entry("merge_requests".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        g.run
+            .deliver(R, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    g.run.done(R, &bar, one_page(&list), "", summary).await?;
     Ok(mr_by_iid)
 }
 
-/// Pipelines created in the window, each read on its own (its end and queue time): (path,
-/// body); the merge requests of merge-request pipelines the list did not hold are read into
-/// `mr_by_iid`.
+/// The default branch's commits (a conditional list) as pushes, a page's worth at a time.
+async fn commits(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "commits";
+    if g.run.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = g.run.client;
+    let bar = client.progress.resource(&g.run.label("commits"), client);
+    // An empty repository has no default branch, and nothing was pushed.
+    let (Some(branch), Some(path)) = (g.ctx.default_branch.clone(), g.paths.commits.clone()) else {
+        return g.run.done(R, &bar, None, "", summary).await;
+    };
+    let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
+        return Ok(());
+    };
+    let ep = get_ep(&path);
+    *summary.items.entry("commits".into()).or_default() += list.items.len() as u64;
+    let mut items = Vec::new();
+    for push in pushes(&list.items, &ep)? {
+        let at = list
+            .items
+            .iter()
+            .find(|c| c["id"].as_str() == Some(push.after.as_str()))
+            .map(|c| field_time(c, "committed_date", &ep))
+            .transpose()?
+            .unwrap_or(g.run.window().since);
+        items.push((format!("{}#{}", time_key(at), push.after), None, push));
+    }
+    let pending = g.run.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let chunk = g.run.chunk();
+    let mut pending = pending.into_iter().peekable();
+    while pending.peek().is_some() {
+        let part: Vec<(String, Push)> = pending.by_ref().take(chunk).collect();
+        let last = part.last().map(|(k, _)| k.clone());
+        let n = part.len() as u64;
+        let out: Vec<Recorded> = part
+            .into_iter()
+            .map(|(_, p)| push_delivery(&g.ctx, &branch, p))
+            .collect();
+        g.run.deliver(R, &bar, &out, last, n, summary).await?;
+    }
+    g.run.done(R, &bar, one_page(&list), "", summary).await
+}
+
+/// Pipelines created in the window (their list is read every time: a job's change need not
+/// show in it), a page's worth at a time, each read on its own (its end and queue time) with
+/// its jobs from the project's jobs list and the merge request it ran for.
+async fn pipelines(
+    g: &mut Gl<'_>,
+    mut mr_by_iid: HashMap<u64, Value>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    const R: &str = "pipelines";
+    if g.run.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = g.run.client;
+    let bar = client.progress.resource(&g.run.label("pipelines"), client);
+    let w = g.run.window();
+    let ep = get_ep(&g.paths.pipelines);
+    let mut items = Vec::new();
+    for pl in client
+        .get_list_if(&bar, &g.paths.pipelines, |_| true, None)
+        .await?
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let created = field_time(&pl, "created_at", &ep)?;
+        if w.contains(created) {
+            let id = field_u64(&pl, "id", &ep)?;
+            items.push((item_key(created, id), opt_time(&pl, "updated_at", &ep)?, id));
+        }
+    }
+    let pending = g.run.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let jobs = if pending.is_empty() {
+        Vec::new()
+    } else {
+        // Newest first: stop after the first page that reaches before --since.
+        client
+            .get_list(&g.run.label("jobs"), &g.paths.jobs, |page| {
+                reaches(page, "created_at", w.since)
+            })
+            .await?
+    };
+    for part in pending.chunks(g.run.chunk()) {
+        let ids: Vec<u64> = part.iter().map(|(_, id)| *id).collect();
+        let details = pipeline_details(client, &g.base, &ids, &mut mr_by_iid).await?;
+        let ci = Ci {
+            details: &details,
+            jobs: &jobs,
+            mr_by_iid: &mr_by_iid,
+            jobs_ep: get_ep(&g.paths.jobs),
+        };
+        let mut out = Vec::new();
+        ci_deliveries(&ci, &g.ctx, &w, &mut summary.items, &mut out)?;
+        let last = part.last().map(|(k, _)| k.clone());
+        g.run
+            .deliver(R, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    g.run.done(R, &bar, None, "", summary).await
+}
+
+/// Deployments created in the window (a conditional list; as far back as the changes: see the
+/// README), with their environments' tiers, a page's worth at a time.
+async fn deployments(g: &mut Gl<'_>, summary: &mut Summary) -> anyhow::Result<()> {
+    const R: &str = "deployments";
+    if g.run.skip_done(R, summary) {
+        return Ok(());
+    }
+    let client = g.run.client;
+    let bar = client
+        .progress
+        .resource(&g.run.label("deployments"), client);
+    let path = g.paths.deps.clone();
+    let Some(list) = conditional_list(g, R, &path, &bar, summary).await? else {
+        return Ok(());
+    };
+    let ep = get_ep(&path);
+    let w = g.run.window();
+    let mut items = Vec::new();
+    for d in &list.items {
+        let created = field_time(d, "created_at", &ep)?;
+        if w.contains(created) {
+            let id = field_u64(d, "id", &ep)?;
+            items.push((item_key(created, id), opt_time(d, "updated_at", &ep)?, d));
+        }
+    }
+    let pending = g.run.pending(R, items, summary);
+    bar.set_total(pending.len() as u64);
+    let mut tiers: HashMap<String, Value> = HashMap::new();
+    if !pending.is_empty() {
+        let envs = client
+            .get_list(&g.run.label("environments"), &g.paths.envs, |_| true)
+            .await?;
+        for e in &envs {
+            let name = field_str(e, "name", &get_ep(&g.paths.envs))?;
+            tiers.insert(name.to_string(), e["tier"].clone());
+        }
+    }
+    for part in pending.chunks(g.run.chunk()) {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (_, d) in part {
+            n += deployment_deliveries(d, &tiers, &g.ctx, &w, &ep, &mut out)?;
+        }
+        *summary.items.entry("deployments".into()).or_default() += n;
+        let last = part.last().map(|(k, _)| k.clone());
+        g.run
+            .deliver(R, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    g.run.done(R, &bar, one_page(&list), "", summary).await
+}
+
+/// The pipelines of `ids`, each read on its own (its end and queue time): (path, body); the
+/// merge requests of merge-request pipelines not in `mr_by_iid` are read into it.
 async fn pipeline_details(
     client: &Arc<Client>,
     base: &str,
-    lists: &Lists,
-    paths: &Paths,
-    w: &Window,
+    ids: &[u64],
     mr_by_iid: &mut HashMap<u64, Value>,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let mut kept: Vec<u64> = Vec::new();
-    for pl in &lists.pipelines {
-        if w.contains(field_time(pl, "created_at", &get_ep(&paths.pipelines))?) {
-            kept.push(field_u64(pl, "id", &get_ep(&paths.pipelines))?);
-        }
-    }
     let details = gets(
         client,
-        kept.iter().map(|id| format!("{base}/pipelines/{id}")),
+        ids.iter().map(|id| format!("{base}/pipelines/{id}")),
     )
     .await?;
     let mut missing: BTreeSet<u64> = BTreeSet::new();
@@ -465,31 +710,6 @@ fn ci_deliveries(
     }
     *items.entry("pipelines".into()).or_default() += ci.details.len() as u64;
     *items.entry("jobs".into()).or_default() += n_jobs;
-    Ok(())
-}
-
-/// Deployments created in the window (as far back as the changes: see the README), with their
-/// environments' tiers.
-fn deployments(
-    lists: &Lists,
-    paths: &Paths,
-    ctx: &Project,
-    w: &Window,
-    items: &mut BTreeMap<String, u64>,
-    out: &mut Vec<Recorded>,
-) -> anyhow::Result<()> {
-    let mut tiers: HashMap<String, Value> = HashMap::new();
-    for e in &lists.envs {
-        let name = field_str(e, "name", &get_ep(&paths.envs))?;
-        tiers.insert(name.to_string(), e["tier"].clone());
-    }
-    let mut n = 0;
-    for d in &lists.deps {
-        if w.contains(field_time(d, "created_at", &get_ep(&paths.deps))?) {
-            n += deployment_deliveries(d, &tiers, ctx, w, &get_ep(&paths.deps), out)?;
-        }
-    }
-    *items.entry("deployments".into()).or_default() += n;
     Ok(())
 }
 

@@ -28,10 +28,17 @@
 //! issue type); `resolutiondate` is the time the resolution was set. Delivery IDs (the
 //! `X-Atlassian-Webhook-Identifier` header) are a hash of (event, issue, history, time): a
 //! second backfill is answered `duplicate`.
+//!
+//! Each project is a run of its own ([`project`], [`super::resume`]): a cursor over its issues
+//! (creation time, ID) in the store, moved after each page's worth of deliveries, so that a run
+//! stopped half-way is resumed by the same command without reading the changelogs of the issues
+//! it delivered. Jira Cloud's REST API documents no conditional requests (no `ETag`, no
+//! `If-None-Match`): none are made, no validator is kept.
 
+use super::resume::{Collect, Scoped};
 use super::{
-    deliver_all, delivery_id, field, field_str, recorded, Api, Client, ClientSettings, Sink,
-    Summary,
+    delivery_id, field, field_str, item_key, recorded, Api, Client, ClientSettings, Sink, State,
+    Summary, Window,
 };
 use crate::model::timestamp;
 use crate::model::Time;
@@ -103,22 +110,155 @@ pub fn settings(api_url: &str, email: &str, token: &str) -> ClientSettings {
     s
 }
 
-/// Reads every issue of the projects updated in the window, then delivers what was read: an
-/// error while reading delivers nothing.
+/// Tries the credentials (`GET /rest/api/3/myself`) before anything is written: a refused pair
+/// is a 401 here.
+pub async fn check_token(client: &Client) -> anyhow::Result<()> {
+    client
+        .get(&client.url("/rest/api/3/myself"))
+        .await
+        .map(|_| ())
+}
+
+/// Reads every issue of the projects updated in the window and delivers what was read, without
+/// keeping anything in a store (no cursors): [`run_with`] with [`State::none`].
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
-    let mut summary = Summary::default();
-    let deliveries = read(client, opts, &mut summary.items).await?;
-    if !client.settings.quiet {
-        eprintln!("backfill: jira: {} deliveries to send", deliveries.len());
+    run_with(client, opts, sink, &State::none(SOURCE)).await
+}
+
+/// The credentials tried and the statuses read, then the projects one at a time
+/// ([`project`]), with the cursors `state` keeps. Jira Cloud's REST API documents no
+/// conditional requests (no `ETag`, no `If-None-Match`): none are made; a later run reads the
+/// issues updated in its window again and their deliveries are answered `duplicate`.
+pub async fn run_with(
+    client: &Arc<Client>,
+    opts: &Options,
+    sink: &dyn Sink,
+    state: &State<'_>,
+) -> anyhow::Result<Summary> {
+    anyhow::ensure!(!opts.projects.is_empty(), "no projects to read (--project)");
+    for p in &opts.projects {
+        anyhow::ensure!(
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "--project {p:?} is not a project key"
+        );
     }
-    deliver_all(sink, &deliveries, &mut summary).await?;
-    summary.requests = client.requests();
-    summary.retries = client
-        .stats
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
-    summary.waited_secs = client.waited_secs();
-    Ok(summary)
+    let mut summary = Summary::default();
+    let result = async {
+        // The credentials first: some sites answer a search without them (anonymous access).
+        check_token(client).await?;
+        let statuses = statuses(client).await?;
+        for p in &opts.projects {
+            project(client, opts, p, &statuses, sink, state, &mut summary).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    summary.add_client(client);
+    result.map(|()| summary)
+}
+
+/// The deliveries the window makes, and the items read counted into `items`: the scheduled
+/// sync's reader ([`run_with`] into a [`Collect`], nothing kept in a store).
+pub async fn read(
+    client: &Arc<Client>,
+    opts: &Options,
+    items: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<Vec<Recorded>> {
+    let collect = Collect::default();
+    let summary = run_with(client, opts, &collect, &State::none(SOURCE)).await?;
+    for (k, n) in summary.items {
+        *items.entry(k).or_default() += n;
+    }
+    Ok(collect.take())
+}
+
+/// The resource of a project's run (its cursor: `backfill#jira#<key>` / `r#issues`): its
+/// issues, each with its changelog.
+pub const RESOURCE: &str = "issues";
+
+/// One project's run: its issues updated in the window (oldest first), then a page's worth at
+/// a time with their changelogs (read whole where the search's is cut short) delivered, the
+/// cursor moving after each. A run interrupted half-way is resumed by the next one over the
+/// same window: the issues it delivered (unless updated since it started) are not sent again,
+/// nor their changelogs read.
+pub async fn project(
+    client: &Arc<Client>,
+    opts: &Options,
+    key: &str,
+    statuses: &HashMap<String, Value>,
+    sink: &dyn Sink,
+    state: &State<'_>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let window = Window {
+        since: opts.since,
+        until: opts.until,
+    };
+    let mut run = Scoped::begin(client, state, sink, key, window, summary).await?;
+    for kind in ["issues", "changelog_histories"] {
+        summary.items.entry(kind.into()).or_default();
+    }
+    if run.skip_done(RESOURCE, summary) {
+        return run.finish(summary).await;
+    }
+    let w = run.window();
+    let bar = client.progress.resource(&run.label("issues"), client);
+    let mut items = Vec::new();
+    for issue in search(client, key, &w).await? {
+        let created = parse_time(&issue, "fields.created", SEARCH_EP)?;
+        let updated = timestamp::parse(issue["fields"]["updated"].as_str().unwrap_or_default());
+        let id = issue["id"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .or(issue["id"].as_u64())
+            .unwrap_or_default();
+        items.push((item_key(created, id), updated, issue));
+    }
+    let pending = run.pending(RESOURCE, items, summary);
+    bar.set_total(pending.len() as u64);
+    for part in pending.chunks(run.chunk()) {
+        let issues: Vec<Value> = part.iter().map(|(_, i)| i.clone()).collect();
+        let out = part_deliveries(client, &issues, statuses, &w, summary).await?;
+        let last = part.last().map(|(k, _)| k.clone());
+        run.deliver(RESOURCE, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    run.done(RESOURCE, &bar, None, "", summary).await?;
+    run.finish(summary).await
+}
+
+/// The deliveries of a chunk of issues, their changelogs read whole where cut short.
+async fn part_deliveries(
+    client: &Arc<Client>,
+    issues: &[Value],
+    statuses: &HashMap<String, Value>,
+    w: &Window,
+    summary: &mut Summary,
+) -> anyhow::Result<Vec<Recorded>> {
+    let full = full_changelogs(client, issues).await?;
+    let mut out = Vec::new();
+    let mut n_histories = 0;
+    for issue in issues {
+        let key = issue["key"].as_str().unwrap_or_default();
+        let (histories, ep) = match full.get(key) {
+            Some(h) => (h.clone(), format!("GET /rest/api/3/issue/{key}/changelog")),
+            None => (
+                issue["changelog"]["histories"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                SEARCH_EP.to_string(),
+            ),
+        };
+        n_histories += histories.len() as u64;
+        issue_deliveries(issue, histories, statuses, w, SEARCH_EP, &ep, &mut out)?;
+    }
+    *summary.items.entry("issues".into()).or_default() += issues.len() as u64;
+    *summary
+        .items
+        .entry("changelog_histories".into())
+        .or_default() += n_histories;
+    Ok(out)
 }
 
 /// A JQL date: `"2024-03-01 00:00"`. JQL reads it in the user's time zone, so the query is
@@ -138,60 +278,17 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-/// The deliveries the window makes, and the items read counted into `items`.
-pub async fn read(
-    client: &Arc<Client>,
-    opts: &Options,
-    items: &mut BTreeMap<String, u64>,
-) -> anyhow::Result<Vec<Recorded>> {
-    anyhow::ensure!(!opts.projects.is_empty(), "no projects to read (--project)");
-    for p in &opts.projects {
-        anyhow::ensure!(
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "--project {p:?} is not a project key"
-        );
-    }
-    // The credentials first: some sites answer a search without them (anonymous access).
-    client.get(&client.url("/rest/api/3/myself")).await?;
-    let statuses = statuses(client).await?;
-    let issues = search(client, opts).await?;
-    *items.entry("issues".into()).or_default() += issues.len() as u64;
-    let full = full_changelogs(client, &issues).await?;
-
-    let mut out = Vec::new();
-    let mut n_histories = 0;
-    for issue in &issues {
-        let key = issue["key"].as_str().unwrap_or_default();
-        let (histories, ep) = match full.get(key) {
-            Some(h) => (h.clone(), format!("GET /rest/api/3/issue/{key}/changelog")),
-            None => (
-                issue["changelog"]["histories"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                SEARCH_EP.to_string(),
-            ),
-        };
-        n_histories += histories.len() as u64;
-        issue_deliveries(issue, histories, &statuses, opts, SEARCH_EP, &ep, &mut out)?;
-    }
-    *items.entry("changelog_histories".into()).or_default() += n_histories;
-    Ok(out)
-}
-
 const SEARCH_EP: &str = "GET /rest/api/3/search/jql";
 
-/// The search's URL: the projects' issues updated in the window (a day wider each way: JQL
+/// The search's URL: the project's issues updated in the window (a day wider each way: JQL
 /// reads dates in the user's time zone), oldest first, with their changelogs.
-fn search_path(client: &Client, opts: &Options) -> String {
+fn search_path(client: &Client, project: &str, w: &Window) -> String {
     let day = chrono::TimeDelta::days(1);
-    let projects: Vec<String> = opts.projects.iter().map(|p| format!("\"{p}\"")).collect();
     let mut jql = format!(
-        "project in ({}) AND updated >= \"{}\"",
-        projects.join(", "),
-        jql_date(opts.since - day)
+        "project in (\"{project}\") AND updated >= \"{}\"",
+        jql_date(w.since - day)
     );
-    if let Some(u) = opts.until {
+    if let Some(u) = w.until {
         jql.push_str(&format!(" AND created <= \"{}\"", jql_date(u + day)));
     }
     jql.push_str(" ORDER BY created ASC");
@@ -204,8 +301,8 @@ fn search_path(client: &Client, opts: &Options) -> String {
 }
 
 /// Every page of the search, chained by `nextPageToken`; each issue's key and fields checked.
-async fn search(client: &Client, opts: &Options) -> anyhow::Result<Vec<Value>> {
-    let search = search_path(client, opts);
+async fn search(client: &Client, project: &str, w: &Window) -> anyhow::Result<Vec<Value>> {
+    let search = search_path(client, project, w);
     let search_ep = SEARCH_EP;
     let mut issues: Vec<Value> = Vec::new();
     let mut token: Option<String> = None;
@@ -410,14 +507,14 @@ fn issue_deliveries(
     issue: &Value,
     histories: Vec<Value>,
     statuses: &HashMap<String, Value>,
-    opts: &Options,
+    w: &Window,
     ep: &str,
     log_ep: &str,
     out: &mut Vec<Recorded>,
 ) -> anyhow::Result<()> {
     let key = field_str(issue, "key", ep)?.to_string();
     let created = parse_time(issue, "fields.created", ep)?;
-    let in_window = |t: Time| t >= opts.since && opts.until.is_none_or(|u| t <= u);
+    let in_window = |t: Time| w.contains(t);
     let (histories, times) = oldest_first(histories, log_ep)?;
     let current = issue["fields"]
         .as_object()

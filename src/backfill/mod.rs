@@ -8,12 +8,16 @@
 //! headers, rate limits, secondary limits, retries of 5xx with backoff, a timeout per request,
 //! a bound on requests at once), `--since`/`--until` parsing, the [`Sink`] deliveries go to, and
 //! the progress lines and summary. [`github`] maps GitHub's endpoints onto deliveries.
-//! [`gitlab`] maps GitLab's (the client speaks its headers with [`Api::GitLab`]).
+//! [`gitlab`] maps GitLab's (the client speaks its headers with [`Api::GitLab`]), [`pagerduty`]
+//! PagerDuty's and [`jira`] Jira Cloud's; those three go through a scope's run resource by
+//! resource with [`resume`] (cursors, and validators where the vendor answers conditional
+//! requests: GitLab only).
 
 pub mod github;
 pub mod gitlab;
 pub mod jira;
 pub mod pagerduty;
+pub mod resume;
 
 use crate::model::Time;
 use crate::replay::Recorded;

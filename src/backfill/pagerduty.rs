@@ -21,10 +21,17 @@
 //! The webhook's `event.data` is the incident with `number` for the REST `incident_number`, and
 //! the status it had then; `event.occurred_at` is the log entry's `created_at`. Delivery IDs are
 //! a hash of (event type, incident, log entry, time): a second backfill is answered `duplicate`.
+//!
+//! Each service is a run of its own ([`service`], [`super::resume`]): a cursor over its
+//! incidents (creation time, ID) in the store, moved after each page's worth of deliveries, so
+//! that a run stopped half-way is resumed by the same command without reading the logs of the
+//! incidents it delivered. PagerDuty's REST API documents no conditional requests (no `ETag`,
+//! no `If-None-Match`): none are made, no validator is kept.
 
+use super::resume::{Collect, Scoped};
 use super::{
-    deliver_all, delivery_id, field, field_str, field_time, field_u64, recorded, Api, Client,
-    ClientSettings, Sink, Summary,
+    delivery_id, field, field_str, field_time, field_u64, opt_time, recorded, time_key, Api,
+    Client, ClientSettings, Sink, State, Summary, Window,
 };
 use crate::model::Time;
 use crate::replay::Recorded;
@@ -93,47 +100,142 @@ pub fn settings(api_url: &str, token: String) -> ClientSettings {
     s
 }
 
-/// Reads every incident of the services in the window, then delivers what was read: an error
-/// while reading delivers nothing.
+/// Tries the key on the first service (`GET /services/{id}`, "Get a service"), before
+/// anything is written: a refused key or an unknown service is an error here.
+pub async fn check_token(client: &Client, opts: &Options) -> anyhow::Result<()> {
+    let Some(first) = opts.services.first() else {
+        bail!("no services to read (--service)");
+    };
+    let id = percent_encoding::utf8_percent_encode(first, percent_encoding::NON_ALPHANUMERIC);
+    client
+        .get(&client.url(&format!("/services/{id}")))
+        .await
+        .map(|_| ())
+}
+
+/// Reads every incident of the services in the window and delivers what was read, without
+/// keeping anything in a store (no cursors): [`run_with`] with [`State::none`].
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
+    run_with(client, opts, sink, &State::none(SOURCE)).await
+}
+
+/// Reads the services one at a time ([`service`]), with the cursors `state` keeps. PagerDuty
+/// documents no conditional requests (no `ETag`, no `If-None-Match`): none are made; a later
+/// run reads its window again and its deliveries are answered `duplicate`.
+pub async fn run_with(
+    client: &Arc<Client>,
+    opts: &Options,
+    sink: &dyn Sink,
+    state: &State<'_>,
+) -> anyhow::Result<Summary> {
+    anyhow::ensure!(!opts.services.is_empty(), "no services to read (--service)");
+    anyhow::ensure!(
+        opts.until.unwrap_or_else(chrono::Utc::now) > opts.since,
+        "--until must be after --since"
+    );
     let mut summary = Summary::default();
-    let deliveries = read(client, opts, &mut summary.items).await?;
-    if !client.settings.quiet {
-        eprintln!(
-            "backfill: pagerduty: {} deliveries to send",
-            deliveries.len()
-        );
+    let result = async {
+        for s in &opts.services {
+            service(client, opts, s, sink, state, &mut summary).await?;
+        }
+        anyhow::Ok(())
     }
-    deliver_all(sink, &deliveries, &mut summary).await?;
-    summary.requests = client.requests();
-    summary.retries = client
-        .stats
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
-    summary.waited_secs = client.waited_secs();
-    Ok(summary)
+    .await;
+    summary.add_client(client);
+    result.map(|()| summary)
+}
+
+/// The deliveries the incidents of the window make, and the items read counted into `items`:
+/// the scheduled sync's reader ([`run_with`] into a [`Collect`], nothing kept in a store).
+pub async fn read(
+    client: &Arc<Client>,
+    opts: &Options,
+    items: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<Vec<Recorded>> {
+    let collect = Collect::default();
+    let summary = run_with(client, opts, &collect, &State::none(SOURCE)).await?;
+    for (k, n) in summary.items {
+        *items.entry(k).or_default() += n;
+    }
+    Ok(collect.take())
 }
 
 fn secs(t: Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The deliveries the incidents of the window make, and the items read counted into `items`.
-pub async fn read(
+/// The resource of a service's run (its cursor: `backfill#pagerduty#<service>` /
+/// `r#incidents`): its incidents, each with its log entries.
+pub const RESOURCE: &str = "incidents";
+
+/// One service's run: its incidents created in the window (oldest first), then a page's worth
+/// at a time with their log entries (one list per incident) delivered, the cursor moving after
+/// each. A run interrupted half-way is resumed by the next one over the same window: the
+/// incidents it delivered (unless changed since it started) are neither read nor sent again.
+pub async fn service(
     client: &Arc<Client>,
     opts: &Options,
-    items: &mut BTreeMap<String, u64>,
-) -> anyhow::Result<Vec<Recorded>> {
-    anyhow::ensure!(!opts.services.is_empty(), "no services to read (--service)");
-    let until = opts.until.unwrap_or_else(chrono::Utc::now);
-    anyhow::ensure!(until > opts.since, "--until must be after --since");
-    // Pieces of at most 180 days, oldest first.
+    service: &str,
+    sink: &dyn Sink,
+    state: &State<'_>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let window = Window {
+        since: opts.since,
+        until: opts.until,
+    };
+    let mut run = Scoped::begin(client, state, sink, service, window, summary).await?;
+    for kind in ["incidents", "log_entries"] {
+        summary.items.entry(kind.into()).or_default();
+    }
+    if run.skip_done(RESOURCE, summary) {
+        return run.finish(summary).await;
+    }
+    let w = run.window();
+    let until = w.until.unwrap_or_else(chrono::Utc::now);
+    let bar = client.progress.resource(&run.label("incidents"), client);
+    let list_ep = "GET /incidents";
+    let mut items = Vec::new();
+    for i in incidents(client, opts, service, w.since, until).await? {
+        let id = field_str(&i, "id", list_ep)?.to_string();
+        let created = field_time(&i, "created_at", list_ep)?;
+        // The list's own filter is on creation; the window is checked here too, to the second.
+        if created >= w.since && created <= until {
+            let changed = opt_time(&i, "last_status_change_at", list_ep)?.or(opt_time(
+                &i,
+                "updated_at",
+                list_ep,
+            )?);
+            items.push((format!("{}#{id}", time_key(created)), changed, i));
+        }
+    }
+    let pending = run.pending(RESOURCE, items, summary);
+    bar.set_total(pending.len() as u64);
+    for part in pending.chunks(run.chunk()) {
+        let out = part_deliveries(client, part, until, summary).await?;
+        let last = part.last().map(|(k, _)| k.clone());
+        run.deliver(RESOURCE, &bar, &out, last, part.len() as u64, summary)
+            .await?;
+    }
+    run.done(RESOURCE, &bar, None, "", summary).await?;
+    run.finish(summary).await
+}
+
+/// The incidents of `service` created from `since` to `until`, in pieces of at most 180 days,
+/// oldest first.
+async fn incidents(
+    client: &Client,
+    opts: &Options,
+    service: &str,
+    since: Time,
+    until: Time,
+) -> anyhow::Result<Vec<Value>> {
     let mut incidents: Vec<Value> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut from = opts.since;
+    let mut from = since;
     while from < until {
         let to = (from + chrono::TimeDelta::days(MAX_WINDOW_DAYS)).min(until);
-        for i in incidents_in(client, opts, from, to).await? {
+        for i in incidents_in(client, service, opts.offset_cap, from, to).await? {
             let id = i["id"].as_str().unwrap_or_default().to_string();
             if seen.insert(id) {
                 incidents.push(i);
@@ -141,23 +243,22 @@ pub async fn read(
         }
         from = to;
     }
-    // The list's own filter is on creation; the window is checked here too, to the second.
-    let list_ep = "GET /incidents";
-    let mut kept = Vec::new();
-    for i in incidents {
-        field_str(&i, "id", list_ep)?;
-        let created = field_time(&i, "created_at", list_ep)?;
-        if created >= opts.since && created <= until {
-            kept.push(i);
-        }
-    }
-    *items.entry("incidents".into()).or_default() += kept.len() as u64;
+    Ok(incidents)
+}
 
-    let ids: Vec<String> = kept
-        .iter()
-        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
-        .collect();
+/// The deliveries of a chunk of incidents, their log entries read (at most `concurrency`
+/// lists at once).
+async fn part_deliveries(
+    client: &Arc<Client>,
+    part: &[(String, Value)],
+    until: Time,
+    summary: &mut Summary,
+) -> anyhow::Result<Vec<Recorded>> {
     let concurrency = client.settings.concurrency.max(1);
+    let ids: Vec<String> = part
+        .iter()
+        .map(|(_, i)| i["id"].as_str().unwrap_or_default().to_string())
+        .collect();
     let logs: Vec<(String, Vec<Value>)> = futures_util::stream::iter(ids.into_iter().map(|id| {
         let client = client.clone();
         async move {
@@ -176,21 +277,13 @@ pub async fn read(
     .buffered(concurrency)
     .try_collect()
     .await?;
-
     let mut out = Vec::new();
-    let mut n_entries = 0;
-    for (incident, (path, entries)) in kept.iter().zip(&logs) {
-        n_entries += entries.len() as u64;
-        incident_deliveries(
-            incident,
-            entries,
-            until,
-            list_ep,
-            &format!("GET {path}"),
-            &mut out,
-        )?;
+    for ((_, incident), (path, entries)) in part.iter().zip(&logs) {
+        *summary.items.entry("log_entries".into()).or_default() += entries.len() as u64;
+        let ep = format!("GET {path}");
+        incident_deliveries(incident, entries, until, "GET /incidents", &ep, &mut out)?;
     }
-    *items.entry("log_entries".into()).or_default() += n_entries;
+    *summary.items.entry("incidents".into()).or_default() += part.len() as u64;
     Ok(out)
 }
 
@@ -244,51 +337,38 @@ async fn paged_capped(
     }
 }
 
-/// The incidents of the services created from `from` to `to`; a window holding more than the
-/// API lists for one query is read in two halves.
+/// The incidents of `service` created from `from` to `to`; a window holding more than the API
+/// lists for one query (`cap`) is read in two halves.
 fn incidents_in<'a>(
     client: &'a Client,
-    opts: &'a Options,
+    service: &'a str,
+    cap: u64,
     from: Time,
     to: Time,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Value>>> + Send + 'a>> {
     Box::pin(async move {
-        let services: String = opts
-            .services
-            .iter()
-            .map(|s| {
-                format!(
-                    "service_ids%5B%5D={}&",
-                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                )
-            })
-            .collect();
+        let service_q =
+            percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
         let path = format!(
-            "/incidents?{services}since={}&until={}&time_zone=UTC&sort_by=created_at:asc",
+            "/incidents?service_ids%5B%5D={service_q}&since={}&until={}&time_zone=UTC&sort_by=created_at:asc",
             secs(from),
             secs(to)
         );
         let what = format!("incidents {}..{}", secs(from), secs(to));
-        match paged_capped(client, &what, &path, "incidents", opts.offset_cap).await? {
+        match paged_capped(client, &what, &path, "incidents", cap).await? {
             Some(list) => Ok(list),
             None if to - from > chrono::TimeDelta::seconds(1) => {
-                eprintln!(
-                    "backfill: {what}: over the {} incidents one query lists: splitting",
-                    opts.offset_cap
-                );
+                eprintln!("backfill: {what}: over the {cap} incidents one query lists: splitting");
                 let mid = from + (to - from) / 2;
-                let mut list = incidents_in(client, opts, from, mid).await?;
-                for i in incidents_in(client, opts, mid, to).await? {
+                let mut list = incidents_in(client, service, cap, from, mid).await?;
+                for i in incidents_in(client, service, cap, mid, to).await? {
                     if !list.iter().any(|x| x["id"] == i["id"]) {
                         list.push(i);
                     }
                 }
                 Ok(list)
             }
-            None => bail!(
-                "GET {path}: more than {} incidents created within one second",
-                opts.offset_cap
-            ),
+            None => bail!("GET {path}: more than {cap} incidents created within one second"),
         }
     })
 }
@@ -324,7 +404,7 @@ fn incident_data(incident: &Value, status: &str, ep: &str) -> anyhow::Result<Val
 
 /// Where an incident stands while its log is walked.
 #[derive(Clone, Copy, PartialEq)]
-enum State {
+enum Phase {
     New,
     Triggered,
     Acknowledged,
@@ -336,33 +416,33 @@ enum State {
 /// What a log entry of `kind` makes in `state`: the webhooks PagerDuty sent for it, each
 /// `(event type, status, at the entry)` (not at the entry: at the incident's creation, the
 /// trigger a log without one implies), and the state after.
-fn transition(kind: &str, state: State) -> (Vec<(&'static str, &'static str, bool)>, State) {
-    let implied = |s: State| match s {
-        State::New => vec![("incident.triggered", "triggered", false)],
+fn transition(kind: &str, state: Phase) -> (Vec<(&'static str, &'static str, bool)>, Phase) {
+    let implied = |s: Phase| match s {
+        Phase::New => vec![("incident.triggered", "triggered", false)],
         _ => vec![],
     };
     match (kind, state) {
-        ("trigger_log_entry", State::New) => (
+        ("trigger_log_entry", Phase::New) => (
             vec![("incident.triggered", "triggered", true)],
-            State::Triggered,
+            Phase::Triggered,
         ),
         // No log entry type is documented for a reopening: a trigger after a resolve is one.
-        ("trigger_log_entry", State::Resolved) => (
+        ("trigger_log_entry", Phase::Resolved) => (
             vec![("incident.reopened", "triggered", true)],
-            State::Triggered,
+            Phase::Triggered,
         ),
         // The reference names the type both ways (`acknowledgement_log_entry` in the schema's
         // enum, `acknowledge_log_entry` in the list's).
-        ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != State::Resolved => {
+        ("acknowledge_log_entry" | "acknowledgement_log_entry", s) if s != Phase::Resolved => {
             let mut events = implied(s);
             events.push(("incident.acknowledged", "acknowledged", true));
-            (events, State::Acknowledged)
+            (events, Phase::Acknowledged)
         }
-        ("unacknowledge_log_entry", State::Acknowledged) => (vec![], State::Triggered),
-        ("resolve_log_entry", s) if s != State::Resolved => {
+        ("unacknowledge_log_entry", Phase::Acknowledged) => (vec![], Phase::Triggered),
+        ("resolve_log_entry", s) if s != Phase::Resolved => {
             let mut events = implied(s);
             events.push(("incident.resolved", "resolved", true));
-            (events, State::Resolved)
+            (events, Phase::Resolved)
         }
         // Notifications, escalations, assignments, notes, urgency and priority changes: their
         // webhooks are not used.
@@ -387,7 +467,7 @@ fn incident_deliveries(
     }
     // Oldest first; entries of one second keep the API's order.
     log.sort_by_key(|(t, _)| *t);
-    let mut state = State::New;
+    let mut state = Phase::New;
     let mut push =
         |event_type: &str, status: &str, at: &str, entry: &Value| -> anyhow::Result<()> {
             let entry_id = entry["id"].as_str().unwrap_or("created");
@@ -426,7 +506,7 @@ fn incident_deliveries(
         }
         state = next;
     }
-    if state == State::New {
+    if state == Phase::New {
         // A log that does not reach back to the trigger (or not read yet): the incident exists.
         push(
             "incident.triggered",

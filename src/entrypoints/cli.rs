@@ -199,6 +199,14 @@ enum BackfillSource {
         /// API requests in flight at most.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// With --to: keep the resumable cursors and the validators (ETags) in an embedded store of their own
+        /// here (without --to they live in the store written to).
+        #[arg(long, requires = "to")]
+        state_dir: Option<PathBuf>,
+        /// Read everything again: no resuming of an interrupted run, no conditional requests (cursors are
+        /// still written for the next run).
+        #[arg(long)]
+        fresh: bool,
     },
     /// PagerDuty: the incidents of services, with their trigger, acknowledge and resolve log
     /// entries. The API key is read from PAGERDUTY_TOKEN.
@@ -249,6 +257,14 @@ struct BackfillArgs {
     /// API requests in flight at most.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// With --to: keep the resumable cursors in an embedded store of their own
+    /// here (without --to they live in the store written to).
+    #[arg(long, requires = "to")]
+    state_dir: Option<PathBuf>,
+    /// Read everything again: no resuming of an interrupted run (cursors are
+    /// still written for the next run).
+    #[arg(long)]
+    fresh: bool,
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -424,8 +440,65 @@ async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
     backfill_finish(&target, &summary).await
 }
 
+/// The store a backfill keeps its validators and cursors in: the one written to, or with
+/// `--to` the embedded store of `--state-dir` (none without it: every run reads everything).
+fn backfill_state_store(
+    target: &Target,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<Option<Arc<dyn crate::store::Store>>> {
+    Ok(match (target, state_dir) {
+        (Target::Local(_, pipeline), _) => Some(pipeline.engine.store.clone()),
+        (Target::Remote(..), Some(dir)) => Some(Arc::new(
+            crate::store::embedded::EmbeddedStore::open(&dir)
+                .with_context(|| format!("--state-dir {}", dir.display()))?,
+        )),
+        (Target::Remote(..), None) => None,
+    })
+}
+
+/// What `backfill gitlab`, `pagerduty` and `jira` read with, once the client is built and the
+/// credentials tried: the target, its store of validators and cursors, `--fresh`.
+struct BackfillRun {
+    target: Target,
+    state_store: Option<Arc<dyn crate::store::Store>>,
+    fresh: bool,
+}
+
+impl BackfillRun {
+    async fn open(
+        config: &Config,
+        to: Option<String>,
+        data_dir: &std::path::Path,
+        state_dir: Option<PathBuf>,
+        fresh: bool,
+    ) -> anyhow::Result<BackfillRun> {
+        let target = backfill_target(to, config, data_dir).await?;
+        let state_store = backfill_state_store(&target, state_dir)?;
+        Ok(BackfillRun {
+            target,
+            state_store,
+            fresh,
+        })
+    }
+
+    /// The state of `source` over the store (none without one).
+    fn state<'a>(
+        &self,
+        records: &'a Option<crate::sync::StoreRecords<'a>>,
+        source: &'static str,
+    ) -> crate::backfill::State<'a> {
+        let mut state = match records {
+            Some(r) => crate::backfill::State::new(r, source),
+            None => crate::backfill::State::none(source),
+        };
+        state.fresh = self.fresh;
+        state
+    }
+}
+
 /// `backfill gitlab`: the token tried on the first project (or group) before anything is
-/// opened.
+/// opened, then the validators and cursors kept in the store written to (with `--to`, in
+/// `--state-dir`'s).
 async fn backfill_gitlab(source: BackfillSource) -> anyhow::Result<()> {
     use crate::backfill::{gitlab, Client};
     let BackfillSource::Gitlab {
@@ -438,6 +511,8 @@ async fn backfill_gitlab(source: BackfillSource) -> anyhow::Result<()> {
         to,
         page_size,
         concurrency,
+        state_dir,
+        fresh,
     } = source
     else {
         unreachable!("backfill_cmd hands gitlab here")
@@ -453,70 +528,115 @@ async fn backfill_gitlab(source: BackfillSource) -> anyhow::Result<()> {
     opts.groups = groups;
     // The token is tried before the store is opened: a refused one writes nothing.
     gitlab::check_token(&client, &opts).await?;
-    let target = backfill_target(to, &config, &data_dir).await?;
+    let run = BackfillRun::open(&config, to, &data_dir, state_dir, fresh).await?;
     let sink = Signed {
-        target: &target,
+        target: &run.target,
         config: &config,
     };
-    let summary = gitlab::run(&client, &opts, &sink).await?;
-    backfill_finish(&target, &summary).await
+    let records = run
+        .state_store
+        .as_ref()
+        .map(|s| crate::sync::StoreRecords(s.as_ref()));
+    let state = run.state(&records, gitlab::SOURCE);
+    let summary = gitlab::run_with(&client, &opts, &sink, &state).await?;
+    backfill_finish(&run.target, &summary).await
 }
 
+/// `backfill pagerduty` and `backfill jira`: the client and the options of each, then
+/// [`backfill_pagerduty_or_jira`].
 async fn backfill_read_then_deliver(source: BackfillSource) -> anyhow::Result<()> {
-    use crate::backfill::{self, jira, pagerduty, Client};
+    use crate::backfill::{jira, pagerduty};
     let (BackfillSource::Pagerduty { common, .. } | BackfillSource::Jira { common, .. }) = &source
     else {
         unreachable!("github and gitlab are backfill_cmd's own")
     };
     let (since, until) = backfill_window(&common.since, common.until.as_deref(), common.page_size)?;
-    let config = Config::from_env()?;
-    let mut items = BTreeMap::new();
-    let (client, deliveries) = match &source {
+    let reader = match &source {
         BackfillSource::Pagerduty {
             services, api_url, ..
         } => {
             let token = pagerduty::token_from_env()?;
-            let mut settings = pagerduty::settings(api_url, token);
-            settings.page_size = common.page_size;
-            settings.concurrency = common.concurrency.max(1);
-            let client = Client::new(settings)?;
+            let settings = pagerduty::settings(api_url, token);
             let opts = pagerduty::Options::new(services.clone(), since, until);
-            let d = pagerduty::read(&client, &opts, &mut items).await?;
-            (client, d)
+            Reader::PagerDuty(settings, opts)
         }
         BackfillSource::Jira {
             projects, api_url, ..
         } => {
             let (email, token) = jira::credentials_from_env()?;
-            let mut settings = jira::settings(api_url, &email, &token);
-            settings.page_size = common.page_size;
-            settings.concurrency = common.concurrency.max(1);
-            let client = Client::new(settings)?;
+            let settings = jira::settings(api_url, &email, &token);
             let opts = jira::Options {
                 projects: projects.clone(),
                 since,
                 until,
             };
-            let d = jira::read(&client, &opts, &mut items).await?;
-            (client, d)
+            Reader::Jira(settings, opts)
         }
         BackfillSource::Github { .. } | BackfillSource::Gitlab { .. } => {
             unreachable!("github and gitlab are backfill_cmd's own")
         }
     };
-    eprintln!("backfill: {} deliveries to send", deliveries.len());
-    let target = backfill_target(common.to.clone(), &config, &common.data_dir).await?;
+    backfill_pagerduty_or_jira(reader, common).await
+}
+
+/// PagerDuty's or Jira's client settings and options.
+enum Reader {
+    PagerDuty(
+        crate::backfill::ClientSettings,
+        crate::backfill::pagerduty::Options,
+    ),
+    Jira(
+        crate::backfill::ClientSettings,
+        crate::backfill::jira::Options,
+    ),
+}
+
+/// Reads PagerDuty or Jira with the cursors kept in the store written to (with `--to`, in
+/// `--state-dir`'s), delivering as it reads.
+async fn backfill_pagerduty_or_jira(reader: Reader, common: &BackfillArgs) -> anyhow::Result<()> {
+    use crate::backfill::{jira, pagerduty, Client};
+    let config = Config::from_env()?;
+    let client_of = |mut settings: crate::backfill::ClientSettings| {
+        settings.page_size = common.page_size;
+        settings.concurrency = common.concurrency.max(1);
+        Client::new(settings)
+    };
+    let client = match &reader {
+        Reader::PagerDuty(settings, _) => client_of(settings.clone())?,
+        Reader::Jira(settings, _) => client_of(settings.clone())?,
+    };
+    // The credentials are tried before the store is opened: refused ones write nothing.
+    match &reader {
+        Reader::PagerDuty(_, opts) => pagerduty::check_token(&client, opts).await?,
+        Reader::Jira(..) => jira::check_token(&client).await?,
+    }
+    let run = BackfillRun::open(
+        &config,
+        common.to.clone(),
+        &common.data_dir,
+        common.state_dir.clone(),
+        common.fresh,
+    )
+    .await?;
     let sink = Signed {
-        target: &target,
+        target: &run.target,
         config: &config,
     };
-    let mut summary = backfill::Summary {
-        items,
-        ..Default::default()
+    let records = run
+        .state_store
+        .as_ref()
+        .map(|s| crate::sync::StoreRecords(s.as_ref()));
+    let summary = match reader {
+        Reader::PagerDuty(_, opts) => {
+            let state = run.state(&records, pagerduty::SOURCE);
+            pagerduty::run_with(&client, &opts, &sink, &state).await?
+        }
+        Reader::Jira(_, opts) => {
+            let state = run.state(&records, jira::SOURCE);
+            jira::run_with(&client, &opts, &sink, &state).await?
+        }
     };
-    backfill::deliver_all(&sink, &deliveries, &mut summary).await?;
-    summary.add_client(&client);
-    backfill_finish(&target, &summary).await
+    backfill_finish(&run.target, &summary).await
 }
 
 /// A backfill's deliveries, signed like `replay` signs unsigned ones, to the target.

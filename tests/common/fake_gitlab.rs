@@ -3,8 +3,9 @@
 //! `merge_requests.md`, `commits.md`, `pipelines.md`, `jobs.md`, `deployments.md`,
 //! `environments.md`), offset pagination with `Link` and `X-Next-Page` headers, keyset
 //! pagination (`pagination=keyset`, a `cursor` in the next link) for project jobs and group
-//! projects, `RateLimit-*` headers on every answer, faults on demand (the limit running out, a 429
-//! with `Retry-After`, a 502), a 401 without the right `PRIVATE-TOKEN`, and a log of every request.
+//! projects, `RateLimit-*` headers on every answer, a weak `ETag` on every answer and a 304 to
+//! an `If-None-Match` that matches it (Rails' `Rack::ETag` and `Rack::ConditionalGet`), faults
+//! on demand (the limit running out, a 429 with `Retry-After`, a 502), a 401 without the right `PRIVATE-TOKEN`, and a log of every request.
 //! Also the scenario's webhooks, written from the fixtures in `tests/fixtures/gitlab/` as GitLab
 //! sends them (times in the hooks' `2024-03-01 10:00:00 UTC` shape, the API's in ISO 8601).
 //!
@@ -878,6 +879,8 @@ pub struct Seen {
     pub reset_at: Option<Instant>,
     /// The `PRIVATE-TOKEN` header sent.
     pub token: Option<String>,
+    /// The `If-None-Match` header sent.
+    pub if_none_match: Option<String>,
 }
 
 pub struct Fake {
@@ -887,6 +890,8 @@ pub struct Fake {
     /// (path suffix, nth matching request (1-based), fault).
     pub faults: Mutex<Vec<(String, usize, Fault)>>,
     pub seen: Mutex<Vec<Seen>>,
+    /// Merge requests added to the scenario's after the start (a change between two runs).
+    pub more_mrs: Mutex<Vec<Value>>,
 }
 
 impl Fake {
@@ -902,6 +907,7 @@ impl Fake {
                     .collect(),
             ),
             seen: Mutex::new(Vec::new()),
+            more_mrs: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1038,10 +1044,12 @@ impl Fake {
                 (all, false)
             }
             "/merge_requests" => {
+                let more = self.more_mrs.lock().unwrap().clone();
                 let mut all: Vec<Value> = self
                     .s
                     .mrs
                     .iter()
+                    .chain(&more)
                     .filter(|v| after(v, "updated_at", "updated_after"))
                     .cloned()
                     .collect();
@@ -1151,6 +1159,14 @@ impl Fake {
     }
 }
 
+/// A weak `ETag` of an answer's content, as Rails' `Rack::ETag` sends (`W/"<digest>"`).
+pub fn weak_etag(body: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut h);
+    format!("W/\"{:016x}\"", h.finish())
+}
+
 pub fn query_map(q: &str) -> HashMap<String, String> {
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -1174,6 +1190,10 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
         .get("private-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let if_none_match = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut seen = Seen {
         path: path.clone(),
         query: query.clone(),
@@ -1181,6 +1201,7 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
         at: now,
         reset_at: None,
         token: token.clone(),
+        if_none_match: if_none_match.clone(),
     };
     let fault = {
         let seen_before = fake.seen.lock().unwrap();
@@ -1303,8 +1324,20 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
             json_answer(StatusCode::NOT_FOUND, r#"{"message":"404 Not Found"}"#),
         );
     };
-    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    // Rails' Rack::ETag: a weak ETag of the body; Rack::ConditionalGet: 304 when it matches.
+    let etag = weak_etag(&body);
+    let mut resp = if if_none_match.as_deref() == Some(etag.as_str()) {
+        seen.status = 304;
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, axum::Json(body)).into_response()
+    };
     let h = resp.headers_mut();
+    h.insert("etag", etag.parse().unwrap());
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("max-age=0, private, must-revalidate"),
+    );
     h.insert("ratelimit-limit", HeaderValue::from_static("2000"));
     h.insert(
         "ratelimit-name",

@@ -376,6 +376,9 @@ pub struct Seen {
     pub query: String,
     pub status: u16,
     pub at: Instant,
+    /// The `If-None-Match` header sent (the real API documents no conditional requests and
+    /// sends no `ETag`: neither does this fake, and a backfill sends none).
+    pub if_none_match: Option<String>,
 }
 
 pub struct Fake {
@@ -466,6 +469,10 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         query: query.clone(),
         status: 200,
         at: Instant::now(),
+        if_none_match: headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     let fault = {
         let before = fake.seen.lock().unwrap();

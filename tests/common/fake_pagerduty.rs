@@ -281,6 +281,9 @@ pub struct Seen {
     pub status: u16,
     pub at: Instant,
     pub accept: String,
+    /// The `If-None-Match` header sent (the real API documents no conditional requests and
+    /// sends no `ETag`: neither does this fake, and a backfill sends none).
+    pub if_none_match: Option<String>,
 }
 
 pub struct Fake {
@@ -381,6 +384,10 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
         query: query.clone(),
         status: 200,
         at: Instant::now(),
+        if_none_match: headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         accept: headers
             .get("accept")
             .and_then(|v| v.to_str().ok())
@@ -455,6 +462,31 @@ async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> R
             return respond(seen, StatusCode::BAD_GATEWAY, vec![], json!("bad gateway"));
         }
         _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/services/") {
+        // "Get a service": the backfill command tries its key on the first service.
+        return match fake
+            .s
+            .incidents
+            .iter()
+            .find(|i| i.rest["service"]["id"] == id)
+        {
+            Some(i) => respond(
+                seen,
+                StatusCode::OK,
+                vec![],
+                json!({"service": i.rest["service"]}),
+            ),
+            None => {
+                seen.status = 404;
+                respond(
+                    seen,
+                    StatusCode::NOT_FOUND,
+                    vec![],
+                    json!({"error": {"message": "Not Found", "code": 2100}}),
+                )
+            }
+        };
     }
     let q = query_pairs(&query);
     let one = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
