@@ -1,13 +1,16 @@
-//! The source registry: the one list of sources. Everything that depends on which sources exist
-//! derives from [`SOURCES`]: the webhook routes ([`crate::http`]), the settings list (`--help` and
-//! the README check, [`settings`]), each source's settings in [`Config`] (parsed here, by each
-//! entry), the keys of the Secrets Manager secret (`secrets::KEYS`), the fuzz targets (checked by
-//! tests/fuzz_targets.rs) and the golden-test discovery (tests/golden.rs walks
+//! The source registry: what the one list of sources (the `sources!` line of
+//! `src/sources/mod.rs`, which declares each source's module) gives everything else. Everything
+//! that depends on which sources exist derives from [`SOURCES`]: the webhook routes
+//! ([`crate::http`]), the settings list (`--help` and the README check, [`settings`]), each
+//! source's settings in [`Config`] (parsed here, by each entry), the keys of the Secrets Manager
+//! secret (`secrets::KEYS`), the fuzz target's choice of source (`fuzz/fuzz_targets/source.rs`),
+//! the hostile-input test, the local secrets and events (`scripts/make-events.py`, which asks
+//! `valuestream sources`) and the golden-test discovery (tests/golden.rs walks
 //! `tests/fixtures/<name>/` for every entry).
 //!
-//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), one line in `ENTRIES`, its
-//! fixtures with their golden files under `tests/fixtures/<name>/`, and its README section
-//! (docs/ARCHITECTURE.md lists the steps).
+//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), its name in the
+//! `sources!` line, its fixtures with their golden files under `tests/fixtures/<name>/`, and its
+//! README section (docs/ARCHITECTURE.md lists the steps).
 //!
 //! `Config`'s constructors live here, not in `config.rs`: the configuration sits below the
 //! sources, so it cannot list them; the registry parses each source's settings and hands them to
@@ -19,15 +22,9 @@ use crate::config::{
 
 pub use super::{Setting, SourceEntry};
 
-/// Every source, one line each, in the order `--help` lists their settings.
-const ENTRIES: &[SourceEntry] = &[
-    super::github::ENTRY,
-    super::gitlab::ENTRY,
-    super::jenkins::ENTRY,
-    super::jira::ENTRY,
-    super::pagerduty::ENTRY,
-    super::events::ENTRY,
-];
+/// Every source, in the order of the `sources!` line of `src/sources/mod.rs` (the order `--help`
+/// lists their settings).
+const ENTRIES: &[SourceEntry] = super::ENTRIES;
 
 /// Every registered source.
 pub static SOURCES: &[SourceEntry] = ENTRIES;
