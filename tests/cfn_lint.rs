@@ -1602,7 +1602,7 @@ fn throttle_defaults_hold_the_documented_peak() {
 /// The `sam local invoke` recipe (README): `sam local invoke --env-vars sam-local/env.json`
 /// passes only variables the function declares in template.yaml (SAM ignores the others
 /// silently), and sam-local/local-secrets.json, the secret the recipe creates, holds the local
-/// secrets events/ is signed with (scripts/make-events.py), one key per source.
+/// secrets events/ is signed with (both written by scripts/make-events.py), one key per source.
 #[test]
 fn local_invoke_files_match_the_template() {
     let t = template();
@@ -1626,15 +1626,23 @@ fn local_invoke_files_match_the_template() {
         &std::fs::read(repo().join("sam-local/local-secrets.json")).unwrap(),
     )
     .unwrap();
-    let script = std::fs::read_to_string(repo().join("scripts/make-events.py")).unwrap();
-    for (key, _) in valuestream::secrets::KEYS {
-        let value = secrets[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{key} missing"));
-        assert!(
-            script.contains(&format!("\"{key}\": \"{value}\"")),
-            "{key}: events/ is signed with another local secret than {value}"
-        );
+    // One key per registered source, in registry order, as scripts/make-events.py writes it
+    // (tests/events_files.rs checks the file is what the script writes, and events/ signed with it).
+    let keys: Vec<&str> = secrets
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want: Vec<&str> = valuestream::secrets::KEYS.iter().map(|(k, _)| *k).collect();
+    want.sort_unstable();
+    assert_eq!(
+        keys, want,
+        "sam-local/local-secrets.json: one key per source"
+    );
+    for (key, var) in valuestream::secrets::KEYS {
+        let kind = var.rsplit('_').next().unwrap().to_ascii_lowercase();
+        assert_eq!(secrets[key], format!("local-{key}-{kind}"), "{key}");
     }
     // And the service reads it as a secret version.
     let parsed = valuestream::secrets::parse("local", "AWSCURRENT", &secrets.to_string()).unwrap();

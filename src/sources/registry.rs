@@ -70,6 +70,39 @@ pub fn settings() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// What the hidden `valuestream sources` prints for scripts (`scripts/make-events.py`): each
+/// registered source's name, route and secret variable, in registry order.
+pub fn describe() -> serde_json::Value {
+    SOURCES
+        .iter()
+        .map(|e| serde_json::json!({"name": e.name, "route": e.route, "secret_var": e.secret.var}))
+        .collect()
+}
+
+/// What `valuestream sources --sign` prints: for each `{"source", "secret", "body"}` of
+/// `requests`, the headers (`[[name, value], …]`) the source signs `body` with under `secret`.
+pub fn sign_requests(requests: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let requests = requests
+        .as_array()
+        .ok_or("expected a JSON array of {\"source\", \"secret\", \"body\"}")?;
+    let field = |r: &serde_json::Value, k: &str| {
+        r[k].as_str()
+            .map(str::to_string)
+            .ok_or(format!("{r}: no string {k:?}"))
+    };
+    let mut out = Vec::new();
+    for r in requests {
+        let name = field(r, "source")?;
+        let entry = by_name(&name).ok_or(format!("{name} is not registered: {}", names()))?;
+        let secret = field(r, "secret")?;
+        let config =
+            Config::from_pairs(&[(entry.secret.var, &secret)]).map_err(|e| e.to_string())?;
+        let headers = entry.source.sign(field(r, "body")?.as_bytes(), &config);
+        out.push(serde_json::json!(headers));
+    }
+    Ok(out.into())
+}
+
 /// Each registered source's secret and options, read through `env`.
 fn source_settings(env: &Env) -> Result<SourceMap, ConfigError> {
     SOURCES
