@@ -1638,7 +1638,7 @@ fn local_invoke_files_match_the_template() {
     want.sort_unstable();
     assert_eq!(
         keys, want,
-        "sam-local/local-secrets.json: one key per source"
+        "sam-local/local-secrets.json: one key per source; run python3 scripts/make-events.py"
     );
     for (key, var) in valuestream::secrets::KEYS {
         let kind = var.rsplit('_').next().unwrap().to_ascii_lowercase();
