@@ -174,6 +174,39 @@ mod tests {
     }
 
     #[test]
+    fn scripts_read_the_registry_and_sign_through_it() {
+        let described = describe();
+        let names: Vec<&str> = described
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, SOURCES.iter().map(|e| e.name).collect::<Vec<_>>());
+        let requests: serde_json::Value = SOURCES
+            .iter()
+            .map(|e| serde_json::json!({"source": e.name, "secret": "s", "body": "{}"}))
+            .collect();
+        let signed = sign_requests(&requests).unwrap();
+        for (e, headers) in SOURCES.iter().zip(signed.as_array().unwrap()) {
+            let config = Config::from_pairs(&[(e.secret.var, "s")]).unwrap();
+            assert_eq!(headers, &serde_json::json!(e.source.sign(b"{}", &config)));
+            assert!(!headers.as_array().unwrap().is_empty(), "{}", e.name);
+        }
+        let unknown = serde_json::json!([{"source": "nope", "secret": "s", "body": ""}]);
+        assert!(sign_requests(&unknown)
+            .unwrap_err()
+            .contains("not registered"));
+    }
+
+    #[test]
+    #[should_panic(expected = "are not a")]
+    fn options_of_another_type_are_a_bug_not_a_default() {
+        let config = Config::from_pairs(&[]).unwrap();
+        let _: &u8 = config.source_options("jira");
+    }
+
+    #[test]
     fn config_reads_every_registered_setting() {
         let asked = std::sync::Mutex::new(Vec::new());
         crate::config::Config::from_lookup(|var| {
