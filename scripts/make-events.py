@@ -159,9 +159,11 @@ def event_for(entry: Entry, signature: dict[str, str]) -> dict:
     headers.update(sender_headers(entry))
     headers.update(signature)
     headers = dict(sorted(headers.items()))
+    # template.yaml's one webhook route, whatever the source.
+    route_key = "POST /webhooks/{source}"
     return {
         "version": "2.0",
-        "routeKey": f"POST {path}",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": entry.query,
         "headers": headers,
@@ -178,11 +180,12 @@ def event_for(entry: Entry, signature: dict[str, str]) -> dict:
                 "userAgent": headers.get("user-agent", "curl/8.5.0"),
             },
             "requestId": str(uuid.uuid5(ID_NAMESPACE, "request:" + entry.out)),
-            "routeKey": f"POST {path}",
+            "routeKey": route_key,
             "stage": "$default",
             "time": REQUEST_TIME,
             "timeEpoch": REQUEST_EPOCH_MS,
         },
+        "pathParameters": {"source": entry.source},
         "body": text,
         "isBase64Encoded": False,
     }

@@ -75,7 +75,10 @@ fn check_event(file: &Path) -> String {
         .strip_prefix("/webhooks/")
         .unwrap_or_else(|| panic!("{name}: rawPath {raw_path} is not /webhooks/<source>"))
         .to_string();
-    assert_eq!(v["routeKey"], format!("POST {raw_path}"), "{name}");
+    // template.yaml's one webhook route.
+    assert_eq!(v["routeKey"], "POST /webhooks/{source}", "{name}");
+    assert_eq!(v["requestContext"]["routeKey"], v["routeKey"], "{name}");
+    assert_eq!(v["pathParameters"]["source"], source, "{name}");
     assert!(v["rawQueryString"].is_string(), "{name}: rawQueryString");
     assert_eq!(v["requestContext"]["http"]["method"], "POST", "{name}");
     assert_eq!(v["requestContext"]["http"]["path"], raw_path, "{name}");
@@ -194,6 +197,32 @@ fn webhook_event_files_are_http_requests_to_the_handler() {
             file.display()
         );
     }
+}
+
+/// An event for a source that is not registered reaches the router through the one webhook
+/// route, which answers 404.
+#[tokio::test]
+async fn an_unknown_source_on_the_webhook_route_is_404() {
+    let file = events_dir().join("github/ping.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    v["rawPath"] = "/webhooks/nosuch".into();
+    v["requestContext"]["http"]["path"] = "/webhooks/nosuch".into();
+    v["pathParameters"]["source"] = "nosuch".into();
+    let lambda::Invocation::Http(r) = lambda::classify(v.clone()).unwrap() else {
+        panic!("an API Gateway request")
+    };
+    let path = lambda_http::Request::from(*r).uri().path().to_string();
+    assert_eq!(path, "/webhooks/nosuch");
+    let app = app_with(
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+        local_config(),
+    )
+    .await;
+    let body = v["body"].as_str().unwrap().as_bytes().to_vec();
+    let (status, answer) = app
+        .post_path(&path, &[("content-type", "application/json")], body)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
 
 #[test]
