@@ -6,16 +6,26 @@ signed for the local secrets of the README's local example, for
     sam local invoke ValuestreamFunction -e events/github/issues-opened.json
     valuestream replay events/github
 
+The sources are those of the registry (the `sources! { ... }` line of src/sources/mod.rs); the
+events of a source are its fixtures under tests/fixtures/<source>/, sent with the headers of their
+headers files (`<case>.headers`, else the folder's `headers`, as tests/golden.rs reads them) and
+with the headers the source itself signs them with, which the binary computes
+(`valuestream sources --sign`, a hidden sub-command; `$VALUESTREAM_BIN`, else `cargo run`). So a
+new source needs nothing here.
+
 Each event's `body` is the payload file's text, byte for byte (the signature covers exactly those
 bytes). Everything else is deterministic (delivery IDs are UUIDs derived from the payload's path),
 so running the script again changes nothing unless a payload changed.
 
-Usage:
-    python3 scripts/make-events.py           # (re)write every event file
-    python3 scripts/make-events.py --check   # exit 1 if an event file is missing or stale
+It also writes sam-local/local-secrets.json, the secret of `sam local invoke` (README): one key
+per registered source, `local-<source>-<secret|token>` (never real values).
 
-To add events, append Entry(...) values to ENTRIES (see the end of this file); an entry may set
-its own headers (e.g. another X-GitHub-Event) and any output path under events/.
+Usage:
+    python3 scripts/make-events.py           # (re)write every event file and the local secrets
+    python3 scripts/make-events.py --check   # exit 1 if one is missing or stale
+
+To add events of your own, append Entry(...) values in entries() (see the end of this file); an
+entry may set its own headers (e.g. another X-GitHub-Event) and any output path under events/.
 
 events/scheduled/ is not generated: it holds the EventBridge scheduled event that makes the
 Lambda function drain (template.yaml's Drain schedule), written by hand.
@@ -28,6 +38,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -37,32 +50,38 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 EVENTS = REPO / "events"
 
-# The local secrets (README's local example). Never real ones.
-SECRETS = {
-    "github": "local-github-secret",  # VALUESTREAM_GITHUB_SECRET
-    "gitlab": "local-gitlab-token",  # VALUESTREAM_GITLAB_TOKEN
-    "jenkins": "local-jenkins-token",  # VALUESTREAM_JENKINS_TOKEN
-    "jira": "local-jira-secret",  # VALUESTREAM_JIRA_SECRET
-    "pagerduty": "local-pagerduty-secret",  # VALUESTREAM_PAGERDUTY_SECRET
-    "events": "local-events-token",  # VALUESTREAM_EVENTS_TOKEN
-}
+LOCAL_SECRETS = REPO / "sam-local" / "local-secrets.json"
+
+
+def registered() -> list[str]:
+    """The sources, in registry order: the names of the `sources! { ... }` line."""
+    text = (REPO / "src" / "sources" / "mod.rs").read_text(encoding="utf-8")
+    m = re.search(r"^sources! \{([^}]*)\}", text, re.M)
+    if not m:
+        raise SystemExit("make-events: no `sources! { ... }` line in src/sources/mod.rs")
+    return [n.strip() for n in m.group(1).split(",") if n.strip()]
+
+
+def valuestream(args: list[str], stdin: str = "") -> str:
+    """Runs the binary ($VALUESTREAM_BIN, else `cargo run`) and returns its stdout."""
+    binary = os.environ.get("VALUESTREAM_BIN")
+    cmd = [binary] if binary else ["cargo", "run", "--quiet", "--locked", "--bin", "valuestream", "--"]
+    out = subprocess.run(cmd + args, input=stdin, capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise SystemExit(f"make-events: {' '.join(cmd + args)} failed:\n{out.stderr}")
+    return out.stdout
+
+
+def local_secrets(sources: list[dict]) -> dict[str, str]:
+    """Each source's local secret: local-<name>-<last word of its variable> (local-github-secret,
+    local-gitlab-token, ...)."""
+    return {
+        s["name"]: f"local-{s['name']}-{s['secret_var'].rsplit('_', 1)[-1].lower()}" for s in sources
+    }
+
 
 # Namespace of the deterministic IDs (delivery IDs, request IDs).
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/valuestream/events")
-
-# GitLab's X-Gitlab-Event for each object_kind.
-GITLAB_EVENTS = {
-    "issue": "Issue Hook",
-    "merge_request": "Merge Request Hook",
-    "pipeline": "Pipeline Hook",
-    "build": "Job Hook",
-    "deployment": "Deployment Hook",
-    "push": "Push Hook",
-    "note": "Note Hook",
-    "tag_push": "Tag Push Hook",
-    "wiki_page": "Wiki Page Hook",
-    "release": "Release Hook",
-}
 
 # A fixed request time: regenerating gives the same files.
 REQUEST_TIME = "23/Nov/2026:12:00:00 +0000"
@@ -73,7 +92,7 @@ REQUEST_EPOCH_MS = 1795435200000
 class Entry:
     """One event file: a payload delivered to /webhooks/<source>."""
 
-    source: str  # route segment: github, gitlab, jenkins, jira, pagerduty, events
+    source: str  # route segment: a registered source's name
     payload: str  # body file, relative to the repository
     out: str  # event file to write, relative to the repository (under events/)
     headers: dict[str, str] = field(default_factory=dict)  # extra or overriding headers
@@ -91,49 +110,42 @@ def hmac_hex(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def auth_headers(entry: Entry, body: bytes) -> dict[str, str]:
-    """What the sender would add: signature or token, event name, delivery ID."""
-    secret = SECRETS[entry.source]
-    if entry.source == "github":
-        # tests/fixtures/github/<event>/<action>.payload.json: the folder is X-GitHub-Event.
-        event = Path(entry.payload).parent.name
-        return {
-            "user-agent": "GitHub-Hookshot/valuestream-local",
-            "x-github-event": event,
-            "x-github-delivery": entry.stable_id(),
-            "x-hub-signature-256": "sha256=" + hmac_hex(secret, body),
-        }
-    if entry.source == "gitlab":
-        kind = json.loads(body).get("object_kind", "")
-        return {
-            "user-agent": "GitLab/valuestream-local",
-            # tests/fixtures/gitlab/system_hook/: sent by a system hook, whatever the body.
-            "x-gitlab-event": "System Hook"
-            if "/system_hook/" in entry.payload
-            else GITLAB_EVENTS.get(kind, "System Hook"),
-            "x-gitlab-event-uuid": entry.stable_id(),
-            "x-gitlab-token": secret,
-        }
-    if entry.source == "jenkins":
-        return {"authorization": f"Bearer {secret}"}
-    if entry.source == "jira":
-        return {
-            "user-agent": "Atlassian Webhook HTTP Client",
-            "x-atlassian-webhook-identifier": entry.stable_id(),
-            "x-hub-signature": "sha256=" + hmac_hex(secret, body),
-        }
-    if entry.source == "pagerduty":
-        return {
-            "user-agent": "PagerDuty-Webhook/V3.0",
-            "x-webhook-id": entry.stable_id(),
-            "x-pagerduty-signature": "v1=" + hmac_hex(secret, body),
-        }
-    if entry.source == "events":
-        return {"authorization": f"Bearer {secret}"}
-    raise SystemExit(f"make-events: unknown source {entry.source!r} in {entry.out}")
+def fixture_headers(payload: Path) -> dict[str, str]:
+    """A fixture's headers file: `<case>.headers`, else its folder's `headers`."""
+    own = payload.with_name(payload.name.removesuffix(".json") + ".headers")
+    for p in (own, payload.with_name("headers")):
+        if p.exists():
+            lines = [l.split(":", 1) for l in p.read_text(encoding="utf-8").splitlines() if ":" in l]
+            return {k.strip().lower(): v.strip() for k, v in lines}
+    return {}
 
 
-def event_for(entry: Entry) -> dict:
+def is_delivery_id(name: str) -> bool:
+    """Whether a header carries the delivery's ID (x-github-delivery, x-gitlab-event-uuid, ...):
+    each event gets its own, stable one."""
+    return any(w in name for w in ("delivery", "uuid", "identifier", "-id"))
+
+
+def sender_headers(entry: Entry) -> dict[str, str]:
+    """What the sender would add besides its signature: the fixture's headers (event name, ...),
+    with a delivery ID of the event's own."""
+    headers = fixture_headers(REPO / entry.payload) if entry.body is None else {}
+    headers.update({k.lower(): v for k, v in entry.headers.items()})
+    return {k: entry.stable_id() if is_delivery_id(k) else v for k, v in headers.items()}
+
+
+def signatures(entries: list[Entry], secrets: dict[str, str]) -> list[dict[str, str]]:
+    """The headers each entry's source signs its body with under its local secret (one run of
+    the binary for all)."""
+    requests = [
+        {"source": e.source, "secret": secrets[e.source], "body": e.read_body().decode("utf-8")}
+        for e in entries
+    ]
+    signed = json.loads(valuestream(["sources", "--sign"], json.dumps(requests)))
+    return [{k.lower(): v for k, v in pairs} for pairs in signed]
+
+
+def event_for(entry: Entry, signature: dict[str, str]) -> dict:
     body = entry.read_body()
     text = body.decode("utf-8")  # API Gateway passes JSON bodies as text, not base64
     path = f"/webhooks/{entry.source}"
@@ -144,12 +156,14 @@ def event_for(entry: Entry) -> dict:
         "x-forwarded-port": "443",
         "x-forwarded-proto": "https",
     }
-    headers.update(auth_headers(entry, body))
-    headers.update({k.lower(): v for k, v in entry.headers.items()})
+    headers.update(sender_headers(entry))
+    headers.update(signature)
     headers = dict(sorted(headers.items()))
+    # template.yaml's one webhook route, whatever the source.
+    route_key = "POST /webhooks/{source}"
     return {
         "version": "2.0",
-        "routeKey": f"POST {path}",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": entry.query,
         "headers": headers,
@@ -166,18 +180,19 @@ def event_for(entry: Entry) -> dict:
                 "userAgent": headers.get("user-agent", "curl/8.5.0"),
             },
             "requestId": str(uuid.uuid5(ID_NAMESPACE, "request:" + entry.out)),
-            "routeKey": f"POST {path}",
+            "routeKey": route_key,
             "stage": "$default",
             "time": REQUEST_TIME,
             "timeEpoch": REQUEST_EPOCH_MS,
         },
+        "pathParameters": {"source": entry.source},
         "body": text,
         "isBase64Encoded": False,
     }
 
 
-def render(entry: Entry) -> str:
-    return json.dumps(event_for(entry), indent=2, ensure_ascii=False) + "\n"
+def render(entry: Entry, signature: dict[str, str]) -> str:
+    return json.dumps(event_for(entry, signature), indent=2, ensure_ascii=False) + "\n"
 
 
 def is_payload(p: Path) -> bool:
@@ -195,7 +210,7 @@ def demo_entries() -> list[Entry]:
             source="github",
             payload=f"events/demo/{name}",
             out=f"events/demo/{name}.json",
-            headers={"x-github-event": event},
+            headers={"x-github-event": event, "x-github-delivery": ""},
             body=json.dumps(payload, separators=(",", ":")),
         )
         for name, event, payload in demo_story.story()
@@ -225,37 +240,39 @@ def fixture_entries(source: str) -> list[Entry]:
 
 
 # ------------------------------------------------------------------------- the entries
-# Extend here: append Entry(source=..., payload=..., out="events/<folder>/<name>.json", headers={...}).
-ENTRIES: list[Entry] = [
-    *fixture_entries("github"),
-    *fixture_entries("gitlab"),
-    *fixture_entries("jenkins"),
-    *fixture_entries("jira"),
-    *fixture_entries("pagerduty"),
-    *fixture_entries("events"),
-    *demo_entries(),
-]
+# Every registered source's fixtures, then the demo. To add events of your own, append
+# Entry(source=..., payload=..., out="events/<folder>/<name>.json", headers={...}) in entries().
+def entries() -> list[Entry]:
+    return [e for source in registered() for e in fixture_entries(source)] + demo_entries()
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
+    sources = json.loads(valuestream(["sources"]))
+    if [s["name"] for s in sources] != registered():
+        raise SystemExit("make-events: the binary's sources are not those of src/sources/mod.rs")
+    secrets = local_secrets(sources)
+    all_entries = entries()
     seen: set[str] = set()
     stale = []
-    for entry in ENTRIES:
-        if entry.out in seen:
-            raise SystemExit(f"make-events: two entries write {entry.out}")
-        seen.add(entry.out)
-        target = REPO / entry.out
-        text = render(entry)
+    files = [
+        (str(LOCAL_SECRETS.relative_to(REPO)), json.dumps(secrets, indent=2) + "\n"),
+        *((e.out, render(e, s)) for e, s in zip(all_entries, signatures(all_entries, secrets))),
+    ]
+    for out, text in files:
+        if out in seen:
+            raise SystemExit(f"make-events: two entries write {out}")
+        seen.add(out)
+        target = REPO / out
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current == text:
             continue
         if check:
-            stale.append(entry.out)
+            stale.append(out)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-            print(f"wrote {entry.out}")
+            print(f"wrote {out}")
     if check and stale:
         print(
             "make-events: these event files are missing or stale; run python3 scripts/make-events.py:\n  "
@@ -264,7 +281,7 @@ def main(argv: list[str]) -> int:
         )
         return 1
     if not check:
-        print(f"{len(ENTRIES)} event files up to date under {EVENTS.relative_to(REPO)}/")
+        print(f"{len(all_entries)} event files up to date under {EVENTS.relative_to(REPO)}/")
     return 0
 
 

@@ -100,7 +100,7 @@ impl Env<'static> {
 pub struct Config {
     /// Each registered source's secret and options, keyed by its registry name
     /// (`sources::registry` parses them; [`Config::secret`], [`Config::source_options`]).
-    pub sources: SourceMap,
+    sources: SourceMap,
     /// The GitHub API token the scheduled sync reads with (`GITHUB_TOKEN`, or the `github_token`
     /// key of the Secrets Manager secret, which wins when present).
     pub github_token: Secret,
@@ -417,7 +417,7 @@ impl Config {
     /// The service's settings from `lookup`, with `sources` (each registered source's, parsed by
     /// `sources::registry`, which also gives the usual constructors `Config::from_env`,
     /// `from_pairs` and `from_lookup`). Every value is checked; the first bad one is the error.
-    pub fn with_sources(lookup: Lookup, sources: SourceMap) -> Result<Self, ConfigError> {
+    pub(crate) fn with_sources(lookup: Lookup, sources: SourceMap) -> Result<Self, ConfigError> {
         let env = Settings::new(lookup);
         warn_removed(&env);
         let storage = Storage::read(&env)?;
@@ -472,9 +472,21 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// The options the registry parsed for `source`, when they are a `T`.
-    pub fn source_options<T: Any>(&self, source: &str) -> Option<&T> {
-        self.sources.get(source).and_then(SourceSettings::options)
+    /// The options the registry parsed for `source`, a `T`. Every `Config` holds every registered
+    /// source's options (only the registry builds one, through [`Config::with_sources`]), so a
+    /// miss is a bug in the source that asks (another name, another type), never a setting:
+    /// it panics, naming both, on the first delivery any test sends that source.
+    pub fn source_options<T: Any>(&self, source: &str) -> &T {
+        let settings = self.sources.get(source).unwrap_or_else(|| {
+            panic!("no source {source:?} is registered; its options were asked for")
+        });
+        settings.options().unwrap_or_else(|| {
+            panic!(
+                "the options of {source:?} are not a {}: the source asks for another type than \
+                 its registry entry parses",
+                std::any::type_name::<T>()
+            )
+        })
     }
 
     /// The team of a repository: an exact entry, else an `owner/*` entry.
@@ -630,7 +642,7 @@ mod tests {
         assert!(!c.allow_unsigned);
         assert!(c.teams.is_empty());
         let jira = c.source_options::<crate::sources::jira::Settings>("jira");
-        assert!(jira.unwrap().projects.is_empty());
+        assert!(jira.projects.is_empty());
         assert!(c.is_production("Production") && !c.is_production("staging"));
         assert!(OtlpSettings::from_lookup(|_| None).unwrap().is_none());
         // Blank values count as unset.
@@ -676,12 +688,9 @@ mod tests {
         );
         assert_eq!(c.team_of(&Repo::new("owner/x")), Some("platform"));
         let jira = c.source_options::<crate::sources::jira::Settings>("jira");
-        assert_eq!(
-            jira.unwrap().projects["SHOP"],
-            Repo::new("codertocat/hello-world")
-        );
+        assert_eq!(jira.projects["SHOP"], Repo::new("codertocat/hello-world"));
         let pagerduty = c.source_options::<crate::sources::pagerduty::Settings>("pagerduty");
-        assert_eq!(pagerduty.unwrap().services.len(), 2);
+        assert_eq!(pagerduty.services.len(), 2);
         for (v, want) in [
             ("0", false),
             ("no", false),

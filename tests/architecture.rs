@@ -489,19 +489,52 @@ fn the_architecture_doc_steps_name_the_files_they_touch() {
         n <= 4,
         "adding a source takes at most 4 steps, the doc says {n}"
     );
-    for path in [
-        "src/sources/registry.rs",
-        "src/sources/mod.rs",
-        "tests/fixtures/<name>/",
-        "tests/golden.rs",
+    // The four places, each in its own step, in this order; and nothing else to edit.
+    let step = |i: usize| {
+        steps
+            .split(&format!("\n{i}. "))
+            .nth(1)
+            .and_then(|s| s.split(&format!("\n{}. ", i + 1)).next())
+            .unwrap_or_else(|| panic!("step {i} is missing"))
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (i, place) in [
+        (1, "src/sources/<name>/"),
+        (2, "src/sources/mod.rs"),
+        (3, "tests/fixtures/<name>/"),
+        (4, "README.md"),
     ] {
-        assert!(steps.contains(path), "the steps name {path}");
-        let on_disk = path.replace("<name>/", "github/");
+        assert!(
+            step(i).contains(place),
+            "step {i} names {place}: {}",
+            step(i)
+        );
+        let on_disk = place.replace("<name>/", "github/");
         assert!(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(&on_disk)
                 .exists(),
             "{on_disk} named by the doc exists"
+        );
+    }
+    assert!(
+        step(2).contains("sources! {"),
+        "step 2 is the name in the `sources!` line"
+    );
+    let section = steps.split("\n## ").next().unwrap();
+    for derived in [
+        "fuzz/Cargo.toml",
+        "fuzz_targets/source_",
+        "sam-local/local-secrets.json",
+        "a 401 alarm per",
+        "ENTRIES",
+    ] {
+        assert!(
+            !section.contains(derived),
+            "adding a source no longer touches {derived}: the section should not ask for it"
         );
     }
 }
@@ -572,61 +605,115 @@ fn the_registry_is_the_only_list_of_sources() {
         "{lists:?} list every registered source by name; derive from \
          sources::registry::SOURCES instead"
     );
-    // The registry lists each source once, by its module's ENTRY.
-    let registry = code(&src().join("sources/registry.rs"));
-    for n in &names {
-        assert_eq!(
-            registry
-                .matches(&format!("    super::{n}::ENTRY,\n"))
-                .count(),
-            1,
-            "src/sources/registry.rs lists {n} on one line"
-        );
-    }
+    // The one list: the `sources!` line of src/sources/mod.rs names each source once, in
+    // registry order (it declares the modules and lists their ENTRY).
+    assert_eq!(
+        sources_line(),
+        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "src/sources/mod.rs's `sources! {{ … }}` line lists the registry"
+    );
 }
 
-/// Every registered source is fuzzed: `fuzz/fuzz_targets/source_<name>.rs` translates with it and
-/// `fuzz/Cargo.toml` builds it (`scripts/fuzz` runs every target of that manifest); and no fuzz
-/// target names a source that is not registered.
+/// The names of the `sources! { … }` line of src/sources/mod.rs, in order.
+fn sources_line() -> Vec<String> {
+    let text = code(&src().join("sources/mod.rs"));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sources! {"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one `sources! {{ … }}` line: {lines:?}");
+    let inside = lines[0]
+        .trim_start_matches("sources! {")
+        .trim_end()
+        .trim_end_matches('}');
+    inside
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Files that serve every source alike and so must never list them: the fuzz harness and its
+/// targets, the fuzz and local-event scripts, the local secrets, the hostile-input, fuzz-replay
+/// and golden tests. What they need comes from the registry (or the `sources!` line, for the
+/// scripts). `template.yaml` has one route for every source (`tests/cfn_lint.rs`).
+const GENERIC: &[&str] = &[
+    "fuzz/Cargo.toml",
+    "fuzz/src/lib.rs",
+    "fuzz/fuzz_targets",
+    "scripts/fuzz",
+    "scripts/make-events.py",
+    "tests/hostile.rs",
+    "tests/fuzz_regressions.rs",
+    "tests/golden.rs",
+];
+
 #[test]
-fn every_registered_source_has_a_fuzz_target() {
+fn files_for_every_source_list_none() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names = registered_names();
+    let mut files = Vec::new();
+    for g in GENERIC {
+        let p = root.join(g);
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(p);
+        }
+    }
+    let mut lists = Vec::new();
+    for file in &files {
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // A name as a string, a file name or a route: `"jira"`, `source_jira`, `/jira`.
+        let named = |n: &str| {
+            [format!("\"{n}\""), format!("_{n}"), format!("/{n}")]
+                .iter()
+                .any(|s| text.contains(s.as_str()))
+        };
+        if names.iter().all(|n| named(n)) {
+            lists.push(file.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        lists.is_empty(),
+        "{lists:?} list every registered source; derive from sources::registry::SOURCES (or \
+         the `sources!` line) instead"
+    );
+    assert!(files.len() >= GENERIC.len(), "{files:?}");
+}
+
+/// Every registered source is fuzzed by one target, `source` (fuzz/fuzz_targets/source.rs): its
+/// input's first byte picks the source from the registry (fuzz/src/lib.rs), `fuzz/Cargo.toml`
+/// builds it (`scripts/fuzz` runs every target of that manifest) and `scripts/fuzz` seeds it
+/// from the fixtures of the sources of the `sources!` line. No target is a source's own.
+#[test]
+fn one_fuzz_target_fuzzes_every_registered_source() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
-    let names = registered_names();
-    for n in &names {
-        let target = format!("source_{n}");
-        let file = root.join(format!("fuzz/fuzz_targets/{target}.rs"));
-        let text = std::fs::read_to_string(&file)
-            .unwrap_or_else(|_| panic!("{n} is registered but has no fuzz target {file:?}"));
-        assert!(
-            text.contains(&format!("translate(\"{n}\"")),
-            "{file:?} fuzzes {n}"
-        );
-        assert!(
-            manifest.contains(&format!(
-                "name = \"{target}\"\npath = \"fuzz_targets/{target}.rs\""
-            )),
-            "fuzz/Cargo.toml builds {target}"
-        );
-    }
+    assert!(
+        manifest.contains("name = \"source\"\npath = \"fuzz_targets/source.rs\""),
+        "fuzz/Cargo.toml builds the source target"
+    );
+    let target = std::fs::read_to_string(root.join("fuzz/fuzz_targets/source.rs")).unwrap();
+    assert!(target.contains("valuestream_fuzz::deliver(data)"));
+    let harness = std::fs::read_to_string(root.join("fuzz/src/lib.rs")).unwrap();
+    assert!(
+        harness.contains("&SOURCES[usize::from(selector) % SOURCES.len()]"),
+        "the harness picks the source from the registry"
+    );
     for e in std::fs::read_dir(root.join("fuzz/fuzz_targets")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().to_string();
-        if let Some(source) = name
-            .strip_prefix("source_")
-            .and_then(|n| n.strip_suffix(".rs"))
-        {
-            assert!(
-                names.contains(&source),
-                "fuzz target {name} names no registered source"
-            );
-        }
+        assert!(
+            !name.starts_with("source_"),
+            "fuzz target {name}: the `source` target fuzzes every source"
+        );
     }
     let script = std::fs::read_to_string(root.join("scripts/fuzz")).unwrap();
     assert!(
-        !names
-            .iter()
-            .all(|n| script.contains(&format!("source_{n}"))),
-        "scripts/fuzz takes its targets from fuzz/Cargo.toml, it does not list them"
+        script.contains("r\"^sources! \\{([^}]*)\\}\"") && script.contains("put(\"source\", "),
+        "scripts/fuzz seeds the source target from the `sources!` line"
     );
 }
 

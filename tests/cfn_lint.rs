@@ -1046,39 +1046,17 @@ fn every_alarm_watches_the_right_metric() {
         )
     );
     assert_eq!(p["Statistic"], "Average");
-    // 401s per source route, from the access log.
-    for (id, source) in valuestream::secrets::KEYS.iter().map(|(k, _)| {
-        let id = match *k {
-            "github" => "GitHub",
-            "gitlab" => "GitLab",
-            "jenkins" => "Jenkins",
-            "jira" => "Jira",
-            "pagerduty" => "PagerDuty",
-            "events" => "Events",
-            other => panic!("a source without a 401 alarm: {other}"),
-        };
-        (id, *k)
-    }) {
-        let p = alarm(&t, &format!("Unauthorized{id}Alarm"));
-        assert_eq!(
-            metric(p),
-            (
-                own.clone(),
-                "UnauthorizedRequests",
-                vec![("Route".into(), json!(format!("POST /webhooks/{source}")))]
-            )
-        );
-        assert_eq!(p["Threshold"], json!({"Ref": "UnauthorizedAlarmThreshold"}));
-        // The route is one the function serves.
-        let events = &t["Resources"]["ValuestreamFunction"]["Properties"]["Events"];
+    // 401s on the webhook route, every source together, from the access log.
+    let p = alarm(&t, "UnauthorizedAlarm");
+    assert_eq!(metric(p), (own.clone(), "UnauthorizedRequests", vec![]));
+    assert_eq!(p["Threshold"], json!({"Ref": "UnauthorizedAlarmThreshold"}));
+    for name in t["Resources"].as_object().unwrap().keys() {
         assert!(
-            events.as_object().unwrap().values().any(|e| {
-                e["Properties"]["Path"] == format!("/webhooks/{source}")
-                    && e["Properties"]["Method"] == "POST"
-            }),
-            "no route POST /webhooks/{source}"
+            !name.starts_with("Unauthorized") || name == "UnauthorizedAlarm",
+            "{name}: one 401 alarm for every source"
         );
     }
+    webhook_route_serves_every_source(&t);
     // DynamoDB: ThrottledRequests and SystemErrors exist per TableName and Operation only, so
     // each alarm sums the operations the function sends.
     let used = dynamodb_actions_the_code_uses();
@@ -1208,14 +1186,52 @@ fn the_api_writes_an_access_log_with_the_stack_retention() {
         group["Properties"]["RetentionInDays"],
         json!({"Ref": "LogRetentionDays"})
     );
-    // The 401 filter reads those fields: status is quoted in the format, so it is a string.
-    let filter = &r["ApiUnauthorizedMetricFilter"]["Properties"];
-    assert_eq!(filter["LogGroupName"], json!({"Ref": "ApiAccessLogGroup"}));
-    assert_eq!(filter["FilterPattern"], r#"{ $.status = "401" }"#);
-    assert_eq!(
-        filter["MetricTransformations"][0]["Dimensions"],
-        json!([{"Key": "Route", "Value": "$.routeKey"}])
-    );
+    assert_eq!(format["path"], "$context.path");
+    // The 401 filters read those fields: status is quoted in the format, so it is a string. One
+    // metric for all sources (the alarm's), the same by path (which source).
+    for (name, dimensions) in [
+        ("ApiUnauthorizedMetricFilter", Value::Null),
+        (
+            "ApiUnauthorizedByPathMetricFilter",
+            json!([{"Key": "Path", "Value": "$.path"}]),
+        ),
+    ] {
+        let filter = &r[name]["Properties"];
+        assert_eq!(filter["LogGroupName"], json!({"Ref": "ApiAccessLogGroup"}));
+        assert_eq!(filter["FilterPattern"], r#"{ $.status = "401" }"#);
+        let m = &filter["MetricTransformations"][0];
+        assert_eq!(m["MetricName"], "UnauthorizedRequests", "{name}");
+        assert_eq!(m["Dimensions"], dimensions, "{name}");
+    }
+}
+
+/// The function's one webhook route: `POST /webhooks/{source}` takes every registered source
+/// (the router answers any other name 404), and no route names a source.
+fn webhook_route_serves_every_source(t: &Value) {
+    let events = t["Resources"]["ValuestreamFunction"]["Properties"]["Events"]
+        .as_object()
+        .unwrap();
+    let webhooks: Vec<&Value> = events
+        .values()
+        .filter(|e| {
+            e["Properties"]["Path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/webhooks/"))
+        })
+        .collect();
+    assert_eq!(webhooks.len(), 1, "one webhook route: {webhooks:?}");
+    let p = &webhooks[0]["Properties"];
+    assert_eq!(p["Path"], "/webhooks/{source}");
+    assert_eq!(p["Method"], "POST");
+    assert_eq!(p["PayloadFormatVersion"], "2.0");
+    for e in valuestream::sources::registry::SOURCES {
+        assert_eq!(
+            e.route,
+            format!("/webhooks/{}", e.name),
+            "{}: the route takes it",
+            e.name
+        );
+    }
 }
 
 /// What a metric filter pattern of the shape `{ (A) && (B) }` / `{ (A) || (B) }` (clauses
@@ -1379,15 +1395,14 @@ fn log_metric_filters_match_lines_the_code_writes() {
     assert_eq!(matched("SettleBacklogMetricFilter"), [3]);
     assert_eq!(matched("SettleFailuresMetricFilter"), [6]);
     // And the access log's 401 filter against the access log's own shape.
-    let access = |status: &str| json!({"routeKey": "POST /webhooks/github", "status": status});
-    assert!(pattern_matches(
-        &pattern("ApiUnauthorizedMetricFilter"),
-        &access("401")
-    ));
-    assert!(!pattern_matches(
-        &pattern("ApiUnauthorizedMetricFilter"),
-        &access("202")
-    ));
+    let access = |status: &str| json!({"routeKey": "POST /webhooks/{source}", "path": "/webhooks/github", "status": status});
+    for filter in [
+        "ApiUnauthorizedMetricFilter",
+        "ApiUnauthorizedByPathMetricFilter",
+    ] {
+        assert!(pattern_matches(&pattern(filter), &access("401")));
+        assert!(!pattern_matches(&pattern(filter), &access("202")));
+    }
 }
 
 // ---------------------------------------------------------------- Managed Grafana
@@ -1464,14 +1479,10 @@ fn no_secret_in_the_function_environment() {
     let env = t["Resources"]["ValuestreamFunction"]["Properties"]["Environment"]["Variables"]
         .as_object()
         .unwrap();
-    for var in [
-        "VALUESTREAM_GITHUB_SECRET",
-        "VALUESTREAM_GITLAB_TOKEN",
-        "VALUESTREAM_JENKINS_TOKEN",
-        "VALUESTREAM_JIRA_SECRET",
-        "VALUESTREAM_PAGERDUTY_SECRET",
-        "VALUESTREAM_EVENTS_TOKEN",
-    ] {
+    for var in valuestream::sources::registry::SOURCES
+        .iter()
+        .map(|e| e.secret.var)
+    {
         assert!(
             !env.contains_key(var),
             "{var} must not be in the environment"
@@ -1499,7 +1510,9 @@ fn no_secret_in_the_function_environment() {
         assert!(!text.contains(p), "{p} in the environment");
         assert!(t["Parameters"].get(p).is_none(), "parameter {p} is gone");
     }
-    // The created secret has one key per source, all empty (refused) until put.
+    // The created secret has every key, all empty (refused) until put. It is frozen: CloudFormation
+    // writes a changed SecretString over the values put since, so a source added later is not
+    // added here (its key is missing, which refuses it like an empty one, until put).
     let secret = &t["Resources"]["WebhookSecret"];
     assert_eq!(secret["Type"], "AWS::SecretsManager::Secret");
     let initial: Value =
@@ -1516,9 +1529,26 @@ fn no_secret_in_the_function_environment() {
         .chain(valuestream::secrets::TOKEN_KEYS.iter())
         .map(|(k, _)| *k)
         .collect();
-    let mut sorted = want.clone();
-    sorted.sort_unstable();
-    assert_eq!(keys, sorted);
+    for key in &keys {
+        assert!(want.contains(key), "{key} is no key of the secret");
+    }
+    assert_eq!(
+        keys,
+        [
+            "events",
+            "github",
+            "github_token",
+            "gitlab",
+            "gitlab_token",
+            "jenkins",
+            "jira",
+            "jira_email",
+            "jira_token",
+            "pagerduty",
+            "pagerduty_token"
+        ],
+        "the initial secret is frozen (a change overwrites the deployed values)"
+    );
     assert!(initial.as_object().unwrap().values().all(|v| v == ""));
 }
 
@@ -1572,7 +1602,7 @@ fn throttle_defaults_hold_the_documented_peak() {
 /// The `sam local invoke` recipe (README): `sam local invoke --env-vars sam-local/env.json`
 /// passes only variables the function declares in template.yaml (SAM ignores the others
 /// silently), and sam-local/local-secrets.json, the secret the recipe creates, holds the local
-/// secrets events/ is signed with (scripts/make-events.py), one key per source.
+/// secrets events/ is signed with (both written by scripts/make-events.py), one key per source.
 #[test]
 fn local_invoke_files_match_the_template() {
     let t = template();
@@ -1596,15 +1626,23 @@ fn local_invoke_files_match_the_template() {
         &std::fs::read(repo().join("sam-local/local-secrets.json")).unwrap(),
     )
     .unwrap();
-    let script = std::fs::read_to_string(repo().join("scripts/make-events.py")).unwrap();
-    for (key, _) in valuestream::secrets::KEYS {
-        let value = secrets[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{key} missing"));
-        assert!(
-            script.contains(&format!("\"{key}\": \"{value}\"")),
-            "{key}: events/ is signed with another local secret than {value}"
-        );
+    // One key per registered source, in registry order, as scripts/make-events.py writes it
+    // (tests/events_files.rs checks the file is what the script writes, and events/ signed with it).
+    let keys: Vec<&str> = secrets
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want: Vec<&str> = valuestream::secrets::KEYS.iter().map(|(k, _)| *k).collect();
+    want.sort_unstable();
+    assert_eq!(
+        keys, want,
+        "sam-local/local-secrets.json: one key per source; run python3 scripts/make-events.py"
+    );
+    for (key, var) in valuestream::secrets::KEYS {
+        let kind = var.rsplit('_').next().unwrap().to_ascii_lowercase();
+        assert_eq!(secrets[key], format!("local-{key}-{kind}"), "{key}");
     }
     // And the service reads it as a secret version.
     let parsed = valuestream::secrets::parse("local", "AWSCURRENT", &secrets.to_string()).unwrap();

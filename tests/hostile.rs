@@ -28,12 +28,15 @@ const CHUNK: usize = 100;
 /// The body limit of the app under test: huge bodies are cheap to refuse.
 const LIMIT: usize = 256 * 1024;
 
-const SOURCES: [&str; 6] = ["github", "gitlab", "jenkins", "jira", "pagerduty", "events"];
+/// Every registered source's name, in registry order.
+fn registered() -> Vec<&'static str> {
+    sources::registry::SOURCES.iter().map(|e| e.name).collect()
+}
 
-/// A fixture body and the event header it is sent with.
+/// A fixture body and the headers it is sent with (its headers file's).
 struct Seed {
     name: String,
-    event: Option<(&'static str, String)>,
+    headers: Vec<(String, String)>,
     body: Value,
 }
 
@@ -54,20 +57,26 @@ fn json_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The `X-Gitlab-Event` of a GitLab fixture, from its body.
-fn gitlab_header(v: &Value, path: &Path) -> String {
-    if path.to_string_lossy().contains("system_hook") {
-        return "System Hook".into();
-    }
-    match v["object_kind"].as_str().unwrap_or_default() {
-        "issue" => "Issue Hook",
-        "merge_request" => "Merge Request Hook",
-        "pipeline" => "Pipeline Hook",
-        "build" => "Job Hook",
-        "deployment" => "Deployment Hook",
-        _ => "Push Hook",
-    }
-    .into()
+/// The headers of a fixture: its `<case>.headers` file, else its folder's `headers` (as
+/// tests/golden.rs reads them), as `name: value` lines.
+fn fixture_headers(case: &Path) -> Vec<(String, String)> {
+    let stem = case
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".json")
+        .to_string();
+    [
+        case.with_file_name(format!("{stem}.headers")),
+        case.with_file_name("headers"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| l.split_once(':'))
+    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    .collect()
 }
 
 fn seeds(source: &str) -> Vec<Seed> {
@@ -79,22 +88,9 @@ fn seeds(source: &str) -> Vec<Seed> {
         .map(|p| {
             let body: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             let rel = p.strip_prefix(&dir).unwrap();
-            let event = match source {
-                "github" => Some((
-                    "x-github-event",
-                    rel.components()
-                        .next()
-                        .unwrap()
-                        .as_os_str()
-                        .to_string_lossy()
-                        .into_owned(),
-                )),
-                "gitlab" => Some(("x-gitlab-event", gitlab_header(&body, &p))),
-                _ => None,
-            };
             Seed {
                 name: rel.to_string_lossy().into_owned(),
-                event,
+                headers: fixture_headers(&p),
                 body,
             }
         })
@@ -291,17 +287,24 @@ fn random_bytes(rng: &mut TestRng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.random_range(0..=255u8)).collect()
 }
 
+/// Whether a header carries the delivery's ID (`x-github-delivery`, `x-gitlab-event-uuid`,
+/// `x-atlassian-webhook-identifier`, …): each hostile delivery gets its own.
+fn is_delivery_id(name: &str) -> bool {
+    ["delivery", "uuid", "identifier", "-id"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
 fn signed(source: &str, app: &App, seed: &Seed, body: Vec<u8>, i: usize) -> Vec<(String, String)> {
     let src = sources::by_name(source).unwrap();
     let mut h: Vec<(String, String)> = src.sign(&body, &app.config);
     h.push(("content-type".into(), "application/json".into()));
-    if let Some((name, value)) = &seed.event {
-        h.push((name.to_string(), value.clone()));
-    }
-    match source {
-        "github" => h.push(("x-github-delivery".into(), format!("hostile-{i}"))),
-        "gitlab" => h.push(("x-gitlab-event-uuid".into(), format!("hostile-{i}"))),
-        _ => {}
+    for (name, value) in &seed.headers {
+        if is_delivery_id(name) {
+            h.push((name.clone(), format!("hostile-{i}")));
+        } else {
+            h.push((name.clone(), value.clone()));
+        }
     }
     h
 }
@@ -371,7 +374,7 @@ fn case(source: &str, app: &App, seeds: &[Seed], rng: &mut TestRng, i: usize) ->
         signed(source, app, seed, body.clone(), i)
     } else {
         let mut h = signed(source, app, seed, body.clone(), i);
-        let names: Vec<String> = app_credential_headers(source);
+        let names: Vec<String> = app_credential_headers(source, app);
         match rng.random_range(0..4) {
             // None at all.
             0 => h.retain(|(k, _)| !names.contains(k)),
@@ -411,15 +414,16 @@ fn case(source: &str, app: &App, seeds: &[Seed], rng: &mut TestRng, i: usize) ->
     }
 }
 
-/// The headers that carry each source's credential.
-fn app_credential_headers(source: &str) -> Vec<String> {
-    match source {
-        "github" => vec!["x-hub-signature-256".into()],
-        "gitlab" => vec!["x-gitlab-token".into()],
-        "jenkins" | "events" => vec!["authorization".into(), "x-valuestream-signature".into()],
-        "jira" => vec!["x-hub-signature".into()],
-        _ => vec!["x-pagerduty-signature".into()],
-    }
+/// The headers that carry a source's credential: those it signs a delivery with.
+fn app_credential_headers(source: &str, app: &App) -> Vec<String> {
+    let names: Vec<String> = sources::by_name(source)
+        .unwrap()
+        .sign(b"{}", &app.config)
+        .into_iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    assert!(!names.is_empty(), "{source} signs its deliveries");
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,21 +433,21 @@ async fn hostile_deliveries_never_5xx_panic_or_change_the_store_when_refused() {
     let mut tally: BTreeMap<(&str, u16), usize> = BTreeMap::new();
     let mut exported = 0;
     let mut time_rule: BTreeMap<&str, usize> = BTreeMap::new();
-    for (n, source) in SOURCES.into_iter().enumerate() {
+    let secrets: Vec<(&str, String)> = sources::registry::SOURCES
+        .iter()
+        .map(|e| (e.secret.var, format!("hostile-{}-secret", e.name)))
+        .collect();
+    for (n, source) in registered().into_iter().enumerate() {
         let seeds = seeds(source);
         let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[n as u8 + 11; 32]);
         // A fresh service every CHUNK deliveries: a small store keeps the per-delivery dumps
         // cheap.
         for chunk in 0..CASES / CHUNK {
             let store = Arc::new(EmbeddedStore::in_memory().unwrap());
-            let config = test_config(&[
-                ("VALUESTREAM_GITLAB_TOKEN", "hostile-gitlab-token"),
-                ("VALUESTREAM_JENKINS_TOKEN", "hostile-jenkins-token"),
-                ("VALUESTREAM_JIRA_SECRET", "hostile-jira-secret"),
-                ("VALUESTREAM_PAGERDUTY_SECRET", "hostile-pagerduty-secret"),
-                ("VALUESTREAM_EVENTS_TOKEN", "hostile-events-token"),
-                ("VALUESTREAM_MAX_BODY_BYTES", &limit),
-            ]);
+            let mut pairs: Vec<(&str, &str)> =
+                secrets.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            pairs.push(("VALUESTREAM_MAX_BODY_BYTES", &limit));
+            let config = test_config(&pairs);
             let app = app_with(store.clone(), config).await;
             // The store as it is before each delivery (refreshed after every one).
             let mut current = dump(&store);
@@ -501,11 +505,11 @@ async fn hostile_deliveries_never_5xx_panic_or_change_the_store_when_refused() {
     eprintln!(
         "{} deliveries in {:?}, {exported} spans exported; answers per source and status: \
          {tally:?}; refused by the time rule: {time_rule:?}",
-        SOURCES.len() * CASES,
+        registered().len() * CASES,
         started.elapsed()
     );
     // Each source was exercised beyond its credential check and beyond its JSON parser.
-    for source in SOURCES {
+    for source in registered() {
         let refused_400 = tally.get(&(source, 400)).copied().unwrap_or(0);
         let accepted = tally.get(&(source, 200)).copied().unwrap_or(0)
             + tally.get(&(source, 202)).copied().unwrap_or(0);

@@ -38,6 +38,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The registered sources as JSON (name, route, secret variable); with --sign, the headers
+    /// each source signs the bodies of stdin's `[{"source", "secret", "body"}]` with. For
+    /// scripts/make-events.py.
+    #[command(hide = true)]
+    Sources {
+        #[arg(long)]
+        sign: bool,
+    },
     /// Serve the webhook routes on a local port (POST /webhooks/{source}, GET /healthz, GET /metrics).
     ///
     /// State lives in the embedded store under --data-dir (it survives a restart), or in DynamoDB
@@ -297,7 +305,22 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Grafana(cmd) => crate::grafana::cli::run(cmd).await,
         Command::Backfill { source } => backfill_cmd(source).await,
+        Command::Sources { sign } => sources_cmd(sign),
     }
+}
+
+/// `valuestream sources [--sign]` (hidden): the registry as JSON, or signed headers.
+fn sources_cmd(sign: bool) -> anyhow::Result<()> {
+    use crate::sources::registry;
+    let out = if sign {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+        registry::sign_requests(&serde_json::from_str(&input)?).map_err(anyhow::Error::msg)?
+    } else {
+        registry::describe()
+    };
+    println!("{out}");
+    Ok(())
 }
 
 async fn backfill_cmd(source: BackfillSource) -> anyhow::Result<()> {

@@ -5,9 +5,9 @@
 
 use super::{
     authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
-    SourceEntry, SourceError, Translated, Translation,
+    SourceEntry, SourceError, SourceOptions, Translated, Translation,
 };
-use crate::config::{Config, ConfigError, Env, Options};
+use crate::config::{Config, ConfigError, Env};
 use crate::model::attr;
 use crate::model::ids::{item_key, short_hash};
 use crate::model::refs::vstrace_parents;
@@ -47,23 +47,13 @@ pub struct Settings {
     pub deploy_job: regex::Regex,
 }
 
-impl Settings {
+impl SourceOptions for Settings {
+    const SOURCE: &'static str = SOURCE;
+
     fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Settings {
             deploy_job: env.regex(JOB_PATTERN.var, "^deploy")?,
         })
-    }
-
-    fn parse(env: &Env) -> Result<Options, ConfigError> {
-        Ok(std::sync::Arc::new(Self::read(env)?))
-    }
-
-    /// Jenkins's settings in `config` (the defaults when it holds none).
-    fn of(config: &Config) -> &Settings {
-        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(|| {
-            Settings::read(&Env::unset()).expect("the defaults are valid")
-        });
-        config.source_options(SOURCE).unwrap_or(&DEFAULT)
     }
 }
 

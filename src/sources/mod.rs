@@ -3,13 +3,7 @@
 //! normalized [`Input`]s. Nothing downstream knows which vendor an event came from except
 //! through attribute values.
 
-pub mod events;
-pub mod github;
-pub mod gitlab;
 pub mod ignored;
-pub mod jenkins;
-pub mod jira;
-pub mod pagerduty;
 pub mod registry;
 pub mod tracker;
 pub mod vcs;
@@ -21,6 +15,43 @@ use http::HeaderMap;
 
 pub use axum::http;
 pub use ignored::{Ignored, PushSkip};
+
+/// Declares each source's module (`src/sources/<name>.rs` or `src/sources/<name>/mod.rs`) and
+/// lists its `ENTRY`, in this order, as [`registry::SOURCES`]. Adding a source is its folder and
+/// its name here; the module must be named as its entry (checked at compile time), since the
+/// route, the secret's key and the fixture folder all take that name.
+macro_rules! sources {
+    ($($name:ident),+ $(,)?) => {
+        $(pub mod $name;)+
+
+        /// Every source's entry, in the order of the `sources!` line.
+        const ENTRIES: &[SourceEntry] = &[$($name::ENTRY),+];
+
+        $(const _: () = assert!(
+            same_name($name::ENTRY.name, stringify!($name)),
+            concat!("sources::", stringify!($name), "::ENTRY is not named ", stringify!($name)),
+        );)+
+    };
+}
+
+// The one list of sources, in the order `--help` lists their settings.
+sources! { github, gitlab, jenkins, jira, pagerduty, events }
+
+/// `a == b`, at compile time.
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// One received delivery, as the HTTP layer saw it.
 #[derive(Clone, Copy)]
@@ -95,10 +126,31 @@ pub struct SourceEntry {
     /// Its further settings, parsed by `options`.
     pub settings: &'static [Setting],
     /// Parses and checks its further settings into the options its functions read back with
-    /// [`Config::source_options`]; errors name the variable.
+    /// [`Config::source_options`] (a [`SourceOptions`] type's `parse`); errors name the variable.
     pub options: fn(&Env) -> Result<Options, ConfigError>,
     /// Verification and translation of its deliveries.
     pub source: &'static dyn Source,
+}
+
+/// A source's settings of its own, beside its secret (Jira's project map, …): its registry
+/// entry parses them (`options: Settings::parse`) and its functions read them back
+/// (`Settings::of(config)`).
+pub trait SourceOptions: Sized + Send + Sync + 'static {
+    /// The registry name of the source these options belong to.
+    const SOURCE: &'static str;
+
+    /// Reads and checks the settings; an error names the variable.
+    fn read(env: &Env) -> Result<Self, ConfigError>;
+
+    /// [`SourceOptions::read`], as a [`SourceEntry::options`].
+    fn parse(env: &Env) -> Result<Options, ConfigError> {
+        Ok(std::sync::Arc::new(Self::read(env)?))
+    }
+
+    /// The source's options in `config` ([`Config::source_options`]).
+    fn of(config: &Config) -> &Self {
+        config.source_options(Self::SOURCE)
+    }
 }
 
 /// The `options` of a source without further settings.

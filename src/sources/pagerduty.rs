@@ -11,9 +11,9 @@
 
 use super::{
     authenticate_with, parse_json, signing_secret, verify, Delivery, Ignored, Setting, Source,
-    SourceEntry, SourceError, Translated, Translation,
+    SourceEntry, SourceError, SourceOptions, Translated, Translation,
 };
-use crate::config::{repo_value, Config, ConfigError, Env, Options};
+use crate::config::{repo_value, Config, ConfigError, Env};
 use crate::model::attr;
 use crate::model::ids::item_key;
 use crate::model::{
@@ -53,7 +53,9 @@ pub struct Settings {
     pub services: BTreeMap<String, Repo>,
 }
 
-impl Settings {
+impl SourceOptions for Settings {
+    const SOURCE: &'static str = SOURCE;
+
     fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Settings {
             services: env
@@ -62,18 +64,6 @@ impl Settings {
                 .map(|(k, v)| (k, Repo::new(&v)))
                 .collect(),
         })
-    }
-
-    fn parse(env: &Env) -> Result<Options, ConfigError> {
-        Ok(std::sync::Arc::new(Self::read(env)?))
-    }
-
-    /// PagerDuty's settings in `config` (the defaults when it holds none).
-    fn of(config: &Config) -> &Settings {
-        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(|| {
-            Settings::read(&Env::unset()).expect("the defaults are valid")
-        });
-        config.source_options(SOURCE).unwrap_or(&DEFAULT)
     }
 }
 

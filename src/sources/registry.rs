@@ -1,13 +1,16 @@
-//! The source registry: the one list of sources. Everything that depends on which sources exist
-//! derives from [`SOURCES`]: the webhook routes ([`crate::http`]), the settings list (`--help` and
-//! the README check, [`settings`]), each source's settings in [`Config`] (parsed here, by each
-//! entry), the keys of the Secrets Manager secret (`secrets::KEYS`), the fuzz targets (checked by
-//! tests/fuzz_targets.rs) and the golden-test discovery (tests/golden.rs walks
+//! The source registry: what the one list of sources (the `sources!` line of
+//! `src/sources/mod.rs`, which declares each source's module) gives everything else. Everything
+//! that depends on which sources exist derives from [`SOURCES`]: the webhook routes
+//! ([`crate::http`]), the settings list (`--help` and the README check, [`settings`]), each
+//! source's settings in [`Config`] (parsed here, by each entry), the keys of the Secrets Manager
+//! secret (`secrets::KEYS`), the fuzz target's choice of source (`fuzz/fuzz_targets/source.rs`),
+//! the hostile-input test, the local secrets and events (`scripts/make-events.py`, which asks
+//! `valuestream sources`) and the golden-test discovery (tests/golden.rs walks
 //! `tests/fixtures/<name>/` for every entry).
 //!
-//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), one line in `ENTRIES`, its
-//! fixtures with their golden files under `tests/fixtures/<name>/`, and its README section
-//! (docs/ARCHITECTURE.md lists the steps).
+//! Adding a source: its module (`src/sources/<name>/`, declaring its `ENTRY`), its name in the
+//! `sources!` line, its fixtures with their golden files under `tests/fixtures/<name>/`, and its
+//! README section (docs/ARCHITECTURE.md lists the steps).
 //!
 //! `Config`'s constructors live here, not in `config.rs`: the configuration sits below the
 //! sources, so it cannot list them; the registry parses each source's settings and hands them to
@@ -19,15 +22,9 @@ use crate::config::{
 
 pub use super::{Setting, SourceEntry};
 
-/// Every source, one line each, in the order `--help` lists their settings.
-const ENTRIES: &[SourceEntry] = &[
-    super::github::ENTRY,
-    super::gitlab::ENTRY,
-    super::jenkins::ENTRY,
-    super::jira::ENTRY,
-    super::pagerduty::ENTRY,
-    super::events::ENTRY,
-];
+/// Every source, in the order of the `sources!` line of `src/sources/mod.rs` (the order `--help`
+/// lists their settings).
+const ENTRIES: &[SourceEntry] = super::ENTRIES;
 
 /// Every registered source.
 pub static SOURCES: &[SourceEntry] = ENTRIES;
@@ -71,6 +68,39 @@ pub fn settings() -> Vec<(&'static str, &'static str)> {
         .map(|s| (s.var, s.doc))
         .chain(ENV_VARS.iter().copied())
         .collect()
+}
+
+/// What the hidden `valuestream sources` prints for scripts (`scripts/make-events.py`): each
+/// registered source's name, route and secret variable, in registry order.
+pub fn describe() -> serde_json::Value {
+    SOURCES
+        .iter()
+        .map(|e| serde_json::json!({"name": e.name, "route": e.route, "secret_var": e.secret.var}))
+        .collect()
+}
+
+/// What `valuestream sources --sign` prints: for each `{"source", "secret", "body"}` of
+/// `requests`, the headers (`[[name, value], …]`) the source signs `body` with under `secret`.
+pub fn sign_requests(requests: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let requests = requests
+        .as_array()
+        .ok_or("expected a JSON array of {\"source\", \"secret\", \"body\"}")?;
+    let field = |r: &serde_json::Value, k: &str| {
+        r[k].as_str()
+            .map(str::to_string)
+            .ok_or(format!("{r}: no string {k:?}"))
+    };
+    let mut out = Vec::new();
+    for r in requests {
+        let name = field(r, "source")?;
+        let entry = by_name(&name).ok_or(format!("{name} is not registered: {}", names()))?;
+        let secret = field(r, "secret")?;
+        let config =
+            Config::from_pairs(&[(entry.secret.var, &secret)]).map_err(|e| e.to_string())?;
+        let headers = entry.source.sign(field(r, "body")?.as_bytes(), &config);
+        out.push(serde_json::json!(headers));
+    }
+    Ok(out.into())
 }
 
 /// Each registered source's secret and options, read through `env`.
@@ -141,6 +171,39 @@ mod tests {
         for (var, _) in ENV_VARS {
             assert!(all.iter().any(|(v, _)| v == var));
         }
+    }
+
+    #[test]
+    fn scripts_read_the_registry_and_sign_through_it() {
+        let described = describe();
+        let names: Vec<&str> = described
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, SOURCES.iter().map(|e| e.name).collect::<Vec<_>>());
+        let requests: serde_json::Value = SOURCES
+            .iter()
+            .map(|e| serde_json::json!({"source": e.name, "secret": "s", "body": "{}"}))
+            .collect();
+        let signed = sign_requests(&requests).unwrap();
+        for (e, headers) in SOURCES.iter().zip(signed.as_array().unwrap()) {
+            let config = Config::from_pairs(&[(e.secret.var, "s")]).unwrap();
+            assert_eq!(headers, &serde_json::json!(e.source.sign(b"{}", &config)));
+            assert!(!headers.as_array().unwrap().is_empty(), "{}", e.name);
+        }
+        let unknown = serde_json::json!([{"source": "nope", "secret": "s", "body": ""}]);
+        assert!(sign_requests(&unknown)
+            .unwrap_err()
+            .contains("not registered"));
+    }
+
+    #[test]
+    #[should_panic(expected = "are not a")]
+    fn options_of_another_type_are_a_bug_not_a_default() {
+        let config = Config::from_pairs(&[]).unwrap();
+        let _: &u8 = config.source_options("jira");
     }
 
     #[test]
