@@ -835,7 +835,14 @@ pub async fn deliver_all(
         match (status, s) {
             (400.., _) | (_, "error") => {
                 summary.refused += 1;
-                eprintln!("backfill: {} refused: {status} {text}", d.file.display());
+                // A log line, not a print: the scheduled sync is quiet on stderr, and its
+                // logs (CloudWatch in Lambda) are where an operator looks.
+                tracing::warn!(
+                    delivery = %d.file.display(),
+                    status = %status,
+                    answer = %text,
+                    "backfill: a delivery was refused"
+                );
             }
             (_, "duplicate") => summary.duplicate += 1,
             (_, "ignored") => summary.ignored += 1,
