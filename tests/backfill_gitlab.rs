@@ -13,6 +13,7 @@ mod fake_github;
 #[path = "common/fake_gitlab.rs"]
 mod fake_gitlab;
 
+use common::stuck::Stuck;
 use common::*;
 use fake_github::{diff, facts, settle, Result};
 use fake_gitlab::*;
@@ -633,29 +634,6 @@ async fn backfill_kept(
     gitlab::run_with(client, &options(), &RouterSink(app), &state).await
 }
 
-/// A sink that passes `left` deliveries on, then never answers again: the backfill is stuck
-/// there until the test drops it (an aborted task, Ctrl-C).
-struct Stuck<'a> {
-    inner: RouterSink<'a>,
-    left: AtomicUsize,
-    stuck: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl Sink for Stuck<'_> {
-    async fn deliver(&self, d: &Recorded) -> anyhow::Result<(u16, String)> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            self.stuck.notify_one();
-            std::future::pending::<()>().await;
-        }
-        self.inner.deliver(d).await
-    }
-}
-
 /// GitLab answers with weak `ETag`s (Rails' `Rack::ETag`) and a matching `If-None-Match` with
 /// 304 (`Rack::ConditionalGet`): a second run sends the validators kept for the lists read
 /// whole (and the project object), gets 304s, leaves those resources alone and adds nothing;
@@ -787,11 +765,7 @@ async fn a_backfill_killed_half_way_resumes_where_it_stopped() {
     for k in [1, total / 3, total / 2, 2 * total / 3, total - 1] {
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let app = new_app_on(store.clone()).await;
-        let stuck = Stuck {
-            inner: RouterSink(&app),
-            left: AtomicUsize::new(k),
-            stuck: tokio::sync::Notify::new(),
-        };
+        let stuck = Stuck::after(k, RouterSink(&app));
         let records = StoreRecords(store.as_ref());
         let state = State::new(&records, gitlab::SOURCE);
         let api = client(&fake.url(), TOKEN, 1);

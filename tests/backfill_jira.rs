@@ -16,6 +16,7 @@ mod fake_github;
 mod fake_jira;
 
 use axum::http::StatusCode;
+use common::stuck::Stuck;
 use common::*;
 use fake_github::{diff, facts, settle};
 use fake_jira::*;
@@ -619,29 +620,6 @@ async fn a_429_without_retry_after_backs_off_and_continues() {
 
 // ---------------------------------------------------------------- kept between runs
 
-/// A sink that passes `left` deliveries on, then never answers again: the backfill is stuck
-/// there until the test drops it (an aborted task, Ctrl-C).
-struct Stuck<'a> {
-    inner: RouterSink<'a>,
-    left: AtomicUsize,
-    stuck: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl Sink for Stuck<'_> {
-    async fn deliver(&self, d: &Recorded) -> anyhow::Result<(u16, String)> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            self.stuck.notify_one();
-            std::future::pending::<()>().await;
-        }
-        self.inner.deliver(d).await
-    }
-}
-
 /// A backfill of `fake` keeping its cursors in `store` (as the command does), pages of 1.
 async fn backfill_kept(app: &App, store: &EmbeddedStore, fake: &Fake) -> anyhow::Result<Summary> {
     let records = StoreRecords(store);
@@ -677,11 +655,7 @@ async fn a_backfill_killed_half_way_resumes_where_it_stopped() {
     for k in [1, total / 3, total / 2, 2 * total / 3, total - 1] {
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let app = new_app_on(store.clone()).await;
-        let stuck = Stuck {
-            inner: RouterSink(&app),
-            left: AtomicUsize::new(k),
-            stuck: tokio::sync::Notify::new(),
-        };
+        let stuck = Stuck::after(k, RouterSink(&app));
         let records = StoreRecords(store.as_ref());
         let state = State::new(&records, jira::SOURCE);
         let api = client(&fake.url(), EMAIL, 1);

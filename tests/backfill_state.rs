@@ -8,6 +8,7 @@ mod common;
 #[path = "common/fake_github.rs"]
 mod fake_github;
 
+use common::stuck::Stuck;
 use common::*;
 use fake_github::*;
 use serde_json::json;
@@ -36,29 +37,6 @@ impl Sink for RouterSink<'_> {
         headers.push(("content-type", "application/json"));
         let (status, v) = self.0.post(&d.source, &headers, d.body.clone()).await;
         Ok((status.as_u16(), v.to_string()))
-    }
-}
-
-/// A sink that passes `left` deliveries on, then never answers again: the backfill is stuck
-/// there until the test drops it (an aborted task, Ctrl-C).
-struct Stuck<'a> {
-    inner: RouterSink<'a>,
-    left: AtomicUsize,
-    stuck: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl Sink for Stuck<'_> {
-    async fn deliver(&self, d: &Recorded) -> anyhow::Result<(u16, String)> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            self.stuck.notify_one();
-            std::future::pending::<()>().await;
-        }
-        self.inner.deliver(d).await
     }
 }
 
@@ -248,11 +226,7 @@ async fn a_backfill_killed_half_way_resumes_where_it_stopped() {
     for k in [1, 4, 9, 13, 17, 21] {
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let app = new_app_on(store.clone()).await;
-        let stuck = Stuck {
-            inner: RouterSink(&app),
-            left: AtomicUsize::new(k),
-            stuck: tokio::sync::Notify::new(),
-        };
+        let stuck = Stuck::after(k, RouterSink(&app));
         let records = StoreRecords(store.as_ref());
         let state = State::new(&records, github::SOURCE);
         let api = client(&fake.url(), 1);

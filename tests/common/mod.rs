@@ -949,3 +949,4 @@ pub mod grpc_receiver;
 pub mod moto;
 pub mod outbox;
 pub mod proxy;
+pub mod stuck;
