@@ -321,8 +321,7 @@ pub fn draft_at(s: &Scenario, p: &Value, at: Option<&str>) -> bool {
         None => opened,
         Some(at) => turns
             .iter()
-            .filter(|t| t.0.as_str() <= at)
-            .last()
+            .rfind(|t| t.0.as_str() <= at)
             .map_or(opened, |t| t.1),
     }
 }
