@@ -548,54 +548,57 @@ async fn pulls(
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
     for part in pending.chunks(chunk) {
-        let mut delivered = Vec::new();
-        for (_, pr) in part {
-            if pull_in_window(pr, &ctx.w, &ep)? {
-                delivered.push(*pr);
-            }
-        }
-        let (mut steps, validators) = match graphql {
-            Some(url) => pull_steps(ctx, url, &delivered, &ep).await?,
-            None => Default::default(),
-        };
-        let mut out = Vec::new();
-        let mut n = (0, 0);
-        for pr in &delivered {
-            let number = field_u64(pr, "number", &ep)?;
-            let (drafts, read) = steps
-                .remove(&number)
-                .unwrap_or_else(|| (Drafts::constant(pr["draft"] == true), None));
-            pull_deliveries(pr, &drafts, &ctx.repository, &ctx.w, &ep, &mut out)?;
-            if let Some(read) = read {
-                let (r, e) = github_graphql::deliveries(
-                    pr,
-                    &read,
-                    &drafts,
-                    &ctx.repository,
-                    &ctx.w,
-                    &ep,
-                    &mut out,
-                )?;
-                n = (n.0 + r, n.1 + e);
-            }
-        }
-        let items = &mut summary.items;
-        *items.entry("pull_requests".into()).or_default() += delivered.len() as u64;
-        *items.entry("pull_request_reviews".into()).or_default() += n.0;
-        *items.entry("pull_request_events".into()).or_default() += n.1;
-        let last = part.last().map(|(k, _)| k.clone());
-        let n = part.len() as u64;
-        let chunk = Chunk {
-            deliveries: out,
-            validators,
-            last,
-            n,
-        };
+        let chunk = pull_chunk(ctx, graphql, part, &ep, summary).await?;
         ctx.deliver(R, &bar, chunk, summary).await?;
     }
     // Read without steps, the list keeps no validator: a later run with steps reads it.
     let list = graphql.map(|_| (list.url, list.etag));
     ctx.done(R, &bar, list, "", summary).await
+}
+
+/// One page's worth of pull requests: the deliveries of those in the window, with their steps
+/// when `graphql` is given, counted into `summary`.
+async fn pull_chunk(
+    ctx: &Ctx<'_>,
+    graphql: Option<&str>,
+    part: &[(String, &Value)],
+    ep: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<Chunk> {
+    let mut delivered = Vec::new();
+    for (_, pr) in part {
+        if pull_in_window(pr, &ctx.w, ep)? {
+            delivered.push(*pr);
+        }
+    }
+    let (mut steps, validators) = match graphql {
+        Some(url) => pull_steps(ctx, url, &delivered, ep).await?,
+        None => Default::default(),
+    };
+    let mut out = Vec::new();
+    let mut n = (0, 0);
+    for pr in &delivered {
+        let number = field_u64(pr, "number", ep)?;
+        let (drafts, read) = steps
+            .remove(&number)
+            .unwrap_or_else(|| (Drafts::constant(pr["draft"] == true), None));
+        pull_deliveries(pr, &drafts, &ctx.repository, &ctx.w, ep, &mut out)?;
+        if let Some(read) = read {
+            let (r, e) =
+                step_deliveries(pr, &read, &drafts, &ctx.repository, &ctx.w, ep, &mut out)?;
+            n = (n.0 + r, n.1 + e);
+        }
+    }
+    let items = &mut summary.items;
+    *items.entry("pull_requests".into()).or_default() += delivered.len() as u64;
+    *items.entry("pull_request_reviews".into()).or_default() += n.0;
+    *items.entry("pull_request_events".into()).or_default() += n.1;
+    Ok(Chunk {
+        deliveries: out,
+        validators,
+        last: part.last().map(|(k, _)| k.clone()),
+        n: part.len() as u64,
+    })
 }
 
 /// A pull request's draft history and (when read) its steps, by number.
@@ -934,7 +937,7 @@ fn repository(v: &Value, ep: &str) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
-pub(super) fn delivery(event: &str, action: &str, object: &str, at: &str, body: Value) -> Recorded {
+fn delivery(event: &str, action: &str, object: &str, at: &str, body: Value) -> Recorded {
     let id = delivery_id("github", event, action, object, at);
     let label = format!("{event}/{action}/{object}");
     recorded(
@@ -1128,6 +1131,164 @@ fn pull_deliveries(
         ));
     }
     Ok(())
+}
+
+/// The pull request as a delivery at `at` shows it: still open when `at` came before its end,
+/// a draft or not as it was then, `updated_at` = `at` (as written).
+fn pull_then(
+    pr: &Value,
+    at: Time,
+    written: &str,
+    drafts: &Drafts,
+    ep: &str,
+) -> anyhow::Result<Value> {
+    let mut then = pr.clone();
+    let closed = opt_time(pr, "closed_at", ep)?;
+    if closed.is_none_or(|c| at < c) {
+        then["state"] = json!("open");
+        then["merged"] = json!(false);
+        then["merged_at"] = Value::Null;
+        then["closed_at"] = Value::Null;
+        then["merge_commit_sha"] = Value::Null;
+    }
+    then["draft"] = json!(drafts.at(at));
+    then["updated_at"] = json!(written);
+    Ok(then)
+}
+
+/// The deliveries of a pull request's steps into `out`: (reviews, events) delivered. They
+/// are `pull_request_review` `submitted`, `pull_request` `converted_to_draft`,
+/// `ready_for_review` and `review_requested`, each with the pull request as it was then
+/// (open, a draft or not).
+fn step_deliveries(
+    pr: &Value,
+    steps: &github_graphql::Steps,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut reviews = 0;
+    for r in &steps.reviews {
+        reviews += review_delivery(pr, r, drafts, repository, w, ep, out)?;
+    }
+    let mut events = 0;
+    for e in &steps.events {
+        events += event_delivery(pr, e, drafts, repository, w, ep, out)?;
+    }
+    Ok((reviews, events))
+}
+
+/// A submitted review's `pull_request_review` `submitted` delivery, its state in lower case as
+/// webhooks write it, its author as a webhook's `user` (a bot's login with `[bot]`, as REST and
+/// webhooks spell it); 1 when delivered. A pending review is left out, and so is a dismissed
+/// one: the API keeps no trace of the state it was submitted with.
+fn review_delivery(
+    pr: &Value,
+    r: &Value,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let ep = &format!("{ep} reviews");
+    let id = field_u64(r, "databaseId", ep)?;
+    let state = field_str(r, "state", ep)?.to_ascii_lowercase();
+    if matches!(state.as_str(), "pending" | "dismissed") || r["submittedAt"].is_null() {
+        return Ok(0);
+    }
+    let at = field_time(r, "submittedAt", ep)?;
+    if !w.not_after(at) {
+        return Ok(0);
+    }
+    let written = field_str(r, "submittedAt", ep)?;
+    let number = field_u64(pr, "number", ep)?;
+    let review = json!({
+        "id": id,
+        "user": user(&r["author"]),
+        "state": state,
+        "submitted_at": written,
+        "commit_id": r["commit"]["oid"],
+    });
+    out.push(delivery(
+        "pull_request_review",
+        "submitted",
+        &format!("{number}/{id}"),
+        written,
+        json!({
+            "action": "submitted",
+            "review": review,
+            "pull_request": pull_then(pr, at, written, drafts, ep)?,
+            "repository": repository,
+        }),
+    ));
+    Ok(1)
+}
+
+/// An actor as a webhook's user: `login` and `type`.
+fn user(actor: &Value) -> Value {
+    let Some(login) = actor["login"].as_str() else {
+        return Value::Null;
+    };
+    match actor["__typename"].as_str() {
+        Some("Bot") if !login.ends_with("[bot]") => {
+            json!({"login": format!("{login}[bot]"), "type": "Bot"})
+        }
+        Some("Bot") => json!({"login": login, "type": "Bot"}),
+        Some("Organization") => json!({"login": login, "type": "Organization"}),
+        _ => json!({"login": login, "type": "User"}),
+    }
+}
+
+/// A draft / ready-for-review / review-requested event's `pull_request` delivery; 1 when
+/// delivered.
+fn event_delivery(
+    pr: &Value,
+    e: &Value,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let ep = &format!("{ep} timelineItems");
+    let action = match e["__typename"].as_str() {
+        Some("ReadyForReviewEvent") => "ready_for_review",
+        Some("ConvertToDraftEvent") => "converted_to_draft",
+        Some("ReviewRequestedEvent") => "review_requested",
+        _ => return Ok(0),
+    };
+    let at = field_time(e, "createdAt", ep)?;
+    if !w.not_after(at) {
+        return Ok(0);
+    }
+    let written = field_str(e, "createdAt", ep)?;
+    let number = field_u64(pr, "number", ep)?;
+    let mut body = json!({
+        "action": action,
+        "number": number,
+        "pull_request": pull_then(pr, at, written, drafts, ep)?,
+        "repository": repository,
+    });
+    let mut object = number.to_string();
+    if action == "review_requested" {
+        let who = &e["requestedReviewer"];
+        match (who["__typename"].as_str(), who["slug"].as_str()) {
+            (Some("Team"), Some(slug)) => {
+                object = format!("{number}/team/{slug}");
+                body["requested_team"] = json!({"slug": slug, "name": who["name"]});
+            }
+            _ => {
+                let u = user(who);
+                object = format!("{number}/{}", u["login"].as_str().unwrap_or_default());
+                body["requested_reviewer"] = u;
+            }
+        }
+    }
+    out.push(delivery("pull_request", action, &object, written, body));
+    Ok(1)
 }
 
 /// A workflow run's `requested` and (when completed) `completed` deliveries.
