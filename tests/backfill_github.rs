@@ -845,6 +845,40 @@ async fn a_graphql_error_fails_the_run_and_delivers_nothing_of_its_batch() {
     );
 }
 
+/// The GraphQL API's rate limits are waited for as the REST API's: a secondary limit (429 with
+/// `retry-after`) asks the same query again after it, a spent limit
+/// (`x-ratelimit-resource: graphql`, `remaining` 0) holds every request until its reset.
+#[tokio::test]
+async fn graphql_rate_limits_are_waited_for() {
+    let reference = {
+        let app = new_app().await;
+        post_hooks(&app, &webhooks(&scenario_with_steps())).await;
+        settle(&app, &mut BTreeMap::new()).await
+    };
+    for fault in [Fault::Secondary, Fault::Exhausted] {
+        let fake = Fake::start(scenario_with_steps(), vec![("/graphql", 1, fault)]).await;
+        let app = new_app().await;
+        let summary = backfill(&app, &client(&fake.url(), TOKEN, 100))
+            .await
+            .unwrap();
+        assert!(summary.waited_secs >= 0.9, "{fault:?}: {summary:?}");
+        let graphql: Vec<Seen> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.path == "/graphql")
+            .collect();
+        match fault {
+            Fault::Secondary => {
+                assert_eq!(graphql.len(), 2, "asked again");
+                assert!(graphql[1].at - graphql[0].at >= Duration::from_millis(950));
+            }
+            _ => assert_eq!(graphql.len(), 1, "answered, then waited"),
+        }
+        let got = settle(&app, &mut BTreeMap::new()).await;
+        assert_eq!(reference, got, "{fault:?}: {}", diff(&reference, &got));
+    }
+}
+
 /// The steps of a pull request opened as a draft, made ready, with a review requested, reviewed
 /// by a person, a bot and its author: the same spans (the pickup and review stages, their
 /// events) and series through webhooks, through a backfill, and through any split of the two.
