@@ -3,8 +3,9 @@
 //! (figures, not a timed test).
 //!
 //! `cargo bench --bench backfill` (BENCH_BACKFILL_PRS sets the size, default 10,000) serves one
-//! repository of N merged pull requests, each merged as one commit on the default branch, each
-//! approved in one review, each with one workflow run of one job, and a production deployment with one status every 10
+//! repository of N merged pull requests, each opened as a draft, made ready with a review
+//! requested, approved in one review and merged as one commit on the default branch, each with
+//! one workflow run of one job, and a production deployment with one status every 10
 //! (`benches/support/github_api.rs`), and backfills it with the reader `backfill github` runs
 //! (100 items a page, 4 requests at once):
 //! - **reading only**: the deliveries go to a sink that keeps them and answers at once (the
@@ -14,8 +15,8 @@
 //! - **backfill**: the same with its validators (ETags) and cursors in that store, as the
 //!   command runs by default;
 //! - **re-run**: the same command again: 304s, nothing new;
-//! - **backfill --no-reviews**: the command without reading reviews (one request less per pull
-//!   request), validators and cursors kept;
+//! - **backfill --no-steps**: the command without reading the pull requests' steps (no GraphQL
+//!   request; one per 50 pull requests otherwise), validators and cursors kept;
 //! - **baseline, no API**: the deliveries the reading-only run kept, posted straight to a fresh
 //!   router and engine: what the pipeline itself costs, the ceiling of any backfill.
 //!
@@ -149,7 +150,7 @@ fn main() {
         rows.push(row("re-run of the same command", &again, t.elapsed().as_secs_f64()));
         assert_eq!(again.new_facts, 0, "{again:?}");
 
-        // The command with --no-reviews.
+        // The command with --no-steps.
         let (store, p, config) = pipeline();
         let sink = RouterSink::new(p, &config);
         let records = StoreRecords(store.as_ref());
@@ -160,7 +161,7 @@ fn main() {
         let s = github::run_with(&client(&api), &no_reviews, &sink, &state)
             .await
             .unwrap();
-        rows.push(row("backfill --no-reviews (validators and cursors kept)", &s, t.elapsed().as_secs_f64()));
+        rows.push(row("backfill --no-steps (validators and cursors kept)", &s, t.elapsed().as_secs_f64()));
         assert_eq!(s.refused, 0, "{s:?}");
 
         // Baseline: the same deliveries straight to the router, no API.
@@ -181,7 +182,7 @@ fn main() {
         assert_eq!(s.refused, 0);
 
         println!(
-            "\nbackfill github, {n} merged pull requests (each with its merge commit, one review, one run of one job; a deployment with one status every 10), zero-latency fake, 100 a page, 4 requests at once:\n"
+            "\nbackfill github, {n} merged pull requests (each with its merge commit, ready for review, a review requested, one review, one run of one job; a deployment with one status every 10), zero-latency fake, 100 a page, 4 requests at once:\n"
         );
         println!("| run | API requests | per PR | 304s | items | deliveries | s | items/s | deliveries/s |");
         println!("|---|---|---|---|---|---|---|---|---|");

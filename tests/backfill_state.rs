@@ -105,10 +105,10 @@ async fn a_second_run_makes_304s_and_adds_nothing_and_a_changed_resource_is_read
             "jobs/100",
             "pull_requests",
             "repository",
-            "reviews/2",
             "statuses/301",
             "statuses/302",
-            "statuses/303"
+            "statuses/303",
+            "steps/2"
         ]
     );
     assert!(
@@ -190,6 +190,8 @@ async fn a_second_run_makes_304s_and_adds_nothing_and_a_changed_resource_is_read
             .collect::<Vec<_>>()
     };
     assert_eq!(status_of("/pulls"), [200], "re-read: {asked:#?}");
+    // The steps of PR #3 only: PR #2's `updated_at` is the one its validator kept.
+    assert_eq!(status_of("/graphql"), [200]);
     assert_eq!(status_of("/deployments/303/statuses"), [200]);
     assert_eq!(status_of("/deployments/301/statuses"), [304]);
     assert_eq!(status_of("/commits"), [304]);

@@ -1212,6 +1212,7 @@ fn missed_issue_scenario() -> fake_github::Scenario {
         // Never closed nor reopened.
         history: BTreeMap::from([(99, vec![])]),
         reviews: BTreeMap::new(),
+        timeline: BTreeMap::new(),
     }
 }
 

@@ -1,14 +1,20 @@
-//! A zero-latency fake of the GitHub REST API for the backfill benchmark: one repository with
-//! `n` merged pull requests, each merged as one commit on the default branch, each approved in
-//! one review, each with one workflow run of one job, and a production deployment (with one `success` status) every 10
-//! pull requests. Objects are made from the webhook fixtures (`tests/fixtures/github/`), whose
-//! objects have the REST shapes. It serves what `valuestream backfill github` asks: `Link`
-//! pagination (`per_page`, `page`), `since`, `created=A..B` on runs (cut at 1,000 like GitHub,
-//! with `total_count`), weak `ETag`s of the content and 304 for a matching `If-None-Match`.
-//! Lists are serialized ahead, one JSON text per item, so a page costs a concatenation.
+//! A zero-latency fake of the GitHub REST and GraphQL APIs for the backfill benchmark: one
+//! repository with `n` merged pull requests, each opened as a draft, made ready for review with
+//! a review requested, approved in one review and merged as one commit on the default branch,
+//! each with one workflow run of one job, and a production deployment (with one `success`
+//! status) every 10 pull requests. Objects are made from the webhook fixtures
+//! (`tests/fixtures/github/`), whose objects have the REST shapes. It serves what
+//! `valuestream backfill github` asks: `Link` pagination (`per_page`, `page`), `since`,
+//! `created=A..B` on runs (cut at 1,000 like GitHub, with `total_count`), weak `ETag`s of the
+//! content and 304 for a matching `If-None-Match`; `POST /graphql` answers the
+//! `prN: pullRequest(number: N)` aliases with each pull request's steps (`nodes` + `pageInfo`),
+//! refusing more than 100 a connection as GitHub does. A bearer token is required (401
+//! otherwise). Lists are serialized ahead, one JSON text per item, so a page costs a
+//! concatenation.
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
@@ -48,8 +54,9 @@ pub struct Api {
     /// Newest first.
     runs: Vec<Item>,
     jobs: HashMap<u64, String>,
-    /// By pull request number, as `GET /pulls/{n}/reviews` lists them.
-    reviews: HashMap<u64, Vec<Item>>,
+    /// By pull request number, its GraphQL node: `number`, `isDraft`, `reviews` and
+    /// `timelineItems` (one page each).
+    steps: HashMap<u64, String>,
     deployments: Vec<Item>,
     statuses: HashMap<u64, String>,
     pub requests: AtomicU64,
@@ -76,8 +83,7 @@ impl Api {
             .clone();
         let dep_t = fixture("deployment/payload.json")["deployment"].clone();
         let status_t = fixture("deployment_status/payload.json")["deployment_status"].clone();
-        let review_t = fixture("pull_request_review/submitted.payload.json")["review"].clone();
-        let mut reviews = HashMap::new();
+        let mut steps = HashMap::new();
         let (mut pulls, mut issues, mut commits, mut runs, mut deployments) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut jobs, mut statuses) = (HashMap::new(), HashMap::new());
@@ -107,17 +113,24 @@ impl Api {
             pr["state"] = json!("closed");
             pr["merge_commit_sha"] = json!(merge);
             pr["labels"] = json!([]);
-            let mut review = review_t.clone();
-            review["id"] = json!(3_000_000 + number);
-            review["user"]["login"] = json!("Octocat");
-            review["state"] = json!("APPROVED");
-            review["commit_id"] = json!(head);
-            review["submitted_at"] = json!(at(m + 3));
-            let review = Item {
-                json: review.to_string(),
-                at: at(m + 3),
-            };
-            reviews.insert(number, vec![review]);
+            let page = |nodes: Value| json!({"nodes": nodes, "pageInfo": {"hasNextPage": false, "endCursor": null}});
+            let node = json!({
+                "number": number,
+                "isDraft": false,
+                "reviews": page(json!([{
+                    "databaseId": 3_000_000 + number,
+                    "state": "APPROVED",
+                    "submittedAt": at(m + 3),
+                    "author": {"login": "Octocat", "__typename": "User"},
+                    "commit": {"oid": head},
+                }])),
+                "timelineItems": page(json!([
+                    {"__typename": "ReadyForReviewEvent", "createdAt": at(m + 1)},
+                    {"__typename": "ReviewRequestedEvent", "createdAt": at(m + 1),
+                     "requestedReviewer": {"__typename": "User", "login": "Octocat"}},
+                ])),
+            });
+            steps.insert(number, node.to_string());
             let mut as_issue = pr.clone();
             as_issue["pull_request"] = json!({"url": pr["url"]});
             pulls.push(Item {
@@ -213,7 +226,7 @@ impl Api {
             commits,
             runs,
             jobs,
-            reviews,
+            steps,
             deployments,
             statuses,
             requests: AtomicU64::new(0),
@@ -237,9 +250,8 @@ impl Api {
 
     /// API items served in all: what a backfill of the whole history reads.
     pub fn items(&self) -> u64 {
-        let reviews: usize = self.reviews.values().map(Vec::len).sum();
-        (self.pulls.len()
-            + reviews
+        // Each pull request's review and two events.
+        (self.pulls.len() * 4
             + self.commits.len()
             + self.runs.len() * 2
             + self.deployments.len() * 2) as u64
@@ -292,9 +304,23 @@ fn json_response(body: String, link: Option<String>, headers: &HeaderMap, api: &
     resp
 }
 
-async fn serve(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn serve(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    request: Bytes,
+) -> Response {
     api.requests.fetch_add(1, Ordering::Relaxed);
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return (StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#).into_response();
+    }
     let path = uri.path();
+    if method == Method::POST && path == "/graphql" {
+        return graphql(&api, &request);
+    }
     let raw = uri.query().unwrap_or_default();
     let q = query(raw);
     let base = format!("/repos/{REPO}");
@@ -311,15 +337,6 @@ async fn serve(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
         ["", "pulls"] => (api.pulls.iter().collect(), None),
         ["", "commits"] => (api.commits.iter().filter(|i| i.at >= since).collect(), None),
         ["", "deployments"] => (api.deployments.iter().collect(), None),
-        ["", "pulls", number, "reviews"] => (
-            number
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| api.reviews.get(&n))
-                .map(|r| r.iter().collect())
-                .unwrap_or_default(),
-            None,
-        ),
         ["", "issues", "events"] => (Vec::new(), None),
         ["", "actions", "runs"] => {
             let created = q.get("created").cloned().unwrap_or_default();
@@ -385,4 +402,44 @@ async fn serve(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
         )
     });
     json_response(body, link, &headers, &api)
+}
+
+/// `POST /graphql`: every `prN: pullRequest(number: N)` alias of the query answered with its
+/// node, under `data.repository`; more than 100 nodes of a connection refused with an error.
+fn graphql(api: &Api, request: &[u8]) -> Response {
+    let request: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
+    let q = request["query"].as_str().unwrap_or_default();
+    let first = regex::Regex::new(r"first: (\d+)").unwrap();
+    let body = if first
+        .captures_iter(q)
+        .any(|c| c[1].parse::<u64>().unwrap_or(0) > 100)
+    {
+        r#"{"errors":[{"type":"EXCESSIVE_PAGINATION","message":"Requesting more than 100 records on a connection exceeds the `first` limit of 100 records."}]}"#.to_string()
+    } else {
+        let alias = regex::Regex::new(r"(pr\d+): pullRequest\(number: (\d+)\)").unwrap();
+        let prs: Vec<String> = alias
+            .captures_iter(q)
+            .map(|c| {
+                let node = c[2]
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| api.steps.get(&n))
+                    .map_or("null", String::as_str);
+                format!("\"{}\":{node}", &c[1])
+            })
+            .collect();
+        format!("{{\"data\":{{\"repository\":{{{}}}}}}}", prs.join(","))
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("4999"));
+    h.insert("x-ratelimit-reset", HeaderValue::from_static("4102444800"));
+    h.insert("x-ratelimit-resource", HeaderValue::from_static("graphql"));
+    resp
 }

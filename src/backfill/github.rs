@@ -8,7 +8,7 @@
 //! | `GET /repos/{o}/{r}/issues?state=all&since=` | `issues` `opened` (the issue as it was opened), `closed` when closed |
 //! | `GET /repos/{o}/{r}/issues/events` | a reopened issue's history: `closed` and `reopened` per turn |
 //! | `GET /repos/{o}/{r}/pulls?state=all&sort=updated` | `pull_request` `opened`, `closed` (merged or not) |
-//! | `GET /repos/{o}/{r}/pulls/{n}/reviews` (unless `--no-reviews`) | `pull_request_review` `submitted`, one per submitted review |
+//! | `POST /graphql`, 50 pull requests a request (unless `--no-steps`; [`super::github_graphql`]) | `pull_request_review` `submitted` per submitted review; `pull_request` `converted_to_draft`, `ready_for_review`, `review_requested`; whether `opened` was a draft |
 //! | `GET /repos/{o}/{r}/commits?sha=<default>&since=` | one `push` to the default branch per first-parent commit, carrying the commits its merge brought |
 //! | `GET /repos/{o}/{r}/actions/runs?created=SINCE..UNTIL` (halved while over 1,000) | `workflow_run` `requested`, `completed` |
 //! | `GET /repos/{o}/{r}/actions/runs/{id}/jobs` | `workflow_job` `in_progress`, `completed` |
@@ -20,6 +20,7 @@
 //! `closed_at`. Delivery IDs are a hash of (event, action, object, time): a second backfill is
 //! answered `duplicate`.
 
+use super::github_graphql::{self, Drafts};
 use super::{
     deliver_all, delivery_id, field, field_str, field_time, field_u64, item_key, opt_time,
     recorded, Bar, Capped, Client, Fetched, List, Run, Sink, State, Summary, Validator, Window,
@@ -50,8 +51,12 @@ pub struct Options {
     /// GitHub lists at most this many workflow runs for one filter (1,000): a window holding
     /// more is read in halves.
     pub run_list_cap: u64,
-    /// Read each delivered pull request's reviews (one request per pull request).
+    /// Read each delivered pull request's steps (reviews, draft, ready for review, review
+    /// requests) through the GraphQL API, 50 pull requests a request.
     pub reviews: bool,
+    /// The GraphQL endpoint; `None`: the one of the client's API URL
+    /// ([`super::github_graphql::graphql_url`]).
+    pub graphql_url: Option<String>,
 }
 
 impl Options {
@@ -63,6 +68,7 @@ impl Options {
             until,
             run_list_cap: 1000,
             reviews: true,
+            graphql_url: None,
         }
     }
 }
@@ -322,6 +328,7 @@ pub async fn repo(
         "issue_events",
         "pull_requests",
         "pull_request_reviews",
+        "pull_request_events",
         "commits",
         "workflow_runs",
         "workflow_jobs",
@@ -331,7 +338,12 @@ pub async fn repo(
         summary.items.entry(kind.into()).or_default();
     }
     issues(&mut ctx, summary).await?;
-    pulls(&mut ctx, opts.reviews, summary).await?;
+    let graphql = opts.reviews.then(|| {
+        opts.graphql_url
+            .clone()
+            .unwrap_or_else(|| super::github_graphql::graphql_url(&client.settings.api_url))
+    });
+    pulls(&mut ctx, graphql.as_deref(), summary).await?;
     commits(&mut ctx, &default_branch, summary).await?;
     runs(&mut ctx, opts.run_list_cap, summary).await?;
     deployments(&mut ctx, summary).await?;
@@ -494,19 +506,21 @@ async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> 
 }
 
 /// Pull requests, newest updates first (a conditional first page tells whether any changed),
-/// until a page reaches before `--since`, then a page's worth at a time with their reviews
-/// (when `reviews`: one conditional list per delivered pull request).
-async fn pulls(ctx: &mut Ctx<'_>, reviews: bool, summary: &mut Summary) -> anyhow::Result<()> {
+/// until a page reaches before `--since`, then a page's worth at a time with their steps (when
+/// `graphql` names the GraphQL endpoint: [`pull_steps`]).
+async fn pulls(
+    ctx: &mut Ctx<'_>,
+    graphql: Option<&str>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     const R: &str = "pull_requests";
     if ctx.skip_done(R, summary) {
         return Ok(());
     }
     let client = ctx.client;
-    let bar = Arc::new(
-        client
-            .progress
-            .resource(&ctx.label("pull requests"), client),
-    );
+    let bar = client
+        .progress
+        .resource(&ctx.label("pull requests"), client);
     let path = format!("{}/pulls?state=all&sort=updated&direction=desc", ctx.base);
     let ep = format!("GET {path}");
     let etag = ctx.etag(R, &path).await?;
@@ -534,113 +548,109 @@ async fn pulls(ctx: &mut Ctx<'_>, reviews: bool, summary: &mut Summary) -> anyho
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
     for part in pending.chunks(chunk) {
-        let mut out = Vec::new();
-        let mut delivered = Vec::new();
-        for (_, pr) in part {
-            if pull_deliveries(pr, &ctx.repository, &ctx.w, &ep, &mut out)? > 0 {
-                delivered.push(*pr);
-            }
-        }
-        *summary.items.entry("pull_requests".into()).or_default() += delivered.len() as u64;
-        let validators = if reviews {
-            pull_reviews(ctx, &bar, &delivered, &mut out, summary).await?
-        } else {
-            Vec::new()
-        };
-        let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(
-            R,
-            &bar,
-            Chunk {
-                deliveries: out,
-                validators,
-                last,
-                n: part.len() as u64,
-            },
-            summary,
-        )
-        .await?;
+        let chunk = pull_chunk(ctx, graphql, part, &ep, summary).await?;
+        ctx.deliver(R, &bar, chunk, summary).await?;
     }
-    // Read without reviews, the list keeps no validator: a later run with reviews reads it.
-    let list = reviews.then_some((list.url, list.etag));
+    // Read without steps, the list keeps no validator: a later run with steps reads it.
+    let list = graphql.map(|_| (list.url, list.etag));
     ctx.done(R, &bar, list, "", summary).await
 }
 
-/// The reviews of `prs` (`GET .../pulls/{n}/reviews`, conditional like a run's jobs: an
-/// unchanged list costs a 304 and delivers nothing again) as `pull_request_review` deliveries
-/// into `out`; the validators to keep once delivered.
-async fn pull_reviews(
+/// One page's worth of pull requests: the deliveries of those in the window, with their steps
+/// when `graphql` is given, counted into `summary`.
+async fn pull_chunk(
     ctx: &Ctx<'_>,
-    bar: &Arc<Bar>,
-    prs: &[&Value],
-    out: &mut Vec<Recorded>,
+    graphql: Option<&str>,
+    part: &[(String, &Value)],
+    ep: &str,
     summary: &mut Summary,
-) -> anyhow::Result<Vec<(String, Validator)>> {
-    let numbers: Vec<u64> = prs
-        .iter()
-        .map(|pr| pr["number"].as_u64().unwrap_or_default())
-        .collect();
-    let base = ctx.base.clone();
-    let (lists, validators) = lists_by_id(ctx, bar, numbers, "reviews", |n| {
-        format!("{base}/pulls/{n}/reviews")
-    })
-    .await?;
-    let mut n = 0;
-    for (pr, (path, reviews)) in prs.iter().zip(&lists) {
-        let ep = format!("GET {path}");
-        for review in reviews {
-            n += review_delivery(pr, review, &ctx.repository, &ctx.w, &ep, out)?;
+) -> anyhow::Result<Chunk> {
+    let mut delivered = Vec::new();
+    for (_, pr) in part {
+        if pull_in_window(pr, &ctx.w, ep)? {
+            delivered.push(*pr);
         }
     }
-    *summary
-        .items
-        .entry("pull_request_reviews".into())
-        .or_default() += n;
-    Ok(validators)
+    let (mut steps, validators) = match graphql {
+        Some(url) => pull_steps(ctx, url, &delivered, ep).await?,
+        None => Default::default(),
+    };
+    let mut out = Vec::new();
+    let mut n = (0, 0);
+    for pr in &delivered {
+        let number = field_u64(pr, "number", ep)?;
+        let (drafts, read) = steps
+            .remove(&number)
+            .unwrap_or_else(|| (Drafts::constant(pr["draft"] == true), None));
+        pull_deliveries(pr, &drafts, &ctx.repository, &ctx.w, ep, &mut out)?;
+        if let Some(read) = read {
+            let (r, e) =
+                step_deliveries(pr, &read, &drafts, &ctx.repository, &ctx.w, ep, &mut out)?;
+            n = (n.0 + r, n.1 + e);
+        }
+    }
+    let items = &mut summary.items;
+    *items.entry("pull_requests".into()).or_default() += delivered.len() as u64;
+    *items.entry("pull_request_reviews".into()).or_default() += n.0;
+    *items.entry("pull_request_events".into()).or_default() += n.1;
+    Ok(Chunk {
+        deliveries: out,
+        validators,
+        last: part.last().map(|(k, _)| k.clone()),
+        n: part.len() as u64,
+    })
 }
 
-/// A submitted review's `pull_request_review` `submitted` delivery, with the review's state in
-/// lower case as webhooks write it; 1 when delivered. A pending review (not submitted) is left
-/// out, and so is a dismissed one: the API keeps no trace of the state it was submitted with.
-fn review_delivery(
-    pr: &Value,
-    review: &Value,
-    repository: &Value,
-    w: &Window,
+/// A pull request's draft history and (when read) its steps, by number.
+type PullSteps = HashMap<u64, (Drafts, Option<github_graphql::Steps>)>;
+
+/// The steps of `prs`, read through the GraphQL API in batches ([`github_graphql::read`]),
+/// except for a pull request whose `updated_at` is the one a run that delivered its steps kept
+/// in its validator (`steps/<n>`; a review or a ready-for-review moves `updated_at`): nothing of
+/// it changed, only its draft history (kept in the validator) is needed. The validators to keep
+/// once delivered.
+async fn pull_steps(
+    ctx: &Ctx<'_>,
+    url: &str,
+    prs: &[&Value],
     ep: &str,
-    out: &mut Vec<Recorded>,
-) -> anyhow::Result<u64> {
-    let id = field_u64(review, "id", ep)?;
-    let state = field_str(review, "state", ep)?.to_ascii_lowercase();
-    if matches!(state.as_str(), "pending" | "dismissed") || review["submitted_at"].is_null() {
-        return Ok(0);
+) -> anyhow::Result<(PullSteps, Vec<(String, Validator)>)> {
+    let mut wanted = Vec::new();
+    for pr in prs {
+        let n = field_u64(pr, "number", ep)?;
+        let key = format!("{url}#{}/pull/{n}", ctx.full_name);
+        wanted.push((n, time_str(pr, "updated_at"), (format!("steps/{n}"), key)));
     }
-    let at = field_time(review, "submitted_at", ep)?;
-    if !w.not_after(at) {
-        return Ok(0);
+    let keys: Vec<(String, String)> = wanted.iter().map(|w| w.2.clone()).collect();
+    let kept = ctx.state.validators(ctx.full_name, &keys, &ctx.w).await?;
+    let mut out = PullSteps::new();
+    let mut to_read = Vec::new();
+    for ((n, updated, _), v) in wanted.iter().zip(kept) {
+        let drafts = v
+            .filter(|v| !updated.is_empty() && &v.etag == updated)
+            .and_then(|v| v.body)
+            .and_then(|b| serde_json::from_value::<Drafts>(b).ok());
+        match drafts {
+            Some(d) => drop(out.insert(*n, (d, None))),
+            None => to_read.push(*n),
+        }
     }
-    let number = pr["number"].as_u64().unwrap_or_default();
-    let mut submitted = review.clone();
-    submitted["state"] = json!(state);
-    // The pull request as it was then: still open when the review came before its end.
-    let mut then = pr.clone();
-    let closed = opt_time(pr, "closed_at", ep)?;
-    if closed.is_none_or(|c| at < c) {
-        then["state"] = json!("open");
-        then["merged"] = json!(false);
-        then["merged_at"] = Value::Null;
-        then["closed_at"] = Value::Null;
-        then["merge_commit_sha"] = Value::Null;
+    let mut read = github_graphql::read(ctx.client, url, ctx.full_name, &to_read).await?;
+    let mut validators = Vec::new();
+    for (n, updated, (resource, key)) in wanted {
+        let Some(steps) = read.remove(&n) else {
+            continue;
+        };
+        let drafts = Drafts::of(&steps, &format!("POST {url}"))?;
+        let body = serde_json::to_value(&drafts)?;
+        if !updated.is_empty() && body.to_string().len() <= VALIDATOR_BODY_MAX {
+            let mut v = Validator::new(&key, updated, &ctx.w);
+            v.body = Some(body);
+            validators.push((resource, v));
+        }
+        out.insert(n, (drafts, Some(steps)));
     }
-    then["updated_at"] = review["submitted_at"].clone();
-    out.push(delivery(
-        "pull_request_review",
-        "submitted",
-        &format!("{number}/{id}"),
-        &time_str(review, "submitted_at"),
-        json!({"action": "submitted", "review": submitted, "pull_request": then, "repository": repository}),
-    ));
-    Ok(1)
+    Ok((out, validators))
 }
 
 /// The default branch's commits (newest first: a conditional first page tells whether any
@@ -1060,15 +1070,10 @@ fn issue_deliveries(
     Ok(1)
 }
 
-/// A pull request's `opened` and (when closed or merged) `closed` deliveries.
-fn pull_deliveries(
-    pr: &Value,
-    repository: &Value,
-    w: &Window,
-    ep: &str,
-    out: &mut Vec<Recorded>,
-) -> anyhow::Result<u64> {
-    let number = field_u64(pr, "number", ep)?;
+/// Whether a pull request is delivered: opened, merged or closed in the window (and not
+/// opened after its end); its fields checked.
+fn pull_in_window(pr: &Value, w: &Window, ep: &str) -> anyhow::Result<bool> {
+    field_u64(pr, "number", ep)?;
     field_str(pr, "title", ep)?;
     field_str(pr, "head.ref", ep)?;
     field_str(pr, "head.sha", ep)?;
@@ -1079,9 +1084,22 @@ fn pull_deliveries(
     let closed = opt_time(pr, "closed_at", ep)?;
     let ended = merged_at.or(closed);
     let in_window = w.contains(created) || ended.is_some_and(|c| w.contains(c));
-    if !in_window || !w.not_after(created) {
-        return Ok(0);
-    }
+    Ok(in_window && w.not_after(created))
+}
+
+/// A pull request's `opened` (a draft or not, as `drafts` says it was opened) and (when closed
+/// or merged) `closed` deliveries.
+fn pull_deliveries(
+    pr: &Value,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<()> {
+    let number = field_u64(pr, "number", ep)?;
+    let merged_at = opt_time(pr, "merged_at", ep)?;
+    let closed = opt_time(pr, "closed_at", ep)?;
     let id = number.to_string();
     let mut opened = pr.clone();
     opened["state"] = json!("open");
@@ -1090,6 +1108,7 @@ fn pull_deliveries(
     opened["closed_at"] = Value::Null;
     opened["merge_commit_sha"] = Value::Null;
     opened["updated_at"] = pr["created_at"].clone();
+    opened["draft"] = json!(drafts.opened);
     out.push(delivery(
         "pull_request",
         "opened",
@@ -1097,11 +1116,12 @@ fn pull_deliveries(
         &time_str(pr, "created_at"),
         json!({"action": "opened", "number": number, "pull_request": opened, "repository": repository}),
     ));
-    if closed.is_some_and(|c| w.not_after(c)) {
+    if let Some(c) = closed.filter(|c| w.not_after(*c)) {
         let mut closed = pr.clone();
         closed["state"] = json!("closed");
         closed["merged"] = json!(merged_at.is_some());
         closed["updated_at"] = pr["closed_at"].clone();
+        closed["draft"] = json!(drafts.at(c));
         out.push(delivery(
             "pull_request",
             "closed",
@@ -1110,6 +1130,164 @@ fn pull_deliveries(
             json!({"action": "closed", "number": number, "pull_request": closed, "repository": repository}),
         ));
     }
+    Ok(())
+}
+
+/// The pull request as a delivery at `at` shows it: still open when `at` came before its end,
+/// a draft or not as it was then, `updated_at` = `at` (as written).
+fn pull_then(
+    pr: &Value,
+    at: Time,
+    written: &str,
+    drafts: &Drafts,
+    ep: &str,
+) -> anyhow::Result<Value> {
+    let mut then = pr.clone();
+    let closed = opt_time(pr, "closed_at", ep)?;
+    if closed.is_none_or(|c| at < c) {
+        then["state"] = json!("open");
+        then["merged"] = json!(false);
+        then["merged_at"] = Value::Null;
+        then["closed_at"] = Value::Null;
+        then["merge_commit_sha"] = Value::Null;
+    }
+    then["draft"] = json!(drafts.at(at));
+    then["updated_at"] = json!(written);
+    Ok(then)
+}
+
+/// The deliveries of a pull request's steps into `out`: (reviews, events) delivered. They
+/// are `pull_request_review` `submitted`, `pull_request` `converted_to_draft`,
+/// `ready_for_review` and `review_requested`, each with the pull request as it was then
+/// (open, a draft or not).
+fn step_deliveries(
+    pr: &Value,
+    steps: &github_graphql::Steps,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut reviews = 0;
+    for r in &steps.reviews {
+        reviews += review_delivery(pr, r, drafts, repository, w, ep, out)?;
+    }
+    let mut events = 0;
+    for e in &steps.events {
+        events += event_delivery(pr, e, drafts, repository, w, ep, out)?;
+    }
+    Ok((reviews, events))
+}
+
+/// A submitted review's `pull_request_review` `submitted` delivery, its state in lower case as
+/// webhooks write it, its author as a webhook's `user` (a bot's login with `[bot]`, as REST and
+/// webhooks spell it); 1 when delivered. A pending review is left out, and so is a dismissed
+/// one: the API keeps no trace of the state it was submitted with.
+fn review_delivery(
+    pr: &Value,
+    r: &Value,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let ep = &format!("{ep} reviews");
+    let id = field_u64(r, "databaseId", ep)?;
+    let state = field_str(r, "state", ep)?.to_ascii_lowercase();
+    if matches!(state.as_str(), "pending" | "dismissed") || r["submittedAt"].is_null() {
+        return Ok(0);
+    }
+    let at = field_time(r, "submittedAt", ep)?;
+    if !w.not_after(at) {
+        return Ok(0);
+    }
+    let written = field_str(r, "submittedAt", ep)?;
+    let number = field_u64(pr, "number", ep)?;
+    let review = json!({
+        "id": id,
+        "user": user(&r["author"]),
+        "state": state,
+        "submitted_at": written,
+        "commit_id": r["commit"]["oid"],
+    });
+    out.push(delivery(
+        "pull_request_review",
+        "submitted",
+        &format!("{number}/{id}"),
+        written,
+        json!({
+            "action": "submitted",
+            "review": review,
+            "pull_request": pull_then(pr, at, written, drafts, ep)?,
+            "repository": repository,
+        }),
+    ));
+    Ok(1)
+}
+
+/// An actor as a webhook's user: `login` and `type`.
+fn user(actor: &Value) -> Value {
+    let Some(login) = actor["login"].as_str() else {
+        return Value::Null;
+    };
+    match actor["__typename"].as_str() {
+        Some("Bot") if !login.ends_with("[bot]") => {
+            json!({"login": format!("{login}[bot]"), "type": "Bot"})
+        }
+        Some("Bot") => json!({"login": login, "type": "Bot"}),
+        Some("Organization") => json!({"login": login, "type": "Organization"}),
+        _ => json!({"login": login, "type": "User"}),
+    }
+}
+
+/// A draft / ready-for-review / review-requested event's `pull_request` delivery; 1 when
+/// delivered.
+fn event_delivery(
+    pr: &Value,
+    e: &Value,
+    drafts: &Drafts,
+    repository: &Value,
+    w: &Window,
+    ep: &str,
+    out: &mut Vec<Recorded>,
+) -> anyhow::Result<u64> {
+    let ep = &format!("{ep} timelineItems");
+    let action = match e["__typename"].as_str() {
+        Some("ReadyForReviewEvent") => "ready_for_review",
+        Some("ConvertToDraftEvent") => "converted_to_draft",
+        Some("ReviewRequestedEvent") => "review_requested",
+        _ => return Ok(0),
+    };
+    let at = field_time(e, "createdAt", ep)?;
+    if !w.not_after(at) {
+        return Ok(0);
+    }
+    let written = field_str(e, "createdAt", ep)?;
+    let number = field_u64(pr, "number", ep)?;
+    let mut body = json!({
+        "action": action,
+        "number": number,
+        "pull_request": pull_then(pr, at, written, drafts, ep)?,
+        "repository": repository,
+    });
+    let mut object = number.to_string();
+    if action == "review_requested" {
+        let who = &e["requestedReviewer"];
+        match (who["__typename"].as_str(), who["slug"].as_str()) {
+            (Some("Team"), Some(slug)) => {
+                object = format!("{number}/team/{slug}");
+                body["requested_team"] = json!({"slug": slug, "name": who["name"]});
+            }
+            _ => {
+                let u = user(who);
+                object = format!("{number}/{}", u["login"].as_str().unwrap_or_default());
+                body["requested_reviewer"] = u;
+            }
+        }
+    }
+    out.push(delivery("pull_request", action, &object, written, body));
     Ok(1)
 }
 

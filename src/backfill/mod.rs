@@ -14,6 +14,7 @@
 //! requests: GitLab only).
 
 pub mod github;
+pub mod github_graphql;
 pub mod gitlab;
 pub mod jira;
 pub mod pagerduty;
@@ -309,10 +310,29 @@ impl Client {
     /// GET one URL with `If-None-Match: etag` when one is given: `304 Not Modified` (which
     /// GitHub does not count against the rate limit) or the page and its `ETag`.
     pub async fn get_if(&self, url: &str, etag: Option<&str>) -> anyhow::Result<Fetched> {
+        self.fetch(url, etag, None).await
+    }
+
+    /// POST a JSON body to one URL (GitHub's GraphQL endpoint): the JSON answer. Rate limits,
+    /// secondary limits, retries and errors as [`Client::get_if`].
+    pub async fn post_json(&self, url: &str, body: &Value) -> anyhow::Result<Value> {
+        match self.fetch(url, None, Some(body)).await? {
+            Fetched::Modified(page, _) => Ok(page.body),
+            Fetched::NotModified => bail!("POST {url} answered 304"),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        post: Option<&Value>,
+    ) -> anyhow::Result<Fetched> {
         let mut attempt = 0u32;
         let mut limited = 0u32;
+        let method = if post.is_some() { "POST" } else { "GET" };
         loop {
-            let (status, headers, body) = match self.send(url, etag).await {
+            let (status, headers, body) = match self.send(url, etag, post).await {
                 Ok(x) => x,
                 Err(_) if attempt < self.settings.retries => {
                     attempt += 1;
@@ -320,7 +340,7 @@ impl Client {
                     self.wait(self.backoff(attempt), "a retry", false).await;
                     continue;
                 }
-                Err(e) => return Err(anyhow::anyhow!("GET {url}: {e}")),
+                Err(e) => return Err(anyhow::anyhow!("{method} {url}: {e}")),
             };
             let answer = Answer::read(self.settings.api, &headers);
             match status {
@@ -330,7 +350,7 @@ impl Client {
                 }
                 200..=299 => {
                     let body: Value = serde_json::from_slice(&body).map_err(|e| {
-                        anyhow::anyhow!("GET {url}: the answer is not JSON ({e})")
+                        anyhow::anyhow!("{method} {url}: the answer is not JSON ({e})")
                     })?;
                     if answer.remaining == Some(0) {
                         self.pause_until_reset(answer.reset, "the rate limit to reset").await;
@@ -339,7 +359,7 @@ impl Client {
                     return Ok(Fetched::Modified(Page { body, next }, answer.etag));
                 }
                 401 => bail!(
-                    "GET {url} answered 401: the token in {} was refused (expired, revoked or mistyped)",
+                    "{method} {url} answered 401: the token in {} was refused (expired, revoked or mistyped)",
                     self.settings.token_var
                 ),
                 403 | 429 => {
@@ -352,7 +372,7 @@ impl Client {
                     self.wait(self.backoff(attempt), "a retry", false).await;
                 }
                 _ => bail!(
-                    "GET {url} answered {status}: {}",
+                    "{method} {url} answered {status}: {}",
                     String::from_utf8_lossy(&body)
                 ),
             }
@@ -365,28 +385,38 @@ impl Client {
         &self,
         url: &str,
         etag: Option<&str>,
+        post: Option<&Value>,
     ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), reqwest::Error> {
         let _permit = self.permits.acquire().await.expect("never closed");
         // After the permit: a request queued behind one that saw the limit run out waits.
         self.respect_pause().await;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let method = match post {
+            Some(_) => reqwest::Method::POST,
+            None => reqwest::Method::GET,
+        };
         let mut req = match (&self.settings.request_headers, self.settings.api) {
             (Some(headers), _) => headers
                 .iter()
-                .fold(self.http.get(url), |r, (k, v)| r.header(k, v)),
+                .fold(self.http.request(method, url), |r, (k, v)| r.header(k, v)),
             (None, Api::GitLab) => self
                 .http
-                .get(url)
+                .request(method, url)
                 .header("private-token", &self.settings.token),
             (None, _) => self
                 .http
-                .get(url)
+                .request(method, url)
                 .header("authorization", format!("Bearer {}", self.settings.token))
                 .header("accept", "application/vnd.github+json")
                 .header("x-github-api-version", "2022-11-28"),
         };
         if let Some(etag) = etag {
             req = req.header("if-none-match", etag);
+        }
+        if let Some(body) = post {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("JSON values serialize"));
         }
         let r = req.send().await?;
         let status = r.status().as_u16();

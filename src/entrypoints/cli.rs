@@ -132,8 +132,9 @@ enum Command {
 /// One sub-command per sender `backfill` reads.
 #[derive(Subcommand)]
 enum BackfillSource {
-    /// GitHub: issues, pull requests and their reviews, default-branch commits, workflow runs and jobs,
-    /// deployments and their statuses. The token is read from GITHUB_TOKEN.
+    /// GitHub: issues, pull requests and their steps (reviews, draft, ready for review, review
+    /// requests), default-branch commits, workflow runs and jobs, deployments and their
+    /// statuses. The token is read from GITHUB_TOKEN.
     #[command(after_help = ENV_HELP.as_str())]
     Github {
         /// OWNER/NAME; repeat for more repositories.
@@ -171,10 +172,16 @@ enum BackfillSource {
         /// (validators and cursors are still written for the next run).
         #[arg(long)]
         fresh: bool,
-        /// Do not read pull requests' reviews (one request per pull request): no pickup or
-        /// review stage for the pull requests read.
+        /// Do not read pull requests' steps (reviews, draft, ready for review, review
+        /// requests; GraphQL, one request per 50 pull requests): no pickup or review stage for
+        /// the pull requests read. Also spelled --no-reviews.
+        #[arg(long, alias = "no-reviews")]
+        no_steps: bool,
+        /// The GraphQL API the steps are read from (default: https://api.github.com/graphql;
+        /// with --api-url https://HOST/api/v3, https://HOST/api/graphql; otherwise
+        /// {api-url}/graphql).
         #[arg(long)]
-        no_reviews: bool,
+        graphql_url: Option<String>,
     },
     /// GitLab: issues, merge requests, default-branch commits, pipelines and jobs, deployments.
     /// The token (read_api scope) is read from GITLAB_TOKEN.
@@ -410,7 +417,8 @@ async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
         concurrency,
         state_dir,
         fresh,
-        no_reviews,
+        no_steps,
+        graphql_url,
     } = source
     else {
         unreachable!("backfill_cmd hands github here")
@@ -424,7 +432,8 @@ async fn backfill_github(source: BackfillSource) -> anyhow::Result<()> {
     let client = Client::new(settings)?;
     let mut opts = github::Options::new(repos, since, until);
     opts.orgs = orgs;
-    opts.reviews = !no_reviews;
+    opts.reviews = !no_steps;
+    opts.graphql_url = graphql_url;
     // The token is tried before the store is opened: a refused one writes nothing.
     client.get(&client.url("/rate_limit")).await.or_else(|e| {
         // An Enterprise Server with rate limiting off answers 404 here.

@@ -7,8 +7,9 @@
 #![allow(dead_code)]
 
 use crate::common::*;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
@@ -58,9 +59,13 @@ pub struct Scenario {
     pub statuses: BTreeMap<u64, Vec<Value>>,
     /// Issues' closes and reopenings, oldest first: number → (`closed`/`reopened`, time).
     pub history: BTreeMap<u64, Vec<(String, String)>>,
-    /// Pull requests' reviews as `GET /pulls/{n}/reviews` lists them (oldest first, states in
-    /// upper case, a pending one without `submitted_at`): number → reviews.
+    /// Pull requests' reviews as the REST API and webhooks write them (oldest first, states in
+    /// upper case, a pending one without `submitted_at`): number → reviews. The GraphQL API
+    /// serves them as `PullRequestReview` nodes ([`review_node`]).
     pub reviews: BTreeMap<u64, Vec<Value>>,
+    /// Pull requests' draft / ready-for-review / review-requested events as GraphQL timeline
+    /// nodes (`__typename`, `createdAt`, `requestedReviewer`), oldest first: number → events.
+    pub timeline: BTreeMap<u64, Vec<Value>>,
 }
 
 pub fn object(rel: &str, key: &str) -> Value {
@@ -261,7 +266,78 @@ pub fn scenario() -> Scenario {
         statuses,
         history,
         reviews,
+        timeline: BTreeMap::new(),
     }
+}
+
+/// The scenario with pull request #2's steps: opened as a draft (10:00), made ready for review
+/// at 10:08, Octocat's review requested at 10:10, then reviewed by Octocat (a comment at 10:20),
+/// a bot (10:25) and its author (10:30), and approved by Octocat at 10:40.
+pub fn scenario_with_steps() -> Scenario {
+    let mut s = scenario();
+    s.timeline.insert(
+        2,
+        vec![
+            json!({"__typename": "ReadyForReviewEvent", "createdAt": t("10:08")}),
+            json!({
+                "__typename": "ReviewRequestedEvent",
+                "createdAt": t("10:10"),
+                "requestedReviewer": {"__typename": "User", "login": "Octocat"},
+            }),
+        ],
+    );
+    let reviews = s.reviews.get_mut(&2).unwrap();
+    let mut bot = reviews[0].clone();
+    bot["id"] = json!(404);
+    bot["user"]["login"] = json!("review-bot[bot]");
+    bot["user"]["type"] = json!("Bot");
+    bot["submitted_at"] = json!(t("10:25"));
+    let mut author = reviews[0].clone();
+    author["id"] = json!(405);
+    author["user"]["login"] = json!("Codertocat");
+    author["submitted_at"] = json!(t("10:30"));
+    reviews.insert(1, bot);
+    reviews.insert(2, author);
+    s
+}
+
+/// Whether pull request `p` was a draft at `at` (`None`: when opened), as its timeline says:
+/// one whose first draft event is a ready-for-review was opened as a draft.
+pub fn draft_at(s: &Scenario, p: &Value, at: Option<&str>) -> bool {
+    let mut turns: Vec<(String, bool)> = s
+        .timeline
+        .get(&p["number"].as_u64().unwrap())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| match e["__typename"].as_str()? {
+            "ReadyForReviewEvent" => Some((e["createdAt"].as_str()?.to_string(), false)),
+            "ConvertToDraftEvent" => Some((e["createdAt"].as_str()?.to_string(), true)),
+            _ => None,
+        })
+        .collect();
+    turns.sort();
+    let opened = turns.first().map_or(p["draft"] == true, |t| !t.1);
+    match at {
+        None => opened,
+        Some(at) => turns
+            .iter()
+            .rfind(|t| t.0.as_str() <= at)
+            .map_or(opened, |t| t.1),
+    }
+}
+
+/// A review as the GraphQL API gives it.
+pub fn review_node(r: &Value) -> Value {
+    let login = r["user"]["login"].as_str().unwrap_or_default();
+    let typename = r["user"]["type"].as_str().unwrap_or("User");
+    json!({
+        "databaseId": r["id"],
+        "state": r["state"],
+        "submittedAt": r["submitted_at"],
+        // GraphQL spells a bot's login without the `[bot]` REST and webhooks add.
+        "author": {"login": login.trim_end_matches("[bot]"), "__typename": typename},
+        "commit": {"oid": r["commit_id"]},
+    })
 }
 
 /// One webhook delivery: (event, delivery ID, body).
@@ -321,14 +397,46 @@ pub fn webhooks(s: &Scenario) -> Vec<Hook> {
         opened["closed_at"] = Value::Null;
         opened["merge_commit_sha"] = Value::Null;
         opened["updated_at"] = p["created_at"].clone();
+        opened["draft"] = json!(draft_at(s, p, None));
         v["action"] = json!("opened");
         v["pull_request"] = opened;
         hook("pull_request", v);
         let mut v = base("github/pull_request/closed.payload.json");
         let mut closed = p.clone();
         closed["updated_at"] = p["closed_at"].clone();
+        closed["draft"] = json!(draft_at(s, p, p["closed_at"].as_str()));
         v["pull_request"] = closed;
         hook("pull_request", v);
+        // Draft, ready for review, review requested: the pull request as it was then.
+        for e in s
+            .timeline
+            .get(&p["number"].as_u64().unwrap())
+            .into_iter()
+            .flatten()
+        {
+            let at = e["createdAt"].as_str().unwrap();
+            let (action, rel) = match e["__typename"].as_str().unwrap() {
+                "ReadyForReviewEvent" => ("ready_for_review", "ready_for_review"),
+                "ConvertToDraftEvent" => ("converted_to_draft", "converted_to_draft"),
+                _ => ("review_requested", "review_requested"),
+            };
+            let mut v = base(&format!("github/pull_request/{rel}.payload.json"));
+            let mut then = p.clone();
+            then["state"] = json!("open");
+            then["merged"] = json!(false);
+            then["merged_at"] = Value::Null;
+            then["closed_at"] = Value::Null;
+            then["merge_commit_sha"] = Value::Null;
+            then["updated_at"] = json!(at);
+            then["draft"] = json!(draft_at(s, p, Some(at)));
+            v["action"] = json!(action);
+            v["number"] = p["number"].clone();
+            v["pull_request"] = then;
+            if action == "review_requested" {
+                v["requested_reviewer"]["login"] = e["requestedReviewer"]["login"].clone();
+            }
+            hook("pull_request", v);
+        }
         // Each submitted review, with the pull request as it was then (open).
         let reviews = s.reviews.get(&p["number"].as_u64().unwrap());
         for r in reviews.into_iter().flatten() {
@@ -345,6 +453,7 @@ pub fn webhooks(s: &Scenario) -> Vec<Hook> {
             then["closed_at"] = Value::Null;
             then["merge_commit_sha"] = Value::Null;
             then["updated_at"] = r["submitted_at"].clone();
+            then["draft"] = json!(draft_at(s, p, r["submitted_at"].as_str()));
             v["review"] = review;
             v["pull_request"] = then;
             hook("pull_request_review", v);
@@ -434,6 +543,8 @@ pub enum Fault {
     BadGateway,
     /// No answer for a minute (the test kills the client meanwhile); counted in `hung`.
     Hang,
+    /// A GraphQL answer 200 with `errors` (a field that failed) and partial `data`.
+    GraphqlErrors,
 }
 
 /// One request the fake saw.
@@ -467,23 +578,27 @@ pub struct Fake {
 }
 
 impl Fake {
-    pub async fn start(s: Scenario, faults: Vec<(&str, usize, Fault)>) -> Arc<Fake> {
-        let fake = Arc::new(Fake {
+    /// The fake, not listening yet (its answers can be asked directly).
+    pub fn idle(s: Scenario) -> Fake {
+        Fake {
             s: Mutex::new(s),
             token: TOKEN.into(),
             addr: Mutex::new(String::new()),
-            faults: Mutex::new(
-                faults
-                    .into_iter()
-                    .map(|(p, n, f)| (p.to_string(), n, f))
-                    .collect(),
-            ),
+            faults: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             run_cap: Mutex::new(1000),
             run_total: Mutex::new(0),
             charged: Mutex::new(0),
             hung: Mutex::new(0),
-        });
+        }
+    }
+
+    pub async fn start(s: Scenario, faults: Vec<(&str, usize, Fault)>) -> Arc<Fake> {
+        let fake = Arc::new(Fake::idle(s));
+        *fake.faults.lock().unwrap() = faults
+            .into_iter()
+            .map(|(p, n, f)| (p.to_string(), n, f))
+            .collect();
         let app = Router::new().fallback(serve).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         *fake.addr.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
@@ -673,7 +788,13 @@ pub fn query_map(q: &str) -> HashMap<String, String> {
         .collect()
 }
 
-pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn serve(
+    State(fake): State<Arc<Fake>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    request: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or_default().to_string();
     let now = Instant::now();
@@ -748,6 +869,18 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
             );
         }
         _ => {}
+    }
+    if method == Method::POST && path == "/graphql" {
+        let body = fake.graphql(&request, fault == Some(Fault::GraphqlErrors));
+        *fake.charged.lock().unwrap() += 1;
+        let mut resp = (
+            StatusCode::OK,
+            [("content-type", "application/json; charset=utf-8")],
+            serde_json::to_vec(&body).unwrap(),
+        )
+            .into_response();
+        rate_limit_headers(resp.headers_mut(), fault, epoch, now, &mut seen, "graphql");
+        return respond(&fake, seen, resp);
     }
     let q = query_map(&query);
     let repository = fake.s.lock().unwrap().repository.clone();
@@ -841,24 +974,121 @@ pub async fn serve(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) 
         "vary",
         HeaderValue::from_static("Accept, Authorization, Cookie, X-GitHub-OTP"),
     );
+    rate_limit_headers(h, fault, epoch, now, &mut seen, "core");
+    if let Some(l) = link.filter(|_| !not_modified) {
+        h.insert("link", l.parse().unwrap());
+    }
+    respond(&fake, seen, resp)
+}
+
+/// GitHub's `x-ratelimit-*` headers of `resource` (`core`, `graphql`): the limit running out
+/// (reset two seconds ahead) under an `Exhausted` fault.
+fn rate_limit_headers(
+    h: &mut HeaderMap,
+    fault: Option<Fault>,
+    epoch: i64,
+    now: Instant,
+    seen: &mut Seen,
+    resource: &'static str,
+) {
     h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
+    h.insert("x-ratelimit-resource", HeaderValue::from_static(resource));
     if fault == Some(Fault::Exhausted) {
         let reset = epoch + 2;
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-used", HeaderValue::from_static("5000"));
         h.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
         let until_ms = reset * 1000 - chrono::Utc::now().timestamp_millis();
         seen.reset_at = Some(now + Duration::from_millis(until_ms.max(0) as u64));
     } else {
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("4000"));
+        h.insert("x-ratelimit-used", HeaderValue::from_static("1000"));
         h.insert(
             "x-ratelimit-reset",
             (epoch + 3600).to_string().parse().unwrap(),
         );
     }
-    if let Some(l) = link.filter(|_| !not_modified) {
-        h.insert("link", l.parse().unwrap());
+}
+
+/// GitHub's "first" limit on a connection.
+pub const GRAPHQL_FIRST_MAX: u64 = 100;
+
+impl Fake {
+    /// The answer to a GraphQL request: the `prN: pullRequest(number: N)` aliases under
+    /// `data.repository`, each with `number`, `isDraft` and the connections the query asks
+    /// (`reviews`, `timelineItems`, with `first:`/`after:`) as `nodes` + `pageInfo`. A query
+    /// asking more than 100 nodes of a connection is refused with a GraphQL error, as GitHub
+    /// refuses it; an unknown pull request is `null` with a `NOT_FOUND` error.
+    pub fn graphql(&self, request: &[u8], fail: bool) -> Value {
+        let request: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
+        let q = request["query"].as_str().unwrap_or_default();
+        let conn = |name: &str| {
+            let re =
+                regex::Regex::new(&format!(r#"\b{name}\(first: (\d+)(?:, after: "([^"]*)")?"#))
+                    .unwrap();
+            re.captures(q).map(|c| {
+                let first: u64 = c[1].parse().unwrap();
+                let from: usize = c
+                    .get(2)
+                    .and_then(|a| a.as_str().strip_prefix("cursor:"))
+                    .map_or(0, |n| n.parse().unwrap());
+                (first, from)
+            })
+        };
+        let (reviews, events) = (conn("reviews"), conn("timelineItems"));
+        for (name, c) in [("reviews", reviews), ("timelineItems", events)] {
+            if let Some((first, _)) = c.filter(|c| c.0 > GRAPHQL_FIRST_MAX) {
+                return json!({"errors": [{"type": "EXCESSIVE_PAGINATION", "message": format!(
+                    "Requesting {first} records on the `{name}` connection exceeds the `first` limit of {GRAPHQL_FIRST_MAX} records."
+                )}]});
+            }
+        }
+        let page = |all: Vec<Value>, (first, from): (u64, usize)| {
+            let end = (from + first as usize).min(all.len());
+            json!({
+                "nodes": all[from.min(end)..end],
+                "pageInfo": {"hasNextPage": end < all.len(), "endCursor": format!("cursor:{end}")},
+            })
+        };
+        let s = self.s.lock().unwrap();
+        let alias = regex::Regex::new(r"(pr\d+): pullRequest\(number: (\d+)\)").unwrap();
+        let mut repo = serde_json::Map::new();
+        let mut errors = Vec::new();
+        for c in alias.captures_iter(q) {
+            let n: u64 = c[2].parse().unwrap();
+            let Some(p) = s.pulls.iter().find(|p| p["number"] == n) else {
+                repo.insert(c[1].to_string(), Value::Null);
+                errors.push(json!({"type": "NOT_FOUND", "path": ["repository", &c[1]],
+                    "message": format!("Could not resolve to a PullRequest with the number of {n}.")}));
+                continue;
+            };
+            let mut node = json!({"number": n, "isDraft": p["draft"] == true});
+            if let Some(r) = reviews {
+                let all = s
+                    .reviews
+                    .get(&n)
+                    .into_iter()
+                    .flatten()
+                    .map(review_node)
+                    .collect();
+                node["reviews"] = page(all, r);
+            }
+            if let Some(e) = events {
+                node["timelineItems"] = page(s.timeline.get(&n).cloned().unwrap_or_default(), e);
+            }
+            if fail && errors.is_empty() {
+                node["reviews"] = Value::Null;
+                errors.push(json!({"path": ["repository", &c[1], "reviews"],
+                    "message": "Something went wrong while executing your query. Please include `0400:3F2A:1B2C` when reporting this issue."}));
+            }
+            repo.insert(c[1].to_string(), node);
+        }
+        let mut out = json!({"data": {"repository": repo}});
+        if !errors.is_empty() {
+            out["errors"] = json!(errors);
+        }
+        out
     }
-    respond(&fake, seen, resp)
 }
 
 // ---------------------------------------------------------------- driving the pipeline
