@@ -21,7 +21,6 @@ use common::*;
 use fake_github::{diff, facts, settle};
 use fake_jira::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use valuestream::backfill::{jira, Client, Sink, State, Summary};

@@ -20,7 +20,6 @@ use common::*;
 use fake_github::{diff, facts, settle};
 use fake_pagerduty::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use valuestream::backfill::{pagerduty, Client, Sink, State, Summary};

@@ -13,7 +13,6 @@ use common::*;
 use fake_github::*;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use valuestream::backfill::{github, Client, ClientSettings, Sink, State, Summary};
