@@ -360,7 +360,16 @@ async fn the_command_killed_and_run_again_continues_where_it_stopped() {
             "{done}: {out}"
         );
     }
-    assert!(out.contains(" 0 duplicate,"), "{out}");
+    // The chunk on its way to the router when the process was killed (deliveries go while the
+    // next chunk is read) may come again: at most that one deployment's two deliveries,
+    // answered duplicate and counted once.
+    let duplicates: u64 = out
+        .split(" duplicate,")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary's duplicate count");
+    assert!(duplicates <= 2, "{duplicates} duplicates: {out}");
 
     let clean_dir = dir.path().join("clean");
     let mut clean = command(&clean_dir);

@@ -149,6 +149,42 @@ struct Chunk {
     n: u64,
 }
 
+/// A chunk on its way to the sink.
+type InFlight<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Landed> + Send + 'a>>;
+
+/// What delivering a chunk did: the sink's answers counted, or its error; the run with the
+/// cursor it moved.
+struct Landed {
+    answers: Summary,
+    sent: anyhow::Result<()>,
+    n: u64,
+    run: Run,
+}
+
+/// Reads the next chunk (`read`) while the previous one (`inflight`) is delivered: the reader
+/// and the pipeline behind the sink work at the same time instead of taking turns. Returns
+/// what was delivered, for [`Ctx::land`], and what was read.
+async fn overlap<T>(
+    inflight: Option<InFlight<'_>>,
+    read: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> (Option<Landed>, anyhow::Result<T>) {
+    match inflight {
+        Some(sending) => {
+            let (landed, read) = futures_util::join!(sending, read);
+            (Some(landed), read)
+        }
+        None => (None, read.await),
+    }
+}
+
+/// The last chunk's delivery, awaited.
+async fn finish(inflight: Option<InFlight<'_>>) -> Option<Landed> {
+    match inflight {
+        Some(sending) => Some(sending.await),
+        None => None,
+    }
+}
+
 /// One repository's run: what it reads and delivers, resource by resource.
 struct Ctx<'a> {
     client: &'a Arc<Client>,
@@ -163,7 +199,7 @@ struct Ctx<'a> {
     refused_before: u64,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn label(&self, what: &str) -> String {
         format!("{} {what}", self.full_name)
     }
@@ -197,34 +233,64 @@ impl Ctx<'_> {
         out
     }
 
-    /// Delivers one chunk of `resource`, then keeps the validators of what it read and moves
-    /// the cursor to `last`; nothing moves once a delivery was refused.
-    async fn deliver(
+    /// Starts delivering `chunk` of `resource` to the sink; it goes while the next chunk is
+    /// read ([`overlap`]). Once its deliveries are accepted it keeps the validators of what it
+    /// read and moves the resource's cursor to its last item at once, not when the next read
+    /// ends: a run killed while reading resumes after every chunk delivered. Nothing moves once
+    /// a delivery was refused (`refused`: one was, before this chunk). [`Ctx::land`] takes
+    /// what it did.
+    fn send(&self, resource: &'static str, chunk: Chunk, refused: bool) -> InFlight<'a> {
+        let (sink, state, scope) = (self.sink, self.state, self.full_name);
+        let mut run = self.run.clone();
+        Box::pin(async move {
+            let Chunk {
+                deliveries,
+                validators,
+                last,
+                n,
+            } = chunk;
+            let mut answers = Summary::default();
+            let sent = async {
+                deliver_all(sink, &deliveries, &mut answers).await?;
+                if refused || answers.refused > 0 {
+                    return Ok(());
+                }
+                state.save_validators(scope, validators).await?;
+                if last.is_some() {
+                    state.save_cursor(&mut run, resource, false, last).await?;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            Landed {
+                answers,
+                sent,
+                n,
+                run,
+            }
+        })
+    }
+
+    /// Whether a delivery of this run was refused: no cursor or validator moves any more.
+    fn refused(&self, summary: &Summary) -> bool {
+        summary.refused > self.refused_before
+    }
+
+    /// Takes what a delivered chunk did: its answers counted, its items on the progress bar,
+    /// the run as its cursor left it.
+    fn land(
         &mut self,
-        resource: &str,
         bar: &Bar,
-        chunk: Chunk,
+        landed: Option<Landed>,
         summary: &mut Summary,
     ) -> anyhow::Result<()> {
-        let Chunk {
-            deliveries,
-            validators,
-            last,
-            n,
-        } = chunk;
-        deliver_all(self.sink, &deliveries, summary).await?;
-        bar.items(self.client, n);
-        if summary.refused > self.refused_before {
+        let Some(landed) = landed else {
             return Ok(());
-        }
-        self.state
-            .save_validators(self.full_name, validators)
-            .await?;
-        if last.is_some() {
-            self.state
-                .save_cursor(&mut self.run, resource, false, last)
-                .await?;
-        }
+        };
+        summary.add_answers(&landed.answers);
+        self.run = landed.run;
+        landed.sent?;
+        bar.items(self.client, landed.n);
         Ok(())
     }
 
@@ -472,35 +538,36 @@ async fn issues(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result<()> 
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
+    let mut inflight = None;
     for part in pending.chunks(chunk) {
-        let mut out = Vec::new();
-        let mut n = 0;
-        for (_, issue) in part {
-            let number = field_u64(issue, "number", &ep)?;
-            n += issue_deliveries(
-                issue,
-                history.get(&number).map(Vec::as_slice).unwrap_or_default(),
-                &ctx.repository,
-                &ctx.w,
-                &ep,
-                &mut out,
-            )?;
-        }
-        *summary.items.entry("issues".into()).or_default() += n;
-        let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(
-            R,
-            &bar,
-            Chunk {
+        let read = async {
+            let mut out = Vec::new();
+            let mut n = 0;
+            for (_, issue) in part {
+                let number = field_u64(issue, "number", &ep)?;
+                n += issue_deliveries(
+                    issue,
+                    history.get(&number).map(Vec::as_slice).unwrap_or_default(),
+                    &ctx.repository,
+                    &ctx.w,
+                    &ep,
+                    &mut out,
+                )?;
+            }
+            *summary.items.entry("issues".into()).or_default() += n;
+            let last = part.last().map(|(k, _)| k.clone());
+            anyhow::Ok(Chunk {
                 deliveries: out,
                 validators: vec![],
                 last,
                 n: part.len() as u64,
-            },
-            summary,
-        )
-        .await?;
+            })
+        };
+        let (landed, read) = overlap(inflight.take(), read).await;
+        ctx.land(&bar, landed, summary)?;
+        inflight = Some(ctx.send(R, read?, ctx.refused(summary)));
     }
+    ctx.land(&bar, finish(inflight).await, summary)?;
     ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
         .await
 }
@@ -547,10 +614,14 @@ async fn pulls(
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
+    let mut inflight = None;
     for part in pending.chunks(chunk) {
-        let chunk = pull_chunk(ctx, graphql, part, &ep, summary).await?;
-        ctx.deliver(R, &bar, chunk, summary).await?;
+        let read = pull_chunk(ctx, graphql, part, &ep, summary);
+        let (landed, read) = overlap(inflight.take(), read).await;
+        ctx.land(&bar, landed, summary)?;
+        inflight = Some(ctx.send(R, read?, ctx.refused(summary)));
     }
+    ctx.land(&bar, finish(inflight).await, summary)?;
     // Read without steps, the list keeps no validator: a later run with steps reads it.
     let list = graphql.map(|_| (list.url, list.etag));
     ctx.done(R, &bar, list, "", summary).await
@@ -701,28 +772,29 @@ async fn commits(ctx: &mut Ctx<'_>, branch: &str, summary: &mut Summary) -> anyh
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
+    let mut inflight = None;
     for part in pending.chunks(chunk) {
-        let mut out = Vec::new();
-        for (_, p) in part {
-            let mut body = p.clone();
-            body["repository"] = ctx.repository.clone();
-            let after = body["after"].as_str().unwrap_or_default().to_string();
-            out.push(delivery("push", "", &after, "", body));
-        }
-        let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(
-            R,
-            &bar,
-            Chunk {
+        let read = async {
+            let mut out = Vec::new();
+            for (_, p) in part {
+                let mut body = p.clone();
+                body["repository"] = ctx.repository.clone();
+                let after = body["after"].as_str().unwrap_or_default().to_string();
+                out.push(delivery("push", "", &after, "", body));
+            }
+            let last = part.last().map(|(k, _)| k.clone());
+            anyhow::Ok(Chunk {
                 deliveries: out,
                 validators: vec![],
                 last,
                 n: part.len() as u64,
-            },
-            summary,
-        )
-        .await?;
+            })
+        };
+        let (landed, read) = overlap(inflight.take(), read).await;
+        ctx.land(&bar, landed, summary)?;
+        inflight = Some(ctx.send(R, read?, ctx.refused(summary)));
     }
+    ctx.land(&bar, finish(inflight).await, summary)?;
     ctx.done(R, &bar, Some((list.url, list.etag)), "", summary)
         .await
 }
@@ -757,42 +829,43 @@ async fn runs(ctx: &mut Ctx<'_>, cap: u64, summary: &mut Summary) -> anyhow::Res
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
+    let mut inflight = None;
     for part in pending.chunks(chunk) {
-        let mut out = Vec::new();
-        for (_, run) in part {
-            run_deliveries(run, &ctx.repository, &ep, &mut out)?;
-        }
-        *summary.items.entry("workflow_runs".into()).or_default() += part.len() as u64;
-        let ids: Vec<u64> = part
-            .iter()
-            .map(|(_, r)| r["id"].as_u64().unwrap_or_default())
-            .collect();
-        let base = ctx.base.clone();
-        let (lists, validators) = lists_by_id(ctx, &bar, ids, "jobs", |id| {
-            format!("{base}/actions/runs/{id}/jobs")
-        })
-        .await?;
-        let mut n = 0;
-        for (path, jobs) in &lists {
-            for job in jobs {
-                n += job_deliveries(job, &ctx.repository, &format!("GET {path}"), &mut out)?;
+        let read = async {
+            let mut out = Vec::new();
+            for (_, run) in part {
+                run_deliveries(run, &ctx.repository, &ep, &mut out)?;
             }
-        }
-        *summary.items.entry("workflow_jobs".into()).or_default() += n;
-        let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(
-            R,
-            &bar,
-            Chunk {
+            *summary.items.entry("workflow_runs".into()).or_default() += part.len() as u64;
+            let ids: Vec<u64> = part
+                .iter()
+                .map(|(_, r)| r["id"].as_u64().unwrap_or_default())
+                .collect();
+            let base = ctx.base.clone();
+            let (lists, validators) = lists_by_id(ctx, &bar, ids, "jobs", |id| {
+                format!("{base}/actions/runs/{id}/jobs")
+            })
+            .await?;
+            let mut n = 0;
+            for (path, jobs) in &lists {
+                for job in jobs {
+                    n += job_deliveries(job, &ctx.repository, &format!("GET {path}"), &mut out)?;
+                }
+            }
+            *summary.items.entry("workflow_jobs".into()).or_default() += n;
+            let last = part.last().map(|(k, _)| k.clone());
+            anyhow::Ok(Chunk {
                 deliveries: out,
                 validators,
                 last,
                 n: part.len() as u64,
-            },
-            summary,
-        )
-        .await?;
+            })
+        };
+        let (landed, read) = overlap(inflight.take(), read).await;
+        ctx.land(&bar, landed, summary)?;
+        inflight = Some(ctx.send(R, read?, ctx.refused(summary)));
     }
+    ctx.land(&bar, finish(inflight).await, summary)?;
     ctx.done(R, &bar, None, "", summary).await
 }
 
@@ -825,48 +898,49 @@ async fn deployments(ctx: &mut Ctx<'_>, summary: &mut Summary) -> anyhow::Result
     let pending = ctx.pending(R, items, summary);
     bar.set_total(pending.len() as u64);
     let chunk = client.settings.page_size.max(1) as usize;
+    let mut inflight = None;
     for part in pending.chunks(chunk) {
-        let ids: Vec<u64> = part
-            .iter()
-            .map(|(_, d)| d["id"].as_u64().unwrap_or_default())
-            .collect();
-        let base = ctx.base.clone();
-        let (lists, validators) = lists_by_id(ctx, &bar, ids, "statuses", |id| {
-            format!("{base}/deployments/{id}/statuses")
-        })
-        .await?;
-        let mut out = Vec::new();
-        let mut n_status = 0;
-        for ((_, d), (path, statuses)) in part.iter().zip(&lists) {
-            n_status += deployment_deliveries(
-                d,
-                statuses,
-                &ctx.repository,
-                &ctx.w,
-                &ep,
-                &format!("GET {path}"),
-                &mut out,
-            )?;
-        }
-        *summary.items.entry("deployments".into()).or_default() += part.len() as u64;
-        *summary
-            .items
-            .entry("deployment_statuses".into())
-            .or_default() += n_status;
-        let last = part.last().map(|(k, _)| k.clone());
-        ctx.deliver(
-            R,
-            &bar,
-            Chunk {
+        let read = async {
+            let ids: Vec<u64> = part
+                .iter()
+                .map(|(_, d)| d["id"].as_u64().unwrap_or_default())
+                .collect();
+            let base = ctx.base.clone();
+            let (lists, validators) = lists_by_id(ctx, &bar, ids, "statuses", |id| {
+                format!("{base}/deployments/{id}/statuses")
+            })
+            .await?;
+            let mut out = Vec::new();
+            let mut n_status = 0;
+            for ((_, d), (path, statuses)) in part.iter().zip(&lists) {
+                n_status += deployment_deliveries(
+                    d,
+                    statuses,
+                    &ctx.repository,
+                    &ctx.w,
+                    &ep,
+                    &format!("GET {path}"),
+                    &mut out,
+                )?;
+            }
+            *summary.items.entry("deployments".into()).or_default() += part.len() as u64;
+            *summary
+                .items
+                .entry("deployment_statuses".into())
+                .or_default() += n_status;
+            let last = part.last().map(|(k, _)| k.clone());
+            anyhow::Ok(Chunk {
                 deliveries: out,
                 validators,
                 last,
                 n: part.len() as u64,
-            },
-            summary,
-        )
-        .await?;
+            })
+        };
+        let (landed, read) = overlap(inflight.take(), read).await;
+        ctx.land(&bar, landed, summary)?;
+        inflight = Some(ctx.send(R, read?, ctx.refused(summary)));
     }
+    ctx.land(&bar, finish(inflight).await, summary)?;
     ctx.done(R, &bar, None, "", summary).await
 }
 

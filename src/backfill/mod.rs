@@ -794,6 +794,16 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds the answers `other` counted ([`deliver_all`]'s counts) to these.
+    pub fn add_answers(&mut self, other: &Summary) {
+        self.processed += other.processed;
+        self.unchanged += other.unchanged;
+        self.new_facts += other.new_facts;
+        self.duplicate += other.duplicate;
+        self.ignored += other.ignored;
+        self.refused += other.refused;
+    }
+
     pub fn deliveries(&self) -> u64 {
         self.processed + self.duplicate + self.ignored + self.refused
     }
