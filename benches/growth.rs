@@ -206,11 +206,15 @@ async fn history(engine: &Engine, prs: usize) {
             .unwrap();
     }
     let store = engine.store.as_ref();
-    let pk = keys::scope_pk(&keys::Scope::Repo(REPO.to_string()));
-    let records = store
-        .query(&pk, KeyRange::all(), usize::MAX, Order::Ascending)
-        .await
-        .unwrap();
+    let mut records = Vec::new();
+    for pk in keys::scope_partitions(&keys::Scope::Repo(REPO.to_string())) {
+        records.extend(
+            store
+                .query(&pk, KeyRange::all(), usize::MAX, Order::Ascending)
+                .await
+                .unwrap(),
+        );
+    }
     let mut summaries: Vec<scope::Summary> = Vec::new();
     let mut pushes = Vec::new();
     for r in &records {
@@ -234,7 +238,7 @@ async fn history(engine: &Engine, prs: usize) {
                 .cloned()
                 .unwrap_or_default(),
         );
-        let key = Key::new(pk.clone(), format!("s#{}", s.key));
+        let key = keys::summary(&keys::Scope::Repo(REPO.to_string()), &s.key);
         let data = valuestream::store::Data::encode(&s).unwrap();
         writes.push(Write::Put {
             record: Record {

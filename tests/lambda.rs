@@ -386,11 +386,18 @@ async fn github_deliveries_through_the_lambda_runtime() {
 
     let items = table_items(&moto, &table).await;
     // Both spans are settled: their summaries say generation 0 was exported.
-    for key in [
-        "scope#repo#codertocat/hello-world|s#github/issue/codertocat/hello-world/1",
-        "scope#repo#codertocat/hello-world|s#github/change/codertocat/hello-world/2",
+    let scope = valuestream::engine::keys::Scope::Repo("codertocat/hello-world".into());
+    for item in [
+        "github/issue/codertocat/hello-world/1",
+        "github/change/codertocat/hello-world/2",
     ] {
-        assert_eq!(data(&items[key])["exported"], json!([0]), "{key}");
+        let k = valuestream::engine::keys::summary(&scope, item);
+        let key = format!("{}|{}", k.pk, k.sk);
+        assert!(
+            key.starts_with("scope#repo#codertocat/hello-world#"),
+            "{key}: in a shard"
+        );
+        assert_eq!(data(&items[&key])["exported"], json!([0]), "{key}");
     }
     // Every delivery is remembered by the facts it brought.
     let tags: Vec<Value> = items

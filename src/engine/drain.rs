@@ -334,12 +334,24 @@ impl Engine {
         let derived = dora::derive(&records.summaries, &records.pushes, config);
         // Summaries to rewrite, each once: a new ledger, generations exported.
         let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
-        let (changes, more_owners) =
-            ledger_changes(tx, scope, &records, &derived, budget.owners, &mut rewrite);
+        let (moved, more_twins) = move_twins(&records, budget.owners, &mut rewrite);
+        let (changes, more_owners) = ledger_changes(
+            tx,
+            scope,
+            &records,
+            &derived,
+            budget.owners.saturating_sub(moved),
+            &mut rewrite,
+        );
         // Samples are stamped with the wall clock, not the settle horizon (`drain_all` looks ahead).
         let points = self.apply_changes(tx, &changes, self.now()).await?;
-        let (due, more_items) =
-            due_items(&records.summaries, config.settle_secs, now, budget.items);
+        let (due, more_items) = due_items(
+            &records.summaries,
+            &records.in_legacy,
+            config.settle_secs,
+            now,
+            budget.items,
+        );
         let spans_out = if due.is_empty() {
             Vec::new()
         } else {
@@ -347,13 +359,19 @@ impl Engine {
                 .await?
         };
         for (key, summary) in &rewrite {
-            tx.put(keys::summary(scope, key), summary, config.ttl_open_secs);
+            let home = keys::summary(scope, key);
+            if records.in_legacy.contains(key) {
+                // Moved to its shard: written there only if no delivery wrote it meanwhile.
+                tx.absent(&home);
+                tx.delete(keys::legacy_summary(scope, key));
+            }
+            tx.put(home, summary, config.ttl_open_secs);
         }
         self.outbox().enqueue(tx, scope, &spans_out, &points);
         Ok(Round {
             spans: spans_out,
             points,
-            more: more_owners || more_items,
+            more: more_twins || more_owners || more_items,
         })
     }
 
@@ -527,6 +545,12 @@ fn ledger_changes(
         .contributions
         .keys()
         .chain(records.ledger.keys())
+        .chain(
+            summaries
+                .iter()
+                .filter(|s| s.tally.is_some())
+                .map(|s| &s.key),
+        )
         .collect();
     let empty = Vec::new();
     let mut changed_owners = 0;
@@ -536,13 +560,19 @@ fn ledger_changes(
             continue;
         };
         let new = derived.contributions.get(owner).unwrap_or(&empty);
-        let old = records.ledger.get(owner).unwrap_or(&empty);
+        let old = summary
+            .tally
+            .as_ref()
+            .or_else(|| records.ledger.get(owner))
+            .unwrap_or(&empty);
         if new == old {
             continue;
         }
-        // A ledger still in an `l#` record takes a second write: its removal.
+        // A ledger still in an `l#` record takes a second write: its removal; so does a
+        // summary still in the legacy partition (unless moved this round already).
         let on_its_own = records.legacy.contains(owner.as_str());
-        let writes = 1 + usize::from(on_its_own);
+        let moves = records.in_legacy.contains(owner.as_str()) && !rewrite.contains_key(owner);
+        let writes = 1 + usize::from(on_its_own) + usize::from(moves);
         if changed_owners + writes > owners_per_tx {
             return (changes, true);
         }
@@ -560,23 +590,57 @@ fn ledger_changes(
     (changes, false)
 }
 
+/// Summaries a delivery rewrote in their shard while the drain's record of them is still in
+/// the legacy partition: moved (merged, see [`merge_legacy`]) at most `writes` writes' worth
+/// (two each: the put and the legacy removal); `true` when more are left for another round.
+fn move_twins(
+    records: &ScopeRecords,
+    writes: usize,
+    rewrite: &mut BTreeMap<String, Summary>,
+) -> (usize, bool) {
+    let mut used = 0;
+    for key in &records.twins {
+        if used + 2 > writes {
+            return (used, true);
+        }
+        let Ok(i) = records
+            .summaries
+            .binary_search_by(|s| s.key.as_str().cmp(key))
+        else {
+            continue;
+        };
+        rewrite.insert(key.clone(), records.summaries[i].clone());
+        used += 2;
+    }
+    (used, false)
+}
+
 /// Items whose settle period has passed at `now` with a closed generation not exported yet, at
-/// most `items_per_tx`; `true` when more are left for another round.
-fn due_items(
-    summaries: &[Summary],
+/// most `writes_per_tx` writes' worth (one each, two for a summary still in the legacy
+/// partition, `in_legacy`); `true` when more are left for another round.
+fn due_items<'s>(
+    summaries: &'s [Summary],
+    in_legacy: &BTreeSet<String>,
     settle_secs: i64,
     now: Time,
-    items_per_tx: usize,
-) -> (Vec<&Summary>, bool) {
+    writes_per_tx: usize,
+) -> (Vec<&'s Summary>, bool) {
     let settle = chrono::TimeDelta::seconds(settle_secs);
-    let mut due: Vec<&Summary> = summaries
+    let mut due = Vec::new();
+    let mut used = 0;
+    for s in summaries
         .iter()
         .filter(|s| s.touched + settle <= now)
         .filter(|s| !unexported(s).is_empty())
-        .collect();
-    let more = due.len() > items_per_tx;
-    due.truncate(items_per_tx);
-    (due, more)
+    {
+        let writes = 1 + usize::from(in_legacy.contains(&s.key));
+        if used + writes > writes_per_tx {
+            return (due, true);
+        }
+        used += writes;
+        due.push(s);
+    }
+    (due, false)
 }
 
 /// The closed generations of `s` not exported yet.
@@ -751,55 +815,73 @@ fn stage_spans(
     }
 }
 
-/// Everything a scope's partition holds, decoded; a record that cannot be read is an error.
+/// Everything a scope's partitions hold, decoded; a record that cannot be read is an error.
 struct ScopeRecords {
-    /// Sorted by item key.
+    /// Sorted by item key; a summary found both in its shard and in the legacy partition is
+    /// read as one ([`merge_legacy`]).
     summaries: Vec<Summary>,
     pushes: Vec<PushFact>,
-    /// Owner item key → the contributions applied for it, summed per series (from its
-    /// summary, or from an `l#` record written before the ledger moved into the summary).
+    /// Owner item key → the contributions applied for it, summed per series, for owners whose
+    /// summary holds no tally: from a ledger of contributions in the summary, or from an `l#`
+    /// record, as older versions wrote them. (A summary's tally is read in place.)
     ledger: BTreeMap<String, Vec<Tally>>,
     /// Owners whose ledger is still an `l#` record: removed when their ledger is next written.
     legacy: BTreeSet<String>,
+    /// Items whose summary is (also) in the repository's legacy partition, as versions before
+    /// [`keys::SCOPE_SHARDS`] wrote it: a settlement that writes one moves it to its shard.
+    in_legacy: BTreeSet<String>,
+    /// Of those, the items a delivery has written into their shard meanwhile (without what the
+    /// drain recorded in the legacy one): moved by the next settlement whatever else it does,
+    /// so that what was exported and applied is never lost when the legacy record expires.
+    twins: BTreeSet<String>,
     /// The memory these records (decoded, and what is derived from them) take from the drain's
     /// budget, held as long as they are.
     _memory: Reservation,
 }
 
-/// Reads a scope's partition whole, and reserves the memory its settlement will hold before
-/// decoding it ([`MemoryBudget`]).
+/// Reads a scope's partitions whole (a repository's shards and its legacy partition, side by
+/// side), and reserves the memory its settlement will hold before decoding them
+/// ([`MemoryBudget`]).
 async fn read_scope(
     tx: &mut Tx<'_>,
     scope: &Scope,
     memory: &MemoryBudget,
 ) -> Result<ScopeRecords, EngineError> {
-    let records = tx
-        .query(
-            &keys::scope_pk(scope),
-            KeyRange::all(),
-            usize::MAX,
-            Order::Ascending,
-        )
-        .await?;
-    let stored: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+    let partitions = keys::scope_partitions(scope);
+    let read = tx.query_partitions(&partitions).await?;
+    let stored: u64 = read.iter().flatten().map(|r| r.data.len() as u64).sum();
     let reservation = memory.reserve(stored).await?;
-    let mut out = ScopeRecords {
-        summaries: Vec::new(),
-        pushes: Vec::new(),
-        ledger: BTreeMap::new(),
-        legacy: BTreeSet::new(),
-        _memory: reservation,
-    };
+    let legacy_pk = scope.is_repo().then(|| keys::scope_pk(scope));
+    let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut legacy_summaries: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut pushes: BTreeMap<String, PushFact> = BTreeMap::new();
     let mut legacy = BTreeMap::new();
-    for r in &records {
+    // Each record is dropped once decoded: the stored bytes and the decoded records are not
+    // held whole at the same time.
+    for r in read.into_iter().flatten() {
         let corrupt = |e: serde_json::Error| {
             EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
         };
+        let in_legacy = legacy_pk.as_deref() == Some(r.key.pk.as_str());
         match keys::ScopeEntry::parse(&r.key.sk) {
-            Some(keys::ScopeEntry::Summary(_)) => {
-                out.summaries.push(r.data.decode().map_err(corrupt)?)
+            Some(keys::ScopeEntry::Summary(key)) => {
+                let s: Summary = r.data.decode().map_err(corrupt)?;
+                let into = if in_legacy {
+                    &mut legacy_summaries
+                } else {
+                    &mut summaries
+                };
+                into.insert(key.to_string(), s);
             }
-            Some(keys::ScopeEntry::Push(_)) => out.pushes.push(r.data.decode().map_err(corrupt)?),
+            Some(keys::ScopeEntry::Push(after)) => {
+                let p: PushFact = r.data.decode().map_err(corrupt)?;
+                match pushes.entry(after.to_string()) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(p);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&p),
+                }
+            }
             Some(keys::ScopeEntry::Ledger(owner)) => {
                 let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
                 legacy.insert(owner.to_string(), scope::tally(&old));
@@ -807,8 +889,31 @@ async fn read_scope(
             None => {}
         }
     }
-    out.summaries.sort_by(|a, b| a.key.cmp(&b.key));
-    for s in &out.summaries {
+    let mut in_legacy = BTreeSet::new();
+    let mut twins = BTreeSet::new();
+    for (key, old) in legacy_summaries {
+        in_legacy.insert(key.clone());
+        match summaries.get_mut(&key) {
+            Some(home) => {
+                merge_legacy(home, old);
+                twins.insert(key);
+            }
+            None => {
+                summaries.insert(key, old);
+            }
+        }
+    }
+    let mut out = ScopeRecords {
+        summaries: summaries.into_values().collect(),
+        pushes: pushes.into_values().collect(),
+        ledger: BTreeMap::new(),
+        legacy: BTreeSet::new(),
+        in_legacy,
+        twins,
+        _memory: reservation,
+    };
+    // A summary's tally is read where it is; only ledgers of older layouts are converted.
+    for s in out.summaries.iter().filter(|s| s.tally.is_none()) {
         if let Some(applied) = s.applied() {
             out.ledger.insert(s.key.clone(), applied);
         }
@@ -818,6 +923,32 @@ async fn read_scope(
         out.ledger.entry(owner).or_insert(ledger);
     }
     Ok(out)
+}
+
+/// The pushes a settlement of `scope` reads (tests of the layout).
+#[cfg(test)]
+pub(crate) async fn read_scope_for_test(
+    tx: &mut Tx<'_>,
+    scope: &Scope,
+    memory: &MemoryBudget,
+) -> Vec<PushFact> {
+    read_scope(tx, scope, memory).await.unwrap().pushes
+}
+
+/// An item's summary as its shard holds it (`home`, written by a delivery) with what the drain
+/// recorded in the legacy partition before: the generations exported and deploy stages sent
+/// by either, and the legacy ledger while the shard's has none.
+fn merge_legacy(home: &mut Summary, old: Summary) {
+    home.exported.extend(old.exported);
+    home.exported.sort();
+    home.exported.dedup();
+    home.deploy_staged.extend(old.deploy_staged);
+    home.deploy_staged.sort();
+    home.deploy_staged.dedup();
+    if home.tally.is_none() && home.ledger.is_none() {
+        home.tally = old.tally;
+        home.ledger = old.ledger;
+    }
 }
 
 async fn load_items(

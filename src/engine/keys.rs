@@ -4,8 +4,9 @@
 //! | key | holds |
 //! |---|---|
 //! | `item#<item key>` | an item's facts: every work event about it, deduplicated, in event-time order, each with the tags of the deliveries that brought it (redelivery detection) |
-//! | `scope#<scope>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it |
-//! | `scope#<scope>` / `p#<after>` | a push: commits that reached a branch |
+//! | `scope#<scope>#<n>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it; a repository's are spread over [`SCOPE_SHARDS`] partitions by a hash of the item key (an item's scope has one partition, `scope#<scope>`) |
+//! | `scope#<scope>#<n>` / `p#<after>` | a push: commits that reached a branch (shard: a hash of `after`) |
+//! | `scope#<scope>` / `s#…`, `p#…` | a repository's summaries and pushes as versions before the shards wrote them: read and merged with the shards' ([`scope_partitions`]); a summary moves to its shard when a settlement next writes it |
 //! | `scope#<scope>` / `l#<owner key>` | a ledger on its own, as versions before it moved into the summary wrote it: read, removed when it next changes |
 //! | `pending#<shard>` / `<due time>#<scope>` | a scope with facts to settle once the time has come, in one of [`PENDING_SHARDS`] partitions ([`pending_shard`]: a hash of the sort key); its version is the writing delivery's tag, so a drainer removes only the marker it read. Markers that versions before the shards wrote under plain `pending` are still read and removed ([`PENDING_LEGACY`]) |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
@@ -71,16 +72,61 @@ impl std::fmt::Display for Scope {
 pub fn item(key: &str) -> Key {
     Key::one(format!("item#{key}"))
 }
+/// A scope's own partition: the only one of an item's scope, and for a repository the one that
+/// versions before [`SCOPE_SHARDS`] wrote every summary and push into (still read, see
+/// [`scope_partitions`]).
 pub fn scope_pk(scope: &Scope) -> String {
     format!("scope#{scope}")
 }
+/// Partitions a repository's summaries and pushes are spread over, by a hash of the item key
+/// (of the pushed commit for a push). Every delivery writes its item's summary and every
+/// settlement rewrites some: under one partition key a repository held about 1,000 / 3.0 ≈ 330
+/// deliveries/s before DynamoDB's per-partition limit of 1,000 WCU/s throttled it (docs/cost.md,
+/// "Per partition key"); spread over four it holds about 1,300/s, above the API's default
+/// throttle (500/s, bursts of 1,000). A settlement reads every shard (and the legacy partition).
+pub const SCOPE_SHARDS: u32 = 4;
+/// The partition key of shard `n` of a repository's scope.
+pub fn scope_shard_pk(scope: &Scope, n: u32) -> String {
+    format!("scope#{scope}#{n}")
+}
+/// Every partition a scope's summaries and pushes may be in: for a repository its shards, then
+/// its legacy partition ([`scope_pk`]); for an item's scope, its one partition.
+pub fn scope_partitions(scope: &Scope) -> Vec<String> {
+    match scope {
+        Scope::Repo(_) => (0..SCOPE_SHARDS)
+            .map(|n| scope_shard_pk(scope, n))
+            .chain([scope_pk(scope)])
+            .collect(),
+        Scope::Item(_) => vec![scope_pk(scope)],
+    }
+}
+/// Where a record named by `hash_of` lives in `scope`: its repository shard, or the item
+/// scope's one partition.
+fn scope_home(scope: &Scope, hash_of: &str) -> String {
+    match scope {
+        Scope::Repo(_) => scope_shard_pk(scope, shard_of(hash_of, SCOPE_SHARDS)),
+        Scope::Item(_) => scope_pk(scope),
+    }
+}
+/// An item's summary, in its shard of the scope.
 pub fn summary(scope: &Scope, item_key: &str) -> Key {
+    Key::new(
+        scope_home(scope, item_key),
+        ScopeEntry::Summary(item_key).sk(),
+    )
+}
+/// Where versions before the shards kept an item's summary (the scope's own partition): read,
+/// and removed when the summary is next written by a settlement.
+pub fn legacy_summary(scope: &Scope, item_key: &str) -> Key {
     Key::new(scope_pk(scope), ScopeEntry::Summary(item_key).sk())
 }
+/// A push, in its shard of the scope (by the commit it moved the branch to).
 pub fn push(scope: &Scope, after: &str) -> Key {
     let after = after.to_ascii_lowercase();
-    Key::new(scope_pk(scope), ScopeEntry::Push(&after).sk())
+    Key::new(scope_home(scope, &after), ScopeEntry::Push(&after).sk())
 }
+/// A ledger on its own, as versions before ledgers moved into summaries wrote it (in the
+/// scope's own partition).
 pub fn ledger(scope: &Scope, owner: &str) -> Key {
     Key::new(scope_pk(scope), ScopeEntry::Ledger(owner).sk())
 }
@@ -214,29 +260,52 @@ mod tests {
 
     #[test]
     fn a_scope_entry_reads_back_from_the_sort_key_it_builds() {
+        let item_x = Scope::Item("x".into());
         let cases = [
             (
+                repo_ab(),
                 summary(&repo_ab(), "github:a/b#1"),
                 ScopeEntry::Summary("github:a/b#1"),
             ),
-            (push(&repo_ab(), "FF00"), ScopeEntry::Push("ff00")),
             (
-                ledger(&Scope::Item("x".into()), "jira:X-1"),
+                repo_ab(),
+                push(&repo_ab(), "FF00"),
+                ScopeEntry::Push("ff00"),
+            ),
+            (
+                item_x.clone(),
+                ledger(&item_x, "jira:X-1"),
                 ScopeEntry::Ledger("jira:X-1"),
             ),
         ];
-        for (key, entry) in cases {
-            assert_eq!(key.pk, scope_pk(&Scope::parse(&key.pk[6..]).unwrap()));
+        for (scope, key, entry) in cases {
+            assert!(scope_partitions(&scope).contains(&key.pk), "{key:?}");
             assert_eq!(ScopeEntry::parse(&key.sk), Some(entry), "{}", key.sk);
             assert_eq!(entry.sk(), key.sk);
         }
         assert_eq!(summary(&repo_ab(), "k").sk, "s#k", "the stored layout");
         assert_eq!(
             summary(&repo_ab(), "k").pk,
-            "scope#repo#a/b",
+            format!("scope#repo#a/b#{}", shard_of("k", SCOPE_SHARDS)),
             "the stored layout"
         );
+        assert_eq!(legacy_summary(&repo_ab(), "k").pk, "scope#repo#a/b");
+        assert_eq!(
+            summary(&Scope::Item("jira:X-1".into()), "jira:X-1").pk,
+            "scope#item#jira:X-1",
+            "an item's scope is not spread"
+        );
         assert_eq!(ScopeEntry::parse("x#1"), None);
+        assert_eq!(
+            scope_partitions(&repo_ab()),
+            [
+                "scope#repo#a/b#0",
+                "scope#repo#a/b#1",
+                "scope#repo#a/b#2",
+                "scope#repo#a/b#3",
+                "scope#repo#a/b"
+            ]
+        );
         assert_eq!(ScopeEntry::parse("s"), None);
         assert_eq!(ScopeEntry::parse("s#"), Some(ScopeEntry::Summary("")));
     }

@@ -761,8 +761,8 @@ mod tests {
         assert_eq!(issue_durations(&store).await, 1);
 
         // Time passes: every record of the repository that nothing rewrote since expires.
-        let scope = keys::scope_pk(&keys::Scope::Repo("a/b".into()));
-        for old in before.iter().filter(|r| r.key.pk == scope) {
+        let scope = keys::scope_partitions(&keys::Scope::Repo("a/b".into()));
+        for old in before.iter().filter(|r| scope.contains(&r.key.pk)) {
             let now = store.dump();
             let same = now.iter().find(|r| r.key == old.key);
             if same.is_some_and(|r| r.version == old.version) {
@@ -842,6 +842,103 @@ mod tests {
         let moved = summary.tally.expect("moved into the summary");
         assert_eq!(moved.len(), 1);
         assert_ne!(moved, tally, "the new duration");
+    }
+
+    #[tokio::test]
+    async fn a_summary_in_the_partition_before_the_shards_is_merged_moved_and_counted_once() {
+        // A store written before the scope shards keeps a repository's summaries under
+        // `scope#repo#<name>`. Deliveries now write the item's shard, without what the drain
+        // recorded (exported generations, the applied tally); settlements read both.
+        let (engine, store) = settled_issue().await;
+        let day = chrono::TimeDelta::days(1);
+        let scope = keys::Scope::Repo("a/b".into());
+        let home = keys::summary(&scope, "gh/issue/a/b/1");
+        let legacy = keys::legacy_summary(&scope, "gh/issue/a/b/1");
+        assert_ne!(home, legacy);
+        let settled: Summary = record(&store, home.clone()).await;
+        assert_eq!(settled.exported, [0]);
+        let data = crate::store::Data::encode(&settled).unwrap();
+        let old = crate::store::Write::Delete {
+            key: home.clone(),
+            cond: crate::store::Cond::Any,
+        };
+        store
+            .commit(vec![old, put_raw(legacy.clone(), data)])
+            .await
+            .unwrap();
+        let present = |key: Key| {
+            let store = store.clone();
+            async move { store.get_many(&[key]).await.unwrap()[0].is_some() }
+        };
+
+        // Read where it is: nothing exported or counted again.
+        let again = engine.settle(engine.now() + day).await.unwrap();
+        assert!(again.spans.is_empty(), "{:?}", again.spans);
+        assert_eq!(issue_durations(&store).await, 1);
+
+        // A fact that changes nothing counted: the delivery writes the item's shard afresh;
+        // the settlement merges the two, exports nothing again, and moves the summary.
+        let late = [issue(1, Action::Update, "2024-01-01T10:30:00Z")];
+        engine.apply("github", "b", &late).await.unwrap();
+        let fresh: Summary = record(&store, home.clone()).await;
+        assert!(
+            fresh.exported.is_empty() && fresh.tally.is_none(),
+            "{fresh:?}"
+        );
+        let moved = engine.settle(engine.now() + day).await.unwrap();
+        assert!(moved.spans.is_empty(), "{:?}", moved.spans);
+        assert_eq!(issue_durations(&store).await, 1);
+        assert!(
+            !present(legacy.clone()).await,
+            "moved out of the legacy partition"
+        );
+        let merged: Summary = record(&store, home.clone()).await;
+        assert_eq!(merged.exported, [0]);
+        assert_eq!(merged.tally, settled.tally);
+
+        // A change of the duration takes the old value back exactly once.
+        let reclosed = [issue(1, Action::Close, "2024-01-01T10:45:00Z")];
+        engine.apply("github", "c", &reclosed).await.unwrap();
+        engine.settle(engine.now() + day).await.unwrap();
+        assert_eq!(issue_durations(&store).await, 1, "retracted, then added");
+        let series = metrics::stored(store.as_ref(), Some(metrics::ISSUE_DURATION));
+        let sum: i64 = series.await.unwrap().iter().map(|s| s.sum_ms).sum();
+        assert_eq!(sum, 2_700_000);
+    }
+
+    #[tokio::test]
+    async fn a_push_in_the_partition_before_the_shards_is_merged_with_its_redelivery() {
+        // The same push in the legacy partition and in its shard is one push: its commits
+        // united, counted once.
+        let (engine, store) = engine();
+        let scope = keys::Scope::Repo("a/b".into());
+        engine
+            .apply("github", "p1", &[push(&["aa01"])])
+            .await
+            .unwrap();
+        let home = keys::push(&scope, "ff00");
+        let first: crate::engine::scope::PushFact = record(&store, home.clone()).await;
+        let legacy = Key::new(keys::scope_pk(&scope), home.sk.clone());
+        let data = crate::store::Data::encode(&first).unwrap();
+        let old = crate::store::Write::Delete {
+            key: home.clone(),
+            cond: crate::store::Cond::Any,
+        };
+        store
+            .commit(vec![old, put_raw(legacy, data)])
+            .await
+            .unwrap();
+        engine
+            .apply("github", "p2", &[push(&["aa02"])])
+            .await
+            .unwrap();
+        let mut tx = crate::engine::tx::Tx::new(store.as_ref());
+        let budget = memory::MemoryBudget::new(1 << 30);
+        let read = drain::read_scope_for_test(&mut tx, &scope, &budget).await;
+        assert_eq!(read.len(), 1, "one push: {read:?}");
+        let shas: Vec<&str> = read[0].commits.iter().map(|c| c.sha.as_str()).collect();
+        assert_eq!(shas, ["aa01", "aa02"]);
+        assert_eq!(read[0].deliveries.len(), 2);
     }
 
     #[tokio::test]

@@ -39,6 +39,10 @@ impl Budget {
 pub struct Tx<'s> {
     store: &'s dyn Store,
     read: HashMap<Key, Option<Record>>,
+    /// The versions of records read by [`Tx::query_partitions`]: their writes are conditioned
+    /// on them, but the records themselves are the caller's (a repository's partitions are not
+    /// held twice).
+    versions: HashMap<Key, u64>,
     writes: BTreeMap<Key, Write>,
     pub requests: u32,
 }
@@ -48,6 +52,7 @@ impl<'s> Tx<'s> {
         Tx {
             store,
             read: HashMap::new(),
+            versions: HashMap::new(),
             writes: BTreeMap::new(),
             requests: 0,
         }
@@ -92,10 +97,11 @@ impl<'s> Tx<'s> {
             };
             return (cond, v);
         }
-        match self.read.get(key) {
-            Some(Some(r)) => (Cond::Version(r.version), r.version),
-            Some(None) => (Cond::Absent, 0),
-            None => (Cond::Any, 0),
+        match (self.read.get(key), self.versions.get(key)) {
+            (Some(Some(r)), _) => (Cond::Version(r.version), r.version),
+            (Some(None), _) => (Cond::Absent, 0),
+            (None, Some(v)) => (Cond::Version(*v), *v),
+            (None, None) => (Cond::Any, 0),
         }
     }
 
@@ -109,7 +115,10 @@ impl<'s> Tx<'s> {
     /// `version` rather than a successor of what is stored: the version then tells writers of
     /// the same key apart (wake-up markers, see `Engine::attempt`).
     pub fn put_unread<T: Serialize>(&mut self, key: Key, value: &T, ttl_secs: i64, version: u64) {
-        debug_assert!(!self.read.contains_key(&key), "{key:?} was read");
+        debug_assert!(
+            !self.read.contains_key(&key) && !self.versions.contains_key(&key),
+            "{key:?} was read"
+        );
         self.put_over(key, value, ttl_secs, version);
     }
 
@@ -161,6 +170,22 @@ impl<'s> Tx<'s> {
         Ok(records)
     }
 
+    /// The live records of several whole partitions, read side by side (a request each). Writes
+    /// to them are conditioned on the versions read, as after [`Tx::query`]; the records are
+    /// handed over, not kept ([`Tx::get`] does not see them).
+    pub async fn query_partitions(&mut self, pks: &[String]) -> StoreResult<Vec<Vec<Record>>> {
+        self.requests += pks.len() as u32;
+        let store = self.store;
+        let reads = pks
+            .iter()
+            .map(|pk| store.query(pk, KeyRange::all(), usize::MAX, Order::Ascending));
+        let got = futures_util::future::try_join_all(reads).await?;
+        for r in got.iter().flatten() {
+            self.versions.entry(r.key.clone()).or_insert(r.version);
+        }
+        Ok(got)
+    }
+
     /// Remembers a record read outside this transaction, so writes to it are conditioned on it.
     pub fn seen(&mut self, record: &Record) {
         self.read
@@ -171,6 +196,9 @@ impl<'s> Tx<'s> {
     /// Records that `key` was seen absent (by a query of its range), so that a put of it is
     /// conditioned on its absence.
     pub fn absent(&mut self, key: &Key) {
+        if self.versions.contains_key(key) {
+            return;
+        }
         self.read.entry(key.clone()).or_insert(None);
     }
 
