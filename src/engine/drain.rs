@@ -13,7 +13,7 @@ use super::spans::{self, Resolver};
 use super::stages::StageName;
 use super::tx::{Budget, Tx};
 use super::{backoff, decode, Engine, EngineError, MAX_ATTEMPTS};
-use crate::model::{FinishedSpan, Kind, ParentRef, Time};
+use crate::model::{FinishedSpan, Kind, Time};
 use crate::store::{Cond, KeyRange, Order, Record, StoreError, Write};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -90,9 +90,6 @@ struct Round {
     /// Work is left for another round.
     more: bool,
 }
-
-/// How far a parent chain is followed into other scopes.
-const EXTERNAL_DEPTH: usize = 4;
 
 impl Engine {
     /// Settles every scope whose facts are due at `now`, or as many as the engine's settle
@@ -387,18 +384,11 @@ impl Engine {
     ) -> Result<Vec<FinishedSpan>, EngineError> {
         let idx = Index::new(&records.summaries);
         let items = load_items(tx, due.iter().map(|s| s.key.clone())).await?;
-        let external = self.external(tx, &idx, due).await?;
-        let resolver = Resolver {
-            idx: &idx,
-            external: &external,
-            derived,
-            link_limit: self.settings.span_link_limit,
-        };
         // Generations exported in this round: a change's deploy stage goes out with whichever
         // of the change and its deployment is exported last.
         let exporting: BTreeSet<GenRef> = due.iter().flat_map(|s| unexported(s)).collect();
-        // Deploy stages already out, and those that go out in this round.
-        let mut deploy_staged: BTreeSet<GenRef> = records
+        // Deploy stages already out.
+        let staged_before: BTreeSet<GenRef> = records
             .summaries
             .iter()
             .flat_map(|s| {
@@ -408,32 +398,13 @@ impl Engine {
                 })
             })
             .collect();
-        let mut spans_out = Vec::new();
-        for s in due {
-            let Some(record) = items.get(&s.key) else {
-                continue;
-            };
-            let mut exported = s.exported.clone();
-            let mut staged_here: Vec<(String, u32)> = Vec::new();
-            for g in facts::generations(&record.facts) {
-                if g.end.is_none() || exported.contains(&g.index) {
-                    continue;
-                }
-                spans_out.extend(spans::build(&resolver, s, &g));
-                for (span, staged) in stage_spans(&resolver, s, g.index, &exporting) {
-                    if let Some(c) = staged {
-                        // A deploy stage goes out once: marked on the summary of the item it
-                        // went out with (a write this round makes anyway).
-                        if !deploy_staged.insert(c.clone()) {
-                            continue;
-                        }
-                        staged_here.push((c.key, c.gen));
-                    }
-                    spans_out.push(span);
-                }
-                exported.push(g.index);
-            }
-            exported.sort();
+        let (mut spans_out, marks) = self
+            .resolved(tx, &idx, derived, |resolver| {
+                due_item_spans(resolver, due, &items, &exporting, staged_before.clone())
+            })
+            .await?;
+        for (s, (exported, staged_here)) in due.iter().zip(marks) {
+            let Some(exported) = exported else { continue };
             let updated = rewrite.entry(s.key.clone()).or_insert_with(|| (*s).clone());
             updated.exported = exported;
             updated.deploy_staged.extend(staged_here);
@@ -441,6 +412,43 @@ impl Engine {
         }
         spans_out.sort_by(|a, b| (a.start, &a.span_id).cmp(&(b.start, &b.span_id)));
         Ok(spans_out)
+    }
+
+    /// What `resolve` makes of the scope, with the items outside it that its parent chains
+    /// name: it runs, the items it asked for and missed are read (one request), and it runs
+    /// again, until it misses nothing new (at most one pass per hop a chain is followed,
+    /// [`spans::MAX_DEPTH`]). Only the items a chain reaches are read: not every item that any
+    /// summary of the scope names.
+    async fn resolved<T>(
+        &self,
+        tx: &mut Tx<'_>,
+        idx: &Index<'_>,
+        derived: &dora::Derived,
+        resolve: impl Fn(&Resolver<'_>) -> T,
+    ) -> Result<T, EngineError> {
+        let mut external: HashMap<String, Summary> = HashMap::new();
+        let mut asked: BTreeSet<String> = BTreeSet::new();
+        let mut pass = 0;
+        loop {
+            let resolver = Resolver::new(idx, &external, derived, self.settings.span_link_limit);
+            let out = resolve(&resolver);
+            let missing: Vec<String> = resolver
+                .missing
+                .take()
+                .into_iter()
+                .filter(|k| !asked.contains(k))
+                .collect();
+            pass += 1;
+            if missing.is_empty() || pass > spans::MAX_DEPTH {
+                return Ok(out);
+            }
+            asked.extend(missing.iter().cloned());
+            for (k, rec) in load_items(tx, missing).await? {
+                if let Some(s) = Summary::of(&k, &rec, chrono::DateTime::UNIX_EPOCH, None) {
+                    external.insert(k, s);
+                }
+            }
+        }
     }
 
     /// Applies the differences of tallies to their series.
@@ -481,48 +489,57 @@ impl Engine {
         }
         Ok(touched.into_values().collect())
     }
-
-    /// Summaries of items outside the scope that the due items' parent chains and retries name.
-    async fn external(
-        &self,
-        tx: &mut Tx<'_>,
-        idx: &Index<'_>,
-        due: &[&Summary],
-    ) -> Result<HashMap<String, Summary>, EngineError> {
-        let mut external: HashMap<String, Summary> = HashMap::new();
-        let named = |s: &Summary| -> Vec<String> {
-            s.parents
-                .iter()
-                .filter_map(|p| match p {
-                    ParentRef::Item(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .chain(s.follows.iter().cloned())
-                .collect()
-        };
-        let mut wanted: Vec<String> = due.iter().flat_map(|s| named(s)).collect();
-        // Parents inside the scope may name items outside it too.
-        for s in idx.items.values() {
-            wanted.extend(named(s));
-        }
-        for _ in 0..EXTERNAL_DEPTH {
-            wanted.retain(|k| !idx.items.contains_key(k.as_str()) && !external.contains_key(k));
-            wanted.sort();
-            wanted.dedup();
-            if wanted.is_empty() {
-                break;
-            }
-            let items = load_items(tx, wanted.drain(..)).await?;
-            for (k, rec) in items {
-                if let Some(s) = Summary::of(&k, &rec, chrono::DateTime::UNIX_EPOCH, None) {
-                    wanted.extend(named(&s));
-                    external.insert(k, s);
-                }
-            }
-        }
-        Ok(external)
-    }
 }
+
+/// What one round exports for each due item (in `due` order): the spans of its closed
+/// generations not exported yet and their stage spans, and the marks its summary gets (the
+/// generations now exported, the deploy stages that went out with it; `None`: its facts are
+/// gone). A deploy stage goes out once: `staged` holds those already out and is added to.
+fn due_item_spans(
+    resolver: &Resolver<'_>,
+    due: &[&Summary],
+    items: &HashMap<String, ItemRecord>,
+    exporting: &BTreeSet<GenRef>,
+    mut staged: BTreeSet<GenRef>,
+) -> DueSpans {
+    let mut spans_out = Vec::new();
+    let mut marks = Vec::new();
+    for s in due {
+        let Some(record) = items.get(&s.key) else {
+            marks.push((None, Vec::new()));
+            continue;
+        };
+        let mut exported = s.exported.clone();
+        let mut staged_here: Vec<(String, u32)> = Vec::new();
+        for g in facts::generations(&record.facts) {
+            if g.end.is_none() || exported.contains(&g.index) {
+                continue;
+            }
+            spans_out.extend(spans::build(resolver, s, &g));
+            for (span, stage) in stage_spans(resolver, s, g.index, exporting) {
+                if let Some(c) = stage {
+                    // Marked on the summary of the item it went out with (a write this round
+                    // makes anyway).
+                    if !staged.insert(c.clone()) {
+                        continue;
+                    }
+                    staged_here.push((c.key, c.gen));
+                }
+                spans_out.push(span);
+            }
+            exported.push(g.index);
+        }
+        exported.sort();
+        marks.push((Some(exported), staged_here));
+    }
+    (spans_out, marks)
+}
+
+/// Spans, and per due item the generations exported and deploy stages marked.
+type DueSpans = (
+    Vec<FinishedSpan>,
+    Vec<(Option<Vec<u32>>, Vec<(String, u32)>)>,
+);
 
 /// Metrics: the difference between what the facts now say each owner contributes and what its
 /// ledger says was applied, for at most `owners_per_tx` writes; the owners' summaries get their
@@ -728,17 +745,12 @@ impl Engine {
         let Some(me) = idx.items.get(key).copied() else {
             return Ok(None);
         };
-        let external = self.external(&mut tx, &idx, &[me]).await?;
-        let resolver = Resolver {
-            idx: &idx,
-            external: &external,
-            derived: &derived,
-            link_limit: self.settings.span_link_limit,
-        };
         let Some(g) = facts::generations(&record.facts).pop() else {
             return Ok(None);
         };
-        let parent = resolver.parent(me, 0);
+        let parent = self
+            .resolved(&mut tx, &idx, &derived, |resolver| resolver.parent(me, 0))
+            .await?;
         Ok(Some(Preview {
             key: key.to_string(),
             name: g.name.clone(),

@@ -488,7 +488,7 @@ impl Delivery<'_> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::model::{Commit, Kind, Push, Repo, WorkEvent};
+    use crate::model::{Commit, Kind, ParentRef, Push, Repo, WorkEvent};
     use crate::store::memory::MemoryStore;
     use crate::store::{Key, KeyRange, Order};
 
@@ -1009,6 +1009,119 @@ mod tests {
             }
             self.inner.commit(writes).await
         }
+    }
+
+    /// A store that remembers every key read by `get_many`.
+    struct KeysRead {
+        inner: Arc<MemoryStore>,
+        read: std::sync::Mutex<Vec<Key>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for KeysRead {
+        async fn get_many(
+            &self,
+            keys: &[Key],
+        ) -> crate::store::StoreResult<Vec<Option<crate::store::Record>>> {
+            self.read.lock().unwrap().extend(keys.iter().cloned());
+            self.inner.get_many(keys).await
+        }
+        async fn query(
+            &self,
+            pk: &str,
+            range: KeyRange,
+            limit: usize,
+            order: Order,
+        ) -> crate::store::StoreResult<Vec<crate::store::Record>> {
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> crate::store::Limits {
+            self.inner.limits()
+        }
+        async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
+            self.inner.commit(writes).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settlement_reads_the_outside_items_its_due_items_reach_and_no_others() {
+        // Every issue of a/b names a tracker item of its own (`jira:X-<n>`, a scope of its
+        // own), and each of those names an epic. Settling one new issue reads its tracker item
+        // and that item's epic (its trace is the epic's), not the 20 other issues' tracker items.
+        let store = Arc::new(KeysRead {
+            inner: Arc::new(MemoryStore::new()),
+            read: Default::default(),
+        });
+        let config = Arc::new(Config::from_pairs(&[]).unwrap());
+        let engine = Engine::new(store.clone(), config);
+        let day = chrono::TimeDelta::days(1);
+        let tracker = |n: u32, epic: Option<&str>| {
+            let mut ev = WorkEvent::new(
+                Kind::Issue,
+                format!("jira:X-{n}"),
+                format!("X-{n}"),
+                Action::Open,
+            );
+            ev.at = Some(t("2024-01-01T09:00:00Z"));
+            ev.start = ev.at;
+            if let Some(e) = epic {
+                ev.parents.push(ParentRef::Item(e.to_string()));
+            }
+            Input::Work(ev)
+        };
+        let named = |n: u32, action: Action, at: &str| {
+            let Input::Work(mut ev) = issue(n, action, at) else {
+                unreachable!()
+            };
+            ev.parents.push(ParentRef::Item(format!("jira:X-{n}")));
+            Input::Work(ev)
+        };
+        engine
+            .apply("jira", "epic", &[tracker(0, None)])
+            .await
+            .unwrap();
+        for n in 1..=21 {
+            engine
+                .apply("jira", &format!("t{n}"), &[tracker(n, Some("jira:X-0"))])
+                .await
+                .unwrap();
+        }
+        for n in 1..=20 {
+            let open = named(n, Action::Open, "2024-01-01T10:00:00Z");
+            let close = named(n, Action::Close, "2024-01-01T11:00:00Z");
+            engine
+                .apply("github", &format!("i{n}"), &[open, close])
+                .await
+                .unwrap();
+        }
+        engine.settle(engine.now() + day).await.unwrap();
+        let open = named(21, Action::Open, "2024-01-02T10:00:00Z");
+        let close = named(21, Action::Close, "2024-01-02T11:00:00Z");
+        engine.apply("github", "i21", &[open, close]).await.unwrap();
+        store.read.lock().unwrap().clear();
+        let settled = engine.settle(engine.now() + day).await.unwrap();
+        let span = settled
+            .spans
+            .iter()
+            .find(|s| s.name == "ISSUE #21")
+            .expect("issue 21 settled");
+        assert_eq!(
+            span.trace_id,
+            crate::model::ids::trace_id("jira:X-0"),
+            "the epic's trace"
+        );
+        let items_read: BTreeSet<String> = store
+            .read
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| k.pk.starts_with("item#jira:"))
+            .map(|k| k.pk.clone())
+            .collect();
+        assert_eq!(
+            items_read,
+            BTreeSet::from(["item#jira:X-0".to_string(), "item#jira:X-21".to_string()])
+        );
     }
 
     #[tokio::test]

@@ -9,10 +9,11 @@ use super::stages::StageName;
 use crate::model::attr;
 use crate::model::ids;
 use crate::model::{AttrValue, Attrs, FinishedSpan, Kind, ParentRef, SpanLink};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 /// How deep a parent chain is followed (task → run → change → issue is three).
-const MAX_DEPTH: usize = 8;
+pub const MAX_DEPTH: usize = 8;
 
 /// A span's identity, as children and links need it.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,15 +31,39 @@ pub struct Resolver<'a> {
     pub derived: &'a Derived,
     /// Most links one span carries (`OTEL_SPAN_LINK_COUNT_LIMIT`).
     pub link_limit: usize,
+    /// Items asked for that neither the scope nor `external` holds: the caller reads them
+    /// and resolves again, so that only the items a chain actually reaches are read.
+    pub missing: RefCell<BTreeSet<String>>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    /// A resolver that has missed nothing yet.
+    pub fn new(
+        idx: &'a Index<'a>,
+        external: &'a HashMap<String, Summary>,
+        derived: &'a Derived,
+        link_limit: usize,
+    ) -> Self {
+        Resolver {
+            idx,
+            external,
+            derived,
+            link_limit,
+            missing: RefCell::new(BTreeSet::new()),
+        }
+    }
+
     fn summary(&self, key: &str) -> Option<&Summary> {
-        self.idx
+        let found = self
+            .idx
             .items
             .get(key)
             .copied()
-            .or_else(|| self.external.get(key))
+            .or_else(|| self.external.get(key));
+        if found.is_none() {
+            self.missing.borrow_mut().insert(key.to_string());
+        }
+        found
     }
 
     /// The parent of an item's spans (every generation shares the first one's).
