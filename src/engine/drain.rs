@@ -901,20 +901,7 @@ async fn read_scope(
             None => {}
         }
     }
-    let mut in_legacy = BTreeSet::new();
-    let mut twins = BTreeSet::new();
-    for (key, old) in legacy_summaries {
-        in_legacy.insert(key.clone());
-        match summaries.get_mut(&key) {
-            Some(home) => {
-                merge_legacy(home, old);
-                twins.insert(key);
-            }
-            None => {
-                summaries.insert(key, old);
-            }
-        }
-    }
+    let (in_legacy, twins) = fold_legacy(&mut summaries, legacy_summaries);
     let mut out = ScopeRecords {
         summaries: summaries.into_values().collect(),
         pushes: pushes.into_values().collect(),
@@ -945,6 +932,29 @@ pub(crate) async fn read_scope_for_test(
     memory: &MemoryBudget,
 ) -> Vec<PushFact> {
     read_scope(tx, scope, memory).await.unwrap().pushes
+}
+
+/// The legacy partition's summaries folded into the shards' (`summaries`): the keys of every
+/// one found there, and of those a shard also holds (merged, [`merge_legacy`]).
+fn fold_legacy(
+    summaries: &mut BTreeMap<String, Summary>,
+    legacy_summaries: BTreeMap<String, Summary>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut in_legacy = BTreeSet::new();
+    let mut twins = BTreeSet::new();
+    for (key, old) in legacy_summaries {
+        in_legacy.insert(key.clone());
+        match summaries.get_mut(&key) {
+            Some(home) => {
+                merge_legacy(home, old);
+                twins.insert(key);
+            }
+            None => {
+                summaries.insert(key, old);
+            }
+        }
+    }
+    (in_legacy, twins)
 }
 
 /// An item's summary as its shard holds it (`home`, written by a delivery) with what the drain
