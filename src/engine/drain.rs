@@ -260,14 +260,23 @@ impl Engine {
     ) -> Result<ScopeSettled, EngineError> {
         let mut spans = Vec::new();
         let mut points: BTreeMap<String, Series> = BTreeMap::new();
+        // The scope as this pass read and derived it, with each committed round's writes.
+        let mut view: Option<View> = None;
         // Rounds, each one transaction within DynamoDB's limits, until nothing is left to do.
         'rounds: loop {
             for attempt in 0..MAX_ATTEMPTS {
                 if attempt > 0 {
                     backoff(attempt).await;
                 }
+                if attempt > 0 {
+                    // A conflict: a delivery wrote what this pass read; read it again.
+                    view = None;
+                }
                 let mut tx = Tx::new(self.store.as_ref());
-                let result = self.settle_attempt(&mut tx, scope, now).await;
+                let result = self.settle_attempt(&mut tx, scope, now, &mut view).await;
+                if result.is_err() {
+                    view = None;
+                }
                 match result {
                     Ok(round) => match tx.commit().await {
                         Ok(_) => {
@@ -287,7 +296,10 @@ impl Engine {
                             }
                             continue 'rounds;
                         }
-                        Err(StoreError::Conflict) => continue,
+                        Err(StoreError::Conflict) => {
+                            view = None;
+                            continue;
+                        }
                         Err(e) => return Err(e.into()),
                     },
                     Err(EngineError::Store(StoreError::Conflict)) => continue,
@@ -319,24 +331,46 @@ impl Engine {
         })
     }
 
+    /// One round: the owners whose contributions changed and the due items, within the
+    /// transaction's budget. The scope is read and derived by the pass's first round (or after
+    /// a conflict) and kept in `view` for the next: derive reads nothing a round writes (the
+    /// exported marks, the tallies), so the pass folds its own writes into the view instead of
+    /// reading and deriving the whole repository again every 16 items. A delivery that lands
+    /// meanwhile either conflicts with a write (the round is tried again on a fresh read) or
+    /// left a wake-up marker for the next pass.
     async fn settle_attempt(
         &self,
         tx: &mut Tx<'_>,
         scope: &Scope,
         now: Time,
+        view: &mut Option<View>,
     ) -> Result<Round, EngineError> {
         let config = &self.settings;
         let budget = Budget::of(self.store.limits());
-        let records = read_scope(tx, scope, &self.memory).await?;
-        let derived = dora::derive(&records.summaries, &records.pushes, config);
+        let v = match view.take() {
+            Some(mut v) => {
+                tx.set_versions(std::mem::take(&mut v.versions));
+                v
+            }
+            None => {
+                let records = read_scope(tx, scope, &self.memory).await?;
+                let derived = dora::derive(&records.summaries, &records.pushes, config);
+                View {
+                    records,
+                    derived,
+                    versions: HashMap::new(),
+                }
+            }
+        };
+        let (records, derived) = (&v.records, &v.derived);
         // Summaries to rewrite, each once: a new ledger, generations exported.
         let mut rewrite: BTreeMap<String, Summary> = BTreeMap::new();
-        let (moved, more_twins) = move_twins(&records, budget.owners, &mut rewrite);
-        let (changes, more_owners) = ledger_changes(
+        let (moved, more_twins) = move_twins(records, budget.owners, &mut rewrite);
+        let (changes, removed_ledgers, more_owners) = ledger_changes(
             tx,
             scope,
-            &records,
-            &derived,
+            records,
+            derived,
             budget.owners.saturating_sub(moved),
             &mut rewrite,
         );
@@ -352,7 +386,7 @@ impl Engine {
         let spans_out = if due.is_empty() {
             Vec::new()
         } else {
-            self.due_spans(tx, &records, &derived, &due, &mut rewrite)
+            self.due_spans(tx, records, derived, &due, &mut rewrite)
                 .await?
         };
         for (key, summary) in &rewrite {
@@ -365,6 +399,12 @@ impl Engine {
             tx.put(home, summary, config.ttl_open_secs);
         }
         self.outbox().enqueue(tx, scope, &spans_out, &points);
+        let mut v = v;
+        v.fold(rewrite, &removed_ledgers);
+        let partitions = keys::scope_partitions(scope);
+        v.versions = tx.versions_after();
+        v.versions.retain(|k, _| partitions.contains(&k.pk));
+        *view = Some(v);
         Ok(Round {
             spans: spans_out,
             points,
@@ -541,6 +581,37 @@ type DueSpans = (
     Vec<(Option<Vec<u32>>, Vec<(String, u32)>)>,
 );
 
+/// A scope as one settlement pass sees it: its records read and derived once, with the writes
+/// of the pass's committed rounds folded in ([`View::fold`]), and the versions those writes
+/// are conditioned on.
+struct View {
+    records: ScopeRecords,
+    derived: dora::Derived,
+    versions: HashMap<crate::store::Key, u64>,
+}
+
+impl View {
+    /// A round's writes, as the next round must see them: the rewritten summaries (each now in
+    /// its shard, with its tally: no longer a legacy or converted ledger), and the `l#` ledgers
+    /// removed.
+    fn fold(&mut self, rewrite: BTreeMap<String, Summary>, removed_ledgers: &[String]) {
+        let r = &mut self.records;
+        for (key, summary) in rewrite {
+            if summary.tally.is_some() {
+                r.ledger.remove(&key);
+            }
+            r.in_legacy.remove(&key);
+            r.twins.remove(&key);
+            if let Ok(i) = r.summaries.binary_search_by(|s| s.key.as_str().cmp(&key)) {
+                r.summaries[i] = summary;
+            }
+        }
+        for owner in removed_ledgers {
+            r.legacy.remove(owner);
+        }
+    }
+}
+
 /// Metrics: the difference between what the facts now say each owner contributes and what its
 /// ledger says was applied, for at most `owners_per_tx` writes; the owners' summaries get their
 /// new ledger in `rewrite`. `true` when owners are left for another round.
@@ -551,13 +622,14 @@ fn ledger_changes(
     derived: &dora::Derived,
     owners_per_tx: usize,
     rewrite: &mut BTreeMap<String, Summary>,
-) -> (Vec<Tally>, bool) {
+) -> (Vec<Tally>, Vec<String>, bool) {
     let summaries = &records.summaries;
     let summary_of = |key: &str| {
         let i = summaries.binary_search_by(|s| s.key.as_str().cmp(key));
         i.ok().map(|i| &summaries[i])
     };
     let mut changes: Vec<Tally> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
     let owners: BTreeSet<&String> = derived
         .contributions
         .keys()
@@ -591,7 +663,7 @@ fn ledger_changes(
         let moves = records.in_legacy.contains(owner.as_str()) && !rewrite.contains_key(owner);
         let writes = 1 + usize::from(on_its_own) + usize::from(moves);
         if changed_owners + writes > owners_per_tx {
-            return (changes, true);
+            return (changes, removed, true);
         }
         changed_owners += writes;
         changes.extend(scope::tally_diff(old, new));
@@ -602,9 +674,10 @@ fn ledger_changes(
         updated.ledger = None;
         if on_its_own {
             tx.delete(keys::ledger(scope, owner));
+            removed.push(owner.to_string());
         }
     }
-    (changes, false)
+    (changes, removed, false)
 }
 
 /// Summaries a delivery rewrote in their shard while the drain's record of them is still in
@@ -1152,6 +1225,130 @@ mod concurrency {
         assert!(drains >= 3, "{drains} drains");
         assert_eq!(markers().await, 0, "removed once done");
         assert_eq!(spans.len(), 40);
+    }
+
+    type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    /// A store that counts the queries of repository `a/b`'s partitions, and runs `hook` once,
+    /// right after the first settlement round's commit (the first commit with an outbox batch).
+    struct Rounds {
+        inner: Arc<MemoryStore>,
+        scope_queries: AtomicUsize,
+        hook: tokio::sync::Mutex<Option<Hook>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Rounds {
+        async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+            self.inner.get_many(keys).await
+        }
+        async fn query(
+            &self,
+            pk: &str,
+            range: KeyRange,
+            limit: usize,
+            order: Order,
+        ) -> StoreResult<Vec<Record>> {
+            if pk.starts_with("scope#repo#a/b") {
+                self.scope_queries.fetch_add(1, SeqCst);
+            }
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> crate::store::Limits {
+            self.inner.limits()
+        }
+        async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+            let round = writes
+                .iter()
+                .any(|w| matches!(w, Write::Put { record, .. } if record.key.pk == keys::OUTBOX));
+            self.inner.commit(writes).await?;
+            if round {
+                if let Some(hook) = self.hook.lock().await.take() {
+                    hook.await;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Issue `n` of repository a/b, closed at `end` (11:00 by default).
+    fn in_ab(n: usize, end: &str) -> Vec<Input> {
+        let mut inputs = closed(n, true);
+        if let Input::Work(ev) = &mut inputs[0] {
+            ev.repo = Some(crate::model::Repo::new("a/b"));
+            ev.end = Some(end.parse().unwrap());
+            ev.at = ev.end;
+        }
+        inputs
+    }
+
+    async fn issue_duration_sum(store: &MemoryStore) -> (u64, i64) {
+        let series = metrics::stored(store, Some(metrics::ISSUE_DURATION));
+        let series = series.await.unwrap();
+        (
+            series.iter().map(|s| s.count).sum(),
+            series.iter().map(|s| s.sum_ms).sum(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_pass_reads_a_backlog_once_and_a_delivery_between_its_rounds_is_not_lost() {
+        // 40 closed issues of one repository: 3 rounds of at most 16. The pass reads the
+        // repository's partitions once (5 queries: 4 shards and the legacy one), not once a
+        // round. A delivery between the first and second rounds closes issue 9 half an hour
+        // earlier; the last round settles it (items go in key order): that round's write of
+        // issue 9's summary conflicts, the pass reads again, and issue 9 goes out once, with its
+        // new end.
+        for with_delivery in [false, true] {
+            let inner = Arc::new(MemoryStore::default());
+            let store = Arc::new(Rounds {
+                inner: inner.clone(),
+                scope_queries: AtomicUsize::new(0),
+                hook: tokio::sync::Mutex::new(None),
+            });
+            let config = Arc::new(Config::from_pairs(&[]).unwrap());
+            let engine = Engine::new(store.clone(), config.clone());
+            for n in 0..40 {
+                let inputs = in_ab(n, "2024-01-01T11:00:00Z");
+                engine
+                    .apply("jira", &format!("d-{n}"), &inputs)
+                    .await
+                    .unwrap();
+            }
+            if with_delivery {
+                let other = Engine::new(inner.clone(), config.clone());
+                *store.hook.lock().await = Some(Box::pin(async move {
+                    let reclosed = in_ab(9, "2024-01-01T10:30:00Z");
+                    other.apply("jira", "late-9", &reclosed).await.unwrap();
+                }));
+            }
+            let later = engine.now() + chrono::TimeDelta::days(1);
+            let first = engine.settle(later).await.unwrap();
+            assert!(!first.more);
+            let queries = store.scope_queries.load(SeqCst);
+            let names: Vec<&str> = first.spans.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names.len(), 40, "{names:?}");
+            let nine: Vec<_> = first.spans.iter().filter(|s| s.name == "ISSUE-9").collect();
+            assert_eq!(nine.len(), 1);
+            if !with_delivery {
+                assert_eq!(queries, 5, "one read of the repository for 3 rounds");
+                assert_eq!(issue_duration_sum(&inner).await, (40, 40 * 3_600_000));
+                continue;
+            }
+            assert_eq!(queries, 10, "read again after the conflict");
+            assert_eq!(nine[0].end, "2024-01-01T10:30:00Z".parse::<Time>().unwrap());
+            // The late delivery's own wake-up finds nothing more to export.
+            let second = engine
+                .settle(later + chrono::TimeDelta::days(1))
+                .await
+                .unwrap();
+            assert!(second.spans.is_empty(), "{:?}", second.spans);
+            assert_eq!(
+                issue_duration_sum(&inner).await,
+                (40, 39 * 3_600_000 + 1_800_000),
+                "counted once, with its new duration"
+            );
+        }
     }
 
     #[tokio::test]

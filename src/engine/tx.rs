@@ -186,6 +186,31 @@ impl<'s> Tx<'s> {
         Ok(got)
     }
 
+    /// Conditions this attempt's writes on versions an earlier attempt read (or wrote) and
+    /// handed over by [`Tx::versions_after`]: one read of a repository serves the rounds of
+    /// a settlement pass.
+    pub fn set_versions(&mut self, versions: HashMap<Key, u64>) {
+        self.versions = versions;
+    }
+
+    /// The versions this attempt knows as they will be once its writes are committed (what
+    /// [`Tx::query_partitions`] read, then each put's new version; a deleted key gone), for the
+    /// next round of the same pass. The writes keep their conditions.
+    pub fn versions_after(&mut self) -> HashMap<Key, u64> {
+        let mut versions = std::mem::take(&mut self.versions);
+        for (key, w) in &self.writes {
+            match w {
+                Write::Put { record, .. } => {
+                    versions.insert(key.clone(), record.version);
+                }
+                Write::Delete { .. } => {
+                    versions.remove(key);
+                }
+            }
+        }
+        versions
+    }
+
     /// Remembers a record read outside this transaction, so writes to it are conditioned on it.
     pub fn seen(&mut self, record: &Record) {
         self.read
