@@ -272,10 +272,14 @@ struct Figures {
     peak_kib: usize,
 }
 
-/// One new PR merge, then the settlement that follows it.
-async fn one_settlement<S: Store + 'static>(store: Arc<Metered<S>>, prs: usize) -> Figures {
-    let config = Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "0")]).unwrap());
-    let engine = Engine::new(store.clone(), config);
+/// One new PR merge, then the settlement that follows it; with `backlogs`, then a backlog
+/// settled in one pass and another settled one round per drain ([`backlog`]).
+async fn one_settlement<S: Store + 'static>(
+    store: Arc<Metered<S>>,
+    prs: usize,
+    backlogs: bool,
+) -> (Figures, Option<(Figures, Figures)>) {
+    let engine = Engine::new(store.clone(), engine_config());
     history(&engine, prs).await;
     engine
         .apply("github", "new", &merged(prs + 1))
@@ -292,6 +296,63 @@ async fn one_settlement<S: Store + 'static>(store: Arc<Metered<S>>, prs: usize) 
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(settled.spans.len(), 1, "the new PR's span");
     let (r1, rcu1, wcu1) = store.counts();
+    let one = Figures {
+        ms,
+        requests: r1 - r0,
+        rcu: rcu1 - rcu0,
+        wcu: wcu1 - wcu0,
+        peak_kib: (PEAK.load(Relaxed) - live) / 1024,
+    };
+    if !backlogs {
+        return (one, None);
+    }
+    let pass = backlog(&store, &engine, prs + 2, false).await;
+    let rounds = backlog(&store, &engine, prs + 2 + BACKLOG, true).await;
+    (one, Some((pass, rounds)))
+}
+
+/// How many new merged PRs a backlog settles (10 rounds of 16).
+const BACKLOG: usize = 160;
+
+/// A backlog: `BACKLOG` new PR merges, then drains until they are all settled; `per_round`
+/// makes every round of the pass read and derive the repository anew
+/// (`Engine::rereading_every_round`), as every round did before 2026-12-07.
+async fn backlog<S: Store + 'static>(
+    store: &Arc<Metered<S>>,
+    engine: &Engine,
+    from: usize,
+    per_round: bool,
+) -> Figures {
+    for n in from..from + BACKLOG {
+        engine
+            .apply("github", &format!("b-{n}"), &merged(n))
+            .await
+            .unwrap();
+    }
+    let drainer = Engine::new(store.clone(), engine_config());
+    let drainer = if per_round {
+        drainer.rereading_every_round()
+    } else {
+        drainer
+    };
+    let (r0, rcu0, wcu0) = store.counts();
+    let live = LIVE.load(Relaxed);
+    PEAK.store(live, Relaxed);
+    let started = Instant::now();
+    let mut spans = 0;
+    loop {
+        let settled = drainer
+            .settle(drainer.now() + TimeDelta::days(1))
+            .await
+            .unwrap();
+        spans += settled.spans.len();
+        if !settled.more {
+            break;
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(spans, BACKLOG, "every new PR's span");
+    let (r1, rcu1, wcu1) = store.counts();
     Figures {
         ms,
         requests: r1 - r0,
@@ -299,6 +360,10 @@ async fn one_settlement<S: Store + 'static>(store: Arc<Metered<S>>, prs: usize) 
         wcu: wcu1 - wcu0,
         peak_kib: (PEAK.load(Relaxed) - live) / 1024,
     }
+}
+
+fn engine_config() -> Arc<Config> {
+    Arc::new(Config::from_pairs(&[("VALUESTREAM_SETTLE_SECS", "0")]).unwrap())
 }
 
 fn main() {
@@ -321,14 +386,40 @@ fn main() {
             "| merged PRs | in-memory (DynamoDB model): ms | requests | RCU | WCU | peak heap KiB | embedded on disk: ms | peak heap KiB |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for prs in sizes {
-            let mem = one_settlement(Arc::new(Metered::new(MemoryStore::new())), prs).await;
+        let mut backlogs = Vec::new();
+        for &prs in &sizes {
+            let store = Arc::new(Metered::new(MemoryStore::new()));
+            let (mem, settled) = one_settlement(store, prs, true).await;
+            backlogs.push((prs, settled.expect("measured")));
             let dir = tempfile::tempdir().unwrap();
             let disk = EmbeddedStore::open(dir.path()).unwrap();
-            let emb = one_settlement(Arc::new(Metered::new(disk)), prs).await;
+            let (emb, _) = one_settlement(Arc::new(Metered::new(disk)), prs, false).await;
             println!(
                 "| {prs} | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
                 mem.ms, mem.requests, mem.rcu, mem.wcu, mem.peak_kib, emb.ms, emb.peak_kib
+            );
+        }
+        println!(
+            "\na backlog of {BACKLOG} new merged PRs (10 rounds of 16), in-memory store (DynamoDB model): \
+             settled in one pass reading and deriving the repository once, against the same pass reading and deriving it at every round (as before 2026-12-07)"
+        );
+        println!(
+            "| merged PRs | read once: ms | requests | RCU | ms per PR | read every round: ms | requests | RCU | ms per PR | time ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (prs, (pass, rounds)) in backlogs {
+            let per = |f: &Figures| f.ms / BACKLOG as f64;
+            println!(
+                "| {prs} | {:.1} | {} | {} | {:.2} | {:.1} | {} | {} | {:.2} | {:.1}x |",
+                pass.ms,
+                pass.requests,
+                pass.rcu,
+                per(&pass),
+                rounds.ms,
+                rounds.requests,
+                rounds.rcu,
+                per(&rounds),
+                rounds.ms / pass.ms
             );
         }
     });

@@ -268,7 +268,7 @@ impl Engine {
                 if attempt > 0 {
                     backoff(attempt).await;
                 }
-                if attempt > 0 {
+                if attempt > 0 || self.reread_every_round {
                     // A conflict: a delivery wrote what this pass read; read it again.
                     view = None;
                 }

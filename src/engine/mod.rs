@@ -98,6 +98,9 @@ pub struct Engine {
     scopes_at_once: usize,
     /// What the settlements of one drain may hold at once (`VALUESTREAM_SETTLE_MEMORY_MB`).
     memory: memory::MemoryBudget,
+    /// Each round of a settlement pass reads and derives its repository anew, as before
+    /// 2026-12-07 (`benches/growth.rs`'s baseline); normally a pass reads it once.
+    reread_every_round: bool,
 }
 
 /// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
@@ -122,8 +125,17 @@ impl Engine {
             settle_budget: drain::SETTLE_BUDGET,
             scopes_at_once: drain::SCOPES_AT_ONCE,
             memory: memory::MemoryBudget::new(settings.settle_memory_bytes),
+            reread_every_round: false,
             settings,
         }
+    }
+
+    /// The same engine reading and deriving a repository at every round of a settlement pass
+    /// rather than once a pass: how every round worked before 2026-12-07, for
+    /// `benches/growth.rs` to compare against. The results are the same.
+    pub fn rereading_every_round(mut self) -> Self {
+        self.reread_every_round = true;
+        self
     }
 
     /// This engine's identity as a drainer (random, never 0).
