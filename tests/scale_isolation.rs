@@ -381,7 +381,7 @@ async fn a_failing_repository_is_put_aside_and_the_others_export_on_dynamodb() {
 }
 
 /// A repository whose settlement would hold more than `VALUESTREAM_SETTLE_MEMORY_MB` (here
-/// 8 MiB: about 1 MiB of stored records) is put aside with the budget named in the cause,
+/// 8 MiB: about 1.3 MiB of stored records) is put aside with the budget named in the cause,
 /// rather than taking the drain's process down (on a 256 MB Lambda it was killed, and every
 /// drain after it died at the same repository); the other repository settles and exports. With
 /// the budget raised, the same repository settles whole: nothing was lost meanwhile.
@@ -390,12 +390,12 @@ async fn a_repository_over_the_settle_memory_budget_is_put_aside_on_dynamodb() {
     let moto = Moto::start().await;
     let store: Arc<dyn Store> = Arc::new(moto.store().await);
     let rig = Rig::new(store.clone(), &[("VALUESTREAM_SETTLE_MEMORY_MB", "8")]).await;
-    // 400 changes with 3 KB titles: about 1.3 MB of summaries, over the 1 MiB that fits.
+    // 400 changes with 5 KB titles: about 2 MB of summaries, over the 1.3 MiB that fits.
     let big: Vec<Input> = (1..=400)
         .map(|n| {
             let mut c = change("big/one", n, t0() + TimeDelta::minutes(n as i64));
             if let Input::Work(ev) = &mut c {
-                ev.change_title = Some(format!("change {n} {}", "x".repeat(3_000)));
+                ev.change_title = Some(format!("change {n} {}", "x".repeat(5_000)));
             }
             c
         })

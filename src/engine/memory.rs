@@ -13,9 +13,10 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Heap a settlement holds per byte of stored record data it reads, rounded up from
-/// `cargo bench --bench growth` (docs/performance.md): about 8.5 KiB of peak heap per merged
-/// pull request whose records hold about 1.15 KB.
-pub const HEAP_PER_STORED_BYTE: u64 = 8;
+/// `cargo bench --bench growth` (docs/performance.md): about 5.6 KiB of peak heap per merged
+/// pull request whose records hold about 1.1 KB (8.5 KiB, and a factor of 8, before labels and
+/// bucket counts were kept as sorted vectors and contributions summed as they come, 2026-12-07).
+pub const HEAP_PER_STORED_BYTE: u64 = 6;
 
 /// The budget, in KiB permits.
 pub struct MemoryBudget {
@@ -82,29 +83,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_settlement_larger_than_the_budget_is_refused_with_both_figures() {
-        let budget = MemoryBudget::new(8 * MIB);
-        // 1 MiB of records holds about 8 MiB: it fits exactly; a byte more does not.
+        let budget = MemoryBudget::new(HEAP_PER_STORED_BYTE * MIB);
+        // 1 MiB of records holds HEAP_PER_STORED_BYTE MiB: it fits exactly; a byte more does not.
         assert!(budget.reserve(MIB).await.is_ok());
         let err = budget.reserve(MIB + 1).await.err().expect("too large");
-        assert_eq!((err.needed_mib, err.budget_mib), (9, 8));
-        assert!(err
-            .to_string()
-            .contains("VALUESTREAM_SETTLE_MEMORY_MB (8 MiB)"));
+        assert_eq!(
+            (err.needed_mib, err.budget_mib),
+            (HEAP_PER_STORED_BYTE + 1, HEAP_PER_STORED_BYTE)
+        );
+        let named = format!("VALUESTREAM_SETTLE_MEMORY_MB ({HEAP_PER_STORED_BYTE} MiB)");
+        assert!(err.to_string().contains(&named), "{err}");
     }
 
     #[tokio::test]
     async fn settlements_that_do_not_fit_together_wait_in_turn() {
         let budget = Arc::new(MemoryBudget::new(8 * MIB));
-        let first = budget.reserve(MIB * 6 / 8).await.unwrap();
+        let six_mib = 6 * MIB / HEAP_PER_STORED_BYTE;
+        let first = budget.reserve(six_mib).await.unwrap();
         // A second one of 6 MiB does not fit beside the first: it waits until it is dropped.
         let b = budget.clone();
-        let second = tokio::spawn(async move { b.reserve(MIB * 6 / 8).await.map(|_| ()) });
+        let second = tokio::spawn(async move { b.reserve(six_mib).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished(), "it waits for room");
         // Reservations are served in turn (tokio's semaphore is fair): a small one that would
         // fit waits behind the large one rather than starve it.
         let b = budget.clone();
-        let small = tokio::spawn(async move { b.reserve(MIB / 8).await.map(|_| ()) });
+        let small =
+            tokio::spawn(async move { b.reserve(MIB / HEAP_PER_STORED_BYTE).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!small.is_finished(), "in turn, behind the large one");
         drop(first);

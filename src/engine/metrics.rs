@@ -125,10 +125,15 @@ pub struct Tally {
     /// Histogram sum in milliseconds.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sum_ms: i64,
-    /// Histogram bucket index (see [`BUCKETS`]) → observations; only non-zero ones.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub buckets: BTreeMap<usize, i64>,
+    /// Histogram bucket index (see [`BUCKETS`]) → observations; only non-zero ones. A sorted
+    /// vector (one or two entries per item), written as the JSON object a `BTreeMap` wrote
+    /// (never empty when written: `litemap` would write an empty one as `[]`).
+    #[serde(default, skip_serializing_if = "Buckets::is_empty")]
+    pub buckets: Buckets,
 }
+
+/// A tally's bucket counts, in bucket order.
+pub type Buckets = litemap::LiteMap<usize, i64>;
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
@@ -141,7 +146,7 @@ impl Tally {
             labels: labels.clone(),
             count: 0,
             sum_ms: 0,
-            buckets: BTreeMap::new(),
+            buckets: Buckets::new_vec(),
         }
     }
 

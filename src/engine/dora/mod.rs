@@ -26,7 +26,7 @@ use deployments::ProdDeploy;
 use landings::Landings;
 
 use super::metrics::{self, Labels};
-use super::scope::{tally, Contribution, GenRef, PushFact, Summary, Tally};
+use super::scope::{GenRef, PushFact, Summary, Tally};
 use super::settings::EngineSettings;
 use super::stages::Stage;
 use crate::model::Time;
@@ -97,8 +97,10 @@ fn within(t: Time, (from, to): Window) -> bool {
 /// The state [`derive`] builds up across its stages.
 struct Deriver<'c> {
     out: Derived,
-    /// Owner item key → its contributions, one by one, until [`Deriver::finish`] sums them.
-    contributions: BTreeMap<String, Vec<Contribution>>,
+    /// Owner item key → its contributions summed per series as they come (a deployment that
+    /// ships 5,000 changes holds one lead-time tally, not 5,000 entries), in series order once
+    /// [`Deriver::finish`] sorts them.
+    contributions: BTreeMap<String, Vec<Tally>>,
     /// Production deployments that led to a failure → the labels their failure counts under.
     failure_labels: BTreeMap<String, Labels>,
     /// Successful production deployments (end, deployment, environment), for incidents to find
@@ -117,14 +119,21 @@ struct Deriver<'c> {
 
 impl Deriver<'_> {
     fn contribute(&mut self, owner: &str, name: &str, labels: Labels, value: i64) {
-        self.contributions
-            .entry(owner.to_string())
-            .or_default()
-            .push(Contribution {
-                name: name.into(),
-                labels,
-                value,
-            });
+        let tallies = match self.contributions.get_mut(owner) {
+            Some(t) => t,
+            None => self.contributions.entry(owner.to_string()).or_default(),
+        };
+        match tallies
+            .iter_mut()
+            .find(|t| t.name == name && t.labels == labels)
+        {
+            Some(t) => t.add(value),
+            None => {
+                let mut t = Tally::empty(name, &labels);
+                t.add(value);
+                tallies.push(t);
+            }
+        }
     }
 
     /// A production deployment that led to a failure counts once, however many followed it;
@@ -133,8 +142,10 @@ impl Deriver<'_> {
         for (owner, labels) in std::mem::take(&mut self.failure_labels) {
             self.contribute(&owner, metrics::CHANGE_FAILURES, labels, 1);
         }
-        for (owner, contributions) in std::mem::take(&mut self.contributions) {
-            self.out.contributions.insert(owner, tally(&contributions));
+        for (owner, mut tallies) in std::mem::take(&mut self.contributions) {
+            // Series order, as `scope::tally` gives it.
+            tallies.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+            self.out.contributions.insert(owner, tallies);
         }
         self.out
     }
