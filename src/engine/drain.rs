@@ -1096,44 +1096,29 @@ mod concurrency {
     use crate::config::Config;
     use crate::model::{Action, Input, Kind, WorkEvent};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Key, Store, StoreResult};
+    use crate::store::Store;
     use std::sync::atomic::Ordering::SeqCst;
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A store whose commits take 3 ms (a round trip) and which records how many were in flight
-    /// at once.
+    use crate::store::memory::spy::{run_once, Hooks, Once, Spy};
+
+    /// Commits take 3 ms (a round trip); records how many were in flight at once.
     #[derive(Default)]
     struct RoundTrips {
-        inner: MemoryStore,
         in_flight: AtomicUsize,
         most: AtomicUsize,
     }
 
     #[async_trait::async_trait]
-    impl Store for RoundTrips {
-        async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
-            self.inner.get_many(keys).await
-        }
-        async fn query(
-            &self,
-            pk: &str,
-            range: KeyRange,
-            limit: usize,
-            order: Order,
-        ) -> StoreResult<Vec<Record>> {
-            self.inner.query(pk, range, limit, order).await
-        }
-        fn limits(&self) -> crate::store::Limits {
-            self.inner.limits()
-        }
-        async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+    impl Hooks for RoundTrips {
+        async fn before_commit(&self, _writes: &[Write]) {
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
             self.most.fetch_max(now, SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-            let result = self.inner.commit(writes).await;
+        }
+        async fn after_commit(&self, _writes: &[Write], _committed: bool) {
             self.in_flight.fetch_sub(1, SeqCst);
-            result
         }
     }
 
@@ -1153,7 +1138,7 @@ mod concurrency {
     }
 
     async fn settle_all(in_repo: bool) -> (Settled, usize) {
-        let store = Arc::new(RoundTrips::default());
+        let store = Arc::new(Spy::new(Arc::default(), RoundTrips::default()));
         let config = Arc::new(Config::from_pairs(&[]).unwrap());
         let engine = Engine::new(store.clone(), config);
         for n in 0..20 {
@@ -1163,12 +1148,12 @@ mod concurrency {
                 .await
                 .unwrap();
         }
-        store.most.store(0, SeqCst);
+        store.hooks.most.store(0, SeqCst);
         let settled = engine
             .settle(engine.now() + chrono::TimeDelta::days(1))
             .await
             .unwrap();
-        (settled, store.most.load(SeqCst))
+        (settled, store.hooks.most.load(SeqCst))
     }
 
     #[tokio::test]
@@ -1227,47 +1212,28 @@ mod concurrency {
         assert_eq!(spans.len(), 40);
     }
 
-    type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-    /// A store that counts the queries of repository `a/b`'s partitions, and runs `hook` once,
-    /// right after the first settlement round's commit (the first commit with an outbox batch).
+    /// Counts the queries of repository `a/b`'s partitions, and runs its future once, right
+    /// after the first settlement round's commit (the first commit with an outbox batch).
+    #[derive(Default)]
     struct Rounds {
-        inner: Arc<MemoryStore>,
         scope_queries: AtomicUsize,
-        hook: tokio::sync::Mutex<Option<Hook>>,
+        hook: Once,
     }
 
     #[async_trait::async_trait]
-    impl Store for Rounds {
-        async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
-            self.inner.get_many(keys).await
-        }
-        async fn query(
-            &self,
-            pk: &str,
-            range: KeyRange,
-            limit: usize,
-            order: Order,
-        ) -> StoreResult<Vec<Record>> {
+    impl Hooks for Rounds {
+        fn on_query(&self, pk: &str) {
             if pk.starts_with("scope#repo#a/b") {
                 self.scope_queries.fetch_add(1, SeqCst);
             }
-            self.inner.query(pk, range, limit, order).await
         }
-        fn limits(&self) -> crate::store::Limits {
-            self.inner.limits()
-        }
-        async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+        async fn after_commit(&self, writes: &[Write], committed: bool) {
             let round = writes
                 .iter()
                 .any(|w| matches!(w, Write::Put { record, .. } if record.key.pk == keys::OUTBOX));
-            self.inner.commit(writes).await?;
-            if round {
-                if let Some(hook) = self.hook.lock().await.take() {
-                    hook.await;
-                }
+            if committed && round {
+                run_once(&self.hook).await;
             }
-            Ok(())
         }
     }
 
@@ -1301,11 +1267,7 @@ mod concurrency {
         // new end.
         for with_delivery in [false, true] {
             let inner = Arc::new(MemoryStore::default());
-            let store = Arc::new(Rounds {
-                inner: inner.clone(),
-                scope_queries: AtomicUsize::new(0),
-                hook: tokio::sync::Mutex::new(None),
-            });
+            let store = Arc::new(Spy::new(inner.clone(), Rounds::default()));
             let config = Arc::new(Config::from_pairs(&[]).unwrap());
             let engine = Engine::new(store.clone(), config.clone());
             for n in 0..40 {
@@ -1317,7 +1279,7 @@ mod concurrency {
             }
             if with_delivery {
                 let other = Engine::new(inner.clone(), config.clone());
-                *store.hook.lock().await = Some(Box::pin(async move {
+                *store.hooks.hook.lock().await = Some(Box::pin(async move {
                     let reclosed = in_ab(9, "2024-01-01T10:30:00Z");
                     other.apply("jira", "late-9", &reclosed).await.unwrap();
                 }));
@@ -1325,7 +1287,7 @@ mod concurrency {
             let later = engine.now() + chrono::TimeDelta::days(1);
             let first = engine.settle(later).await.unwrap();
             assert!(!first.more);
-            let queries = store.scope_queries.load(SeqCst);
+            let queries = store.hooks.scope_queries.load(SeqCst);
             let names: Vec<&str> = first.spans.iter().map(|s| s.name.as_str()).collect();
             assert_eq!(names.len(), 40, "{names:?}");
             let nine: Vec<_> = first.spans.iter().filter(|s| s.name == "ISSUE-9").collect();

@@ -981,77 +981,32 @@ mod tests {
         assert_eq!(summary.tally.unwrap()[0].sum_ms, 2_700_000);
     }
 
-    /// A store that runs `hook` once, right before the first commit made only of wake-up
-    /// marker removals: between a settlement's transaction and the removal of its markers.
-    struct BeforeMarkerRemoval {
-        inner: Arc<MemoryStore>,
-        hook: tokio::sync::Mutex<
-            Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
-        >,
-    }
+    use crate::store::memory::spy::{run_once, Hooks, Once, Spy};
+
+    /// Runs its future once, right before the first commit made only of wake-up marker
+    /// removals: between a settlement's transaction and the removal of its markers.
+    #[derive(Default)]
+    struct BeforeMarkerRemoval(Once);
 
     #[async_trait::async_trait]
-    impl Store for BeforeMarkerRemoval {
-        async fn get_many(
-            &self,
-            keys: &[Key],
-        ) -> crate::store::StoreResult<Vec<Option<crate::store::Record>>> {
-            self.inner.get_many(keys).await
-        }
-        async fn query(
-            &self,
-            pk: &str,
-            range: KeyRange,
-            limit: usize,
-            order: Order,
-        ) -> crate::store::StoreResult<Vec<crate::store::Record>> {
-            self.inner.query(pk, range, limit, order).await
-        }
-        fn limits(&self) -> crate::store::Limits {
-            self.inner.limits()
-        }
-        async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
+    impl Hooks for BeforeMarkerRemoval {
+        async fn before_commit(&self, writes: &[crate::store::Write]) {
             let removals = writes.iter().all(
                 |w| matches!(w, crate::store::Write::Delete { key, .. } if key.pk.starts_with(keys::PENDING_LEGACY)),
             );
             if removals && !writes.is_empty() {
-                if let Some(hook) = self.hook.lock().await.take() {
-                    hook.await;
-                }
+                run_once(&self.0).await;
             }
-            self.inner.commit(writes).await
         }
     }
 
-    /// A store that remembers every key read by `get_many`.
-    struct KeysRead {
-        inner: Arc<MemoryStore>,
-        read: std::sync::Mutex<Vec<Key>>,
-    }
+    /// Remembers every key read by `get_many`.
+    #[derive(Default)]
+    struct KeysRead(std::sync::Mutex<Vec<Key>>);
 
-    #[async_trait::async_trait]
-    impl Store for KeysRead {
-        async fn get_many(
-            &self,
-            keys: &[Key],
-        ) -> crate::store::StoreResult<Vec<Option<crate::store::Record>>> {
-            self.read.lock().unwrap().extend(keys.iter().cloned());
-            self.inner.get_many(keys).await
-        }
-        async fn query(
-            &self,
-            pk: &str,
-            range: KeyRange,
-            limit: usize,
-            order: Order,
-        ) -> crate::store::StoreResult<Vec<crate::store::Record>> {
-            self.inner.query(pk, range, limit, order).await
-        }
-        fn limits(&self) -> crate::store::Limits {
-            self.inner.limits()
-        }
-        async fn commit(&self, writes: Vec<crate::store::Write>) -> crate::store::StoreResult<()> {
-            self.inner.commit(writes).await
+    impl Hooks for KeysRead {
+        fn on_get(&self, keys: &[Key]) {
+            self.0.lock().unwrap().extend(keys.iter().cloned());
         }
     }
 
@@ -1060,10 +1015,7 @@ mod tests {
         // Every issue of a/b names a tracker item of its own (`jira:X-<n>`, a scope of its
         // own), and each of those names an epic. Settling one new issue reads its tracker item
         // and that item's epic (its trace is the epic's), not the 20 other issues' tracker items.
-        let store = Arc::new(KeysRead {
-            inner: Arc::new(MemoryStore::new()),
-            read: Default::default(),
-        });
+        let store = Arc::new(Spy::new(Arc::new(MemoryStore::new()), KeysRead::default()));
         let config = Arc::new(Config::from_pairs(&[]).unwrap());
         let engine = Engine::new(store.clone(), config);
         let day = chrono::TimeDelta::days(1);
@@ -1110,7 +1062,7 @@ mod tests {
         let open = named(21, Action::Open, "2024-01-02T10:00:00Z");
         let close = named(21, Action::Close, "2024-01-02T11:00:00Z");
         engine.apply("github", "i21", &[open, close]).await.unwrap();
-        store.read.lock().unwrap().clear();
+        store.hooks.0.lock().unwrap().clear();
         let settled = engine.settle(engine.now() + day).await.unwrap();
         let span = settled
             .spans
@@ -1123,7 +1075,8 @@ mod tests {
             "the epic's trace"
         );
         let items_read: BTreeSet<String> = store
-            .read
+            .hooks
+            .0
             .lock()
             .unwrap()
             .iter()
@@ -1155,10 +1108,10 @@ mod tests {
             ];
             second.apply("github", "b", &b).await.unwrap();
         });
-        let store = Arc::new(BeforeMarkerRemoval {
-            inner: inner.clone(),
-            hook: tokio::sync::Mutex::new(Some(hook)),
-        });
+        let store = Arc::new(Spy::new(
+            inner.clone(),
+            BeforeMarkerRemoval(tokio::sync::Mutex::new(Some(hook))),
+        ));
         let engine = Engine::new(store.clone(), config).with_clock(clock);
         let a = [
             issue(1, Action::Open, "2024-01-01T10:00:00Z"),
@@ -1167,7 +1120,7 @@ mod tests {
         engine.apply("github", "a", &a).await.unwrap();
         engine.settle(at).await.unwrap();
         assert!(
-            store.hook.lock().await.is_none(),
+            store.hooks.0.lock().await.is_none(),
             "the second delivery came in between"
         );
         assert_eq!(issue_durations(&inner).await, 1, "the first issue, settled");
@@ -1215,14 +1168,14 @@ mod tests {
             plain(time).apply("github", id, &closed).await.unwrap();
         }
         assert_eq!(pending(&inner).await, 2);
-        let store = Arc::new(BeforeMarkerRemoval {
-            inner: inner.clone(),
-            hook: tokio::sync::Mutex::new(Some(hook)),
-        });
+        let store = Arc::new(Spy::new(
+            inner.clone(),
+            BeforeMarkerRemoval(tokio::sync::Mutex::new(Some(hook))),
+        ));
         let drainer = Engine::new(store.clone(), config).with_clock(at(second));
         drainer.settle(second).await.unwrap();
         assert!(
-            store.hook.lock().await.is_none(),
+            store.hooks.0.lock().await.is_none(),
             "the third came in between"
         );
         assert_eq!(issue_durations(&inner).await, 2);

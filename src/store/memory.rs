@@ -202,3 +202,73 @@ mod tests {
         assert_eq!(got[1].as_ref().unwrap().data, json!("kept"));
     }
 }
+
+/// Test stores: the in-memory store with hooks on its calls, so that a test that needs to watch
+/// reads or act around a commit writes its hooks and not a whole `Store`.
+#[cfg(test)]
+pub mod spy {
+    use super::MemoryStore;
+    use crate::store::{Key, KeyRange, Limits, Order, Record, Store, StoreResult, Write};
+    use async_trait::async_trait;
+    use std::sync::Arc;
+
+    /// What a test does around the store's calls; each does nothing unless written.
+    #[async_trait]
+    pub trait Hooks: Send + Sync {
+        fn on_get(&self, _keys: &[Key]) {}
+        fn on_query(&self, _pk: &str) {}
+        async fn before_commit(&self, _writes: &[Write]) {}
+        /// After the inner commit, whether it succeeded or not.
+        async fn after_commit(&self, _writes: &[Write], _committed: bool) {}
+    }
+
+    /// A future a hook runs once.
+    pub type Once =
+        tokio::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>;
+
+    /// Runs `once`'s future, the first time only.
+    pub async fn run_once(once: &Once) {
+        if let Some(f) = once.lock().await.take() {
+            f.await;
+        }
+    }
+
+    pub struct Spy<H> {
+        pub inner: Arc<MemoryStore>,
+        pub hooks: H,
+    }
+
+    impl<H> Spy<H> {
+        pub fn new(inner: Arc<MemoryStore>, hooks: H) -> Self {
+            Spy { inner, hooks }
+        }
+    }
+
+    #[async_trait]
+    impl<H: Hooks> Store for Spy<H> {
+        async fn get_many(&self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+            self.hooks.on_get(keys);
+            self.inner.get_many(keys).await
+        }
+        async fn query(
+            &self,
+            pk: &str,
+            range: KeyRange,
+            limit: usize,
+            order: Order,
+        ) -> StoreResult<Vec<Record>> {
+            self.hooks.on_query(pk);
+            self.inner.query(pk, range, limit, order).await
+        }
+        fn limits(&self) -> Limits {
+            self.inner.limits()
+        }
+        async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+            self.hooks.before_commit(&writes).await;
+            let copy = writes.clone();
+            let result = self.inner.commit(writes).await;
+            self.hooks.after_commit(&copy, result.is_ok()).await;
+            result
+        }
+    }
+}
