@@ -154,8 +154,24 @@ fn by_id(spans: Vec<FinishedSpan>) -> BTreeMap<String, FinishedSpan> {
 /// The reference: every delivery in event-time order through the real router, settled right
 /// after each one.
 async fn in_order(posted: &[Posted]) -> Outcome {
+    in_order_with(posted, config()).await.0
+}
+
+/// [`in_order`] under `config`, with the store it ran on.
+async fn in_order_with(posted: &[Posted], config: Config) -> (Outcome, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-    let app = app_with(store.clone(), config()).await;
+    let (outcome, _) = in_order_on(posted, config, store.clone()).await;
+    (outcome, store)
+}
+
+/// [`in_order`] under `config` on `store`, with the engine's reads of sealed history
+/// ([`Engine::history_reads`]).
+async fn in_order_on(
+    posted: &[Posted],
+    config: Config,
+    store: Arc<dyn Store>,
+) -> (Outcome, (u64, u64)) {
+    let app = app_with(store.clone(), config).await;
     app.set_auto_drain(false);
     let mut spans = Vec::new();
     for p in posted {
@@ -169,21 +185,31 @@ async fn in_order(posted: &[Posted]) -> Outcome {
         assert_eq!(b["status"], "processed", "{b}");
         spans.extend(app.pipeline.drain_all().await.unwrap().settled);
     }
-    Outcome {
+    let outcome = Outcome {
         spans: by_id(spans),
         series: series(store.as_ref()).await,
-    }
+    };
+    (outcome, app.pipeline.engine.history_reads())
 }
 
 /// Like [`shuffled`], but the clock moves past the settle period after every delivery, so each
 /// span is exported with whatever had arrived by then: late facts. Spans may differ from the
 /// in-order run's; metric values must not.
 async fn settled_each_time(deliveries: &[Translated], order: &[(usize, bool)]) -> Outcome {
+    settled_each_time_with(deliveries, order, config()).await
+}
+
+/// [`settled_each_time`] under `config`.
+async fn settled_each_time_with(
+    deliveries: &[Translated],
+    order: &[(usize, bool)],
+    config: Config,
+) -> Outcome {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
     let clock = Arc::new(std::sync::Mutex::new(
         "2026-01-01T00:00:00Z".parse::<Time>().unwrap(),
     ));
-    let config = Arc::new(config());
+    let config = Arc::new(config);
     let c = clock.clone();
     let engine =
         Engine::new(store.clone(), config.clone()).with_clock(Arc::new(move || *c.lock().unwrap()));
@@ -472,4 +498,109 @@ fn any_order_gives_the_in_order_result_on_dynamodb() {
         "{} permutations on DynamoDB (moto): all gave the in-order result",
         tried.into_inner()
     );
+}
+
+/// Records in a store's sealed partitions (summaries and pushes) of the repositories `outcome`'s
+/// spans name.
+async fn sealed_records(store: &dyn Store, outcome: &Outcome) -> usize {
+    let repos: std::collections::BTreeSet<String> = outcome
+        .spans
+        .values()
+        .filter_map(|s| s.attributes.get(attr::REPOSITORY))
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert!(!repos.is_empty(), "the spans name their repositories");
+    let mut n = 0;
+    for repo in repos {
+        let scope = valuestream::engine::keys::Scope::Repo(repo);
+        for pk in valuestream::engine::keys::sealed_partitions(&scope) {
+            let records = store
+                .query(
+                    &pk,
+                    valuestream::store::KeyRange::all(),
+                    usize::MAX,
+                    Order::Ascending,
+                )
+                .await
+                .unwrap();
+            n += records
+                .iter()
+                .filter(|r| r.key.sk.starts_with("s#") || r.key.sk.starts_with("p#"))
+                .count();
+        }
+    }
+    n
+}
+
+/// Sealed history (docs/ARCHITECTURE.md "Sealed history"): settled in order with every record
+/// sealed as soon as it can be (`VALUESTREAM_SEAL_AFTER_SECS` 0, and an hour), each scenario
+/// gives the spans and series it gives with nothing sealed (a year); settled after every
+/// delivery in random orders (late facts reaching before the cut: the whole history is read),
+/// every metric is the in-order value.
+#[test]
+fn sealed_history_gives_the_result_of_the_whole_history() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A short incident window: a production success stays live while an incident can follow it.
+    let window = ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "2");
+    let unsealed = config_with(&[("VALUESTREAM_SEAL_AFTER_SECS", "31536000"), window]);
+    let seeds = [1u64, 2, 3, 4, 5, 6];
+    let mut cases = Vec::new();
+    for seed in seeds {
+        let posted = scenario(seed);
+        let (expected, store) = rt.block_on(in_order_with(&posted, unsealed.clone()));
+        assert_eq!(rt.block_on(sealed_records(store.as_ref(), &expected)), 0);
+        for lag in ["0", "3600"] {
+            let config = config_with(&[("VALUESTREAM_SEAL_AFTER_SECS", lag), window]);
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+            let (got, (bounded, whole)) = rt.block_on(in_order_on(&posted, config, store.clone()));
+            let sealed = rt.block_on(sealed_records(store.as_ref(), &got));
+            assert!(
+                sealed > 20,
+                "seed {seed}, lag {lag}: only {sealed} records sealed"
+            );
+            // Most settlements read from the checkpoint, not the whole history.
+            assert!(
+                bounded > 2 * whole,
+                "seed {seed}, lag {lag}: {bounded} bounded reads, {whole} whole"
+            );
+            let diff = expected.diff(&got);
+            assert!(
+                diff.is_empty(),
+                "seed {seed}, sealed after {lag} s:\n{diff}"
+            );
+            println!("seed {seed}, sealed after {lag} s: {sealed} records sealed, {bounded} bounded reads and {whole} whole; same spans and series");
+        }
+        cases.push(Case {
+            deliveries: posted.iter().map(|p| translate(p, &unsealed)).collect(),
+            expected,
+        });
+    }
+    let sealing = config_with(&[("VALUESTREAM_SEAL_AFTER_SECS", "0"), window]);
+    let result = runner(60).run(&orders(&cases), |(c, order)| {
+        let got = rt.block_on(settled_each_time_with(
+            &cases[c].deliveries,
+            &order,
+            sealing.clone(),
+        ));
+        let diff = Outcome {
+            spans: BTreeMap::new(),
+            series: cases[c].expected.series.clone(),
+        }
+        .diff(&Outcome {
+            spans: BTreeMap::new(),
+            series: got
+                .series
+                .into_iter()
+                .filter(|(_, (count, sum, _))| *count != 0 || *sum != 0)
+                .collect(),
+        });
+        prop_assert!(diff.is_empty(), "scenario {c}, order {order:?}:\n{diff}");
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }

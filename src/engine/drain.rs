@@ -9,6 +9,7 @@ use super::keys::{self, Scope};
 use super::memory::{MemoryBudget, Reservation};
 use super::metrics::{self, Series};
 use super::scope::{self, Contribution, GenRef, PushFact, Summary, Tally};
+use super::seal::{self, Checkpoint};
 use super::spans::{self, Resolver};
 use super::stages::StageName;
 use super::tx::{Budget, Tx};
@@ -82,6 +83,9 @@ pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5)
 pub const SCOPES_AT_ONCE: usize = 8;
 /// Wake-up markers of one settled scope removed at once (each its own conditional delete).
 const MARKERS_AT_ONCE: usize = 16;
+/// Most records one settlement pass seals ([`seal::plan`]): a repository with a long unsealed
+/// history (a store written before sealing, a backfill) is sealed over several drains.
+pub const SEAL_MOST: usize = 2_000;
 
 /// One transaction's share of a scope's settling.
 struct Round {
@@ -308,6 +312,11 @@ impl Engine {
             }
             return Err(EngineError::Contention(MAX_ATTEMPTS));
         }
+        if let Some(v) = &view {
+            if let Err(e) = self.seal(scope, v).await {
+                tracing::warn!(scope = %scope, error = %e, "sealing failed; the records stay live");
+            }
+        }
         // The wake-up markers go last, each removed on its own: one that a delivery rewrote
         // meanwhile stays for the next pass without keeping the others, and on DynamoDB a lone
         // conditional delete costs 1 WCU where the same delete inside a transaction costs 2.
@@ -353,8 +362,7 @@ impl Engine {
                 v
             }
             None => {
-                let records = read_scope(tx, scope, &self.memory).await?;
-                let derived = dora::derive(&records.summaries, &records.pushes, config);
+                let (records, derived) = self.read_and_derive(tx, scope).await?;
                 View {
                     records,
                     derived,
@@ -376,13 +384,7 @@ impl Engine {
         );
         // Samples are stamped with the wall clock, not the settle horizon (`drain_all` looks ahead).
         let points = self.apply_changes(tx, &changes, self.now()).await?;
-        let (due, more_items) = due_items(
-            &records.summaries,
-            &records.in_legacy,
-            config.settle_secs,
-            now,
-            budget.items,
-        );
+        let (due, more_items) = due_items(records, config.settle_secs, now, budget.items);
         let spans_out = if due.is_empty() {
             Vec::new()
         } else {
@@ -390,6 +392,14 @@ impl Engine {
                 .await?
         };
         for (key, summary) in &rewrite {
+            if records.sealed.contains(key) {
+                tx.put(
+                    keys::sealed_summary(scope, key),
+                    summary,
+                    config.ttl_open_secs,
+                );
+                continue;
+            }
             let home = keys::summary(scope, key);
             if records.in_legacy.contains(key) {
                 // Moved to its shard: written there only if no delivery wrote it meanwhile.
@@ -401,7 +411,8 @@ impl Engine {
         self.outbox().enqueue(tx, scope, &spans_out, &points);
         let mut v = v;
         v.fold(rewrite, &removed_ledgers);
-        let partitions = keys::scope_partitions(scope);
+        let mut partitions = keys::scope_partitions(scope);
+        partitions.extend(keys::sealed_partitions(scope));
         v.versions = tx.versions_after();
         v.versions.retain(|k, _| partitions.contains(&k.pk));
         *view = Some(v);
@@ -410,6 +421,176 @@ impl Engine {
             points,
             more: more_twins || more_owners || more_items,
         })
+    }
+
+    /// Seals what a finished pass can ([`seal::plan`]), in three steps, each safe if the next
+    /// never comes: the sealed copies and the lookups that find them (a copy whose record is
+    /// still live is ignored, the live one is newer), then the checkpoint (conditioned on the
+    /// one the pass read: of two drainers, one seals), then the live copies' removal (each
+    /// conditioned on the version the pass read: one a delivery rewrote meanwhile stays live,
+    /// and the next settlement reads the whole history until it is sealed again). Returns how
+    /// many records were sealed.
+    async fn seal(&self, scope: &Scope, v: &View) -> Result<usize, EngineError> {
+        let records = &v.records;
+        if !scope.is_repo() {
+            return Ok(0);
+        }
+        let Some(plan) = seal::plan(
+            &records.seal_view(),
+            &v.derived,
+            &self.settings,
+            self.seal_most,
+        ) else {
+            return Ok(0);
+        };
+        let ttl = self.settings.ttl_open_secs;
+        let sealing: Vec<&Summary> = plan
+            .summaries
+            .iter()
+            .filter_map(|k| summary_in(&records.summaries, k))
+            .collect();
+        let chosen: BTreeSet<&str> = plan.pushes.iter().map(String::as_str).collect();
+        let pushes: Vec<&PushFact> = records
+            .pushes
+            .iter()
+            .filter(|p| chosen.contains(p.after.as_str()))
+            .collect();
+        // The traces the sealed items' spans are in, fixed now.
+        let idx = Index::new(&records.summaries);
+        let mut tx = Tx::new(self.store.as_ref());
+        let traces = self
+            .resolved(&mut tx, &idx, &v.derived, |r| {
+                sealing.iter().map(|s| r.trace(s, 0)).collect::<Vec<_>>()
+            })
+            .await?;
+        let mut writes = self.lookup_writes(scope, &sealing, &pushes).await?;
+        let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
+        for (s, trace) in sealing.iter().zip(traces) {
+            let mut s = (*s).clone();
+            s.sealed_trace = Some(trace);
+            let key = keys::sealed_summary(scope, &s.key);
+            writes.push(put_write(key, &s, ttl, version, Cond::Any)?);
+        }
+        for p in &pushes {
+            writes.push(put_write(
+                keys::sealed_push(scope, &p.after),
+                *p,
+                ttl,
+                version,
+                Cond::Any,
+            )?);
+        }
+        if !self.commit_each(writes).await? {
+            return Ok(0);
+        }
+        let cpk = keys::checkpoint(scope);
+        let cond = v
+            .versions
+            .get(&cpk)
+            .map_or(Cond::Absent, |n| Cond::Version(*n));
+        let next = v.versions.get(&cpk).map_or(1, |n| n + 1);
+        let cp = put_write(cpk, &plan.checkpoint, ttl, next, cond)?;
+        match self.store.commit(vec![cp]).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+        let live_keys = plan
+            .summaries
+            .iter()
+            .map(|k| keys::summary(scope, k))
+            .chain(plan.pushes.iter().map(|p| keys::push(scope, p)));
+        let deletes: Vec<Write> = live_keys
+            .filter_map(|k| v.versions.get(&k).map(|n| delete_if(k.clone(), *n)))
+            .collect();
+        self.commit_each(deletes).await?;
+        Ok(plan.summaries.len() + plan.pushes.len())
+    }
+
+    /// The lookups of what is being sealed, each merged with the stored one and conditioned on
+    /// it (two drainers sealing at once conflict here rather than lose an entry).
+    async fn lookup_writes(
+        &self,
+        scope: &Scope,
+        sealing: &[&Summary],
+        pushes: &[&PushFact],
+    ) -> Result<Vec<Write>, EngineError> {
+        let mut lookups: BTreeMap<seal::Name, seal::Lookup> = BTreeMap::new();
+        for s in sealing {
+            for n in seal::names_of_summary(s) {
+                lookups.entry(n).or_default().summaries.push(s.key.clone());
+            }
+        }
+        for p in pushes {
+            for n in seal::names_of_push(p) {
+                lookups.entry(n).or_default().pushes.push(p.after.clone());
+            }
+        }
+        let lookup_keys: Vec<crate::store::Key> =
+            lookups.keys().map(|n| lookup_key(scope, n)).collect();
+        let mut tx = Tx::new(self.store.as_ref());
+        let stored = tx.fetch(&lookup_keys).await?;
+        let mut writes = Vec::new();
+        for ((_, add), (key, old)) in lookups.into_iter().zip(lookup_keys.into_iter().zip(stored)) {
+            let mut merged = seal::Lookup::default();
+            merged.add(&add);
+            let (cond, version) = match &old {
+                Some(r) => {
+                    merged.add(&r.data.decode().map_err(|e| corrupt(r, e))?);
+                    (Cond::Version(r.version), r.version + 1)
+                }
+                None => (Cond::Absent, 1),
+            };
+            writes.push(put_write(
+                key,
+                &merged,
+                self.settings.ttl_open_secs,
+                version,
+                cond,
+            )?);
+        }
+        Ok(writes)
+    }
+
+    /// Commits each write on its own, a few at once; `false` if one conflicted.
+    async fn commit_each(&self, writes: Vec<Write>) -> Result<bool, EngineError> {
+        let mut each = futures_util::stream::iter(writes)
+            .map(|w| self.store.commit(vec![w]))
+            .buffer_unordered(MARKERS_AT_ONCE);
+        let mut all = true;
+        while let Some(done) = each.next().await {
+            match done {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => all = false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(all)
+    }
+
+    /// A scope's live records with the sealed ones they need, derived; every sealed record when
+    /// a fact reaches before the checkpoint's cut ([`seal::needs_full`]).
+    async fn read_and_derive(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: &Scope,
+    ) -> Result<(ScopeRecords, dora::Derived), EngineError> {
+        let config = &self.settings;
+        let mut records = read_scope(tx, scope, &self.memory).await?;
+        let derived = dora::derive(&records.summaries, &records.pushes, config);
+        let sealed = records.checkpoint.is_some();
+        let Some(why) = seal::needs_full(&records.seal_view(), &derived) else {
+            if sealed {
+                self.history_reads[0].fetch_add(1, Relaxed);
+            }
+            return Ok((records, derived));
+        };
+        self.history_reads[1].fetch_add(1, Relaxed);
+        tracing::debug!(scope = %scope, why, "reading the sealed history whole");
+        drop(derived);
+        read_all_sealed(tx, scope, &mut records, &self.memory).await?;
+        let derived = dora::derive(&records.summaries, &records.pushes, config);
+        Ok((records, derived))
     }
 
     /// The spans of the due items' closed generations not exported yet, with their stage spans,
@@ -644,10 +825,14 @@ fn ledger_changes(
     let empty = Vec::new();
     let mut changed_owners = 0;
     for owner in owners {
-        // An owner whose facts expired keeps what it contributed.
+        // An owner whose facts expired keeps what it contributed; a sealed owner is settled
+        // only when every sealed record was read.
         let Some(summary) = summary_of(owner) else {
             continue;
         };
+        if records.sealed.contains(owner.as_str()) && !records.full {
+            continue;
+        }
         let new = derived.contributions.get(owner).unwrap_or(&empty);
         let old = summary
             .tally
@@ -680,6 +865,35 @@ fn ledger_changes(
     (changes, removed, false)
 }
 
+/// The summary of `key` in a list sorted by key.
+fn summary_in<'s>(summaries: &'s [Summary], key: &str) -> Option<&'s Summary> {
+    let i = summaries
+        .binary_search_by(|s| s.key.as_str().cmp(key))
+        .ok()?;
+    Some(&summaries[i])
+}
+
+/// A put of `value` at `key` under `version`, living `ttl_secs` from now.
+fn put_write<T: serde::Serialize>(
+    key: crate::store::Key,
+    value: &T,
+    ttl_secs: i64,
+    version: u64,
+    cond: Cond,
+) -> Result<Write, EngineError> {
+    let data = crate::store::Data::encode(value)
+        .map_err(|e| EngineError::Corrupt(format!("{}/{}", key.pk, key.sk), e.to_string()))?;
+    Ok(Write::Put {
+        record: Record {
+            key,
+            version,
+            expires_at: crate::store::now_epoch() + ttl_secs,
+            data,
+        },
+        cond,
+    })
+}
+
 /// Summaries a delivery rewrote in their shard while the drain's record of them is still in
 /// the legacy partition: moved (merged, see [`merge_legacy`]) at most `writes` writes' worth
 /// (two each: the put and the legacy removal); `true` when more are left for another round.
@@ -708,18 +922,20 @@ fn move_twins(
 /// Items whose settle period has passed at `now` with a closed generation not exported yet, at
 /// most `writes_per_tx` writes' worth (one each, two for a summary still in the legacy
 /// partition, `in_legacy`); `true` when more are left for another round.
-fn due_items<'s>(
-    summaries: &'s [Summary],
-    in_legacy: &BTreeSet<String>,
+fn due_items(
+    records: &ScopeRecords,
     settle_secs: i64,
     now: Time,
     writes_per_tx: usize,
-) -> (Vec<&'s Summary>, bool) {
+) -> (Vec<&Summary>, bool) {
     let settle = chrono::TimeDelta::seconds(settle_secs);
     let mut due = Vec::new();
     let mut used = 0;
-    for s in summaries
+    let in_legacy = &records.in_legacy;
+    for s in records
+        .summaries
         .iter()
+        .filter(|s| !records.sealed.contains(&s.key))
         .filter(|s| s.touched + settle <= now)
         .filter(|s| !unexported(s).is_empty())
     {
@@ -810,11 +1026,8 @@ impl Engine {
             return Ok(None);
         };
         let scope = scope::scope_of(record.repo().as_ref(), key);
-        let ScopeRecords {
-            summaries, pushes, ..
-        } = read_scope(&mut tx, &scope, &self.memory).await?;
-        let derived = dora::derive(&summaries, &pushes, &self.settings);
-        let idx = Index::new(&summaries);
+        let (records, derived) = self.read_and_derive(&mut tx, &scope).await?;
+        let idx = Index::new(&records.summaries);
         let Some(me) = idx.items.get(key).copied() else {
             return Ok(None);
         };
@@ -919,9 +1132,63 @@ struct ScopeRecords {
     /// drain recorded in the legacy one): moved by the next settlement whatever else it does,
     /// so that what was exported and applied is never lost when the legacy record expires.
     twins: BTreeSet<String>,
+    /// The repository's checkpoint, if it has sealed records ([`seal`]).
+    checkpoint: Option<Checkpoint>,
+    /// Keys of the summaries read from the sealed partitions: derived with the live ones, but
+    /// neither due nor owners unless `full`.
+    sealed: BTreeSet<String>,
+    /// `after` of the pushes read from the sealed partitions.
+    sealed_pushes: BTreeSet<String>,
+    /// Every sealed record was read (a fact reached before the cut): sealed owners are
+    /// settled too, in the sealed partitions.
+    full: bool,
     /// The memory these records (decoded, and what is derived from them) take from the drain's
     /// budget, held as long as they are.
-    _memory: Reservation,
+    _memory: Vec<Reservation>,
+}
+
+impl ScopeRecords {
+    /// What sealing sees of these records.
+    fn seal_view(&self) -> seal::Records<'_> {
+        seal::Records {
+            summaries: &self.summaries,
+            pushes: &self.pushes,
+            sealed: &self.sealed,
+            sealed_pushes: &self.sealed_pushes,
+            pinned: &self.in_legacy,
+            checkpoint: self.checkpoint.as_ref(),
+            full: self.full,
+        }
+    }
+
+    /// Sealed records read (a key that is also live is left out: the live record is newer).
+    fn add_sealed(&mut self, summaries: Vec<Summary>, pushes: Vec<PushFact>) {
+        let live: BTreeSet<String> = self
+            .summaries
+            .iter()
+            .filter(|s| !self.sealed.contains(&s.key))
+            .map(|s| s.key.clone())
+            .collect();
+        for s in summaries {
+            if live.contains(&s.key) || !self.sealed.insert(s.key.clone()) {
+                continue;
+            }
+            if s.tally.is_none() {
+                if let Some(applied) = s.applied() {
+                    self.ledger.insert(s.key.clone(), applied);
+                }
+            }
+            self.summaries.push(s);
+        }
+        self.summaries.sort_by(|a, b| a.key.cmp(&b.key));
+        let known: BTreeSet<String> = self.pushes.iter().map(|p| p.after.clone()).collect();
+        for p in pushes {
+            if known.contains(&p.after) || !self.sealed_pushes.insert(p.after.clone()) {
+                continue;
+            }
+            self.pushes.push(p);
+        }
+    }
 }
 
 /// Reads a scope's partitions whole (a repository's shards and its legacy partition, side by
@@ -941,6 +1208,7 @@ async fn read_scope(
     let mut legacy_summaries: BTreeMap<String, Summary> = BTreeMap::new();
     let mut pushes: BTreeMap<String, PushFact> = BTreeMap::new();
     let mut legacy = BTreeMap::new();
+    let mut checkpoint: Option<Checkpoint> = None;
     // Each record is dropped once decoded: the stored bytes and the decoded records are not
     // held whole at the same time.
     for r in read.into_iter().flatten() {
@@ -971,7 +1239,10 @@ async fn read_scope(
                 let old: Vec<Contribution> = r.data.decode().map_err(corrupt)?;
                 legacy.insert(owner.to_string(), scope::tally(&old));
             }
-            None => {}
+            Some(keys::ScopeEntry::Checkpoint) => {
+                checkpoint = Some(r.data.decode().map_err(corrupt)?);
+            }
+            _ => {}
         }
     }
     let (in_legacy, twins) = fold_legacy(&mut summaries, legacy_summaries);
@@ -982,7 +1253,11 @@ async fn read_scope(
         legacy: BTreeSet::new(),
         in_legacy,
         twins,
-        _memory: reservation,
+        checkpoint,
+        sealed: BTreeSet::new(),
+        sealed_pushes: BTreeSet::new(),
+        full: false,
+        _memory: vec![reservation],
     };
     // A summary's tally is read where it is; only ledgers of older layouts are converted.
     for s in out.summaries.iter().filter(|s| s.tally.is_none()) {
@@ -994,7 +1269,117 @@ async fn read_scope(
         out.legacy.insert(owner.clone());
         out.ledger.entry(owner).or_insert(ledger);
     }
+    if let Some(cp) = out.checkpoint.clone() {
+        read_sealed_context(tx, scope, &mut out, &cp, memory).await?;
+    }
     Ok(out)
+}
+
+/// The sealed records a settlement reads with the live ones: the checkpoint's, then those the
+/// lookups find by the commits and branches the live and checkpoint records name.
+async fn read_sealed_context(
+    tx: &mut Tx<'_>,
+    scope: &Scope,
+    out: &mut ScopeRecords,
+    cp: &Checkpoint,
+    memory: &MemoryBudget,
+) -> Result<(), EngineError> {
+    let wanted: Vec<crate::store::Key> = cp
+        .summaries
+        .iter()
+        .map(|k| keys::sealed_summary(scope, k))
+        .chain(cp.pushes.iter().map(|p| keys::sealed_push(scope, p)))
+        .collect();
+    read_sealed(tx, out, &wanted, memory).await?;
+    let mut names: BTreeSet<seal::Name> = BTreeSet::new();
+    for s in &out.summaries {
+        names.extend(seal::wanted_by_summary(s));
+    }
+    for p in &out.pushes {
+        names.extend(seal::names_of_push(p));
+    }
+    let lookup_keys: Vec<crate::store::Key> = names.iter().map(|n| lookup_key(scope, n)).collect();
+    let mut found = seal::Lookup::default();
+    for r in tx.fetch(&lookup_keys).await?.into_iter().flatten() {
+        let l: seal::Lookup = r.data.decode().map_err(|e| corrupt(&r, e))?;
+        found.add(&l);
+    }
+    let present: BTreeSet<&str> = out.summaries.iter().map(|s| s.key.as_str()).collect();
+    let pushes: BTreeSet<&str> = out.pushes.iter().map(|p| p.after.as_str()).collect();
+    let more: Vec<crate::store::Key> = found
+        .summaries
+        .iter()
+        .filter(|k| !present.contains(k.as_str()))
+        .map(|k| keys::sealed_summary(scope, k))
+        .chain(
+            found
+                .pushes
+                .iter()
+                .filter(|p| !pushes.contains(p.as_str()))
+                .map(|p| keys::sealed_push(scope, p)),
+        )
+        .collect();
+    read_sealed(tx, out, &more, memory).await
+}
+
+/// The key of the lookup of a commit or branch.
+fn lookup_key(scope: &Scope, name: &seal::Name) -> crate::store::Key {
+    match name {
+        seal::Name::Sha(x) => keys::sealed_sha(scope, x),
+        seal::Name::Branch(b) => keys::sealed_branch(scope, b),
+    }
+}
+
+fn corrupt(r: &Record, e: serde_json::Error) -> EngineError {
+    EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
+}
+
+/// Sealed summaries and pushes by key, added to `out`.
+async fn read_sealed(
+    tx: &mut Tx<'_>,
+    out: &mut ScopeRecords,
+    wanted: &[crate::store::Key],
+    memory: &MemoryBudget,
+) -> Result<(), EngineError> {
+    let got: Vec<Record> = tx.fetch(wanted).await?.into_iter().flatten().collect();
+    add_sealed_records(out, got, memory).await
+}
+
+/// Decodes sealed records and adds them to `out`, with their memory reserved.
+async fn add_sealed_records(
+    out: &mut ScopeRecords,
+    got: Vec<Record>,
+    memory: &MemoryBudget,
+) -> Result<(), EngineError> {
+    let stored: u64 = got.iter().map(|r| r.data.len() as u64).sum();
+    out._memory.push(memory.reserve(stored).await?);
+    let (mut summaries, mut pushes) = (Vec::new(), Vec::new());
+    for r in got {
+        match keys::ScopeEntry::parse(&r.key.sk) {
+            Some(keys::ScopeEntry::Summary(_)) => {
+                summaries.push(r.data.decode().map_err(|e| corrupt(&r, e))?)
+            }
+            Some(keys::ScopeEntry::Push(_)) => {
+                pushes.push(r.data.decode().map_err(|e| corrupt(&r, e))?)
+            }
+            _ => {}
+        }
+    }
+    out.add_sealed(summaries, pushes);
+    Ok(())
+}
+
+/// Every sealed record of the repository (a fact reached before its cut).
+async fn read_all_sealed(
+    tx: &mut Tx<'_>,
+    scope: &Scope,
+    out: &mut ScopeRecords,
+    memory: &MemoryBudget,
+) -> Result<(), EngineError> {
+    let read = tx.query_partitions(&keys::sealed_partitions(scope)).await?;
+    add_sealed_records(out, read.into_iter().flatten().collect(), memory).await?;
+    out.full = true;
+    Ok(())
 }
 
 /// The pushes a settlement of `scope` reads (tests of the layout).

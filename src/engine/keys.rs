@@ -7,6 +7,9 @@
 //! | `scope#<scope>#<n>` / `s#<item key>` | an item's summary (times, results, commits, parents, labels, exported generations) and its ledger: the metric contributions applied for it; a repository's are spread over [`SCOPE_SHARDS`] partitions by a hash of the item key (an item's scope has one partition, `scope#<scope>`) |
 //! | `scope#<scope>#<n>` / `p#<after>` | a push: commits that reached a branch (shard: a hash of `after`) |
 //! | `scope#<scope>` / `s#…`, `p#…` | a repository's summaries and pushes as versions before the shards wrote them: read and merged with the shards' ([`scope_partitions`]); a summary moves to its shard when a settlement next writes it |
+//! | `scope#repo#<repository>#0` / `c#` | the repository's checkpoint: the cut before which its records are sealed, and which sealed records later settlements read ([`super::seal`]) |
+//! | `sealed#repo#<repository>#<n>` / `s#…`, `p#…` | sealed summaries and pushes: settled records from before the cut, read by key (the checkpoint's, the lookups') or whole when a late fact reaches before the cut |
+//! | `sealed#repo#<repository>#<n>` / `h#<sha>`, `b#<branch>` | which sealed records name a commit or a branch (shard: a hash of the sort key) |
 //! | `scope#<scope>` / `l#<owner key>` | a ledger on its own, as versions before it moved into the summary wrote it: read, removed when it next changes |
 //! | `pending#<shard>` / `<due time>#<scope>` | a scope with facts to settle once the time has come, in one of [`PENDING_SHARDS`] partitions ([`pending_shard`]: a hash of the sort key); its version is the writing delivery's tag, so a drainer removes only the marker it read. Markers that versions before the shards wrote under plain `pending` are still read and removed ([`PENDING_LEGACY`]) |
 //! | `outbox` / `<time>#<scope>` | batches not yet exported (spans and points tracked apart) |
@@ -125,6 +128,43 @@ pub fn push(scope: &Scope, after: &str) -> Key {
     let after = after.to_ascii_lowercase();
     Key::new(scope_home(scope, &after), ScopeEntry::Push(&after).sk())
 }
+/// The partition key of shard `n` of a repository's sealed history ([`super::seal`]): the
+/// summaries and pushes a settlement no longer reads whole, and the lookups that find them.
+pub fn sealed_shard_pk(scope: &Scope, n: u32) -> String {
+    format!("sealed#{scope}#{n}")
+}
+/// Every partition of a repository's sealed history (read whole only when a late fact reaches
+/// before its checkpoint).
+pub fn sealed_partitions(scope: &Scope) -> Vec<String> {
+    (0..SCOPE_SHARDS)
+        .map(|n| sealed_shard_pk(scope, n))
+        .collect()
+}
+fn sealed_home(scope: &Scope, entry: ScopeEntry<'_>) -> Key {
+    let sk = entry.sk();
+    Key::new(sealed_shard_pk(scope, shard_of(&sk, SCOPE_SHARDS)), sk)
+}
+/// A sealed item's summary.
+pub fn sealed_summary(scope: &Scope, item_key: &str) -> Key {
+    sealed_home(scope, ScopeEntry::Summary(item_key))
+}
+/// A sealed push.
+pub fn sealed_push(scope: &Scope, after: &str) -> Key {
+    sealed_home(scope, ScopeEntry::Push(&after.to_ascii_lowercase()))
+}
+/// The sealed records that name a commit (lower case).
+pub fn sealed_sha(scope: &Scope, sha: &str) -> Key {
+    sealed_home(scope, ScopeEntry::Sha(&sha.to_ascii_lowercase()))
+}
+/// The sealed records that name a branch.
+pub fn sealed_branch(scope: &Scope, branch: &str) -> Key {
+    sealed_home(scope, ScopeEntry::Branch(branch))
+}
+/// A repository's checkpoint ([`super::seal::Checkpoint`]), in its first shard: read with the
+/// live records, written only by settlements.
+pub fn checkpoint(scope: &Scope) -> Key {
+    Key::new(scope_shard_pk(scope, 0), ScopeEntry::Checkpoint.sk())
+}
 /// A ledger on its own, as versions before ledgers moved into summaries wrote it (in the
 /// scope's own partition).
 pub fn ledger(scope: &Scope, owner: &str) -> Key {
@@ -141,12 +181,21 @@ pub enum ScopeEntry<'a> {
     Push(&'a str),
     /// `l#<owner key>`: a ledger on its own, as older versions wrote it.
     Ledger(&'a str),
+    /// `h#<sha>`: which sealed records name a commit.
+    Sha(&'a str),
+    /// `b#<branch>`: which sealed records name a branch.
+    Branch(&'a str),
+    /// `c#`: the repository's checkpoint.
+    Checkpoint,
 }
 
 impl<'a> ScopeEntry<'a> {
     const SUMMARY: &'static str = "s#";
     const PUSH: &'static str = "p#";
     const LEDGER: &'static str = "l#";
+    const SHA: &'static str = "h#";
+    const BRANCH: &'static str = "b#";
+    const CHECKPOINT: &'static str = "c#";
 
     /// The sort key.
     pub fn sk(self) -> String {
@@ -154,6 +203,9 @@ impl<'a> ScopeEntry<'a> {
             ScopeEntry::Summary(k) => (Self::SUMMARY, k),
             ScopeEntry::Push(k) => (Self::PUSH, k),
             ScopeEntry::Ledger(k) => (Self::LEDGER, k),
+            ScopeEntry::Sha(k) => (Self::SHA, k),
+            ScopeEntry::Branch(k) => (Self::BRANCH, k),
+            ScopeEntry::Checkpoint => (Self::CHECKPOINT, ""),
         };
         format!("{prefix}{rest}")
     }
@@ -165,6 +217,9 @@ impl<'a> ScopeEntry<'a> {
             Self::SUMMARY => Some(ScopeEntry::Summary(rest)),
             Self::PUSH => Some(ScopeEntry::Push(rest)),
             Self::LEDGER => Some(ScopeEntry::Ledger(rest)),
+            Self::SHA => Some(ScopeEntry::Sha(rest)),
+            Self::BRANCH => Some(ScopeEntry::Branch(rest)),
+            Self::CHECKPOINT if rest.is_empty() => Some(ScopeEntry::Checkpoint),
             _ => None,
         }
     }

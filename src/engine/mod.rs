@@ -35,6 +35,7 @@ pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod scope;
+pub mod seal;
 pub mod settings;
 pub mod spans;
 pub mod stages;
@@ -101,6 +102,11 @@ pub struct Engine {
     /// Each round of a settlement pass reads and derives its repository anew, as before
     /// 2026-12-07 (`benches/growth.rs`'s baseline); normally a pass reads it once.
     reread_every_round: bool,
+    /// Most records one settlement pass seals ([`seal::plan`]).
+    seal_most: usize,
+    /// Settlement reads of a repository with a checkpoint: bounded (the live records and the
+    /// sealed ones they need), and whole (a fact reached before the cut).
+    history_reads: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// Waits a little before attempt `attempt` (1, 2, …) after a conflict: exponential with full
@@ -126,6 +132,8 @@ impl Engine {
             scopes_at_once: drain::SCOPES_AT_ONCE,
             memory: memory::MemoryBudget::new(settings.settle_memory_bytes),
             reread_every_round: false,
+            seal_most: drain::SEAL_MOST,
+            history_reads: Default::default(),
             settings,
         }
     }
@@ -136,6 +144,23 @@ impl Engine {
     pub fn rereading_every_round(mut self) -> Self {
         self.reread_every_round = true;
         self
+    }
+
+    /// The same engine sealing at most `most` records per settlement pass (benches that seal a
+    /// long history at once; [`drain::SEAL_MOST`] otherwise).
+    pub fn sealing_at_most(mut self, most: usize) -> Self {
+        self.seal_most = most;
+        self
+    }
+
+    /// How many settlement reads of a sealed repository this engine made: (bounded by its
+    /// checkpoint, of its whole history because a fact reached before the cut).
+    pub fn history_reads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.history_reads[0].load(Relaxed),
+            self.history_reads[1].load(Relaxed),
+        )
     }
 
     /// This engine's identity as a drainer (random, never 0).
@@ -367,11 +392,15 @@ fn records_touched(inputs: &[Input], wake: &WakeUp) -> Vec<crate::store::Key> {
                 let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
                 wanted.push(keys::item(&ev.key));
                 wanted.push(keys::summary(&scope, &ev.key));
+                if scope.is_repo() {
+                    wanted.push(keys::sealed_summary(&scope, &ev.key));
+                }
                 scope
             }
             Input::Push(p) => {
                 let scope = scope::scope_of(Some(&p.repo), "");
                 wanted.push(keys::push(&scope, &p.after));
+                wanted.push(keys::sealed_push(&scope, &p.after));
                 scope
             }
         };
@@ -437,7 +466,14 @@ impl Delivery<'_> {
         }
         let scope = scope::scope_of(ev.repo.as_ref(), &ev.key);
         let sk = keys::summary(&scope, &ev.key);
-        let prev = decode::<Summary>(tx, &sk)?;
+        // A sealed item comes back live with what the drain recorded for it (`seal`).
+        let prev = match decode::<Summary>(tx, &sk)? {
+            Some(p) => Some(p),
+            None if scope.is_repo() => {
+                decode::<Summary>(tx, &keys::sealed_summary(&scope, &ev.key))?
+            }
+            None => None,
+        };
         if let Some(summary) = Summary::of_generations(&ev.key, &record, &after, self.now, prev) {
             tx.put(sk, &summary, self.ttl);
         }
@@ -454,7 +490,11 @@ impl Delivery<'_> {
         let mut fact = PushFact::of(p);
         fact.deliveries.push(self.tag.clone());
         let mut settle = true;
-        if let Some(known) = decode::<PushFact>(tx, &pk)? {
+        let known = match decode::<PushFact>(tx, &pk)? {
+            Some(k) => Some(k),
+            None => decode::<PushFact>(tx, &keys::sealed_push(&scope, &p.after))?,
+        };
+        if let Some(known) = known {
             if !self.written.contains(&pk) && known.deliveries.contains(&self.tag) {
                 return Ok(Step::Duplicate);
             }

@@ -88,6 +88,11 @@ pub struct Summary {
     /// holds the older `ledger` is read through [`Summary::applied`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<Vec<Tally>>,
+    /// The trace this item's spans are in, fixed when it was sealed ([`super::seal`]): later
+    /// settlements do not read what its parents were resolved from. `None` while it is live (a
+    /// delivery that rewrites a sealed item drops it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_trace: Option<String>,
 }
 
 /// The labels every metric point about a span carries. The team is lower-cased: one team named
@@ -148,6 +153,7 @@ impl Summary {
             deploy_staged,
             ledger,
             tally,
+            sealed_trace: None,
         })
     }
 

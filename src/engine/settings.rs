@@ -10,6 +10,9 @@ use std::sync::Arc;
 pub struct EngineSettings {
     /// Seconds a finished span waits before export (`VALUESTREAM_SETTLE_SECS`).
     pub settle_secs: i64,
+    /// Event time after which a repository's settled records are sealed, in seconds
+    /// (`VALUESTREAM_SEAL_AFTER_SECS`, [`super::seal`]).
+    pub seal_after_secs: i64,
     /// Lifetime of the stored state, in seconds, after its last write
     /// (`VALUESTREAM_TTL_OPEN_DAYS`).
     pub ttl_open_secs: i64,
@@ -41,6 +44,7 @@ impl From<&Config> for EngineSettings {
     fn from(c: &Config) -> Self {
         EngineSettings {
             settle_secs: c.settle_secs,
+            seal_after_secs: c.seal_after_secs,
             ttl_open_secs: c.ttl_open_secs,
             production_env: c.production_env.clone(),
             rework_pattern: c.rework_pattern.clone(),

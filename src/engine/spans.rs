@@ -102,6 +102,9 @@ impl<'a> Resolver<'a> {
     }
 
     pub fn trace(&self, s: &Summary, depth: usize) -> String {
+        if let Some(t) = &s.sealed_trace {
+            return t.clone();
+        }
         if depth < MAX_DEPTH {
             if let Some(p) = self.parent(s, depth) {
                 return p.trace_id;

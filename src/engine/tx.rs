@@ -186,6 +186,20 @@ impl<'s> Tx<'s> {
         Ok(got)
     }
 
+    /// Records by key, in one request per store batch, handed over as `query_partitions` hands
+    /// them (versions kept for the writes' conditions, records not).
+    pub async fn fetch(&mut self, keys: &[Key]) -> StoreResult<Vec<Option<Record>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.requests += 1;
+        let got = self.store.get_many(keys).await?;
+        for r in got.iter().flatten() {
+            self.versions.entry(r.key.clone()).or_insert(r.version);
+        }
+        Ok(got)
+    }
+
     /// Conditions this attempt's writes on versions an earlier attempt read (or wrote) and
     /// handed over by [`Tx::versions_after`]: one read of a repository serves the rounds of
     /// a settlement pass.
@@ -225,6 +239,14 @@ impl<'s> Tx<'s> {
             return;
         }
         self.read.entry(key.clone()).or_insert(None);
+    }
+
+    /// The version this attempt knows of `key` (read or queried), if any.
+    pub fn version_of(&self, key: &Key) -> Option<u64> {
+        match self.read.get(key) {
+            Some(Some(r)) => Some(r.version),
+            _ => self.versions.get(key).copied(),
+        }
     }
 
     /// Applies the write set atomically.

@@ -20,6 +20,12 @@ pub struct DeployInfo {
     pub recovery_s: Option<f64>,
     /// Why a production deployment is rework; `None`: planned (or not in production).
     pub rework: Option<ReworkReason>,
+    /// What the previous successful deployment of its environment shipped up to: it shipped
+    /// what landed after this (`None`: everything, its environment's first).
+    pub after: Option<Time>,
+    /// What it shipped up to: the bound the next deployment of its environment ships after,
+    /// when it succeeded.
+    pub upper: Option<Time>,
 }
 
 /// A finished deployment generation, in its environment's timeline.
@@ -121,6 +127,8 @@ impl Deriver<'_> {
             changes: shipped.len() as i64,
             recovery_s: None,
             rework: None,
+            after: timeline.shipped_bound.as_ref().map(|b| b.0),
+            upper: Some(upper.0),
         };
         if success {
             info.recovery_s = self.recovery(d, timeline, labels);

@@ -41,6 +41,7 @@ pub fn summary(key: &str, kind: Kind, g: GenSummary) -> Summary {
         deploy_staged: Vec::new(),
         ledger: None,
         tally: None,
+        sealed_trace: None,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Derived {
     pub stages: HashMap<GenRef, Vec<Stage>>,
     /// The first successful production deployment that shipped each change generation.
     pub first_deploy: HashMap<GenRef, GenRef>,
+    /// Merged change key → when it landed on the default branch (its last merged generation):
+    /// what sealing ([`crate::engine::seal`]) orders changes by.
+    pub landing: HashMap<String, Time>,
     /// Owner item key → its metric contributions, summed per series ([`tally`]).
     pub contributions: BTreeMap<String, Vec<Tally>>,
 }
@@ -80,6 +83,12 @@ pub fn derive(summaries: &[Summary], pushes: &[PushFact], config: &EngineSetting
     };
     d.durations(&sorted);
     let landings = Landings::of(&sorted, pushes, &idx, &mut d.out.first_commit);
+    for l in &landings.landed {
+        if let Some(c) = &l.change {
+            let at = d.out.landing.entry(c.key.clone()).or_insert(l.at.0);
+            *at = (*at).max(l.at.0);
+        }
+    }
     d.deployments(&sorted, &landings);
     d.stages(&sorted);
     d.incidents(&sorted, &idx);

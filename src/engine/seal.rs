@@ -1,0 +1,593 @@
+//! Sealed history (issue 30, parts 1-2): what keeps a settlement's reads bounded by what
+//! changed, not by how much a repository has accumulated.
+//!
+//! A repository's records are *live* (its scope shards, read whole by every settlement) or
+//! *sealed* (the `sealed#…` partitions, read by key). After a pass, a settlement seals the
+//! settled records whose every time is before a cut `w` that lags the repository's latest event
+//! by `VALUESTREAM_SEAL_AFTER_SECS`, and writes a [`Checkpoint`]: the cut, and which sealed
+//! records later settlements still need. `dora::derive` is unchanged: a settlement derives the
+//! live records together with those sealed records, and writes only the live owners.
+//!
+//! Which sealed records a live one can need, rule by rule (docs/ARCHITECTURE.md, "Sealed
+//! history"):
+//! - an environment's timeline: its last successful deployment and every one after it
+//!   ([`Checkpoint::summaries`]);
+//! - incidents' causes: production successes within the incident window before the cut;
+//! - what a deployment ships: sealed landings from [`Checkpoint::landings_from`] on (a
+//!   deployment whose environment last shipped before that reads the whole history);
+//! - anything named by commit or branch: the `h#<sha>` and `b#<branch>` lookups ([`names`]);
+//! - a parent chain through a sealed item: the trace it was sealed with
+//!   ([`super::scope::Summary::sealed_trace`]).
+//!
+//! A fact that reaches before the cut (a late delivery, a backfill, a change of a sealed item)
+//! makes the settlement read everything instead ([`needs_full`]), as before sealing existed.
+//! The cut is *clean*: no deployment or incident spans it, so what the rules fold over time
+//! starts again from the checkpoint.
+
+use super::dora::Derived;
+use super::scope::{PushFact, Summary};
+use super::settings::EngineSettings;
+use crate::model::{Kind, ParentRef, Time, WorkResult};
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A repository's cut and the sealed records later settlements read with its live ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every sealed record is before it; no deployment or incident spans it.
+    pub w: Time,
+    /// Sealed landings (merged changes, default-branch pushes) from this time on are in
+    /// `summaries` and `pushes`; a deployment that ships from before it reads everything.
+    pub landings_from: Time,
+    /// Sealed summaries (item keys) a settlement reads with the live records.
+    pub summaries: Vec<String>,
+    /// Sealed pushes (their `after` commit) a settlement reads with the live records.
+    pub pushes: Vec<String>,
+    /// Some sealed landing is before `landings_from` (and so not in `summaries`/`pushes`).
+    #[serde(default)]
+    pub landed_before: bool,
+    /// Live changes that started before `w` when it was set (open pull requests): any other
+    /// live change that starts before it is a late fact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub straddlers: Vec<String>,
+    /// Production successes kept live while an incident after the cut can still follow them,
+    /// with when their last fact arrived: one that changes since is a late fact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followable: Vec<(String, Time)>,
+}
+
+/// Which sealed records name a commit or a branch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lookup {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summaries: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<String>,
+}
+
+impl Lookup {
+    pub fn add(&mut self, other: &Lookup) {
+        for (mine, theirs) in [
+            (&mut self.summaries, &other.summaries),
+            (&mut self.pushes, &other.pushes),
+        ] {
+            mine.extend(theirs.iter().cloned());
+            mine.sort();
+            mine.dedup();
+        }
+    }
+}
+
+/// A commit or a branch: what a lookup is keyed by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Name {
+    Sha(String),
+    Branch(String),
+}
+
+/// The names a sealed summary is found by: a change's head and merge commits and head branch,
+/// a deployment's commit.
+pub fn names_of_summary(s: &Summary) -> BTreeSet<Name> {
+    let mut out: BTreeSet<Name> = s.head_shas.iter().map(|x| sha(x)).collect();
+    for g in &s.gens {
+        out.extend(g.merge_sha.iter().chain(&g.head_sha).map(|x| sha(x)));
+    }
+    out.extend(s.head_branch.iter().map(|b| Name::Branch(b.clone())));
+    out
+}
+
+/// The names a sealed push is found by: its commits, and its branch unless the default one.
+pub fn names_of_push(p: &PushFact) -> BTreeSet<Name> {
+    let mut out: BTreeSet<Name> = p.commits.iter().map(|c| sha(&c.sha)).collect();
+    out.insert(sha(&p.after));
+    if !p.to_default_branch {
+        out.insert(Name::Branch(p.branch.clone()));
+    }
+    out
+}
+
+/// The names a live summary looks up: its own, and the commits and branches its parents name.
+pub fn wanted_by_summary(s: &Summary) -> BTreeSet<Name> {
+    let mut out = names_of_summary(s);
+    for p in &s.parents {
+        match p {
+            ParentRef::Sha { sha: x, .. } => {
+                out.insert(sha(x));
+            }
+            ParentRef::Branch { branch, .. } => {
+                out.insert(Name::Branch(branch.clone()));
+            }
+            ParentRef::Item(_) => {}
+        }
+    }
+    out
+}
+
+fn sha(s: &str) -> Name {
+    Name::Sha(s.to_ascii_lowercase())
+}
+
+/// What a settlement read of a repository, as sealing sees it.
+pub struct Records<'a> {
+    pub summaries: &'a [Summary],
+    pub pushes: &'a [PushFact],
+    /// Keys of the summaries that are sealed (read from the sealed partitions).
+    pub sealed: &'a BTreeSet<String>,
+    /// `after` of the pushes that are sealed.
+    pub sealed_pushes: &'a BTreeSet<String>,
+    /// Live records that cannot be sealed yet, whatever their times (an older layout's).
+    pub pinned: &'a BTreeSet<String>,
+    pub checkpoint: Option<&'a Checkpoint>,
+    /// Every sealed record was read: the checkpoint may take records back that it left out.
+    pub full: bool,
+}
+
+/// What one sealing does: the records it moves, and the checkpoint it writes.
+#[derive(Debug, PartialEq)]
+pub struct Plan {
+    pub checkpoint: Checkpoint,
+    pub summaries: Vec<String>,
+    pub pushes: Vec<String>,
+}
+
+/// The times of a live record that place it against a cut.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    lo: Time,
+    /// `None`: not finished.
+    hi: Option<Time>,
+    /// A deployment or an incident (or a push): no cut may fall inside it.
+    strict: bool,
+    sealable: bool,
+    /// A merged change not sealable yet: no cut may pass its landing.
+    landing: Option<Time>,
+}
+
+fn times(s: &Summary) -> impl Iterator<Item = Time> + '_ {
+    s.gens
+        .iter()
+        .flat_map(|g| g.start.into_iter().chain(g.end))
+        .chain(s.gens.iter().flat_map(|g| g.steps.iter().map(|st| st.time)))
+}
+
+fn summary_span(s: &Summary, derived: &Derived, pinned: &BTreeSet<String>) -> Option<Span> {
+    let landing = derived.landing.get(&s.key).copied();
+    let lo = times(s).chain(landing).min()?;
+    let open = s.gens.iter().any(|g| g.end.is_none());
+    let hi = (!open).then(|| times(s).chain(landing).max()).flatten();
+    let exported = (0..s.gens.len() as u32).all(|g| s.exported.contains(&g));
+    let applied = s.applied().unwrap_or_default();
+    let derived_now = derived
+        .contributions
+        .get(&s.key)
+        .cloned()
+        .unwrap_or_default();
+    let sealable = !open && exported && applied == derived_now && !pinned.contains(&s.key);
+    Some(Span {
+        lo,
+        hi,
+        strict: matches!(s.kind, Kind::Deployment | Kind::Incident),
+        sealable,
+        landing: (!sealable).then_some(landing).flatten(),
+    })
+}
+
+fn push_span(p: &PushFact) -> Span {
+    Span {
+        lo: p.time,
+        hi: Some(p.time),
+        strict: true,
+        sealable: true,
+        landing: None,
+    }
+}
+
+/// The largest clean cut at or below `top`: below every unfinished deployment or incident and
+/// every unsealable landing, and inside no deployment or incident.
+fn clean_cut(spans: &[Span], top: Time) -> Time {
+    let mut w = top;
+    for s in spans {
+        if s.strict && (!s.sealable || s.hi.is_none()) {
+            w = w.min(s.lo);
+        }
+        if let Some(l) = s.landing {
+            w = w.min(l);
+        }
+    }
+    loop {
+        let mut moved = false;
+        for s in spans.iter().filter(|s| s.strict) {
+            if let Some(hi) = s.hi {
+                if s.lo < w && w <= hi {
+                    w = s.lo;
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            return w;
+        }
+    }
+}
+
+/// What to seal after a pass: `None` when the cut would not move. At most `most` records are
+/// sealed (the cut comes down until that many remain before it).
+pub fn plan(
+    r: &Records<'_>,
+    derived: &Derived,
+    config: &EngineSettings,
+    most: usize,
+) -> Option<Plan> {
+    let live: Vec<(&Summary, Span)> = r
+        .summaries
+        .iter()
+        .filter(|s| !r.sealed.contains(&s.key))
+        .filter_map(|s| summary_span(s, derived, r.pinned).map(|sp| (s, sp)))
+        .collect();
+    let live_pushes: Vec<(&PushFact, Span)> = r
+        .pushes
+        .iter()
+        .filter(|p| !r.sealed_pushes.contains(&p.after))
+        .map(|p| (p, push_span(p)))
+        .collect();
+    let spans: Vec<Span> = live
+        .iter()
+        .map(|x| x.1)
+        .chain(live_pushes.iter().map(|x| x.1))
+        .collect();
+    let latest = spans
+        .iter()
+        .flat_map(|s| [Some(s.lo), s.hi])
+        .flatten()
+        .max()?;
+    let old = r.checkpoint.map(|c| c.w);
+    let mut w = clean_cut(&spans, latest - TimeDelta::seconds(config.seal_after_secs));
+    let below = |w: Time| {
+        spans
+            .iter()
+            .filter(|s| s.sealable && s.hi.is_some_and(|hi| hi < w))
+            .count()
+    };
+    while below(w) > most {
+        // Bring the cut down to the `most`-th record's end, then to a clean cut again.
+        let mut ends: Vec<Time> = spans
+            .iter()
+            .filter(|s| s.sealable)
+            .filter_map(|s| s.hi.filter(|hi| *hi < w))
+            .collect();
+        ends.sort();
+        w = clean_cut(&spans, ends[most]);
+    }
+    if let Some(o) = old {
+        // A cut never moves back: what is sealed stays sealed.
+        w = w.max(o);
+    }
+    // A production success an incident after the cut can still follow stays live (its
+    // change failure is counted for it): it may end before the cut, as a known straddler.
+    let window = TimeDelta::seconds(config.incident_window_secs);
+    let followable = |s: &Summary| {
+        s.kind == Kind::Deployment
+            && s.gens.iter().any(|g| {
+                let env = g.environment.as_deref().unwrap_or("unknown");
+                success(g) && config.is_production(env) && g.end.is_some_and(|e| e >= w - window)
+            })
+    };
+    let sealed_now = |sp: &Span| sp.sealable && sp.hi.is_some_and(|hi| hi < w);
+    let summaries: Vec<String> = live
+        .iter()
+        .filter(|(s, sp)| sealed_now(sp) && !followable(s))
+        .map(|(s, _)| s.key.clone())
+        .collect();
+    let pushes: Vec<String> = live_pushes
+        .iter()
+        .filter(|(_, sp)| sealed_now(sp))
+        .map(|(p, _)| p.after.clone())
+        .collect();
+    let straddlers = live
+        .iter()
+        .filter(|(s, sp)| s.kind == Kind::Change && !sealed_now(sp))
+        .filter(|(s, _)| s.gens.first().and_then(|g| g.start).is_some_and(|t| t < w))
+        .map(|(s, _)| s.key.clone())
+        .collect();
+    let kept: Vec<(String, Time)> = live
+        .iter()
+        .filter(|(s, sp)| sealed_now(sp) && followable(s))
+        .map(|(s, _)| (s.key.clone(), s.touched))
+        .collect();
+    let now_sealed: BTreeSet<&str> = summaries
+        .iter()
+        .map(String::as_str)
+        .chain(r.sealed.iter().map(String::as_str))
+        .collect();
+    let pushes_sealed: BTreeSet<&str> = pushes
+        .iter()
+        .map(String::as_str)
+        .chain(r.sealed_pushes.iter().map(String::as_str))
+        .collect();
+    let mut checkpoint = context(r, derived, config, w, &now_sealed, &pushes_sealed);
+    checkpoint.straddlers = straddlers;
+    checkpoint.followable = kept;
+    if summaries.is_empty() && pushes.is_empty() && r.checkpoint == Some(&checkpoint) {
+        return None;
+    }
+    Some(Plan {
+        checkpoint,
+        summaries,
+        pushes,
+    })
+}
+
+fn success(g: &super::scope::GenSummary) -> bool {
+    !g.error && g.result.is_none_or(|x| x == WorkResult::Success)
+}
+
+/// A finished deployment generation: (end, key, generation, environment, success).
+type Finished<'a> = (Time, &'a str, usize, String, bool);
+
+/// The checkpoint at cut `w`: which of the sealed records (`sealed`, `pushes_sealed`, all in
+/// `r`) later settlements read.
+fn context(
+    r: &Records<'_>,
+    derived: &Derived,
+    config: &EngineSettings,
+    w: Time,
+    sealed: &BTreeSet<&str>,
+    pushes_sealed: &BTreeSet<&str>,
+) -> Checkpoint {
+    let window = TimeDelta::seconds(config.incident_window_secs);
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut by_env: BTreeMap<String, Vec<Finished>> = BTreeMap::new();
+    for s in r.summaries.iter().filter(|s| s.kind == Kind::Deployment) {
+        if !sealed.contains(s.key.as_str()) {
+            continue;
+        }
+        for (i, g) in s.gens.iter().enumerate() {
+            let Some(end) = g.end else { continue };
+            let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
+            let success = success(g);
+            if success && config.is_production(&env) && end >= w - window {
+                keep.insert(s.key.clone());
+            }
+            by_env.entry(env.to_ascii_lowercase()).or_default().push((
+                end,
+                s.key.as_str(),
+                i,
+                env,
+                success,
+            ));
+        }
+    }
+    // Each environment's last success and every deployment after it; where it shipped up to.
+    let mut bounds: Vec<Time> = Vec::new();
+    // Incidents that ended within the window before the cut, and the deployments they
+    // followed: the rework windows of deployments that started before the cut.
+    for s in r.summaries.iter().filter(|s| s.kind == Kind::Incident) {
+        let recent = s
+            .gens
+            .iter()
+            .any(|g| g.end.is_some_and(|e| e >= w - window));
+        if sealed.contains(s.key.as_str()) && recent {
+            keep.insert(s.key.clone());
+            if let Some(c) = derived.causes.get(&s.key) {
+                keep.insert(c.deployment.key.clone());
+            }
+        }
+    }
+    for deps in by_env.values_mut() {
+        deps.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        // An environment not deployed to within the window is left out: its next deployment
+        // reads the whole history (it ships from before the checkpoint's landings).
+        if deps.last().is_some_and(|d| d.0 < w - window) {
+            continue;
+        }
+        let from = deps.iter().rposition(|d| d.4).unwrap_or(0);
+        for d in &deps[from..] {
+            keep.insert(d.1.to_string());
+        }
+        if let Some(last) = deps.iter().rev().find(|d| d.4) {
+            let me = super::scope::GenRef {
+                key: last.1.to_string(),
+                gen: last.2 as u32,
+            };
+            let recent = last.0 >= w - window;
+            if let (true, Some(upper)) = (recent, derived.deploys.get(&me).and_then(|i| i.upper)) {
+                bounds.push(upper);
+            }
+        }
+    }
+    // What live deployments ship from (their environment's previous success; `None`: its
+    // first, which ships everything).
+    let mut everything = false;
+    for (me, info) in &derived.deploys {
+        if sealed.contains(me.key.as_str()) {
+            continue;
+        }
+        match info.after {
+            Some(a) => bounds.push(a),
+            None => everything = true,
+        }
+    }
+    let old_from = r.checkpoint.map(|c| c.landings_from);
+    let ever = w - TimeDelta::days(36_500);
+    let floor = if r.full {
+        ever
+    } else {
+        old_from.unwrap_or(ever)
+    };
+    let landings_from = bounds
+        .into_iter()
+        .chain([w])
+        .min()
+        .unwrap_or(w)
+        .max(floor)
+        .min(w);
+    let landings_from = if everything { floor } else { landings_from };
+    for s in r
+        .summaries
+        .iter()
+        .filter(|s| sealed.contains(s.key.as_str()))
+    {
+        if derived
+            .landing
+            .get(&s.key)
+            .is_some_and(|l| *l >= landings_from)
+        {
+            keep.insert(s.key.clone());
+        }
+    }
+    let sealed_default = || {
+        r.pushes
+            .iter()
+            .filter(|p| pushes_sealed.contains(p.after.as_str()) && p.to_default_branch)
+    };
+    let pushes = sealed_default()
+        .filter(|p| p.time >= landings_from)
+        .map(|p| p.after.clone())
+        .collect();
+    let landed_before = (!r.full && r.checkpoint.is_some_and(|c| c.landed_before))
+        || sealed_default().any(|p| p.time < landings_from)
+        || r.summaries.iter().any(|s| {
+            sealed.contains(s.key.as_str())
+                && derived
+                    .landing
+                    .get(&s.key)
+                    .is_some_and(|l| *l < landings_from)
+        });
+    Checkpoint {
+        w,
+        landings_from,
+        summaries: keep.into_iter().collect(),
+        pushes,
+        landed_before,
+        straddlers: Vec::new(),
+        followable: Vec::new(),
+    }
+}
+
+/// Why the records a settlement read from its checkpoint are not enough (a fact that reaches
+/// before the cut): it reads the whole history instead. `None`: they are.
+pub fn needs_full(r: &Records<'_>, derived: &Derived) -> Option<&'static str> {
+    let cp = r.checkpoint?;
+    let w = cp.w;
+    let live = || r.summaries.iter().filter(|s| !r.sealed.contains(&s.key));
+    let sealed = || r.summaries.iter().filter(|s| r.sealed.contains(&s.key));
+    let live_pushes = || {
+        r.pushes
+            .iter()
+            .filter(|p| !r.sealed_pushes.contains(&p.after))
+    };
+    let before = |t: Option<Time>| t.is_some_and(|t| t < w);
+    for s in live() {
+        match s.kind {
+            Kind::Deployment | Kind::Incident => {
+                let known = cp
+                    .followable
+                    .iter()
+                    .any(|(k, t)| *k == s.key && *t == s.touched);
+                if !known && s.gens.iter().any(|g| before(g.start) || before(g.end)) {
+                    return Some("a deployment or incident before the cut");
+                }
+            }
+            Kind::Change => {
+                if before(derived.landing.get(&s.key).copied()) {
+                    return Some("a change that landed before the cut");
+                }
+                if before(s.gens.first().and_then(|g| g.start)) && !cp.straddlers.contains(&s.key) {
+                    return Some("a change that started before the cut");
+                }
+            }
+            _ => {}
+        }
+    }
+    if live_pushes().any(|p| p.time < w) {
+        return Some("a push before the cut");
+    }
+    for (me, info) in &derived.deploys {
+        let is_live = live().any(|s| s.key == me.key);
+        if cp.landed_before && is_live && info.after.is_none_or(|a| a < cp.landings_from) {
+            return Some("a deployment that ships from before the checkpoint's landings");
+        }
+    }
+    if sealed().any(|s| derived.landing.get(&s.key).is_some_and(|l| *l >= w)) {
+        return Some("a sealed change that lands after the cut");
+    }
+    // Commits and branches shared between live and sealed records.
+    let sealed_deploy_shas: BTreeSet<&str> = sealed()
+        .filter(|s| s.kind == Kind::Deployment)
+        .flat_map(|s| s.gens.iter().filter_map(|g| g.head_sha.as_deref()))
+        .collect();
+    let sealed_default_commits: BTreeSet<&str> = r
+        .pushes
+        .iter()
+        .filter(|p| r.sealed_pushes.contains(&p.after) && p.to_default_branch)
+        .flat_map(|p| {
+            p.commits
+                .iter()
+                .map(|c| c.sha.as_str())
+                .chain([p.after.as_str()])
+        })
+        .collect();
+    for s in live().filter(|s| s.kind == Kind::Change) {
+        let shas = s
+            .head_shas
+            .iter()
+            .chain(s.gens.iter().filter_map(|g| g.merge_sha.as_ref()));
+        for x in shas {
+            if sealed_deploy_shas.contains(x.as_str())
+                || sealed_default_commits.contains(x.as_str())
+            {
+                return Some("a live change names a sealed deployment's or push's commit");
+            }
+        }
+    }
+    for p in live_pushes() {
+        let commits = p
+            .commits
+            .iter()
+            .map(|c| c.sha.as_str())
+            .chain([p.after.as_str()]);
+        let mut commits = commits;
+        if commits.any(|c| sealed_deploy_shas.contains(c)) {
+            return Some("a live push carries a sealed deployment's commit");
+        }
+        if p.to_default_branch {
+            continue;
+        }
+        let Some(first) = p.commits.iter().map(|c| c.time).min() else {
+            continue;
+        };
+        let earlier = sealed().any(|s| {
+            s.kind == Kind::Change
+                && s.head_branch.as_deref() == Some(p.branch.as_str())
+                && s.gens
+                    .first()
+                    .and_then(|g| g.start)
+                    .is_some_and(|t| first < t)
+        });
+        if earlier {
+            return Some("a live push moves a sealed change's first commit");
+        }
+    }
+    None
+}
