@@ -194,7 +194,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("VALUESTREAM_ATTRIBUTE_VALUES", "allow-lists of attribute values that become metric labels: 'language=python|go,deployment.type=container|mutable|image' (others become 'other')"),
     ("VALUESTREAM_TTL_OPEN_DAYS", "days an open span and its indexes live without news, 1..=3650 (default 90)"),
     ("VALUESTREAM_SETTLE_SECS", "seconds a finished span waits before export so that deliveries arriving out of order within that time give identical spans; 0 exports at once; 0..=86400 (default 120)"),
-    ("VALUESTREAM_SEAL_AFTER_SECS", "seconds of a repository's event time after which its settled records are sealed: moved out of what every settlement reads, with a checkpoint of what later rules need (docs/ARCHITECTURE.md, Sealed history); 0..=31536000 (default 86400)"),
+    ("VALUESTREAM_SEAL_AFTER_SECS", "seconds of a repository's event time after which its settled records are sealed: moved out of what every settlement reads, with a checkpoint of what later rules need (docs/ARCHITECTURE.md, Sealed history); 0..=315360000 (default 86400)"),
     ("VALUESTREAM_TABLE", "DynamoDB table name; when set, state lives in DynamoDB (Lambda, or shared serve)"),
     ("VALUESTREAM_SETTLE_MEMORY_MB", "memory the settlements of one drain may hold at once, 8..=1048576 MiB (default 60 % of the Lambda's memory, from AWS_LAMBDA_FUNCTION_MEMORY_SIZE; 1024 elsewhere); a repository whose settlement would need more is put aside and counted (README, Limits)"),
     ("VALUESTREAM_DYNAMODB_TIMEOUT_MS", "longest wait for one DynamoDB operation, retries included, 500..=60000 ms (default 8000); then 503"),
@@ -460,7 +460,7 @@ impl Config {
             seal_after_secs: env.int(
                 "VALUESTREAM_SEAL_AFTER_SECS",
                 86_400,
-                0..=31_536_000,
+                0..=315_360_000,
                 "seconds",
             )?,
             dynamodb_timeout_ms: storage.dynamodb_timeout_ms,

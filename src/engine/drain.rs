@@ -324,15 +324,7 @@ impl Engine {
             .iter()
             .map(|m| delete_if(m.key.clone(), m.version))
             .collect();
-        let mut removals = futures_util::stream::iter(deletes)
-            .map(|delete| self.store.commit(vec![delete]))
-            .buffer_unordered(MARKERS_AT_ONCE);
-        while let Some(removed) = removals.next().await {
-            match removed {
-                Ok(()) | Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.commit_each(deletes).await?;
         Ok(ScopeSettled {
             spans,
             points: points.into_values().collect(),
@@ -830,15 +822,30 @@ fn ledger_changes(
         let Some(summary) = summary_of(owner) else {
             continue;
         };
-        if records.sealed.contains(owner.as_str()) && !records.full {
-            continue;
-        }
-        let new = derived.contributions.get(owner).unwrap_or(&empty);
         let old = summary
             .tally
             .as_ref()
             .or_else(|| records.ledger.get(owner))
             .unwrap_or(&empty);
+        let partial;
+        let new = if records.sealed.contains(owner.as_str()) && !records.full {
+            // A sealed owner is settled only when every sealed record was read, but for the
+            // one change failure a live incident can still give its checkpoint's deployment.
+            let Some(last) = records
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.last_prod.as_ref())
+            else {
+                continue;
+            };
+            if last.key != *owner {
+                continue;
+            }
+            partial = last_prod_tally(records, derived, last, old);
+            &partial
+        } else {
+            derived.contributions.get(owner).unwrap_or(&empty)
+        };
         if new == old {
             continue;
         }
@@ -892,6 +899,31 @@ fn put_write<T: serde::Serialize>(
         },
         cond,
     })
+}
+
+/// The tally of the checkpoint's last production success ([`seal::LastProd`]) read from the
+/// checkpoint: as applied, but for its change failure, which a live incident that follows it
+/// gives (as derived now), or a sealed one gave (as applied).
+fn last_prod_tally(
+    records: &ScopeRecords,
+    derived: &dora::Derived,
+    last: &seal::LastProd,
+    old: &[Tally],
+) -> Vec<Tally> {
+    let failure = |t: &&Tally| t.name == metrics::CHANGE_FAILURES;
+    let live_cause = derived
+        .causes
+        .iter()
+        .any(|(incident, c)| c.deployment.key == last.key && !records.sealed.contains(incident));
+    let mut new: Vec<Tally> = old.iter().filter(|t| !failure(t)).cloned().collect();
+    if live_cause {
+        let now = derived.contributions.get(&last.key).into_iter().flatten();
+        new.extend(now.filter(failure).cloned());
+    } else if last.failed_by_sealed {
+        new.extend(old.iter().filter(failure).cloned());
+    }
+    new.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    new
 }
 
 /// Summaries a delivery rewrote in their shard while the drain's record of them is still in

@@ -51,10 +51,19 @@ pub struct Checkpoint {
     /// live change that starts before it is a late fact.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub straddlers: Vec<String>,
-    /// Production successes kept live while an incident after the cut can still follow them,
-    /// with when their last fact arrived: one that changes since is a late fact.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub followable: Vec<(String, Time)>,
+    /// The latest sealed production success, if it ended within the incident window before
+    /// the cut: an incident after the cut may still follow it (and make it a change failure),
+    /// and whether a sealed incident already did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prod: Option<LastProd>,
+}
+
+/// The sealed deployment a live incident may follow ([`Checkpoint::last_prod`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastProd {
+    pub key: String,
+    /// A sealed incident followed it: it is a change failure whatever the live ones do.
+    pub failed_by_sealed: bool,
 }
 
 /// Which sealed records name a commit or a branch.
@@ -231,26 +240,58 @@ fn clean_cut(spans: &[Span], top: Time) -> Time {
     }
 }
 
-/// What to seal after a pass: `None` when the cut would not move. At most `most` records are
-/// sealed (the cut comes down until that many remain before it).
+/// The live summaries and pushes of `r`, each with its place against a cut.
+type LiveSpans<'a> = (Vec<(&'a Summary, Span)>, Vec<(&'a PushFact, Span)>);
+
+fn live_spans<'a>(r: &Records<'a>, derived: &Derived) -> LiveSpans<'a> {
+    let summaries = r
+        .summaries
+        .iter()
+        .filter(|s| !r.sealed.contains(&s.key))
+        .filter_map(|s| summary_span(s, derived, r.pinned).map(|sp| (s, sp)))
+        .collect();
+    let pushes = r
+        .pushes
+        .iter()
+        .filter(|p| !r.sealed_pushes.contains(&p.after))
+        .map(|p| (p, push_span(p)))
+        .collect();
+    (summaries, pushes)
+}
+
+/// The cut: the largest clean one at or below `top` that seals at most `most` records, never
+/// below the previous one (`old`: what is sealed stays sealed).
+fn choose_cut(spans: &[Span], top: Time, most: usize, old: Option<Time>) -> Time {
+    let below = |w: Time| {
+        spans
+            .iter()
+            .filter(|s| s.sealable && s.hi.is_some_and(|hi| hi < w))
+            .count()
+    };
+    let mut w = clean_cut(spans, top);
+    while below(w) > most {
+        // Bring the cut down to the `most`-th record's end, then to a clean cut again.
+        let mut ends: Vec<Time> = spans
+            .iter()
+            .filter(|s| s.sealable)
+            .filter_map(|s| s.hi.filter(|hi| *hi < w))
+            .collect();
+        ends.sort();
+        w = clean_cut(spans, ends[most]);
+    }
+    old.map_or(w, |o| w.max(o))
+}
+
+/// What to seal after a pass: `None` when nothing would be sealed and the checkpoint would
+/// not change. At most `most` records are sealed (the cut comes down until that many remain
+/// before it).
 pub fn plan(
     r: &Records<'_>,
     derived: &Derived,
     config: &EngineSettings,
     most: usize,
 ) -> Option<Plan> {
-    let live: Vec<(&Summary, Span)> = r
-        .summaries
-        .iter()
-        .filter(|s| !r.sealed.contains(&s.key))
-        .filter_map(|s| summary_span(s, derived, r.pinned).map(|sp| (s, sp)))
-        .collect();
-    let live_pushes: Vec<(&PushFact, Span)> = r
-        .pushes
-        .iter()
-        .filter(|p| !r.sealed_pushes.contains(&p.after))
-        .map(|p| (p, push_span(p)))
-        .collect();
+    let (live, live_pushes) = live_spans(r, derived);
     let spans: Vec<Span> = live
         .iter()
         .map(|x| x.1)
@@ -261,42 +302,12 @@ pub fn plan(
         .flat_map(|s| [Some(s.lo), s.hi])
         .flatten()
         .max()?;
-    let old = r.checkpoint.map(|c| c.w);
-    let mut w = clean_cut(&spans, latest - TimeDelta::seconds(config.seal_after_secs));
-    let below = |w: Time| {
-        spans
-            .iter()
-            .filter(|s| s.sealable && s.hi.is_some_and(|hi| hi < w))
-            .count()
-    };
-    while below(w) > most {
-        // Bring the cut down to the `most`-th record's end, then to a clean cut again.
-        let mut ends: Vec<Time> = spans
-            .iter()
-            .filter(|s| s.sealable)
-            .filter_map(|s| s.hi.filter(|hi| *hi < w))
-            .collect();
-        ends.sort();
-        w = clean_cut(&spans, ends[most]);
-    }
-    if let Some(o) = old {
-        // A cut never moves back: what is sealed stays sealed.
-        w = w.max(o);
-    }
-    // A production success an incident after the cut can still follow stays live (its
-    // change failure is counted for it): it may end before the cut, as a known straddler.
-    let window = TimeDelta::seconds(config.incident_window_secs);
-    let followable = |s: &Summary| {
-        s.kind == Kind::Deployment
-            && s.gens.iter().any(|g| {
-                let env = g.environment.as_deref().unwrap_or("unknown");
-                success(g) && config.is_production(env) && g.end.is_some_and(|e| e >= w - window)
-            })
-    };
+    let top = latest - TimeDelta::seconds(config.seal_after_secs);
+    let w = choose_cut(&spans, top, most, r.checkpoint.map(|c| c.w));
     let sealed_now = |sp: &Span| sp.sealable && sp.hi.is_some_and(|hi| hi < w);
     let summaries: Vec<String> = live
         .iter()
-        .filter(|(s, sp)| sealed_now(sp) && !followable(s))
+        .filter(|(_, sp)| sealed_now(sp))
         .map(|(s, _)| s.key.clone())
         .collect();
     let pushes: Vec<String> = live_pushes
@@ -310,25 +321,22 @@ pub fn plan(
         .filter(|(s, _)| s.gens.first().and_then(|g| g.start).is_some_and(|t| t < w))
         .map(|(s, _)| s.key.clone())
         .collect();
-    let kept: Vec<(String, Time)> = live
-        .iter()
-        .filter(|(s, sp)| sealed_now(sp) && followable(s))
-        .map(|(s, _)| (s.key.clone(), s.touched))
-        .collect();
-    let now_sealed: BTreeSet<&str> = summaries
-        .iter()
-        .map(String::as_str)
-        .chain(r.sealed.iter().map(String::as_str))
-        .collect();
-    let pushes_sealed: BTreeSet<&str> = pushes
-        .iter()
-        .map(String::as_str)
-        .chain(r.sealed_pushes.iter().map(String::as_str))
-        .collect();
-    let mut checkpoint = context(r, derived, config, w, &now_sealed, &pushes_sealed);
+    let sealed = Sealed {
+        summaries: summaries
+            .iter()
+            .chain(r.sealed.iter())
+            .map(String::as_str)
+            .collect(),
+        pushes: pushes
+            .iter()
+            .chain(r.sealed_pushes.iter())
+            .map(String::as_str)
+            .collect(),
+    };
+    let mut checkpoint = context(r, derived, config, w, &sealed);
     checkpoint.straddlers = straddlers;
-    checkpoint.followable = kept;
-    if summaries.is_empty() && pushes.is_empty() && r.checkpoint == Some(&checkpoint) {
+    let unchanged = r.checkpoint.is_none_or(|c| *c == checkpoint);
+    if summaries.is_empty() && pushes.is_empty() && unchanged {
         return None;
     }
     Some(Plan {
@@ -338,6 +346,12 @@ pub fn plan(
     })
 }
 
+/// The records sealed once a plan is carried out (those read and those it seals).
+struct Sealed<'a> {
+    summaries: BTreeSet<&'a str>,
+    pushes: BTreeSet<&'a str>,
+}
+
 fn success(g: &super::scope::GenSummary) -> bool {
     !g.error && g.result.is_none_or(|x| x == WorkResult::Success)
 }
@@ -345,19 +359,64 @@ fn success(g: &super::scope::GenSummary) -> bool {
 /// A finished deployment generation: (end, key, generation, environment, success).
 type Finished<'a> = (Time, &'a str, usize, String, bool);
 
-/// The checkpoint at cut `w`: which of the sealed records (`sealed`, `pushes_sealed`, all in
-/// `r`) later settlements read.
+/// The checkpoint at cut `w`: which of the sealed records (all in `r`) later settlements read.
 fn context(
     r: &Records<'_>,
     derived: &Derived,
     config: &EngineSettings,
     w: Time,
-    sealed: &BTreeSet<&str>,
-    pushes_sealed: &BTreeSet<&str>,
+    sealed: &Sealed<'_>,
 ) -> Checkpoint {
     let window = TimeDelta::seconds(config.incident_window_secs);
     let mut keep: BTreeSet<String> = BTreeSet::new();
+    let (by_env, last_prod) = sealed_deployments(r, config, &sealed.summaries);
+    // Each environment deployed to within the window: its last success and every deployment
+    // after it, and where it shipped up to. One not deployed to within the window is left out:
+    // its next deployment reads the whole history (it ships from before the landings kept).
+    let mut bounds: Vec<Time> = Vec::new();
+    for deps in by_env.values() {
+        if deps.last().is_some_and(|d| d.0 < w - window) {
+            continue;
+        }
+        let from = deps.iter().rposition(|d| d.4).unwrap_or(0);
+        keep.extend(deps[from..].iter().map(|d| d.1.to_string()));
+        if let Some(last) = deps.iter().rev().find(|d| d.4) {
+            let me = super::scope::GenRef {
+                key: last.1.to_string(),
+                gen: last.2 as u32,
+            };
+            bounds.extend(derived.deploys.get(&me).and_then(|i| i.upper));
+        }
+    }
+    let last_prod = last_prod
+        .filter(|(end, _)| *end >= w - window)
+        .map(|(_, key)| {
+            keep.insert(key.to_string());
+            LastProd {
+                key: key.to_string(),
+                failed_by_sealed: failed_by_sealed(r, derived, key, &sealed.summaries),
+            }
+        });
+    let mut cp = landings(r, derived, w, bounds, sealed);
+    cp.summaries.extend(keep);
+    cp.summaries.sort();
+    cp.summaries.dedup();
+    cp.last_prod = last_prod;
+    cp
+}
+
+/// Finished deployment generations by environment, and the latest production success.
+type SealedDeployments<'a> = (BTreeMap<String, Vec<Finished<'a>>>, Option<(Time, &'a str)>);
+
+/// The sealed deployments' finished generations by environment (lower case), in finishing
+/// order, and the latest production success (its end and key).
+fn sealed_deployments<'a>(
+    r: &Records<'a>,
+    config: &EngineSettings,
+    sealed: &BTreeSet<&str>,
+) -> SealedDeployments<'a> {
     let mut by_env: BTreeMap<String, Vec<Finished>> = BTreeMap::new();
+    let mut last_prod: Option<(Time, &str)> = None;
     for s in r.summaries.iter().filter(|s| s.kind == Kind::Deployment) {
         if !sealed.contains(s.key.as_str()) {
             continue;
@@ -366,61 +425,33 @@ fn context(
             let Some(end) = g.end else { continue };
             let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
             let success = success(g);
-            if success && config.is_production(&env) && end >= w - window {
-                keep.insert(s.key.clone());
+            let later = |(e, k): (Time, &str)| (end, s.key.as_str()) > (e, k);
+            if success && config.is_production(&env) && last_prod.is_none_or(later) {
+                last_prod = Some((end, s.key.as_str()));
             }
-            by_env.entry(env.to_ascii_lowercase()).or_default().push((
-                end,
-                s.key.as_str(),
-                i,
-                env,
-                success,
-            ));
-        }
-    }
-    // Each environment's last success and every deployment after it; where it shipped up to.
-    let mut bounds: Vec<Time> = Vec::new();
-    // Incidents that ended within the window before the cut, and the deployments they
-    // followed: the rework windows of deployments that started before the cut.
-    for s in r.summaries.iter().filter(|s| s.kind == Kind::Incident) {
-        let recent = s
-            .gens
-            .iter()
-            .any(|g| g.end.is_some_and(|e| e >= w - window));
-        if sealed.contains(s.key.as_str()) && recent {
-            keep.insert(s.key.clone());
-            if let Some(c) = derived.causes.get(&s.key) {
-                keep.insert(c.deployment.key.clone());
-            }
+            let deps = by_env.entry(env.to_ascii_lowercase()).or_default();
+            deps.push((end, s.key.as_str(), i, env, success));
         }
     }
     for deps in by_env.values_mut() {
         deps.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        // An environment not deployed to within the window is left out: its next deployment
-        // reads the whole history (it ships from before the checkpoint's landings).
-        if deps.last().is_some_and(|d| d.0 < w - window) {
-            continue;
-        }
-        let from = deps.iter().rposition(|d| d.4).unwrap_or(0);
-        for d in &deps[from..] {
-            keep.insert(d.1.to_string());
-        }
-        if let Some(last) = deps.iter().rev().find(|d| d.4) {
-            let me = super::scope::GenRef {
-                key: last.1.to_string(),
-                gen: last.2 as u32,
-            };
-            let recent = last.0 >= w - window;
-            if let (true, Some(upper)) = (recent, derived.deploys.get(&me).and_then(|i| i.upper)) {
-                bounds.push(upper);
-            }
-        }
     }
-    // What live deployments ship from (their environment's previous success; `None`: its
-    // first, which ships everything).
+    (by_env, last_prod)
+}
+
+/// The checkpoint's landings: sealed merged changes and default-branch pushes from the earliest
+/// point a deployment can ship from (`bounds`, and what live deployments ship from; all of them
+/// while a live deployment is its environment's first).
+fn landings(
+    r: &Records<'_>,
+    derived: &Derived,
+    w: Time,
+    mut bounds: Vec<Time>,
+    sealed: &Sealed<'_>,
+) -> Checkpoint {
     let mut everything = false;
     for (me, info) in &derived.deploys {
-        if sealed.contains(me.key.as_str()) {
+        if sealed.summaries.contains(me.key.as_str()) {
             continue;
         }
         match info.after {
@@ -428,111 +459,140 @@ fn context(
             None => everything = true,
         }
     }
-    let old_from = r.checkpoint.map(|c| c.landings_from);
     let ever = w - TimeDelta::days(36_500);
+    let old_from = r.checkpoint.map(|c| c.landings_from);
     let floor = if r.full {
         ever
     } else {
         old_from.unwrap_or(ever)
     };
-    let landings_from = bounds
-        .into_iter()
-        .chain([w])
-        .min()
-        .unwrap_or(w)
-        .max(floor)
-        .min(w);
-    let landings_from = if everything { floor } else { landings_from };
-    for s in r
-        .summaries
-        .iter()
-        .filter(|s| sealed.contains(s.key.as_str()))
-    {
-        if derived
-            .landing
-            .get(&s.key)
-            .is_some_and(|l| *l >= landings_from)
-        {
-            keep.insert(s.key.clone());
-        }
-    }
+    let from = bounds.into_iter().chain([w]).min().unwrap_or(w);
+    let landings_from = if everything {
+        floor
+    } else {
+        from.max(floor).min(w)
+    };
     let sealed_default = || {
         r.pushes
             .iter()
-            .filter(|p| pushes_sealed.contains(p.after.as_str()) && p.to_default_branch)
+            .filter(|p| sealed.pushes.contains(p.after.as_str()) && p.to_default_branch)
     };
-    let pushes = sealed_default()
-        .filter(|p| p.time >= landings_from)
-        .map(|p| p.after.clone())
-        .collect();
+    let landed = |s: &&Summary| sealed.summaries.contains(s.key.as_str());
+    let landing = |s: &Summary| derived.landing.get(&s.key).copied();
     let landed_before = (!r.full && r.checkpoint.is_some_and(|c| c.landed_before))
         || sealed_default().any(|p| p.time < landings_from)
-        || r.summaries.iter().any(|s| {
-            sealed.contains(s.key.as_str())
-                && derived
-                    .landing
-                    .get(&s.key)
-                    .is_some_and(|l| *l < landings_from)
-        });
+        || r.summaries
+            .iter()
+            .filter(landed)
+            .any(|s| landing(s).is_some_and(|l| l < landings_from));
     Checkpoint {
         w,
         landings_from,
-        summaries: keep.into_iter().collect(),
-        pushes,
+        summaries: r
+            .summaries
+            .iter()
+            .filter(landed)
+            .filter(|s| landing(s).is_some_and(|l| l >= landings_from))
+            .map(|s| s.key.clone())
+            .collect(),
+        pushes: sealed_default()
+            .filter(|p| p.time >= landings_from)
+            .map(|p| p.after.clone())
+            .collect(),
         landed_before,
         straddlers: Vec::new(),
-        followable: Vec::new(),
+        last_prod: None,
     }
+}
+
+/// Whether a sealed incident made deployment `key` a change failure: one of those read (all of
+/// them when `r.full`) follows it, or the previous checkpoint said so.
+fn failed_by_sealed(
+    r: &Records<'_>,
+    derived: &Derived,
+    key: &str,
+    sealed: &BTreeSet<&str>,
+) -> bool {
+    let before = !r.full
+        && r.checkpoint
+            .and_then(|c| c.last_prod.as_ref())
+            .is_some_and(|l| l.key == key && l.failed_by_sealed);
+    before
+        || derived
+            .causes
+            .iter()
+            .any(|(incident, c)| c.deployment.key == key && sealed.contains(incident.as_str()))
 }
 
 /// Why the records a settlement read from its checkpoint are not enough (a fact that reaches
 /// before the cut): it reads the whole history instead. `None`: they are.
 pub fn needs_full(r: &Records<'_>, derived: &Derived) -> Option<&'static str> {
     let cp = r.checkpoint?;
-    let w = cp.w;
-    let live = || r.summaries.iter().filter(|s| !r.sealed.contains(&s.key));
-    let sealed = || r.summaries.iter().filter(|s| r.sealed.contains(&s.key));
-    let live_pushes = || {
-        r.pushes
-            .iter()
-            .filter(|p| !r.sealed_pushes.contains(&p.after))
-    };
-    let before = |t: Option<Time>| t.is_some_and(|t| t < w);
-    for s in live() {
+    late_live(r, derived, cp)
+        .or_else(|| shipped_from_before(r, derived, cp))
+        .or_else(|| shared_names(r))
+}
+
+/// A live record that reaches before the cut: a late deployment, incident, push or landing, a
+/// change that started before it and was not live when it was set.
+fn late_live(r: &Records<'_>, derived: &Derived, cp: &Checkpoint) -> Option<&'static str> {
+    let before = |t: Option<Time>| t.is_some_and(|t| t < cp.w);
+    for s in r.summaries.iter().filter(|s| !r.sealed.contains(&s.key)) {
         match s.kind {
-            Kind::Deployment | Kind::Incident => {
-                let known = cp
-                    .followable
-                    .iter()
-                    .any(|(k, t)| *k == s.key && *t == s.touched);
-                if !known && s.gens.iter().any(|g| before(g.start) || before(g.end)) {
-                    return Some("a deployment or incident before the cut");
-                }
+            Kind::Deployment | Kind::Incident
+                if s.gens.iter().any(|g| before(g.start) || before(g.end)) =>
+            {
+                return Some("a deployment or incident before the cut");
             }
             Kind::Change => {
                 if before(derived.landing.get(&s.key).copied()) {
                     return Some("a change that landed before the cut");
                 }
-                if before(s.gens.first().and_then(|g| g.start)) && !cp.straddlers.contains(&s.key) {
+                let started = s.gens.first().and_then(|g| g.start);
+                if before(started) && !cp.straddlers.contains(&s.key) {
                     return Some("a change that started before the cut");
                 }
             }
             _ => {}
         }
     }
-    if live_pushes().any(|p| p.time < w) {
+    let live_pushes = r
+        .pushes
+        .iter()
+        .filter(|p| !r.sealed_pushes.contains(&p.after));
+    if live_pushes.clone().any(|p| p.time < cp.w) {
         return Some("a push before the cut");
     }
+    None
+}
+
+/// A live deployment that ships from before the checkpoint's landings, or a sealed change that
+/// lands after the cut (a push brought its merge commit late).
+fn shipped_from_before(
+    r: &Records<'_>,
+    derived: &Derived,
+    cp: &Checkpoint,
+) -> Option<&'static str> {
     for (me, info) in &derived.deploys {
-        let is_live = live().any(|s| s.key == me.key);
-        if cp.landed_before && is_live && info.after.is_none_or(|a| a < cp.landings_from) {
+        let live = !r.sealed.contains(&me.key);
+        if cp.landed_before && live && info.after.is_none_or(|a| a < cp.landings_from) {
             return Some("a deployment that ships from before the checkpoint's landings");
         }
     }
-    if sealed().any(|s| derived.landing.get(&s.key).is_some_and(|l| *l >= w)) {
-        return Some("a sealed change that lands after the cut");
-    }
-    // Commits and branches shared between live and sealed records.
+    let sealed_late = r
+        .summaries
+        .iter()
+        .filter(|s| r.sealed.contains(&s.key))
+        .any(|s| derived.landing.get(&s.key).is_some_and(|l| *l >= cp.w));
+    sealed_late.then_some("a sealed change that lands after the cut")
+}
+
+/// Commits and branches shared between live and sealed records in ways that change what was
+/// sealed: a live change or push naming a sealed deployment's commit, a live change naming a
+/// sealed default-branch push's commit, a live push before a sealed change's first commit.
+fn shared_names(r: &Records<'_>) -> Option<&'static str> {
+    let sealed = || r.summaries.iter().filter(|s| r.sealed.contains(&s.key));
+    let live = || r.summaries.iter().filter(|s| !r.sealed.contains(&s.key));
     let sealed_deploy_shas: BTreeSet<&str> = sealed()
         .filter(|s| s.kind == Kind::Deployment)
         .flat_map(|s| s.gens.iter().filter_map(|g| g.head_sha.as_deref()))
@@ -549,43 +609,39 @@ pub fn needs_full(r: &Records<'_>, derived: &Derived) -> Option<&'static str> {
         })
         .collect();
     for s in live().filter(|s| s.kind == Kind::Change) {
-        let shas = s
-            .head_shas
-            .iter()
-            .chain(s.gens.iter().filter_map(|g| g.merge_sha.as_ref()));
-        for x in shas {
-            if sealed_deploy_shas.contains(x.as_str())
-                || sealed_default_commits.contains(x.as_str())
-            {
-                return Some("a live change names a sealed deployment's or push's commit");
-            }
+        let merges = s.gens.iter().filter_map(|g| g.merge_sha.as_ref());
+        if s.head_shas.iter().chain(merges).any(|x| {
+            sealed_deploy_shas.contains(x.as_str()) || sealed_default_commits.contains(x.as_str())
+        }) {
+            return Some("a live change names a sealed deployment's or push's commit");
         }
     }
-    for p in live_pushes() {
-        let commits = p
+    for p in r
+        .pushes
+        .iter()
+        .filter(|p| !r.sealed_pushes.contains(&p.after))
+    {
+        let mut commits = p
             .commits
             .iter()
             .map(|c| c.sha.as_str())
             .chain([p.after.as_str()]);
-        let mut commits = commits;
         if commits.any(|c| sealed_deploy_shas.contains(c)) {
             return Some("a live push carries a sealed deployment's commit");
-        }
-        if p.to_default_branch {
-            continue;
         }
         let Some(first) = p.commits.iter().map(|c| c.time).min() else {
             continue;
         };
-        let earlier = sealed().any(|s| {
-            s.kind == Kind::Change
-                && s.head_branch.as_deref() == Some(p.branch.as_str())
-                && s.gens
-                    .first()
-                    .and_then(|g| g.start)
-                    .is_some_and(|t| first < t)
-        });
-        if earlier {
+        let moves = !p.to_default_branch
+            && sealed().any(|s| {
+                s.kind == Kind::Change
+                    && s.head_branch.as_deref() == Some(p.branch.as_str())
+                    && s.gens
+                        .first()
+                        .and_then(|g| g.start)
+                        .is_some_and(|t| first < t)
+            });
+        if moves {
             return Some("a live push moves a sealed change's first commit");
         }
     }
