@@ -133,6 +133,25 @@ impl<S: Store> Store for Metered<S> {
 
 const REPO: &str = "acme/monorepo";
 
+/// The settle clock every engine here reads: it moves a minute per PR of the history, as the
+/// deliveries would arrive, so that what was written before a checkpoint is told apart.
+static CLOCK: std::sync::Mutex<Option<Time>> = std::sync::Mutex::new(None);
+
+fn clock_now() -> Time {
+    let mut c = CLOCK.lock().unwrap();
+    *c.get_or_insert_with(chrono::Utc::now)
+}
+
+fn advance(by: TimeDelta) {
+    let now = clock_now();
+    *CLOCK.lock().unwrap() = Some(now + by);
+}
+
+/// An engine on `store` reading [`CLOCK`].
+fn engine_on(store: Arc<dyn Store>) -> Engine {
+    Engine::new(store, engine_config()).with_clock(Arc::new(clock_now))
+}
+
 fn t0() -> Time {
     "2025-01-01T00:00:00Z".parse().unwrap()
 }
@@ -204,6 +223,7 @@ async fn history(engine: &Engine, prs: usize) {
             .apply("github", &format!("h-{n}"), &inputs)
             .await
             .unwrap();
+        advance(TimeDelta::minutes(1));
     }
     let store = engine.store.as_ref();
     let mut records = Vec::new();
@@ -268,7 +288,7 @@ async fn history(engine: &Engine, prs: usize) {
         .apply("github", "warm-up", &merged(prs))
         .await
         .unwrap();
-    let sealer = Engine::new(engine.store.clone(), engine_config()).sealing_at_most(usize::MAX);
+    let sealer = engine_on(engine.store.clone()).sealing_at_most(usize::MAX);
     sealer
         .settle(sealer.now() + TimeDelta::days(1))
         .await
@@ -290,7 +310,8 @@ async fn one_settlement<S: Store + 'static>(
     prs: usize,
     backlogs: bool,
 ) -> (Figures, Option<(Figures, Figures)>) {
-    let engine = Engine::new(store.clone(), engine_config());
+    advance(TimeDelta::minutes(5));
+    let engine = engine_on(store.clone());
     history(&engine, prs).await;
     engine
         .apply("github", "new", &merged(prs + 1))
@@ -339,8 +360,9 @@ async fn backlog<S: Store + 'static>(
             .apply("github", &format!("b-{n}"), &merged(n))
             .await
             .unwrap();
+        advance(TimeDelta::minutes(1));
     }
-    let drainer = Engine::new(store.clone(), engine_config());
+    let drainer = engine_on(store.clone());
     let drainer = if per_round {
         drainer.rereading_every_round()
     } else {

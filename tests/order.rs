@@ -500,6 +500,35 @@ fn any_order_gives_the_in_order_result_on_dynamodb() {
     );
 }
 
+/// Every delivery in event-time order, settled right after each one (as [`in_order`]), on a
+/// settle clock that moves ten minutes a delivery: what a checkpoint was written after is told
+/// apart from what was written before it. With the engine's reads of sealed history.
+async fn in_order_clocked(
+    deliveries: &[Translated],
+    config: Config,
+    store: Arc<dyn Store>,
+) -> (Outcome, (u64, u64)) {
+    let clock = Arc::new(std::sync::Mutex::new(
+        "2026-01-01T00:00:00Z".parse::<Time>().unwrap(),
+    ));
+    let c = clock.clone();
+    let engine = Engine::new(store.clone(), Arc::new(config))
+        .with_clock(Arc::new(move || *c.lock().unwrap()));
+    let pipeline = Pipeline::new(engine, Arc::new(Discard));
+    let mut spans = Vec::new();
+    for d in deliveries {
+        pipeline.deliver(d.source, &d.id, &d.inputs).await.unwrap();
+        let later = *clock.lock().unwrap() + chrono::TimeDelta::minutes(10);
+        *clock.lock().unwrap() = later;
+        spans.extend(pipeline.drain_all().await.unwrap().settled);
+    }
+    let outcome = Outcome {
+        spans: by_id(spans),
+        series: series(store.as_ref()).await,
+    };
+    (outcome, pipeline.engine.history_reads())
+}
+
 /// Records in a store's sealed partitions (summaries and pushes) of the repositories `outcome`'s
 /// spans name.
 async fn sealed_records(store: &dyn Store, outcome: &Outcome) -> usize {
@@ -552,10 +581,12 @@ fn sealed_history_gives_the_result_of_the_whole_history() {
         let posted = scenario(seed);
         let (expected, store) = rt.block_on(in_order_with(&posted, unsealed.clone()));
         assert_eq!(rt.block_on(sealed_records(store.as_ref(), &expected)), 0);
+        let deliveries: Vec<Translated> = posted.iter().map(|p| translate(p, &unsealed)).collect();
         for lag in ["0", "3600"] {
             let config = config_with(&[("VALUESTREAM_SEAL_AFTER_SECS", lag), window]);
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-            let (got, (bounded, whole)) = rt.block_on(in_order_on(&posted, config, store.clone()));
+            let (got, (bounded, whole)) =
+                rt.block_on(in_order_clocked(&deliveries, config, store.clone()));
             let sealed = rt.block_on(sealed_records(store.as_ref(), &got));
             assert!(
                 sealed > 20,
@@ -585,7 +616,7 @@ fn sealed_history_gives_the_result_of_the_whole_history() {
             assert!(diff.is_empty(), "seed {seed}, sealed on DynamoDB:\n{diff}");
         }
         cases.push(Case {
-            deliveries: posted.iter().map(|p| translate(p, &unsealed)).collect(),
+            deliveries,
             expected,
         });
     }

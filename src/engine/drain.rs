@@ -354,11 +354,13 @@ impl Engine {
                 v
             }
             None => {
+                let read_at = self.now();
                 let (records, derived) = self.read_and_derive(tx, scope).await?;
                 View {
                     records,
                     derived,
                     versions: HashMap::new(),
+                    read_at,
                 }
             }
         };
@@ -432,6 +434,11 @@ impl Engine {
             &v.derived,
             &self.settings,
             self.seal_most,
+            // Records written since the pass read are looked up by later settlements; a margin
+            // for a delivery that took its time (clock, store timeouts) to commit.
+            v.read_at
+                - chrono::TimeDelta::milliseconds(2 * self.settings.store_timeout_ms as i64)
+                - chrono::TimeDelta::seconds(60),
         ) else {
             return Ok(0);
         };
@@ -761,6 +768,8 @@ struct View {
     records: ScopeRecords,
     derived: dora::Derived,
     versions: HashMap<crate::store::Key, u64>,
+    /// When the records were read (the settle clock).
+    read_at: Time,
 }
 
 impl View {
@@ -1323,12 +1332,26 @@ async fn read_sealed_context(
         .chain(cp.pushes.iter().map(|p| keys::sealed_push(scope, p)))
         .collect();
     read_sealed(tx, out, &wanted, memory).await?;
+    // What live records written since the checkpoint name (the checkpoint holds what older
+    // ones name).
     let mut names: BTreeSet<seal::Name> = BTreeSet::new();
-    for s in &out.summaries {
-        names.extend(seal::wanted_by_summary(s));
+    for s in out
+        .summaries
+        .iter()
+        .filter(|s| !out.sealed.contains(&s.key))
+    {
+        if seal::newer_summary(s, cp) {
+            names.extend(seal::wanted_by_summary(s));
+        }
     }
-    for p in &out.pushes {
-        names.extend(seal::names_of_push(p));
+    for p in out
+        .pushes
+        .iter()
+        .filter(|p| !out.sealed_pushes.contains(&p.after))
+    {
+        if seal::newer_push(p, cp) {
+            names.extend(seal::names_of_push(p));
+        }
     }
     let lookup_keys: Vec<crate::store::Key> = names.iter().map(|n| lookup_key(scope, n)).collect();
     let mut found = seal::Lookup::default();

@@ -508,6 +508,7 @@ impl Delivery<'_> {
             fact = merged;
         }
         self.written.insert(pk.clone());
+        fact.touched = Some(self.now);
         tx.put(pk, &fact, self.ttl);
         if settle {
             self.applied.facts += 1;

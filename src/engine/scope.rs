@@ -206,6 +206,11 @@ pub struct PushFact {
     /// Tags of the deliveries that brought this push (see [`super::facts::Fact::deliveries`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<String>,
+    /// When a delivery last wrote it (the settle clock; never part of an output): a settlement
+    /// looks up the sealed records that name its commits only while it is newer than the
+    /// checkpoint ([`super::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touched: Option<Time>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,6 +238,7 @@ impl PushFact {
                 })
                 .collect(),
             deliveries: Vec::new(),
+            touched: None,
         }
     }
 

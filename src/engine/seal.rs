@@ -37,6 +37,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Checkpoint {
     /// Every sealed record is before it; no deployment or incident spans it.
     pub w: Time,
+    /// When it was written (the settle clock): the sealed records that live records written
+    /// before then name are in `summaries` and `pushes`; a settlement looks up only what newer
+    /// ones name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<Time>,
     /// Sealed landings (merged changes, default-branch pushes) from this time on are in
     /// `summaries` and `pushes`; a deployment that ships from before it reads everything.
     pub landings_from: Time,
@@ -114,6 +119,16 @@ pub fn names_of_push(p: &PushFact) -> BTreeSet<Name> {
         out.insert(Name::Branch(p.branch.clone()));
     }
     out
+}
+
+/// Whether a live summary was written after the checkpoint (its names are looked up).
+pub fn newer_summary(s: &Summary, cp: &Checkpoint) -> bool {
+    cp.written.is_none_or(|w| s.touched >= w)
+}
+
+/// Whether a live push was written after the checkpoint (its names are looked up).
+pub fn newer_push(p: &PushFact, cp: &Checkpoint) -> bool {
+    cp.written.is_none_or(|w| p.touched.is_none_or(|t| t >= w))
 }
 
 /// The names a live summary looks up: its own, and the commits and branches its parents name.
@@ -290,6 +305,7 @@ pub fn plan(
     derived: &Derived,
     config: &EngineSettings,
     most: usize,
+    now: Time,
 ) -> Option<Plan> {
     let (live, live_pushes) = live_spans(r, derived);
     let spans: Vec<Span> = live
@@ -335,7 +351,16 @@ pub fn plan(
     };
     let mut checkpoint = context(r, derived, config, w, &sealed);
     checkpoint.straddlers = straddlers;
+    let (more, more_pushes) = linked(r, &sealed, &checkpoint);
+    checkpoint.summaries.extend(more);
+    checkpoint.pushes.extend(more_pushes);
+    for ids in [&mut checkpoint.summaries, &mut checkpoint.pushes] {
+        ids.sort();
+        ids.dedup();
+    }
+    checkpoint.written = r.checkpoint.and_then(|c| c.written);
     let unchanged = r.checkpoint.is_none_or(|c| *c == checkpoint);
+    checkpoint.written = Some(now);
     if summaries.is_empty() && pushes.is_empty() && unchanged {
         return None;
     }
@@ -344,6 +369,43 @@ pub fn plan(
         summaries,
         pushes,
     })
+}
+
+/// The sealed summaries (keys) and pushes (`after`) that share a commit or branch with a record
+/// that stays live or with one the checkpoint keeps: later settlements do not look up what
+/// those name again.
+fn linked(r: &Records<'_>, sealed: &Sealed<'_>, cp: &Checkpoint) -> (Vec<String>, Vec<String>) {
+    let kept: BTreeSet<&str> = cp.summaries.iter().map(String::as_str).collect();
+    let kept_pushes: BTreeSet<&str> = cp.pushes.iter().map(String::as_str).collect();
+    let mut wanted: BTreeSet<Name> = BTreeSet::new();
+    for s in r.summaries {
+        if !sealed.summaries.contains(s.key.as_str()) {
+            wanted.extend(wanted_by_summary(s));
+        } else if kept.contains(s.key.as_str()) {
+            wanted.extend(names_of_summary(s));
+        }
+    }
+    for p in r.pushes {
+        let live = !sealed.pushes.contains(p.after.as_str());
+        if live || kept_pushes.contains(p.after.as_str()) {
+            wanted.extend(names_of_push(p));
+        }
+    }
+    let summaries = r
+        .summaries
+        .iter()
+        .filter(|s| sealed.summaries.contains(s.key.as_str()))
+        .filter(|s| names_of_summary(s).iter().any(|n| wanted.contains(n)))
+        .map(|s| s.key.clone())
+        .collect();
+    let pushes = r
+        .pushes
+        .iter()
+        .filter(|p| sealed.pushes.contains(p.after.as_str()))
+        .filter(|p| names_of_push(p).iter().any(|n| wanted.contains(n)))
+        .map(|p| p.after.clone())
+        .collect();
+    (summaries, pushes)
 }
 
 /// The records sealed once a plan is carried out (those read and those it seals).
@@ -502,6 +564,7 @@ fn landings(
         landed_before,
         straddlers: Vec::new(),
         last_prod: None,
+        written: None,
     }
 }
 

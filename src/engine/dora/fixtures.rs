@@ -112,6 +112,7 @@ pub fn push(
             })
             .collect(),
         deliveries: Vec::new(),
+        touched: None,
     }
 }
 
