@@ -456,12 +456,9 @@ impl Engine {
             .collect();
         // The traces the sealed items' spans are in, fixed now.
         let idx = Index::new(&records.summaries);
+        let trace_all = |r: &Resolver<'_>| sealing.iter().map(|s| r.trace(s, 0)).collect();
         let mut tx = Tx::new(self.store.as_ref());
-        let traces = self
-            .resolved(&mut tx, &idx, &v.derived, |r| {
-                sealing.iter().map(|s| r.trace(s, 0)).collect::<Vec<_>>()
-            })
-            .await?;
+        let traces: Vec<String> = self.resolved(&mut tx, &idx, &v.derived, trace_all).await?;
         let mut writes = self.lookup_writes(scope, &sealing, &pushes).await?;
         let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
         for (s, trace) in sealing.iter().zip(traces) {
@@ -826,8 +823,7 @@ fn ledger_changes(
     let empty = Vec::new();
     let mut changed_owners = 0;
     for owner in owners {
-        // An owner whose facts expired keeps what it contributed; a sealed owner is settled
-        // only when every sealed record was read.
+        // An owner whose facts expired keeps what it contributed.
         let Some(summary) = summary_of(owner) else {
             continue;
         };
@@ -836,25 +832,10 @@ fn ledger_changes(
             .as_ref()
             .or_else(|| records.ledger.get(owner))
             .unwrap_or(&empty);
-        let partial;
-        let new = if records.sealed.contains(owner.as_str()) && !records.full {
-            // A sealed owner is settled only when every sealed record was read, but for the
-            // one change failure a live incident can still give its checkpoint's deployment.
-            let Some(last) = records
-                .checkpoint
-                .as_ref()
-                .and_then(|c| c.last_prod.as_ref())
-            else {
-                continue;
-            };
-            if last.key != *owner {
-                continue;
-            }
-            partial = last_prod_tally(records, derived, last, old);
-            &partial
-        } else {
-            derived.contributions.get(owner).unwrap_or(&empty)
+        let Some(new) = owner_tally(records, derived, owner, old) else {
+            continue;
         };
+        let new: &[Tally] = &new;
         if new == old {
             continue;
         }
@@ -871,7 +852,7 @@ fn ledger_changes(
         let updated = rewrite
             .entry(owner.to_string())
             .or_insert_with(|| summary.clone());
-        updated.tally = Some(new.clone());
+        updated.tally = Some(new.to_vec());
         updated.ledger = None;
         if on_its_own {
             tx.delete(keys::ledger(scope, owner));
@@ -908,6 +889,26 @@ fn put_write<T: serde::Serialize>(
         },
         cond,
     })
+}
+
+/// What `owner` contributes now (`None`: a sealed owner left as it is). A sealed owner is
+/// settled only when every sealed record was read, but for the one change failure a live
+/// incident can still give the checkpoint's last production success.
+fn owner_tally<'a>(
+    records: &ScopeRecords,
+    derived: &'a dora::Derived,
+    owner: &str,
+    old: &[Tally],
+) -> Option<std::borrow::Cow<'a, [Tally]>> {
+    if !records.sealed.contains(owner) || records.full {
+        let now = derived
+            .contributions
+            .get(owner)
+            .map_or(&[][..], Vec::as_slice);
+        return Some(std::borrow::Cow::Borrowed(now));
+    }
+    let last = records.checkpoint.as_ref()?.last_prod.as_ref()?;
+    (last.key == owner).then(|| last_prod_tally(records, derived, last, old).into())
 }
 
 /// The tally of the checkpoint's last production success ([`seal::LastProd`]) read from the

@@ -1116,6 +1116,7 @@ pub fn facts(store: &EmbeddedStore) -> BTreeMap<String, Vec<String>> {
         } else if r.key.sk.starts_with("p#") {
             let mut p: PushFact = r.data.decode().unwrap();
             p.deliveries.clear();
+            p.touched = None;
             out.insert(format!("{} {}", r.key.pk, r.key.sk), vec![format!("{p:?}")]);
         }
     }
