@@ -408,6 +408,23 @@ fn any_order_of_other_deliveries_gives_the_in_order_result() {
     embedded_property(&[3, 4], half_of_the_cases());
 }
 
+/// How `got`'s series differ from `expected`'s. A contribution taken back leaves its series at
+/// zero: no value, as in order.
+fn series_diff(expected: &Outcome, got: Outcome) -> String {
+    Outcome {
+        spans: BTreeMap::new(),
+        series: expected.series.clone(),
+    }
+    .diff(&Outcome {
+        spans: BTreeMap::new(),
+        series: got
+            .series
+            .into_iter()
+            .filter(|(_, (count, sum, _))| *count != 0 || *sum != 0)
+            .collect(),
+    })
+}
+
 /// Without the settle period (every span exported as soon as it closes), a fact that arrives
 /// after its span was exported cannot change that span; but every metric still converges on the
 /// in-order value, because the ledger takes the difference.
@@ -443,19 +460,7 @@ fn late_facts_still_correct_every_metric() {
             work_items(&got),
             "the same work-item spans are exported, once each"
         );
-        let diff = Outcome {
-            spans: BTreeMap::new(),
-            series: expected.series.clone(),
-        }
-        .diff(&Outcome {
-            spans: BTreeMap::new(),
-            // A contribution taken back leaves its series at zero: no value, as in order.
-            series: got
-                .series
-                .into_iter()
-                .filter(|(_, (count, sum, _))| *count != 0 || *sum != 0)
-                .collect(),
-        });
+        let diff = series_diff(expected, got);
         prop_assert!(diff.is_empty(), "scenario {c}, order {order:?}:\n{diff}");
         Ok(())
     });
@@ -627,18 +632,7 @@ fn sealed_history_gives_the_result_of_the_whole_history() {
             &order,
             sealing.clone(),
         ));
-        let diff = Outcome {
-            spans: BTreeMap::new(),
-            series: cases[c].expected.series.clone(),
-        }
-        .diff(&Outcome {
-            spans: BTreeMap::new(),
-            series: got
-                .series
-                .into_iter()
-                .filter(|(_, (count, sum, _))| *count != 0 || *sum != 0)
-                .collect(),
-        });
+        let diff = series_diff(&cases[c].expected, got);
         prop_assert!(diff.is_empty(), "scenario {c}, order {order:?}:\n{diff}");
         Ok(())
     });
