@@ -16,7 +16,8 @@
 //! - the embedded store on disk (as `serve` opens it).
 //!
 //! Memory is the peak of live heap bytes during the settlement (a counting allocator), over what
-//! was live before it.
+//! was live before it. With `BENCH_KEEP_DIR` set, the embedded store of the last size is kept
+//! there, for `serve --data-dir` to run against.
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
@@ -424,8 +425,13 @@ fn main() {
             let store = Arc::new(Metered::new(MemoryStore::new()));
             let (mem, settled) = one_settlement(store, prs, true).await;
             backlogs.push((prs, settled.expect("measured")));
+            // BENCH_KEEP_DIR: the embedded store is written there and kept (`serve --data-dir`
+            // on it measures serve's memory against that history, docs/performance.md).
             let dir = tempfile::tempdir().unwrap();
-            let disk = EmbeddedStore::open(dir.path()).unwrap();
+            let path = std::env::var("BENCH_KEEP_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| dir.path().to_path_buf());
+            let disk = EmbeddedStore::open(&path).unwrap();
             let (emb, _) = one_settlement(Arc::new(Metered::new(disk)), prs, false).await;
             println!(
                 "| {prs} | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
