@@ -1254,9 +1254,7 @@ async fn read_scope(
     // Each record is dropped once decoded: the stored bytes and the decoded records are not
     // held whole at the same time.
     for r in read.into_iter().flatten() {
-        let corrupt = |e: serde_json::Error| {
-            EngineError::Corrupt(format!("{}/{}", r.key.pk, r.key.sk), e.to_string())
-        };
+        let corrupt = |e: serde_json::Error| corrupt(&r, e);
         let in_legacy = legacy_pk.as_deref() == Some(r.key.pk.as_str());
         match keys::ScopeEntry::parse(&r.key.sk) {
             Some(keys::ScopeEntry::Summary(key)) => {
