@@ -150,36 +150,6 @@ fn labeled_after_merge() -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-/// `scripts/bench-load`'s mix for one repository: issue opened, PR opened, workflow run
-/// requested and completed, PR merged, deployment created and succeeded, issue closed (the run
-/// fixtures come from another repository: moved into the issue's and PR's).
-fn mix() -> Vec<(&'static str, Vec<u8>)> {
-    let repository = fixture_json("github/issues/opened.payload.json")["repository"].clone();
-    let run = |rel: &str| edit(rel, |v| v["repository"] = repository.clone());
-    vec![
-        ("issues", fixture("github/issues/opened.payload.json")),
-        ("pull_request", opened_pr()),
-        (
-            "workflow_run",
-            run("github/workflow_run/requested.payload.json"),
-        ),
-        (
-            "workflow_run",
-            run("github/workflow_run/completed.payload.json"),
-        ),
-        ("pull_request", merged_pr()),
-        ("deployment", fixture("github/deployment/payload.json")),
-        (
-            "deployment_status",
-            fixture("github/deployment_status/payload.json"),
-        ),
-        (
-            "issues",
-            fixture("github/issues/closed.derived.payload.json"),
-        ),
-    ]
-}
-
 /// DynamoDB write units per delivery of the mix, one repository settled together: the target
 /// of issue 30 part 5(a). Not reached yet (docs/cost.md, "Write units per delivery"): the test
 /// holds the figure measured, so that it fails when it grows.
@@ -202,10 +172,10 @@ async fn a_repository_whose_closings_settle_together() {
     // Nothing sealed (a year): what settling costs.
     let (_moto, store, app) =
         app_on_moto_with(&[("VALUESTREAM_SEAL_AFTER_SECS", "315360000")]).await;
-    let mix = mix();
-    let deliveries = mix.len() as u64;
+    let the_mix = mix();
+    let deliveries = the_mix.len() as u64;
     let before = (store.requests(), store.capacity());
-    for (i, (event, body)) in mix.into_iter().enumerate() {
+    for (i, (event, body)) in the_mix.into_iter().enumerate() {
         let (s, b) = app.github(event, &format!("together-{i}"), body).await;
         assert_eq!(s, StatusCode::OK, "{event}: {b}");
         assert_eq!(b["status"], "processed", "{event}: {b}");
@@ -255,7 +225,7 @@ async fn a_repository_whose_closings_settle_together() {
     // The same with the default lag: the drain also seals what it settled.
     let (_moto, store, app) = app_on_moto().await;
     let before = (store.requests(), store.capacity());
-    for (i, (event, body)) in self::mix().into_iter().enumerate() {
+    for (i, (event, body)) in mix().into_iter().enumerate() {
         let (s, b) = app.github(event, &format!("sealed-{i}"), body).await;
         assert_eq!(s, StatusCode::OK, "{event}: {b}");
     }

@@ -311,6 +311,7 @@ async fn the_health_goes_over_otlp_grpc_apart_from_the_dora_series() {
             "valuestream.health.outbox.oldest_age",
             "valuestream.health.outbox.pending_batches",
             "valuestream.health.settle.due_scopes",
+            "valuestream.health.settle.history_reads",
             "valuestream.health.settle.oldest_due_age",
             "valuestream.health.store.conflicts",
             "valuestream.health.store.errors",
@@ -479,4 +480,73 @@ async fn a_refused_health_export_is_bounded_and_leaves_the_dora_outbox_alone() {
         valuestream::entrypoints::export_health(&quiet.pipeline, Duration::from_secs(10)).await,
         HealthExport::Skipped
     );
+}
+
+/// How settlements read a repository's sealed history shows on `/metrics`: after the mix is
+/// settled and sealed (its fixtures span more than the lag), a new delivery's settlement reads
+/// from the checkpoint; a deployment from before the cut makes one read the whole sealed
+/// history.
+#[tokio::test]
+async fn settlements_show_how_they_read_a_sealed_history() {
+    let store = Arc::new(valuestream::store::memory::MemoryStore::new());
+    let config = test_config(&[
+        ("VALUESTREAM_SEAL_AFTER_SECS", "0"),
+        ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "1"),
+    ]);
+    let app = app_with(store, config).await;
+    app.set_auto_drain(false);
+    let reads = |text: &str| {
+        [
+            value(
+                text,
+                r#"valuestream_health_settle_history_reads_total{read="bounded"}"#,
+            ),
+            value(
+                text,
+                r#"valuestream_health_settle_history_reads_total{read="whole"}"#,
+            ),
+        ]
+    };
+    let (_, text) = app.get("/metrics").await;
+    assert_eq!(reads(&text), [Some(0.0), Some(0.0)], "{text}");
+    for (i, (event, body)) in mix().into_iter().enumerate() {
+        let (s, b) = app.github(event, &format!("sealed-{i}"), body).await;
+        assert_eq!(s.as_u16(), 200, "{b}");
+    }
+    app.pipeline.drain_all().await.unwrap();
+    let (_, text) = app.get("/metrics").await;
+    let [bounded, whole] = reads(&text).map(Option::unwrap);
+    // A new issue after everything sealed: its settlement reads from the checkpoint.
+    let later = edit("github/issues/opened.payload.json", |v| {
+        v["issue"]["number"] = serde_json::json!(900);
+        v["issue"]["id"] = serde_json::json!(900_900);
+        v["issue"]["created_at"] = serde_json::json!("2025-01-01T00:00:00Z");
+        v["issue"]["updated_at"] = serde_json::json!("2025-01-01T00:00:00Z");
+    });
+    let (s, b) = app.github("issues", "sealed-later", later).await;
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (200, Some("processed")),
+        "{b}"
+    );
+    app.pipeline.drain_all().await.unwrap();
+    let (_, text) = app.get("/metrics").await;
+    let [b2, w2] = reads(&text).map(Option::unwrap);
+    assert_eq!((b2 - bounded, w2 - whole), (1.0, 0.0), "{text}");
+    // A deployment from before the cut: its settlement reads everything.
+    let early = edit("github/deployment/payload.json", |v| {
+        v["deployment"]["id"] = serde_json::json!(901_901);
+        v["deployment"]["created_at"] = serde_json::json!("2015-01-01T00:00:00Z");
+        v["deployment"]["updated_at"] = serde_json::json!("2015-01-01T00:00:00Z");
+    });
+    let (s, b) = app.github("deployment", "sealed-early", early).await;
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (200, Some("processed")),
+        "{b}"
+    );
+    app.pipeline.drain_all().await.unwrap();
+    let (_, text) = app.get("/metrics").await;
+    let [b3, w3] = reads(&text).map(Option::unwrap);
+    assert_eq!((b3 - b2, w3 - w2), (0.0, 1.0), "{text}");
 }

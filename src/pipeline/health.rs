@@ -258,12 +258,12 @@ impl Health {
     pub fn snapshot(
         &self,
         backlog: &Backlog,
-        settle_failures: u64,
+        settled: &Settlements,
         shared: Vec<HealthFamily>,
         time_ns: u64,
     ) -> HealthSnapshot {
         let (gauges, process): (Vec<HealthFamily>, Vec<HealthFamily>) = self
-            .families(backlog, settle_failures)
+            .families(backlog, settled)
             .into_iter()
             .partition(|f| f.kind == HealthKind::Gauge);
         HealthSnapshot {
@@ -277,12 +277,13 @@ impl Health {
 
     /// The process's counters as families, with `backlog` read from the store at scrape time
     /// and the settle failures the pipeline counted.
-    pub fn families(&self, backlog: &Backlog, settle_failures: u64) -> Vec<HealthFamily> {
+    pub fn families(&self, backlog: &Backlog, settled: &Settlements) -> Vec<HealthFamily> {
         let mut out = vec![self.deliveries_family()];
         out.extend(backlog_families(backlog));
         out.extend(self.export_families());
         out.extend(self.store_families());
-        out.push(settle_failures_family(settle_failures));
+        out.push(history_reads_family(settled));
+        out.push(settle_failures_family(settled.failures));
         out
     }
 
@@ -440,6 +441,31 @@ fn backlog_families(backlog: &Backlog) -> Vec<HealthFamily> {
     ]
 }
 
+/// Settlements of a repository with sealed history, by how they read it.
+fn history_reads_family(settled: &Settlements) -> HealthFamily {
+    HealthFamily {
+        name: "valuestream_health_settle_history_reads_total",
+        otel_name: "valuestream.health.settle.history_reads",
+        unit: "{settlement}",
+        help: "Settlements of a repository with sealed history, by how they read it: bounded (its live records and what its checkpoint names) or whole (every sealed record: a fact reached before the cut), in this process.",
+        kind: HealthKind::Counter,
+        samples: per("read", &["bounded", "whole"], &|i| {
+            [settled.bounded, settled.whole][i] as f64
+        }),
+    }
+}
+
+/// What the pipeline and its engine counted of their settlements, in this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Settlements {
+    /// Settlements that failed and put their scope aside.
+    pub failures: u64,
+    /// Settlements of a repository with sealed history that read it from its checkpoint.
+    pub bounded: u64,
+    /// Those that read its whole sealed history.
+    pub whole: u64,
+}
+
 /// Settlements that failed, as the pipeline counted them.
 fn settle_failures_family(settle_failures: u64) -> HealthFamily {
     HealthFamily {
@@ -571,7 +597,12 @@ mod tests {
             outbox_metrics: 3,
             outbox_oldest_age_secs: 4.0,
         };
-        let text = render_health(&health.families(&backlog, 7));
+        let settled = Settlements {
+            failures: 7,
+            bounded: 3,
+            whole: 1,
+        };
+        let text = render_health(&health.families(&backlog, &settled));
         for line in [
             r#"valuestream_health_deliveries_total{source="github",answer="processed"} 2"#,
             r#"valuestream_health_deliveries_total{source="github",answer="refused_401"} 1"#,
@@ -589,6 +620,8 @@ mod tests {
             r#"valuestream_health_store_request_duration_seconds_count{operation="commit"} 0"#,
             r#"valuestream_health_store_errors_total{operation="query"} 0"#,
             r#"valuestream_health_store_conflicts_total{operation="commit"} 0"#,
+            r#"valuestream_health_settle_history_reads_total{read="bounded"} 3"#,
+            r#"valuestream_health_settle_history_reads_total{read="whole"} 1"#,
             "valuestream_settle_failures_total 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
@@ -598,7 +631,7 @@ mod tests {
             text.matches("valuestream_health_deliveries_total{").count(),
             6
         );
-        assert_eq!(text.matches("# TYPE").count(), 11);
+        assert_eq!(text.matches("# TYPE").count(), 12);
     }
 
     #[test]
@@ -606,14 +639,14 @@ mod tests {
         use crate::engine::metrics::MetricKind;
         use crate::export::prometheus::prometheus_name;
         let health = Health::new();
-        let mut families = health.families(&Backlog::default(), 0);
+        let mut families = health.families(&Backlog::default(), &Settlements::default());
         families.extend(crate::sync::healed_family(&[crate::sync::Cursor {
             source: "github".into(),
             repository: "o/r".into(),
             healed: 2,
             ..Default::default()
         }]));
-        assert_eq!(families.len(), 12);
+        assert_eq!(families.len(), 13);
         for f in &families {
             // The collector adds `_total` to a monotonic sum only; a gauge and a histogram
             // get no suffix.
@@ -649,7 +682,16 @@ mod tests {
             healed: 2,
             ..Default::default()
         }]);
-        let snap = health.snapshot(&Backlog::default(), 1, healed.into_iter().collect(), 0);
+        let settled = Settlements {
+            failures: 1,
+            ..Default::default()
+        };
+        let snap = health.snapshot(
+            &Backlog::default(),
+            &settled,
+            healed.into_iter().collect(),
+            0,
+        );
         assert_eq!(snap.instance.len(), 32);
         assert_ne!(
             snap.instance,
@@ -672,7 +714,7 @@ mod tests {
                 "valuestream_sync_healed_total",
             ]
         );
-        assert_eq!(snap.process.len(), 7);
+        assert_eq!(snap.process.len(), 8);
         assert!(snap.process.iter().all(|f| f.kind != HealthKind::Gauge));
     }
 
@@ -733,7 +775,7 @@ mod tests {
         assert_eq!(health.store_counts("get_many"), (1, 0, 0));
         assert_eq!(health.store_counts("query"), (1, 1, 0));
         assert_eq!(health.store_counts("commit"), (3, 2, 1));
-        let text = render_health(&health.families(&Backlog::default(), 0));
+        let text = render_health(&health.families(&Backlog::default(), &Settlements::default()));
         for line in [
             r#"valuestream_health_store_request_duration_seconds_count{operation="commit"} 3"#,
             r#"valuestream_health_store_errors_total{operation="commit"} 2"#,

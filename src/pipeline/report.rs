@@ -1,7 +1,7 @@
 //! What the pipeline tells about itself: the backlog in the store (read at scrape time), the
 //! health families `GET /metrics` renders, and their export over OTLP from the hosts' timers.
 
-use super::health::{now_ns, Backlog, SCRAPE_CAP};
+use super::health::{now_ns, Backlog, Settlements, SCRAPE_CAP};
 use super::Pipeline;
 use crate::engine::keys;
 use crate::export::prometheus::HealthFamily;
@@ -68,10 +68,21 @@ impl Pipeline {
         })
     }
 
+    /// What this process counted of its settlements: the failures, and how the engine read
+    /// sealed histories.
+    fn settlements(&self) -> Settlements {
+        let (bounded, whole) = self.engine.history_reads();
+        Settlements {
+            failures: self.settle_failures(),
+            bounded,
+            whole,
+        }
+    }
+
     /// valuestream's own health now: the process's counters and the store's backlog.
     pub async fn health_families(&self) -> Result<Vec<HealthFamily>, StoreError> {
         let backlog = self.backlog().await?;
-        Ok(self.health.families(&backlog, self.settle_failures()))
+        Ok(self.health.families(&backlog, &self.settlements()))
     }
 
     /// Sends valuestream's own health over OTLP (the exporter's metrics endpoint, bounded by
@@ -93,7 +104,7 @@ impl Pipeline {
         let backlog = self.backlog().await?;
         let snapshot = self
             .health
-            .snapshot(&backlog, self.settle_failures(), shared, now_ns());
+            .snapshot(&backlog, &self.settlements(), shared, now_ns());
         Ok(match self.exporter.export_health(&snapshot).await {
             Ok(()) => HealthExport::Sent,
             Err(e) => {

@@ -807,6 +807,36 @@ pub fn opened_pr() -> Vec<u8> {
     })
 }
 
+/// `scripts/bench-load`'s mix for one repository: issue opened, PR opened, workflow run
+/// requested and completed, PR merged, deployment created and succeeded, issue closed (the run
+/// fixtures come from another repository: moved into the issue's and PR's).
+pub fn mix() -> Vec<(&'static str, Vec<u8>)> {
+    let repository = fixture_json("github/issues/opened.payload.json")["repository"].clone();
+    let run = |rel: &str| edit(rel, |v| v["repository"] = repository.clone());
+    vec![
+        ("issues", fixture("github/issues/opened.payload.json")),
+        ("pull_request", opened_pr()),
+        (
+            "workflow_run",
+            run("github/workflow_run/requested.payload.json"),
+        ),
+        (
+            "workflow_run",
+            run("github/workflow_run/completed.payload.json"),
+        ),
+        ("pull_request", merged_pr()),
+        ("deployment", fixture("github/deployment/payload.json")),
+        (
+            "deployment_status",
+            fixture("github/deployment_status/payload.json"),
+        ),
+        (
+            "issues",
+            fixture("github/issues/closed.derived.payload.json"),
+        ),
+    ]
+}
+
 /// The pull_request `closed` fixture, merged, on [`VSTRACE_BRANCH`].
 pub fn merged_pr() -> Vec<u8> {
     edit("github/pull_request/closed.payload.json", |v| {
