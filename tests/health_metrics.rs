@@ -484,13 +484,13 @@ async fn a_refused_health_export_is_bounded_and_leaves_the_dora_outbox_alone() {
 
 /// How settlements read a repository's sealed history shows on `/metrics`: after the mix is
 /// settled and sealed (its fixtures span more than the lag), a new delivery's settlement reads
-/// from the checkpoint; a deployment from before the cut makes one read the whole sealed
-/// history.
+/// from the checkpoint; a review app's first deployment makes the settlement that exports it
+/// read the whole sealed history, and a deployment from before the cut makes one.
 #[tokio::test]
 async fn settlements_show_how_they_read_a_sealed_history() {
     let store = Arc::new(valuestream::store::memory::MemoryStore::new());
     let config = test_config(&[
-        ("VALUESTREAM_SEAL_AFTER_SECS", "0"),
+        ("VALUESTREAM_SEAL_AFTER_SECS", "86400"),
         ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "1"),
     ]);
     let app = app_with(store, config).await;
@@ -509,7 +509,21 @@ async fn settlements_show_how_they_read_a_sealed_history() {
     };
     let (_, text) = app.get("/metrics").await;
     assert_eq!(reads(&text), [Some(0.0), Some(0.0)], "{text}");
-    for (i, (event, body)) in mix().into_iter().enumerate() {
+    // The mix, and a PR merged the day before it (a landing the production deployment ships).
+    let earlier = edit("github/pull_request/closed.payload.json", |v| {
+        v["number"] = serde_json::json!(77);
+        let pr = &mut v["pull_request"];
+        pr["number"] = serde_json::json!(77);
+        pr["id"] = serde_json::json!(77_077);
+        pr["merged"] = serde_json::json!(true);
+        pr["created_at"] = serde_json::json!("2019-05-14T09:00:00Z");
+        pr["closed_at"] = serde_json::json!("2019-05-14T10:00:00Z");
+        pr["merged_at"] = serde_json::json!("2019-05-14T10:00:00Z");
+        pr["updated_at"] = serde_json::json!("2019-05-14T10:00:00Z");
+        pr["merge_commit_sha"] = serde_json::json!("77a5aa4e6c4f4b6f8e0d7c1b2a3f4e5d6c7b8a90");
+    });
+    let deliveries = mix().into_iter().chain([("pull_request", earlier)]);
+    for (i, (event, body)) in deliveries.enumerate() {
         let (s, b) = app.github(event, &format!("sealed-{i}"), body).await;
         assert_eq!(s.as_u16(), 200, "{b}");
     }
@@ -533,6 +547,41 @@ async fn settlements_show_how_they_read_a_sealed_history() {
     let (_, text) = app.get("/metrics").await;
     let [b2, w2] = reads(&text).map(Option::unwrap);
     assert_eq!((b2 - bounded, w2 - whole), (1.0, 0.0), "{text}");
+    // A review app's first deployment ships every change landed before it: the settlement
+    // that exports its span reads everything; once it is out, the next reads from the
+    // checkpoint again (its shipped changes go into its span only).
+    let review = edit("github/deployment_status/payload.json", |v| {
+        v["deployment"]["id"] = serde_json::json!(902_902);
+        v["deployment"]["environment"] = serde_json::json!("review-7");
+        v["deployment"]["created_at"] = serde_json::json!("2025-01-02T00:00:00Z");
+        v["deployment"]["updated_at"] = serde_json::json!("2025-01-02T00:00:00Z");
+        v["deployment_status"]["id"] = serde_json::json!(902_903);
+        v["deployment_status"]["environment"] = serde_json::json!("review-7");
+        v["deployment_status"]["created_at"] = serde_json::json!("2025-01-02T00:05:00Z");
+        v["deployment_status"]["updated_at"] = serde_json::json!("2025-01-02T00:05:00Z");
+    });
+    let (s, b) = app.github("deployment_status", "review-app", review).await;
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str()),
+        (200, Some("processed")),
+        "{b}"
+    );
+    app.pipeline.drain_all().await.unwrap();
+    let (_, text) = app.get("/metrics").await;
+    let [b3, w3] = reads(&text).map(Option::unwrap);
+    assert_eq!((b3 - b2, w3 - w2), (0.0, 1.0), "{text}");
+    let after_review = edit("github/issues/opened.payload.json", |v| {
+        v["issue"]["number"] = serde_json::json!(903);
+        v["issue"]["id"] = serde_json::json!(903_903);
+        v["issue"]["created_at"] = serde_json::json!("2025-01-03T00:00:00Z");
+        v["issue"]["updated_at"] = serde_json::json!("2025-01-03T00:00:00Z");
+    });
+    app.github("issues", "after-review", after_review).await;
+    app.pipeline.drain_all().await.unwrap();
+    let (_, text) = app.get("/metrics").await;
+    let [b4, w4] = reads(&text).map(Option::unwrap);
+    assert_eq!((b4 - b3, w4 - w3), (1.0, 0.0), "{text}");
+    let (b2, w2) = (b4, w4);
     // A deployment from before the cut: its settlement reads everything.
     let early = edit("github/deployment/payload.json", |v| {
         v["deployment"]["id"] = serde_json::json!(901_901);

@@ -297,6 +297,66 @@ async fn only_a_successful_deployment_claims_its_changes_as_shipped() {
     );
 }
 
+/// A review app's first deployment ships every change landed before it, so while it is live
+/// the repository's checkpoint lists every sealed landing, and every settlement reads them (the
+/// history, by key). What it shipped goes into its span only (links and
+/// `valuestream.deployment.changes`; lead times, deploy stages and rework are production's):
+/// once that span is out, the next sealing keeps only the landings deployments can still ship.
+#[tokio::test]
+async fn a_review_apps_exported_deployment_no_longer_holds_the_landings() {
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let lag = [
+        ("VALUESTREAM_SEAL_AFTER_SECS", "3600"),
+        ("VALUESTREAM_INCIDENT_WINDOW_HOURS", "1"),
+    ];
+    let rig = Rig::new(store.clone(), &lag).await;
+    let at = |minutes: i64| t0() + TimeDelta::minutes(minutes);
+    let changes: Vec<Input> = (1..=40).map(|n| change("a/b", n, at(n as i64))).collect();
+    rig.deliver("pr", changes, 1).await;
+    rig.deliver("prod", vec![deployment("a/b", "p1", at(60), true)], 1)
+        .await;
+    rig.pipeline.drain_all().await.unwrap();
+    // The review app at 3 h, with a change merged at 2 h 15.
+    let Input::Work(mut review) = deployment("a/b", "r1", at(180), true) else {
+        unreachable!()
+    };
+    review.environment = Some("review-1".into());
+    let late = change("a/b", 41, at(135));
+    rig.deliver("review", vec![Input::Work(review), late], 1)
+        .await;
+    rig.pipeline.drain_all().await.unwrap();
+    let span = rig.receiver.span("deploy r1");
+    assert_eq!(
+        span.attrs[attr::DEPLOYMENT_CHANGES],
+        serde_json::json!(41),
+        "exported with everything it shipped"
+    );
+    // A change at 3 h 30: the cut passes change 41, and the sealing that follows writes the
+    // checkpoint again.
+    rig.deliver("pr", vec![change("a/b", 42, at(210))], 1).await;
+    rig.pipeline.drain_all().await.unwrap();
+    let cp = store
+        .get_many(&[keys::checkpoint(&keys::Scope::Repo("a/b".into()))])
+        .await
+        .unwrap()
+        .remove(0)
+        .expect("a checkpoint")
+        .data
+        .to_value();
+    let listed: Vec<&str> = cp["summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .filter(|k| k.starts_with("gh/pr/"))
+        .collect();
+    assert!(
+        listed.is_empty(),
+        "the checkpoint lists no sealed landing: {cp}"
+    );
+    assert_eq!(cp["landed_before"], serde_json::json!(true), "{cp}");
+}
+
 /// A summary record no version of valuestream can read, planted in a repository's partition:
 /// every settlement of that repository fails.
 async fn plant_unreadable(store: &dyn Store, repo: &str) {

@@ -24,8 +24,8 @@
 //! The cut is *clean*: no deployment or incident spans it, so what the rules fold over time
 //! starts again from the checkpoint.
 
-use super::dora::Derived;
-use super::scope::{PushFact, Summary};
+use super::dora::{DeployInfo, Derived};
+use super::scope::{GenRef, PushFact, Summary};
 use super::settings::EngineSettings;
 use crate::model::{Kind, ParentRef, Time, WorkResult};
 use chrono::TimeDelta;
@@ -512,8 +512,9 @@ fn landings(
     sealed: &Sealed<'_>,
 ) -> Checkpoint {
     let mut everything = false;
+    let done = exported_deployments(r);
     for (me, info) in &derived.deploys {
-        if sealed.summaries.contains(me.key.as_str()) {
+        if sealed.summaries.contains(me.key.as_str()) || !ships_still(me, info, &done) {
             continue;
         }
         match info.after {
@@ -636,8 +637,9 @@ fn shipped_from_before(
     derived: &Derived,
     cp: &Checkpoint,
 ) -> Option<&'static str> {
+    let done = exported_deployments(r);
     for (me, info) in &derived.deploys {
-        let live = !r.sealed.contains(&me.key);
+        let live = !r.sealed.contains(&me.key) && ships_still(me, info, &done);
         if cp.landed_before && live && info.after.is_none_or(|a| a < cp.landings_from) {
             return Some("a deployment that ships from before the checkpoint's landings");
         }
@@ -648,6 +650,26 @@ fn shipped_from_before(
         .filter(|s| r.sealed.contains(&s.key))
         .any(|s| derived.landing.get(&s.key).is_some_and(|l| *l >= cp.w));
     sealed_late.then_some("a sealed change that lands after the cut")
+}
+
+/// The generations of deployments whose span is out.
+fn exported_deployments<'r>(r: &'r Records<'_>) -> BTreeSet<(&'r str, u32)> {
+    r.summaries
+        .iter()
+        .filter(|s| s.kind == Kind::Deployment)
+        .flat_map(|s| s.exported.iter().map(|g| (s.key.as_str(), *g)))
+        .collect()
+}
+
+/// Whether what deployment generation `me` shipped still counts: always in production (its
+/// lead times are in its tally); elsewhere only until its span is out, the one thing a
+/// non-production deployment's shipped changes go into (its links and
+/// `valuestream.deployment.changes`; deploy stages and rework are production's). So a
+/// review app's first deployment, which ships every change landed before it, makes its
+/// repository's settlements read the whole sealed history until its span is exported, not
+/// until it is sealed a day later.
+fn ships_still(me: &GenRef, info: &DeployInfo, done: &BTreeSet<(&str, u32)>) -> bool {
+    info.production || !done.contains(&(me.key.as_str(), me.gen))
 }
 
 /// Commits and branches shared between live and sealed records in ways that change what was
