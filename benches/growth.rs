@@ -17,8 +17,11 @@
 //! - the embedded store on disk (as `serve` opens it).
 //!
 //! Memory is the peak of live heap bytes during the settlement (a counting allocator over the
-//! system allocator, or over mimalloc with `--features mimalloc`), over what was live before it. With `BENCH_KEEP_DIR` set, the embedded store of the last size is kept
-//! there, for `serve --data-dir` to run against.
+//! system allocator, or over mimalloc with `--features mimalloc`), over what was live before it.
+//! With `BENCH_KEEP_DIR` set, the embedded store of the last size is kept there, for `serve
+//! --data-dir` to run against; with `BENCH_DISK_ONLY` set, only the embedded store is measured
+//! (the in-memory store's history, once freed, leaves the system allocator's heap fragmented
+//! for what runs after it in the process).
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
@@ -458,10 +461,18 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|---|---|");
         let mut backlogs = Vec::new();
+        // BENCH_DISK_ONLY: the embedded store alone, so that no in-memory history was ever in
+        // this process's heap (what `serve` runs; docs/performance.md).
+        let disk_only = std::env::var_os("BENCH_DISK_ONLY").is_some();
         for &prs in &sizes {
-            let store = Arc::new(Metered::new(MemoryStore::new()));
-            let (mem, settled) = one_settlement(store, prs, true).await;
-            backlogs.push((prs, settled.expect("measured")));
+            let mem = if disk_only {
+                None
+            } else {
+                let store = Arc::new(Metered::new(MemoryStore::new()));
+                let (mem, settled) = one_settlement(store, prs, true).await;
+                backlogs.push((prs, settled.expect("measured")));
+                Some(mem)
+            };
             // BENCH_KEEP_DIR: the embedded store is written there and kept (`serve --data-dir`
             // on it measures serve's memory against that history, docs/performance.md).
             let dir = tempfile::tempdir().unwrap();
@@ -470,10 +481,16 @@ fn main() {
                 .unwrap_or_else(|_| dir.path().to_path_buf());
             let disk = EmbeddedStore::open(&path).unwrap();
             let (emb, _) = one_settlement(Arc::new(Metered::new(disk)), prs, false).await;
-            println!(
-                "| {prs} | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
-                mem.ms, mem.requests, mem.rcu, mem.wcu, mem.peak_kib, emb.ms, emb.peak_kib
+            let mem = mem.map_or_else(
+                || "– | – | – | – | –".to_string(),
+                |m| {
+                    format!(
+                        "{:.1} | {} | {} | {} | {}",
+                        m.ms, m.requests, m.rcu, m.wcu, m.peak_kib
+                    )
+                },
             );
+            println!("| {prs} | {mem} | {:.1} | {} |", emb.ms, emb.peak_kib);
         }
         println!(
             "\na backlog of {BACKLOG} new merged PRs (10 rounds of 16), in-memory store (DynamoDB model): \
