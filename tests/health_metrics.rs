@@ -495,20 +495,7 @@ async fn settlements_show_how_they_read_a_sealed_history() {
     ]);
     let app = app_with(store, config).await;
     app.set_auto_drain(false);
-    let reads = |text: &str| {
-        [
-            value(
-                text,
-                r#"valuestream_health_settle_history_reads_total{read="bounded"}"#,
-            ),
-            value(
-                text,
-                r#"valuestream_health_settle_history_reads_total{read="whole"}"#,
-            ),
-        ]
-    };
-    let (_, text) = app.get("/metrics").await;
-    assert_eq!(reads(&text), [Some(0.0), Some(0.0)], "{text}");
+    assert_eq!(history_reads(&app).await, (0.0, 0.0));
     // The mix, and a PR merged the day before it (a landing the production deployment ships).
     let earlier = edit("github/pull_request/closed.payload.json", |v| {
         v["number"] = serde_json::json!(77);
@@ -528,25 +515,9 @@ async fn settlements_show_how_they_read_a_sealed_history() {
         assert_eq!(s.as_u16(), 200, "{b}");
     }
     app.pipeline.drain_all().await.unwrap();
-    let (_, text) = app.get("/metrics").await;
-    let [bounded, whole] = reads(&text).map(Option::unwrap);
     // A new issue after everything sealed: its settlement reads from the checkpoint.
-    let later = edit("github/issues/opened.payload.json", |v| {
-        v["issue"]["number"] = serde_json::json!(900);
-        v["issue"]["id"] = serde_json::json!(900_900);
-        v["issue"]["created_at"] = serde_json::json!("2025-01-01T00:00:00Z");
-        v["issue"]["updated_at"] = serde_json::json!("2025-01-01T00:00:00Z");
-    });
-    let (s, b) = app.github("issues", "sealed-later", later).await;
-    assert_eq!(
-        (s.as_u16(), b["status"].as_str()),
-        (200, Some("processed")),
-        "{b}"
-    );
-    app.pipeline.drain_all().await.unwrap();
-    let (_, text) = app.get("/metrics").await;
-    let [b2, w2] = reads(&text).map(Option::unwrap);
-    assert_eq!((b2 - bounded, w2 - whole), (1.0, 0.0), "{text}");
+    let later = opened_issue(900, "2025-01-01T00:00:00Z");
+    assert_eq!(drained_reads(&app, "issues", later).await, (1.0, 0.0));
     // A review app's first deployment ships every change landed before it: the settlement
     // that exports its span reads everything; once it is out, the next reads from the
     // checkpoint again (its shipped changes go into its span only).
@@ -560,42 +531,57 @@ async fn settlements_show_how_they_read_a_sealed_history() {
         v["deployment_status"]["created_at"] = serde_json::json!("2025-01-02T00:05:00Z");
         v["deployment_status"]["updated_at"] = serde_json::json!("2025-01-02T00:05:00Z");
     });
-    let (s, b) = app.github("deployment_status", "review-app", review).await;
     assert_eq!(
-        (s.as_u16(), b["status"].as_str()),
-        (200, Some("processed")),
-        "{b}"
+        drained_reads(&app, "deployment_status", review).await,
+        (0.0, 1.0)
     );
-    app.pipeline.drain_all().await.unwrap();
-    let (_, text) = app.get("/metrics").await;
-    let [b3, w3] = reads(&text).map(Option::unwrap);
-    assert_eq!((b3 - b2, w3 - w2), (0.0, 1.0), "{text}");
-    let after_review = edit("github/issues/opened.payload.json", |v| {
-        v["issue"]["number"] = serde_json::json!(903);
-        v["issue"]["id"] = serde_json::json!(903_903);
-        v["issue"]["created_at"] = serde_json::json!("2025-01-03T00:00:00Z");
-        v["issue"]["updated_at"] = serde_json::json!("2025-01-03T00:00:00Z");
-    });
-    app.github("issues", "after-review", after_review).await;
-    app.pipeline.drain_all().await.unwrap();
-    let (_, text) = app.get("/metrics").await;
-    let [b4, w4] = reads(&text).map(Option::unwrap);
-    assert_eq!((b4 - b3, w4 - w3), (1.0, 0.0), "{text}");
-    let (b2, w2) = (b4, w4);
+    let after_review = opened_issue(903, "2025-01-03T00:00:00Z");
+    assert_eq!(
+        drained_reads(&app, "issues", after_review).await,
+        (1.0, 0.0)
+    );
     // A deployment from before the cut: its settlement reads everything.
     let early = edit("github/deployment/payload.json", |v| {
         v["deployment"]["id"] = serde_json::json!(901_901);
         v["deployment"]["created_at"] = serde_json::json!("2015-01-01T00:00:00Z");
         v["deployment"]["updated_at"] = serde_json::json!("2015-01-01T00:00:00Z");
     });
-    let (s, b) = app.github("deployment", "sealed-early", early).await;
+    assert_eq!(drained_reads(&app, "deployment", early).await, (0.0, 1.0));
+}
+
+/// The `issues` opened fixture as issue `number`, opened at `at`.
+fn opened_issue(number: u64, at: &str) -> Vec<u8> {
+    edit("github/issues/opened.payload.json", |v| {
+        v["issue"]["number"] = serde_json::json!(number);
+        v["issue"]["id"] = serde_json::json!(number * 1_001);
+        v["issue"]["created_at"] = serde_json::json!(at);
+        v["issue"]["updated_at"] = serde_json::json!(at);
+    })
+}
+
+/// The bounded and whole reads of sealed histories `/metrics` counts so far.
+async fn history_reads(app: &App) -> (f64, f64) {
+    let (_, text) = app.get("/metrics").await;
+    let read = |kind: &str| {
+        let series = format!(r#"valuestream_health_settle_history_reads_total{{read="{kind}"}}"#);
+        value(&text, &series).unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    (read("bounded"), read("whole"))
+}
+
+/// Delivers `body` as GitHub `event`, drains, and gives the bounded and whole reads that drain
+/// made.
+async fn drained_reads(app: &App, event: &str, body: Vec<u8>) -> (f64, f64) {
+    let before = history_reads(app).await;
+    let (s, b) = app
+        .github(event, &format!("reads-{}", before.0 + before.1), body)
+        .await;
     assert_eq!(
         (s.as_u16(), b["status"].as_str()),
         (200, Some("processed")),
         "{b}"
     );
     app.pipeline.drain_all().await.unwrap();
-    let (_, text) = app.get("/metrics").await;
-    let [b3, w3] = reads(&text).map(Option::unwrap);
-    assert_eq!((b3 - b2, w3 - w2), (0.0, 1.0), "{text}");
+    let after = history_reads(app).await;
+    (after.0 - before.0, after.1 - before.1)
 }
