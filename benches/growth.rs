@@ -344,24 +344,10 @@ async fn one_settlement<S: Store + 'static>(
             .await
             .unwrap();
         advance(TimeDelta::minutes(1));
-        let (r0, rcu0, wcu0) = store.counts();
-        let live = LIVE.load(Relaxed);
-        PEAK.store(live, Relaxed);
-        let started = Instant::now();
-        let settled = engine
-            .settle(engine.now() + TimeDelta::days(1))
-            .await
-            .unwrap();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        assert_eq!(settled.spans.len(), 1, "the new PR's span");
-        let (r1, rcu1, wcu1) = store.counts();
-        samples.push(Figures {
-            ms,
-            requests: r1 - r0,
-            rcu: rcu1 - rcu0,
-            wcu: wcu1 - wcu0,
-            peak_kib: (PEAK.load(Relaxed) - live) / 1024,
-        });
+        let settle = engine.settle(engine.now() + TimeDelta::days(1));
+        let (figures, settled) = measured(&store, settle).await;
+        assert_eq!(settled.unwrap().spans.len(), 1, "the new PR's span");
+        samples.push(figures);
     }
     let mut times: Vec<f64> = samples.iter().map(|f| f.ms).collect();
     times.sort_by(f64::total_cmp);
@@ -406,31 +392,45 @@ async fn backlog<S: Store + 'static>(
     } else {
         drainer
     };
+    let drain = async {
+        let mut spans = 0;
+        loop {
+            let settled = drainer
+                .settle(drainer.now() + TimeDelta::days(1))
+                .await
+                .unwrap();
+            spans += settled.spans.len();
+            if !settled.more {
+                return spans;
+            }
+        }
+    };
+    let (figures, spans) = measured(store, drain).await;
+    assert_eq!(spans, BACKLOG, "every new PR's span");
+    figures
+}
+
+/// Runs `work`, and what it cost: its time, the requests and capacity units it made of
+/// `store`, and its peak heap over what was live before it.
+async fn measured<S, T>(
+    store: &Metered<S>,
+    work: impl std::future::Future<Output = T>,
+) -> (Figures, T) {
     let (r0, rcu0, wcu0) = store.counts();
     let live = LIVE.load(Relaxed);
     PEAK.store(live, Relaxed);
     let started = Instant::now();
-    let mut spans = 0;
-    loop {
-        let settled = drainer
-            .settle(drainer.now() + TimeDelta::days(1))
-            .await
-            .unwrap();
-        spans += settled.spans.len();
-        if !settled.more {
-            break;
-        }
-    }
+    let out = work.await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    assert_eq!(spans, BACKLOG, "every new PR's span");
     let (r1, rcu1, wcu1) = store.counts();
-    Figures {
+    let figures = Figures {
         ms,
         requests: r1 - r0,
         rcu: rcu1 - rcu0,
         wcu: wcu1 - wcu0,
         peak_kib: (PEAK.load(Relaxed) - live) / 1024,
-    }
+    };
+    (figures, out)
 }
 
 fn engine_config() -> Arc<Config> {

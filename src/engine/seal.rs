@@ -639,8 +639,8 @@ fn shipped_from_before(
 ) -> Option<&'static str> {
     let done = exported_deployments(r);
     for (me, info) in &derived.deploys {
-        let live = !r.sealed.contains(&me.key) && ships_still(me, info, &done);
-        if cp.landed_before && live && info.after.is_none_or(|a| a < cp.landings_from) {
+        let counts = !r.sealed.contains(&me.key) && ships_still(me, info, &done);
+        if cp.landed_before && counts && info.after.is_none_or(|a| a < cp.landings_from) {
             return Some("a deployment that ships from before the checkpoint's landings");
         }
     }

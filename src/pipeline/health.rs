@@ -276,7 +276,7 @@ impl Health {
     }
 
     /// The process's counters as families, with `backlog` read from the store at scrape time
-    /// and the settle failures the pipeline counted.
+    /// and what the pipeline and its engine counted of their settlements.
     pub fn families(&self, backlog: &Backlog, settled: &Settlements) -> Vec<HealthFamily> {
         let mut out = vec![self.deliveries_family()];
         out.extend(backlog_families(backlog));
