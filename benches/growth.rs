@@ -42,6 +42,9 @@ use valuestream::store::{Cond, Key, KeyRange, Order, Record, Store, StoreResult,
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Allocations made (`alloc` calls): the work a settlement asks of the allocator, whichever
+/// allocator serves it.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the counting allocator takes memory from: the system allocator (glibc's malloc), or
 /// mimalloc with `--features mimalloc` (the binary's optional allocator). The in-memory store
@@ -64,6 +67,7 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
             PEAK.fetch_max(now, Relaxed);
+            ALLOCS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -321,6 +325,7 @@ struct Figures {
     rcu: u64,
     wcu: u64,
     peak_kib: usize,
+    allocs: usize,
 }
 
 /// How many single settlements are measured per size: the figures are their median time and
@@ -357,6 +362,7 @@ async fn one_settlement<S: Store + 'static>(
         rcu: samples.iter().map(|f| f.rcu).max().unwrap(),
         wcu: samples.iter().map(|f| f.wcu).max().unwrap(),
         peak_kib: samples.iter().map(|f| f.peak_kib).max().unwrap(),
+        allocs: samples.iter().map(|f| f.allocs).max().unwrap(),
     };
     if !backlogs {
         return (one, None);
@@ -419,6 +425,7 @@ async fn measured<S, T>(
     let (r0, rcu0, wcu0) = store.counts();
     let live = LIVE.load(Relaxed);
     PEAK.store(live, Relaxed);
+    let allocs = ALLOCS.load(Relaxed);
     let started = Instant::now();
     let out = work.await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -429,6 +436,7 @@ async fn measured<S, T>(
         rcu: rcu1 - rcu0,
         wcu: wcu1 - wcu0,
         peak_kib: (PEAK.load(Relaxed) - live) / 1024,
+        allocs: ALLOCS.load(Relaxed) - allocs,
     };
     (figures, out)
 }
@@ -457,9 +465,9 @@ fn main() {
              median time of {SAMPLES}, largest counts and heap; memory from {INNER_NAME}"
         );
         println!(
-            "| merged PRs | in-memory (DynamoDB model): ms | requests | RCU | WCU | peak heap KiB | embedded on disk: ms | peak heap KiB |"
+            "| merged PRs | in-memory (DynamoDB model): ms | requests | RCU | WCU | peak heap KiB | allocations | embedded on disk: ms | peak heap KiB | allocations |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut backlogs = Vec::new();
         // BENCH_DISK_ONLY: the embedded store alone, so that no in-memory history was ever in
         // this process's heap (what `serve` runs; docs/performance.md).
@@ -482,15 +490,18 @@ fn main() {
             let disk = EmbeddedStore::open(&path).unwrap();
             let (emb, _) = one_settlement(Arc::new(Metered::new(disk)), prs, false).await;
             let mem = mem.map_or_else(
-                || "– | – | – | – | –".to_string(),
+                || "– | – | – | – | – | –".to_string(),
                 |m| {
                     format!(
-                        "{:.1} | {} | {} | {} | {}",
-                        m.ms, m.requests, m.rcu, m.wcu, m.peak_kib
+                        "{:.1} | {} | {} | {} | {} | {}",
+                        m.ms, m.requests, m.rcu, m.wcu, m.peak_kib, m.allocs
                     )
                 },
             );
-            println!("| {prs} | {mem} | {:.1} | {} |", emb.ms, emb.peak_kib);
+            println!(
+                "| {prs} | {mem} | {:.1} | {} | {} |",
+                emb.ms, emb.peak_kib, emb.allocs
+            );
         }
         println!(
             "\na backlog of {BACKLOG} new merged PRs (10 rounds of 16), in-memory store (DynamoDB model): \

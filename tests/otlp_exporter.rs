@@ -356,7 +356,7 @@ async fn grpc_gzip_compresses_spans_and_points_on_the_wire() {
                 let mut p = p.clone();
                 p.labels.insert(
                     "repository".into(),
-                    format!("some-owner/some-repository-{i}"),
+                    format!("some-owner/some-repository-{i}").into(),
                 );
                 p
             })

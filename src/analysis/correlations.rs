@@ -25,7 +25,7 @@
 
 use crate::engine::metrics;
 use crate::model::attr;
-use crate::model::series::{Series, BUCKETS};
+use crate::model::series::{LabelStr, Series, BUCKETS};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -369,12 +369,12 @@ fn ranked(q: &Query, threshold: Option<f64>, counted: &[(&Series, u64, u64)]) ->
     let mut tally: BTreeMap<&str, BTreeMap<&str, (u64, u64)>> = BTreeMap::new();
     let names: std::collections::BTreeSet<&str> = counted
         .iter()
-        .flat_map(|c| c.0.labels.keys().map(String::as_str))
+        .flat_map(|c| c.0.labels.keys().map(LabelStr::as_str))
         .filter(|k| !NOT_ATTRIBUTES.contains(k))
         .collect();
     for (s, all, sel) in counted {
         for name in &names {
-            let value = s.labels.get(*name).map_or(UNSET, String::as_str);
+            let value = s.labels.get(*name).map_or(UNSET, LabelStr::as_str);
             let e = tally.entry(name).or_default().entry(value).or_default();
             e.0 += all;
             e.1 += sel;

@@ -688,7 +688,7 @@ impl Engine {
         for (c, key) in changes.iter().zip(ids) {
             if !touched.contains_key(&key) {
                 let known: Option<Series> = decode(tx, &key)?;
-                let Some(def) = metrics::CATALOGUE.iter().find(|d| d.name == c.name) else {
+                let Some(def) = metrics::CATALOGUE.iter().find(|d| c.name == d.name) else {
                     continue;
                 };
                 touched.insert(
@@ -1217,7 +1217,7 @@ impl ScopeRecords {
             }
             if s.tally.is_none() {
                 if let Some(applied) = s.applied() {
-                    self.ledger.insert(s.key.clone(), applied);
+                    self.ledger.insert(s.key.clone(), applied.into_owned());
                 }
             }
             self.summaries.push(s);
@@ -1302,7 +1302,7 @@ async fn read_scope(
     // A summary's tally is read where it is; only ledgers of older layouts are converted.
     for s in out.summaries.iter().filter(|s| s.tally.is_none()) {
         if let Some(applied) = s.applied() {
-            out.ledger.insert(s.key.clone(), applied);
+            out.ledger.insert(s.key.clone(), applied.into_owned());
         }
     }
     for (owner, ledger) in legacy {

@@ -12,6 +12,7 @@
 //! twice) still sees one monotonic series and the latest point is the exact total. Readers (the
 //! `/metrics` exposition, the correlations) take the stored series from [`stored`].
 
+pub use crate::model::series::LabelStr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -118,7 +119,7 @@ pub fn bucket_of(value_ms: i64) -> usize {
 /// would, whatever their number.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tally {
-    pub name: String,
+    pub name: LabelStr,
     pub labels: Labels,
     /// Counter total, or histogram observation count.
     pub count: i64,
@@ -142,7 +143,7 @@ fn is_zero(n: &i64) -> bool {
 impl Tally {
     pub fn empty(name: &str, labels: &Labels) -> Self {
         Tally {
-            name: name.to_string(),
+            name: name.into(),
             labels: labels.clone(),
             count: 0,
             sum_ms: 0,

@@ -839,7 +839,7 @@ mod tests {
             .map(|t| {
                 assert_eq!(t.count, 1, "one observation: {t:?}");
                 scope::Contribution {
-                    name: t.name.clone(),
+                    name: t.name.to_string(),
                     labels: t.labels.clone(),
                     value: t.sum_ms,
                 }

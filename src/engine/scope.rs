@@ -5,11 +5,12 @@
 //! from a scope's records (the DORA definitions) is derived by [`super::dora`].
 
 use super::facts::{self, Gen, ItemRecord};
-use super::metrics::Labels;
 pub use super::metrics::{tally_diff, Tally};
+use super::metrics::{LabelStr, Labels};
 use crate::model::attr;
 use crate::model::{ChangeStep, Kind, ParentRef, Push, Repo, RepoTraits, Time, WorkResult};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Where an item's summary, and its metric ledger, live.
@@ -31,7 +32,7 @@ pub struct GenSummary {
     #[serde(default)]
     pub head_sha: Option<String>,
     #[serde(default)]
-    pub environment: Option<String>,
+    pub environment: Option<LabelStr>,
     /// The labels every metric point about this span carries.
     pub labels: Labels,
     #[serde(default)]
@@ -51,7 +52,7 @@ pub struct GenSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub key: String,
-    pub source: String,
+    pub source: LabelStr,
     pub kind: Kind,
     pub gens: Vec<GenSummary>,
     /// Parent candidates of the first generation, best first.
@@ -99,12 +100,12 @@ pub struct Summary {
 /// `Payments` by PagerDuty and `payments` by a GitHub label is one series.
 pub fn base_labels(source: &str, repo: Option<&Repo>, traits: &RepoTraits) -> Labels {
     let mut l = Labels::new();
-    l.insert(attr::SOURCE.into(), source.to_string());
+    l.insert(attr::SOURCE.into(), source.into());
     if let Some(repo) = repo {
-        l.insert(attr::REPOSITORY.into(), repo.0.clone());
+        l.insert(attr::REPOSITORY.into(), repo.0.as_str().into());
     }
     for (k, v) in traits.entries() {
-        l.insert(k.into(), v.to_lowercase());
+        l.insert(k.into(), v.to_lowercase().into());
     }
     l
 }
@@ -141,7 +142,7 @@ impl Summary {
         let first = gens.first()?;
         Some(Summary {
             key: key.to_string(),
-            source: first.source.clone(),
+            source: first.source.as_str().into(),
             kind: gens.last().map(|g| g.kind).unwrap_or(first.kind),
             parents: first.parents.clone(),
             follows: first.follows.clone(),
@@ -159,10 +160,12 @@ impl Summary {
 
     /// What the drain applied for this item, summed per series: the tally, or the tally of a
     /// ledger written before tallies; `None` when nothing was applied yet.
-    pub fn applied(&self) -> Option<Vec<Tally>> {
-        self.tally
-            .clone()
-            .or_else(|| self.ledger.as_deref().map(tally))
+    pub fn applied(&self) -> Option<Cow<'_, [Tally]>> {
+        match (&self.tally, &self.ledger) {
+            (Some(t), _) => Some(Cow::Borrowed(t)),
+            (None, Some(ledger)) => Some(Cow::Owned(tally(ledger))),
+            (None, None) => None,
+        }
     }
 
     /// The generation that was current at `t`: the last that started at or before it.
@@ -186,7 +189,7 @@ fn gen_summary(g: &Gen) -> GenSummary {
         error: g.error(),
         merge_sha: g.merge_sha.as_ref().map(|s| s.to_ascii_lowercase()),
         head_sha: g.head_sha.as_ref().map(|s| s.to_ascii_lowercase()),
-        environment: g.environment.clone(),
+        environment: g.environment.as_deref().map(Into::into),
         labels: base_labels(&g.source, g.repo.as_ref(), &g.traits),
         pipeline: g.pipeline.clone(),
         title: g.change_title.clone(),

@@ -30,6 +30,7 @@ use super::settings::EngineSettings;
 use crate::model::{Kind, ParentRef, Time, WorkResult};
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A repository's cut and the sealed records later settlements read with its live ones.
@@ -93,30 +94,31 @@ impl Lookup {
     }
 }
 
-/// A commit or a branch: what a lookup is keyed by.
+/// A commit (lower case) or a branch: what a lookup is keyed by. It borrows the record it is
+/// the name of (a settlement takes thousands of names, most already in lower case).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Name {
-    Sha(String),
-    Branch(String),
+pub enum Name<'a> {
+    Sha(Cow<'a, str>),
+    Branch(Cow<'a, str>),
 }
 
 /// The names a sealed summary is found by: a change's head and merge commits and head branch,
 /// a deployment's commit.
-pub fn names_of_summary(s: &Summary) -> BTreeSet<Name> {
+pub fn names_of_summary(s: &Summary) -> BTreeSet<Name<'_>> {
     let mut out: BTreeSet<Name> = s.head_shas.iter().map(|x| sha(x)).collect();
     for g in &s.gens {
         out.extend(g.merge_sha.iter().chain(&g.head_sha).map(|x| sha(x)));
     }
-    out.extend(s.head_branch.iter().map(|b| Name::Branch(b.clone())));
+    out.extend(s.head_branch.iter().map(|b| Name::Branch(b.into())));
     out
 }
 
 /// The names a sealed push is found by: its commits, and its branch unless the default one.
-pub fn names_of_push(p: &PushFact) -> BTreeSet<Name> {
+pub fn names_of_push(p: &PushFact) -> BTreeSet<Name<'_>> {
     let mut out: BTreeSet<Name> = p.commits.iter().map(|c| sha(&c.sha)).collect();
     out.insert(sha(&p.after));
     if !p.to_default_branch {
-        out.insert(Name::Branch(p.branch.clone()));
+        out.insert(Name::Branch(p.branch.as_str().into()));
     }
     out
 }
@@ -132,7 +134,7 @@ pub fn newer_push(p: &PushFact, cp: &Checkpoint) -> bool {
 }
 
 /// The names a live summary looks up: its own, and the commits and branches its parents name.
-pub fn wanted_by_summary(s: &Summary) -> BTreeSet<Name> {
+pub fn wanted_by_summary(s: &Summary) -> BTreeSet<Name<'_>> {
     let mut out = names_of_summary(s);
     for p in &s.parents {
         match p {
@@ -140,7 +142,7 @@ pub fn wanted_by_summary(s: &Summary) -> BTreeSet<Name> {
                 out.insert(sha(x));
             }
             ParentRef::Branch { branch, .. } => {
-                out.insert(Name::Branch(branch.clone()));
+                out.insert(Name::Branch(branch.into()));
             }
             ParentRef::Item(_) => {}
         }
@@ -148,8 +150,12 @@ pub fn wanted_by_summary(s: &Summary) -> BTreeSet<Name> {
     out
 }
 
-fn sha(s: &str) -> Name {
-    Name::Sha(s.to_ascii_lowercase())
+fn sha(s: &str) -> Name<'_> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Name::Sha(s.to_ascii_lowercase().into())
+    } else {
+        Name::Sha(s.into())
+    }
 }
 
 /// What a settlement read of a repository, as sealing sees it.
@@ -205,9 +211,8 @@ fn summary_span(s: &Summary, derived: &Derived, pinned: &BTreeSet<String>) -> Op
     let derived_now = derived
         .contributions
         .get(&s.key)
-        .cloned()
-        .unwrap_or_default();
-    let sealable = !open && exported && applied == derived_now && !pinned.contains(&s.key);
+        .map_or(&[][..], Vec::as_slice);
+    let sealable = !open && exported && *applied == *derived_now && !pinned.contains(&s.key);
     Some(Span {
         lo,
         hi,
@@ -485,7 +490,7 @@ fn sealed_deployments<'a>(
         }
         for (i, g) in s.gens.iter().enumerate() {
             let Some(end) = g.end else { continue };
-            let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
+            let env = g.environment.as_deref().unwrap_or("unknown").to_string();
             let success = success(g);
             let later = |(e, k): (Time, &str)| (end, s.key.as_str()) > (e, k);
             if success && config.is_production(&env) && last_prod.is_none_or(later) {

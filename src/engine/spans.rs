@@ -189,7 +189,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
         }
     }
     Some(FinishedSpan {
-        source: s.source.clone(),
+        source: s.source.to_string(),
         trace_id,
         span_id: ids::span_id(&s.key, g.index),
         parent_span_id: parent.map(|p| p.span_id),
@@ -215,7 +215,7 @@ pub fn build(r: &Resolver<'_>, s: &Summary, g: &Gen) -> Option<FinishedSpan> {
 fn own_attributes(s: &Summary, g: &Gen) -> Attrs {
     let mut attributes = g.span_attributes();
     attributes.insert(attr::KIND.into(), s.kind.as_str().into());
-    attributes.insert(attr::SOURCE.into(), s.source.clone().into());
+    attributes.insert(attr::SOURCE.into(), s.source.to_string().into());
     attributes.insert(attr::KEY.into(), s.key.clone().into());
     if g.index > 0 {
         attributes.insert(attr::GENERATION.into(), AttrValue::Int(g.index.into()));
@@ -346,7 +346,7 @@ pub fn stage_spans(
         let mut attributes = Attrs::new();
         if let Some(g) = s.gens.get(gen as usize) {
             for (k, v) in &g.labels {
-                attributes.insert(k.clone(), v.clone().into());
+                attributes.insert(k.to_string(), v.to_string().into());
             }
         }
         attributes.insert(attr::KEY.into(), s.key.clone().into());
@@ -362,7 +362,7 @@ pub fn stage_spans(
         out.push((
             stage.name,
             FinishedSpan {
-                source: s.source.clone(),
+                source: s.source.to_string(),
                 trace_id: trace_id.clone(),
                 span_id: ids::span_id(&format!("{}#stage#{}", s.key, stage.name.as_str()), gen),
                 parent_span_id: Some(parent.clone()),

@@ -323,7 +323,7 @@ fn label_pairs(labels: &metrics::Labels) -> Vec<(String, String)> {
                 existing.push(';');
                 existing.push_str(v);
             })
-            .or_insert_with(|| v.clone());
+            .or_insert_with(|| v.to_string());
     }
     merged.into_iter().collect()
 }

@@ -3,6 +3,7 @@
 //! series' cumulative state ([`Series`]) with its [`Labels`]. How a series changes is the
 //! engine's business (`engine::metrics`); exporters and analyses only read it.
 
+use crate::model::attr;
 use crate::model::attr::metric::*;
 use crate::model::Time;
 use serde::{Deserialize, Serialize};
@@ -58,10 +59,11 @@ pub fn def(name: &str) -> &'static MetricDef {
 /// summary and every tally of a repository's settlement carries a set of about four labels: a
 /// B-tree allocates a node for eleven pairs whatever the count (~560 bytes), the vector what
 /// it holds, which keeps a settlement's memory per merged PR lower. It reads, orders, compares
-/// and serializes (a JSON object) as the `BTreeMap` it replaced.
+/// and serializes (a JSON object) as the `BTreeMap` it replaced. Its keys and values are
+/// [`LabelStr`]s: the names and values that recur in every series take no allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(transparent)]
-pub struct Labels(litemap::LiteMap<String, String>);
+pub struct Labels(litemap::LiteMap<LabelStr, LabelStr>);
 
 /// Always a JSON object, as the `BTreeMap` wrote it (`litemap` writes an empty map as `[]`).
 impl Serialize for Labels {
@@ -77,7 +79,7 @@ impl Labels {
 }
 
 impl std::ops::Deref for Labels {
-    type Target = litemap::LiteMap<String, String>;
+    type Target = litemap::LiteMap<LabelStr, LabelStr>;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -90,31 +92,210 @@ impl std::ops::DerefMut for Labels {
 }
 
 impl std::ops::Index<&str> for Labels {
-    type Output = String;
-    fn index(&self, key: &str) -> &String {
+    type Output = LabelStr;
+    fn index(&self, key: &str) -> &LabelStr {
         self.0.get(key).expect("no such label")
     }
 }
 
-impl FromIterator<(String, String)> for Labels {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Labels(iter.into_iter().collect())
+impl<K: Into<LabelStr>, V: Into<LabelStr>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Labels(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
 impl IntoIterator for Labels {
-    type Item = (String, String);
-    type IntoIter = <litemap::LiteMap<String, String> as IntoIterator>::IntoIter;
+    type Item = (LabelStr, LabelStr);
+    type IntoIter = <litemap::LiteMap<LabelStr, LabelStr> as IntoIterator>::IntoIter;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
 }
 
 impl<'a> IntoIterator for &'a Labels {
-    type Item = (&'a String, &'a String);
-    type IntoIter = <&'a litemap::LiteMap<String, String> as IntoIterator>::IntoIter;
+    type Item = (&'a LabelStr, &'a LabelStr);
+    type IntoIter = <&'a litemap::LiteMap<LabelStr, LabelStr> as IntoIterator>::IntoIter;
     fn into_iter(self) -> Self::IntoIter {
         (&self.0).into_iter()
+    }
+}
+
+/// A label's name or value, or a metric's name. The ones every series repeats (the metric
+/// names, the label names the engine writes, results, sources, stages, `true` and `false`:
+/// [`KNOWN`] and the [`CATALOGUE`]) point at one static copy, so that
+/// cloning, building or reading a label set allocates only for the values that vary
+/// (repositories, teams, environments, pipelines). A settlement handles thousands of label
+/// sets; before this type each of their strings was an allocation (docs/performance.md).
+/// It compares, orders, hashes and serializes as the string it holds.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelStr(std::borrow::Cow<'static, str>);
+
+/// The label names and values that take no allocation ([`LabelStr`]).
+const KNOWN: &[&str] = &[
+    attr::SOURCE,
+    attr::REPOSITORY,
+    attr::TEAM,
+    attr::LANGUAGE,
+    attr::DEPLOYMENT_TYPE,
+    attr::RESULT,
+    attr::PRODUCTION,
+    attr::CHANGE_STAGE,
+    attr::CICD_PIPELINE_NAME,
+    attr::CICD_PIPELINE_RESULT,
+    attr::DEPLOYMENT_ENVIRONMENT_NAME,
+    attr::DEPLOYMENT_REWORK_REASON,
+    "team",
+    "true",
+    "false",
+    "unknown",
+    "production",
+    "staging",
+    "github",
+    "gitlab",
+    "jenkins",
+    "jira",
+    "pagerduty",
+    "events",
+    "success",
+    "failure",
+    "error",
+    "timeout",
+    "cancellation",
+    "skip",
+    "merged",
+    "closed",
+    "not_planned",
+    "deleted",
+    "resolved",
+    "coding",
+    "pickup",
+    "review",
+    "deploy",
+];
+
+fn known(s: &str) -> Option<&'static str> {
+    static SORTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let sorted = SORTED.get_or_init(|| {
+        let mut v = KNOWN.to_vec();
+        v.extend(CATALOGUE.iter().map(|d| d.name));
+        v.sort_unstable();
+        v.dedup();
+        v
+    });
+    sorted.binary_search(&s).ok().map(|i| sorted[i])
+}
+
+impl LabelStr {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the string is one of [`KNOWN`] (no allocation behind it).
+    pub fn is_static(&self) -> bool {
+        matches!(self.0, std::borrow::Cow::Borrowed(_))
+    }
+}
+
+impl From<&str> for LabelStr {
+    fn from(s: &str) -> Self {
+        LabelStr(known(s).map_or_else(|| s.to_string().into(), Into::into))
+    }
+}
+
+impl From<String> for LabelStr {
+    fn from(s: String) -> Self {
+        LabelStr(known(&s).map_or_else(|| s.into(), Into::into))
+    }
+}
+
+impl From<&String> for LabelStr {
+    fn from(s: &String) -> Self {
+        s.as_str().into()
+    }
+}
+
+impl From<LabelStr> for String {
+    fn from(s: LabelStr) -> Self {
+        s.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for LabelStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for LabelStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for LabelStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for LabelStr {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for LabelStr {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for LabelStr {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl std::fmt::Debug for LabelStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for LabelStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for LabelStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Read from a borrowed string when the input has one (no allocation for a known string).
+impl<'de> Deserialize<'de> for LabelStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = LabelStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LabelStr, E> {
+                Ok(s.into())
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<LabelStr, E> {
+                Ok(s.into())
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -145,4 +326,44 @@ pub struct Series {
 /// A time as epoch nanoseconds (0 before 1970).
 pub fn time_ns(t: Time) -> u64 {
     t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_string_is_the_string_it_holds_and_static_when_known() {
+        let known = LabelStr::from(attr::RESULT);
+        let owned = LabelStr::from("acme/payments".to_string());
+        assert!(known.is_static() && !owned.is_static());
+        assert!(LabelStr::from(String::from("success")).is_static());
+        assert_eq!(known, attr::RESULT);
+        assert_eq!(owned, "acme/payments");
+        let mut sorted = [
+            LabelStr::from("b"),
+            LabelStr::from(attr::RESULT),
+            "a".into(),
+        ];
+        sorted.sort();
+        let sorted: Vec<&str> = sorted.iter().map(LabelStr::as_str).collect();
+        assert_eq!(sorted, ["a", "b", attr::RESULT], "ordered as the strings");
+        let labels: Labels = [(attr::RESULT, "success"), ("custom", "x\"y")]
+            .into_iter()
+            .collect();
+        let json = serde_json::to_string(&labels).unwrap();
+        let as_map: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_string(&as_map).unwrap(),
+            "written as the map it replaced"
+        );
+        let read: Labels = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, labels);
+        assert!(read[attr::RESULT].is_static());
+        assert_eq!(read["custom"], "x\"y");
+        assert!(!read["custom"].is_static());
+        assert_eq!(serde_json::to_string(&Labels::new()).unwrap(), "{}");
+    }
 }

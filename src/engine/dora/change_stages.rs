@@ -40,7 +40,7 @@ impl Deriver<'_> {
                         (Some((_, d)), StageName::Deploy) => d.key.clone(),
                         _ => s.key.clone(),
                     };
-                    self.contribute(&owner, metrics::STAGE_DURATION, labels, stage.millis());
+                    self.contribute(&owner, metrics::STAGE_DURATION, &labels, stage.millis());
                 }
                 if let Some((_, d)) = deploy {
                     self.out.first_deploy.insert(me.clone(), d);
@@ -102,7 +102,7 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .filter(|t| t.name == metrics::STAGE_DURATION)
-                .map(|t| (t.labels[attr::CHANGE_STAGE].clone(), t.count, t.sum_ms))
+                .map(|t| (t.labels[attr::CHANGE_STAGE].to_string(), t.count, t.sum_ms))
                 .collect()
         };
         assert_eq!(

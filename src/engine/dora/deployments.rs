@@ -95,12 +95,12 @@ impl Deriver<'_> {
     /// time when it ends a failing streak, and whether it failed in production.
     fn deployment(&mut self, d: &Dep<'_>, timeline: &mut EnvTimeline, landings: &Landings<'_>) {
         let g = d.g;
-        let environment = g.environment.clone().unwrap_or_else(|| "unknown".into());
-        let production = self.config.is_production(&environment);
+        let environment = g.environment.as_deref().unwrap_or(UNKNOWN);
+        let production = self.config.is_production(environment);
         let success = !g.error && g.result.is_none_or(|r| r == WorkResult::Success);
         let upper = landings.upper_bound(g.head_sha.as_deref(), g.start.unwrap_or(d.end));
         let shipped = shipped_set(landings, timeline.shipped_bound.as_ref(), &upper);
-        let labels = deployment_labels(g, &environment, production);
+        let labels = deployment_labels(g, environment, production);
         let mut counted = labels.clone();
         counted.insert(
             attr::RESULT.into(),
@@ -108,15 +108,15 @@ impl Deriver<'_> {
                 .map_or_else(|| UNKNOWN.into(), |r| r.as_str().into()),
         );
         let me = d.me();
+        self.contribute(&me.key, metrics::DEPLOYMENTS, &counted, 1);
         if production {
             self.prod_deploys.push(ProdDeploy {
                 me: me.clone(),
                 environment: environment.to_ascii_lowercase(),
                 start: g.start.unwrap_or(d.end),
-                counted: counted.clone(),
+                counted,
             });
         }
-        self.contribute(&me.key, metrics::DEPLOYMENTS, counted, 1);
         if success && production {
             self.lead_times(d, shipped, &labels);
         }
@@ -131,16 +131,17 @@ impl Deriver<'_> {
             upper: Some(upper.0),
         };
         if success {
-            info.recovery_s = self.recovery(d, timeline, labels);
+            info.recovery_s = self.recovery(d, timeline, &labels);
             timeline.shipped_bound = Some(upper);
             if production {
-                self.prod_successes.push((d.end, me.clone(), environment));
+                self.prod_successes
+                    .push((d.end, me.clone(), environment.to_string()));
             }
         } else if g.error {
             timeline.failing_since = timeline.failing_since.or(Some(d.end));
             if production {
                 self.failure_labels
-                    .insert(me.key.clone(), change_failure_labels(d.s, g, &environment));
+                    .insert(me.key.clone(), change_failure_labels(d.s, g, environment));
             }
         }
         self.out.deploys.insert(me, info);
@@ -153,7 +154,7 @@ impl Deriver<'_> {
         let me = d.me();
         for l in shipped {
             let lead = ms(d.end - l.start).max(0);
-            self.contribute(&me.key, metrics::LEAD_TIME, labels.clone(), lead);
+            self.contribute(&me.key, metrics::LEAD_TIME, labels, lead);
             if let Some(c) = &l.change {
                 let first = self
                     .shipped_first
@@ -168,7 +169,12 @@ impl Deriver<'_> {
 
     /// Recovery: a successful deployment that ends a failing streak recovers it, from the first
     /// failed deployment of the streak to its own end. Returns the recovery in seconds.
-    fn recovery(&mut self, d: &Dep<'_>, timeline: &mut EnvTimeline, labels: Labels) -> Option<f64> {
+    fn recovery(
+        &mut self,
+        d: &Dep<'_>,
+        timeline: &mut EnvTimeline,
+        labels: &Labels,
+    ) -> Option<f64> {
         let failed = timeline.failing_since.take()?;
         timeline.failed.push((failed, Some(d.end)));
         let recovery = ms(d.end - failed).max(0);
@@ -205,21 +211,16 @@ fn shipped_set<'l>(
 /// production.
 fn deployment_labels(g: &GenSummary, environment: &str, production: bool) -> Labels {
     let mut labels = g.labels.clone();
-    labels.insert(
-        attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
-        environment.to_string(),
-    );
-    labels.insert(attr::PRODUCTION.into(), production.to_string());
+    labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
+    let production = if production { "true" } else { "false" };
+    labels.insert(attr::PRODUCTION.into(), production.into());
     labels
 }
 
 pub(super) fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
     let mut labels = g.labels.clone();
-    labels.insert(attr::SOURCE.into(), s.source.clone());
-    labels.insert(
-        attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
-        environment.to_string(),
-    );
+    labels.insert(attr::SOURCE.into(), s.source.as_str().into());
+    labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
     labels
 }
 

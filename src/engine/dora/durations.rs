@@ -12,7 +12,7 @@ impl Deriver<'_> {
             for g in s.gens.iter() {
                 let Some(end) = g.end else { continue };
                 let (name, labels) = duration_series(s, g);
-                self.contribute(&s.key, name, labels, ms(end - g.start.unwrap_or(end)));
+                self.contribute(&s.key, name, &labels, ms(end - g.start.unwrap_or(end)));
             }
         }
     }
@@ -21,33 +21,31 @@ impl Deriver<'_> {
 /// The duration series of a finished span and its labels.
 fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
     let mut labels = g.labels.clone();
-    let result = g
-        .result
-        .map_or_else(|| UNKNOWN.to_string(), |r| r.as_str().to_string());
+    let result = g.result.map_or(UNKNOWN, |r| r.as_str());
     let name = match s.kind {
         Kind::Issue => metrics::ISSUE_DURATION,
         Kind::Change => metrics::CHANGE_DURATION,
         Kind::PipelineRun => {
             if let Some(p) = &g.pipeline {
-                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.clone());
+                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.as_str().into());
             }
-            labels.insert(attr::CICD_PIPELINE_RESULT.into(), result.clone());
+            labels.insert(attr::CICD_PIPELINE_RESULT.into(), result.into());
             metrics::RUN_DURATION
         }
         Kind::Task => {
             if let Some(p) = &g.pipeline {
-                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.clone());
+                labels.insert(attr::CICD_PIPELINE_NAME.into(), p.as_str().into());
             }
             metrics::TASK_DURATION
         }
         Kind::Deployment => {
-            let env = g.environment.clone().unwrap_or_else(|| "unknown".into());
-            labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), env);
+            let env = g.environment.as_deref().unwrap_or(UNKNOWN);
+            labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), env.into());
             metrics::DEPLOYMENT_DURATION
         }
         Kind::Incident => metrics::INCIDENT_DURATION,
     };
-    labels.insert(attr::RESULT.into(), result);
+    labels.insert(attr::RESULT.into(), result.into());
     (name, labels)
 }
 
@@ -76,7 +74,7 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .filter(|t| t.name.ends_with(".duration"))
-                .map(|t| (t.name.clone(), t.count, t.sum_ms, t.labels.clone()))
+                .map(|t| (t.name.to_string(), t.count, t.sum_ms, t.labels.clone()))
                 .collect()
         };
         let issue = series("i1");

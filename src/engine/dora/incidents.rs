@@ -65,11 +65,11 @@ impl Deriver<'_> {
                 if let Some(c) = self.out.causes.get(&s.key) {
                     labels.insert(
                         attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
-                        c.environment.clone(),
+                        c.environment.as_str().into(),
                     );
                 }
                 let restore = ms(end - g.start.unwrap_or(end));
-                self.contribute(&s.key, metrics::TIME_TO_RESTORE, labels, restore);
+                self.contribute(&s.key, metrics::TIME_TO_RESTORE, &labels, restore);
             }
         }
     }

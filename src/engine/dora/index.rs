@@ -9,7 +9,7 @@ use std::collections::HashMap;
 pub struct Index<'a> {
     pub items: HashMap<&'a str, &'a Summary>,
     /// Commit SHA → changes whose head or merge commit it is.
-    pub(super) by_sha: HashMap<String, Vec<&'a Summary>>,
+    pub(super) by_sha: HashMap<&'a str, Vec<&'a Summary>>,
     by_branch: HashMap<&'a str, Vec<&'a Summary>>,
 }
 
@@ -25,10 +25,9 @@ impl<'a> Index<'a> {
             if s.kind != Kind::Change {
                 continue;
             }
-            let mut shas: Vec<&String> = s.head_shas.iter().collect();
-            shas.extend(s.gens.iter().filter_map(|g| g.merge_sha.as_ref()));
-            for sha in shas {
-                let v = idx.by_sha.entry(sha.clone()).or_default();
+            let merges = s.gens.iter().filter_map(|g| g.merge_sha.as_deref());
+            for sha in s.head_shas.iter().map(String::as_str).chain(merges) {
+                let v = idx.by_sha.entry(sha).or_default();
                 if !v.iter().any(|x| x.key == s.key) {
                     v.push(s);
                 }
@@ -66,7 +65,7 @@ impl<'a> Index<'a> {
     pub fn resolve(&self, p: &ParentRef, t: Option<Time>) -> Option<GenRef> {
         match p {
             ParentRef::Sha { sha, .. } => {
-                Self::pick(self.by_sha.get(&sha.to_ascii_lowercase())?, t)
+                Self::pick(self.by_sha.get(sha.to_ascii_lowercase().as_str())?, t)
             }
             ParentRef::Branch { branch, .. } => Self::pick(self.by_branch.get(branch.as_str())?, t),
             ParentRef::Item(k) => {

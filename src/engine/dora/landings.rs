@@ -102,10 +102,10 @@ impl<'a> Landings<'a> {
     /// Direct commits: default-branch pushes that no change brought.
     fn direct_commits(&mut self, pushes_sorted: &[&'a PushFact], idx: &Index<'_>) {
         for p in pushes_sorted.iter().filter(|p| p.to_default_branch) {
-            let from_change = idx.by_sha.contains_key(&p.after)
+            let from_change = idx.by_sha.contains_key(p.after.as_str())
                 || p.commits
                     .iter()
-                    .any(|c| c.merges || idx.by_sha.contains_key(&c.sha));
+                    .any(|c| c.merges || idx.by_sha.contains_key(c.sha.as_str()));
             if from_change {
                 continue;
             }

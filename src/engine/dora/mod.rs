@@ -127,18 +127,18 @@ struct Deriver<'c> {
 }
 
 impl Deriver<'_> {
-    fn contribute(&mut self, owner: &str, name: &str, labels: Labels, value: i64) {
+    fn contribute(&mut self, owner: &str, name: &str, labels: &Labels, value: i64) {
         let tallies = match self.contributions.get_mut(owner) {
             Some(t) => t,
             None => self.contributions.entry(owner.to_string()).or_default(),
         };
         match tallies
             .iter_mut()
-            .find(|t| t.name == name && t.labels == labels)
+            .find(|t| t.name == name && t.labels == *labels)
         {
             Some(t) => t.add(value),
             None => {
-                let mut t = Tally::empty(name, &labels);
+                let mut t = Tally::empty(name, labels);
                 t.add(value);
                 tallies.push(t);
             }
@@ -149,7 +149,7 @@ impl Deriver<'_> {
     /// every item's contributions are summed per series.
     fn finish(mut self) -> Derived {
         for (owner, labels) in std::mem::take(&mut self.failure_labels) {
-            self.contribute(&owner, metrics::CHANGE_FAILURES, labels, 1);
+            self.contribute(&owner, metrics::CHANGE_FAILURES, &labels, 1);
         }
         for (owner, mut tallies) in std::mem::take(&mut self.contributions) {
             // Series order, as `scope::tally` gives it.
@@ -157,5 +157,55 @@ impl Deriver<'_> {
             self.out.contributions.insert(owner, tallies);
         }
         self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{deploy, incident, merged_by, push, settings};
+    use super::*;
+    use crate::model::attr;
+
+    /// Every label name the rules write, and the values they take from a fixed set (results,
+    /// sources, stages, production), are static strings: a settlement's label sets allocate
+    /// only for the values that vary. Read back from JSON, they are static again.
+    #[test]
+    fn the_label_names_and_fixed_values_the_rules_write_take_no_allocation() {
+        let items = vec![
+            merged_by("c1", 10, "abc"),
+            deploy("d1", "production", 20, 25, true),
+            deploy("d2", "production", 30, 35, false),
+            incident("i1", 36, Some(50)),
+            deploy("d3", "production", 55, 60, true),
+        ];
+        let pushes = vec![push("main", true, 10, &[("abc", 5)])];
+        let d = derive(&items, &pushes, &settings(&[]));
+        let tallies: Vec<&Tally> = d.contributions.values().flatten().collect();
+        let names: std::collections::BTreeSet<&str> =
+            tallies.iter().map(|t| t.name.as_str()).collect();
+        for name in [
+            metrics::DEPLOYMENTS,
+            metrics::LEAD_TIME,
+            metrics::CHANGE_FAILURES,
+            metrics::TIME_TO_RESTORE,
+            metrics::RECOVERY_TIME,
+            metrics::DEPLOYMENT_DURATION,
+        ] {
+            assert!(names.contains(name), "{name} derived: {names:?}");
+        }
+        let fixed = [attr::RESULT, attr::PRODUCTION, attr::SOURCE];
+        for labels in tallies.iter().map(|t| &t.labels) {
+            let json = serde_json::to_string(labels).unwrap();
+            let read: Labels = serde_json::from_str(&json).unwrap();
+            assert_eq!(&read, labels);
+            for l in [labels, &read] {
+                for (k, v) in l.iter() {
+                    assert!(k.is_static(), "label name {k} allocates");
+                    if fixed.contains(&k.as_str()) {
+                        assert!(v.is_static(), "{k}={v} allocates");
+                    }
+                }
+            }
+        }
     }
 }

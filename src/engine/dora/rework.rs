@@ -79,7 +79,7 @@ impl Deriver<'_> {
                 attr::DEPLOYMENT_REWORK_REASON.into(),
                 reason.as_str().into(),
             );
-            self.contribute(&p.me.key, metrics::REWORK, labels, 1);
+            self.contribute(&p.me.key, metrics::REWORK, &labels, 1);
         }
     }
 }
