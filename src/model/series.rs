@@ -76,6 +76,14 @@ impl Labels {
     pub fn new() -> Self {
         Labels(litemap::LiteMap::new_vec())
     }
+
+    /// A copy with room for `more` labels: one allocation, where a clone and then inserts
+    /// would grow the vector again.
+    pub fn with_room(&self, more: usize) -> Labels {
+        let mut copy = litemap::LiteMap::with_capacity(self.len() + more);
+        copy.extend(self.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Labels(copy)
+    }
 }
 
 impl std::ops::Deref for Labels {
@@ -130,9 +138,16 @@ impl<'a> IntoIterator for &'a Labels {
 /// cloning, building or reading a label set allocates only for the values that vary
 /// (repositories, teams, environments, pipelines). A settlement handles thousands of label
 /// sets; before this type each of their strings was an allocation (docs/performance.md).
-/// It compares, orders, hashes and serializes as the string it holds.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LabelStr(std::borrow::Cow<'static, str>);
+/// The others are shared, not copied, when a label set is cloned. It compares, orders, hashes
+/// and serializes as the string it holds.
+#[derive(Clone)]
+pub struct LabelStr(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(std::sync::Arc<str>),
+}
 
 /// The label names and values that take no allocation ([`LabelStr`]).
 const KNOWN: &[&str] = &[
@@ -191,24 +206,27 @@ fn known(s: &str) -> Option<&'static str> {
 
 impl LabelStr {
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
     }
 
     /// Whether the string is one of [`KNOWN`] (no allocation behind it).
     pub fn is_static(&self) -> bool {
-        matches!(self.0, std::borrow::Cow::Borrowed(_))
+        matches!(self.0, Repr::Static(_))
     }
 }
 
 impl From<&str> for LabelStr {
     fn from(s: &str) -> Self {
-        LabelStr(known(s).map_or_else(|| s.to_string().into(), Into::into))
+        LabelStr(known(s).map_or_else(|| Repr::Shared(s.into()), Repr::Static))
     }
 }
 
 impl From<String> for LabelStr {
     fn from(s: String) -> Self {
-        LabelStr(known(&s).map_or_else(|| s.into(), Into::into))
+        s.as_str().into()
     }
 }
 
@@ -220,62 +238,89 @@ impl From<&String> for LabelStr {
 
 impl From<LabelStr> for String {
     fn from(s: LabelStr) -> Self {
-        s.0.into_owned()
+        s.as_str().to_string()
     }
 }
 
 impl std::ops::Deref for LabelStr {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl std::borrow::Borrow<str> for LabelStr {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for LabelStr {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
+    }
+}
+
+impl PartialEq for LabelStr {
+    fn eq(&self, other: &LabelStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LabelStr {}
+
+impl PartialOrd for LabelStr {
+    fn partial_cmp(&self, other: &LabelStr) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for LabelStr {
+    fn cmp(&self, other: &LabelStr) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+/// As the `str` it holds (so that a map keyed by it finds a `&str`).
+impl std::hash::Hash for LabelStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
     }
 }
 
 impl PartialEq<str> for LabelStr {
     fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for LabelStr {
     fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<String> for LabelStr {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        self.as_str() == other
     }
 }
 
 impl std::fmt::Debug for LabelStr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.0, f)
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl std::fmt::Display for LabelStr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for LabelStr {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -289,9 +334,6 @@ impl<'de> Deserialize<'de> for LabelStr {
                 f.write_str("a string")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LabelStr, E> {
-                Ok(s.into())
-            }
-            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<LabelStr, E> {
                 Ok(s.into())
             }
         }
@@ -337,6 +379,11 @@ mod tests {
         let known = LabelStr::from(attr::RESULT);
         let owned = LabelStr::from("acme/payments".to_string());
         assert!(known.is_static() && !owned.is_static());
+        let copy = owned.clone();
+        assert!(
+            std::ptr::eq(copy.as_str(), owned.as_str()),
+            "a clone shares the string"
+        );
         assert!(LabelStr::from(String::from("success")).is_static());
         assert_eq!(known, attr::RESULT);
         assert_eq!(owned, "acme/payments");

@@ -34,7 +34,7 @@ impl Deriver<'_> {
                 };
                 let found = stages::stages(&times);
                 for stage in &found {
-                    let mut labels = g.labels.clone();
+                    let mut labels = g.labels.with_room(1);
                     labels.insert(attr::CHANGE_STAGE.into(), stage.name.as_str().into());
                     let owner = match (&deploy, stage.name) {
                         (Some((_, d)), StageName::Deploy) => d.key.clone(),

@@ -101,7 +101,7 @@ impl Deriver<'_> {
         let upper = landings.upper_bound(g.head_sha.as_deref(), g.start.unwrap_or(d.end));
         let shipped = shipped_set(landings, timeline.shipped_bound.as_ref(), &upper);
         let labels = deployment_labels(g, environment, production);
-        let mut counted = labels.clone();
+        let mut counted = labels.with_room(1);
         counted.insert(
             attr::RESULT.into(),
             g.result
@@ -210,7 +210,7 @@ fn shipped_set<'l>(
 /// The labels a deployment's series carry: its own, its environment, and whether that is
 /// production.
 fn deployment_labels(g: &GenSummary, environment: &str, production: bool) -> Labels {
-    let mut labels = g.labels.clone();
+    let mut labels = g.labels.with_room(2);
     labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
     let production = if production { "true" } else { "false" };
     labels.insert(attr::PRODUCTION.into(), production.into());
@@ -218,7 +218,7 @@ fn deployment_labels(g: &GenSummary, environment: &str, production: bool) -> Lab
 }
 
 pub(super) fn change_failure_labels(s: &Summary, g: &GenSummary, environment: &str) -> Labels {
-    let mut labels = g.labels.clone();
+    let mut labels = g.labels.with_room(2);
     labels.insert(attr::SOURCE.into(), s.source.as_str().into());
     labels.insert(attr::DEPLOYMENT_ENVIRONMENT_NAME.into(), environment.into());
     labels

@@ -20,7 +20,7 @@ impl Deriver<'_> {
 
 /// The duration series of a finished span and its labels.
 fn duration_series(s: &Summary, g: &GenSummary) -> (&'static str, Labels) {
-    let mut labels = g.labels.clone();
+    let mut labels = g.labels.with_room(3);
     let result = g.result.map_or(UNKNOWN, |r| r.as_str());
     let name = match s.kind {
         Kind::Issue => metrics::ISSUE_DURATION,

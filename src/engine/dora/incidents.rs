@@ -61,7 +61,7 @@ impl Deriver<'_> {
             }
             for g in s.gens.iter() {
                 let Some(end) = g.end else { continue };
-                let mut labels = g.labels.clone();
+                let mut labels = g.labels.with_room(1);
                 if let Some(c) = self.out.causes.get(&s.key) {
                     labels.insert(
                         attr::DEPLOYMENT_ENVIRONMENT_NAME.into(),
