@@ -17,8 +17,9 @@
 //! - the embedded store on disk (as `serve` opens it).
 //!
 //! Memory is the peak of live heap bytes during the settlement (a counting allocator over the
-//! system allocator, or over mimalloc with `--features mimalloc`), over what was live before it.
-//! With `BENCH_KEEP_DIR` set, the embedded store of the last size is kept there, for `serve
+//! system allocator, or over mimalloc with `--features mimalloc`), over what was live before it;
+//! with it, the number of allocations the settlement made (the same whichever allocator serves
+//! them, and whatever else runs on the machine). With `BENCH_KEEP_DIR` set, the embedded store of the last size is kept there, for `serve
 //! --data-dir` to run against; with `BENCH_DISK_ONLY` set, only the embedded store is measured
 //! (the in-memory store's history, once freed, leaves the system allocator's heap fragmented
 //! for what runs after it in the process).
