@@ -133,8 +133,9 @@ impl<'a> IntoIterator for &'a Labels {
 }
 
 /// A label's name or value, or a metric's name. The ones every series repeats (the metric
-/// names, the label names the engine writes, results, sources, stages, `true` and `false`:
-/// [`KNOWN`] and the [`CATALOGUE`]) point at one static copy, so that
+/// names, the label names the engine writes, results, stages, `true` and `false`: [`KNOWN`]
+/// and the [`CATALOGUE`]; not the sources' names, which the model does not know) point at one
+/// static copy, so that
 /// cloning, building or reading a label set allocates only for the values that vary
 /// (repositories, teams, environments, pipelines). A settlement handles thousands of label
 /// sets; before this type each of their strings was an allocation (docs/performance.md).
@@ -169,12 +170,6 @@ const KNOWN: &[&str] = &[
     "unknown",
     "production",
     "staging",
-    "github",
-    "gitlab",
-    "jenkins",
-    "jira",
-    "pagerduty",
-    "events",
     "success",
     "failure",
     "error",

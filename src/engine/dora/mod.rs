@@ -167,8 +167,8 @@ mod tests {
     use crate::model::attr;
 
     /// Every label name the rules write, and the values they take from a fixed set (results,
-    /// sources, stages, production), are static strings: a settlement's label sets allocate
-    /// only for the values that vary. Read back from JSON, they are static again.
+    /// production), are static strings: a settlement's label sets allocate only for the values
+    /// that vary. Read back from JSON, they are static again.
     #[test]
     fn the_label_names_and_fixed_values_the_rules_write_take_no_allocation() {
         let items = vec![
@@ -193,7 +193,7 @@ mod tests {
         ] {
             assert!(names.contains(name), "{name} derived: {names:?}");
         }
-        let fixed = [attr::RESULT, attr::PRODUCTION, attr::SOURCE];
+        let fixed = [attr::RESULT, attr::PRODUCTION];
         for labels in tallies.iter().map(|t| &t.labels) {
             let json = serde_json::to_string(labels).unwrap();
             let read: Labels = serde_json::from_str(&json).unwrap();
