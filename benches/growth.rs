@@ -8,12 +8,15 @@
 //! (`Engine::apply`, as deliveries are), then brought to the state a long-running drain leaves
 //! it in (every span exported, every ledger written) with one derivation, so that building it
 //! does not take the quadratic time the issue is about. It then times one new PR merge's
-//! settlement (the drain that follows it), five times (the median time is printed), on two
+//! settlement (the drain that follows it), 11 times (the median time is printed), on two
 //! stores:
 //! - the in-memory store, counting requests and the DynamoDB capacity units the same reads and
 //!   writes would cost (record data size: 1 RCU per started 4 KB of a query's items or per item
 //!   read, 2 WCU per started KB written inside a transaction, 1 alone: an upper bound, since the
-//!   DynamoDB store keeps records of 600 bytes or more compressed);
+//!   DynamoDB store keeps records of 600 bytes or more compressed), timed twice: on the store
+//!   as building the history left this process's heap, then on the same records reloaded into
+//!   a fresh store (`reloaded`: a heap holding the records and none of the build's garbage, as
+//!   a process reading DynamoDB has; the backlogs run on this one);
 //! - the embedded store on disk (as `serve` opens it).
 //!
 //! Memory is the peak of live heap bytes during the settlement (a counting allocator over the
@@ -140,6 +143,9 @@ impl<S: Store> Store for Metered<S> {
     }
     fn limits(&self) -> valuestream::store::Limits {
         self.inner.limits()
+    }
+    fn durable_commits(&self) -> u64 {
+        self.inner.durable_commits()
     }
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
         self.requests.fetch_add(1, Relaxed);
@@ -327,51 +333,136 @@ struct Figures {
     wcu: u64,
     peak_kib: usize,
     allocs: usize,
+    /// Durable commits (fsyncs) of the embedded store.
+    fsyncs: u64,
 }
 
 /// How many single settlements are measured per size: the figures are their median time and
 /// their largest counts and heap.
-const SAMPLES: usize = 5;
+const SAMPLES: usize = 11;
 
-/// One new PR merge, then the settlement that follows it, [`SAMPLES`] times; with `backlogs`,
-/// then a backlog settled in one pass and another settled one round per drain ([`backlog`]).
-async fn one_settlement<S: Store + 'static>(
-    store: Arc<Metered<S>>,
-    prs: usize,
-    backlogs: bool,
-) -> (Figures, Option<(Figures, Figures)>) {
-    advance(TimeDelta::minutes(5));
-    let engine = engine_on(store.clone());
-    history(&engine, prs).await;
+/// One new PR merge, then the settlement that follows it, [`SAMPLES`] times (PRs `from` on),
+/// on `engine`'s settled history.
+async fn samples<S: Store + 'static>(store: &Metered<S>, engine: &Engine, from: usize) -> Figures {
     let mut samples = Vec::new();
-    for n in prs + 1..=prs + SAMPLES {
+    for n in from..from + SAMPLES {
         engine
             .apply("github", &format!("new-{n}"), &merged(n))
             .await
             .unwrap();
         advance(TimeDelta::minutes(1));
         let settle = engine.settle(engine.now() + TimeDelta::days(1));
-        let (figures, settled) = measured(&store, settle).await;
+        let (figures, settled) = measured(store, settle).await;
         assert_eq!(settled.unwrap().spans.len(), 1, "the new PR's span");
         samples.push(figures);
     }
     let mut times: Vec<f64> = samples.iter().map(|f| f.ms).collect();
     times.sort_by(f64::total_cmp);
-    let one = Figures {
+    Figures {
         ms: times[SAMPLES / 2],
         requests: samples.iter().map(|f| f.requests).max().unwrap(),
         rcu: samples.iter().map(|f| f.rcu).max().unwrap(),
         wcu: samples.iter().map(|f| f.wcu).max().unwrap(),
         peak_kib: samples.iter().map(|f| f.peak_kib).max().unwrap(),
         allocs: samples.iter().map(|f| f.allocs).max().unwrap(),
-    };
-    if !backlogs {
-        return (one, None);
+        fsyncs: samples.iter().map(|f| f.fsyncs).max().unwrap(),
     }
-    let from = prs + SAMPLES + 1;
+}
+
+/// `prs` merged PRs of history on `store`, then [`samples`]: the embedded store's figures.
+async fn one_settlement<S: Store + 'static>(store: Arc<Metered<S>>, prs: usize) -> Figures {
+    advance(TimeDelta::minutes(5));
+    let engine = engine_on(store.clone());
+    history(&engine, prs).await;
+    samples(&store, &engine, prs + 1).await
+}
+
+/// The in-memory store (the DynamoDB model): `prs` merged PRs of history, [`samples`] on the
+/// store as the history left it, then on the same records reloaded into a fresh store
+/// ([`reloaded`]), then the backlogs on that one.
+async fn in_memory(prs: usize) -> (Figures, Figures, (Figures, Figures)) {
+    advance(TimeDelta::minutes(5));
+    let store = Arc::new(Metered::new(MemoryStore::new()));
+    let engine = engine_on(store.clone());
+    history(&engine, prs).await;
+    let built = samples(&store, &engine, prs + 1).await;
+    drop(engine);
+    let store = Arc::new(Metered::new(reloaded(store).await));
+    let engine = engine_on(store.clone());
+    let fresh = samples(&store, &engine, prs + 1 + SAMPLES).await;
+    let from = prs + 2 * SAMPLES + 1;
     let pass = backlog(&store, &engine, from, false).await;
     let rounds = backlog(&store, &engine, from + BACKLOG, true).await;
-    (one, Some((pass, rounds)))
+    (built, fresh, (pass, rounds))
+}
+
+/// The same live records in a fresh in-memory store, the old one freed first: a heap that holds
+/// the records and nothing of what building them left behind. The history was built in this
+/// process through the engine (millions of short-lived allocations between the records' own);
+/// a Lambda whose records live in DynamoDB, or a process that loaded them, never has that heap.
+/// The records go through one contiguous buffer (its own mapping, outside the heap), so that
+/// nothing of the old store is live while the new one is filled.
+async fn reloaded(store: Arc<Metered<MemoryStore>>) -> MemoryStore {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut count = 0usize;
+    {
+        let records = store.inner.dump();
+        buf.reserve(
+            records
+                .iter()
+                .map(|r| 28 + r.key.pk.len() + r.key.sk.len() + r.data.len())
+                .sum(),
+        );
+        for r in &records {
+            for part in [r.key.pk.as_bytes(), r.key.sk.as_bytes(), r.data.as_bytes()] {
+                buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                buf.extend_from_slice(part);
+            }
+            buf.extend_from_slice(&r.version.to_le_bytes());
+            buf.extend_from_slice(&r.expires_at.to_le_bytes());
+            count += 1;
+        }
+    }
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "nothing else holds the old store"
+    );
+    drop(store);
+    let fresh = MemoryStore::new();
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let part = &buf[at..at + n];
+        at += n;
+        part
+    };
+    let mut writes = Vec::new();
+    for _ in 0..count {
+        let mut parts = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let len = u32::from_le_bytes(take(4).try_into().unwrap()) as usize;
+            parts.push(take(len).to_vec());
+        }
+        let version = u64::from_le_bytes(take(8).try_into().unwrap());
+        let expires_at = i64::from_le_bytes(take(8).try_into().unwrap());
+        let data = valuestream::store::Data::from_stored(parts.pop().unwrap());
+        let sk = String::from_utf8(parts.pop().unwrap()).unwrap();
+        let pk = String::from_utf8(parts.pop().unwrap()).unwrap();
+        writes.push(Write::Put {
+            record: Record {
+                key: Key::new(pk, sk),
+                version,
+                expires_at,
+                data,
+            },
+            cond: Cond::Any,
+        });
+        if writes.len() == 1_000 {
+            fresh.commit(std::mem::take(&mut writes)).await.unwrap();
+        }
+    }
+    fresh.commit(writes).await.unwrap();
+    fresh
 }
 
 /// How many new merged PRs a backlog settles (10 rounds of 16).
@@ -419,7 +510,7 @@ async fn backlog<S: Store + 'static>(
 
 /// Runs `work`, and what it cost: its time, the requests and capacity units it made of
 /// `store`, and its peak heap over what was live before it.
-async fn measured<S, T>(
+async fn measured<S: Store, T>(
     store: &Metered<S>,
     work: impl std::future::Future<Output = T>,
 ) -> (Figures, T) {
@@ -427,6 +518,7 @@ async fn measured<S, T>(
     let live = LIVE.load(Relaxed);
     PEAK.store(live, Relaxed);
     let allocs = ALLOCS.load(Relaxed);
+    let fsyncs = store.durable_commits();
     let started = Instant::now();
     let out = work.await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -438,6 +530,7 @@ async fn measured<S, T>(
         wcu: wcu1 - wcu0,
         peak_kib: (PEAK.load(Relaxed) - live) / 1024,
         allocs: ALLOCS.load(Relaxed) - allocs,
+        fsyncs: store.durable_commits() - fsyncs,
     };
     (figures, out)
 }
@@ -466,9 +559,9 @@ fn main() {
              median time of {SAMPLES}, largest counts and heap; memory from {INNER_NAME}"
         );
         println!(
-            "| merged PRs | in-memory (DynamoDB model): ms | requests | RCU | WCU | peak heap KiB | allocations | embedded on disk: ms | peak heap KiB | allocations |"
+            "| merged PRs | in-memory (DynamoDB model), as built: ms | reloaded: ms | requests | RCU | WCU | peak heap KiB | allocations | embedded on disk: ms | fsyncs | peak heap KiB | allocations |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut backlogs = Vec::new();
         // BENCH_DISK_ONLY: the embedded store alone, so that no in-memory history was ever in
         // this process's heap (what `serve` runs; docs/performance.md).
@@ -477,10 +570,9 @@ fn main() {
             let mem = if disk_only {
                 None
             } else {
-                let store = Arc::new(Metered::new(MemoryStore::new()));
-                let (mem, settled) = one_settlement(store, prs, true).await;
-                backlogs.push((prs, settled.expect("measured")));
-                Some(mem)
+                let (built, fresh, settled) = in_memory(prs).await;
+                backlogs.push((prs, settled));
+                Some((built, fresh))
             };
             // BENCH_KEEP_DIR: the embedded store is written there and kept (`serve --data-dir`
             // on it measures serve's memory against that history, docs/performance.md).
@@ -489,23 +581,23 @@ fn main() {
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|_| dir.path().to_path_buf());
             let disk = EmbeddedStore::open(&path).unwrap();
-            let (emb, _) = one_settlement(Arc::new(Metered::new(disk)), prs, false).await;
+            let emb = one_settlement(Arc::new(Metered::new(disk)), prs).await;
             let mem = mem.map_or_else(
-                || "– | – | – | – | – | –".to_string(),
-                |m| {
+                || "– | – | – | – | – | – | –".to_string(),
+                |(b, m)| {
                     format!(
-                        "{:.1} | {} | {} | {} | {} | {}",
-                        m.ms, m.requests, m.rcu, m.wcu, m.peak_kib, m.allocs
+                        "{:.1} | {:.1} | {} | {} | {} | {} | {}",
+                        b.ms, m.ms, m.requests, m.rcu, m.wcu, m.peak_kib, m.allocs
                     )
                 },
             );
             println!(
-                "| {prs} | {mem} | {:.1} | {} | {} |",
-                emb.ms, emb.peak_kib, emb.allocs
+                "| {prs} | {mem} | {:.1} | {} | {} | {} |",
+                emb.ms, emb.fsyncs, emb.peak_kib, emb.allocs
             );
         }
         println!(
-            "\na backlog of {BACKLOG} new merged PRs (10 rounds of 16), in-memory store (DynamoDB model): \
+            "\na backlog of {BACKLOG} new merged PRs (10 rounds of 16), in-memory store (DynamoDB model, reloaded): \
              settled in one pass reading and deriving the repository once, against the same pass reading and deriving it at every round (as before 2026-12-07)"
         );
         println!(

@@ -81,8 +81,6 @@ const MARKERS_PER_SHARD: usize = MARKERS_PER_PASS.div_ceil(keys::PENDING_SHARDS 
 pub const SETTLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Repositories settled at once by a drain (each its own transactions).
 pub const SCOPES_AT_ONCE: usize = 8;
-/// Wake-up markers of one settled scope removed at once (each its own conditional delete).
-const MARKERS_AT_ONCE: usize = 16;
 /// Most records one settlement pass seals ([`seal::plan`]): a repository with a long unsealed
 /// history (a store written before sealing, a backfill) is sealed over several drains.
 pub const SEAL_MOST: usize = 2_000;
@@ -312,10 +310,20 @@ impl Engine {
             }
             return Err(EngineError::Contention(MAX_ATTEMPTS));
         }
-        if let Some(v) = &view {
-            if let Err(e) = self.seal(scope, v).await {
-                tracing::warn!(scope = %scope, error = %e, "sealing failed; the records stay live");
-            }
+        // What to seal is worked out from the pass's view, which is then let go before the
+        // writes: the embedded store holds the pages they change until its one commit.
+        let sealing = match &view {
+            Some(v) => self.sealing(scope, v).await,
+            None => Ok(None),
+        };
+        drop(view);
+        let sealed = match sealing {
+            Ok(Some(steps)) => self.store.commit_steps(steps).await.map_err(Into::into),
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sealed {
+            tracing::warn!(scope = %scope, error = %e, "sealing failed; the records stay live");
         }
         // The wake-up markers go last, each removed on its own: one that a delivery rewrote
         // meanwhile stays for the next pass without keeping the others, and on DynamoDB a lone
@@ -417,17 +425,21 @@ impl Engine {
         })
     }
 
-    /// Seals what a finished pass can ([`seal::plan`]), in three steps, each safe if the next
-    /// never comes: the sealed copies and the lookups that find them (a copy whose record is
-    /// still live is ignored, the live one is newer), then the checkpoint (conditioned on the
-    /// one the pass read: of two drainers, one seals), then the live copies' removal (each
-    /// conditioned on the version the pass read: one a delivery rewrote meanwhile stays live,
-    /// and the next settlement reads the whole history until it is sealed again). Returns how
-    /// many records were sealed.
-    async fn seal(&self, scope: &Scope, v: &View) -> Result<usize, EngineError> {
+    /// What a finished pass can seal ([`seal::plan`]), as three steps of lone writes for
+    /// [`Store::commit_steps`], each safe if the next never comes: the sealed copies and the
+    /// lookups that find them (a copy whose record is still live is ignored, the live one is
+    /// newer), then the checkpoint (conditioned on the one the pass read: of two drainers, one
+    /// seals), then the live copies' removal (each conditioned on the version the pass read: one
+    /// a delivery rewrote meanwhile stays live, and the next settlement reads the whole history
+    /// until it is sealed again). `None` when there is nothing to seal.
+    async fn sealing(
+        &self,
+        scope: &Scope,
+        v: &View,
+    ) -> Result<Option<Vec<Vec<Write>>>, EngineError> {
         let records = &v.records;
         if !scope.is_repo() {
-            return Ok(0);
+            return Ok(None);
         }
         let Some(plan) = seal::plan(
             &records.seal_view(),
@@ -440,7 +452,7 @@ impl Engine {
                 - chrono::TimeDelta::milliseconds(2 * self.settings.store_timeout_ms as i64)
                 - chrono::TimeDelta::seconds(60),
         ) else {
-            return Ok(0);
+            return Ok(None);
         };
         let ttl = self.settings.ttl_open_secs;
         let sealing: Vec<&Summary> = plan
@@ -476,9 +488,6 @@ impl Engine {
                 Cond::Any,
             )?);
         }
-        if !self.commit_each(writes).await? {
-            return Ok(0);
-        }
         let cpk = keys::checkpoint(scope);
         let cond = v
             .versions
@@ -486,11 +495,6 @@ impl Engine {
             .map_or(Cond::Absent, |n| Cond::Version(*n));
         let next = v.versions.get(&cpk).map_or(1, |n| n + 1);
         let cp = put_write(cpk, &plan.checkpoint, ttl, next, cond)?;
-        match self.store.commit(vec![cp]).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        }
         let live_keys = plan
             .summaries
             .iter()
@@ -499,8 +503,7 @@ impl Engine {
         let deletes: Vec<Write> = live_keys
             .filter_map(|k| v.versions.get(&k).map(|n| delete_if(k.clone(), *n)))
             .collect();
-        self.commit_each(deletes).await?;
-        Ok(plan.summaries.len() + plan.pushes.len())
+        Ok(Some(vec![writes, vec![cp], deletes]))
     }
 
     /// The lookups of what is being sealed, each merged with the stored one and conditioned on
@@ -548,20 +551,9 @@ impl Engine {
         Ok(writes)
     }
 
-    /// Commits each write on its own, a few at once; `false` if one conflicted.
+    /// Commits each write on its own ([`Store::commit_steps`]); `false` if one conflicted.
     async fn commit_each(&self, writes: Vec<Write>) -> Result<bool, EngineError> {
-        let mut each = futures_util::stream::iter(writes)
-            .map(|w| self.store.commit(vec![w]))
-            .buffer_unordered(MARKERS_AT_ONCE);
-        let mut all = true;
-        while let Some(done) = each.next().await {
-            match done {
-                Ok(()) => {}
-                Err(StoreError::Conflict) => all = false,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(all)
+        Ok(self.store.commit_steps(vec![writes]).await? == 1)
     }
 
     /// A scope's live records with the sealed ones they need, derived; every sealed record when

@@ -32,6 +32,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     delete_with_condition(store, prefix).await;
     versions_are_exact_over_64_bits(store, prefix).await;
     large_batch_get(store, prefix).await;
+    steps_stop_after_a_conflict(store, prefix).await;
 }
 
 pub async fn put_then_get(store: &dyn Store, prefix: &str) {
@@ -335,4 +336,60 @@ pub async fn large_batch_get(store: &dyn Store, prefix: &str) {
     for (k, r) in keys.iter().zip(&got) {
         assert_eq!(r.as_ref().map(|r| &r.key), Some(k));
     }
+}
+
+/// `commit_steps`: each write on its own (a conflicting one does not hold back the others of its
+/// step), steps in order, none after a step with a conflict; the answer counts the steps applied
+/// whole.
+pub async fn steps_stop_after_a_conflict(store: &dyn Store, prefix: &str) {
+    let pk = format!("{prefix}steps");
+    let k = |sk: &str| Key::new(pk.clone(), sk);
+    store
+        .commit(vec![put(rec(k("taken"), 1, 60, json!("old")), Cond::Any)])
+        .await
+        .unwrap();
+    let done = store
+        .commit_steps(vec![
+            vec![
+                put(rec(k("a"), 1, 60, json!("a")), Cond::Absent),
+                put(rec(k("b"), 1, 60, json!("b")), Cond::Any),
+            ],
+            vec![
+                put(rec(k("taken"), 2, 60, json!("new")), Cond::Absent),
+                put(rec(k("c"), 1, 60, json!("c")), Cond::Absent),
+            ],
+            vec![put(rec(k("d"), 1, 60, json!("d")), Cond::Any)],
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done, 1, "the first step whole, the second not");
+    let got = store
+        .get_many(&[k("a"), k("b"), k("taken"), k("c"), k("d")])
+        .await
+        .unwrap();
+    let data = |i: usize| got[i].as_ref().map(|r| r.data.to_value());
+    assert_eq!(data(0), Some(json!("a")));
+    assert_eq!(data(1), Some(json!("b")));
+    assert_eq!(
+        data(2),
+        Some(json!("old")),
+        "the conflicting write is not applied"
+    );
+    assert_eq!(data(3), Some(json!("c")), "the rest of its step is");
+    assert_eq!(data(4), None, "no step after the one with a conflict");
+    let all = store
+        .commit_steps(vec![
+            vec![Write::Delete {
+                key: k("a"),
+                cond: Cond::Version(1),
+            }],
+            vec![],
+            vec![put(rec(k("d"), 1, 60, json!("d")), Cond::Absent)],
+        ])
+        .await
+        .unwrap();
+    assert_eq!(all, 3, "every step whole");
+    let got = store.get_many(&[k("a"), k("d")]).await.unwrap();
+    assert!(got[0].is_none());
+    assert!(got[1].is_some());
 }
