@@ -559,6 +559,13 @@ async fn the_command_writes_the_store_once() {
         String::from_utf8_lossy(&first.stderr).into_owned(),
     );
     assert!(first.status.success(), "{out}\n{err}");
+    let myself = |fake: &Fake| {
+        let seen = fake.seen();
+        seen.iter()
+            .filter(|r| r.path == "/rest/api/3/myself")
+            .count()
+    };
+    assert_eq!(myself(&fake), 1, "the credentials are tried once a run");
     assert!(out.contains("deliveries 10: 10 new"), "{out}");
     assert!(out.contains("changelog_histories 9, issues 3"), "{out}");
     assert!(err.contains("jira issues: page 1"), "progress lines: {err}");

@@ -120,13 +120,16 @@ pub async fn check_token(client: &Client) -> anyhow::Result<()> {
 }
 
 /// Reads every issue of the projects updated in the window and delivers what was read, without
-/// keeping anything in a store (no cursors): [`run_with`] with [`State::none`].
+/// keeping anything in a store (no cursors): the credentials tried ([`check_token`]), then
+/// [`run_with`] with [`State::none`].
 pub async fn run(client: &Arc<Client>, opts: &Options, sink: &dyn Sink) -> anyhow::Result<Summary> {
+    check_token(client).await?;
     run_with(client, opts, sink, &State::none(SOURCE)).await
 }
 
-/// The credentials tried and the statuses read, then the projects one at a time
-/// ([`project`]), with the cursors `state` keeps. Jira Cloud's REST API documents no
+/// The statuses read, then the projects one at a time ([`project`]), with the cursors `state`
+/// keeps. The caller has tried the credentials ([`check_token`]: some sites answer a search
+/// without them, as anonymous access), once per run. Jira Cloud's REST API documents no
 /// conditional requests (no `ETag`, no `If-None-Match`): none are made; a later run reads the
 /// issues updated in its window again and their deliveries are answered `duplicate`.
 pub async fn run_with(
@@ -144,8 +147,6 @@ pub async fn run_with(
     }
     let mut summary = Summary::default();
     let result = async {
-        // The credentials first: some sites answer a search without them (anonymous access).
-        check_token(client).await?;
         let statuses = statuses(client).await?;
         for p in &opts.projects {
             project(client, opts, p, &statuses, sink, state, &mut summary).await?;
@@ -158,13 +159,15 @@ pub async fn run_with(
 }
 
 /// The deliveries the window makes, and the items read counted into `items`: the scheduled
-/// sync's reader ([`run_with`] into a [`Collect`], nothing kept in a store).
+/// sync's reader (the credentials tried, then [`run_with`] into a [`Collect`], nothing kept in
+/// a store).
 pub async fn read(
     client: &Arc<Client>,
     opts: &Options,
     items: &mut BTreeMap<String, u64>,
 ) -> anyhow::Result<Vec<Recorded>> {
     let collect = Collect::default();
+    check_token(client).await?;
     let summary = run_with(client, opts, &collect, &State::none(SOURCE)).await?;
     for (k, n) in summary.items {
         *items.entry(k).or_default() += n;
