@@ -847,7 +847,7 @@ async fn a_graphql_error_fails_the_run_and_delivers_nothing_of_its_batch() {
 
 /// The GraphQL API's rate limits are waited for as the REST API's: a secondary limit (429 with
 /// `retry-after`) asks the same query again after it, a spent limit
-/// (`x-ratelimit-resource: graphql`, `remaining` 0) holds every request until its reset.
+/// (`x-ratelimit-resource: graphql`, `remaining` 0) holds the GraphQL requests until its reset.
 #[tokio::test]
 async fn graphql_rate_limits_are_waited_for() {
     let reference = {
@@ -877,6 +877,45 @@ async fn graphql_rate_limits_are_waited_for() {
         let got = settle(&app, &mut BTreeMap::new()).await;
         assert_eq!(reference, got, "{fault:?}: {}", diff(&reference, &got));
     }
+}
+
+/// GitHub keeps a primary rate limit per resource (`x-ratelimit-resource`: `core` for REST,
+/// `graphql`): once the GraphQL limit is spent, the GraphQL requests wait for its reset and the
+/// REST requests go on.
+#[tokio::test]
+async fn a_spent_graphql_limit_holds_graphql_requests_only() {
+    let fake = Fake::start(scenario(), vec![("/graphql", 1, Fault::Exhausted)]).await;
+    let c = client(&fake.url(), TOKEN, 100);
+    let graphql = c.url("/graphql");
+    let query = json!({"query": "query { viewer { login } }"});
+    // The first GraphQL answer spends the limit; that call returns once it has reset.
+    let first = tokio::spawn({
+        let (c, url, query) = (c.clone(), graphql.clone(), query.clone());
+        async move { c.post_json(&url, &query).await }
+    });
+    while fake.count("/graphql") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.get(&c.url(&format!("/repos/{REPO}"))).await.unwrap();
+    let rest_done = Instant::now();
+    c.post_json(&graphql, &query).await.unwrap();
+    first.await.unwrap().unwrap();
+    let seen = fake.seen();
+    let reset = seen
+        .iter()
+        .find_map(|s| s.reset_at)
+        .expect("an exhausted answer");
+    assert!(
+        rest_done < reset,
+        "the REST request waited for the GraphQL limit: {seen:#?}"
+    );
+    let asked: Vec<&Seen> = seen.iter().filter(|s| s.path == "/graphql").collect();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[1].at + Duration::from_millis(20) >= reset,
+        "the second GraphQL request waited for the reset: {seen:#?}"
+    );
 }
 
 /// The steps of a pull request opened as a draft, made ready, with a review requested, reviewed

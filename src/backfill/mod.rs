@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use chrono::{NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,6 +159,8 @@ struct Answer {
     retry_after: Option<u64>,
     link: Option<String>,
     etag: Option<String>,
+    /// GitHub's `x-ratelimit-resource`: the limit the other figures are of.
+    resource: Option<String>,
 }
 
 impl Answer {
@@ -188,7 +190,13 @@ impl Answer {
             retry_after: header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()),
             link: header("link"),
             etag: header("etag"),
+            resource: header("x-ratelimit-resource"),
         }
+    }
+
+    /// The limit this answer's figures are of: the one it names, else `guess` (the request's).
+    fn resource<'a>(&'a self, guess: &'a str) -> &'a str {
+        self.resource.as_deref().unwrap_or(guess)
     }
 }
 
@@ -198,8 +206,12 @@ pub struct Client {
     pub settings: ClientSettings,
     permits: Semaphore,
     pub stats: ClientStats,
-    /// No request before this instant (a primary rate limit ran out).
-    paused_until: Mutex<Option<tokio::time::Instant>>,
+    /// No request of a rate-limit resource before its instant (its primary limit ran out).
+    /// GitHub keeps a limit per resource (`x-ratelimit-resource`: `core` for REST, `graphql`,
+    /// `search`; "Rate limits for the REST API" and "Rate limits and query limits for the
+    /// GraphQL API"): a spent GraphQL limit does not hold the REST requests. The other APIs have
+    /// one limit (the key `""`).
+    paused_until: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Progress bars on a terminal, lines otherwise, nothing when quiet.
     pub progress: Progress,
 }
@@ -222,7 +234,7 @@ impl Client {
             permits: Semaphore::new(settings.concurrency.max(1)),
             settings,
             stats: ClientStats::default(),
-            paused_until: Mutex::new(None),
+            paused_until: Mutex::new(HashMap::new()),
             progress: Progress::detect(settings_quiet),
         }))
     }
@@ -271,8 +283,28 @@ impl Client {
         tokio::time::sleep(d).await;
     }
 
-    async fn respect_pause(&self) {
-        let until = *self.paused_until.lock().expect("not poisoned");
+    /// The rate-limit resource a request to `url` counts against, before its answer names it.
+    fn resource_of(&self, url: &str) -> &'static str {
+        if self.settings.api != Api::GitHub {
+            return "";
+        }
+        let path = url.split('?').next().unwrap_or(url);
+        if path.ends_with("/graphql") {
+            "graphql"
+        } else if path.contains("/search/") {
+            "search"
+        } else {
+            "core"
+        }
+    }
+
+    async fn respect_pause(&self, resource: &str) {
+        let until = self
+            .paused_until
+            .lock()
+            .expect("not poisoned")
+            .get(resource)
+            .copied();
         if let Some(until) = until {
             let now = tokio::time::Instant::now();
             if until > now {
@@ -281,18 +313,19 @@ impl Client {
         }
     }
 
-    /// Pauses every request until the epoch second `reset` (plus a second of slack is not
-    /// added: GitHub's reset is when the window opens). Counts the wait once.
-    async fn pause_until_reset(&self, reset: Option<i64>, why: &str) {
+    /// Pauses every request of `resource` until the epoch second `reset` (plus a second of
+    /// slack is not added: GitHub's reset is when the window opens). Counts the wait once.
+    async fn pause_until_reset(&self, resource: &str, reset: Option<i64>, why: &str) {
         let now_ms = Utc::now().timestamp_millis();
         let wait_ms = reset.map_or(60_000, |r| (r * 1000 - now_ms).max(0)) as u64;
         let d = Duration::from_millis(wait_ms);
         let until = tokio::time::Instant::now() + d;
         let first = {
-            let mut p = self.paused_until.lock().expect("not poisoned");
-            let first = p.is_none_or(|p| p < until);
+            let mut paused = self.paused_until.lock().expect("not poisoned");
+            let p = paused.get(resource);
+            let first = p.is_none_or(|p| *p < until);
             if first {
-                *p = Some(until);
+                paused.insert(resource.to_string(), until);
             }
             first
         };
@@ -353,7 +386,9 @@ impl Client {
                         anyhow::anyhow!("{method} {url}: the answer is not JSON ({e})")
                     })?;
                     if answer.remaining == Some(0) {
-                        self.pause_until_reset(answer.reset, "the rate limit to reset").await;
+                        let resource = answer.resource(self.resource_of(url));
+                        self.pause_until_reset(resource, answer.reset, "the rate limit to reset")
+                            .await;
                     }
                     let next = answer.link.as_deref().and_then(next_link);
                     return Ok(Fetched::Modified(Page { body, next }, answer.etag));
@@ -388,8 +423,8 @@ impl Client {
         post: Option<&Value>,
     ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), reqwest::Error> {
         let _permit = self.permits.acquire().await.expect("never closed");
-        // After the permit: a request queued behind one that saw the limit run out waits.
-        self.respect_pause().await;
+        // After the permit: a request queued behind one that saw its limit run out waits.
+        self.respect_pause(self.resource_of(url)).await;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let method = match post {
             Some(_) => reqwest::Method::POST,
@@ -445,7 +480,8 @@ impl Client {
         let wait = match answer.retry_after {
             Some(secs) => Some((Duration::from_secs(secs), "a secondary rate limit")),
             None if answer.remaining == Some(0) => {
-                self.pause_until_reset(answer.reset, "the rate limit to reset")
+                let resource = answer.resource(self.resource_of(url));
+                self.pause_until_reset(resource, answer.reset, "the rate limit to reset")
                     .await;
                 return Ok(());
             }
