@@ -310,21 +310,7 @@ impl Engine {
             }
             return Err(EngineError::Contention(MAX_ATTEMPTS));
         }
-        // What to seal is worked out from the pass's view, which is then let go before the
-        // writes: the embedded store holds the pages they change until its one commit.
-        let sealing = match &view {
-            Some(v) => self.sealing(scope, v).await,
-            None => Ok(None),
-        };
-        drop(view);
-        let sealed = match sealing {
-            Ok(Some(steps)) => self.store.commit_steps(steps).await.map_err(Into::into),
-            Ok(None) => Ok(0),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sealed {
-            tracing::warn!(scope = %scope, error = %e, "sealing failed; the records stay live");
-        }
+        self.seal_after_pass(scope, view).await;
         // The wake-up markers go last, each removed on its own: one that a delivery rewrote
         // meanwhile stays for the next pass without keeping the others, and on DynamoDB a lone
         // conditional delete costs 1 WCU where the same delete inside a transaction costs 2.
@@ -423,6 +409,25 @@ impl Engine {
             points,
             more: more_twins || more_owners || more_items,
         })
+    }
+
+    /// Seals what the pass's view allows ([`Engine::sealing`]): the writes are worked out from
+    /// the view, which is let go before they are made. A failure leaves the records live (the
+    /// next pass seals them) and is logged.
+    async fn seal_after_pass(&self, scope: &Scope, view: Option<View>) {
+        let sealing = match &view {
+            Some(v) => self.sealing(scope, v).await,
+            None => Ok(None),
+        };
+        drop(view);
+        let sealed = match sealing {
+            Ok(Some(steps)) => self.store.commit_steps(steps).await.map_err(Into::into),
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sealed {
+            tracing::warn!(scope = %scope, error = %e, "sealing failed; the records stay live");
+        }
     }
 
     /// What a finished pass can seal ([`seal::plan`]), as three steps of lone writes for
